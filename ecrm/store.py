@@ -116,9 +116,7 @@ class ProfileStore:
             rows = await self.client.zrevrange(self.keys.trending(era), 0, n - 1, withscores=True)
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"reading trending items failed: {exc}") from exc
-        return [
-            ScoredItem(item, decayed_now(score, landmark, now, self._trend_half_life_ms)) for item, score in rows
-        ]
+        return [ScoredItem(item, decayed_now(score, landmark, now, self._trend_half_life_ms)) for item, score in rows]
 
     async def popular(self, n: int) -> list[ScoredItem]:
         """Top items by all-time interaction weight."""
@@ -200,3 +198,12 @@ def build_profile(
         "category_affinity": affinity,
         "merged_visitors": int(h.get("merged_visitors", 0)),
     }
+
+
+async def catalogue_sample(store: ProfileStore, n: int) -> list[str]:
+    """Up to ``n`` catalogue item ids (sorted, so the answer is stable): the last resort of every fallback."""
+    try:
+        _, items = await store.client.sscan(store.keys.catalogue, 0, count=max(n * 4, 100))
+    except (RedisError, OSError) as exc:
+        raise StoreUnavailable(f"reading the catalogue failed: {exc}") from exc
+    return sorted(items)[:n]

@@ -165,7 +165,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "item",
 )
 
-_ADAPTER: TypeAdapter[Behaviour | Item] = TypeAdapter(Event)
+_ADAPTER: TypeAdapter[Behaviour | Item] = TypeAdapter(Event)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,8 +204,10 @@ def _field_error(err: Any) -> FieldError:
         loc = loc[1:]
     msg = str(err["msg"]).removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
-        msg = "unknown field (raw IP addresses are never accepted)" if loc[-1:] in (["ip"], ["ip_address"]) else (
-            "unknown field"
+        msg = (
+            "unknown field (raw IP addresses are never accepted)"
+            if loc[-1:] in (["ip"], ["ip_address"])
+            else ("unknown field")
         )
     return FieldError(".".join(loc) or "(event)", msg)
 

@@ -1,0 +1,1 @@
+"""The API role: event collector, profiles and recommendations over HTTP (FastAPI)."""

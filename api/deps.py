@@ -1,0 +1,31 @@
+"""Dependency aliases for the routes (FastAPI template style)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from api.collector import Collector
+from ecrm.settings import Settings
+from ecrm.store import ProfileStore
+
+
+def _store(request: Request) -> ProfileStore:
+    store: ProfileStore = request.app.state.store
+    return store
+
+
+def _collector(request: Request) -> Collector:
+    collector: Collector = request.app.state.collector
+    return collector
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+StoreDep = Annotated[ProfileStore, Depends(_store)]
+CollectorDep = Annotated[Collector, Depends(_collector)]
+SettingsDep = Annotated[Settings, Depends(_settings)]

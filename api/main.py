@@ -1,0 +1,81 @@
+"""The FastAPI application: ``create_app(settings)``; ``uvicorn api.main:app`` uses the environment."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.collector import Collector
+from api.errors import install_error_handlers
+from api.routes import customers, events, health
+from ecrm import __version__, metrics
+from ecrm.settings import Settings, get_settings
+from ecrm.store import ProfileStore, connect
+
+
+class LatencyMiddleware:
+    """Observes request latency by route template, method and status (pure ASGI: no per-request task)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = [500]
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route: Any = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            metrics.API_LATENCY.labels(path, scope["method"], str(status[0])).observe(time.perf_counter() - started)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client = connect(settings)
+        app.state.settings = settings
+        app.state.store = ProfileStore(client, settings)
+        app.state.collector = Collector(settings)
+        await app.state.collector.start()
+        try:
+            yield
+        finally:
+            await app.state.collector.stop()
+            await client.aclose()
+
+    app = FastAPI(
+        title="eCRM personalization engine",
+        version=__version__,
+        description="Collect clickstream events; read live customer profiles and one-to-one recommendations.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(events.router)
+    app.include_router(customers.router)
+    app.include_router(health.router)
+    app.add_middleware(LatencyMiddleware)
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    """``api.main:app`` for uvicorn, built lazily from the environment."""
+    if name == "app":
+        return create_app()
+    raise AttributeError(name)

@@ -1,0 +1,55 @@
+"""Response models of the API (the request side is the event schema in schemas/)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class FieldProblem(BaseModel):
+    index: int = Field(description="Position of the event in the batch (0 for a single event)")
+    event_id: str | None
+    field: str
+    reason: str
+
+
+class CollectResponse(BaseModel):
+    accepted: int
+    rejected: int
+    errors: list[FieldProblem]
+
+
+class RecommendedItem(BaseModel):
+    item_id: str
+    score: float
+    reason: str
+
+
+class Recommendations(BaseModel):
+    recommendation_id: str = Field(description="Unique id: send it back in recommendation_click events")
+    strategy: str = Field(description="Which step of the fallback chain served the list")
+    model_version: str
+    items: list[RecommendedItem]
+
+
+class Profile(BaseModel):
+    model_config = {"extra": "allow"}
+
+    profile_id: str
+    customer_id: str | None
+    anonymous_id: str | None
+    first_seen: str | None
+    last_seen: str | None
+    event_counts: dict[str, int]
+    events_total: int
+    sessions: int
+    rfm: dict[str, Any]
+    orders: int
+    revenue: float
+    first_purchase: str | None
+    last_purchase: str | None
+    recent_items: list[dict[str, Any]]
+    cart: list[dict[str, Any]]
+    category_affinity: dict[str, float]
+    merged_visitors: int

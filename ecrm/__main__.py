@@ -1,0 +1,3 @@
+from ecrm.cli import app
+
+app(prog_name="ecrm")

@@ -1,0 +1,31 @@
+"""The ``ecrm`` command-line tool: one entry point per role, plus the all-in-one ``ecrm up``.
+
+Each command lives in its own module under ``ecrm/commands/``; this file only registers them.
+"""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="ecrm",
+    help="Real-time eCRM personalization engine (Kafka + Faust + Redis + implicit + FastAPI).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+bench_app = typer.Typer(help="Benchmarks that print figures (not tests).", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+model_app = typer.Typer(help="Model versions: list, rollback.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+
+# --- command registrations (one line each; the commands live in ecrm/commands/) ---
+from ecrm.commands import core  # noqa: E402
+
+app.command("schema")(core.schema)
+app.command("topics")(core.topics)
+from ecrm.commands import runtime  # noqa: E402
+
+app.command("worker")(runtime.worker)
+app.command("api")(runtime.api)
+app.command("simulate")(runtime.simulate)
+app.command("up")(runtime.up)

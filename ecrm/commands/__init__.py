@@ -1,0 +1,1 @@
+"""Implementations of the ``ecrm`` subcommands, one module per role."""

@@ -1,0 +1,147 @@
+"""The all-in-one local runtime behind ``ecrm up``: embedded servers, topics, a worker, the API and the demo.
+
+Children are started with ``PR_SET_PDEATHSIG`` and stopped in reverse order on Ctrl-C, SIGTERM or when one of
+them dies, so no process is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import FrameType
+
+import httpx
+
+from ecrm.embedded import EmbeddedServer, die_with_parent, free_port, start_broker, start_redis
+from ecrm.settings import Settings
+
+Echo = Callable[[str], None]
+
+
+class StartupError(RuntimeError):
+    """A part of the local stack did not come up."""
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Environment that hands ``settings`` to a child process."""
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        env[f"ECRM_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+    return env
+
+
+def spawn_role(role: list[str], settings: Settings) -> subprocess.Popen[bytes]:
+    """Start ``python -m ecrm <role...>`` as a child that dies with this process."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "ecrm", *role],
+        env=settings_env(settings),
+        stdin=subprocess.DEVNULL,
+        preexec_fn=die_with_parent,
+    )
+
+
+def wait_ready(url: str, timeout_s: float, procs: list[subprocess.Popen[bytes]]) -> None:
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        for proc in procs:
+            if proc.poll() is not None:
+                raise StartupError(f"{proc.args!r} exited with code {proc.returncode}")
+        try:
+            resp = httpx.get(url, timeout=2.0)
+            if resp.status_code == 200:
+                return
+            last = resp.text
+        except httpx.HTTPError as exc:
+            last = str(exc)
+        time.sleep(0.3)
+    raise StartupError(f"{url} not ready after {timeout_s:.0f}s: {last}")
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout_s)
+
+
+@dataclass
+class LocalStack:
+    """What ``ecrm up`` started, to stop it in reverse order."""
+
+    settings: Settings
+    servers: list[EmbeddedServer] = field(default_factory=list)
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            stop_process(proc)
+        for server in reversed(self.servers):
+            server.stop()
+
+
+def start_stack(settings: Settings, echo: Echo, env: dict[str, str] | None = None) -> LocalStack:
+    """Start the embedded servers (unless the environment names real ones), the topics, a worker and the API."""
+    from ecrm.kafka import ensure_topics
+
+    env = dict(os.environ) if env is None else env
+    stack = LocalStack(settings)
+    try:
+        if "ECRM_KAFKA_BOOTSTRAP" not in env:
+            broker = start_broker()
+            stack.servers.append(broker)
+            settings = settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{broker.port}"})
+            echo(f"embedded Kafka-protocol broker (Tansu) on 127.0.0.1:{broker.port}")
+        if "ECRM_REDIS_URL" not in env:
+            redis = start_redis()
+            stack.servers.append(redis)
+            settings = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{redis.port}/0"})
+            echo(f"embedded Redis-compatible server (Valkey) on 127.0.0.1:{redis.port}")
+        if "ECRM_WORKER_METRICS_PORT" not in env:
+            settings = settings.model_copy(update={"worker_metrics_port": free_port()})
+        if "ECRM_WORKER_WEB_PORT" not in env:
+            settings = settings.model_copy(update={"worker_web_port": 0})
+        stack.settings = settings
+        created = ensure_topics(settings)
+        echo(f"topics ready ({', '.join(created) if created else 'already there'})")
+        stack.procs.append(spawn_role(["worker"], settings))
+        echo(f"worker started (metrics on http://127.0.0.1:{settings.worker_metrics_port}/metrics)")
+        stack.procs.append(spawn_role(["api", "--port", str(settings.api_port)], settings))
+        wait_ready(f"http://127.0.0.1:{settings.api_port}/health/ready", 60.0, stack.procs)
+        echo(f"API ready on http://127.0.0.1:{settings.api_port}/docs")
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
+def wait_until_stopped(stack: LocalStack) -> int:
+    """Block until Ctrl-C / SIGTERM (returns 0) or a child dies (returns its code)."""
+    stopping = False
+
+    def _on_signal(_signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    previous = signal.signal(signal.SIGTERM, _on_signal)
+    try:
+        while not stopping:
+            for proc in stack.procs:
+                code = proc.poll()
+                if code is not None:
+                    return code or 1
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 0

@@ -1,0 +1,35 @@
+"""Prometheus metrics of every role, defined once. Names start with ``ecrm_``."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+# --- worker ---
+EVENTS_CONSUMED = Counter("ecrm_events_consumed_total", "Events read from Kafka", ["type"])
+EVENTS_PROCESSED = Counter("ecrm_events_processed_total", "Events applied to profiles", ["type"])
+EVENTS_DUPLICATE = Counter("ecrm_events_duplicate_total", "Redelivered events skipped by de-duplication", ["type"])
+EVENTS_DEAD_LETTERED = Counter("ecrm_events_dead_lettered_total", "Events sent to the dead-letter topic", ["type"])
+BATCH_SECONDS = Histogram(
+    "ecrm_batch_processing_seconds",
+    "Time to process one batch (parse, plan, Redis write)",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+BATCH_SIZE = Histogram("ecrm_batch_size", "Events per batch", buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2000))
+EVENT_LAG_SECONDS = Histogram(
+    "ecrm_event_to_profile_lag_seconds",
+    "Profile write time minus event time",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
+)
+STORE_RETRIES = Counter("ecrm_store_retries_total", "Redis writes retried after an error")
+
+# --- API ---
+API_LATENCY = Histogram(
+    "ecrm_api_request_seconds",
+    "API request latency",
+    ["route", "method", "status"],
+    buckets=(0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
+EVENTS_COLLECTED = Counter("ecrm_events_collected_total", "Events accepted by the HTTP collector", ["type"])
+EVENTS_REJECTED = Counter("ecrm_events_rejected_total", "Events refused by the HTTP collector")
+RECOMMENDATIONS = Counter("ecrm_recommendations_total", "Recommendation lists served", ["endpoint", "strategy"])
+MODEL_VERSION = Gauge("ecrm_model_info", "Model version served (value 1)", ["version"])

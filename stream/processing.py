@@ -1,0 +1,161 @@
+"""One batch of raw Kafka messages -> validated plans -> Redis, and invalid messages -> dead-letter envelopes.
+
+Independent of Faust: the agent (stream/agents.py) only feeds batches in, so this is tested directly too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from redis.exceptions import ResponseError
+
+from ecrm import metrics
+from ecrm.settings import Settings
+from ecrm.store import ProfileStore, StoreUnavailable
+from schemas.events import FieldError, InvalidEvent, parse_event
+from stream.updates import Plan, plan_update
+
+log = logging.getLogger(__name__)
+
+Envelope = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    """A message as read from Kafka."""
+
+    value: bytes | None
+    key: bytes | None = None
+    topic: str = ""
+    partition: int = -1
+    offset: int = -1
+
+
+@dataclass
+class BatchResult:
+    applied: int = 0
+    duplicates: int = 0
+    dead_lettered: list[Envelope] = field(default_factory=list)
+    lags_s: list[float] = field(default_factory=list)
+
+
+def dead_letter(msg: RawMessage, errors: list[FieldError], event_id: str | None, stage: str) -> Envelope:
+    """The dead-letter record: why, where from, and the original bytes (base64, exact)."""
+    original = msg.value or b""
+    return {
+        "reason": "; ".join(f"{e.field}: {e.reason}" for e in errors),
+        "errors": [e.as_dict() for e in errors],
+        "stage": stage,
+        "event_id": event_id,
+        "source": {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset},
+        "key": msg.key.decode("utf-8", "replace") if msg.key else None,
+        "original_b64": base64.b64encode(original).decode(),
+        "original": original.decode("utf-8", "replace"),
+        "dead_lettered_at": int(time.time() * 1000),
+    }
+
+
+def _event_type(raw: bytes | None) -> str:
+    try:
+        obj = orjson.loads(raw or b"")
+        t = obj.get("type") if isinstance(obj, dict) else None
+        return t if isinstance(t, str) and len(t) < 40 else "unknown"
+    except orjson.JSONDecodeError:
+        return "unknown"
+
+
+class BatchProcessor:
+    """Validates, plans and applies batches; retries Redis until it succeeds (nothing is acked unapplied)."""
+
+    def __init__(
+        self,
+        store: ProfileStore,
+        settings: Settings,
+        send_dead_letter: Callable[[Envelope], Awaitable[None]],
+        retry_delay_s: float = 0.5,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.send_dead_letter = send_dead_letter
+        self.retry_delay_s = retry_delay_s
+
+    async def process(self, messages: Sequence[RawMessage]) -> BatchResult:
+        started = time.perf_counter()
+        result = BatchResult()
+        plans: list[Plan] = []
+        plan_msgs: list[RawMessage] = []
+        for msg in messages:
+            try:
+                event = parse_event(msg.value or b"")
+            except InvalidEvent as exc:
+                metrics.EVENTS_CONSUMED.labels(_event_type(msg.value)).inc()
+                result.dead_lettered.append(dead_letter(msg, exc.errors, exc.event_id, "validation"))
+                continue
+            metrics.EVENTS_CONSUMED.labels(event.type).inc()
+            plans.append(plan_update(event, self.settings.event_weights))
+            plan_msgs.append(msg)
+        size = self.settings.worker_batch_size
+        for start in range(0, len(plans), size):
+            await self._apply(plans[start : start + size], plan_msgs[start : start + size], result)
+        for envelope in result.dead_lettered:
+            await self.send_dead_letter(envelope)
+            metrics.EVENTS_DEAD_LETTERED.labels(_event_type(envelope["original"].encode())).inc()
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        metrics.BATCH_SIZE.observe(len(messages))
+        return result
+
+    async def _apply(self, plans: list[Plan], msgs: list[RawMessage], result: BatchResult) -> None:
+        statuses = await self._apply_with_retry(plans, msgs, result)
+        written = time.time() * 1000
+        for plan, status in zip(plans, statuses, strict=True):
+            if status == 1:
+                result.applied += 1
+                metrics.EVENTS_PROCESSED.labels(plan["t"]).inc()
+                lag = max(0.0, (written - plan["ts"]) / 1000.0)
+                result.lags_s.append(lag)
+                metrics.EVENT_LAG_SECONDS.observe(lag)
+            elif status == 0:
+                result.duplicates += 1
+                metrics.EVENTS_DUPLICATE.labels(plan["t"]).inc()
+
+    async def _apply_with_retry(self, plans: list[Plan], msgs: list[RawMessage], result: BatchResult) -> list[int]:
+        """Apply a chunk. A script error (a plan Redis refuses) isolates the offending event into the dead-letter
+        topic; any other failure (Redis down) is retried until it succeeds, so nothing is acked unapplied."""
+        try:
+            return await self._retry(plans)
+        except _ScriptError:
+            statuses: list[int] = []
+            for plan, msg in zip(plans, msgs, strict=True):
+                try:
+                    statuses.extend(await self._retry([plan]))
+                except _ScriptError as exc:
+                    error = FieldError("(event)", f"could not be applied to the profile store: {exc}")
+                    result.dead_lettered.append(dead_letter(msg, [error], plan["id"], "store"))
+                    statuses.append(-1)
+            return statuses
+
+    async def _retry(self, plans: list[Plan]) -> list[int]:
+        while True:
+            try:
+                return await self.store.apply_plans(plans)
+            except StoreUnavailable as exc:
+                if _is_script_error(exc):
+                    raise _ScriptError(str(exc.__cause__)) from exc
+                metrics.STORE_RETRIES.inc()
+                log.warning("Redis write failed, retrying in %.1fs: %s", self.retry_delay_s, exc)
+                await asyncio.sleep(self.retry_delay_s)
+
+
+class _ScriptError(Exception):
+    """Redis refused one plan (not a connection problem)."""
+
+
+def _is_script_error(exc: StoreUnavailable) -> bool:
+    return isinstance(exc.__cause__, ResponseError) and "NOSCRIPT" not in str(exc.__cause__)

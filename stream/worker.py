@@ -1,0 +1,28 @@
+"""Entry point of the worker role (``ecrm worker``)."""
+
+from __future__ import annotations
+
+import logging
+
+import faust
+from prometheus_client import start_http_server
+
+from ecrm.settings import Settings
+from stream.agents import register_agents
+from stream.app import create_app
+
+
+def build(settings: Settings) -> faust.App:
+    app = create_app(settings)
+    register_agents(app, settings)
+    return app
+
+
+def run_worker(settings: Settings, loglevel: str = "warning") -> None:
+    """Run a Faust worker until stopped (SIGINT/SIGTERM). Exposes Prometheus metrics on 127.0.0.1."""
+    logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.worker_metrics_port:
+        start_http_server(settings.worker_metrics_port, addr="127.0.0.1")
+    app = build(settings)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()
