@@ -1,16 +1,14 @@
-"""Customer profiles and one-to-one recommendations."""
+"""Customer profiles."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 
-from api.deps import SettingsDep, StoreDep
+from api.deps import StoreDep
 from api.errors import NotFound
-from api.models import Profile, Recommendations
-from api.recommend import popular_for_customer
-from ecrm import metrics
+from api.models import Profile
 from ecrm.keys import customer_pid
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
@@ -23,17 +21,3 @@ async def profile(customer_id: str, store: StoreDep) -> dict[str, Any]:
     if found is None:
         raise NotFound(f"no profile for customer {customer_id!r}")
     return found
-
-
-@router.get("/{customer_id}/recommendations", response_model=Recommendations)
-async def recommendations(
-    customer_id: str,
-    store: StoreDep,
-    settings: SettingsDep,
-    n: Annotated[int, Query(ge=1, le=1000)] = 10,
-) -> Recommendations:
-    """One-to-one recommendations. An unknown customer gets popular items (200, never an error)."""
-    n = min(n, settings.recommendations_max_n)
-    recs = await popular_for_customer(store, customer_id, n)
-    metrics.RECOMMENDATIONS.labels("customer", recs.strategy).inc()
-    return Recommendations.model_validate(recs, from_attributes=True)
