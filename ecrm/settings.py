@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     worker_batch_window_s: float = Field(0.05, gt=0, description="Longest wait to fill a batch")
     worker_web_port: int = Field(6066, description="Faust web port (bound to 127.0.0.1; 0 turns it off)")
     worker_metrics_port: int = Field(9101, description="Prometheus port of the worker (0 turns it off)")
+    worker_metrics_host: str = Field("127.0.0.1", description="Interface of the worker's metrics server")
     broker_session_timeout_s: float = Field(6.0, gt=0)
     broker_heartbeat_interval_s: float = Field(1.0, gt=0)
     event_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))

@@ -22,7 +22,7 @@ def run_worker(settings: Settings, loglevel: str = "warning") -> None:
     """Run a Faust worker until stopped (SIGINT/SIGTERM). Exposes Prometheus metrics on 127.0.0.1."""
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if settings.worker_metrics_port:
-        start_http_server(settings.worker_metrics_port, addr="127.0.0.1")
+        start_http_server(settings.worker_metrics_port, addr=settings.worker_metrics_host)
     app = build(settings)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
