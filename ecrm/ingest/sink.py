@@ -1,0 +1,100 @@
+"""Where importers send their output: events to Kafka in batches (or nowhere, in a dry run), rejects to a file.
+
+Thin adapters around :mod:`ecrm.kafka`; errors surface as :class:`ecrm.kafka.KafkaUnavailable`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol, TextIO
+
+from ecrm.kafka import ensure_topics, make_producer, produce_events
+from ecrm.settings import Settings
+
+
+class EventSink(Protocol):
+    sent: int
+
+    def add(self, event: dict[str, Any]) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class DryRunSink:
+    """Counts the events it is given and sends nothing."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def add(self, event: dict[str, Any]) -> None:  # noqa: ARG002 - the event is only counted
+        self.sent += 1
+
+    def flush(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+class KafkaSink:
+    """Produces events to the events topic, ``batch_size`` at a time, each batch flushed (acknowledged)."""
+
+    def __init__(self, settings: Settings, batch_size: int = 500) -> None:
+        ensure_topics(settings)
+        self._producer = make_producer(settings)
+        self._topic = settings.events_topic
+        self._batch: list[dict[str, Any]] = []
+        self._batch_size = batch_size
+        self.sent = 0
+
+    def add(self, event: dict[str, Any]) -> None:
+        self._batch.append(event)
+        if len(self._batch) >= self._batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._batch:
+            self.sent += produce_events(self._producer, self._topic, self._batch)
+            self._batch = []
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self._producer.close()
+
+
+class RejectsFile:
+    """Tab-separated ``number, reason, text`` lines, written to ``path`` from the first reject on."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.count = 0
+        self._handle: TextIO | None = None
+
+    def write(self, number: int, reason: str, text: str) -> None:
+        if self._handle is None:
+            self._handle = self.path.open("w", encoding="utf-8", newline="\n")
+            self._handle.write("line\treason\ttext\n")
+        self._handle.write(f"{number}\t{_one_line(reason)}\t{_one_line(text)}\n")
+        self.count += 1
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def __enter__(self) -> RejectsFile:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\t", " ").replace("\r", " ").replace("\n", " ")
