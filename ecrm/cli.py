@@ -29,3 +29,7 @@ app.command("worker")(runtime.worker)
 app.command("api")(runtime.api)
 app.command("simulate")(runtime.simulate)
 app.command("up")(runtime.up)
+from ecrm.commands import import_orders, ingest_log  # noqa: E402
+
+app.command("ingest-log")(ingest_log.ingest_log)
+app.command("import-orders")(import_orders.import_orders)
