@@ -4,13 +4,18 @@ started once per test session on free loopback ports."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from ecrm.embedded import EmbeddedServer, start_broker, start_redis
+from ecrm.embedded import EmbeddedServer, die_with_parent, start_broker, start_redis
+from ecrm.kafka import ensure_topics
+from ecrm.local import settings_env
 from ecrm.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -55,9 +60,47 @@ def settings(broker: EmbeddedServer, redis_server: EmbeddedServer) -> Settings:
     )
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that makes a child process (worker, API) use ``settings``."""
-    env = dict(os.environ)
-    for name, value in settings.model_dump().items():
-        env[f"ECRM_{name.upper()}"] = value if isinstance(value, str) else __import__("json").dumps(value)
-    return env
+def start_worker(settings: Settings) -> subprocess.Popen[bytes]:
+    """A real worker process (``python -m ecrm worker``) on the test's settings."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "ecrm", "worker", "--loglevel", "warning"],
+        env=settings_env(settings),
+        stdin=subprocess.DEVNULL,
+        preexec_fn=die_with_parent,
+    )
+
+
+def stop_worker(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture()
+def worker(settings: Settings) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
+    """Starts worker processes on demand (topics created first); stops all of them at the end."""
+    ensure_topics(settings)
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start() -> subprocess.Popen[bytes]:
+        proc = start_worker(settings)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        stop_worker(proc)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 60.0, interval: float = 0.2, what: str = "") -> None:
+    """Poll ``predicate`` until it is true; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what or predicate}")

@@ -1,0 +1,61 @@
+"""Helpers for integration tests: events, a sync Redis view, an API client on the real app."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import redis
+
+from api.main import create_app
+from ecrm.keys import Keys
+from ecrm.settings import Settings
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def view(customer: str, item: str, ts: int | None = None, **extra: Any) -> dict[str, Any]:
+    return {
+        "type": "product_view",
+        "event_id": uuid.uuid4().hex,
+        "timestamp": ts or now_ms(),
+        "customer_id": customer,
+        "item_id": item,
+        **extra,
+    }
+
+
+def purchase(customer: str, lines: list[tuple[str, int, float]], ts: int | None = None) -> dict[str, Any]:
+    return {
+        "type": "purchase",
+        "event_id": uuid.uuid4().hex,
+        "timestamp": ts or now_ms(),
+        "customer_id": customer,
+        "order_id": uuid.uuid4().hex[:10],
+        "currency": "EUR",
+        "lines": [{"item_id": i, "quantity": q, "unit_price": p} for i, q, p in lines],
+    }
+
+
+def sync_redis(settings: Settings) -> redis.Redis:
+    return redis.Redis.from_url(settings.redis_url, decode_responses=True)
+
+
+def profile_hash(settings: Settings, pid: str) -> dict[str, str]:
+    return sync_redis(settings).hgetall(Keys(settings.key_prefix).profile(pid))  # type: ignore[no-any-return]
+
+
+@asynccontextmanager
+async def api_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The real FastAPI app (lifespan included: Redis client, aiokafka producer) over ASGI."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client
