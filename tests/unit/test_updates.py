@@ -1,0 +1,83 @@
+"""Pure profile logic: what one event changes."""
+
+from __future__ import annotations
+
+import pytest
+
+from ecrm.settings import DEFAULT_EVENT_WEIGHTS
+from schemas import parse_event_obj
+from stream.updates import decay_factor, decayed_now, plan_update
+
+TS = 1_763_888_400_000
+
+
+def plan(obj: dict[str, object]) -> dict[str, object]:
+    return plan_update(parse_event_obj({"event_id": "e", "timestamp": TS, **obj}), DEFAULT_EVENT_WEIGHTS)
+
+
+def test_product_view_is_an_interaction_with_its_weight() -> None:
+    p = plan({"type": "product_view", "customer_id": "c", "item_id": "i", "category": "k", "session_id": "s"})
+    assert p == {
+        "id": "e",
+        "t": "product_view",
+        "ts": TS,
+        "p": "c:c",
+        "s": "s",
+        "items": [["i", "k", DEFAULT_EVENT_WEIGHTS["product_view"]]],
+    }
+
+
+def test_anonymous_visitor_has_own_profile_and_login_merges() -> None:
+    assert plan({"type": "page_view", "anonymous_id": "v"})["p"] == "a:v"
+    both = plan({"type": "page_view", "anonymous_id": "v", "customer_id": "c"})
+    assert both["p"] == "c:c" and both["login"] == "v"
+
+
+def test_cart_changes() -> None:
+    add = plan({"type": "add_to_cart", "customer_id": "c", "item_id": "i", "quantity": 3})
+    assert add["cart"] == [["i", 3]]
+    some = plan({"type": "remove_from_cart", "customer_id": "c", "item_id": "i", "quantity": 2})
+    assert some["cart"] == [["i", -2]]
+    everything = plan({"type": "remove_from_cart", "customer_id": "c", "item_id": "i"})
+    assert everything["cart"] == [["i", 0]]
+
+
+def test_purchase_revenue_lines_and_cart_clearing() -> None:
+    p = plan(
+        {
+            "type": "purchase",
+            "customer_id": "c",
+            "order_id": "o",
+            "currency": "EUR",
+            "lines": [
+                {"item_id": "a", "quantity": 2, "unit_price": 1.25},
+                {"item_id": "b", "quantity": 1, "unit_price": 3.0, "category": "k"},
+            ],
+        }
+    )
+    assert p["order"] == 5.5
+    assert p["items"] == [["a", "", 5.0], ["b", "k", 5.0]]
+    assert p["cart"] == [["a", 0], ["b", 0]]
+
+
+def test_search_and_page_view_touch_no_items() -> None:
+    assert "items" not in plan({"type": "search", "customer_id": "c", "query": "q"})
+    assert "items" not in plan({"type": "page_view", "customer_id": "c"})
+
+
+def test_catalogue_item() -> None:
+    p = plan({"type": "item", "item_id": "i", "title": "T", "category": "k", "price": 2.0, "in_stock": False})
+    assert p["item"] == {"id": "i", "title": "T", "category": "k", "price": 2.0, "in_stock": 0}
+    assert "p" not in p
+
+
+def test_configurable_weights() -> None:
+    event = parse_event_obj(
+        {"type": "product_view", "event_id": "e", "timestamp": TS, "customer_id": "c", "item_id": "i"}
+    )
+    assert plan_update(event, {"product_view": 7.0})["items"] == [["i", "", 7.0]]
+
+
+def test_forward_decay_halves_per_half_life() -> None:
+    assert decay_factor(0, 10, 10) == pytest.approx(2.0)
+    assert decayed_now(8.0, landmark_ms=0, now_ms=30, half_life_ms=10) == pytest.approx(1.0)
