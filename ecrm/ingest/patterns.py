@@ -14,7 +14,7 @@ The file is YAML (see ``config/log_patterns.yaml`` and ``docs/ingestion.md``)::
         category: presentations
 
 Rules are tried in order and the first whose ``match`` regular expression matches the whole request path (or,
-with ``on: url``, the path with its query string) wins. The event's fields are templates filled from the named
+with ``target: url``, the path with its query string) wins. The event's fields are templates filled from the named
 groups of the match. Every mistake in the file is reported as :class:`PatternError` naming the file, the rule
 and the field.
 """
@@ -74,7 +74,7 @@ class BotSpec(_Spec):
 class RuleSpec(_Spec):
     name: str = Field(min_length=1)
     match: str = Field(min_length=1)
-    on: Literal["path", "url"] = "path"
+    target: Literal["path", "url"] = "path"
     methods: list[str] = Field(default_factory=lambda: ["GET"], min_length=1)
     event: RuleEvent
     item_id: str | None = None
@@ -101,7 +101,7 @@ class Rule:
 
     name: str
     regex: re.Pattern[str]
-    on: Literal["path", "url"]
+    target: Literal["path", "url"]
     methods: frozenset[str]
     event: str
     templates: dict[str, str]
@@ -111,10 +111,10 @@ class Rule:
         """The decoded named groups if this rule applies to the request, else None."""
         if method not in self.methods:
             return None
-        found = self.regex.fullmatch(url if self.on == "url" else path)
+        found = self.regex.fullmatch(url if self.target == "url" else path)
         if found is None:
             return None
-        decode = unquote_plus if self.on == "url" else unquote
+        decode = unquote_plus if self.target == "url" else unquote
         return {k: decode(v) for k, v in found.groupdict().items() if v is not None}
 
     def render(self, groups: dict[str, str]) -> dict[str, str]:
@@ -236,7 +236,7 @@ def _compile_rule(spec: RuleSpec, where: str) -> Rule:
     return Rule(
         name=spec.name,
         regex=regex,
-        on=spec.on,
+        target=spec.target,
         methods=frozenset(m.upper() for m in spec.methods),
         event=spec.event,
         templates=templates,
@@ -286,4 +286,6 @@ def _describe(err: Any, raw: Any) -> str:
     msg = str(err["msg"])
     if err["type"] == "extra_forbidden":
         msg = "unknown key"
+    elif err["type"] == "invalid_key":
+        msg = "keys must be text (YAML reads unquoted on, off, yes, no, true, false as booleans: quote them)"
     return f"{where or '(file)'}: {msg}"
