@@ -71,7 +71,11 @@ def test_follow_keeps_a_partial_line_until_it_ends_or_following_stops(tmp_path: 
 def test_follow_survives_truncation(tmp_path: Path) -> None:
     log = tmp_path / "a.log"
     log.write_bytes(b"one\ntwo\n")
-    fake = FakeTime([lambda: log.write_bytes(b"new\n")])
+
+    def truncate() -> None:
+        log.write_bytes(b"new\n")
+
+    fake = FakeTime([truncate])
     items = list(read_lines(log, follow=True, poll_s=0.5, max_idle_s=2.0, clock=fake.clock, sleep=fake.sleep))
     assert lines_of(items) == [(1, b"one"), (2, b"two"), (1, b"new")]
 
