@@ -1,0 +1,120 @@
+"""Split protocols: which interactions train the model and which items each test user should get.
+
+* ``leave-one-out``: each user's last interaction is the test item, everything else trains. Users with a single
+  interaction are not tested; a user whose last item is already in the rest of the history is not tested
+  either (it is excluded from the ranking, so only new items can be hits), and is counted as skipped.
+  ``validation=True`` first drops every user's last interaction, so the second-to-last is the target: tune
+  on that, report on the real split.
+* ``time-split``: interactions before a cut-off time train (default: the 80% quantile of all times); a user's
+  test items are the items first interacted with at or after the cut-off. Only users with a training
+  history are tested.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from recommender.data import IntArray, Interactions
+
+Protocol = Literal["leave-one-out", "time-split"]
+PROTOCOLS: tuple[Protocol, ...] = ("leave-one-out", "time-split")
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """Training log and, in CSR layout, the relevant items of each test user."""
+
+    train: Interactions
+    test_users: IntArray
+    test_indptr: IntArray
+    test_items: IntArray
+    skipped_users: int
+    cutoff_ts: int | None = None
+
+    @property
+    def n_test_users(self) -> int:
+        return len(self.test_users)
+
+    def sample(self, max_users: int | None, seed: int = 0) -> Split:
+        """At most ``max_users`` test users, drawn at random (fixed seed); the training log is unchanged."""
+        if max_users is None or max_users >= self.n_test_users:
+            return self
+        if max_users < 1:
+            raise ValueError(f"max_users must be at least 1, got {max_users}")
+        keep = np.sort(np.random.default_rng(seed).choice(self.n_test_users, size=max_users, replace=False))
+        lengths = np.diff(self.test_indptr)[keep]
+        indptr = np.zeros(len(keep) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        pos = np.concatenate([np.arange(self.test_indptr[k], self.test_indptr[k + 1]) for k in keep.tolist()]).astype(
+            np.int64
+        )
+        return Split(
+            self.train, self.test_users[keep], indptr, self.test_items[pos], self.skipped_users, self.cutoff_ts
+        )
+
+
+def _keys(users: np.ndarray, items: np.ndarray, n_items: int) -> IntArray:
+    return users.astype(np.int64) * n_items + items.astype(np.int64)
+
+
+def leave_one_out(log: Interactions, *, validation: bool = False) -> Split:
+    """Hold out each user's last interaction (the second-to-last with ``validation``)."""
+    order = log.chronological()
+    if validation:
+        order = order[~_last_of_user(log.users[order])]
+    users = log.users[order]
+    last = _last_of_user(users)
+    counts = np.bincount(users, minlength=log.n_users)
+    held = last & (counts[users] >= 2)
+    train_pos, test_pos = order[~held], order[held]
+    train = log.select(_mask(len(log), train_pos))
+    test_users = log.users[test_pos].astype(np.int64)
+    test_items = log.items[test_pos].astype(np.int64)
+    repeat = np.isin(_keys(test_users, test_items, log.n_items), _keys(train.users, train.items, log.n_items))
+    test_users, test_items = test_users[~repeat], test_items[~repeat]
+    by_user = np.argsort(test_users, kind="stable")
+    return Split(
+        train=train,
+        test_users=test_users[by_user],
+        test_indptr=np.arange(len(test_users) + 1, dtype=np.int64),
+        test_items=test_items[by_user],
+        skipped_users=int(repeat.sum()),
+    )
+
+
+def time_split(log: Interactions, *, quantile: float = 0.8, cutoff_ts: int | None = None) -> Split:
+    """Train before the cut-off; test each user with a training history on the new items after it."""
+    if not 0.0 < quantile < 1.0:
+        raise ValueError(f"quantile must be between 0 and 1, got {quantile}")
+    cutoff = int(np.quantile(log.ts, quantile)) if cutoff_ts is None else cutoff_ts
+    before = log.ts < cutoff
+    if not before.any() or before.all():
+        raise ValueError(f"the cut-off {cutoff} leaves no training or no test interactions")
+    train = log.select(before)
+    after = (~before) & (log.weights > 0)
+    keys = np.unique(_keys(log.users[after], log.items[after], log.n_items))
+    train_keys = _keys(train.users, train.items, train.n_items)
+    keys = keys[~np.isin(keys, train_keys)]
+    users, items = keys // log.n_items, keys % log.n_items
+    has_history = np.isin(users, train.users)
+    skipped = int(len(np.unique(users[~has_history])))
+    users, items = users[has_history], items[has_history]
+    test_users, starts = np.unique(users, return_index=True)
+    indptr = np.append(starts, len(users)).astype(np.int64)
+    return Split(train, test_users.astype(np.int64), indptr, items.astype(np.int64), skipped, cutoff)
+
+
+def _last_of_user(sorted_users: np.ndarray) -> np.ndarray:
+    """True at the last position of every user in a user-sorted array."""
+    last = np.ones(len(sorted_users), dtype=bool)
+    last[:-1] = sorted_users[1:] != sorted_users[:-1]
+    return last
+
+
+def _mask(n: int, positions: IntArray) -> np.ndarray:
+    mask = np.zeros(n, dtype=bool)
+    mask[positions] = True
+    return mask

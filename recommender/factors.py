@@ -1,0 +1,142 @@
+"""Matrix factorisation parts (ALS, BPR) on implicit, with a least-squares fold-in of whole user histories.
+
+Only item factors are kept. A user vector is computed per request from the user's whole current history with
+implicit's own ``recalculate_user`` (the ALS least-squares step, with the model's regularisation and alpha), so
+a user need not have been in training. BPR factors carry an item bias in their last column: the fold-in solves
+for the other columns and the bias is added to the scores.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+from implicit.cpu.als import AlternatingLeastSquares
+from implicit.cpu.bpr import BayesianPersonalizedRanking
+from implicit.recommender_base import ModelFitError as ImplicitFitError
+from numpy.typing import NDArray
+
+from recommender.config import RecommenderConfig
+from recommender.errors import ModelFitError
+
+FloatMatrix = NDArray[np.float32]
+
+
+def _solver(item_factors: FloatMatrix, regularization: float, alpha: float) -> AlternatingLeastSquares:
+    with warnings.catch_warnings():  # implicit warns once about BLAS threads; the caller pins them
+        warnings.simplefilter("ignore", RuntimeWarning)
+        solver = AlternatingLeastSquares(
+            factors=item_factors.shape[1], regularization=regularization, alpha=alpha, num_threads=1
+        )
+    solver.item_factors = item_factors
+    return solver
+
+
+class FactorPart:
+    """Item factors (items x factors, float32), an optional item bias and the fold-in solver."""
+
+    def __init__(
+        self, item_factors: FloatMatrix, item_bias: FloatMatrix | None, regularization: float, alpha: float
+    ) -> None:
+        if item_factors.ndim != 2:
+            raise ValueError("item factors must be a 2-d array")
+        if item_bias is not None and item_bias.shape != (item_factors.shape[0],):
+            raise ValueError("item bias must have one value per item")
+        self.item_factors = np.ascontiguousarray(item_factors, dtype=np.float32)
+        self.item_bias = None if item_bias is None else np.ascontiguousarray(item_bias, dtype=np.float32)
+        self.regularization = regularization
+        self.alpha = alpha
+        self._solver = _solver(self.item_factors, regularization, alpha)
+        self._transposed = np.ascontiguousarray(self.item_factors.T)
+        _ = self._solver.YtY  # computed once here, not on the first request
+
+    @property
+    def n_items(self) -> int:
+        return int(self.item_factors.shape[0])
+
+    def fold_in(self, conf: sp.csr_matrix) -> FloatMatrix:
+        """User vectors (rows x factors) from rows x items confidences."""
+        rows = conf.shape[0]
+        if rows == 0:
+            return np.zeros((0, self.item_factors.shape[1]), dtype=np.float32)
+        users = self._solver.recalculate_user(np.arange(rows), sp.csr_matrix(conf, dtype=np.float32))
+        return np.asarray(users, dtype=np.float32).reshape(rows, -1)
+
+    def scores(self, users: FloatMatrix) -> FloatMatrix:
+        out: FloatMatrix = users @ self._transposed
+        if self.item_bias is not None:
+            out += self.item_bias
+        return out
+
+    def explain(self, history: NDArray[np.int32], conf: NDArray[np.float32], targets: NDArray[np.int64]) -> FloatMatrix:
+        """Share of each history item in each target's score (history x targets): the fold-in is linear in the
+        confidences, ``u = A^-1 sum_i c_i y_i``, so item ``i`` adds ``c_i y_t . A^-1 y_i`` to target ``t``."""
+        c = (self.alpha * np.clip(conf, 0.0, None)).astype(np.float64)
+        used = c > 0
+        y_hist = self.item_factors[history].astype(np.float64)
+        a = np.asarray(self._solver.YtY, dtype=np.float64) + self.regularization * np.eye(y_hist.shape[1])
+        a += (y_hist[used].T * (c[used] - 1.0)) @ y_hist[used]
+        solved = np.linalg.solve(a, y_hist.T)
+        out = (self.item_factors[targets].astype(np.float64) @ solved).T * c[:, None]
+        return out.astype(np.float32)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {
+            "item_factors": self.item_factors,
+            "factor_params": np.asarray([self.regularization, self.alpha], dtype=np.float64),
+        }
+        if self.item_bias is not None:
+            out["item_bias"] = self.item_bias
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> FactorPart:
+        regularization, alpha = (float(x) for x in arrays["factor_params"])
+        bias = arrays.get("item_bias")
+        return cls(arrays["item_factors"], bias, regularization, alpha)
+
+
+def _check_finite(factors: FloatMatrix, algorithm: str) -> None:
+    if not np.all(np.isfinite(factors)):
+        raise ModelFitError(f"{algorithm} produced NaN or infinite factors")
+
+
+def fit_als(matrix: sp.csr_matrix, config: RecommenderConfig) -> FactorPart:
+    """ALS on a users x items confidence matrix (implicit scales it by ``alpha``)."""
+    model = AlternatingLeastSquares(
+        factors=config.factors,
+        regularization=config.regularization,
+        alpha=config.alpha,
+        iterations=config.iterations,
+        num_threads=config.num_threads,
+        random_state=config.random_state,
+        dtype=np.float32,
+    )
+    try:
+        model.fit(sp.csr_matrix(matrix, dtype=np.float32), show_progress=False)
+    except ImplicitFitError as exc:
+        raise ModelFitError(f"ALS: {exc}") from exc
+    factors = np.asarray(model.item_factors, dtype=np.float32)
+    _check_finite(factors, "ALS")
+    return FactorPart(factors, None, config.regularization, config.alpha)
+
+
+def fit_bpr(matrix: sp.csr_matrix, config: RecommenderConfig) -> FactorPart:
+    """BPR on the positive entries of a users x items matrix; the last factor column is the item bias."""
+    model = BayesianPersonalizedRanking(
+        factors=config.factors,
+        learning_rate=config.learning_rate,
+        regularization=config.regularization,
+        iterations=config.iterations,
+        num_threads=config.num_threads,
+        random_state=config.random_state,
+        dtype=np.float32,
+    )
+    try:
+        model.fit(sp.csr_matrix(matrix, dtype=np.float32), show_progress=False)
+    except ImplicitFitError as exc:
+        raise ModelFitError(f"BPR: {exc}") from exc
+    factors = np.asarray(model.item_factors, dtype=np.float32)
+    _check_finite(factors, "BPR")
+    return FactorPart(factors[:, :-1], factors[:, -1], config.regularization, config.alpha)

@@ -1,0 +1,289 @@
+"""The engine: a collaborative part (ALS, BPR, cosine or BM25, by configuration) blended with a sequential
+part (item -> next-item transitions) and a tiny popularity term that orders the rest and serves empty histories.
+
+Scoring one batch of current histories (see :class:`recommender.data.HistoryBatch`):
+
+1. confidence of each history entry: its summed weight, halved per ``half_life_days`` of age before the
+   user's latest event; sequence weight: confidence times ``recency_decay ** k`` for the k-th newest time;
+2. sequential scores: sequence weights times the transition matrix (sparse rows, summed);
+3. collaborative scores: ALS/BPR fold-in of the whole history (least squares) times the item factors, or
+   sequence weights times the item-item similarity matrix;
+4. each part divided by its row maximum, blended with ``sequence_weight`` and ``collaborative_weight``, plus
+   ``popularity_weight`` times the item's share of training users.
+
+The reason item of a recommended item is the history item with the largest share of its score.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Self
+
+import numpy as np
+import scipy.sparse as sp
+
+from recommender.base import RecommenderBase
+from recommender.config import RecommenderConfig
+from recommender.data import FloatArray, HistoryBatch, IntArray, Interactions, interactions_batch
+from recommender.errors import NotFittedError
+from recommender.factors import FactorPart, FloatMatrix, fit_als, fit_bpr
+from recommender.neighbours import fit_similarity
+from recommender.sequence import transition_matrix
+from recommender.serialize import (
+    load,
+    pack_csr,
+    pack_json,
+    pack_strings,
+    save,
+    unpack_csr,
+    unpack_json,
+    unpack_strings,
+)
+from recommender.threads import blas_threads
+from recommender.weighting import batch_matrix, confidence, half_life_ms, row_max, sequence_weights
+
+KIND = "engine"
+SCORING_FIELDS = frozenset(
+    {"collaborative_weight", "sequence_weight", "popularity_weight", "recency_decay", "max_history"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingInfo:
+    """What a model version was trained on, when and how long it took."""
+
+    algorithm: str
+    params: dict[str, Any]
+    n_users: int
+    n_items: int
+    n_interactions: int
+    trained_at: str
+    duration_s: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "algorithm": self.algorithm,
+            "params": self.params,
+            "n_users": self.n_users,
+            "n_items": self.n_items,
+            "n_interactions": self.n_interactions,
+            "trained_at": self.trained_at,
+            "duration_s": self.duration_s,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainingInfo:
+        try:
+            return cls(
+                algorithm=str(d["algorithm"]),
+                params=dict(d["params"]),
+                n_users=int(d["n_users"]),
+                n_items=int(d["n_items"]),
+                n_interactions=int(d["n_interactions"]),
+                trained_at=str(d["trained_at"]),
+                duration_s=float(d["duration_s"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"invalid training metadata: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class _Fitted:
+    item_ids: tuple[str, ...]
+    popularity: FloatArray
+    transitions: sp.csr_matrix
+    factors: FactorPart | None
+    similarity: sp.csr_matrix | None
+    info: TrainingInfo
+
+    def check(self) -> None:
+        n = len(self.item_ids)
+        shapes_ok = self.popularity.shape == (n,) and self.transitions.shape == (n, n)
+        if self.factors is not None:
+            shapes_ok &= self.factors.n_items == n
+        if self.similarity is not None:
+            shapes_ok &= self.similarity.shape == (n, n)
+        if not shapes_ok:
+            raise ValueError("model arrays do not match the number of items")
+
+
+@dataclass(frozen=True, slots=True)
+class EngineScores:
+    """Dense scores of a batch plus what :meth:`reasons` needs to attribute them to history items."""
+
+    values: FloatMatrix
+    batch: HistoryBatch
+    conf: FloatArray
+    seq_w: FloatArray
+    seq_coef: FloatArray
+    col_coef: FloatArray
+    state: _Fitted
+    config: RecommenderConfig
+
+    def reasons(self, row: int, targets: IntArray) -> IntArray:
+        sl = self.batch.row(row)
+        history = self.batch.items[sl]
+        if history.size == 0:
+            return np.full(targets.size, -1, dtype=np.int64)
+        contrib = np.zeros((history.size, targets.size), dtype=np.float32)
+        seq_w = self.seq_w[sl][:, None]
+        if self.config.sequence_weight > 0:
+            contrib += seq_w * _block(self.state.transitions, history, targets) * self.seq_coef[row]
+        if self.config.collaborative_weight > 0:
+            if self.state.factors is not None:
+                part = self.state.factors.explain(history, self.conf[sl], targets)
+            else:
+                assert self.state.similarity is not None
+                part = seq_w * _block(self.state.similarity, history, targets)
+            contrib += part * self.col_coef[row]
+        best = contrib.argmax(axis=0)
+        found = contrib[best, np.arange(targets.size)] > 0
+        return np.where(found, history[best].astype(np.int64), -1)
+
+
+def _block(m: sp.csr_matrix, rows: np.ndarray, cols: IntArray) -> FloatMatrix:
+    out: FloatMatrix = m[rows][:, cols].toarray()
+    return out
+
+
+class Engine(RecommenderBase):
+    """The engine model. ``Engine(config).fit(interactions)``, or ``Engine.from_bytes(blob)``."""
+
+    def __init__(self, config: RecommenderConfig | None = None) -> None:
+        self.config = config or RecommenderConfig()
+        self.metrics: dict[str, Any] = {}
+        self._state: _Fitted | None = None
+
+    @property
+    def state(self) -> _Fitted:
+        if self._state is None:
+            raise NotFittedError("the model has not been fitted or loaded")
+        return self._state
+
+    @property
+    def info(self) -> TrainingInfo:
+        return self.state.info
+
+    @property
+    def item_ids(self) -> tuple[str, ...]:
+        return () if self._state is None else self._state.item_ids
+
+    # ----- training -----
+
+    def fit(self, interactions: Interactions) -> Self:
+        if len(interactions) == 0 or interactions.n_items == 0:
+            raise ValueError("cannot fit on an empty interaction log")
+        cfg = self.config
+        started = time.perf_counter()
+        with blas_threads(cfg.blas_threads):
+            history = interactions_batch(interactions)
+            conf = confidence(history, half_life_ms(cfg.half_life_days))
+            matrix = batch_matrix(history, conf, interactions.n_items)
+            users_per_item = np.bincount(matrix.indices, minlength=matrix.shape[1]).astype(np.float32)
+            popularity = users_per_item / max(float(users_per_item.max()), 1.0)
+            transitions = transition_matrix(interactions, cfg)
+            factors = None
+            similarity = None
+            if cfg.algorithm == "als":
+                factors = fit_als(matrix, cfg)
+            elif cfg.algorithm == "bpr":
+                factors = fit_bpr(matrix, cfg)
+            else:
+                similarity = fit_similarity(matrix, cfg)
+        info = TrainingInfo(
+            algorithm=cfg.algorithm,
+            params=cfg.model_dump(),
+            n_users=int(np.count_nonzero(np.diff(matrix.indptr))),
+            n_items=interactions.n_items,
+            n_interactions=len(interactions),
+            trained_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            duration_s=round(time.perf_counter() - started, 3),
+        )
+        self._state = _Fitted(interactions.item_ids, popularity, transitions, factors, similarity, info)
+        self.metrics = {}
+        return self
+
+    def with_scoring(self, **changes: Any) -> Engine:
+        """The same trained model scored with other blend / history settings (no retraining)."""
+        unknown = set(changes) - SCORING_FIELDS
+        if unknown:
+            raise ValueError(f"only scoring settings can change without retraining, not: {sorted(unknown)}")
+        other = Engine(RecommenderConfig.from_mapping({**self.config.model_dump(), **changes}))
+        other._state = self.state
+        other._index_cache = self._index_cache
+        return other
+
+    # ----- scoring -----
+
+    def score_batch(self, batch: HistoryBatch) -> EngineScores:
+        state, cfg = self.state, self.config
+        n = len(state.item_ids)
+        conf = confidence(batch, half_life_ms(cfg.half_life_days))
+        seq_w = sequence_weights(batch, conf, cfg.recency_decay, cfg.max_history)
+        weighted = batch_matrix(batch, seq_w, n)
+        total = np.zeros((batch.n_rows, n), dtype=np.float32)
+        seq_coef = np.zeros(batch.n_rows, dtype=np.float32)
+        col_coef = np.zeros(batch.n_rows, dtype=np.float32)
+        if cfg.sequence_weight > 0:
+            seq = (weighted @ state.transitions).toarray()
+            seq_coef = (cfg.sequence_weight / row_max(seq)).astype(np.float32)
+            total += seq * seq_coef[:, None]
+        if cfg.collaborative_weight > 0:
+            if state.factors is not None:
+                users = state.factors.fold_in(batch_matrix(batch, conf, n))
+                col = state.factors.scores(users)
+                col_coef = (cfg.collaborative_weight / row_max(np.abs(col))).astype(np.float32)
+            else:
+                assert state.similarity is not None
+                col = (weighted @ state.similarity).toarray()
+                col_coef = (cfg.collaborative_weight / row_max(col)).astype(np.float32)
+            total += col * col_coef[:, None]
+        if cfg.popularity_weight > 0:
+            total += np.float32(cfg.popularity_weight) * state.popularity
+        return EngineScores(total, batch, conf, seq_w, seq_coef, col_coef, state, cfg)
+
+    # ----- serialisation -----
+
+    def to_bytes(self) -> bytes:
+        state = self.state
+        arrays: dict[str, np.ndarray] = {
+            "config": pack_json(self.config.model_dump()),
+            "info": pack_json(state.info.as_dict()),
+            "metrics": pack_json(self.metrics),
+            "popularity": state.popularity.astype(np.float32),
+            **pack_strings(state.item_ids),
+            **pack_csr("transitions", state.transitions),
+        }
+        if state.factors is not None:
+            arrays.update(state.factors.arrays())
+        if state.similarity is not None:
+            arrays.update(pack_csr("similarity", state.similarity))
+        return save(KIND, arrays)
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> Self:
+        arrays = load(KIND, blob)
+        try:
+            config = RecommenderConfig.from_mapping(unpack_json(arrays["config"]))
+            model = cls(config)
+            factors = FactorPart.from_arrays(arrays) if "item_factors" in arrays else None
+            similarity = unpack_csr("similarity", arrays) if "similarity_data" in arrays else None
+            state = _Fitted(
+                item_ids=unpack_strings(arrays),
+                popularity=arrays["popularity"].astype(np.float32),
+                transitions=unpack_csr("transitions", arrays),
+                factors=factors,
+                similarity=similarity,
+                info=TrainingInfo.from_dict(unpack_json(arrays["info"])),
+            )
+            metrics = unpack_json(arrays["metrics"])
+        except (KeyError, TypeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"incomplete or corrupt model blob: {exc}") from exc
+        if (factors is None) == (similarity is None) or (factors is None) == config.uses_factors:
+            raise ValueError("model blob does not match its algorithm")
+        state.check()
+        model._state = state
+        model.metrics = metrics if isinstance(metrics, dict) else {}
+        return model

@@ -1,0 +1,64 @@
+"""Top-n selection and exclusions on dense score rows (numpy, no per-item Python loops)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+from recommender.data import HistoryBatch, IntArray
+
+FloatMatrix = NDArray[np.float32]
+
+
+def exclude(
+    scores: FloatMatrix,
+    batch: HistoryBatch,
+    *,
+    exclude_history: bool,
+    excluded: Sequence[IntArray] | None = None,
+    allowed: NDArray[np.bool_] | None = None,
+) -> None:
+    """Set to -inf, in place: each row's history items, each row's ``excluded`` items, items not ``allowed``."""
+    if exclude_history and batch.items.size:
+        scores[batch.rows, batch.items] = -np.inf
+    if excluded is not None:
+        if len(excluded) != scores.shape[0]:
+            raise ValueError("excluded must hold one array of item codes per row")
+        lengths = [len(e) for e in excluded]
+        if sum(lengths):
+            rows = np.repeat(np.arange(len(excluded)), lengths)
+            scores[rows, np.concatenate([np.asarray(e, dtype=np.int64) for e in excluded])] = -np.inf
+    if allowed is not None:
+        if allowed.shape != (scores.shape[1],):
+            raise ValueError("allowed must be a boolean mask over all items")
+        scores[:, ~allowed] = -np.inf
+
+
+def top_n(scores: FloatMatrix, n: int) -> tuple[IntArray, FloatMatrix]:
+    """Per row the codes and scores of the ``n`` best items, best first (ties: lower code first).
+
+    Rows with fewer than ``n`` finite scores end in -inf entries, which callers drop.
+    """
+    if n < 0:
+        raise ValueError(f"n must not be negative, got {n}")
+    rows, n_items = scores.shape
+    k = min(n, n_items)
+    if k == 0:
+        return np.zeros((rows, 0), dtype=np.int64), np.zeros((rows, 0), dtype=np.float32)
+    if k < n_items:
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    else:
+        part = np.broadcast_to(np.arange(n_items), (rows, n_items)).copy()
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.lexsort((part, -part_scores), axis=1)
+    idx = np.take_along_axis(part, order, axis=1).astype(np.int64)
+    return idx, np.take_along_axis(part_scores, order, axis=1)
+
+
+def ranks_of(scores: FloatMatrix, rows: IntArray, items: IntArray) -> IntArray:
+    """1-based rank of ``items[k]`` in row ``rows[k]`` (items scoring the same count as ranked above it)."""
+    target = scores[rows, items]
+    ranks: IntArray = (scores[rows] >= target[:, None]).sum(axis=1).astype(np.int64)
+    return ranks

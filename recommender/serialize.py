@@ -1,0 +1,76 @@
+"""npz packing helpers: strings, JSON and sparse matrices as plain arrays (``allow_pickle=False`` throughout)."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+import scipy.sparse as sp
+
+FORMAT = "ecrm-recommender"
+
+
+def pack_strings(values: Sequence[str]) -> dict[str, np.ndarray]:
+    """UTF-8 bytes of all strings and their end offsets (compact, unlike a fixed-width unicode array)."""
+    encoded = [v.encode("utf-8") for v in values]
+    ends = np.cumsum([len(e) for e in encoded], dtype=np.int64) if encoded else np.zeros(0, dtype=np.int64)
+    blob = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+    return {"ids_utf8": blob, "ids_end": ends}
+
+
+def unpack_strings(arrays: dict[str, np.ndarray]) -> tuple[str, ...]:
+    raw = arrays["ids_utf8"].tobytes()
+    ends = arrays["ids_end"].tolist()
+    starts = [0, *ends[:-1]]
+    return tuple(raw[a:b].decode("utf-8") for a, b in zip(starts, ends, strict=True))
+
+
+def pack_json(value: Any) -> np.ndarray:
+    return np.frombuffer(orjson.dumps(value), dtype=np.uint8)
+
+
+def unpack_json(array: np.ndarray) -> Any:
+    return orjson.loads(array.tobytes())
+
+
+def pack_csr(prefix: str, m: sp.csr_matrix) -> dict[str, np.ndarray]:
+    return {
+        f"{prefix}_data": m.data.astype(np.float32),
+        f"{prefix}_indices": m.indices.astype(np.int32),
+        f"{prefix}_indptr": m.indptr.astype(np.int64),
+        f"{prefix}_shape": np.asarray(m.shape, dtype=np.int64),
+    }
+
+
+def unpack_csr(prefix: str, arrays: dict[str, np.ndarray]) -> sp.csr_matrix:
+    shape = tuple(int(x) for x in arrays[f"{prefix}_shape"])
+    m = sp.csr_matrix((arrays[f"{prefix}_data"], arrays[f"{prefix}_indices"], arrays[f"{prefix}_indptr"]), shape=shape)
+    m.check_format(full_check=True)
+    return m
+
+
+def save(kind: str, arrays: dict[str, np.ndarray]) -> bytes:
+    """An npz blob tagged with the format and the model kind."""
+    buf = io.BytesIO()
+    header = {"format": pack_json({"format": FORMAT, "kind": kind, "version": 1})}
+    np.savez_compressed(buf, allow_pickle=False, **header, **arrays)
+    return buf.getvalue()
+
+
+def load(kind: str, blob: bytes) -> dict[str, np.ndarray]:
+    """The arrays of a blob made by :func:`save` for ``kind``; ValueError when it is anything else."""
+    try:
+        with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+        header = unpack_json(arrays.pop("format"))
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, orjson.JSONDecodeError) as exc:
+        raise ValueError(f"not a recommender model blob: {exc}") from exc
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise ValueError("not a recommender model blob")
+    if header.get("kind") != kind:
+        raise ValueError(f"model blob holds a {header.get('kind')!r} model, not {kind!r}")
+    return arrays

@@ -1,0 +1,111 @@
+"""Pure weighting functions: confidence with time decay, recency of history entries, sparse matrices.
+
+Time decay is relative to each user's own latest event, both in training and when a request is scored, so the
+same history always yields the same weights (no dependence on the wall clock) and training and serving agree.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from numpy.typing import NDArray
+
+from recommender.data import FloatArray, HistoryBatch, IntArray
+
+DAY_MS = 86_400_000.0
+
+
+def half_life_ms(half_life_days: float | None) -> float | None:
+    return None if half_life_days is None else half_life_days * DAY_MS
+
+
+def row_latest(batch: HistoryBatch) -> IntArray:
+    """The latest time of every row (0 for an empty row)."""
+    latest = np.zeros(batch.n_rows, dtype=np.int64)
+    nonempty = np.diff(batch.indptr) > 0
+    if batch.ts.size:
+        latest[nonempty] = np.maximum.reduceat(batch.ts, batch.indptr[:-1][nonempty])
+    return latest
+
+
+def confidence(batch: HistoryBatch, half_life: float | None) -> FloatArray:
+    """Summed weight (negative sums count as 0) halved per ``half_life`` ms of age before the row's latest time."""
+    w = np.clip(batch.weights, 0.0, None).astype(np.float64)
+    if half_life is not None and batch.ts.size:
+        age = (np.repeat(row_latest(batch), np.diff(batch.indptr)) - batch.ts).astype(np.float64)
+        w = w * np.exp2(-age / half_life)
+    return w.astype(np.float32)
+
+
+def recency_rank(batch: HistoryBatch) -> IntArray:
+    """0 for the newest entries of a row, 1 for the next older time, ...; entries at the same time share a rank."""
+    n = batch.ts.size
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    starts = np.zeros(n, dtype=bool)
+    starts[batch.indptr[:-1][np.diff(batch.indptr) > 0]] = True
+    changed = np.ones(n, dtype=bool)
+    changed[1:] = batch.ts[1:] != batch.ts[:-1]
+    changed[0] = False
+    changed &= ~starts
+    steps = np.cumsum(changed)
+    row_base = np.repeat(steps[batch.indptr[:-1].clip(max=n - 1)], np.diff(batch.indptr))
+    rank: IntArray = (steps - row_base).astype(np.int64)
+    return rank
+
+
+def position_in_row(batch: HistoryBatch) -> IntArray:
+    """0 for the first (newest) entry of a row, 1 for the next, ..."""
+    return np.arange(batch.ts.size, dtype=np.int64) - np.repeat(batch.indptr[:-1], np.diff(batch.indptr))
+
+
+def sequence_weights(batch: HistoryBatch, conf: FloatArray, recency_decay: float, max_history: int) -> FloatArray:
+    """Confidence times ``recency_decay ** rank``, zero beyond the ``max_history`` newest entries of a row."""
+    w = conf * np.power(recency_decay, recency_rank(batch)).astype(np.float32)
+    w[position_in_row(batch) >= max_history] = 0.0
+    return w.astype(np.float32)
+
+
+def batch_matrix(batch: HistoryBatch, values: FloatArray, n_items: int) -> sp.csr_matrix:
+    """Rows x items CSR matrix of ``values`` at the batch's entries (zeros dropped)."""
+    m = sp.csr_matrix((values.astype(np.float32), batch.items, batch.indptr), shape=(batch.n_rows, n_items))
+    m.eliminate_zeros()
+    return m
+
+
+def normalise_rows(m: sp.csr_matrix, power: float) -> sp.csr_matrix:
+    """Divide each row by (its sum) ** power; empty rows stay empty."""
+    sums = np.asarray(m.sum(axis=1), dtype=np.float64).ravel()
+    scale = np.zeros_like(sums)
+    positive = sums > 0
+    scale[positive] = sums[positive] ** -power
+    out: sp.csr_matrix = sp.csr_matrix(sp.diags(scale.astype(np.float32)) @ m)
+    return out
+
+
+def prune_rows(m: sp.csr_matrix, k: int) -> sp.csr_matrix:
+    """Keep the ``k`` largest entries of every row (ties: lower column first)."""
+    m = sp.csr_matrix(m)
+    m.sort_indices()
+    lengths = np.diff(m.indptr)
+    if lengths.size == 0 or lengths.max() <= k:
+        return m
+    rows = np.repeat(np.arange(m.shape[0], dtype=np.int64), lengths)
+    order = np.lexsort((m.indices, -m.data, rows))
+    rank = np.arange(m.nnz, dtype=np.int64) - np.repeat(m.indptr[:-1], lengths)
+    keep = np.sort(order[rank < k])
+    indptr = np.zeros(m.shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.minimum(lengths, k), out=indptr[1:])
+    return sp.csr_matrix((m.data[keep], m.indices[keep], indptr), shape=m.shape)
+
+
+def drop_diagonal(m: sp.csr_matrix) -> sp.csr_matrix:
+    coo = sp.coo_matrix(m)
+    off = coo.row != coo.col
+    return sp.csr_matrix((coo.data[off], (coo.row[off], coo.col[off])), shape=m.shape)
+
+
+def row_max(dense: NDArray[np.float32]) -> FloatArray:
+    """Per row the largest value, or 1 where it is not positive (so dividing never flips or blows up)."""
+    top = dense.max(axis=1) if dense.shape[1] else np.zeros(dense.shape[0], dtype=np.float32)
+    return np.where(top > 0, top, 1.0).astype(np.float32)
