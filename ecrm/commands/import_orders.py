@@ -44,7 +44,7 @@ def import_orders(
     ] = ",".join(NON_PRODUCT_CODES),
     encoding: Annotated[str, typer.Option(help="Text encoding of the file")] = "utf-8-sig",
     rejects: Annotated[
-        Path | None, typer.Option(help="Where unreadable rows go [default: ./<file name>.rejects.tsv]")
+        Path | None, typer.Option(help="Where unreadable rows go; default: ./FILENAME.rejects.tsv")
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Read and count; produce nothing")] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Events per produce batch")] = 500,

@@ -13,7 +13,7 @@ import typer
 from tqdm import tqdm
 
 from ecrm.ingest.access_log import DEFAULT_SALT, AccessLogMapper, Emit, LogTally, Reject, redact
-from ecrm.ingest.patterns import DEFAULT_PATTERNS_PATH, PatternError, load_patterns
+from ecrm.ingest.patterns import PatternError, load_patterns
 from ecrm.ingest.sink import DryRunSink, EventSink, KafkaSink, RejectsFile
 from ecrm.ingest.tail import read_lines
 from ecrm.kafka import KafkaUnavailable
@@ -32,10 +32,10 @@ def ingest_log(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep reading as the file grows")] = False,
     log_format: Annotated[LogFormatName, typer.Option("--format", help="Log format")] = LogFormatName.combined,
     patterns: Annotated[
-        Path | None, typer.Option(help=f"URL patterns file (YAML) [default: {DEFAULT_PATTERNS_PATH.name}]")
+        Path | None, typer.Option(help="URL patterns file (YAML); default: the shipped config/log_patterns.yaml")
     ] = None,
     rejects: Annotated[
-        Path | None, typer.Option(help="Where malformed lines go [default: ./<log name>.rejects.tsv]")
+        Path | None, typer.Option(help="Where malformed lines go; default: ./LOGNAME.rejects.tsv")
     ] = None,
     salt: Annotated[
         str | None, typer.Option(envvar=SALT_ENV, help="Secret salt of the anonymous visitor ids", show_default=False)
