@@ -20,6 +20,8 @@ A profile id is ``c:<customer_id>`` for a known customer or ``a:<anonymous_id>``
 | ``{p}:item:{item_id}`` | hash | catalogue: title, category, price, in_stock, updated |
 | ``{p}:catalogue`` | set | item ids |
 | ``{p}:interactions`` | stream | pid, item, weight, ts: the training log |
+| ``{p}:category:{category}`` | set | item ids of a category |
+| ``{p}:stats:applied`` | string | count of events applied (all workers) |
 """
 
 from __future__ import annotations
@@ -94,3 +96,10 @@ class Keys:
     @property
     def interactions(self) -> str:
         return f"{self.prefix}:interactions"
+
+    def category(self, category: str) -> str:
+        return f"{self.prefix}:category:{category}"
+
+    @property
+    def applied_count(self) -> str:
+        return f"{self.prefix}:stats:applied"

@@ -40,10 +40,16 @@ class Settings(BaseSettings):
     # Worker
     worker_app_id: str = "ecrm-worker"
     worker_batch_size: int = Field(500, ge=1, description="Events per Redis pipeline")
-    worker_batch_window_s: float = Field(0.05, gt=0, description="Longest wait to fill a batch")
+    worker_batch_window_s: float = Field(0.01, gt=0, description="Longest wait to fill a batch")
     worker_web_port: int = Field(6066, description="Faust web port (bound to 127.0.0.1; 0 turns it off)")
     worker_metrics_port: int = Field(9101, description="Prometheus port of the worker (0 turns it off)")
     worker_metrics_host: str = Field("127.0.0.1", description="Interface of the worker's metrics server")
+    consumer_fetch_max_wait_ms: int = Field(
+        50,
+        ge=1,
+        description="Longest a fetch waits for data. Faust hard-codes 1500; Tansu does not answer a waiting fetch "
+        "when data arrives, so this bounds the event-to-profile lag on the embedded broker",
+    )
     broker_session_timeout_s: float = Field(6.0, gt=0)
     broker_heartbeat_interval_s: float = Field(1.0, gt=0)
     event_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))

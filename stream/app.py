@@ -2,14 +2,37 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from ecrm.settings import Settings
+
+
+def set_fetch_max_wait(ms: int) -> None:
+    """Faust creates its aiokafka consumer with ``fetch_max_wait_ms=1500`` and offers no setting for it.
+
+    A broker that does not answer a waiting fetch as soon as data arrives (Tansu, the embedded broker) then adds up
+    to that much latency to every event, so the worker sets the value from ``Settings.consumer_fetch_max_wait_ms``.
+    On Kafka the fetch returns as soon as data arrives either way; there a smaller value only means more idle fetches.
+    """
+    thread_cls: Any = faust_aiokafka.AIOKafkaConsumerThread
+    original = getattr(thread_cls, "_ecrm_original_create", None) or thread_cls._create_worker_consumer
+
+    def create(self: Any, transport: Any) -> Any:
+        consumer = original(self, transport)
+        consumer._fetch_max_wait_ms = ms
+        return consumer
+
+    thread_cls._ecrm_original_create = original
+    thread_cls._create_worker_consumer = create
 
 
 def create_app(settings: Settings) -> faust.App:
     """A Faust app for the worker role. The web server is off or bound to 127.0.0.1; no exactly-once."""
     web_port = settings.worker_web_port
+    set_fetch_max_wait(settings.consumer_fetch_max_wait_ms)
     return faust.App(
         settings.worker_app_id,
         broker=[f"kafka://{host}" for host in settings.kafka_bootstrap.split(",")],

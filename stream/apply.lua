@@ -92,12 +92,13 @@ local function merge(src, dst)
   if last then redis.call('ZADD', P .. ':profiles', 'GT', last, dst) end
 end
 
+local touched_eras = {}
 local function add_trending(item, w, ts)
   local era = math.floor(ts / era_ms)
   for e = era, era + 1 do
     local key = P .. ':trending:' .. int(e)
     redis.call('ZINCRBY', key, num(w * math.pow(2, (ts - e * era_ms) / tr_h)), item)
-    redis.call('PEXPIRE', key, int(era_ms * 3))
+    touched_eras[key] = true
   end
   redis.call('ZINCRBY', P .. ':popular', num(w), item)
 end
@@ -115,8 +116,10 @@ local function apply(pid, u)
   local h = pkey(pid)
   local ts = u.ts
   redis.call('HINCRBY', h, 'n:' .. u.t, 1)
-  hmin(h, 'first_seen', ts)
-  hmax(h, 'last_seen', ts)
+  local seen = redis.call('HMGET', h, 'first_seen', 'last_seen')
+  local first, last = tonumber(seen[1]), tonumber(seen[2])
+  if (not first) or ts < first then redis.call('HSET', h, 'first_seen', int(ts)) end
+  if (not last) or ts > last then redis.call('HSET', h, 'last_seen', int(ts)) end
   redis.call('ZADD', P .. ':profiles', 'GT', int(ts), pid)
   if u.s then redis.call('PFADD', pkey(pid, 'sess'), u.s) end
   if u.items then
@@ -169,9 +172,11 @@ local function catalogue(it, ts)
 end
 
 local status = {}
+local applied = 0
 for i, u in ipairs(plans) do
   if redis.call('SET', P .. ':seen:' .. u.id, '1', 'NX', 'PX', ttl) then
     status[i] = 1
+    applied = applied + 1
     if u.item then
       catalogue(u.item, u.ts)
     else
@@ -186,4 +191,6 @@ for i, u in ipairs(plans) do
     status[i] = 0
   end
 end
+for key, _ in pairs(touched_eras) do redis.call('PEXPIRE', key, int(era_ms * 3)) end
+if applied > 0 then redis.call('INCRBY', P .. ':stats:applied', applied) end
 return status
