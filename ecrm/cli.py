@@ -33,3 +33,6 @@ from ecrm.commands import import_orders, ingest_log  # noqa: E402
 
 app.command("ingest-log")(ingest_log.ingest_log)
 app.command("import-orders")(import_orders.import_orders)
+from ecrm.commands import bench  # noqa: E402
+
+bench_app.command("ingest")(bench.ingest)
