@@ -33,3 +33,17 @@ EVENTS_COLLECTED = Counter("ecrm_events_collected_total", "Events accepted by th
 EVENTS_REJECTED = Counter("ecrm_events_rejected_total", "Events refused by the HTTP collector")
 RECOMMENDATIONS = Counter("ecrm_recommendations_total", "Recommendation lists served", ["endpoint", "strategy"])
 MODEL_VERSION = Gauge("ecrm_model_info", "Model version served (value 1)", ["version"])
+
+# --- analytics (RFM, segments, lifetime value; set by the refresh job, and by the API when it reads the state) ---
+ANALYTICS_SEGMENT_CUSTOMERS = Gauge(
+    "ecrm_analytics_segment_customers", "Customers in each segment at the last refresh", ["segment"]
+)
+ANALYTICS_CUSTOMERS_SCORED = Gauge("ecrm_analytics_customers_scored", "Purchasing customers scored at the last refresh")
+ANALYTICS_LAST_REFRESH = Gauge(
+    "ecrm_analytics_last_refresh_timestamp_seconds", "Time of the last analytics refresh (Unix seconds)"
+)
+ANALYTICS_REFRESH_SECONDS = Gauge("ecrm_analytics_refresh_duration_seconds", "Duration of the last analytics refresh")
+ANALYTICS_MODEL_FITTED = Gauge(
+    "ecrm_analytics_model_fitted", "1 when the last refresh fitted the lifetime-value model, 0 when it could not"
+)
+ANALYTICS_REFRESH_FAILURES = Counter("ecrm_analytics_refresh_failures_total", "Analytics refreshes that failed")

@@ -1,0 +1,134 @@
+"""The refresh job: read the whole base, fit the models, score and segment everyone, publish a snapshot.
+
+Runs in the worker (:mod:`stream.analytics_timer`) and by hand (``ecrm analytics refresh``). A Redis lock lets only
+one process refresh at a time; a refresh that is not forced is skipped while the last one is younger than the
+interval, so several workers together refresh about once per interval. The CPU-bound part (fitting, scoring)
+runs in a thread so the worker's event loop keeps consuming.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from analytics.fit import ModelFitError, check_enough, fit_purchases, fit_spend
+from analytics.rules import SegmentRules
+from analytics.rules_file import RulesSource
+from analytics.settings import AnalyticsSettings
+from analytics.snapshot import Models, ProfileRow, Snapshot, build_snapshot, fit_input
+from analytics.state import AnalyticsState
+from analytics.store import AnalyticsStore
+from ecrm import metrics
+from ecrm.store import now_ms
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(StrEnum):
+    REFRESHED = "refreshed"
+    NOT_DUE = "not due"
+    LOCKED = "locked"
+    LOCK_LOST = "lock lost"
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshResult:
+    outcome: Outcome
+    state: AnalyticsState | None = None
+
+    @property
+    def message(self) -> str:
+        if self.outcome is Outcome.LOCKED:
+            return "another process is refreshing the analytics now; try again later"
+        if self.outcome is Outcome.LOCK_LOST:
+            return "the refresh took longer than the lock allows (ECRM_ANALYTICS_LOCK_TTL_S); nothing was published"
+        if self.state is None:
+            return str(self.outcome)
+        s = self.state
+        model = "model fitted" if s.purchase is not None else f"no model: {s.model_error}"
+        verb = "refreshed" if self.outcome is Outcome.REFRESHED else "last refresh is recent"
+        return (
+            f"{verb}: {s.customers_scored} customers scored of {s.profiles} profiles, {model}, "
+            f"{s.duration_s:.2f}s, snapshot {s.snapshot_id}"
+        )
+
+
+def fit_models(buyers: Sequence[ProfileRow], cfg: AnalyticsSettings, now: int) -> Models:
+    """Fit the purchase and spend models, or say why not (pure but for the CPU it takes)."""
+    data = fit_input(buyers, now)
+    try:
+        check_enough(data, cfg.analytics_min_customers, cfg.analytics_min_repeat_customers)
+        purchase = fit_purchases(data, cfg.analytics_model)
+        spend = fit_spend(data)
+    except ModelFitError as exc:
+        return Models(error=str(exc), horizon_days=cfg.clv_horizon_days)
+    return Models(purchase=purchase, spend=spend, horizon_days=cfg.clv_horizon_days)
+
+
+def compute(rows: Sequence[ProfileRow], rules: SegmentRules, cfg: AnalyticsSettings, now: int) -> Snapshot:
+    """Everything a refresh computes from the rows it read."""
+    models = fit_models([row for row in rows if row.is_buyer], cfg, now)
+    return build_snapshot(rows, rules, models, now)
+
+
+class Refresher:
+    """Runs refreshes against one store with one rules source."""
+
+    def __init__(
+        self,
+        store: AnalyticsStore,
+        cfg: AnalyticsSettings,
+        rules: RulesSource,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self.store = store
+        self.cfg = cfg
+        self.rules = rules
+        self.clock = clock
+
+    async def refresh(self, force: bool = False) -> RefreshResult:
+        """Refresh now (``force``) or when the last refresh is older than the interval."""
+        token = await self.store.acquire_lock(self.cfg.analytics_lock_ttl_s)
+        if token is None:
+            return RefreshResult(Outcome.LOCKED)
+        try:
+            if not force:
+                last = await self.store.state()
+                if last is not None and self.clock() - last.refreshed_at_ms < self.cfg.analytics_interval_s * 1000:
+                    return RefreshResult(Outcome.NOT_DUE, last)
+            return await self._run(token)
+        finally:
+            await self.store.release_lock(token)
+
+    async def _run(self, token: str) -> RefreshResult:
+        started = time.perf_counter()
+        rules = self.rules.current(force=True)
+        now = self.clock()
+        rows = [row async for batch in self.store.scan_profiles(self.cfg.analytics_scan_count) for row in batch]
+        snap = await asyncio.to_thread(compute, rows, rules, self.cfg, now)
+        keep_s = self.cfg.analytics_snapshot_keep_s
+        sid = await self.store.write_snapshot(snap, ttl_s=self.cfg.analytics_lock_ttl_s + keep_s)
+        status = self.rules.status()
+        rules_info = {"path": status.path, "error": status.error}
+        state = AnalyticsState.of(snap, sid, round(time.perf_counter() - started, 3), rules_info)
+        if not await self.store.publish(state, token, keep_s):
+            log.warning("analytics refresh not published: the lock expired meanwhile")
+            return RefreshResult(Outcome.LOCK_LOST)
+        observe(state)
+        log.info(RefreshResult(Outcome.REFRESHED, state).message)
+        return RefreshResult(Outcome.REFRESHED, state)
+
+
+def observe(state: AnalyticsState) -> None:
+    """Set the analytics gauges from a published state."""
+    metrics.ANALYTICS_SEGMENT_CUSTOMERS.clear()
+    for seg in state.summary:
+        metrics.ANALYTICS_SEGMENT_CUSTOMERS.labels(seg["name"]).set(seg["customers"])
+    metrics.ANALYTICS_CUSTOMERS_SCORED.set(state.customers_scored)
+    metrics.ANALYTICS_LAST_REFRESH.set(state.refreshed_at_ms / 1000.0)
+    metrics.ANALYTICS_REFRESH_SECONDS.set(state.duration_s)
+    metrics.ANALYTICS_MODEL_FITTED.set(1 if state.purchase is not None and state.spend is not None else 0)
