@@ -104,3 +104,15 @@ def test_json_schema_is_a_tagged_union() -> None:
     schema = event_json_schema()
     assert schema["discriminator"]["propertyName"] == "type"
     assert set(schema["discriminator"]["mapping"]) == set(EVENT_TYPES)
+
+
+def test_every_example_in_the_schema_document_is_valid() -> None:
+    """docs/event-schema.md stays true to the code: one valid example per type."""
+    import json
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "event-schema.md").read_text()
+    examples = [json.loads(block) for block in re.findall(r"```json\n(.*?)```", text, re.S)]
+    events = [parse_event_obj(e) for e in examples if "type" in e]
+    assert sorted(e.type for e in events) == sorted(EVENT_TYPES)
