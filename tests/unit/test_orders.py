@@ -11,6 +11,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ecrm.ingest.orders import (
     OrderColumns,
@@ -271,3 +273,25 @@ def test_column_option_errors() -> None:
         run("InvoiceNo,StockCode,Quantity,InvoiceDate,UnitPrice\n1,A,1,2011-01-01 00:00:00,1\n")
     with pytest.raises(OrdersFormatError, match=r"the header has: \(nothing\)"):
         run("")
+
+
+cells = st.one_of(
+    st.sampled_from(["", "C1", "17850", "17850.0", "-3", "0", "2", "1.5", "x", "2011-01-21 14:59:00", "POST", "nan"]),
+    st.text(max_size=12),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=st.lists(st.lists(cells, min_size=0, max_size=10), max_size=30))
+def test_any_rows_are_all_accounted_for(rows: list[list[str]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID"])
+    writer.writerows(rows)
+    grouper, events, rejects = run(buffer.getvalue())
+    t = grouper.tally
+    assert t.accounted == t.rows
+    assert t.invoices == len(events)
+    for event in events:
+        parse_event_obj(event)
+    assert all(r.row_number >= 2 for r in rejects)
