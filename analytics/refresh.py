@@ -23,7 +23,8 @@ from analytics.snapshot import Models, ProfileRow, Snapshot, build_snapshot, fit
 from analytics.state import AnalyticsState
 from analytics.store import AnalyticsStore
 from ecrm import metrics
-from ecrm.store import now_ms
+from ecrm.settings import Settings
+from ecrm.store import connect, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -132,3 +133,9 @@ def observe(state: AnalyticsState) -> None:
     metrics.ANALYTICS_LAST_REFRESH.set(state.refreshed_at_ms / 1000.0)
     metrics.ANALYTICS_REFRESH_SECONDS.set(state.duration_s)
     metrics.ANALYTICS_MODEL_FITTED.set(1 if state.purchase is not None and state.spend is not None else 0)
+
+
+def make_refresher(settings: Settings, cfg: AnalyticsSettings) -> Refresher:
+    """A refresher on its own Redis client (close it with ``refresher.store.client.aclose()``)."""
+    rules = RulesSource(cfg.segments_file, cfg.segments_check_interval_s)
+    return Refresher(AnalyticsStore(connect(settings), settings.key_prefix), cfg, rules)

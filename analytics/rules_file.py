@@ -39,25 +39,39 @@ class RulesSource:
         path: Path,
         check_interval_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
+        fallback: Path | None = DEFAULT_RULES_PATH,
     ) -> None:
         self.path = path
+        self.fallback = fallback if fallback is not None and fallback != path else None
         self.check_interval_s = check_interval_s
         self._clock = clock
         self._rules: SegmentRules | None = None
+        self._fallback: SegmentRules | None = None
         self._stamp: _Stamp | None = None
         self._checked_at = float("-inf")
         self.loaded_at: float | None = None
         self.error: str | None = None
 
     def current(self, force: bool = False) -> SegmentRules:
-        """The rules in force. Raises :class:`RulesError` only when no valid version was ever loaded."""
+        """The rules in force: the file's last valid version, else (never valid yet) the shipped default rules.
+
+        Raises :class:`RulesError` only when neither can be loaded.
+        """
         now = self._clock()
         if force or now - self._checked_at >= self.check_interval_s:
             self._checked_at = now
             self._reload_if_changed()
         if self._rules is None:
+            if self.fallback is not None:
+                return self._fallback_rules(self.fallback)
             raise RulesError(str(self.path), [self.error or "not loaded"])
         return self._rules
+
+    def _fallback_rules(self, path: Path) -> SegmentRules:
+        if self._fallback is None:
+            self._fallback = load_rules(path)
+            log.warning("using the default segment rules of %s until %s is valid", path, self.path)
+        return self._fallback
 
     def status(self) -> RulesStatus:
         return RulesStatus(str(self.path), self.loaded_at, self.error)
@@ -95,3 +109,12 @@ class RulesSource:
         self.error = message
         if stamp is not None:
             self._stamp = stamp
+
+
+def load_rules(path: Path) -> SegmentRules:
+    """Read and validate one rules file. Raises :class:`RulesError`."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RulesError(str(path), [f"cannot read: {exc}"]) from exc
+    return parse_rules(text, str(path))

@@ -213,22 +213,31 @@ class AnalyticsStore:
 
     # ----- reads for the API -----
 
-    async def state(self) -> AnalyticsState | None:
+    async def state_raw(self) -> str | None:
+        """The JSON of the last published state, if any."""
         try:
-            raw = await self.client.get(self.keys.state)
+            raw: str | None = await self.client.get(self.keys.state)
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"reading the analytics state failed: {exc}") from exc
+        return raw
+
+    async def state(self) -> AnalyticsState | None:
+        raw = await self.state_raw()
         return AnalyticsState.from_json(raw) if raw else None
 
-    async def page(self, sid: str, index: int, offset: int, limit: int) -> list[dict[str, Any]] | None:
-        """Rows ``offset`` .. ``offset + limit - 1`` of a segment of snapshot ``sid``; None when it has expired."""
+    async def snapshot_meta(self, sid: str) -> dict[str, Any] | None:
+        """Segment names and sizes of snapshot ``sid``; None when it has expired (or never existed)."""
         try:
-            async with self.client.pipeline(transaction=False) as pipe:
-                pipe.exists(self.keys.snapshot(sid))
-                pipe.lrange(self.keys.members(sid, index), offset, offset + limit - 1)
-                exists, rows = await pipe.execute()
+            raw = await self.client.get(self.keys.snapshot(sid))
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"reading segment snapshot {sid!r} failed: {exc}") from exc
-        if not exists:
-            return None
+        meta: dict[str, Any] | None = orjson.loads(raw) if raw else None
+        return meta
+
+    async def members(self, sid: str, index: int, offset: int, limit: int) -> list[dict[str, Any]]:
+        """Rows ``offset`` .. ``offset + limit - 1`` of the ``index``-th segment of snapshot ``sid``."""
+        try:
+            rows = await self.client.lrange(self.keys.members(sid, index), offset, offset + limit - 1)
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"reading segment snapshot {sid!r} failed: {exc}") from exc
         return [orjson.loads(r) for r in rows]

@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.collector import Collector
 from api.errors import install_error_handlers
-from api.routes import customers, events, health, recommendations
+from api.routes import customers, events, health, recommendations, segments
 from ecrm import __version__, metrics
 from ecrm.settings import Settings, get_settings
 from ecrm.store import ProfileStore, connect
@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(events.router)
     app.include_router(customers.router)
     app.include_router(recommendations.router)
+    app.include_router(segments.router)
     app.include_router(health.router)
     app.add_middleware(LatencyMiddleware)
     return app

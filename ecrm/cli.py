@@ -36,3 +36,6 @@ app.command("import-orders")(import_orders.import_orders)
 from ecrm.commands import bench  # noqa: E402
 
 bench_app.command("ingest")(bench.ingest)
+from ecrm.commands import analytics  # noqa: E402
+
+app.add_typer(analytics.app, name="analytics")

@@ -9,15 +9,37 @@ from fastapi import APIRouter
 from api.deps import StoreDep
 from api.errors import NotFound
 from api.models import Profile
+from api.routes.segments import AnalyticsDep
 from ecrm.keys import customer_pid
+from ecrm.store import now_ms
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
 
+_RFM_KEYS = ("r_score", "f_score", "m_score", "rfm_score", "rfm_total", "rfm_mean")
+
 
 @router.get("/{customer_id}/profile", response_model=Profile, responses={404: {}})
-async def profile(customer_id: str, store: StoreDep) -> dict[str, Any]:
-    """The live profile: counts, recency/frequency/monetary, recent items, cart, category affinities."""
-    found = await store.profile(customer_pid(customer_id))
+async def profile(customer_id: str, store: StoreDep, analytics: AnalyticsDep) -> dict[str, Any]:
+    """The live profile: counts, recency/frequency/monetary with their 1-5 scores, segment, lifetime value, churn
+    risk, recent items, cart, category affinities. Scores use the live values against the last refresh's
+    quintiles, so a purchase shows at once."""
+    now = now_ms()
+    found = await store.profile(customer_pid(customer_id), now)
     if found is None:
         raise NotFound(f"no profile for customer {customer_id!r}")
-    return found
+    return with_analytics(found, await analytics.profile_analytics(found, now))
+
+
+def with_analytics(profile: dict[str, Any], live: dict[str, Any]) -> dict[str, Any]:
+    """The profile with the scores in ``rfm``, and ``segment``, ``lifetime_value``, ``churn_risk`` and the details
+    (``analytics``) at the top level."""
+    rfm = {**profile["rfm"], **{k: live[k] for k in _RFM_KEYS}}
+    details = {k: v for k, v in live.items() if k not in _RFM_KEYS}
+    return {
+        **profile,
+        "rfm": rfm,
+        "segment": live["segment"],
+        "lifetime_value": live["lifetime_value"],
+        "churn_risk": live["churn_risk"],
+        "analytics": details,
+    }

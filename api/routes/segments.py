@@ -1,0 +1,86 @@
+"""Customer segments: sizes and totals as of the last analytics refresh, and a paginated export per segment."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, Field
+
+from analytics.cursor import InvalidCursor
+from analytics.refresh import observe
+from analytics.rules_file import RulesSource
+from analytics.service import AnalyticsService, NoRefreshYet, UnknownSegment
+from analytics.settings import AnalyticsSettings
+from analytics.store import AnalyticsStore
+from api.errors import BadRequest, NotFound
+from ecrm.store import ProfileStore
+
+router = APIRouter(prefix="/v1/segments", tags=["segments"])
+
+MAX_PAGE = 1000
+
+
+def _analytics(request: Request) -> AnalyticsService:
+    """The app's analytics service, created on first use on the profile store's Redis client."""
+    service: AnalyticsService | None = getattr(request.app.state, "analytics", None)
+    if service is None:
+        store: ProfileStore = request.app.state.store
+        cfg = AnalyticsSettings()
+        rules = RulesSource(cfg.segments_file, cfg.segments_check_interval_s)
+        service = AnalyticsService(AnalyticsStore(store.client, store.settings.key_prefix), rules, cfg)
+        request.app.state.analytics = service
+    return service
+
+
+AnalyticsDep = Annotated[AnalyticsService, Depends(_analytics)]
+
+
+class SegmentPage(BaseModel):
+    segment: str
+    snapshot_id: str = Field(description="The refresh this export pages through (fixed for the whole export)")
+    refreshed_at: str | None
+    total: int = Field(description="Members of the segment in that snapshot")
+    offset: int
+    customers: list[dict[str, Any]]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last page")
+
+
+@router.get("", responses={200: {"description": "Segments as of the last refresh"}})
+async def segments(analytics: AnalyticsDep) -> dict[str, Any]:
+    """Each segment with its size and totals (customers, revenue, orders, average lifetime value, engagement)
+    as of the last refresh, with the refresh time, the model and the segment rules in force."""
+    overview = await analytics.overview()
+    state = await analytics.state()
+    if state is not None:
+        observe(state)
+    return overview
+
+
+@router.get("/{name}/customers", response_model=SegmentPage, responses={400: {}, 404: {}})
+async def segment_customers(
+    name: str,
+    analytics: AnalyticsDep,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+) -> SegmentPage:
+    """The members of a segment (name or slug, any case), page by page, for a campaign export.
+
+    Pages come from the immutable snapshot of the refresh the export started on, so concurrent updates and
+    refreshes neither skip nor repeat anyone. Buyers are listed by revenue (highest first), non-buyers by last
+    visit (latest first)."""
+    try:
+        page = await analytics.page(name, cursor, limit)
+    except (UnknownSegment, NoRefreshYet) as exc:
+        raise NotFound(str(exc)) from exc
+    except InvalidCursor as exc:
+        raise BadRequest(str(exc)) from exc
+    return SegmentPage(
+        segment=page.segment,
+        snapshot_id=page.snapshot_id,
+        refreshed_at=page.refreshed_at,
+        total=page.total,
+        offset=page.offset,
+        customers=page.rows,
+        next_cursor=page.next_cursor,
+    )

@@ -1,0 +1,52 @@
+"""The periodic analytics refresh in the worker: a Faust timer around :class:`analytics.refresh.Refresher`.
+
+Every worker ticks; a Redis lock and the age of the last refresh make the whole group refresh about once per
+``ECRM_ANALYTICS_INTERVAL_S``. A failed refresh is logged and counted, and the next tick tries again.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import faust
+
+from analytics.refresh import Outcome, Refresher, make_refresher
+from analytics.rules import RulesError
+from analytics.settings import AnalyticsSettings
+from ecrm import metrics
+from ecrm.settings import Settings
+from ecrm.store import StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+MAX_TICK_S = 30.0
+
+
+async def refresh_if_due(refresher: Refresher) -> Outcome | None:
+    """One tick: refresh when due; never raises (a failure is logged and counted)."""
+    try:
+        result = await refresher.refresh()
+    except (StoreUnavailable, RulesError) as exc:
+        metrics.ANALYTICS_REFRESH_FAILURES.inc()
+        log.warning("analytics refresh failed: %s", exc)
+        return None
+    except Exception:  # a timer that raises stops for good: keep it ticking
+        metrics.ANALYTICS_REFRESH_FAILURES.inc()
+        log.exception("analytics refresh failed")
+        return None
+    return result.outcome
+
+
+def register_analytics(app: faust.App, settings: Settings, cfg: AnalyticsSettings | None = None) -> None:
+    """Attach the refresh timer to ``app`` (nothing when ``ECRM_ANALYTICS_INTERVAL_S`` is 0)."""
+    cfg = cfg or AnalyticsSettings()
+    if cfg.analytics_interval_s <= 0:
+        log.info("analytics refresh off (ECRM_ANALYTICS_INTERVAL_S=0)")
+        return
+    refreshers: list[Refresher] = []  # created on the first tick, inside the worker's event loop
+
+    @app.timer(interval=min(cfg.analytics_interval_s, MAX_TICK_S), name="analytics_refresh")
+    async def analytics_refresh() -> None:
+        if not refreshers:
+            refreshers.append(make_refresher(settings, cfg))
+        await refresh_if_due(refreshers[0])
