@@ -165,7 +165,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "item",
 )
 
-_ADAPTER: TypeAdapter[Behaviour | Item] = TypeAdapter(Event)  # type: ignore[arg-type]
+_ADAPTER: TypeAdapter[Behaviour | Item] = TypeAdapter(Event)  # type: ignore[arg-type,unused-ignore]
 
 
 @dataclass(frozen=True, slots=True)
