@@ -68,8 +68,10 @@ def sequence_weights(batch: HistoryBatch, conf: FloatArray, recency_decay: float
 
 def batch_matrix(batch: HistoryBatch, values: FloatArray, n_items: int) -> sp.csr_matrix:
     """Rows x items CSR matrix of ``values`` at the batch's entries (zeros dropped)."""
-    m = sp.csr_matrix((values.astype(np.float32), batch.items, batch.indptr), shape=(batch.n_rows, n_items))
-    m.eliminate_zeros()
+    m = sp.csr_matrix(
+        (values.astype(np.float32), batch.items.copy(), batch.indptr.copy()), shape=(batch.n_rows, n_items)
+    )
+    m.eliminate_zeros()  # works in place on the arrays it was given: hence the copies above
     return m
 
 
