@@ -74,11 +74,13 @@ class History:
 
     @classmethod
     def of(cls, orders: int, first_purchase_ms: int, last_purchase_ms: int, now_ms: int) -> History:
-        """From the profile's raw fields (``orders`` at least 1); times before ``now`` only."""
+        """From the profile's raw fields (``orders`` at least 1), clamped to a consistent history: ``0 <= t_x <= T``,
+        and ``t_x = 0`` without repeat purchases."""
         first = min(first_purchase_ms, last_purchase_ms)
         T = max(0.0, (now_ms - first) / DAY_MS)
-        t_x = min(T, max(0.0, (last_purchase_ms - first) / DAY_MS))
-        return cls(x=max(0, orders - 1), t_x=t_x, T=T)
+        x = max(0, orders - 1)
+        t_x = min(T, max(0.0, (last_purchase_ms - first) / DAY_MS)) if x > 0 else 0.0
+        return cls(x=x, t_x=t_x, T=T)
 
 
 def _log_odds_dead(params: PurchaseParams, h: History) -> float:
