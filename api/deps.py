@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from api.collector import Collector
+from api.recommend import RecommendationService
 from ecrm.settings import Settings
 from ecrm.store import ProfileStore
 
@@ -21,6 +22,11 @@ def _collector(request: Request) -> Collector:
     return collector
 
 
+def _recs(request: Request) -> RecommendationService:
+    recs: RecommendationService = request.app.state.recs
+    return recs
+
+
 def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
@@ -29,3 +35,4 @@ def _settings(request: Request) -> Settings:
 StoreDep = Annotated[ProfileStore, Depends(_store)]
 CollectorDep = Annotated[Collector, Depends(_collector)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
+RecsDep = Annotated[RecommendationService, Depends(_recs)]

@@ -12,7 +12,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.collector import Collector
 from api.errors import install_error_handlers
+from api.recommend import RecommendationService
 from api.routes import customers, events, health, recommendations, segments
+from api.serving import ModelHolder
 from ecrm import __version__, metrics
 from ecrm.settings import Settings, get_settings
 from ecrm.store import ProfileStore, connect
@@ -53,10 +55,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.store = ProfileStore(client, settings)
         app.state.collector = Collector(settings)
+        app.state.models = ModelHolder(settings)
+        app.state.recs = RecommendationService(app.state.store, app.state.models, settings)
         await app.state.collector.start()
+        await app.state.models.start()
         try:
             yield
         finally:
+            await app.state.models.stop()
             await app.state.collector.stop()
             await client.aclose()
 

@@ -1,18 +1,30 @@
-"""Serving recommendations: the fallback chain over what the store knows.
+"""Serving recommendations: the documented fallback chain (see docs/recommender.md).
 
-Current chain: trending (time-decayed popularity) -> all-time popular -> catalogue. Items the customer bought and
-items out of stock are excluded. The list is never empty while the catalogue (or any interaction) is not.
+    personal (model, fold-in of the whole current history)
+      -> session / item-based (the model from the cart, the item, or the visitor's session)
+      -> trending in the customer's (or the item's) categories
+      -> trending (time-decayed popularity) -> all-time popular -> catalogue
+
+Each step only fills what the steps before it left empty; ``strategy`` names the first step that served items,
+each item's ``reason`` says why it is there. Bought items (within the re-buy window), items out of stock and
+items already shown are excluded throughout. The list is never empty while the catalogue is not.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
-from ecrm.keys import customer_pid
-from ecrm.store import ProfileStore, ScoredItem, catalogue_sample
+from api.serving import ModelHolder, Served
+from ecrm.settings import Settings
+from ecrm.store import ProfileStore, catalogue_sample
+from recommender.base import Recommendation
 
 POPULARITY_VERSION = "popularity"
+CANDIDATE_POOL = 300
+_DAY_MS = 86_400_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,41 +42,134 @@ class RecList:
     items: list[Recommended]
 
 
-def new_recommendation_id() -> str:
-    return uuid.uuid4().hex
+@dataclass
+class Chain:
+    """Accumulates items from successive strategies (pure)."""
+
+    n: int
+    excluded: set[str]
+    allowed: set[str] | None = None
+    items: list[Recommended] = field(default_factory=list)
+    strategy: str | None = None
+
+    @property
+    def full(self) -> bool:
+        return len(self.items) >= self.n
+
+    def add(self, strategy: str, candidates: Iterable[tuple[str, float, str]]) -> None:
+        before = len(self.items)
+        taken = {r.item_id for r in self.items}
+        for item_id, score, reason in candidates:
+            if self.full:
+                break
+            if item_id in taken or item_id in self.excluded:
+                continue
+            if self.allowed is not None and item_id not in self.allowed:
+                continue
+            self.items.append(Recommended(item_id, round(float(score), 6), reason))
+            taken.add(item_id)
+        if self.strategy is None and len(self.items) > before:
+            self.strategy = strategy
 
 
-def pick(
-    candidates: list[ScoredItem], n: int, excluded: set[str], reason: str, taken: list[Recommended]
-) -> list[Recommended]:
-    """Append candidates not excluded nor already taken, up to ``n`` in all (pure)."""
-    seen = {r.item_id for r in taken} | excluded
-    out = list(taken)
-    for c in candidates:
-        if len(out) >= n:
-            break
-        if c.item_id not in seen:
-            out.append(Recommended(c.item_id, round(c.score, 6), reason))
-            seen.add(c.item_id)
-    return out
+def excluded_purchases(bought: dict[str, int], now_ms: int, rebuy_window_days: float) -> set[str]:
+    """Bought items stay out; with a re-buy window they come back once it has passed (pure)."""
+    if rebuy_window_days <= 0:
+        return set(bought)
+    window = rebuy_window_days * _DAY_MS
+    return {item for item, ts in bought.items() if now_ms - ts < window}
 
 
-async def popular_for_customer(store: ProfileStore, customer_id: str, n: int) -> RecList:
-    """Trending, then popular, then catalogue items, without what the customer bought or what is out of stock."""
-    bought = set(await store.bought(customer_pid(customer_id)))
-    want = n + len(bought) + 10
-    trending = await store.trending(want)
-    popular = await store.popular(want) if len(trending) < want else []
-    oos = await store.out_of_stock([c.item_id for c in trending + popular])
-    excluded = bought | oos
-    items = pick(trending, n, excluded, "trending", [])
-    strategy = "trending"
-    if len(items) < n:
-        before = len(items)
-        items = pick(popular, n, excluded, "popular", items)
-        strategy = strategy if before else "popular"
-    if not items:
-        catalogue = [ScoredItem(i, 0.0) for i in await catalogue_sample(store, n + len(excluded))]
-        items = pick(catalogue, n, excluded, "from the catalogue", [])
-        strategy = "catalogue"
-    return RecList(new_recommendation_id(), strategy, POPULARITY_VERSION, items)
+def personal_reason(rec: Recommendation, bought: dict[str, int]) -> str:
+    if rec.reason_item is None:
+        return "recommended for you"
+    verb = "bought" if rec.reason_item in bought else "viewed"
+    return f"because you {verb} {rec.reason_item}"
+
+
+class RecommendationService:
+    def __init__(self, store: ProfileStore, holder: ModelHolder, settings: Settings) -> None:
+        self.store = store
+        self.holder = holder
+        self.settings = settings
+
+    def _version(self, served: Served | None) -> str:
+        return served.version if served is not None else POPULARITY_VERSION
+
+    async def for_profile(self, pid: str, n: int, category: str | None = None, step: str = "personal") -> RecList:
+        """A customer's (``step="personal"``) or a visitor session's (``step="session"``) recommendations."""
+        served = self.holder.served
+        bought = await self.store.bought(pid)
+        now = int(time.time() * 1000)
+        allowed = await self.store.category_items(category) if category else None
+        chain = Chain(n, excluded_purchases(bought, now, self.settings.rebuy_window_days), allowed)
+        history = await self.store.history(pid)
+        if served is not None and history:
+            mask = served.mask(f"cat:{category}", allowed) if allowed is not None else None
+            recs = served.model.recommend(history, n + 10, exclude=chain.excluded, allowed=mask)
+            chain.add(step, ((r.item_id, r.score, personal_reason(r, bought)) for r in recs))
+        categories = [category] if category else await self.store.top_categories(pid)
+        await self._fill(chain, categories)
+        return RecList(uuid.uuid4().hex, chain.strategy or "empty", self._version(served), chain.items)
+
+    async def similar(self, item_id: str, n: int) -> RecList:
+        """Cross-sell on a product page: customers who viewed this also viewed ..."""
+        served = self.holder.served
+        chain = Chain(n, {item_id})
+        if served is not None:
+            recs = served.model.similar_items(item_id, n + 10)
+            chain.add("item-based", ((r.item_id, r.score, f"customers who viewed {item_id} also viewed") for r in recs))
+        categories = list((await self.store.item_categories([item_id])).values())
+        await self._fill(chain, categories)
+        return RecList(uuid.uuid4().hex, chain.strategy or "empty", self._version(served), chain.items)
+
+    async def cart(self, item_ids: list[str], customer_id: str | None, n: int) -> RecList:
+        """Complements for a cart (up-selling and cross-selling at checkout)."""
+        from ecrm.keys import customer_pid
+
+        served = self.holder.served
+        bought = await self.store.bought(customer_pid(customer_id)) if customer_id else {}
+        now = int(time.time() * 1000)
+        chain = Chain(n, set(item_ids) | excluded_purchases(bought, now, self.settings.rebuy_window_days))
+        if served is not None and item_ids:
+            recs = served.model.cart_items(item_ids, n + 10 + len(chain.excluded))
+            chain.add(
+                "item-based",
+                ((r.item_id, r.score, f"goes with {r.reason_item or 'your cart'}") for r in recs),
+            )
+        categories = sorted(set((await self.store.item_categories(item_ids)).values()))
+        await self._fill(chain, categories)
+        return RecList(uuid.uuid4().hex, chain.strategy or "empty", self._version(served), chain.items)
+
+    async def _fill(self, chain: Chain, categories: list[str]) -> None:
+        """The popularity steps, then out-of-stock removal (refilled once)."""
+        for attempt in range(2):
+            if not chain.full:
+                await self._popular_steps(chain, categories)
+            oos = await self.store.out_of_stock([r.item_id for r in chain.items])
+            if not oos or attempt == 1:
+                chain.items = [r for r in chain.items if r.item_id not in oos]
+                return
+            chain.excluded |= oos
+            chain.items = [r for r in chain.items if r.item_id not in oos]
+
+    async def _popular_steps(self, chain: Chain, categories: list[str]) -> None:
+        trending = await self.store.trending(CANDIDATE_POOL)
+        if categories and not chain.full:
+            cats = await self.store.item_categories([t.item_id for t in trending])
+            wanted = set(categories)
+            chain.add(
+                "trending-in-category",
+                (
+                    (t.item_id, t.score, f"popular in {cats[t.item_id]}")
+                    for t in trending
+                    if cats.get(t.item_id) in wanted
+                ),
+            )
+        chain.add("trending", ((t.item_id, t.score, "trending") for t in trending))
+        if not chain.full:
+            chain.add("popular", ((p.item_id, p.score, "popular") for p in await self.store.popular(CANDIDATE_POOL)))
+        if not chain.full:
+            pool = chain.n + len(chain.excluded) + len(chain.items)
+            sample = await catalogue_sample(self.store, pool) if chain.allowed is None else sorted(chain.allowed)
+            chain.add("catalogue", ((i, 0.0, "from the catalogue") for i in sample))

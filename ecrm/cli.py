@@ -39,3 +39,8 @@ bench_app.command("ingest")(bench.ingest)
 from ecrm.commands import analytics  # noqa: E402
 
 app.add_typer(analytics.app, name="analytics")
+from ecrm.commands import model as model_cmd  # noqa: E402
+
+app.command("train")(model_cmd.train)
+model_app.command("list")(model_cmd.list_versions)
+model_app.command("rollback")(model_cmd.rollback)

@@ -22,6 +22,12 @@ A profile id is ``c:<customer_id>`` for a known customer or ``a:<anonymous_id>``
 | ``{p}:interactions`` | stream | pid, item, weight, ts: the training log |
 | ``{p}:category:{category}`` | set | item ids of a category |
 | ``{p}:stats:applied`` | string | count of events applied (all workers) |
+| ``{p}:stats:interactions`` | string | count of interactions logged (the retraining trigger) |
+| ``{p}:model:current`` | string | the served model version |
+| ``{p}:model:versions`` | list | promoted versions, newest first (rollback history) |
+| ``{p}:model:blob:{v}`` / ``{p}:model:meta:{v}`` | string | a version's npz bytes / JSON metadata and metrics |
+| ``{p}:model:trained`` | hash | interaction count and time of the last training |
+| ``{p}:model:lock`` | string | held while a training runs |
 """
 
 from __future__ import annotations
@@ -103,3 +109,29 @@ class Keys:
     @property
     def applied_count(self) -> str:
         return f"{self.prefix}:stats:applied"
+
+    @property
+    def interactions_count(self) -> str:
+        return f"{self.prefix}:stats:interactions"
+
+    @property
+    def model_current(self) -> str:
+        return f"{self.prefix}:model:current"
+
+    @property
+    def model_versions(self) -> str:
+        return f"{self.prefix}:model:versions"
+
+    def model_blob(self, version: str) -> str:
+        return f"{self.prefix}:model:blob:{version}"
+
+    def model_meta(self, version: str) -> str:
+        return f"{self.prefix}:model:meta:{version}"
+
+    @property
+    def model_trained(self) -> str:
+        return f"{self.prefix}:model:trained"
+
+    @property
+    def model_lock(self) -> str:
+        return f"{self.prefix}:model:lock"

@@ -47,3 +47,6 @@ ANALYTICS_MODEL_FITTED = Gauge(
     "ecrm_analytics_model_fitted", "1 when the last refresh fitted the lifetime-value model, 0 when it could not"
 )
 ANALYTICS_REFRESH_FAILURES = Counter("ecrm_analytics_refresh_failures_total", "Analytics refreshes that failed")
+MODEL_AGE_SECONDS = Gauge("ecrm_model_age_seconds", "Age of the served model version")
+MODEL_HOLDOUT_NDCG = Gauge("ecrm_model_holdout_ndcg", "Holdout NDCG@10 of a model version", ["version"])
+MODEL_TRAINING_SECONDS = Gauge("ecrm_model_training_seconds", "Training duration of a model version", ["version"])

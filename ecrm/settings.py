@@ -59,6 +59,24 @@ class Settings(BaseSettings):
     dedupe_ttl_days: float = Field(14.0, gt=0, description="How long an event id is remembered for de-duplication")
     interactions_log_maxlen: int = Field(5_000_000, ge=1000, description="Bounded log of interactions for training")
 
+    # Recommender: training, versions, serving
+    recommender_config_file: str | None = Field(
+        None, description="YAML/JSON file of recommender settings (algorithm, factors, ...); defaults when unset"
+    )
+    retrain_min_interactions: int = Field(1000, ge=1, description="Retrain after this many new interactions ...")
+    retrain_interval_s: float = Field(3600.0, gt=0, description="... or after this many seconds with any new one")
+    retrain_check_s: float = Field(5.0, gt=0, description="How often the worker checks whether to retrain")
+    model_keep_versions: int = Field(5, ge=1, description="Promoted model versions kept for rollback")
+    promotion_margin: float = Field(
+        0.05, ge=0, le=1, description="A new version is refused if its holdout NDCG@10 is more than this fraction below"
+    )
+    holdout_fraction: float = Field(0.1, gt=0, lt=1, description="Most recent share of interactions held out")
+    holdout_max_users: int = Field(1000, ge=10, description="Users evaluated on the holdout slice")
+    model_poll_s: float = Field(1.0, gt=0, description="How often an API replica looks for a newly promoted version")
+    rebuy_window_days: float = Field(
+        0.0, ge=0, description="Bought items come back in recommendations after this many days (0: never)"
+    )
+
     # API
     api_host: str = "127.0.0.1"
     api_port: int = 8000

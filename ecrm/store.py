@@ -15,7 +15,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from ecrm.keys import TRENDING_ERA_HALF_LIVES, Keys, customer_pid, trending_era
+from ecrm.keys import TRENDING_ERA_HALF_LIVES, Keys, anonymous_pid, customer_pid, trending_era
 from ecrm.settings import Settings
 from stream.updates import Plan, decayed_now
 
@@ -138,6 +138,60 @@ class ProfileStore:
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"reading the catalogue failed: {exc}") from exc
         return {item for item, flag in zip(items, flags, strict=True) if flag == "0"}
+
+    async def history(self, pid: str) -> list[tuple[str, float, int]]:
+        """The whole current interaction history: (item, summed weight, last time), positive weights only."""
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.hgetall(self.keys.items(pid))
+                pipe.hgetall(self.keys.items_ts(pid))
+                weights, times = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"reading the history of {pid!r} failed: {exc}") from exc
+        out = [(item, float(w), int(times.get(item, 0))) for item, w in weights.items() if float(w) > 0]
+        out.sort(key=lambda entry: -entry[2])
+        return out
+
+    async def resolve_visitor(self, anonymous_id: str) -> str:
+        """The profile of a visitor: their customer's when they logged in, else their own."""
+        try:
+            customer = await self.client.get(self.keys.alias(anonymous_id))
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"reading visitor {anonymous_id!r} failed: {exc}") from exc
+        return customer_pid(customer) if customer else anonymous_pid(anonymous_id)
+
+    async def top_categories(self, pid: str, n: int = 3) -> list[str]:
+        """The profile's strongest category affinities (order is the same at any time: one landmark per profile)."""
+        try:
+            aff = await self.client.hgetall(self.keys.affinity(pid))
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"reading affinities of {pid!r} failed: {exc}") from exc
+        return [cat for cat, _ in sorted(aff.items(), key=lambda kv: -float(kv[1]))[:n]]
+
+    async def item_categories(self, items: list[str]) -> dict[str, str]:
+        """Catalogue category of each item that has one."""
+        if not items:
+            return {}
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for item in items:
+                    pipe.hget(self.keys.item(item), "category")
+                cats = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"reading the catalogue failed: {exc}") from exc
+        return {item: cat for item, cat in zip(items, cats, strict=True) if cat}
+
+    async def category_items(self, category: str) -> set[str]:
+        try:
+            return set(await self.client.smembers(self.keys.category(category)))
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"reading category {category!r} failed: {exc}") from exc
+
+    async def catalogue_size(self) -> int:
+        try:
+            return int(await self.client.scard(self.keys.catalogue))
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"reading the catalogue failed: {exc}") from exc
 
     async def customer_exists(self, customer_id: str) -> bool:
         try:

@@ -16,6 +16,7 @@ local tr_h = tonumber(ARGV[6])
 local era_n = tonumber(ARGV[7])
 local maxlen = ARGV[8]
 local era_ms = tr_h * era_n
+local logged = 0  -- interactions written to the training log by this call
 
 local function num(x) return string.format('%.17g', x) end
 local function int(x) return string.format('%d', x) end
@@ -131,6 +132,7 @@ local function apply(pid, u)
         redis.call('HINCRBYFLOAT', pkey(pid, 'items'), item, num(w))
         redis.call('XADD', P .. ':interactions', 'MAXLEN', '~', maxlen, '*',
           'p', pid, 'i', item, 'w', num(w), 't', int(ts))
+        logged = logged + 1
       end
       if w > 0 then
         if cat == '' then cat = redis.call('HGET', P .. ':item:' .. item, 'category') or '' end
@@ -193,4 +195,5 @@ for i, u in ipairs(plans) do
 end
 for key, _ in pairs(touched_eras) do redis.call('PEXPIRE', key, int(era_ms * 3)) end
 if applied > 0 then redis.call('INCRBY', P .. ':stats:applied', applied) end
+if logged > 0 then redis.call('INCRBY', P .. ':stats:interactions', logged) end
 return status

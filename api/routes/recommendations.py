@@ -1,28 +1,65 @@
-"""One-to-one recommendations."""
+"""One-to-one recommendations: personal, session, similar items, cart. Same response shape everywhere."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
 
-from api.deps import SettingsDep, StoreDep
+from api.deps import RecsDep, SettingsDep, StoreDep
 from api.models import Recommendations
-from api.recommend import popular_for_customer
+from api.recommend import RecList
 from ecrm import metrics
+from ecrm.keys import customer_pid
 
 router = APIRouter(tags=["recommendations"])
+N = Annotated[int, Query(ge=1, le=1000, description="How many items (capped by ECRM_RECOMMENDATIONS_MAX_N)")]
+
+
+def _respond(endpoint: str, recs: RecList) -> Recommendations:
+    metrics.RECOMMENDATIONS.labels(endpoint, recs.strategy).inc()
+    return Recommendations.model_validate(recs, from_attributes=True)
 
 
 @router.get("/v1/customers/{customer_id}/recommendations", response_model=Recommendations)
-async def recommendations(
+async def for_customer(
     customer_id: str,
-    store: StoreDep,
+    recs: RecsDep,
     settings: SettingsDep,
-    n: Annotated[int, Query(ge=1, le=1000)] = 10,
+    n: N = 10,
+    category: Annotated[str | None, Query(description="Only items of this category")] = None,
 ) -> Recommendations:
-    """One-to-one recommendations. An unknown customer gets popular items (200, never an error)."""
-    n = min(n, settings.recommendations_max_n)
-    recs = await popular_for_customer(store, customer_id, n)
-    metrics.RECOMMENDATIONS.labels("customer", recs.strategy).inc()
-    return Recommendations.model_validate(recs, from_attributes=True)
+    """Personal recommendations from the customer's whole current history (a click a second ago counts).
+    An unknown customer gets the fallback chain's popular items (200, never an error)."""
+    result = await recs.for_profile(customer_pid(customer_id), min(n, settings.recommendations_max_n), category)
+    return _respond("customer", result)
+
+
+@router.get("/v1/sessions/{anonymous_id}/recommendations", response_model=Recommendations)
+async def for_session(
+    anonymous_id: str, recs: RecsDep, store: StoreDep, settings: SettingsDep, n: N = 10
+) -> Recommendations:
+    """For a visitor who is not logged in, from the session's views (a visitor who logged in gets the customer's)."""
+    pid = await store.resolve_visitor(anonymous_id)
+    result = await recs.for_profile(pid, min(n, settings.recommendations_max_n), step="session")
+    return _respond("session", result)
+
+
+@router.get("/v1/items/{item_id}/similar", response_model=Recommendations)
+async def similar(item_id: str, recs: RecsDep, settings: SettingsDep, n: N = 10) -> Recommendations:
+    """ "Customers who viewed this also viewed": cross-selling on product pages."""
+    return _respond("similar", await recs.similar(item_id, min(n, settings.recommendations_max_n)))
+
+
+class CartRequest(BaseModel):
+    item_ids: list[str] = Field(min_length=1, max_length=500, description="Item ids in the cart")
+    customer_id: str | None = Field(None, description="The customer, when known (bought items are left out)")
+    n: int = Field(10, ge=1, le=1000)
+
+
+@router.post("/v1/recommendations/cart", response_model=Recommendations)
+async def cart(body: CartRequest, recs: RecsDep, settings: SettingsDep) -> Recommendations:
+    """Complementary items for a cart: up-selling and cross-selling at checkout."""
+    result = await recs.cart(body.item_ids, body.customer_id, min(body.n, settings.recommendations_max_n))
+    return _respond("cart", result)

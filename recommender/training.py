@@ -1,0 +1,216 @@
+"""One training run (``ecrm train``, or started by the worker): read the interaction log from Redis, fit, check the
+new version on a held-out slice of the most recent interactions against the served one, promote or refuse.
+
+Runs in its own process, never inside the Faust event loop.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+from redis.exceptions import RedisError
+
+from ecrm.keys import Keys
+from ecrm.settings import Settings
+from recommender.base import RecommenderBase
+from recommender.config import RecommenderConfig
+from recommender.data import HistoryEntry, Interactions, interactions_batch
+from recommender.evaluation.protocols import Split, time_split
+from recommender.model import Engine
+from recommender.registry import Registry, RegistryError, new_version_id
+from recommender.threads import blas_threads
+
+Echo = Callable[[str], None]
+LOCK_TTL_MS = 30 * 60 * 1000
+
+
+class NothingToTrain(RuntimeError):
+    """The interaction log is empty."""
+
+
+class TrainingBusy(RuntimeError):
+    """Another training holds the lock."""
+
+
+@dataclass
+class TrainingResult:
+    version: str
+    promoted: bool
+    reason: str
+    interactions: int
+    holdout: dict[str, float] = field(default_factory=dict)
+    current_holdout: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def load_config(settings: Settings) -> RecommenderConfig:
+    if settings.recommender_config_file:
+        from pathlib import Path
+
+        return RecommenderConfig.from_file(Path(settings.recommender_config_file))
+    return RecommenderConfig()
+
+
+def _stream_records(client: redis.Redis, key: str, chunk: int) -> Iterator[tuple[str, str, float, int]]:
+    start = "-"
+    while True:
+        rows = client.xrange(key, min=start, max="+", count=chunk)
+        if not rows:
+            return
+        for _, fields in rows:
+            yield fields[b"p"].decode(), fields[b"i"].decode(), float(fields[b"w"]), int(fields[b"t"])
+        start = "(" + rows[-1][0].decode()
+
+
+def read_interactions(client: redis.Redis, keys: Keys, chunk: int = 50_000) -> Interactions:
+    """The training log (``{prefix}:interactions``) with visitors who logged in mapped to their customer."""
+    records = list(_stream_records(client, keys.interactions, chunk))
+    anonymous = sorted({p[2:] for p, _, _, _ in records if p.startswith("a:")})
+    alias: dict[str, str] = {}
+    for start in range(0, len(anonymous), 10_000):
+        part = anonymous[start : start + 10_000]
+        for anon, customer in zip(part, client.mget([keys.alias(a) for a in part]), strict=True):
+            if customer is not None:
+                alias["a:" + anon] = "c:" + customer.decode()
+    return Interactions.from_records((alias.get(p, p), i, w, t) for p, i, w, t in records)
+
+
+def holdout_split(log: Interactions, fraction: float, max_users: int) -> Split | None:
+    """Train before the most recent ``fraction`` of interactions; test on what came after (None: too little)."""
+    if len(log) < 20:
+        return None
+    try:
+        split = time_split(log, quantile=1.0 - fraction)
+    except ValueError:
+        return None
+    return split.sample(max_users) if split.n_test_users else None
+
+
+def holdout_metrics(model: RecommenderBase, split: Split, k: int = 10) -> dict[str, float]:
+    """HR@k and NDCG@k of ``model`` on the split, through the serving code (``rank_batch`` on item-id histories)."""
+    batch = interactions_batch(split.train)
+    ids = split.train.item_ids
+    histories: list[list[HistoryEntry]] = []
+    relevant: list[set[str]] = []
+    for row, user in enumerate(split.test_users.tolist()):
+        sl = batch.row(user)
+        histories.append(
+            [
+                (ids[i], float(w), int(t))
+                for i, w, t in zip(batch.items[sl], batch.weights[sl], batch.ts[sl], strict=True)
+            ]
+        )
+        lo, hi = split.test_indptr[row], split.test_indptr[row + 1]
+        relevant.append({ids[i] for i in split.test_items[lo:hi].tolist()})
+    ranked = model.rank_batch(model.encode(histories), k, exclude_history=True, reasons=False)
+    hits, ndcg = 0.0, 0.0
+    for recs, truth in zip(ranked, relevant, strict=True):
+        ranks = [r for r, rec in enumerate(recs) if rec.item_id in truth]
+        if ranks:
+            hits += 1
+            ndcg += 1.0 / math.log2(ranks[0] + 2)
+    n = max(len(relevant), 1)
+    return {"hr@10": round(hits / n, 6), "ndcg@10": round(ndcg / n, 6), "users": float(len(relevant))}
+
+
+def decide(candidate: float | None, current: float | None, margin: float) -> tuple[bool, str]:
+    """Promote unless the candidate falls more than ``margin`` (a fraction) below the served version (pure)."""
+    if current is None:
+        return True, "no version served yet"
+    if candidate is None:
+        return True, "no holdout slice to compare on (too little data)"
+    floor = current * (1.0 - margin)
+    if candidate >= floor:
+        return True, f"holdout NDCG@10 {candidate:.4f} >= {floor:.4f} (served {current:.4f}, margin {margin:.0%})"
+    return False, f"holdout NDCG@10 {candidate:.4f} < {floor:.4f} (served {current:.4f}, margin {margin:.0%})"
+
+
+def train_once(settings: Settings, echo: Echo = lambda _: None, client: redis.Redis | None = None) -> TrainingResult:
+    """Fit, compare on the holdout, promote or refuse. Holds a Redis lock so that one training runs at a time."""
+    client = client or redis.Redis.from_url(settings.redis_url)
+    keys = Keys(settings.key_prefix)
+    token = new_version_id()
+    try:
+        if not client.set(keys.model_lock, token, nx=True, px=LOCK_TTL_MS):
+            raise TrainingBusy("another training is running")
+    except RedisError as exc:
+        raise RegistryError(f"Redis unreachable at {settings.redis_url}: {exc}") from exc
+    try:
+        return _train(settings, client, keys, token, echo)
+    finally:
+        if client.get(keys.model_lock) == token.encode():
+            client.delete(keys.model_lock)
+
+
+def _train(settings: Settings, client: redis.Redis, keys: Keys, version: str, echo: Echo) -> TrainingResult:
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    count_at_start = int(client.get(keys.interactions_count) or 0)
+    config = load_config(settings)
+    registry = Registry(client, keys, settings.model_keep_versions)
+    log = read_interactions(client, keys)
+    timings["load_s"] = time.perf_counter() - started
+    if len(log) == 0:
+        raise NothingToTrain("no interactions logged yet: nothing to train on")
+    echo(f"training on {len(log)} interactions, {log.n_users} users, {log.n_items} items ({config.algorithm})")
+    with blas_threads(config.blas_threads):
+        split = holdout_split(log, settings.holdout_fraction, settings.holdout_max_users)
+        candidate_metrics: dict[str, float] = {}
+        current_metrics: dict[str, float] = {}
+        current = registry.current()
+        if split is not None:
+            t = time.perf_counter()
+            candidate_metrics = holdout_metrics(Engine(config).fit(split.train), split)
+            if current is not None:
+                current_metrics = holdout_metrics(Engine.from_bytes(registry.blob(current)), split)
+            timings["holdout_s"] = time.perf_counter() - t
+        promoted, reason = decide(
+            candidate_metrics.get("ndcg@10"),
+            current_metrics.get("ndcg@10") if current is not None else None,
+            settings.promotion_margin,
+        )
+        result = TrainingResult(version, promoted, reason, len(log), candidate_metrics, current_metrics, timings)
+        meta: dict[str, Any] = {
+            "version": version,
+            "created_at": datetime.now(tz=UTC).isoformat(),
+            "interactions": len(log),
+            "holdout": candidate_metrics,
+            "served_holdout": current_metrics,
+            "served_version": current,
+            "decision": reason,
+            "promoted": promoted,
+            "config": config.model_dump(),
+        }
+        if promoted:
+            t = time.perf_counter()
+            model = Engine(config).fit(log)
+            timings["fit_s"] = time.perf_counter() - t
+            meta["training"] = model.info.as_dict()
+            t = time.perf_counter()
+            blob = model.to_bytes()
+            registry.promote(version, blob, meta | {"timings": timings, "bytes": len(blob)})
+            timings["store_s"] = time.perf_counter() - t
+        else:
+            registry.record_rejected(version, meta | {"timings": timings})
+    client.hset(keys.model_trained, mapping={"count": count_at_start, "at": int(time.time() * 1000)})
+    timings["total_s"] = time.perf_counter() - started
+    echo(f"{version}: {'promoted' if promoted else 'refused'} — {reason}")
+    return result
+
+
+def should_retrain(
+    count_now: int, trained_count: int | None, trained_at_ms: int | None, now_ms: int, min_new: int, interval_s: float
+) -> bool:
+    """The worker's trigger (pure): never trained yet, N new interactions, or T seconds with at least one new one."""
+    new = count_now - (trained_count or 0)
+    if new <= 0:
+        return False
+    if trained_at_ms is None or new >= min_new:
+        return True
+    return (now_ms - trained_at_ms) / 1000.0 >= interval_s

@@ -1,0 +1,50 @@
+"""The worker decides when to retrain: a Faust timer checks the interaction count and the time since the last
+training, and starts ``ecrm train`` as a separate process, so ingestion keeps flowing while it trains."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+
+import faust
+from redis.exceptions import RedisError
+
+from ecrm.embedded import die_with_parent
+from ecrm.keys import Keys
+from ecrm.settings import Settings
+from ecrm.store import connect
+from recommender.training import should_retrain
+
+log = logging.getLogger(__name__)
+
+
+def register_retraining(app: faust.App, settings: Settings) -> None:
+    keys = Keys(settings.key_prefix)
+    running: dict[str, asyncio.subprocess.Process] = {}
+    client = connect(settings)
+
+    @app.timer(interval=settings.retrain_check_s)
+    async def maybe_retrain() -> None:
+        proc = running.get("proc")
+        if proc is not None and proc.returncode is None:
+            return
+        try:
+            count = int(await client.get(keys.interactions_count) or 0)
+            trained = await client.hgetall(keys.model_trained)
+            busy = await client.exists(keys.model_lock)
+        except (RedisError, OSError) as exc:
+            log.warning("retraining check failed: %s", exc)
+            return
+        trained_count = int(trained["count"]) if "count" in trained else None
+        trained_at = int(trained["at"]) if "at" in trained else None
+        now = int(time.time() * 1000)
+        if busy or not should_retrain(
+            count, trained_count, trained_at, now, settings.retrain_min_interactions, settings.retrain_interval_s
+        ):
+            return
+        log.info("starting a training (%d interactions logged)", count)
+        running["proc"] = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "ecrm", "train", stdin=asyncio.subprocess.DEVNULL, preexec_fn=die_with_parent
+        )
