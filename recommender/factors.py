@@ -1,14 +1,19 @@
 """Matrix factorisation parts (ALS, BPR) on implicit, with a least-squares fold-in of whole user histories.
 
-Only item factors are kept. A user vector is computed per request from the user's whole current history with
-implicit's own ``recalculate_user`` (the ALS least-squares step, with the model's regularisation and alpha), so
-a user need not have been in training. BPR factors carry an item bias in their last column: the fold-in solves
-for the other columns and the bias is added to the scores.
+Only item factors are kept. A user vector is computed per request from the user's whole current history, so a
+user need not have been in training:
+
+* ALS: implicit's own ``recalculate_user`` (the ALS least-squares step with the model's regularisation and
+  alpha), which reproduces the trained user factors;
+* BPR: the confidence-weighted mean of the history's item factors (BPR factors are not fitted to a squared
+  loss, so a least-squares fold-in ranks almost at random; the mean does as well as the trained user factors).
+  BPR's last factor column is an item bias, added to the scores.
 """
 
 from __future__ import annotations
 
 import warnings
+from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -21,6 +26,8 @@ from recommender.config import RecommenderConfig
 from recommender.errors import ModelFitError
 
 FloatMatrix = NDArray[np.float32]
+FoldIn = Literal["least_squares", "mean"]
+FOLD_INS: tuple[FoldIn, ...] = ("least_squares", "mean")
 
 
 def _solver(item_factors: FloatMatrix, regularization: float, alpha: float) -> AlternatingLeastSquares:
@@ -37,7 +44,12 @@ class FactorPart:
     """Item factors (items x factors, float32), an optional item bias and the fold-in solver."""
 
     def __init__(
-        self, item_factors: FloatMatrix, item_bias: FloatMatrix | None, regularization: float, alpha: float
+        self,
+        item_factors: FloatMatrix,
+        item_bias: FloatMatrix | None,
+        regularization: float,
+        alpha: float,
+        fold_in: FoldIn = "least_squares",
     ) -> None:
         if item_factors.ndim != 2:
             raise ValueError("item factors must be a 2-d array")
@@ -47,6 +59,7 @@ class FactorPart:
         self.item_bias = None if item_bias is None else np.ascontiguousarray(item_bias, dtype=np.float32)
         self.regularization = regularization
         self.alpha = alpha
+        self.fold_in_mode: FoldIn = fold_in
         self._solver = _solver(self.item_factors, regularization, alpha)
         self._transposed = np.ascontiguousarray(self.item_factors.T)
         _ = self._solver.YtY  # computed once here, not on the first request
@@ -60,6 +73,11 @@ class FactorPart:
         rows = conf.shape[0]
         if rows == 0:
             return np.zeros((0, self.item_factors.shape[1]), dtype=np.float32)
+        if self.fold_in_mode == "mean":
+            totals = np.asarray(conf.sum(axis=1), dtype=np.float32).reshape(rows, 1)
+            sums = np.asarray(conf @ self.item_factors, dtype=np.float32)
+            means: FloatMatrix = (sums / np.maximum(totals, np.float32(1e-12))).astype(np.float32)
+            return means
         users = self._solver.recalculate_user(np.arange(rows), sp.csr_matrix(conf, dtype=np.float32))
         return np.asarray(users, dtype=np.float32).reshape(rows, -1)
 
@@ -72,6 +90,10 @@ class FactorPart:
     def explain(self, history: NDArray[np.int32], conf: NDArray[np.float32], targets: NDArray[np.int64]) -> FloatMatrix:
         """Share of each history item in each target's score (history x targets): the fold-in is linear in the
         confidences, ``u = A^-1 sum_i c_i y_i``, so item ``i`` adds ``c_i y_t . A^-1 y_i`` to target ``t``."""
+        if self.fold_in_mode == "mean":
+            c_mean = np.clip(conf, 0.0, None).astype(np.float64)
+            dots = self.item_factors[history].astype(np.float64) @ self.item_factors[targets].T.astype(np.float64)
+            return (dots * (c_mean / max(float(c_mean.sum()), 1e-12))[:, None]).astype(np.float32)
         c = (self.alpha * np.clip(conf, 0.0, None)).astype(np.float64)
         used = c > 0
         y_hist = self.item_factors[history].astype(np.float64)
@@ -84,7 +106,9 @@ class FactorPart:
     def arrays(self) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {
             "item_factors": self.item_factors,
-            "factor_params": np.asarray([self.regularization, self.alpha], dtype=np.float64),
+            "factor_params": np.asarray(
+                [self.regularization, self.alpha, FOLD_INS.index(self.fold_in_mode)], dtype=np.float64
+            ),
         }
         if self.item_bias is not None:
             out["item_bias"] = self.item_bias
@@ -92,9 +116,11 @@ class FactorPart:
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> FactorPart:
-        regularization, alpha = (float(x) for x in arrays["factor_params"])
+        params = [float(x) for x in arrays["factor_params"]]
+        if len(params) != 3 or params[2] not in (0.0, 1.0):
+            raise ValueError("invalid factor parameters in model blob")
         bias = arrays.get("item_bias")
-        return cls(arrays["item_factors"], bias, regularization, alpha)
+        return cls(arrays["item_factors"], bias, params[0], params[1], FOLD_INS[int(params[2])])
 
 
 def _check_finite(factors: FloatMatrix, algorithm: str) -> None:
@@ -139,4 +165,4 @@ def fit_bpr(matrix: sp.csr_matrix, config: RecommenderConfig) -> FactorPart:
         raise ModelFitError(f"BPR: {exc}") from exc
     factors = np.asarray(model.item_factors, dtype=np.float32)
     _check_finite(factors, "BPR")
-    return FactorPart(factors[:, :-1], factors[:, -1], config.regularization, config.alpha)
+    return FactorPart(factors[:, :-1], factors[:, -1], config.regularization, config.alpha, "mean")

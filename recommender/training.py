@@ -162,14 +162,14 @@ def _train(settings: Settings, client: redis.Redis, keys: Keys, version: str, ec
     with blas_threads(config.blas_threads):
         split = holdout_split(log, settings.holdout_fraction, settings.holdout_max_users)
         candidate_metrics: dict[str, float] = {}
-        current_metrics: dict[str, float] = {}
-        current = registry.current()
         if split is not None:
             t = time.perf_counter()
             candidate_metrics = holdout_metrics(Engine(config).fit(split.train), split)
-            if current is not None:
-                current_metrics = holdout_metrics(Engine.from_bytes(registry.blob(current)), split)
             timings["holdout_s"] = time.perf_counter() - t
+        # The served version is judged by the holdout figure it earned when it was trained: scoring it on today's
+        # slice would flatter it, since it was trained on most of those interactions.
+        current = registry.current()
+        current_metrics = dict(registry.info(current).meta.get("holdout", {})) if current is not None else {}
         promoted, reason = decide(
             candidate_metrics.get("ndcg@10"),
             current_metrics.get("ndcg@10") if current is not None else None,
@@ -181,7 +181,7 @@ def _train(settings: Settings, client: redis.Redis, keys: Keys, version: str, ec
             "created_at": datetime.now(tz=UTC).isoformat(),
             "interactions": len(log),
             "holdout": candidate_metrics,
-            "served_holdout": current_metrics,
+            "served_holdout": current_metrics,  # as recorded when the served version was trained
             "served_version": current,
             "decision": reason,
             "promoted": promoted,
