@@ -16,9 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analytics.btyd import PurchaseParams, SpendParams, Variant
+from analytics.btyd import History, PurchaseParams, SpendParams, Variant, expected_purchases, p_alive
 
 _PENALIZERS = (0.0, 0.001, 0.01)  # tried in turn: a small L2 penalty helps degenerate bases converge
+_PARAM_RANGE = (1e-4, 1e6)  # usable purchase-model parameters (days); beyond, the fit sits on a boundary
+_PROBE_DAYS = 365.0
 
 
 class ModelFitError(ValueError):
@@ -67,10 +69,11 @@ def fit_purchases(data: FitInput, variant: Variant) -> PurchaseParams:
             last_error = f"{type(exc).__name__}: {str(exc).strip()}"
             continue
         result = PurchaseParams(variant, params["r"], params["alpha"], params["a"], params["b"])
-        if _finite_positive(result.r, result.alpha, result.a, result.b):
+        problem = _degenerate(result, data)
+        if problem is None:
             return result
-        last_error = f"degenerate parameters {result.as_dict()}"
-    raise ModelFitError(f"the {variant.value} purchase model did not converge ({last_error})")
+        last_error = problem
+    raise ModelFitError(f"the {variant.value} purchase model could not be fitted to this base: {last_error}")
 
 
 def fit_spend(data: FitInput) -> SpendParams:
@@ -96,6 +99,26 @@ def fit_spend(data: FitInput) -> SpendParams:
             return result
         last_error = f"parameters without a finite mean {result.as_dict()} (q must exceed 1)"
     raise ModelFitError(f"the Gamma-Gamma spend model did not converge ({last_error})")
+
+
+def _degenerate(params: PurchaseParams, data: FitInput) -> str | None:
+    """Why fitted parameters cannot be used (None when they can).
+
+    A base in which hardly anyone seems to have stopped buying drives the dropout parameters ``a``, ``b`` to the
+    edge of their range, where the closed forms lose all precision; such a fit is refused rather than served.
+    """
+    values = {"r": params.r, "alpha": params.alpha, "a": params.a, "b": params.b}
+    if not all(math.isfinite(v) and _PARAM_RANGE[0] <= v <= _PARAM_RANGE[1] for v in values.values()):
+        shown = ", ".join(f"{k}={v:.3g}" for k, v in values.items())
+        return (
+            f"the fit ends at the edge of the parameter range ({shown}): too few customers seem to have stopped buying"
+        )
+    for x, t_x, T in zip(data.x, data.t_x, data.T, strict=True):
+        h = History(x, t_x, T)
+        n, alive = expected_purchases(params, h, _PROBE_DAYS), p_alive(params, h)
+        if not (math.isfinite(n) and math.isfinite(alive) and n >= 0):
+            return f"the fitted model gives no finite forecast for a history x={x} t_x={t_x:.3f} T={T:.3f}"
+    return None
 
 
 def _finite_positive(*values: float) -> bool:

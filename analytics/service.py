@@ -8,7 +8,6 @@ mapped to HTTP by the routes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from analytics.cursor import Cursor, InvalidCursor
@@ -16,7 +15,7 @@ from analytics.rules import SegmentRules, slug
 from analytics.rules_file import RulesSource
 from analytics.settings import AnalyticsSettings
 from analytics.snapshot import iso
-from analytics.state import NO_REFRESH, AnalyticsState, LiveInput, live_analytics
+from analytics.state import NO_REFRESH, AnalyticsState, live_analytics
 from analytics.store import AnalyticsStore
 
 
@@ -42,23 +41,6 @@ class Page:
     next_cursor: str | None
 
 
-def _ms(value: Any) -> int | None:
-    """Epoch ms of an ISO-8601 time from a profile (None stays None)."""
-    if not value:
-        return None
-    return round(datetime.fromisoformat(str(value)).timestamp() * 1000)
-
-
-def live_input(profile: dict[str, Any]) -> LiveInput:
-    """The raw RFM values of a profile as :func:`ecrm.store.build_profile` shapes it."""
-    return LiveInput(
-        orders=int(profile.get("orders") or 0),
-        revenue=float(profile.get("revenue") or 0.0),
-        first_purchase_ms=_ms(profile.get("first_purchase")),
-        last_purchase_ms=_ms(profile.get("last_purchase")),
-    )
-
-
 class AnalyticsService:
     def __init__(self, store: AnalyticsStore, rules: RulesSource, cfg: AnalyticsSettings) -> None:
         self.store = store
@@ -69,7 +51,9 @@ class AnalyticsService:
 
     async def state(self) -> AnalyticsState | None:
         """The last published state (parsed once per refresh)."""
-        raw = await self.store.state_raw()
+        return self._parsed(await self.store.state_raw())
+
+    def _parsed(self, raw: str | None) -> AnalyticsState | None:
         if raw != self._raw:
             self._state = AnalyticsState.from_json(raw) if raw else None
             self._raw = raw
@@ -78,10 +62,10 @@ class AnalyticsService:
     def current_rules(self) -> SegmentRules:
         return self.rules.current()
 
-    async def profile_analytics(self, profile: dict[str, Any], now_ms: int) -> dict[str, Any]:
+    async def profile_analytics(self, pid: str, now_ms: int) -> dict[str, Any]:
         """Live scores, segment, lifetime value and churn risk of a profile (see :func:`live_analytics`)."""
-        state = await self.state()
-        return live_analytics(live_input(profile), state, self.current_rules(), now_ms, self.cfg.clv_horizon_days)
+        live, raw = await self.store.live(pid)
+        return live_analytics(live, self._parsed(raw), self.current_rules(), now_ms, self.cfg.clv_horizon_days)
 
     async def overview(self) -> dict[str, Any]:
         """Segment sizes and totals as of the last refresh, with the refresh's figures and the rules in force."""

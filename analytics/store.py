@@ -25,7 +25,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from analytics.snapshot import ProfileRow, Snapshot
-from analytics.state import AnalyticsState
+from analytics.state import AnalyticsState, LiveInput
 from ecrm.store import StoreUnavailable
 
 PROFILE_FIELDS = (
@@ -38,6 +38,7 @@ PROFILE_FIELDS = (
     "n:product_view",
     "n:page_view",
 )
+LIVE_FIELDS = ("orders", "revenue", "first_purchase", "last_purchase")
 _WRITE_CHUNK = 1000
 
 _RELEASE = """
@@ -212,6 +213,23 @@ class AnalyticsStore:
             raise StoreUnavailable(f"publishing the analytics state failed: {exc}") from exc
 
     # ----- reads for the API -----
+
+    async def live(self, pid: str) -> tuple[LiveInput, str | None]:
+        """The live raw RFM values of ``pid`` and the JSON of the last published state, in one round trip."""
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.hmget(f"{self.prefix}:p:{pid}", LIVE_FIELDS)
+                pipe.get(self.keys.state)
+                (orders, revenue, first_p, last_p), raw = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"reading the analytics of {pid!r} failed: {exc}") from exc
+        live = LiveInput(
+            orders=_int(orders) or 0,
+            revenue=float(revenue) if revenue else 0.0,
+            first_purchase_ms=_int(first_p),
+            last_purchase_ms=_int(last_p),
+        )
+        return live, raw
 
     async def state_raw(self) -> str | None:
         """The JSON of the last published state, if any."""

@@ -24,10 +24,11 @@ async def profile(customer_id: str, store: StoreDep, analytics: AnalyticsDep) ->
     risk, recent items, cart, category affinities. Scores use the live values against the last refresh's
     quintiles, so a purchase shows at once."""
     now = now_ms()
-    found = await store.profile(customer_pid(customer_id), now)
+    pid = customer_pid(customer_id)
+    found = await store.profile(pid, now)
     if found is None:
         raise NotFound(f"no profile for customer {customer_id!r}")
-    return with_analytics(found, await analytics.profile_analytics(found, now))
+    return with_analytics(found, await analytics.profile_analytics(pid, now))
 
 
 def with_analytics(profile: dict[str, Any], live: dict[str, Any]) -> dict[str, Any]:

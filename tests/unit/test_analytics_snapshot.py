@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import random
+from typing import Any
+
 import pytest
 
 from analytics.btyd import PurchaseParams, SpendParams, Variant
 from analytics.cursor import Cursor, InvalidCursor
 from analytics.refresh import fit_models
 from analytics.rules_file import DEFAULT_RULES_PATH, load_rules
-from analytics.service import live_input
 from analytics.settings import AnalyticsSettings
 from analytics.snapshot import Models, ProfileRow, build_snapshot
 from analytics.state import NO_PURCHASE, NO_REFRESH, AnalyticsState, LiveInput, live_analytics
-from ecrm.store import build_profile
 
 DAY = 86_400_000
 NOW = 1_750_000_000_000
@@ -100,9 +101,42 @@ def test_without_a_model_the_figures_are_null_with_the_reason() -> None:
     assert row["lifetime_value"] is None and row["churn_risk"] is None and row["rfm_score"] is not None
 
 
-def test_fit_models_on_a_base_large_enough() -> None:
+def test_fit_models_refuses_a_base_where_nobody_seems_to_stop_buying() -> None:
     models = fit_models([r for r in base() if r.is_buyer], AnalyticsSettings(), NOW)
+    assert models.purchase is None and models.error is not None
+    assert "edge of the parameter range" in models.error and "stopped buying" in models.error
+
+
+def simulated(n: int, seed: int) -> list[ProfileRow]:
+    """Customers who buy at a personal rate and drop out after a purchase with a personal probability."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        rate, dropout, t = rng.gammavariate(2.0, 1 / 60), rng.betavariate(2.0, 3.0), rng.uniform(30, 400)
+        days = [t]
+        while rng.random() > dropout and (t := t - rng.expovariate(rate)) > 0:
+            days.append(t)
+        revenue = sum(rng.uniform(5, 200) for _ in days)
+        rows.append(buyer(i, orders=len(days), revenue=revenue, last_days_ago=days[-1], first_days_ago=days[0]))
+    return rows
+
+
+def test_fit_models_on_a_base_with_dropout() -> None:
+    rows = simulated(300, seed=3)
+    models = fit_models(rows, AnalyticsSettings(), NOW)
     assert models.error is None and models.purchase is not None and models.spend is not None
+    snap = build_snapshot(rows, RULES, models, NOW)
+    scored = [r for rows_of in snap.members.values() for r in rows_of]
+    assert all(r["lifetime_value"] is not None and 0 <= r["churn_risk"] <= 1 for r in scored)
+    lost = snap.members.get("Lost", [])
+    champions = snap.members.get("Champions", [])
+    assert lost and champions
+
+    def mean(rows_of: list[dict[str, Any]], key: str) -> float:
+        return sum(float(r[key]) for r in rows_of) / len(rows_of)
+
+    assert mean(lost, "churn_risk") > mean(champions, "churn_risk")
+    assert mean(lost, "lifetime_value") < mean(champions, "lifetime_value")
 
 
 def state_of(rows: list[ProfileRow]) -> AnalyticsState:
@@ -134,12 +168,6 @@ def test_live_figures_without_purchase_or_refresh() -> None:
     assert none["segment"] == "Prospects" and none["reason"] == NO_PURCHASE and none["r_score"] is None
     early = live_analytics(LiveInput(1, 5.0, NOW - DAY, NOW - DAY), None, RULES, NOW)
     assert early["reason"] == NO_REFRESH and early["r_score"] is None and early["segment"] is None
-
-
-def test_live_input_reads_the_profile_json_exactly() -> None:
-    h = {"orders": "3", "revenue": "99.5", "first_purchase": "1700000000123", "last_purchase": "1700000999999"}
-    profile = build_profile("c:1", h, [], {}, {}, 0, NOW, 30 * DAY)
-    assert live_input(profile) == LiveInput(3, 99.5, 1_700_000_000_123, 1_700_000_999_999)
 
 
 def test_cursor_round_trip_and_refusals() -> None:
