@@ -44,3 +44,6 @@ from ecrm.commands import model as model_cmd  # noqa: E402
 app.command("train")(model_cmd.train)
 model_app.command("list")(model_cmd.list_versions)
 model_app.command("rollback")(model_cmd.rollback)
+from ecrm.commands import evaluate as evaluate_cmd  # noqa: E402
+
+app.command("evaluate")(evaluate_cmd.evaluate)
