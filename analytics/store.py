@@ -91,13 +91,18 @@ def _int(value: str | None) -> int | None:
     return int(float(value)) if value else None
 
 
+def _money(value: str | None) -> float:
+    """Revenue as stored (a float sum), rounded to 6 decimals so that equal sums compare equal."""
+    return round(float(value), 6) if value else 0.0
+
+
 def profile_row(pid: str, values: list[str | None], sessions: int) -> ProfileRow:
     """A :class:`ProfileRow` from the HMGET of :data:`PROFILE_FIELDS` (pure)."""
     orders, revenue, first_p, last_p, first_s, last_s, n_pv, n_page = values
     return ProfileRow(
         pid=pid,
         orders=_int(orders) or 0,
-        revenue=float(revenue) if revenue else 0.0,
+        revenue=_money(revenue),
         first_purchase_ms=_int(first_p),
         last_purchase_ms=_int(last_p),
         first_seen_ms=_int(first_s),
@@ -225,7 +230,7 @@ class AnalyticsStore:
             raise StoreUnavailable(f"reading the analytics of {pid!r} failed: {exc}") from exc
         live = LiveInput(
             orders=_int(orders) or 0,
-            revenue=float(revenue) if revenue else 0.0,
+            revenue=_money(revenue),
             first_purchase_ms=_int(first_p),
             last_purchase_ms=_int(last_p),
         )
