@@ -7,6 +7,7 @@ Every worker ticks; a Redis lock and the age of the last refresh make the whole 
 from __future__ import annotations
 
 import logging
+import weakref
 
 import faust
 
@@ -20,6 +21,7 @@ from ecrm.store import StoreUnavailable
 log = logging.getLogger(__name__)
 
 MAX_TICK_S = 30.0
+_REGISTERED: weakref.WeakSet[faust.App] = weakref.WeakSet()  # apps with the timer: registering twice adds one
 
 
 async def refresh_if_due(refresher: Refresher) -> Outcome | None:
@@ -38,11 +40,14 @@ async def refresh_if_due(refresher: Refresher) -> Outcome | None:
 
 
 def register_analytics(app: faust.App, settings: Settings, cfg: AnalyticsSettings | None = None) -> None:
-    """Attach the refresh timer to ``app`` (nothing when ``ECRM_ANALYTICS_INTERVAL_S`` is 0)."""
+    """Attach the refresh timer to ``app`` once (nothing when ``ECRM_ANALYTICS_INTERVAL_S`` is 0)."""
     cfg = cfg or AnalyticsSettings()
+    if app in _REGISTERED:
+        return
     if cfg.analytics_interval_s <= 0:
         log.info("analytics refresh off (ECRM_ANALYTICS_INTERVAL_S=0)")
         return
+    _REGISTERED.add(app)
     refreshers: list[Refresher] = []  # created on the first tick, inside the worker's event loop
 
     @app.timer(interval=min(cfg.analytics_interval_s, MAX_TICK_S), name="analytics_refresh")

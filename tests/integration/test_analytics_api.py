@@ -22,13 +22,16 @@ from analytics.refresh import Outcome, Refresher
 from analytics.rules_file import DEFAULT_RULES_PATH, RulesSource
 from analytics.settings import AnalyticsSettings
 from analytics.store import AnalyticsStore
+from ecrm.embedded import die_with_parent
+from ecrm.kafka import ensure_topics
+from ecrm.local import settings_env
 from ecrm.settings import Settings
 from ecrm.store import ProfileStore, connect
 from schemas import parse_event_obj
 from stream.analytics_timer import refresh_if_due, register_analytics
 from stream.app import create_app as create_faust_app
 from stream.updates import plan_update
-from tests.conftest import REPO, settings_env
+from tests.conftest import REPO, stop_worker, wait_for
 from tests.integration.helpers import api_client, now_ms, sync_redis
 
 pytestmark = pytest.mark.integration
@@ -354,6 +357,44 @@ def test_the_worker_registers_the_timer(settings: Settings) -> None:
     assert len(app._app_tasks) == before
     register_analytics(app, settings, AnalyticsSettings(analytics_interval_s=600))
     assert len(app._app_tasks) == before + 1
+    register_analytics(app, settings, AnalyticsSettings(analytics_interval_s=600))
+    assert len(app._app_tasks) == before + 1  # once per app
+
+
+WORKER_WITH_ANALYTICS = """
+import faust
+from ecrm.settings import get_settings
+from stream.analytics_timer import register_analytics
+from stream.worker import build
+settings = get_settings()
+app = build(settings)
+register_analytics(app, settings)
+faust.Worker(app, loglevel="warning", quiet=True, redirect_stdouts=False).execute_from_commandline()
+"""
+
+
+async def test_a_real_worker_refreshes_on_its_timer(settings: Settings, rules_path: Path) -> None:
+    ensure_topics(settings)
+    await apply(settings, base_events())
+    env = settings_env(settings) | {"ECRM_SEGMENTS_FILE": str(rules_path), "ECRM_ANALYTICS_INTERVAL_S": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WORKER_WITH_ANALYTICS],
+        env=env,
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=die_with_parent,
+    )
+    try:
+        r = sync_redis(settings)
+        wait_for(lambda: r.exists(f"{settings.key_prefix}:an:state"), timeout=90, what="the worker's first refresh")
+        first = AnalyticsStore(connect(settings), settings.key_prefix)
+        try:
+            state = await first.state()
+        finally:
+            await first.client.aclose()
+        assert state is not None and state.customers_scored == BUYERS and state.purchase is not None
+    finally:
+        stop_worker(proc)
 
 
 async def test_the_command_refreshes(settings: Settings, rules_path: Path) -> None:

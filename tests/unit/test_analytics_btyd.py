@@ -93,14 +93,15 @@ def _gg_ll(params: np.ndarray[Any, Any], x: Any, m: Any) -> float:
 
 def _mle(ll: Any, start: list[float], *data: Any) -> np.ndarray[Any, Any]:
     def neg(log_params: np.ndarray[Any, Any]) -> float:
-        return -ll(np.exp(log_params), *data)
+        return -float(ll(np.exp(log_params), *data))
 
     with np.errstate(all="ignore"):
         first = minimize(
             neg, np.log(start), method="Nelder-Mead", options={"maxiter": 20_000, "xatol": 1e-9, "fatol": 1e-9}
         )
         best = minimize(neg, first.x, method="L-BFGS-B")
-    return np.exp(best.x if best.fun <= first.fun else first.x)
+    result: np.ndarray[Any, Any] = np.exp(best.x if best.fun <= first.fun else first.x)
+    return result
 
 
 # ----- fits -----
