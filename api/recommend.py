@@ -108,6 +108,7 @@ class RecommendationService:
             mask = served.mask(f"cat:{category}", allowed) if allowed is not None else None
             recs = served.model.recommend(history, n + 10, exclude=chain.excluded, allowed=mask)
             chain.add(step, ((r.item_id, r.score, personal_reason(r, bought)) for r in recs))
+        chain.excluded |= {item for item, _, _ in history}  # what they already saw is not news in any step
         categories = [category] if category else await self.store.top_categories(pid)
         await self._fill(chain, categories)
         return RecList(uuid.uuid4().hex, chain.strategy or "empty", self._version(served), chain.items)

@@ -32,7 +32,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """Environment that hands ``settings`` to a child process."""
     env = dict(os.environ)
     for name, value in settings.model_dump().items():
-        env[f"ECRM_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+        if value is None:
+            env.pop(f"ECRM_{name.upper()}", None)
+        else:
+            env[f"ECRM_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
     return env
 
 

@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     )
     holdout_fraction: float = Field(0.1, gt=0, lt=1, description="Most recent share of interactions held out")
     holdout_max_users: int = Field(1000, ge=10, description="Users evaluated on the holdout slice")
+    holdout_min_users: int = Field(
+        50, ge=1, description="Below this many holdout users a version is promoted without judging (noise)"
+    )
     model_poll_s: float = Field(1.0, gt=0, description="How often an API replica looks for a newly promoted version")
     rebuy_window_days: float = Field(
         0.0, ge=0, description="Bought items come back in recommendations after this many days (0: never)"

@@ -124,7 +124,7 @@ def decide(candidate: float | None, current: float | None, margin: float) -> tup
     if current is None:
         return True, "no version served yet"
     if candidate is None:
-        return True, "no holdout slice to compare on (too little data)"
+        return True, "too little recent data to judge (see ECRM_HOLDOUT_MIN_USERS)"
     floor = current * (1.0 - margin)
     if candidate >= floor:
         return True, f"holdout NDCG@10 {candidate:.4f} >= {floor:.4f} (served {current:.4f}, margin {margin:.0%})"
@@ -170,8 +170,9 @@ def _train(settings: Settings, client: redis.Redis, keys: Keys, version: str, ec
         # slice would flatter it, since it was trained on most of those interactions.
         current = registry.current()
         current_metrics = dict(registry.info(current).meta.get("holdout", {})) if current is not None else {}
+        judged = candidate_metrics.get("users", 0) >= settings.holdout_min_users
         promoted, reason = decide(
-            candidate_metrics.get("ndcg@10"),
+            candidate_metrics.get("ndcg@10") if judged else None,
             current_metrics.get("ndcg@10") if current is not None else None,
             settings.promotion_margin,
         )

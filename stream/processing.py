@@ -157,5 +157,10 @@ class _ScriptError(Exception):
     """Redis refused one plan (not a connection problem)."""
 
 
+_TRANSIENT = ("NOSCRIPT", "OOM", "READONLY", "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
+
+
 def _is_script_error(exc: StoreUnavailable) -> bool:
-    return isinstance(exc.__cause__, ResponseError) and "NOSCRIPT" not in str(exc.__cause__)
+    """A refusal of this batch's data (isolate the event), not a state of the server (retry)."""
+    cause = exc.__cause__
+    return isinstance(cause, ResponseError) and not str(cause).startswith(_TRANSIENT)

@@ -18,18 +18,23 @@ from ecrm.store import connect
 from recommender.training import should_retrain
 
 log = logging.getLogger(__name__)
+FAILED_BACKOFF_S = 60.0
 
 
 def register_retraining(app: faust.App, settings: Settings) -> None:
     keys = Keys(settings.key_prefix)
     running: dict[str, asyncio.subprocess.Process] = {}
+    started = [0.0]
     client = connect(settings)
 
     @app.timer(interval=settings.retrain_check_s)
     async def maybe_retrain() -> None:
         proc = running.get("proc")
-        if proc is not None and proc.returncode is None:
-            return
+        if proc is not None:
+            if proc.returncode is None:
+                return
+            if proc.returncode not in (0, 1) and time.monotonic() - started[0] < FAILED_BACKOFF_S:
+                return  # the last training failed (its error is in the worker's log): do not retry at once
         try:
             count = int(await client.get(keys.interactions_count) or 0)
             trained = await client.hgetall(keys.model_trained)
@@ -45,6 +50,7 @@ def register_retraining(app: faust.App, settings: Settings) -> None:
         ):
             return
         log.info("starting a training (%d interactions logged)", count)
+        started[0] = time.monotonic()
         running["proc"] = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "ecrm", "train", stdin=asyncio.subprocess.DEVNULL, preexec_fn=die_with_parent
         )

@@ -57,6 +57,8 @@ def settings(broker: EmbeddedServer, redis_server: EmbeddedServer) -> Settings:
         topic_partitions=2,
         worker_web_port=0,
         worker_metrics_port=0,
+        retrain_check_s=3600.0,  # tests that want the worker to retrain ask for it
+        model_poll_s=0.1,
     )
 
 
@@ -78,6 +80,22 @@ def stop_worker(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture()
+def worker_factory(settings: Settings) -> Iterator[Callable[[Settings], subprocess.Popen[bytes]]]:
+    """Starts worker processes with given settings (topics created first); stops all of them at the end."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(custom: Settings) -> subprocess.Popen[bytes]:
+        ensure_topics(custom)
+        proc = start_worker(custom)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        stop_worker(proc)
 
 
 @pytest.fixture()

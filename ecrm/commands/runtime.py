@@ -28,7 +28,7 @@ def worker(
 
 
 def api(
-    host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(help="Interface to bind (default: ECRM_API_HOST or 127.0.0.1)")] = "",
     port: Annotated[int, typer.Option(help="Port (default: ECRM_API_PORT or 8000)")] = 0,
     loglevel: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
 ) -> None:
