@@ -91,7 +91,7 @@ def fit_spend(data: FitInput) -> SpendParams:
             with _contained():
                 fitted = GammaGammaFitter(penalizer_coef=penalizer).fit(orders, means)
             params = {k: float(v) for k, v in fitted.params_.items()}
-        except Exception as exc:  # same
+        except Exception as exc:  # a third-party fit: any failure means "no model"
             last_error = f"{type(exc).__name__}: {str(exc).strip()}"
             continue
         result = SpendParams(params["p"], params["q"], params["v"])

@@ -94,42 +94,49 @@ class AnalyticsService:
 
     async def page(self, name: str, cursor_text: str | None, limit: int) -> Page:
         """One page of the members of segment ``name`` in the snapshot the cursor names (else the latest)."""
-        if cursor_text:
-            cursor = Cursor.decode(cursor_text)
-            if slug(cursor.segment) != slug(name):
-                raise InvalidCursor(f"invalid cursor: it pages through segment {cursor.segment!r}, not {name!r}")
-            snapshot_id, segment, offset = cursor.snapshot_id, cursor.segment, cursor.offset
-        else:
-            state = await self.state()
-            if state is None:
-                raise NoRefreshYet()
-            found = next((s for s in state.segments if slug(s) == slug(name)), None)
-            if found is None:
-                raise UnknownSegment(name, state.segments)
-            snapshot_id, segment, offset = state.snapshot_id, found, 0
-        meta = await self.store.snapshot_meta(snapshot_id)
+        at = self._resume(name, cursor_text) if cursor_text else await self._start(name)
+        meta = await self.store.snapshot_meta(at.snapshot_id)
         if meta is None:
-            keep = int(self.cfg.analytics_snapshot_keep_s)
-            raise InvalidCursor(
-                f"cursor expired: snapshot {snapshot_id} is no longer kept (a replaced snapshot is kept for {keep} s, "
-                "ECRM_ANALYTICS_SNAPSHOT_KEEP_S); start the export again without a cursor"
-            )
+            raise self._expired(at.snapshot_id) if cursor_text else NoRefreshYet()
         names: list[str] = list(meta["segments"])
-        if segment not in names:
-            raise InvalidCursor(f"invalid cursor: snapshot {snapshot_id} has no segment {segment!r}")
-        index = names.index(segment)
-        rows = await self.store.members(snapshot_id, index, offset, limit)
-        end = offset + len(rows)
-        total = int(meta["sizes"][index])
+        if at.segment not in names:
+            raise InvalidCursor(f"invalid cursor: snapshot {at.snapshot_id} has no segment {at.segment!r}")
+        index = names.index(at.segment)
+        rows = await self.store.members(at.snapshot_id, index, at.offset, limit)
+        end, total = at.offset + len(rows), int(meta["sizes"][index])
         more = end < total and len(rows) == limit
         return Page(
-            segment=segment,
-            snapshot_id=snapshot_id,
+            segment=at.segment,
+            snapshot_id=at.snapshot_id,
             refreshed_at=iso(int(meta["refreshed_at_ms"])),
             total=total,
-            offset=offset,
+            offset=at.offset,
             rows=rows,
-            next_cursor=Cursor(snapshot_id, segment, end).encode() if more else None,
+            next_cursor=Cursor(at.snapshot_id, at.segment, end).encode() if more else None,
+        )
+
+    async def _start(self, name: str) -> Cursor:
+        """The first position of segment ``name`` in the latest snapshot."""
+        state = await self.state()
+        if state is None:
+            raise NoRefreshYet()
+        found = next((s for s in state.segments if slug(s) == slug(name)), None)
+        if found is None:
+            raise UnknownSegment(name, state.segments)
+        return Cursor(state.snapshot_id, found, 0)
+
+    @staticmethod
+    def _resume(name: str, cursor_text: str) -> Cursor:
+        cursor = Cursor.decode(cursor_text)
+        if slug(cursor.segment) != slug(name):
+            raise InvalidCursor(f"invalid cursor: it pages through segment {cursor.segment!r}, not {name!r}")
+        return cursor
+
+    def _expired(self, snapshot_id: str) -> InvalidCursor:
+        keep = int(self.cfg.analytics_snapshot_keep_s)
+        return InvalidCursor(
+            f"cursor expired: snapshot {snapshot_id} is no longer kept (a replaced snapshot is kept for {keep} s, "
+            "ECRM_ANALYTICS_SNAPSHOT_KEEP_S); start the export again without a cursor"
         )
 
 
