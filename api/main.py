@@ -18,6 +18,7 @@ from api.serving import ModelHolder
 from ecrm import __version__, metrics
 from ecrm.settings import Settings, get_settings
 from ecrm.store import ProfileStore, connect
+from recommender.threads import pin_blas_threads
 
 
 class LatencyMiddleware:
@@ -36,6 +37,10 @@ class LatencyMiddleware:
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
+                elapsed_ms = (time.perf_counter() - started) * 1000
+                headers = list(message.get("headers", []))
+                headers.append((b"server-timing", f"app;dur={elapsed_ms:.3f}".encode()))
+                message = {**message, "headers": headers}
             await send(message)
 
         try:
@@ -51,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pin_blas_threads(1)  # one BLAS thread per replica: scale by replicas, not by threads
         client = connect(settings)
         app.state.settings = settings
         app.state.store = ProfileStore(client, settings)

@@ -36,6 +36,9 @@ app.command("import-orders")(import_orders.import_orders)
 from ecrm.commands import bench  # noqa: E402
 
 bench_app.command("ingest")(bench.ingest)
+bench_app.command("train")(bench.train)
+bench_app.command("api")(bench.api)
+bench_app.command("freshness")(bench.freshness)
 from ecrm.commands import analytics  # noqa: E402
 
 app.add_typer(analytics.app, name="analytics")

@@ -19,7 +19,7 @@ A profile id is ``c:<customer_id>`` for a known customer or ``a:<anonymous_id>``
 | ``{p}:popular`` | zset | item -> all-time weight |
 | ``{p}:item:{item_id}`` | hash | catalogue: title, category, price, in_stock, updated |
 | ``{p}:catalogue`` | set | item ids |
-| ``{p}:interactions`` | stream | pid, item, weight, ts: the training log |
+| ``{p}:interactions`` | stream | field ``d`` = pid TAB item TAB weight TAB ts: the training log |
 | ``{p}:category:{category}`` | set | item ids of a category |
 | ``{p}:stats:applied`` | string | count of events applied (all workers) |
 | ``{p}:stats:interactions`` | string | count of interactions logged (the retraining trigger) |

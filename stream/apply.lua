@@ -131,7 +131,7 @@ local function apply(pid, u)
       if w ~= 0 then
         redis.call('HINCRBYFLOAT', pkey(pid, 'items'), item, num(w))
         redis.call('XADD', P .. ':interactions', 'MAXLEN', '~', maxlen, '*',
-          'p', pid, 'i', item, 'w', num(w), 't', int(ts))
+          'd', pid .. '\t' .. item .. '\t' .. num(w) .. '\t' .. int(ts))
         logged = logged + 1
       end
       if w > 0 then

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
 
-from ecrm.settings import get_settings
+from ecrm.settings import Settings, get_settings
 
 
 def ingest(
@@ -37,3 +38,74 @@ def ingest(
     typer.echo("")
     for line in figures.lines():
         typer.echo(line)
+
+
+def _with_servers(run: Callable[[Settings], None]) -> None:
+    """Run with the embedded broker and Redis unless ECRM_KAFKA_BOOTSTRAP / ECRM_REDIS_URL name real ones."""
+    from ecrm.embedded import start_broker, start_redis
+
+    settings = get_settings()
+    servers = []
+    try:
+        if "ECRM_KAFKA_BOOTSTRAP" not in os.environ:
+            servers.append(broker := start_broker())
+            settings = settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{broker.port}"})
+        if "ECRM_REDIS_URL" not in os.environ:
+            servers.append(redis := start_redis())
+            settings = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{redis.port}/0"})
+        run(settings)
+    finally:
+        for server in reversed(servers):
+            server.stop()
+
+
+def train(
+    interactions: Annotated[int, typer.Option(help="Generated interactions in the training log")] = 1_000_000,
+) -> None:
+    """One training end to end on ~1M generated interactions (targets: 30 s in all, fit 10 s, 64 factors)."""
+    from ecrm.bench_recommender import bench_train
+
+    def run(settings: Settings) -> None:
+        result = bench_train(settings, interactions, typer.echo)
+        typer.echo("")
+        typer.echo(f"interactions      {result.interactions}")
+        for name, seconds in result.timings.items():
+            typer.echo(f"{name:<17} {seconds:8.2f} s")
+        typer.echo(f"promoted          {result.promoted} ({result.reason})")
+
+    _with_servers(run)
+
+
+def api(
+    items: Annotated[int, typer.Option(help="Catalogue size of the model")] = 100_000,
+    rps: Annotated[float, typer.Option(help="Steady request rate")] = 1000.0,
+    seconds: Annotated[float, typer.Option(help="Length of the steady load")] = 15.0,
+) -> None:
+    """One API process under a steady load of personal recommendations (targets: p50 3 ms, p99 15 ms at 1,000/s)."""
+    from ecrm.bench_recommender import bench_api
+    from ecrm.embedded import free_port
+
+    def run(settings: Settings) -> None:
+        figures = bench_api(settings, free_port(), items, rps, seconds, typer.echo)
+        typer.echo("")
+        for line in figures.lines():
+            typer.echo(line)
+
+    _with_servers(run)
+
+
+def freshness(probes: Annotated[int, typer.Option(help="Clicks measured")] = 40) -> None:
+    """Time from a product_view produced to Kafka until the recommendations change (target p99 1 s)."""
+    import statistics
+
+    from ecrm.bench_recommender import bench_freshness
+    from ecrm.embedded import free_port
+
+    def run(settings: Settings) -> None:
+        lags = sorted(bench_freshness(settings, free_port(), probes, typer.echo))
+        p99 = statistics.quantiles(lags, n=100, method="inclusive")[98]
+        typer.echo("")
+        typer.echo(f"click -> changed recommendations: p50 {statistics.median(lags) * 1000:.0f} ms, "
+                   f"p99 {p99 * 1000:.0f} ms, max {lags[-1] * 1000:.0f} ms ({len(lags)} clicks)")  # fmt: skip
+
+    _with_servers(run)

@@ -131,4 +131,5 @@ async def test_interactions_log_for_training(store: ProfileStore, settings: Sett
         ev("add_to_cart", 3, T0, customer_id="c", item_id="a"),
     ])  # fmt: skip
     rows = await store.client.xrange(Keys(settings.key_prefix).interactions)
-    assert [(f["p"], f["i"], float(f["w"])) for _, f in rows] == [("c:c", "a", 1.0), ("c:c", "a", 3.0)]
+    assert [f["d"].split("\t")[:3] for _, f in rows] == [["c:c", "a", "1"], ["c:c", "a", "3"]]
+    assert all(int(f["d"].split("\t")[3]) == T0 for _, f in rows)

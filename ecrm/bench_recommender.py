@@ -1,0 +1,290 @@
+"""``ecrm bench train``, ``ecrm bench api`` and ``ecrm bench freshness``: the recommender's figures.
+
+* train: about 1M generated interactions in the Redis training log, then one training end to end (data load,
+  holdout check, fit, store, promote), with the fit timed alone.
+* api: a model over a 100k-item catalogue, one API process, a steady open-loop load on personal recommendations
+  (server-side latency from the ``server-timing`` header), and in the same run the rate of ``/health/live``.
+* freshness: worker + API running; the time from a ``product_view`` produced to Kafka until that customer's
+  recommendations change.
+
+Every load targets 127.0.0.1 only and is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiohttp
+import numpy as np
+import orjson
+import redis
+
+from ecrm.keys import Keys
+from ecrm.local import spawn_role, stop_process, wait_ready
+from ecrm.settings import Settings
+from recommender.training import TrainingResult, train_once
+
+Echo = Callable[[str], None]
+
+
+def isolated(base: Settings, **extra: object) -> Settings:
+    tag = uuid.uuid4().hex[:6]
+    return base.model_copy(
+        update={
+            "events_topic": f"bench{tag}.events",
+            "dlq_topic": f"bench{tag}.events.dlq",
+            "key_prefix": f"bench{tag}",
+            "worker_app_id": f"bench{tag}",
+            "worker_web_port": 0,
+            "worker_metrics_port": 0,
+            **extra,
+        }
+    )
+
+
+@dataclass(frozen=True)
+class SyntheticLog:
+    users: np.ndarray
+    items: np.ndarray
+    weights: np.ndarray
+    ts: np.ndarray
+
+
+def synthetic_log(n: int, n_users: int, n_items: int, seed: int = 0) -> SyntheticLog:
+    """Power-law item popularity, users with a taste cluster, sessions in time order (numpy, fast)."""
+    rng = np.random.default_rng(seed)
+    clusters = 50
+    user_cluster = rng.integers(0, clusters, n_users)
+    users = np.sort(rng.integers(0, n_users, n))
+    popular = (rng.zipf(1.3, n) - 1) % n_items
+    in_cluster = (
+        user_cluster[users] * (n_items // clusters) + rng.integers(0, max(n_items // clusters, 1), n)
+    ) % n_items
+    items = np.where(rng.random(n) < 0.6, in_cluster, popular)
+    items[: min(n, n_items)] = np.arange(min(n, n_items))  # every catalogue item appears at least once
+    weights = rng.choice(np.array([1.0, 1.0, 1.0, 3.0, 5.0]), n)
+    ts = 1_790_000_000_000 + np.sort(rng.integers(0, 30 * 86_400_000, n))
+    return SyntheticLog(users, items, weights, ts)
+
+
+def write_log(r: redis.Redis, keys: Keys, log: SyntheticLog, echo: Echo) -> None:
+    pipe = r.pipeline(transaction=False)
+    for k, (u, i, w, t) in enumerate(
+        zip(log.users.tolist(), log.items.tolist(), log.weights.tolist(), log.ts.tolist(), strict=True)
+    ):
+        pipe.xadd(keys.interactions, {"d": f"c:u{u}\ti{i}\t{w}\t{t}"})
+        if k % 20_000 == 19_999:
+            pipe.execute()
+            if k % 200_000 == 199_999:
+                echo(f"  {k + 1} interactions written")
+    pipe.execute()
+    r.set(keys.interactions_count, len(log.users))
+
+
+def bench_train(base: Settings, n: int, echo: Echo) -> TrainingResult:
+    settings = isolated(base)
+    r = redis.Redis.from_url(settings.redis_url)
+    keys = Keys(settings.key_prefix)
+    echo(f"writing {n} generated interactions to the training log ...")
+    write_log(r, keys, synthetic_log(n, n_users=max(n // 20, 100), n_items=max(n // 50, 100)), echo)
+    echo("training (data load, holdout check, fit, store, promote) ...")
+    return train_once(settings, echo)
+
+
+@dataclass
+class ApiFigures:
+    requests: int
+    errors: int
+    seconds: float
+    target_rps: float
+    server_p50_ms: float
+    server_p99_ms: float
+    client_p50_ms: float
+    client_p99_ms: float
+    health_rps: float
+    recs_max_rps: float
+    model_version: str
+
+    def lines(self) -> list[str]:
+        rate = self.requests / self.seconds
+        return [
+            f"model                          {self.model_version}",
+            f"steady load                    {rate:8.0f} req/s (target {self.target_rps:.0f}), "
+            f"{self.requests} requests, {self.errors} errors",
+            f"server-side latency p50        {self.server_p50_ms:8.2f} ms",
+            f"server-side latency p99        {self.server_p99_ms:8.2f} ms",
+            f"client-side latency p50 / p99  {self.client_p50_ms:8.2f} / {self.client_p99_ms:.2f} ms",
+            f"max rate, recommendations      {self.recs_max_rps:8.0f} req/s",
+            f"max rate, /health/live         {self.health_rps:8.0f} req/s "
+            f"(recommendations at {self.recs_max_rps / self.health_rps:.0%} of it)",
+        ]
+
+
+def _server_ms(headers: object) -> float:
+    value = str(headers.get("server-timing", "app;dur=nan"))  # type: ignore[attr-defined]
+    return float(value.split("dur=")[1])
+
+
+async def _open_loop(url_of: Callable[[int], str], rps: float, seconds: float) -> tuple[list[float], list[float], int]:
+    """Send at a fixed rate regardless of answers (no coordinated omission); bounded by count and time."""
+    server: list[float] = []
+    client: list[float] = []
+    errors = 0
+    total = int(rps * seconds)
+    connector = aiohttp.TCPConnector(limit=256)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one(k: int) -> None:
+            nonlocal errors
+            started = time.perf_counter()
+            try:
+                async with session.get(url_of(k), timeout=aiohttp.ClientTimeout(total=10)) as resp:
+                    await resp.read()
+                    if resp.status != 200:
+                        errors += 1
+                        return
+                    server.append(_server_ms(resp.headers))
+            except (aiohttp.ClientError, TimeoutError):
+                errors += 1
+                return
+            client.append((time.perf_counter() - started) * 1000)
+
+        t0 = time.perf_counter()
+        tasks = []
+        for k in range(total):
+            delay = t0 + k / rps - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(k)))
+        await asyncio.gather(*tasks)
+    return server, client, errors
+
+
+async def _closed_loop(url_of: Callable[[int], str], seconds: float, concurrency: int = 16) -> float:
+    count = 0
+    deadline = time.perf_counter() + seconds
+    async with aiohttp.ClientSession() as session:
+
+        async def loop(offset: int) -> None:
+            nonlocal count
+            k = offset
+            while time.perf_counter() < deadline:
+                async with session.get(url_of(k)) as resp:
+                    await resp.read()
+                count += 1
+                k += concurrency
+
+        started = time.perf_counter()
+        await asyncio.gather(*(loop(c) for c in range(concurrency)))
+    return count / (time.perf_counter() - started)
+
+
+def _pct(values: list[float], p: int) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[p - 1] if len(values) > 1 else float("nan")
+
+
+def bench_api(base: Settings, port: int, items: int, rps: float, seconds: float, echo: Echo) -> ApiFigures:
+    settings = isolated(base, api_port=port, model_poll_s=1.0)
+    r = redis.Redis.from_url(settings.redis_url)
+    keys = Keys(settings.key_prefix)
+    n = items * 5
+    echo(f"training a model over a {items}-item catalogue ({n} generated interactions) ...")
+    log = synthetic_log(n, n_users=items // 2, n_items=items, seed=1)
+    write_log(r, keys, log, echo)
+    result = train_once(settings.model_copy(update={"holdout_max_users": 200}))
+    echo(f"  {result.version} ({result.timings.get('fit_s', 0):.1f}s fit)")
+    customers = 2000
+    pipe = r.pipeline(transaction=False)
+    rng = np.random.default_rng(2)
+    for c in range(customers):
+        hist = rng.integers(0, items, 20)
+        for j, i in enumerate(hist.tolist()):
+            pipe.hset(keys.items(f"c:bench{c}"), f"i{i}", 1.0)
+            pipe.hset(keys.items_ts(f"c:bench{c}"), f"i{i}", 1_790_000_000_000 + j)
+    pipe.execute()
+    proc = spawn_role(["api", "--port", str(port)], settings)
+    try:
+        base_url = f"http://127.0.0.1:{port}"
+        wait_ready(f"{base_url}/health/live", 60, [proc])
+        time.sleep(settings.model_poll_s * 2)
+
+        def recs(k: int) -> str:
+            return f"{base_url}/v1/customers/bench{k % customers}/recommendations?n=10"
+
+        first = orjson.loads(__import__("httpx").get(recs(0), timeout=10).content)
+        echo(f"API serves {first['model_version']} ({first['strategy']}); warming up ...")
+        asyncio.run(_open_loop(recs, rps=200, seconds=2))
+        echo(f"steady load at {rps:.0f} req/s for {seconds:.0f}s ...")
+        server, client, errors = asyncio.run(_open_loop(recs, rps, seconds))
+        echo("max rates (closed loop, 16 connections, 5s each) ...")
+        recs_rate = asyncio.run(_closed_loop(recs, 5.0))
+        health_rate = asyncio.run(_closed_loop(lambda _: f"{base_url}/health/live", 5.0))
+    finally:
+        stop_process(proc)
+    return ApiFigures(
+        requests=len(server) + errors,
+        errors=errors,
+        seconds=seconds,
+        target_rps=rps,
+        server_p50_ms=statistics.median(server),
+        server_p99_ms=_pct(server, 99),
+        client_p50_ms=statistics.median(client),
+        client_p99_ms=_pct(client, 99),
+        health_rps=health_rate,
+        recs_max_rps=recs_rate,
+        model_version=str(first["model_version"]),
+    )
+
+
+def bench_freshness(base: Settings, port: int, probes: int, echo: Echo) -> list[float]:
+    """Seconds from a product_view produced to Kafka until the customer's recommendations change."""
+    from ecrm.kafka import ensure_topics, make_producer, produce_events
+    from ecrm.simulate import SimulationConfig, simulate
+
+    settings = isolated(base, api_port=port, model_poll_s=1.0)
+    ensure_topics(settings)
+    producer = make_producer(settings)
+    cfg = SimulationConfig(customers=500, items=300, seed=5)
+    produce_events(producer, settings.events_topic, simulate(cfg))
+    procs = [spawn_role(["worker"], settings)]
+    try:
+        r = redis.Redis.from_url(settings.redis_url)
+        keys = Keys(settings.key_prefix)
+        deadline = time.monotonic() + 120
+        while int(r.get(keys.applied_count) or 0) < 1000:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the worker did not process the demo events")
+            time.sleep(0.2)
+        train_once(settings)
+        procs.append(spawn_role(["api", "--port", str(port)], settings))
+        base_url = f"http://127.0.0.1:{port}"
+        wait_ready(f"{base_url}/health/ready", 60, procs)
+        time.sleep(2)
+        import httpx
+
+        lags: list[float] = []
+        with httpx.Client(base_url=base_url, timeout=10) as http:
+            for k in range(probes):
+                customer = f"cust-{k:05d}"
+                before = http.get(f"/v1/customers/{customer}/recommendations").json()["items"]
+                event = {"type": "product_view", "event_id": uuid.uuid4().hex, "customer_id": customer,
+                         "timestamp": int(time.time() * 1000), "item_id": before[0]["item_id"]}  # fmt: skip
+                sent = time.perf_counter()
+                produce_events(producer, settings.events_topic, [event])
+                while http.get(f"/v1/customers/{customer}/recommendations").json()["items"] == before:
+                    if time.perf_counter() - sent > 10:
+                        raise RuntimeError(f"{customer}'s recommendations did not change in 10 s")
+                    time.sleep(0.005)
+                lags.append(time.perf_counter() - sent)
+                time.sleep(0.05)
+        echo(f"  {len(lags)} probes")
+        return lags
+    finally:
+        producer.close()
+        for proc in reversed(procs):
+            stop_process(proc)
