@@ -42,7 +42,15 @@ from recommender.serialize import (
     unpack_strings,
 )
 from recommender.threads import blas_threads
-from recommender.weighting import batch_matrix, confidence, half_life_ms, row_max, sequence_weights
+from recommender.weighting import (
+    batch_matrix,
+    confidence,
+    half_life_ms,
+    row_max,
+    sequence_weights,
+    sparse_block,
+    sparse_scores,
+)
 
 KIND = "engine"
 SCORING_FIELDS = frozenset(
@@ -130,22 +138,17 @@ class EngineScores:
         contrib = np.zeros((history.size, targets.size), dtype=np.float32)
         seq_w = self.seq_w[sl][:, None]
         if self.config.sequence_weight > 0:
-            contrib += seq_w * _block(self.state.transitions, history, targets) * self.seq_coef[row]
+            contrib += seq_w * sparse_block(self.state.transitions, history, targets) * self.seq_coef[row]
         if self.config.collaborative_weight > 0:
             if self.state.factors is not None:
                 part = self.state.factors.explain(history, self.conf[sl], targets)
             else:
                 assert self.state.similarity is not None
-                part = seq_w * _block(self.state.similarity, history, targets)
+                part = seq_w * sparse_block(self.state.similarity, history, targets)
             contrib += part * self.col_coef[row]
         best = contrib.argmax(axis=0)
         found = contrib[best, np.arange(targets.size)] > 0
         return np.where(found, history[best].astype(np.int64), -1)
-
-
-def _block(m: sp.csr_matrix, rows: np.ndarray, cols: IntArray) -> FloatMatrix:
-    out: FloatMatrix = m[rows][:, cols].toarray()
-    return out
 
 
 class Engine(RecommenderBase):
@@ -222,24 +225,24 @@ class Engine(RecommenderBase):
         n = len(state.item_ids)
         conf = confidence(batch, half_life_ms(cfg.half_life_days))
         seq_w = sequence_weights(batch, conf, cfg.recency_decay, cfg.max_history)
-        weighted = batch_matrix(batch, seq_w, n)
         total = np.zeros((batch.n_rows, n), dtype=np.float32)
         seq_coef = np.zeros(batch.n_rows, dtype=np.float32)
         col_coef = np.zeros(batch.n_rows, dtype=np.float32)
         if cfg.sequence_weight > 0:
-            seq = (weighted @ state.transitions).toarray()
+            seq = sparse_scores(batch, seq_w, state.transitions)
             seq_coef = (cfg.sequence_weight / row_max(seq)).astype(np.float32)
-            total += seq * seq_coef[:, None]
+            seq *= seq_coef[:, None]
+            total = seq
         if cfg.collaborative_weight > 0:
             if state.factors is not None:
-                users = state.factors.fold_in(batch_matrix(batch, conf, n))
-                col = state.factors.scores(users)
-                col_coef = (cfg.collaborative_weight / row_max(np.abs(col))).astype(np.float32)
+                col = state.factors.scores(state.factors.fold_in(batch_matrix(batch, conf, n)))
+                col_coef = (cfg.collaborative_weight / row_max(col, absolute=True)).astype(np.float32)
             else:
                 assert state.similarity is not None
-                col = (weighted @ state.similarity).toarray()
+                col = sparse_scores(batch, seq_w, state.similarity)
                 col_coef = (cfg.collaborative_weight / row_max(col)).astype(np.float32)
-            total += col * col_coef[:, None]
+            col *= col_coef[:, None]
+            total += col
         if cfg.popularity_weight > 0:
             total += np.float32(cfg.popularity_weight) * state.popularity
         return EngineScores(total, batch, conf, seq_w, seq_coef, col_coef, state, cfg)

@@ -33,7 +33,7 @@ def exclude(
     if allowed is not None:
         if allowed.shape != (scores.shape[1],):
             raise ValueError("allowed must be a boolean mask over all items")
-        scores[:, ~allowed] = -np.inf
+        np.copyto(scores, np.float32(-np.inf), where=~allowed[None, :])
 
 
 def top_n(scores: FloatMatrix, n: int) -> tuple[IntArray, FloatMatrix]:
@@ -48,7 +48,7 @@ def top_n(scores: FloatMatrix, n: int) -> tuple[IntArray, FloatMatrix]:
     if k == 0:
         return np.zeros((rows, 0), dtype=np.int64), np.zeros((rows, 0), dtype=np.float32)
     if k < n_items:
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        part = np.argpartition(scores, n_items - k, axis=1)[:, n_items - k :]
     else:
         part = np.broadcast_to(np.arange(n_items), (rows, n_items)).copy()
     part_scores = np.take_along_axis(scores, part, axis=1)

@@ -75,6 +75,44 @@ def batch_matrix(batch: HistoryBatch, values: FloatArray, n_items: int) -> sp.cs
     return m
 
 
+def gather_rows(m: sp.csr_matrix, rows: NDArray[np.integer]) -> tuple[IntArray, NDArray[np.int32], FloatArray]:
+    """The stored entries of rows ``rows`` of ``m``: for each, the position in ``rows``, the column and the value."""
+    starts = m.indptr[rows].astype(np.int64)
+    lengths = m.indptr[rows + 1].astype(np.int64) - starts
+    owner = np.repeat(np.arange(len(rows), dtype=np.int64), lengths)
+    offsets = np.cumsum(lengths) - lengths
+    pos = np.arange(int(lengths.sum()), dtype=np.int64) + np.repeat(starts - offsets, lengths)
+    return owner, m.indices[pos], m.data[pos]
+
+
+def sparse_scores(batch: HistoryBatch, weights: FloatArray, m: sp.csr_matrix) -> NDArray[np.float32]:
+    """Dense rows x items: per row, the sum of ``m``'s rows of its history items times their ``weights``.
+
+    A gather and one ``bincount`` (no sparse-matrix objects), so a request of one costs only its items' rows."""
+    n_items = m.shape[1]
+    used = weights > 0
+    rows, items, w = batch.rows[used], batch.items[used], weights[used].astype(np.float64)
+    owner, cols, vals = gather_rows(m, items)
+    flat = rows[owner] * n_items + cols
+    dense = np.bincount(flat, weights=vals * w[owner], minlength=batch.n_rows * n_items)
+    out: NDArray[np.float32] = dense.astype(np.float32).reshape(batch.n_rows, n_items)
+    return out
+
+
+def sparse_block(m: sp.csr_matrix, rows: NDArray[np.integer], cols: IntArray) -> NDArray[np.float32]:
+    """``m[rows][:, cols]`` as a dense array (``cols`` distinct), without scipy's fancy indexing."""
+    out = np.zeros((len(rows), len(cols)), dtype=np.float32)
+    if len(cols) == 0:
+        return out
+    owner, found, vals = gather_rows(m, rows)
+    order = np.argsort(cols)
+    sorted_cols = cols[order]
+    j = np.searchsorted(sorted_cols, found).clip(max=len(cols) - 1)
+    hit = sorted_cols[j] == found
+    out[owner[hit], order[j[hit]]] = vals[hit]
+    return out
+
+
 def normalise_rows(m: sp.csr_matrix, power: float) -> sp.csr_matrix:
     """Divide each row by (its sum) ** power; empty rows stay empty."""
     sums = np.asarray(m.sum(axis=1), dtype=np.float64).ravel()
@@ -107,7 +145,11 @@ def drop_diagonal(m: sp.csr_matrix) -> sp.csr_matrix:
     return sp.csr_matrix((coo.data[off], (coo.row[off], coo.col[off])), shape=m.shape)
 
 
-def row_max(dense: NDArray[np.float32]) -> FloatArray:
-    """Per row the largest value, or 1 where it is not positive (so dividing never flips or blows up)."""
-    top = dense.max(axis=1) if dense.shape[1] else np.zeros(dense.shape[0], dtype=np.float32)
+def row_max(dense: NDArray[np.float32], absolute: bool = False) -> FloatArray:
+    """Per row the largest value (or absolute value), or 1 where it is not positive (dividing never flips)."""
+    if dense.shape[1] == 0:
+        return np.ones(dense.shape[0], dtype=np.float32)
+    top = dense.max(axis=1)
+    if absolute:
+        top = np.maximum(top, -dense.min(axis=1))
     return np.where(top > 0, top, 1.0).astype(np.float32)
