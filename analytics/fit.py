@@ -51,7 +51,8 @@ def check_enough(data: FitInput, min_customers: int, min_repeaters: int) -> None
 
 def fit_purchases(data: FitInput, variant: Variant) -> PurchaseParams:
     """Fit BG/NBD or MBG/NBD to the base (days)."""
-    from lifetimes import BetaGeoFitter, ModifiedBetaGeoFitter
+    with _contained():
+        from lifetimes import BetaGeoFitter, ModifiedBetaGeoFitter
 
     fitter_class = BetaGeoFitter if variant is Variant.BGNBD else ModifiedBetaGeoFitter
     x = np.asarray(data.x, dtype=float)
@@ -78,7 +79,8 @@ def fit_purchases(data: FitInput, variant: Variant) -> PurchaseParams:
 
 def fit_spend(data: FitInput) -> SpendParams:
     """Fit Gamma-Gamma to the mean order value of every customer with positive revenue."""
-    from lifetimes import GammaGammaFitter
+    with _contained():
+        from lifetimes import GammaGammaFitter
 
     pairs = [(o, r / o) for o, r in zip(data.orders, data.revenue, strict=True) if o > 0 and r > 0]
     if len(pairs) < 2:
