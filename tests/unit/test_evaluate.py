@@ -204,3 +204,27 @@ def test_cli_table_time_split_and_errors(beauty_slice: Path, tmp_path: Path) -> 
     config.write_text("algorithm: svd\n")
     bad = _runner().invoke(app, [*args, "--config", str(config)])
     assert bad.exit_code == 2 and "invalid recommender configuration" in bad.stderr
+
+
+def test_evaluation_agrees_with_per_request_recommendations(beauty_slice: Path) -> None:
+    """The batched evaluation scores exactly what ``recommend`` (the API's call) returns, user by user."""
+    from recommender import Engine, RecommenderConfig
+    from recommender.data import interactions_batch
+    from recommender.evaluation import evaluate_model
+
+    split = leave_one_out(load_dataset(beauty_slice, "sequences").interactions).sample(400)
+    model = Engine(RecommenderConfig(factors=16)).fit(split.train)
+    histories = interactions_batch(split.train).take(split.test_users)
+    metrics, _ = evaluate_model(model, histories, split)
+    ids = model.item_ids
+    hits = 0
+    for row in range(split.n_test_users):
+        sl = histories.row(row)
+        history = [
+            (ids[i], float(w), int(t))
+            for i, w, t in zip(histories.items[sl], histories.weights[sl], histories.ts[sl], strict=True)
+        ]
+        recommended = [r.item_id for r in model.recommend(history, n=10)]
+        hits += ids[split.test_items[row]] in recommended
+    assert hits > 0
+    assert metrics["hr@10"] == pytest.approx(hits / split.n_test_users)
