@@ -99,17 +99,17 @@ class RecommendationService:
     async def for_profile(self, pid: str, n: int, category: str | None = None, step: str = "personal") -> RecList:
         """A customer's (``step="personal"``) or a visitor session's (``step="session"``) recommendations."""
         served = self.holder.served
-        bought = await self.store.bought(pid)
+        ctx = await self.store.request_context(pid)
+        bought, history = ctx.bought, ctx.history
         now = int(time.time() * 1000)
         allowed = await self.store.category_items(category) if category else None
         chain = Chain(n, excluded_purchases(bought, now, self.settings.rebuy_window_days), allowed)
-        history = await self.store.history(pid)
         if served is not None and history:
             mask = served.mask(f"cat:{category}", allowed) if allowed is not None else None
             recs = served.model.recommend(history, n + 10, exclude=chain.excluded, allowed=mask)
             chain.add(step, ((r.item_id, r.score, personal_reason(r, bought)) for r in recs))
         chain.excluded |= {item for item, _, _ in history}  # what they already saw is not news in any step
-        categories = [category] if category else await self.store.top_categories(pid)
+        categories = [category] if category else ctx.categories
         await self._fill(chain, categories)
         return RecList(uuid.uuid4().hex, chain.strategy or "empty", self._version(served), chain.items)
 

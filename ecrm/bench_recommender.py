@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
+import httpx
 import numpy as np
 import orjson
 import redis
@@ -216,14 +217,16 @@ def bench_api(base: Settings, port: int, items: int, rps: float, seconds: float,
         def recs(k: int) -> str:
             return f"{base_url}/v1/customers/bench{k % customers}/recommendations?n=10"
 
-        first = orjson.loads(__import__("httpx").get(recs(0), timeout=10).content)
+        first = orjson.loads(httpx.get(recs(0), timeout=10).content)
         echo(f"API serves {first['model_version']} ({first['strategy']}); warming up ...")
-        asyncio.run(_open_loop(recs, rps=200, seconds=2))
-        echo(f"steady load at {rps:.0f} req/s for {seconds:.0f}s ...")
-        server, client, errors = asyncio.run(_open_loop(recs, rps, seconds))
-        echo("max rates (closed loop, 16 connections, 5s each) ...")
+        asyncio.run(_open_loop(recs, rps=100, seconds=2))
+        echo("max rates first (closed loop, 16 connections, 5s each) ...")
         recs_rate = asyncio.run(_closed_loop(recs, 5.0))
         health_rate = asyncio.run(_closed_loop(lambda _: f"{base_url}/health/live", 5.0))
+        echo(f"  recommendations {recs_rate:.0f} req/s, /health/live {health_rate:.0f} req/s")
+        time.sleep(1)
+        echo(f"steady load at {rps:.0f} req/s for {seconds:.0f}s ...")
+        server, client, errors = asyncio.run(_open_loop(recs, rps, seconds))
     finally:
         stop_process(proc)
     return ApiFigures(

@@ -36,6 +36,22 @@ def connect(settings: Settings) -> aioredis.Redis:
     return aioredis.Redis.from_url(settings.redis_url, decode_responses=True, health_check_interval=30)
 
 
+def _history(weights: dict[str, str], times: dict[str, str]) -> list[tuple[str, float, int]]:
+    """(item, summed weight, last time), positive weights only, newest first (pure)."""
+    out = [(item, float(w), int(times.get(item, 0))) for item, w in weights.items() if float(w) > 0]
+    out.sort(key=lambda entry: -entry[2])
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """A profile's current history, purchases (item -> last time) and strongest categories."""
+
+    history: list[tuple[str, float, int]]
+    bought: dict[str, int]
+    categories: list[str]
+
+
 @dataclass(frozen=True, slots=True)
 class ScoredItem:
     item_id: str
@@ -139,18 +155,22 @@ class ProfileStore:
             raise StoreUnavailable(f"reading the catalogue failed: {exc}") from exc
         return {item for item, flag in zip(items, flags, strict=True) if flag == "0"}
 
-    async def history(self, pid: str) -> list[tuple[str, float, int]]:
-        """The whole current interaction history: (item, summed weight, last time), positive weights only."""
+    async def request_context(self, pid: str) -> RequestContext:
+        """Everything a recommendation request needs of a profile, in one round trip."""
         try:
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.hgetall(self.keys.items(pid))
                 pipe.hgetall(self.keys.items_ts(pid))
-                weights, times = await pipe.execute()
+                pipe.hgetall(self.keys.bought(pid))
+                pipe.hgetall(self.keys.affinity(pid))
+                weights, times, bought, aff = await pipe.execute()
         except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"reading the history of {pid!r} failed: {exc}") from exc
-        out = [(item, float(w), int(times.get(item, 0))) for item, w in weights.items() if float(w) > 0]
-        out.sort(key=lambda entry: -entry[2])
-        return out
+            raise StoreUnavailable(f"reading profile {pid!r} failed: {exc}") from exc
+        return RequestContext(
+            history=_history(weights, times),
+            bought={item: int(ts) for item, ts in bought.items()},
+            categories=[cat for cat, _ in sorted(aff.items(), key=lambda kv: -float(kv[1]))[:3]],
+        )
 
     async def resolve_visitor(self, anonymous_id: str) -> str:
         """The profile of a visitor: their customer's when they logged in, else their own."""
@@ -159,14 +179,6 @@ class ProfileStore:
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"reading visitor {anonymous_id!r} failed: {exc}") from exc
         return customer_pid(customer) if customer else anonymous_pid(anonymous_id)
-
-    async def top_categories(self, pid: str, n: int = 3) -> list[str]:
-        """The profile's strongest category affinities (order is the same at any time: one landmark per profile)."""
-        try:
-            aff = await self.client.hgetall(self.keys.affinity(pid))
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"reading affinities of {pid!r} failed: {exc}") from exc
-        return [cat for cat, _ in sorted(aff.items(), key=lambda kv: -float(kv[1]))[:n]]
 
     async def item_categories(self, items: list[str]) -> dict[str, str]:
         """Catalogue category of each item that has one."""
