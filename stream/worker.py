@@ -9,6 +9,7 @@ from prometheus_client import start_http_server
 
 from ecrm.settings import Settings
 from stream.agents import register_agents
+from stream.analytics_timer import register_analytics
 from stream.app import create_app
 from stream.retrain import register_retraining
 
@@ -16,6 +17,7 @@ from stream.retrain import register_retraining
 def build(settings: Settings) -> faust.App:
     app = create_app(settings)
     register_agents(app, settings)
+    register_analytics(app, settings)
     register_retraining(app, settings)
     return app
 
