@@ -19,6 +19,7 @@ A profile id is ``c:<customer_id>`` for a known customer or ``a:<anonymous_id>``
 | ``{p}:popular`` | zset | item -> all-time weight |
 | ``{p}:item:{item_id}`` | hash | catalogue: title, category, price, in_stock, updated |
 | ``{p}:catalogue`` | set | item ids |
+| ``{p}:out_of_stock`` | set | item ids the catalogue marks as not in stock |
 | ``{p}:interactions`` | stream | field ``d`` = pid TAB item TAB weight TAB ts: the training log |
 | ``{p}:category:{category}`` | set | item ids of a category |
 | ``{p}:stats:applied`` | string | count of events applied (all workers) |
@@ -98,6 +99,10 @@ class Keys:
     @property
     def catalogue(self) -> str:
         return f"{self.prefix}:catalogue"
+
+    @property
+    def out_of_stock(self) -> str:
+        return f"{self.prefix}:out_of_stock"
 
     @property
     def interactions(self) -> str:

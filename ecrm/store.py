@@ -143,17 +143,14 @@ class ProfileStore:
         return [ScoredItem(item, float(score)) for item, score in rows]
 
     async def out_of_stock(self, items: list[str]) -> set[str]:
-        """Items the catalogue marks as not in stock (unknown items count as available)."""
+        """Items the catalogue marks as not in stock (unknown items count as available). One command."""
         if not items:
             return set()
         try:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for item in items:
-                    pipe.hget(self.keys.item(item), "in_stock")
-                flags = await pipe.execute()
+            flags = await self.client.smismember(self.keys.out_of_stock, items)
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"reading the catalogue failed: {exc}") from exc
-        return {item for item, flag in zip(items, flags, strict=True) if flag == "0"}
+        return {item for item, flag in zip(items, flags, strict=True) if flag}
 
     async def request_context(self, pid: str) -> RequestContext:
         """Everything a recommendation request needs of a profile, in one round trip."""

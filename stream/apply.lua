@@ -169,6 +169,11 @@ local function catalogue(it, ts)
   redis.call('HSET', k, 'title', it.title, 'category', it.category, 'price', num(it.price),
     'in_stock', int(it.in_stock), 'updated', int(ts))
   redis.call('SADD', P .. ':catalogue', it.id)
+  if it.in_stock == 1 then
+    redis.call('SREM', P .. ':out_of_stock', it.id)
+  else
+    redis.call('SADD', P .. ':out_of_stock', it.id)
+  end
   if old_cat and old_cat ~= it.category then redis.call('SREM', P .. ':category:' .. old_cat, it.id) end
   redis.call('SADD', P .. ':category:' .. it.category, it.id)
 end
