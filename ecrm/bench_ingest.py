@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer
 from ecrm.kafka import ensure_topics, event_key, make_producer, produce_events
 from ecrm.keys import Keys
 from ecrm.local import spawn_role, stop_process
-from ecrm.settings import Settings
+from ecrm.settings import Settings, isolated
 from ecrm.simulate import SimulationConfig, simulate
 
 Echo = Callable[[str], None]
@@ -53,20 +53,6 @@ class IngestFigures:
             f"event-to-profile lag p99    {self.lag_p99_ms:10.1f} ms",
             f"event-to-profile lag max    {self.lag_max_ms:10.1f} ms",
         ]
-
-
-def bench_settings(base: Settings) -> Settings:
-    tag = uuid.uuid4().hex[:6]
-    return base.model_copy(
-        update={
-            "events_topic": f"bench{tag}.events",
-            "dlq_topic": f"bench{tag}.events.dlq",
-            "key_prefix": f"bench{tag}",
-            "worker_app_id": f"bench{tag}",
-            "worker_web_port": 0,
-            "worker_metrics_port": 0,
-        }
-    )
 
 
 def generate(n: int) -> list[dict[str, object]]:
@@ -167,7 +153,7 @@ def steady_lag(settings: Settings, r: redis.Redis, rate: float, seconds: float) 
 
 
 def run_ingest_bench(base: Settings, n: int, load_rate: float | None, seconds: float, echo: Echo) -> IngestFigures:
-    settings = bench_settings(base)
+    settings = isolated(base)
     ensure_topics(settings)
     r = redis.Redis.from_url(settings.redis_url)
     echo(f"generating and producing {n} events ...")

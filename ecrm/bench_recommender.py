@@ -27,25 +27,10 @@ import redis
 
 from ecrm.keys import Keys
 from ecrm.local import spawn_role, stop_process, wait_ready
-from ecrm.settings import Settings
+from ecrm.settings import Settings, isolated
 from recommender.training import TrainingResult, train_once
 
 Echo = Callable[[str], None]
-
-
-def isolated(base: Settings, **extra: object) -> Settings:
-    tag = uuid.uuid4().hex[:6]
-    return base.model_copy(
-        update={
-            "events_topic": f"bench{tag}.events",
-            "dlq_topic": f"bench{tag}.events.dlq",
-            "key_prefix": f"bench{tag}",
-            "worker_app_id": f"bench{tag}",
-            "worker_web_port": 0,
-            "worker_metrics_port": 0,
-            **extra,
-        }
-    )
 
 
 @dataclass(frozen=True)

@@ -92,3 +92,21 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings, read once from the environment."""
     return Settings()
+
+
+def isolated(base: Settings, tag: str | None = None, **extra: object) -> Settings:
+    """``base`` with its own topics, key prefix and consumer group (benchmarks and tests share servers)."""
+    import uuid
+
+    tag = tag or uuid.uuid4().hex[:8]
+    return base.model_copy(
+        update={
+            "events_topic": f"t{tag}.events",
+            "dlq_topic": f"t{tag}.events.dlq",
+            "key_prefix": f"t{tag}",
+            "worker_app_id": f"t{tag}-worker",
+            "worker_web_port": 0,
+            "worker_metrics_port": 0,
+            **extra,
+        }
+    )

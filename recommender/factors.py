@@ -13,7 +13,7 @@ user need not have been in training:
 from __future__ import annotations
 
 import warnings
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -128,6 +128,17 @@ def _check_finite(factors: FloatMatrix, algorithm: str) -> None:
         raise ModelFitError(f"{algorithm} produced NaN or infinite factors")
 
 
+def _fit_item_factors(model: Any, matrix: sp.csr_matrix, name: str) -> FloatMatrix:
+    """Fit an implicit model on ``matrix``; its finite item factors, or :class:`ModelFitError`."""
+    try:
+        model.fit(sp.csr_matrix(matrix, dtype=np.float32), show_progress=False)
+    except ImplicitFitError as exc:
+        raise ModelFitError(f"{name}: {exc}") from exc
+    factors = np.asarray(model.item_factors, dtype=np.float32)
+    _check_finite(factors, name)
+    return factors
+
+
 def fit_als(matrix: sp.csr_matrix, config: RecommenderConfig) -> FactorPart:
     """ALS on a users x items confidence matrix (implicit scales it by ``alpha``)."""
     model = AlternatingLeastSquares(
@@ -139,12 +150,7 @@ def fit_als(matrix: sp.csr_matrix, config: RecommenderConfig) -> FactorPart:
         random_state=config.random_state,
         dtype=np.float32,
     )
-    try:
-        model.fit(sp.csr_matrix(matrix, dtype=np.float32), show_progress=False)
-    except ImplicitFitError as exc:
-        raise ModelFitError(f"ALS: {exc}") from exc
-    factors = np.asarray(model.item_factors, dtype=np.float32)
-    _check_finite(factors, "ALS")
+    factors = _fit_item_factors(model, matrix, "ALS")
     return FactorPart(factors, None, config.regularization, config.alpha)
 
 
@@ -159,10 +165,5 @@ def fit_bpr(matrix: sp.csr_matrix, config: RecommenderConfig) -> FactorPart:
         random_state=config.random_state,
         dtype=np.float32,
     )
-    try:
-        model.fit(sp.csr_matrix(matrix, dtype=np.float32), show_progress=False)
-    except ImplicitFitError as exc:
-        raise ModelFitError(f"BPR: {exc}") from exc
-    factors = np.asarray(model.item_factors, dtype=np.float32)
-    _check_finite(factors, "BPR")
+    factors = _fit_item_factors(model, matrix, "BPR")
     return FactorPart(factors[:, :-1], factors[:, -1], config.regularization, config.alpha, "mean")

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 from ecrm.embedded import EmbeddedServer, die_with_parent, start_broker, start_redis
 from ecrm.kafka import ensure_topics
 from ecrm.local import settings_env
-from ecrm.settings import Settings
+from ecrm.settings import Settings, isolated
 
 REPO = Path(__file__).resolve().parent.parent
 DATASETS = Path(os.environ.get("ECRM_DATASETS", REPO.parent / "shared" / "datasets"))
@@ -46,20 +45,14 @@ def redis_server() -> Iterator[EmbeddedServer]:
 @pytest.fixture()
 def settings(broker: EmbeddedServer, redis_server: EmbeddedServer) -> Settings:
     """Settings isolated per test: own topics, own Redis key prefix, on the session's embedded servers."""
-    tag = uuid.uuid4().hex[:8]
-    return Settings(
+    base = Settings(
         kafka_bootstrap=f"127.0.0.1:{broker.port}",
         redis_url=f"redis://127.0.0.1:{redis_server.port}/0",
-        events_topic=f"t{tag}.events",
-        dlq_topic=f"t{tag}.events.dlq",
-        key_prefix=f"t{tag}",
-        worker_app_id=f"t{tag}-worker",
         topic_partitions=2,
-        worker_web_port=0,
-        worker_metrics_port=0,
         retrain_check_s=3600.0,  # tests that want the worker to retrain ask for it
         model_poll_s=0.1,
     )
+    return isolated(base)
 
 
 def start_worker(settings: Settings) -> subprocess.Popen[bytes]:
@@ -99,19 +92,11 @@ def worker_factory(settings: Settings) -> Iterator[Callable[[Settings], subproce
 
 
 @pytest.fixture()
-def worker(settings: Settings) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
-    """Starts worker processes on demand (topics created first); stops all of them at the end."""
-    ensure_topics(settings)
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start() -> subprocess.Popen[bytes]:
-        proc = start_worker(settings)
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        stop_worker(proc)
+def worker(
+    settings: Settings, worker_factory: Callable[[Settings], subprocess.Popen[bytes]]
+) -> Callable[[], subprocess.Popen[bytes]]:
+    """Starts worker processes on the test's settings (topics created first); all stopped at the end."""
+    return lambda: worker_factory(settings)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 60.0, interval: float = 0.2, what: str = "") -> None:

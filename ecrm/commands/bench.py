@@ -20,24 +20,14 @@ def ingest(
 
     Uses the embedded broker and Redis unless ECRM_KAFKA_BOOTSTRAP / ECRM_REDIS_URL name real ones."""
     from ecrm.bench_ingest import run_ingest_bench
-    from ecrm.embedded import start_broker, start_redis
 
-    settings = get_settings()
-    servers = []
-    try:
-        if "ECRM_KAFKA_BOOTSTRAP" not in os.environ:
-            servers.append(broker := start_broker())
-            settings = settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{broker.port}"})
-        if "ECRM_REDIS_URL" not in os.environ:
-            servers.append(redis := start_redis())
-            settings = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{redis.port}/0"})
+    def run(settings: Settings) -> None:
         figures = run_ingest_bench(settings, events, load_rate or None, seconds, typer.echo)
-    finally:
-        for server in reversed(servers):
-            server.stop()
-    typer.echo("")
-    for line in figures.lines():
-        typer.echo(line)
+        typer.echo("")
+        for line in figures.lines():
+            typer.echo(line)
+
+    _with_servers(run)
 
 
 def _with_servers(run: Callable[[Settings], None]) -> None:
