@@ -127,9 +127,11 @@ def start_stack(settings: Settings, echo: Echo, env: dict[str, str] | None = Non
     return stack
 
 
-def wait_until_stopped(stack: LocalStack) -> int:
-    """Block until Ctrl-C / SIGTERM (returns 0) or a child dies (returns its code)."""
+def wait_until_stopped(stack: LocalStack, echo: Echo = lambda _: None, max_restarts: int = 5) -> int:
+    """Block until Ctrl-C / SIGTERM (returns 0). A child that dies is restarted (a worker that crashed resumes
+    from its last committed offsets); after ``max_restarts`` restarts the exit code of the last death is returned."""
     stopping = False
+    restarts = 0
 
     def _on_signal(_signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping
@@ -138,10 +140,16 @@ def wait_until_stopped(stack: LocalStack) -> int:
     previous = signal.signal(signal.SIGTERM, _on_signal)
     try:
         while not stopping:
-            for proc in stack.procs:
+            for k, proc in enumerate(stack.procs):
                 code = proc.poll()
-                if code is not None:
+                if code is None:
+                    continue
+                if restarts >= max_restarts:
                     return code or 1
+                restarts += 1
+                role = [str(a) for a in list(proc.args)[3:]]  # type: ignore[arg-type]
+                echo(f"{' '.join(role)} exited with code {code}; restarting ({restarts}/{max_restarts})")
+                stack.procs[k] = spawn_role(role, stack.settings)
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass

@@ -2,16 +2,21 @@
 
 Short by design: decode, call the processor, and let Faust ack the batch only after it was applied.
 Batches are acked after the body returns (``take_events``), so a crash redelivers them: at-least-once, and the
-store's de-duplication makes the effects idempotent.
+store's de-duplication makes the effects idempotent. An exception inside the body would also ack the batch (the
+stream acks in a ``finally``), so none may escape: bad input is dead-lettered, Redis and Kafka outages are retried,
+and anything else ends the process before the batch is acked.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 from typing import cast
 
 import faust
 import orjson
+from aiokafka.errors import KafkaError
 
 from ecrm.settings import Settings
 from ecrm.store import ProfileStore, connect
@@ -27,9 +32,16 @@ def register_agents(app: faust.App, settings: Settings) -> None:
     dlq = dlq_topic(app, settings)
 
     async def send_dead_letter(envelope: Envelope) -> None:
+        """Deliver to the dead-letter topic before the source batch is acked; retry while Kafka refuses."""
         key = (envelope.get("key") or "").encode() or None
-        fut = await dlq.send(key=key, value=orjson.dumps(envelope))
-        await fut  # delivered before the source batch is acked
+        while True:
+            try:
+                fut = await dlq.send(key=key, value=orjson.dumps(envelope))
+                await fut
+                break
+            except KafkaError as exc:
+                log.warning("dead-letter topic unavailable, retrying in 1s: %s", exc)
+                await asyncio.sleep(1.0)
         log.warning("dead-lettered %s: %s", envelope.get("event_id") or envelope["source"], envelope["reason"])
 
     @app.agent(source, name="profiles")
@@ -49,4 +61,10 @@ def register_agents(app: faust.App, settings: Settings) -> None:
                 )
                 for ev in events
             ]
-            await processor.process(batch)
+            try:
+                await processor.process(batch)
+            except Exception:  # a bug, not bad input (that is dead-lettered) nor Redis/Kafka down (retried)
+                # Leaving the loop would ack this batch (take_events acks in a finally): exit without acking, so
+                # the batch is redelivered after the restart, and de-duplication keeps its effects exact.
+                log.exception("unexpected error in a batch; exiting without acking it")
+                os._exit(70)

@@ -102,7 +102,7 @@ def up(
         if not no_demo:
             run_demo(stack.settings, SimulationConfig(customers=customers))
         typer.echo("running; press Ctrl-C to stop")
-        code = wait_until_stopped(stack)
+        code = wait_until_stopped(stack, typer.echo)
     except KeyboardInterrupt:
         pass
     finally:

@@ -1,0 +1,93 @@
+"""``ecrm up``: the all-in-one runtime starts everything and Ctrl-C leaves no process behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ecrm.embedded import free_port
+from ecrm.local import LocalStack, wait_until_stopped
+from ecrm.settings import Settings
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def children_of(pid: int) -> set[int]:
+    """Every live descendant of ``pid`` (from /proc)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").exists() and " Z " not in Path(f"/proc/{pid}/stat").read_text()
+
+
+def test_up_serves_and_ctrl_c_leaves_nothing_behind() -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ECRM_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ecrm", "up", "--port", str(port), "--no-demo"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                pytest.fail(f"ecrm up exited: {proc.stdout.read() if proc.stdout else ''}")
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(ready, timeout=90, what="ecrm up to be ready")
+        family = children_of(proc.pid)
+        assert len(family) >= 4  # broker, Redis, worker, API
+        recs = httpx.get(f"http://127.0.0.1:{port}/v1/customers/x/recommendations", timeout=5)
+        assert recs.status_code == 200 and recs.json()["strategy"] == "empty"
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, out
+        assert "stopped" in out
+        wait_for(lambda: not any(alive(p) for p in family), timeout=15, what="every child to exit")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_a_child_that_dies_is_restarted(settings: Settings) -> None:
+    """The supervisor of ``ecrm up`` restarts a crashed role, and gives up after a bounded number of restarts."""
+    quick = subprocess.Popen([sys.executable, "-m", "ecrm", "schema"], stdout=subprocess.DEVNULL)
+    stack = LocalStack(settings, procs=[quick])
+    messages: list[str] = []
+    code = wait_until_stopped(stack, messages.append, max_restarts=2)
+    assert code == 1
+    assert messages == [
+        "schema exited with code 0; restarting (1/2)",
+        "schema exited with code 0; restarting (2/2)",
+    ]
+    stack.stop()
