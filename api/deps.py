@@ -12,22 +12,22 @@ from ecrm.settings import Settings
 from ecrm.store import ProfileStore
 
 
-def _store(request: Request) -> ProfileStore:
+async def _store(request: Request) -> ProfileStore:
     store: ProfileStore = request.app.state.store
     return store
 
 
-def _collector(request: Request) -> Collector:
+async def _collector(request: Request) -> Collector:
     collector: Collector = request.app.state.collector
     return collector
 
 
-def _recs(request: Request) -> RecommendationService:
+async def _recs(request: Request) -> RecommendationService:
     recs: RecommendationService = request.app.state.recs
     return recs
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from api.serving import ModelHolder, Served
+from ecrm.keys import customer_pid
 from ecrm.settings import Settings
 from ecrm.store import ProfileStore, catalogue_sample
 from recommender.base import Recommendation
@@ -126,8 +127,6 @@ class RecommendationService:
 
     async def cart(self, item_ids: list[str], customer_id: str | None, n: int) -> RecList:
         """Complements for a cart (up-selling and cross-selling at checkout)."""
-        from ecrm.keys import customer_pid
-
         served = self.holder.served
         bought = await self.store.bought(customer_pid(customer_id)) if customer_id else {}
         now = int(time.time() * 1000)

@@ -21,7 +21,7 @@ router = APIRouter(prefix="/v1/segments", tags=["segments"])
 MAX_PAGE = 1000
 
 
-def _analytics(request: Request) -> AnalyticsService:
+async def _analytics(request: Request) -> AnalyticsService:
     """The app's analytics service, created on first use on the profile store's Redis client."""
     service: AnalyticsService | None = getattr(request.app.state, "analytics", None)
     if service is None:
