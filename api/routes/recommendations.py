@@ -39,9 +39,7 @@ async def for_customer(
 
 
 @router.get("/v1/sessions/{anonymous_id}/recommendations", response_model=Recommendations)
-async def for_session(
-    anonymous_id: str, recs: RecsDep, store: StoreDep, settings: SettingsDep, n: N = 10
-) -> Response:
+async def for_session(anonymous_id: str, recs: RecsDep, store: StoreDep, settings: SettingsDep, n: N = 10) -> Response:
     """For a visitor who is not logged in, from the session's views (a visitor who logged in gets the customer's)."""
     pid = await store.resolve_visitor(anonymous_id)
     result = await recs.for_profile(pid, min(n, settings.recommendations_max_n), step="session")
