@@ -97,6 +97,9 @@ def up(
     except (StartupError, KafkaUnavailable) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+    except KeyboardInterrupt as exc:  # start_stack has stopped what it had started
+        typer.echo("interrupted during start-up; stopped")
+        raise typer.Exit(130) from exc
     code = 0
     try:
         if not no_demo:

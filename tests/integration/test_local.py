@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import httpx
@@ -54,23 +55,29 @@ def test_up_serves_and_ctrl_c_leaves_nothing_behind() -> None:
         stderr=subprocess.STDOUT,
         text=True,
     )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True)
+    reader.start()
     try:
 
         def ready() -> bool:
             if proc.poll() is not None:
-                pytest.fail(f"ecrm up exited: {proc.stdout.read() if proc.stdout else ''}")
+                pytest.fail(f"ecrm up exited: {''.join(lines)}")
             try:
                 return httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2).status_code == 200
             except httpx.HTTPError:
                 return False
 
         wait_for(ready, timeout=90, what="ecrm up to be ready")
+        wait_for(lambda: any("press Ctrl-C" in line for line in lines), timeout=30, what="ecrm up to be running")
         family = children_of(proc.pid)
         assert len(family) >= 4  # broker, Redis, worker, API
         recs = httpx.get(f"http://127.0.0.1:{port}/v1/customers/x/recommendations", timeout=5)
         assert recs.status_code == 200 and recs.json()["strategy"] == "empty"
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
+        reader.join(timeout=5)
+        out = "".join(lines)
         assert proc.returncode == 0, out
         assert "stopped" in out
         wait_for(lambda: not any(alive(p) for p in family), timeout=15, what="every child to exit")
