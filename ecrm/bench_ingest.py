@@ -10,6 +10,7 @@ Three measurements in one run, on the same broker, topic and machine, so the rat
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import subprocess
 import threading
@@ -152,8 +153,15 @@ def steady_lag(settings: Settings, r: redis.Redis, rate: float, seconds: float) 
     return lags
 
 
-def run_ingest_bench(base: Settings, n: int, load_rate: float | None, seconds: float, echo: Echo) -> IngestFigures:
+def run_ingest_bench(
+    base: Settings, n: int, load_rate: float | None, seconds: float, echo: Echo, with_timers: bool = False
+) -> IngestFigures:
     settings = isolated(base)
+    if not with_timers:
+        # The ingest path alone: the worker's retraining and analytics timers off (the worker inherits the
+        # environment); with them on, a training started by the worker shares the cores during the lag phase.
+        settings = settings.model_copy(update={"retrain_check_s": 1e9})
+        os.environ["ECRM_ANALYTICS_INTERVAL_S"] = "0"
     ensure_topics(settings)
     r = redis.Redis.from_url(settings.redis_url)
     echo(f"generating and producing {n} events ...")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 import time
 
@@ -52,5 +53,11 @@ def register_retraining(app: faust.App, settings: Settings) -> None:
         log.info("starting a training (%d interactions logged)", count)
         started[0] = time.monotonic()
         running["proc"] = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "ecrm", "train", stdin=asyncio.subprocess.DEVNULL, preexec_fn=die_with_parent
+            sys.executable, "-m", "ecrm", "train", stdin=asyncio.subprocess.DEVNULL, preexec_fn=_background_child
         )
+
+
+def _background_child() -> None:
+    """The training process yields the CPU to ingestion (nice 10) and dies with the worker."""
+    die_with_parent()
+    os.nice(10)

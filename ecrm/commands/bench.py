@@ -15,6 +15,9 @@ def ingest(
     events: Annotated[int, typer.Option(help="Events pushed through the worker")] = 100_000,
     load_rate: Annotated[float, typer.Option(help="Steady load for the lag phase (0: half the worker rate)")] = 0.0,
     seconds: Annotated[float, typer.Option(help="Length of the lag phase")] = 20.0,
+    with_timers: Annotated[
+        bool, typer.Option("--with-timers", help="Keep the worker's retraining and analytics refresh on")
+    ] = False,
 ) -> None:
     """Worker throughput and event-to-profile lag, with a plain aiokafka consumer's rate for the ratio.
 
@@ -22,7 +25,7 @@ def ingest(
     from ecrm.bench_ingest import run_ingest_bench
 
     def run(settings: Settings) -> None:
-        figures = run_ingest_bench(settings, events, load_rate or None, seconds, typer.echo)
+        figures = run_ingest_bench(settings, events, load_rate or None, seconds, typer.echo, with_timers)
         typer.echo("")
         for line in figures.lines():
             typer.echo(line)
