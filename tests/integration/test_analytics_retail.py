@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from typer.testing import CliRunner
 
@@ -20,6 +21,7 @@ from analytics.settings import AnalyticsSettings
 from analytics.store import AnalyticsStore
 from ecrm.cli import app
 from ecrm.commands import import_orders
+from ecrm.kafka import make_producer
 from ecrm.settings import Settings
 from ecrm.store import connect
 from tests.conftest import wait_for
@@ -154,3 +156,27 @@ async def test_rfm_of_the_retail_sample_equals_an_independent_computation(
     model = overview["model"]
     assert model["error"] is None, model
     assert all(0 <= row["churn_risk"] <= 1 and row["lifetime_value"] >= 0 for row in exported.values())
+
+
+def test_importing_the_same_file_again_changes_nothing(settings: Settings, imported: None, datasets: Path) -> None:
+    """A second ``ecrm import-orders`` of the same CSV reaches the worker and leaves every profile as it was."""
+    r = sync_redis(settings)
+    keys = [key for key in r.scan_iter(f"{settings.key_prefix}:p:c:*", count=1000) if key.count(":") == 3]
+    before = {key: r.hgetall(key) for key in keys}
+    result = CliRunner().invoke(app, ["import-orders", str(datasets / "online_retail_sample.csv"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    # one sentinel per partition: once all are applied, everything produced before them was read too
+    producer = make_producer(settings)
+    for partition in range(settings.topic_partitions):
+        sentinel = {"type": "page_view", "event_id": f"sentinel-{partition}", "customer_id": f"sentinel-{partition}",
+                    "timestamp": 1_800_000_000_000}  # fmt: skip
+        producer.send(settings.events_topic, value=orjson.dumps(sentinel), partition=partition)
+    producer.flush()
+    producer.close()
+    wait_for(
+        lambda: all(r.exists(f"{settings.key_prefix}:p:c:sentinel-{p}") for p in range(settings.topic_partitions)),
+        timeout=240,
+        interval=1.0,
+        what="the worker to read the second import",
+    )
+    assert {key: r.hgetall(key) for key in keys} == before
