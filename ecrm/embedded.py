@@ -105,7 +105,12 @@ def _spawn(name: str, argv: list[str], port: int, workdir: Path, timeout: float)
     log_path = workdir / f"{name}.log"
     with open(log_path, "wb") as out:
         proc = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
+            start_new_session=True,  # Ctrl-C reaches only the parent, which stops the servers last
         )
     server = EmbeddedServer(name=name, port=port, proc=proc, workdir=workdir)
     try:

@@ -46,6 +46,7 @@ def spawn_role(role: list[str], settings: Settings) -> subprocess.Popen[bytes]:
         env=settings_env(settings),
         stdin=subprocess.DEVNULL,
         preexec_fn=die_with_parent,
+        start_new_session=True,  # Ctrl-C reaches only the parent, which stops the children in order
     )
 
 
