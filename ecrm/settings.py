@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     # Worker
     worker_app_id: str = "ecrm-worker"
     worker_batch_size: int = Field(500, ge=1, description="Events per Redis pipeline")
+    store_chunk_size: int = Field(
+        100, ge=1, description="Events per atomic Redis script call: smaller chunks keep Redis free for the API"
+    )
     worker_batch_window_s: float = Field(0.01, gt=0, description="Longest wait to fill a batch")
     worker_web_port: int = Field(6066, description="Faust web port (bound to 127.0.0.1; 0 turns it off)")
     worker_metrics_port: int = Field(9101, description="Prometheus port of the worker (0 turns it off)")

@@ -101,7 +101,7 @@ class BatchProcessor:
             metrics.EVENTS_CONSUMED.labels(event.type).inc()
             plans.append(plan_update(event, self.settings.event_weights))
             plan_msgs.append(msg)
-        size = self.settings.worker_batch_size
+        size = self.settings.store_chunk_size
         for start in range(0, len(plans), size):
             await self._apply(plans[start : start + size], plan_msgs[start : start + size], result)
         for envelope in result.dead_lettered:
