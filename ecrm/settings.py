@@ -39,6 +39,9 @@ class Settings(BaseSettings):
 
     # Worker
     worker_app_id: str = "ecrm-worker"
+    worker_data_dir: str = Field(
+        "", description="Faust's state directory (no tables are kept there); default: a folder in the temp dir"
+    )
     worker_batch_size: int = Field(500, ge=1, description="Events per Redis pipeline")
     store_chunk_size: int = Field(
         100, ge=1, description="Events per atomic Redis script call: smaller chunks keep Redis free for the API"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -33,8 +35,11 @@ def create_app(settings: Settings) -> faust.App:
     """A Faust app for the worker role. The web server is off or bound to 127.0.0.1; no exactly-once."""
     web_port = settings.worker_web_port
     set_fetch_max_wait(settings.consumer_fetch_max_wait_ms)
+    datadir = Path(settings.worker_data_dir or Path(tempfile.gettempdir()) / "ecrm-faust" / settings.worker_app_id)
+    datadir.mkdir(parents=True, exist_ok=True)
     return faust.App(
         settings.worker_app_id,
+        datadir=str(datadir),
         broker=[f"kafka://{host}" for host in settings.kafka_bootstrap.split(",")],
         value_serializer="raw",
         key_serializer="raw",
