@@ -143,15 +143,14 @@ class RecommendationService:
 
     async def _fill(self, chain: Chain, categories: list[str]) -> None:
         """The popularity steps, then out-of-stock removal (refilled once)."""
-        for attempt in range(2):
+        for _ in range(2):
             if not chain.full:
                 await self._popular_steps(chain, categories)
             oos = await self.store.out_of_stock([r.item_id for r in chain.items])
-            if not oos or attempt == 1:
-                chain.items = [r for r in chain.items if r.item_id not in oos]
+            chain.items = [r for r in chain.items if r.item_id not in oos]
+            if not oos:
                 return
             chain.excluded |= oos
-            chain.items = [r for r in chain.items if r.item_id not in oos]
 
     async def _popular_steps(self, chain: Chain, categories: list[str]) -> None:
         trending = await self.store.trending(CANDIDATE_POOL)

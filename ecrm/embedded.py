@@ -16,9 +16,11 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ecrm.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -168,21 +170,20 @@ def start_redis(port: int | None = None, timeout: float = 20.0) -> EmbeddedServe
     return server
 
 
-@contextlib.contextmanager
-def embedded_stack(broker: bool = True, redis: bool = True) -> Iterator[tuple[str | None, str | None]]:
-    """Start what is asked; yield ``(kafka_bootstrap, redis_url)`` (None for what was not started)."""
-    started: list[EmbeddedServer] = []
-    try:
-        bootstrap = redis_url = None
-        if broker:
-            b = start_broker()
-            started.append(b)
-            bootstrap = f"127.0.0.1:{b.port}"
-        if redis:
-            r = start_redis()
-            started.append(r)
-            redis_url = f"redis://127.0.0.1:{r.port}/0"
-        yield bootstrap, redis_url
-    finally:
-        for server in reversed(started):
-            server.stop()
+def start_missing(
+    settings: Settings, env: Mapping[str, str], servers: list[EmbeddedServer], echo: Callable[[str], None]
+) -> Settings:
+    """Start the embedded broker and Redis-compatible server unless ``env`` names real ones
+    (``ECRM_KAFKA_BOOTSTRAP`` / ``ECRM_REDIS_URL``). Started servers are appended to ``servers`` (the caller
+    stops them); returns ``settings`` pointing at what is used."""
+    if "ECRM_KAFKA_BOOTSTRAP" not in env:
+        broker = start_broker()
+        servers.append(broker)
+        settings = settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{broker.port}"})
+        echo(f"embedded Kafka-protocol broker (Tansu) on 127.0.0.1:{broker.port}")
+    if "ECRM_REDIS_URL" not in env:
+        redis = start_redis()
+        servers.append(redis)
+        settings = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{redis.port}/0"})
+        echo(f"embedded Redis-compatible server (Valkey) on 127.0.0.1:{redis.port}")
+    return settings

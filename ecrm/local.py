@@ -18,7 +18,7 @@ from types import FrameType
 
 import httpx
 
-from ecrm.embedded import EmbeddedServer, die_with_parent, free_port, start_broker, start_redis
+from ecrm.embedded import EmbeddedServer, die_with_parent, free_port, start_missing
 from ecrm.settings import Settings
 
 Echo = Callable[[str], None]
@@ -100,16 +100,7 @@ def start_stack(settings: Settings, echo: Echo, env: dict[str, str] | None = Non
     env = dict(os.environ) if env is None else env
     stack = LocalStack(settings)
     try:
-        if "ECRM_KAFKA_BOOTSTRAP" not in env:
-            broker = start_broker()
-            stack.servers.append(broker)
-            settings = settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{broker.port}"})
-            echo(f"embedded Kafka-protocol broker (Tansu) on 127.0.0.1:{broker.port}")
-        if "ECRM_REDIS_URL" not in env:
-            redis = start_redis()
-            stack.servers.append(redis)
-            settings = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{redis.port}/0"})
-            echo(f"embedded Redis-compatible server (Valkey) on 127.0.0.1:{redis.port}")
+        settings = start_missing(settings, env, stack.servers, echo)
         if "ECRM_WORKER_METRICS_PORT" not in env:
             settings = settings.model_copy(update={"worker_metrics_port": free_port()})
         if "ECRM_WORKER_WEB_PORT" not in env:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
@@ -196,24 +197,10 @@ class ProfileStore:
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"reading category {category!r} failed: {exc}") from exc
 
-    async def catalogue_size(self) -> int:
-        try:
-            return int(await self.client.scard(self.keys.catalogue))
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"reading the catalogue failed: {exc}") from exc
-
-    async def customer_exists(self, customer_id: str) -> bool:
-        try:
-            return bool(await self.client.exists(self.keys.profile(customer_pid(customer_id))))
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"reading customer {customer_id!r} failed: {exc}") from exc
-
 
 def _iso(ms: str | int | None) -> str | None:
     if ms is None:
         return None
-    from datetime import UTC, datetime
-
     return datetime.fromtimestamp(int(ms) / 1000.0, tz=UTC).isoformat().replace("+00:00", "Z")
 
 

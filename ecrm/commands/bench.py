@@ -35,18 +35,11 @@ def ingest(
 
 def _with_servers(run: Callable[[Settings], None]) -> None:
     """Run with the embedded broker and Redis unless ECRM_KAFKA_BOOTSTRAP / ECRM_REDIS_URL name real ones."""
-    from ecrm.embedded import start_broker, start_redis
+    from ecrm.embedded import EmbeddedServer, start_missing
 
-    settings = get_settings()
-    servers = []
+    servers: list[EmbeddedServer] = []
     try:
-        if "ECRM_KAFKA_BOOTSTRAP" not in os.environ:
-            servers.append(broker := start_broker())
-            settings = settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{broker.port}"})
-        if "ECRM_REDIS_URL" not in os.environ:
-            servers.append(redis := start_redis())
-            settings = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{redis.port}/0"})
-        run(settings)
+        run(start_missing(get_settings(), os.environ, servers, typer.echo))
     finally:
         for server in reversed(servers):
             server.stop()
