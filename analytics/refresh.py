@@ -22,9 +22,10 @@ from analytics.settings import AnalyticsSettings
 from analytics.snapshot import Models, ProfileRow, Snapshot, build_snapshot, fit_input
 from analytics.state import AnalyticsState
 from analytics.store import AnalyticsStore
-from ecrm import metrics
-from ecrm.settings import Settings
-from ecrm.store import connect, now_ms
+from core import metrics
+from core.clock import now_ms
+from core.redis import connect
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

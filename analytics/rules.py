@@ -15,11 +15,12 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from analytics.rfm import RfmScore
+from core.errors import ConfigError
 
 SCORE_MIN, SCORE_MAX = 1, 5
 
 
-class RulesError(ValueError):
+class RulesError(ConfigError):
     """A rules file that cannot be used; ``problems`` lists each one as ``where: why``."""
 
     def __init__(self, source: str, problems: list[str]) -> None:

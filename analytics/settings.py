@@ -1,4 +1,4 @@
-"""Analytics configuration, read from the same ``ECRM_`` environment variables as :class:`ecrm.settings.Settings`."""
+"""Analytics configuration, read from the same ``ECRM_`` environment variables as :class:`core.settings.Settings`."""
 
 from __future__ import annotations
 

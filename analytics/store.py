@@ -1,17 +1,12 @@
 """Redis adapter of the analytics: reads the whole base, publishes snapshots, serves the live state and pages.
 
-Key layout (beside :mod:`ecrm.keys`, same prefix):
-
-| key | type | holds |
-|---|---|---|
-| ``{p}:an:state`` | string | JSON :class:`~analytics.state.AnalyticsState` of the last refresh |
-| ``{p}:an:lock`` | string | token of the refresh holding the lock (TTL) |
-| ``{p}:an:snap:{sid}`` | string | JSON meta of snapshot ``sid``: segment names and sizes |
-| ``{p}:an:snap:{sid}:{i}`` | list | JSON export rows of the ``i``-th segment of snapshot ``sid`` |
+Its keys (``an:state``, ``an:lock``, ``an:snap:...``) are named in :mod:`core.keyspace` with every other key: the
+state is the JSON :class:`~analytics.state.AnalyticsState` of the last refresh, a snapshot's meta holds its segment
+names and sizes, and its ``i``-th list the JSON export rows of the ``i``-th segment.
 
 A snapshot is written under a new id with a TTL, then published atomically (state replaced, its keys made
 persistent, the previous snapshot's keys given ``keep`` seconds to live), so an export paging through it is never
-disturbed by a refresh. Redis errors become :class:`~ecrm.store.StoreUnavailable`.
+disturbed by a refresh. Redis errors become :class:`~core.errors.StoreUnavailable` (:mod:`core.redis`).
 """
 
 from __future__ import annotations
@@ -22,11 +17,12 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from analytics.snapshot import ProfileRow, Snapshot
 from analytics.state import AnalyticsState, LiveInput
-from ecrm.store import StoreUnavailable
+from core.errors import StoreUnavailable
+from core.keyspace import Keys
+from core.redis import redis_errors
 
 PROFILE_FIELDS = (
     "orders",
@@ -40,51 +36,28 @@ PROFILE_FIELDS = (
 )
 LIVE_FIELDS = ("orders", "revenue", "first_purchase", "last_purchase")
 _WRITE_CHUNK = 1000
+_PUBLISH_ATTEMPTS = 10
 
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
 
-# ARGV: 1 prefix, 2 lock token ('' = no lock), 3 new snapshot id, 4 its segment count, 5 state JSON, 6 keep (ms)
+# KEYS: 1 lock, 2 state, then the new snapshot's keys (ARGV[4] of them), then the replaced snapshot's keys.
+# ARGV: 1 lock token ('' = no lock), 2 state JSON, 3 keep (ms), 4 count of new keys, 5 replaced snapshot id ('').
+# Returns 1 published, 0 lock lost, -1 the state changed since it was read (read again).
 _PUBLISH = """
-local P = ARGV[1]
-if ARGV[2] ~= '' and redis.call('GET', P .. ':an:lock') ~= ARGV[2] then return 0 end
-local function snap_keys(sid, n)
-  local keys = {P .. ':an:snap:' .. sid}
-  for i = 0, n - 1 do keys[#keys + 1] = P .. ':an:snap:' .. sid .. ':' .. i end
-  return keys
-end
-local old = redis.call('GET', P .. ':an:state')
-for _, k in ipairs(snap_keys(ARGV[3], tonumber(ARGV[4]))) do redis.call('PERSIST', k) end
-redis.call('SET', P .. ':an:state', ARGV[5])
-if old then
-  local o = cjson.decode(old)
-  if o.snapshot_id ~= ARGV[3] then
-    for _, k in ipairs(snap_keys(o.snapshot_id, #o.segments)) do redis.call('PEXPIRE', k, ARGV[6]) end
-  end
-end
+if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local old = redis.call('GET', KEYS[2])
+local old_sid = ''
+if old then old_sid = cjson.decode(old).snapshot_id or '' end
+if old_sid ~= ARGV[5] then return -1 end
+local n = tonumber(ARGV[4])
+for i = 3, 2 + n do redis.call('PERSIST', KEYS[i]) end
+redis.call('SET', KEYS[2], ARGV[2])
+for i = 3 + n, #KEYS do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
 return 1
 """
-
-
-class AnalyticsKeys:
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-
-    @property
-    def state(self) -> str:
-        return f"{self.prefix}:an:state"
-
-    @property
-    def lock(self) -> str:
-        return f"{self.prefix}:an:lock"
-
-    def snapshot(self, sid: str) -> str:
-        return f"{self.prefix}:an:snap:{sid}"
-
-    def members(self, sid: str, index: int) -> str:
-        return f"{self.prefix}:an:snap:{sid}:{index}"
 
 
 def _int(value: str | None) -> int | None:
@@ -118,8 +91,7 @@ class AnalyticsStore:
     def __init__(self, client: aioredis.Redis, prefix: str) -> None:
         self.client = client
         self.prefix = prefix
-        self.keys = AnalyticsKeys(prefix)
-        self._profiles = f"{prefix}:profiles"
+        self.keys = Keys(prefix)
         self._release = client.register_script(_RELEASE)
         self._publish = client.register_script(_PUBLISH)
 
@@ -130,10 +102,8 @@ class AnalyticsStore:
         seen: set[str] = set()
         cursor = 0
         while True:
-            try:
-                cursor, batch = await self.client.zscan(self._profiles, cursor, count=count)
-            except (RedisError, OSError) as exc:
-                raise StoreUnavailable(f"scanning the profiles failed: {exc}") from exc
+            with redis_errors("scanning the profiles"):
+                cursor, batch = await self.client.zscan(self.keys.profiles, cursor, count=count)
             pids = [pid for pid, _ in batch if pid not in seen]
             seen.update(pids)
             if pids:
@@ -142,14 +112,12 @@ class AnalyticsStore:
                 return
 
     async def _rows(self, pids: list[str]) -> list[ProfileRow]:
-        try:
+        with redis_errors(f"reading {len(pids)} profiles"):
             async with self.client.pipeline(transaction=False) as pipe:
                 for pid in pids:
-                    pipe.hmget(f"{self.prefix}:p:{pid}", PROFILE_FIELDS)
-                    pipe.pfcount(f"{self.prefix}:p:{pid}:sess")
+                    pipe.hmget(self.keys.profile(pid), PROFILE_FIELDS)
+                    pipe.pfcount(self.keys.sessions(pid))
                 replies = await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"reading {len(pids)} profiles failed: {exc}") from exc
         rows = []
         for i, pid in enumerate(pids):
             values, sessions = replies[2 * i], replies[2 * i + 1]
@@ -162,17 +130,13 @@ class AnalyticsStore:
     async def acquire_lock(self, ttl_s: float) -> str | None:
         """A token when this caller now holds the refresh lock, None when someone else does."""
         token = uuid.uuid4().hex
-        try:
-            ok = await self.client.set(self.keys.lock, token, nx=True, px=int(ttl_s * 1000))
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"taking the analytics lock failed: {exc}") from exc
+        with redis_errors("taking the analytics lock"):
+            ok = await self.client.set(self.keys.analytics_lock, token, nx=True, px=int(ttl_s * 1000))
         return token if ok else None
 
     async def release_lock(self, token: str) -> None:
-        try:
-            await self._release(keys=[self.keys.lock], args=[token])
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"releasing the analytics lock failed: {exc}") from exc
+        with redis_errors("releasing the analytics lock"):
+            await self._release(keys=[self.keys.analytics_lock], args=[token])
 
     # ----- publishing -----
 
@@ -185,12 +149,12 @@ class AnalyticsStore:
             "segments": snap.segments,
             "sizes": [len(snap.members.get(name, [])) for name in snap.segments],
         }
-        try:
+        with redis_errors("writing the segment snapshot"):
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.set(self.keys.snapshot(sid), orjson.dumps(meta), px=ttl_ms)
                 for i, name in enumerate(snap.segments):
                     rows = snap.members.get(name, [])
-                    key = self.keys.members(sid, i)
+                    key = self.keys.snapshot_members(sid, i)
                     for start in range(0, len(rows), _WRITE_CHUNK):
                         pipe.rpush(key, *(orjson.dumps(r) for r in rows[start : start + _WRITE_CHUNK]))
                     if rows:
@@ -198,36 +162,32 @@ class AnalyticsStore:
                     if len(pipe) >= 50:
                         await pipe.execute()
                 await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"writing the segment snapshot failed: {exc}") from exc
         return sid
 
     async def publish(self, state: AnalyticsState, token: str | None, keep_s: float) -> bool:
         """Make ``state`` (and its snapshot) current; False when the lock ``token`` was lost meanwhile."""
-        args: list[Any] = [
-            self.prefix,
-            token or "",
-            state.snapshot_id,
-            len(state.segments),
-            state.to_json(),
-            int(keep_s * 1000),
-        ]
-        try:
-            return bool(await self._publish(keys=[], args=args))
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"publishing the analytics state failed: {exc}") from exc
+        new_keys = self.keys.snapshot_keys(state.snapshot_id, len(state.segments))
+        for _ in range(_PUBLISH_ATTEMPTS):
+            old = await self.state()
+            old_keys = self.keys.snapshot_keys(old.snapshot_id, len(old.segments)) if old is not None else []
+            keys = [self.keys.analytics_lock, self.keys.analytics_state, *new_keys, *old_keys]
+            args: list[Any] = [token or "", state.to_json(), int(keep_s * 1000), len(new_keys)]
+            args.append(old.snapshot_id if old is not None else "")
+            with redis_errors("publishing the analytics state"):
+                result = int(await self._publish(keys=keys, args=args))
+            if result >= 0:
+                return result == 1
+        raise StoreUnavailable("publishing the analytics state: it kept changing meanwhile", "contention")
 
     # ----- reads for the API -----
 
     async def live(self, pid: str) -> tuple[LiveInput, str | None]:
         """The live raw RFM values of ``pid`` and the JSON of the last published state, in one round trip."""
-        try:
+        with redis_errors(f"reading the analytics of {pid!r}"):
             async with self.client.pipeline(transaction=False) as pipe:
-                pipe.hmget(f"{self.prefix}:p:{pid}", LIVE_FIELDS)
-                pipe.get(self.keys.state)
+                pipe.hmget(self.keys.profile(pid), LIVE_FIELDS)
+                pipe.get(self.keys.analytics_state)
                 (orders, revenue, first_p, last_p), raw = await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"reading the analytics of {pid!r} failed: {exc}") from exc
         live = LiveInput(
             orders=_int(orders) or 0,
             revenue=_money(revenue),
@@ -238,10 +198,8 @@ class AnalyticsStore:
 
     async def state_raw(self) -> str | None:
         """The JSON of the last published state, if any."""
-        try:
-            raw: str | None = await self.client.get(self.keys.state)
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"reading the analytics state failed: {exc}") from exc
+        with redis_errors("reading the analytics state"):
+            raw: str | None = await self.client.get(self.keys.analytics_state)
         return raw
 
     async def state(self) -> AnalyticsState | None:
@@ -250,17 +208,13 @@ class AnalyticsStore:
 
     async def snapshot_meta(self, sid: str) -> dict[str, Any] | None:
         """Segment names and sizes of snapshot ``sid``; None when it has expired (or never existed)."""
-        try:
+        with redis_errors(f"reading segment snapshot {sid!r}"):
             raw = await self.client.get(self.keys.snapshot(sid))
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"reading segment snapshot {sid!r} failed: {exc}") from exc
         meta: dict[str, Any] | None = orjson.loads(raw) if raw else None
         return meta
 
     async def members(self, sid: str, index: int, offset: int, limit: int) -> list[dict[str, Any]]:
         """Rows ``offset`` .. ``offset + limit - 1`` of the ``index``-th segment of snapshot ``sid``."""
-        try:
-            rows = await self.client.lrange(self.keys.members(sid, index), offset, offset + limit - 1)
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"reading segment snapshot {sid!r} failed: {exc}") from exc
+        with redis_errors(f"reading segment snapshot {sid!r}"):
+            rows = await self.client.lrange(self.keys.snapshot_members(sid, index), offset, offset + limit - 1)
         return [orjson.loads(r) for r in rows]

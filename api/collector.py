@@ -8,11 +8,11 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 
-from api.errors import BadRequest, EventBusUnavailable, PayloadTooLarge
-from ecrm import metrics
-from ecrm.settings import Settings
+from core import metrics
+from core.errors import BadRequest, BrokerUnavailable, PayloadTooLarge
+from core.kafka import broker_errors
+from core.settings import Settings
 from schemas.events import InvalidEvent, parse_event_obj
 
 
@@ -67,10 +67,8 @@ class Collector:
         self._started = False
 
     async def start(self) -> None:
-        try:
+        with broker_errors(f"cannot reach Kafka at {self.settings.kafka_bootstrap}"):
             await self.producer.start()
-        except KafkaError as exc:
-            raise EventBusUnavailable(f"cannot reach Kafka at {self.settings.kafka_bootstrap}: {exc}") from exc
         self._started = True
 
     async def stop(self) -> None:
@@ -79,8 +77,9 @@ class Collector:
 
     async def ready(self, timeout_s: float = 2.0) -> bool:
         try:
-            return bool(await asyncio.wait_for(self.producer.client.fetch_all_metadata(), timeout_s))
-        except (KafkaError, TimeoutError, OSError):
+            with broker_errors("reading the broker's metadata"):
+                return bool(await asyncio.wait_for(self.producer.client.fetch_all_metadata(), timeout_s))
+        except BrokerUnavailable:
             return False
 
     async def collect(self, body: bytes) -> CollectResult:
@@ -93,8 +92,6 @@ class Collector:
 
     async def _produce(self, records: list[tuple[str, bytes]]) -> None:
         topic = self.settings.events_topic
-        try:
+        with broker_errors(f"could not produce to {topic!r}"):
             futures = [await self.producer.send(topic, value=value, key=key.encode()) for key, value in records]
             await asyncio.gather(*futures)
-        except KafkaError as exc:
-            raise EventBusUnavailable(f"could not produce to {topic!r}: {exc}") from exc

@@ -8,8 +8,8 @@ from fastapi import Depends, Request
 
 from api.collector import Collector
 from api.recommend import RecommendationService
-from ecrm.settings import Settings
-from ecrm.store import ProfileStore
+from core.settings import Settings
+from profiles.store import ProfileStore
 
 
 async def _store(request: Request) -> ProfileStore:

@@ -1,27 +1,13 @@
-"""Domain and adapter errors mapped to HTTP, in one place."""
+"""The engine's errors (:mod:`core.errors`) mapped to HTTP, in one place."""
 
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from ecrm.store import StoreUnavailable
+from core.errors import BadRequest, NotFound, PayloadTooLarge, ServiceUnavailable
 
-
-class EventBusUnavailable(RuntimeError):
-    """The Kafka producer could not deliver."""
-
-
-class PayloadTooLarge(ValueError):
-    """A request body or batch over the configured limit."""
-
-
-class BadRequest(ValueError):
-    """A request that cannot be read (not JSON, empty batch ...)."""
-
-
-class NotFound(LookupError):
-    """A named resource that does not exist."""
+__all__ = ["BadRequest", "NotFound", "PayloadTooLarge", "install_error_handlers"]
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -37,8 +23,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def not_found(_: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404)
 
-    app.add_exception_handler(StoreUnavailable, unavailable)
-    app.add_exception_handler(EventBusUnavailable, unavailable)
+    app.add_exception_handler(ServiceUnavailable, unavailable)
     app.add_exception_handler(PayloadTooLarge, too_large)
     app.add_exception_handler(BadRequest, bad_request)
     app.add_exception_handler(NotFound, not_found)

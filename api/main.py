@@ -15,9 +15,10 @@ from api.errors import install_error_handlers
 from api.recommend import RecommendationService
 from api.routes import customers, events, health, recommendations, segments
 from api.serving import ModelHolder
-from ecrm import __version__, metrics
-from ecrm.settings import Settings, get_settings
-from ecrm.store import ProfileStore, connect
+from core import __version__, metrics
+from core.redis import connect
+from core.settings import Settings, get_settings
+from profiles.store import ProfileStore
 from recommender.threads import pin_blas_threads
 
 

@@ -18,9 +18,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from api.serving import ModelHolder, Served
-from ecrm.keys import customer_pid
-from ecrm.settings import Settings
-from ecrm.store import ProfileStore, catalogue_sample
+from core.keyspace import customer_pid
+from core.settings import Settings
+from profiles.store import ProfileStore, catalogue_sample
 from recommender.base import Recommendation
 
 POPULARITY_VERSION = "popularity"

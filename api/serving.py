@@ -12,13 +12,12 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-import orjson
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
-from ecrm import metrics
-from ecrm.keys import Keys
-from ecrm.settings import Settings
+from core import metrics
+from core.errors import StoreUnavailable
+from core.keyspace import Keys
+from core.redis import connect_bytes
+from core.registry import AsyncRegistry
+from core.settings import Settings
 from recommender.base import ItemMask
 from recommender.model import Engine
 
@@ -49,28 +48,27 @@ class Served:
 class ModelHolder:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.keys = Keys(settings.key_prefix)
-        self.client = aioredis.Redis.from_url(settings.redis_url, decode_responses=False)
+        self.client = connect_bytes(settings)
+        self.registry = AsyncRegistry(self.client, Keys(settings.key_prefix))
         self.served: Served | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def refresh(self) -> bool:
         """Load the current version if it changed. Returns True when a new version is now served."""
-        raw = await self.client.get(self.keys.model_current)
-        if raw is None:
+        version = await self.registry.current()
+        if version is None:
             if self.served is not None:
                 self.served = None  # the registry was emptied: fall back to popularity
                 return True
             return False
-        version = raw.decode()
         if self.served is not None and self.served.version == version:
             return False
-        blob, meta_raw = await self.client.mget([self.keys.model_blob(version), self.keys.model_meta(version)])
-        if blob is None:
+        loaded = await self.registry.load(version)
+        if loaded is None:
             log.warning("model version %s is current but has no stored blob", version)
             return False
-        model = await asyncio.to_thread(Engine.from_bytes, bytes(blob))
-        meta = orjson.loads(meta_raw) if meta_raw else {}
+        model = await asyncio.to_thread(Engine.from_bytes, loaded.blob)
+        meta = loaded.meta
         old = self.served
         self.served = Served(model, version, meta)
         if old is not None:
@@ -88,7 +86,7 @@ class ModelHolder:
     async def start(self) -> None:
         try:
             await self.refresh()
-        except (RedisError, OSError, ValueError) as exc:
+        except (StoreUnavailable, ValueError) as exc:
             log.warning("no model loaded at start: %s", exc)
         self._task = asyncio.create_task(self._poll())
 
@@ -117,7 +115,7 @@ class ModelHolder:
             await asyncio.sleep(self.settings.model_poll_s)
             try:
                 await self.refresh()
-            except (RedisError, OSError, ValueError) as exc:
+            except (StoreUnavailable, ValueError) as exc:
                 log.warning("model refresh failed (still serving %s): %s", self.served and self.served.version, exc)
             age = self.age_s()
             if age is not None:

@@ -1,3 +1,1 @@
-"""eCRM engine: the command-line tool, settings and the local (embedded) runtime."""
-
-__version__ = "0.1.0"
+"""The roof: the ``ecrm`` command-line tool, one command per role plus the all-in-one ``ecrm up``."""

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from ecrm.embedded import die_with_parent, free_port
+from runtime.embedded import die_with_parent, free_port
 
 HERE = Path(__file__).resolve().parent
 LOCUSTFILE = HERE / "locustfile.py"

@@ -66,7 +66,7 @@ class ItemMask:
 class RecommenderBase(ABC):
     """A trained model: fit on an interaction log, then score any user's current history (fold-in)."""
 
-    _index_cache: dict[str, int] | None = None
+    _index_cache: tuple[tuple[str, ...], dict[str, int]] | None = None  # (item_ids it was built from, index)
 
     @abstractmethod
     def fit(self, interactions: Interactions) -> Self:
@@ -98,12 +98,13 @@ class RecommenderBase(ABC):
 
     @property
     def index(self) -> dict[str, int]:
-        """Item id -> item code."""
+        """Item id -> item code, rebuilt whenever the catalogue changes (a refit, even to as many items)."""
+        item_ids = self.item_ids
         cached = self._index_cache
-        if cached is None or len(cached) != self.n_items:
-            cached = {item: k for k, item in enumerate(self.item_ids)}
+        if cached is None or (cached[0] is not item_ids and cached[0] != item_ids):
+            cached = (item_ids, {item: k for k, item in enumerate(item_ids)})
             self._index_cache = cached
-        return cached
+        return cached[1]
 
     def codes(self, item_ids: Iterable[str]) -> IntArray:
         """Codes of the known items among ``item_ids`` (unknown ones are left out)."""

@@ -7,7 +7,7 @@ user need not have been in training:
   alpha), which reproduces the trained user factors;
 * BPR: the confidence-weighted mean of the history's item factors (BPR factors are not fitted to a squared
   loss, so a least-squares fold-in ranks almost at random; the mean does as well as the trained user factors).
-  BPR's last factor column is an item bias, added to the scores.
+  BPR's last factor column is an item bias, added to the scores of users with a non-zero vector.
 """
 
 from __future__ import annotations
@@ -82,9 +82,11 @@ class FactorPart:
         return np.asarray(users, dtype=np.float32).reshape(rows, -1)
 
     def scores(self, users: FloatMatrix) -> FloatMatrix:
+        """Scores (rows x items) of user vectors; the item bias only for users with a non-zero vector, so an
+        empty or unknown history scores 0 everywhere (and popularity alone orders it)."""
         out: FloatMatrix = users @ self._transposed
         if self.item_bias is not None:
-            out += self.item_bias
+            out[users.any(axis=1)] += self.item_bias
         return out
 
     def explain(self, history: NDArray[np.int32], conf: NDArray[np.float32], targets: NDArray[np.int64]) -> FloatMatrix:

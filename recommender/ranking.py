@@ -49,12 +49,37 @@ def top_n(scores: FloatMatrix, n: int) -> tuple[IntArray, FloatMatrix]:
         return np.zeros((rows, 0), dtype=np.int64), np.zeros((rows, 0), dtype=np.float32)
     if k < n_items:
         part = np.argpartition(scores, n_items - k, axis=1)[:, n_items - k :]
+        _lowest_codes_at_the_cut(scores, part)
     else:
         part = np.broadcast_to(np.arange(n_items), (rows, n_items)).copy()
     part_scores = np.take_along_axis(scores, part, axis=1)
     order = np.lexsort((part, -part_scores), axis=1)
     idx = np.take_along_axis(part, order, axis=1).astype(np.int64)
     return idx, np.take_along_axis(part_scores, order, axis=1)
+
+
+def _lowest_codes_at_the_cut(scores: FloatMatrix, part: NDArray[np.intp]) -> None:
+    """Make ``argpartition``'s pick ``part`` (rows x k) deterministic, in place: of the items tied at the cut
+    (scoring the row's k-th best value), keep those with the lowest codes.
+
+    One vectorised pass finds the rows where the tie straddles the cut (more than k items score at least the
+    k-th value); only those rows are re-picked: the items above the cut (all in ``part`` already) plus the
+    tied items with the lowest codes.
+    """
+    k = part.shape[1]
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    kth = part_scores.min(axis=1, keepdims=True)
+    straddled = np.flatnonzero(np.count_nonzero(scores >= kth, axis=1) > k)
+    if not straddled.size:
+        return
+    above_rows, above_at = np.nonzero(part_scores[straddled] > kth[straddled])
+    tied_rows, tied_codes = np.nonzero(scores[straddled] == kth[straddled])  # row by row, codes ascending
+    tied_per_row = np.bincount(tied_rows, minlength=straddled.size)
+    place = np.arange(tied_rows.size) - (np.cumsum(tied_per_row) - tied_per_row)[tied_rows]
+    first = place < (k - np.bincount(above_rows, minlength=straddled.size))[tied_rows]
+    rows = np.concatenate([above_rows, tied_rows[first]])
+    codes = np.concatenate([part[straddled[above_rows], above_at], tied_codes[first]])
+    part[straddled] = codes[np.argsort(rows, kind="stable")].reshape(straddled.size, k)  # k per row
 
 
 def ranks_of(scores: FloatMatrix, rows: IntArray, items: IntArray) -> IntArray:

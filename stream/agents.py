@@ -16,10 +16,12 @@ from typing import cast
 
 import faust
 import orjson
-from aiokafka.errors import KafkaError
 
-from ecrm.settings import Settings
-from ecrm.store import ProfileStore, connect
+from core.errors import BrokerUnavailable
+from core.kafka import broker_errors
+from core.redis import connect
+from core.settings import Settings
+from profiles.store import ProfileStore
 from stream.app import dlq_topic, events_topic
 from stream.processing import BatchProcessor, Envelope, RawMessage
 
@@ -36,10 +38,11 @@ def register_agents(app: faust.App, settings: Settings) -> None:
         key = (envelope.get("key") or "").encode() or None
         while True:
             try:
-                fut = await dlq.send(key=key, value=orjson.dumps(envelope))
-                await fut
+                with broker_errors("sending to the dead-letter topic"):
+                    fut = await dlq.send(key=key, value=orjson.dumps(envelope))
+                    await fut
                 break
-            except KafkaError as exc:
+            except BrokerUnavailable as exc:
                 log.warning("dead-letter topic unavailable, retrying in 1s: %s", exc)
                 await asyncio.sleep(1.0)
         log.warning("dead-lettered %s: %s", envelope.get("event_id") or envelope["source"], envelope["reason"])

@@ -14,9 +14,9 @@ import faust
 from analytics.refresh import Outcome, Refresher, make_refresher
 from analytics.rules import RulesError
 from analytics.settings import AnalyticsSettings
-from ecrm import metrics
-from ecrm.settings import Settings
-from ecrm.store import StoreUnavailable
+from core import metrics
+from core.errors import StoreUnavailable
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

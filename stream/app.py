@@ -9,7 +9,7 @@ from typing import Any
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from ecrm.settings import Settings
+from core.settings import Settings
 
 
 def set_fetch_max_wait(ms: int) -> None:

@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from redis.exceptions import ResponseError
 
-from ecrm import metrics
-from ecrm.settings import Settings
-from ecrm.store import ProfileStore, StoreUnavailable
+from core import metrics
+from core.errors import StoreRefused, StoreUnavailable
+from core.settings import Settings
+from profiles.store import ProfileStore
+from profiles.updates import Plan, plan_update
 from schemas.events import FieldError, InvalidEvent, parse_event
-from stream.updates import Plan, plan_update
 
 log = logging.getLogger(__name__)
 
@@ -117,27 +117,29 @@ class BatchProcessor:
         for plan, status in zip(plans, statuses, strict=True):
             if status == 1:
                 result.applied += 1
-                metrics.EVENTS_PROCESSED.labels(plan["t"]).inc()
-                lag = max(0.0, (written - plan["ts"]) / 1000.0)
+                metrics.EVENTS_PROCESSED.labels(plan.type).inc()
+                lag = max(0.0, (written - plan.ts) / 1000.0)
                 result.lags_s.append(lag)
                 metrics.EVENT_LAG_SECONDS.observe(lag)
             elif status == 0:
                 result.duplicates += 1
-                metrics.EVENTS_DUPLICATE.labels(plan["t"]).inc()
+                metrics.EVENTS_DUPLICATE.labels(plan.type).inc()
 
     async def _apply_with_retry(self, plans: list[Plan], msgs: list[RawMessage], result: BatchResult) -> list[int]:
-        """Apply a chunk. A script error (a plan Redis refuses) isolates the offending event into the dead-letter
-        topic; any other failure (Redis down) is retried until it succeeds, so nothing is acked unapplied."""
+        """Apply a chunk. A refusal of the data (:class:`StoreRefused`) isolates the offending event into the
+        dead-letter topic; a state of the server (:class:`StoreUnavailable`: Redis down, out of memory, read-only
+        after a failover, busy ...) is retried until it passes, so nothing is acked unapplied or dead-lettered
+        for it."""
         try:
             return await self._retry(plans)
-        except _ScriptError:
+        except StoreRefused:
             statuses: list[int] = []
             for plan, msg in zip(plans, msgs, strict=True):
                 try:
                     statuses.extend(await self._retry([plan]))
-                except _ScriptError as exc:
+                except StoreRefused as exc:
                     error = FieldError("(event)", f"could not be applied to the profile store: {exc}")
-                    result.dead_lettered.append(dead_letter(msg, [error], plan["id"], "store"))
+                    result.dead_lettered.append(dead_letter(msg, [error], plan.event_id, "store"))
                     statuses.append(-1)
             return statuses
 
@@ -146,21 +148,6 @@ class BatchProcessor:
             try:
                 return await self.store.apply_plans(plans)
             except StoreUnavailable as exc:
-                if _is_script_error(exc):
-                    raise _ScriptError(str(exc.__cause__)) from exc
-                metrics.STORE_RETRIES.inc()
+                metrics.STORE_RETRIES.labels(exc.reason).inc()
                 log.warning("Redis write failed, retrying in %.1fs: %s", self.retry_delay_s, exc)
                 await asyncio.sleep(self.retry_delay_s)
-
-
-class _ScriptError(Exception):
-    """Redis refused one plan (not a connection problem)."""
-
-
-_TRANSIENT = ("NOSCRIPT", "OOM", "READONLY", "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
-
-
-def _is_script_error(exc: StoreUnavailable) -> bool:
-    """A refusal of this batch's data (isolate the event), not a state of the server (retry)."""
-    cause = exc.__cause__
-    return isinstance(cause, ResponseError) and not str(cause).startswith(_TRANSIENT)

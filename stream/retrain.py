@@ -10,23 +10,23 @@ import sys
 import time
 
 import faust
-from redis.exceptions import RedisError
 
-from ecrm.embedded import die_with_parent
-from ecrm.keys import Keys
-from ecrm.settings import Settings
-from ecrm.store import connect
-from recommender.training import should_retrain
+from core.clock import now_ms
+from core.errors import StoreUnavailable
+from core.keyspace import Keys
+from core.process import die_with_parent
+from core.redis import connect
+from core.registry import AsyncRegistry
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 FAILED_BACKOFF_S = 60.0
 
 
 def register_retraining(app: faust.App, settings: Settings) -> None:
-    keys = Keys(settings.key_prefix)
     running: dict[str, asyncio.subprocess.Process] = {}
     started = [0.0]
-    client = connect(settings)
+    registry = AsyncRegistry(connect(settings), Keys(settings.key_prefix))
 
     @app.timer(interval=settings.retrain_check_s)
     async def maybe_retrain() -> None:
@@ -37,20 +37,20 @@ def register_retraining(app: faust.App, settings: Settings) -> None:
             if proc.returncode not in (0, 1) and time.monotonic() - started[0] < FAILED_BACKOFF_S:
                 return  # the last training failed (its error is in the worker's log): do not retry at once
         try:
-            count = int(await client.get(keys.interactions_count) or 0)
-            trained = await client.hgetall(keys.model_trained)
-            busy = await client.exists(keys.model_lock)
-        except (RedisError, OSError) as exc:
+            status = await registry.training_status()
+        except StoreUnavailable as exc:
             log.warning("retraining check failed: %s", exc)
             return
-        trained_count = int(trained["count"]) if "count" in trained else None
-        trained_at = int(trained["at"]) if "at" in trained else None
-        now = int(time.time() * 1000)
-        if busy or not should_retrain(
-            count, trained_count, trained_at, now, settings.retrain_min_interactions, settings.retrain_interval_s
+        if status.busy or not should_retrain(
+            status.interactions,
+            status.trained_count,
+            status.trained_at_ms,
+            now_ms(),
+            settings.retrain_min_interactions,
+            settings.retrain_interval_s,
         ):
             return
-        log.info("starting a training (%d interactions logged)", count)
+        log.info("starting a training (%d interactions logged)", status.interactions)
         started[0] = time.monotonic()
         running["proc"] = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "ecrm", "train", stdin=asyncio.subprocess.DEVNULL, preexec_fn=_background_child
@@ -61,3 +61,15 @@ def _background_child() -> None:
     """The training process yields the CPU to ingestion (nice 10) and dies with the worker."""
     die_with_parent()
     os.nice(10)
+
+
+def should_retrain(
+    count_now: int, trained_count: int | None, trained_at_ms: int | None, now_ms: int, min_new: int, interval_s: float
+) -> bool:
+    """The worker's trigger (pure): never trained yet, N new interactions, or T seconds with at least one new one."""
+    new = count_now - (trained_count or 0)
+    if new <= 0:
+        return False
+    if trained_at_ms is None or new >= min_new:
+        return True
+    return (now_ms - trained_at_ms) / 1000.0 >= interval_s

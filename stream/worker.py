@@ -7,7 +7,7 @@ import logging
 import faust
 from prometheus_client import start_http_server
 
-from ecrm.settings import Settings
+from core.settings import Settings
 from stream.agents import register_agents
 from stream.analytics_timer import register_analytics
 from stream.app import create_app

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from ecrm.embedded import EmbeddedServer, die_with_parent, start_broker, start_redis
-from ecrm.kafka import ensure_topics
-from ecrm.local import settings_env
-from ecrm.settings import Settings, isolated
+from core.kafka import ensure_topics
+from core.settings import Settings, isolated
+from runtime.embedded import EmbeddedServer, die_with_parent, start_broker, start_redis
+from runtime.local import settings_env
 
 REPO = Path(__file__).resolve().parent.parent
 DATASETS = Path(os.environ.get("ECRM_DATASETS", REPO.parent / "shared" / "datasets"))

@@ -10,8 +10,8 @@ from api.deps import StoreDep
 from api.errors import NotFound
 from api.models import Profile
 from api.routes.segments import AnalyticsDep
-from ecrm.keys import customer_pid
-from ecrm.store import now_ms
+from core.clock import now_ms
+from core.keyspace import customer_pid
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
 

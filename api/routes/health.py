@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.deps import CollectorDep, StoreDep
-from ecrm.store import StoreUnavailable
+from core.errors import StoreUnavailable
 
 router = APIRouter(tags=["health"])
 

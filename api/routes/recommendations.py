@@ -11,8 +11,8 @@ from pydantic import BaseModel, Field
 from api.deps import RecsDep, SettingsDep, StoreDep
 from api.models import Recommendations
 from api.recommend import RecList
-from ecrm import metrics
-from ecrm.keys import customer_pid
+from core import metrics
+from core.keyspace import customer_pid
 
 router = APIRouter(tags=["recommendations"])
 N = Annotated[int, Query(ge=1, le=1000, description="How many items (capped by ECRM_RECOMMENDATIONS_MAX_N)")]

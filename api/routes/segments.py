@@ -14,7 +14,7 @@ from analytics.service import AnalyticsService, NoRefreshYet, UnknownSegment
 from analytics.settings import AnalyticsSettings
 from analytics.store import AnalyticsStore
 from api.errors import BadRequest, NotFound
-from ecrm.store import ProfileStore
+from profiles.store import ProfileStore
 
 router = APIRouter(prefix="/v1/segments", tags=["segments"])
 

@@ -10,8 +10,8 @@ import typer
 from analytics.refresh import Outcome, Refresher, RefreshResult, make_refresher
 from analytics.rules import RulesError
 from analytics.settings import AnalyticsSettings
-from ecrm.settings import get_settings
-from ecrm.store import StoreUnavailable
+from core.errors import StoreUnavailable
+from core.settings import get_settings
 
 app = typer.Typer(help="Customer analytics: RFM scores, segments, lifetime value.", no_args_is_help=True)
 

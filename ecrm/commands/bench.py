@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ecrm.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 
 
 def ingest(
@@ -22,7 +22,7 @@ def ingest(
     """Worker throughput and event-to-profile lag, with a plain aiokafka consumer's rate for the ratio.
 
     Uses the embedded broker and Redis unless ECRM_KAFKA_BOOTSTRAP / ECRM_REDIS_URL name real ones."""
-    from ecrm.bench_ingest import run_ingest_bench
+    from benchmarks.ingest import run_ingest_bench
 
     def run(settings: Settings) -> None:
         figures = run_ingest_bench(settings, events, load_rate or None, seconds, typer.echo, with_timers)
@@ -35,7 +35,7 @@ def ingest(
 
 def _with_servers(run: Callable[[Settings], None]) -> None:
     """Run with the embedded broker and Redis unless ECRM_KAFKA_BOOTSTRAP / ECRM_REDIS_URL name real ones."""
-    from ecrm.embedded import EmbeddedServer, start_missing
+    from runtime.embedded import EmbeddedServer, start_missing
 
     servers: list[EmbeddedServer] = []
     try:
@@ -49,7 +49,7 @@ def train(
     interactions: Annotated[int, typer.Option(help="Generated interactions in the training log")] = 1_000_000,
 ) -> None:
     """One training end to end on ~1M generated interactions (targets: 30 s in all, fit 10 s, 64 factors)."""
-    from ecrm.bench_recommender import bench_train
+    from benchmarks.recommender import bench_train
 
     def run(settings: Settings) -> None:
         result = bench_train(settings, interactions, typer.echo)
@@ -68,8 +68,8 @@ def api(
     seconds: Annotated[float, typer.Option(help="Length of the steady load")] = 15.0,
 ) -> None:
     """One API process under a steady load of personal recommendations (targets: p50 3 ms, p99 15 ms at 1,000/s)."""
-    from ecrm.bench_recommender import bench_api
-    from ecrm.embedded import free_port
+    from benchmarks.recommender import bench_api
+    from runtime.embedded import free_port
 
     def run(settings: Settings) -> None:
         figures = bench_api(settings, free_port(), items, rps, seconds, typer.echo)
@@ -84,8 +84,8 @@ def freshness(probes: Annotated[int, typer.Option(help="Clicks measured")] = 40)
     """Time from a product_view produced to Kafka until the recommendations change (target p99 1 s)."""
     import statistics
 
-    from ecrm.bench_recommender import bench_freshness
-    from ecrm.embedded import free_port
+    from benchmarks.recommender import bench_freshness
+    from runtime.embedded import free_port
 
     def run(settings: Settings) -> None:
         lags = sorted(bench_freshness(settings, free_port(), probes, typer.echo))

@@ -5,8 +5,9 @@ from __future__ import annotations
 import orjson
 import typer
 
-from ecrm.kafka import KafkaUnavailable, ensure_topics
-from ecrm.settings import get_settings
+from core.errors import BrokerUnavailable
+from core.kafka import ensure_topics
+from core.settings import get_settings
 from schemas import event_json_schema
 
 
@@ -20,7 +21,7 @@ def topics() -> None:
     settings = get_settings()
     try:
         created = ensure_topics(settings)
-    except KafkaUnavailable as exc:
+    except BrokerUnavailable as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     typer.echo(f"created: {', '.join(created)}" if created else "topics already exist")

@@ -10,9 +10,9 @@ import orjson
 import typer
 
 from recommender.config import RecommenderConfig
-from recommender.evaluation.datasets import load_dataset
 from recommender.evaluation.runner import EvaluationReport
 from recommender.evaluation.runner import evaluate as run_evaluation
+from trainer.datasets import load_dataset
 
 
 class DatasetFormat(StrEnum):

@@ -11,7 +11,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import typer
 from tqdm import tqdm
 
-from ecrm.ingest.orders import (
+from core.errors import BrokerUnavailable
+from core.settings import get_settings
+from ingest.orders import (
     DEFAULT_DATE_FORMAT,
     NON_PRODUCT_CODES,
     OrderColumns,
@@ -22,9 +24,7 @@ from ecrm.ingest.orders import (
     RowReject,
     read_csv,
 )
-from ecrm.ingest.sink import DryRunSink, EventSink, KafkaSink, RejectsFile
-from ecrm.kafka import KafkaUnavailable
-from ecrm.settings import get_settings
+from ingest.sink import DryRunSink, EventSink, KafkaSink, RejectsFile
 
 
 def import_orders(
@@ -68,7 +68,7 @@ def import_orders(
         try:
             _send(grouper, sink, rejected, progress)
             sink.close()
-        except KafkaUnavailable as exc:
+        except BrokerUnavailable as exc:
             typer.echo(f"error: {exc} ({sink.sent} events were acknowledged before)", err=True)
             raise typer.Exit(2) from exc
     typer.echo(format_orders_summary(grouper.tally, options.currency, sink.sent, dry_run, rejected))
@@ -105,7 +105,7 @@ def _read(path: Path, encoding: str, grouper: OrderGrouper, rejected: RejectsFil
 def _kafka_sink(batch_size: int) -> EventSink:
     try:
         return KafkaSink(get_settings(), batch_size=batch_size)
-    except KafkaUnavailable as exc:
+    except BrokerUnavailable as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
 

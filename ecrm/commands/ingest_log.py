@@ -12,12 +12,12 @@ from typing import Annotated
 import typer
 from tqdm import tqdm
 
-from ecrm.ingest.access_log import DEFAULT_SALT, AccessLogMapper, Emit, LogTally, Reject, redact
-from ecrm.ingest.patterns import PatternError, load_patterns
-from ecrm.ingest.sink import DryRunSink, EventSink, KafkaSink, RejectsFile
-from ecrm.ingest.tail import read_lines
-from ecrm.kafka import KafkaUnavailable
-from ecrm.settings import Settings, get_settings
+from core.errors import BrokerUnavailable
+from core.settings import Settings, get_settings
+from ingest.access_log import DEFAULT_SALT, AccessLogMapper, Emit, LogTally, Reject, redact
+from ingest.patterns import PatternError, load_patterns
+from ingest.sink import DryRunSink, EventSink, KafkaSink, RejectsFile
+from ingest.tail import read_lines
 
 SALT_ENV = "ECRM_LOG_SALT"
 
@@ -75,7 +75,7 @@ def ingest_log(
         try:
             run.ingest(mapper, sink, rejected)
             sink.close()
-        except KafkaUnavailable as exc:
+        except BrokerUnavailable as exc:
             typer.echo(f"error: {exc} ({sink.sent} events were acknowledged before)", err=True)
             raise typer.Exit(2) from exc
     typer.echo(format_log_summary(mapper.tally, sink.sent, dry_run, rejected))
@@ -114,7 +114,7 @@ def _open_sink(settings: Settings, dry_run: bool, batch_size: int) -> EventSink:
         return DryRunSink()
     try:
         return KafkaSink(settings, batch_size=batch_size)
-    except KafkaUnavailable as exc:
+    except BrokerUnavailable as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
 

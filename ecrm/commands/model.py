@@ -2,27 +2,27 @@
 
 from __future__ import annotations
 
-import redis
 import typer
 
-from ecrm.keys import Keys
-from ecrm.settings import Settings, get_settings
-from recommender.registry import Registry, RegistryError
+from core.errors import RegistryError, StoreUnavailable, TrainingError
+from core.keyspace import Keys
+from core.redis import connect_sync
+from core.registry import Registry
+from core.settings import Settings, get_settings
 
 
 def _registry(settings: Settings) -> Registry:
-    client = redis.Redis.from_url(settings.redis_url)
-    return Registry(client, Keys(settings.key_prefix), settings.model_keep_versions)
+    return Registry(connect_sync(settings), Keys(settings.key_prefix), settings.model_keep_versions)
 
 
 def train() -> None:
     """Run one training now: fit on the interaction log in Redis, check on the holdout, promote or refuse."""
-    from recommender.training import NothingToTrain, TrainingBusy, train_once
+    from trainer.training import train_once
 
     settings = get_settings()
     try:
         result = train_once(settings, echo=typer.echo)
-    except (NothingToTrain, TrainingBusy, RegistryError, ValueError) as exc:
+    except (TrainingError, RegistryError, StoreUnavailable, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     timings = ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
@@ -49,7 +49,7 @@ def list_versions() -> None:
                 f"{mark} {version}  interactions={meta.get('interactions')}  "
                 f"holdout ndcg@10={info.ndcg if info.ndcg is not None else 'n/a'}  {meta.get('created_at', '')}"
             )
-    except RegistryError as exc:
+    except (RegistryError, StoreUnavailable) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
 
@@ -58,7 +58,7 @@ def rollback() -> None:
     """Serve the previous promoted version again (every API replica switches within a second)."""
     try:
         version = _registry(get_settings()).rollback()
-    except RegistryError as exc:
+    except (RegistryError, StoreUnavailable) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     typer.echo(f"now serving {version}")

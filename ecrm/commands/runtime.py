@@ -12,10 +12,11 @@ import orjson
 import typer
 from tqdm import tqdm
 
-from ecrm.kafka import KafkaUnavailable, ensure_topics, make_producer, produce_events
-from ecrm.settings import Settings, get_settings
-from ecrm.simulate import SimulationConfig
-from ecrm.simulate import simulate as simulate_events
+from core.errors import BrokerUnavailable
+from core.kafka import ensure_topics, make_producer, produce_events
+from core.settings import Settings, get_settings
+from runtime.simulate import SimulationConfig
+from runtime.simulate import simulate as simulate_events
 
 
 def worker(
@@ -56,7 +57,7 @@ def simulate(
         return
     try:
         count = produce_demo(get_settings(), cfg)
-    except KafkaUnavailable as exc:
+    except BrokerUnavailable as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     typer.echo(f"produced {count} events")
@@ -89,12 +90,12 @@ def up(
 ) -> None:
     """Start everything on 127.0.0.1: embedded broker and Redis (unless ECRM_KAFKA_BOOTSTRAP / ECRM_REDIS_URL
     name real ones), topics, a worker, the API and the demo clickstream. Ctrl-C stops it all."""
-    from ecrm.local import StartupError, start_stack, wait_until_stopped
+    from runtime.local import StartupError, start_stack, wait_until_stopped
 
     settings = get_settings().model_copy(update={"api_port": port})
     try:
         stack = start_stack(settings, typer.echo)
-    except (StartupError, KafkaUnavailable) as exc:
+    except (StartupError, BrokerUnavailable) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     except KeyboardInterrupt as exc:  # start_stack has stopped what it had started

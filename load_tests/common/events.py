@@ -1,6 +1,6 @@
 """The events a simulated shopper sends, built the way a shop's tracking would send them.
 
-Ids follow the demo that ``ecrm up`` loads (``ecrm/simulate.py``): customers ``cust-00000`` ... and the same
+Ids follow the demo that ``ecrm up`` loads (``runtime/simulate.py``): customers ``cust-00000`` ... and the same
 catalogue (``sku-00000`` ... with their categories and prices, popularity following a power law). Every event gets
 a fresh ``event_id`` so the engine's de-duplication does not drop it, and the current time in epoch milliseconds.
 Pure (no locust): ``tests/unit/test_load_tests.py`` checks the payloads against the schema.
@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from ecrm.simulate import CatalogueItem, SimulationConfig, make_catalogue
+from runtime.simulate import CatalogueItem, SimulationConfig, make_catalogue
 
 Event = dict[str, Any]
 SHOP = "https://shop.example"

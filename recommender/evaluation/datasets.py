@@ -1,29 +1,26 @@
 """Loaders of the evaluation formats into an :class:`~recommender.data.Interactions` log.
 
 * ``sequences``: one line per user, ``user item item ...`` in time order; the position is the time.
-* ``taobao``: ``user_id,item_id,category_id,behavior,unix_ts`` without a header; behaviours map to the engine's
-  event types (``fav`` counts like ``add_to_cart``) and take their weights from the event weights.
-* ``events``: the engine's own event JSON lines, validated with :func:`schemas.parse_event` and turned into
-  interactions by the worker's own :func:`stream.updates.plan_update`, so weights match the live engine.
+* ``taobao``: ``user_id,item_id,category_id,behavior,unix_ts`` without a header; behaviours map to event types
+  (``fav`` counts like ``add_to_cart``) and take their weights from the event weights the caller passes.
 
+Other formats plug in through :func:`dataset_from_records` (the engine's own event JSON lines are read by
+:mod:`trainer.datasets`, which owns the event schema; this library imports nothing of the application).
 A line that cannot be read is skipped and counted in :attr:`Dataset.skipped`.
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ecrm.settings import DEFAULT_EVENT_WEIGHTS
 from recommender.data import Interactions
-from schemas import InvalidEvent, Item, parse_event
-from stream.updates import plan_update
 
-Format = Literal["sequences", "taobao", "events"]
-FORMATS: tuple[Format, ...] = ("sequences", "taobao", "events")
+Format = Literal["sequences", "taobao"]
+FORMATS: tuple[Format, ...] = ("sequences", "taobao")
 TAOBAO_EVENT_TYPES: dict[str, str] = {
     "pv": "product_view",
     "cart": "add_to_cart",
@@ -39,25 +36,28 @@ class Dataset:
     """An interaction log read from a file, and how many lines were skipped as unreadable."""
 
     name: str
-    format: Format
+    format: str
     interactions: Interactions
     skipped: int
 
 
-class _Counter:
+class Counter:
+    """Lines skipped as unreadable by a record reader."""
+
     def __init__(self) -> None:
         self.skipped = 0
 
 
-def _lines(path: Path) -> Iterator[str]:
+def lines(path: Path) -> Iterator[str]:
+    """The non-blank lines of a UTF-8 text file."""
     with path.open(encoding="utf-8") as fh:
         for line in fh:
             if line.strip():
                 yield line
 
 
-def _sequences(path: Path, counter: _Counter) -> Iterator[Record]:
-    for line in _lines(path):
+def _sequences(path: Path, counter: Counter) -> Iterator[Record]:
+    for line in lines(path):
         user, *items = line.split()
         if not items:
             counter.skipped += 1
@@ -65,7 +65,7 @@ def _sequences(path: Path, counter: _Counter) -> Iterator[Record]:
             yield user, item, 1.0, position
 
 
-def _taobao(path: Path, weights: dict[str, float], counter: _Counter) -> Iterator[Record]:
+def _taobao(path: Path, weights: Mapping[str, float], counter: Counter) -> Iterator[Record]:
     with path.open(encoding="utf-8", newline="") as fh:
         for row in csv.reader(fh):
             record = _taobao_row(row, weights)
@@ -75,7 +75,7 @@ def _taobao(path: Path, weights: dict[str, float], counter: _Counter) -> Iterato
             yield record
 
 
-def _taobao_row(row: list[str], weights: dict[str, float]) -> Record | None:
+def _taobao_row(row: list[str], weights: Mapping[str, float]) -> Record | None:
     if len(row) != 5:
         return None
     user, item, _category, behaviour, ts = (field.strip() for field in row)
@@ -85,36 +85,34 @@ def _taobao_row(row: list[str], weights: dict[str, float]) -> Record | None:
     return user, item, float(weights.get(event_type, 0.0)), int(ts) * 1000
 
 
-def _events(path: Path, weights: dict[str, float], counter: _Counter) -> Iterator[Record]:
-    for line in _lines(path):
-        try:
-            event = parse_event(line)
-        except InvalidEvent:
-            counter.skipped += 1
-            continue
-        if isinstance(event, Item):
-            continue
-        plan = plan_update(event, weights)
-        for item, _category, weight in plan.get("items", []):
-            yield str(plan["p"]), str(item), float(weight), int(plan["ts"])
-
-
 def load_dataset(
-    path: Path, fmt: Format, *, event_weights: dict[str, float] | None = None, name: str | None = None
+    path: Path, fmt: Format, *, event_weights: Mapping[str, float] | None = None, name: str | None = None
 ) -> Dataset:
-    """Read ``path`` in format ``fmt``; ValueError when the file is missing or holds no interactions."""
+    """Read ``path`` in format ``fmt``; ValueError when the file is missing or holds no interactions.
+    ``taobao`` needs ``event_weights`` (event type -> weight)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    if not path.is_file():
-        raise ValueError(f"dataset not found: {path}")
-    weights = dict(DEFAULT_EVENT_WEIGHTS if event_weights is None else event_weights)
-    counter = _Counter()
+    check_file(path)
+    counter = Counter()
     if fmt == "sequences":
         records = _sequences(path, counter)
-    elif fmt == "taobao":
-        records = _taobao(path, weights, counter)
     else:
-        records = _events(path, weights, counter)
+        if event_weights is None:
+            raise ValueError("the taobao format needs event weights (event type -> weight)")
+        records = _taobao(path, event_weights, counter)
+    return dataset_from_records(path, fmt, records, counter, name)
+
+
+def check_file(path: Path) -> None:
+    """ValueError unless ``path`` is a readable file."""
+    if not path.is_file():
+        raise ValueError(f"dataset not found: {path}")
+
+
+def dataset_from_records(
+    path: Path, fmt: str, records: Iterable[Record], counter: Counter, name: str | None = None
+) -> Dataset:
+    """A :class:`Dataset` of ``(user, item, weight, time)`` records read from ``path`` (any reader)."""
     try:
         interactions = Interactions.from_records(records)
     except UnicodeDecodeError as exc:

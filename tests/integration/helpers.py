@@ -12,8 +12,8 @@ import httpx
 import redis
 
 from api.main import create_app
-from ecrm.keys import Keys
-from ecrm.settings import Settings
+from core.keyspace import Keys
+from core.settings import Settings
 
 
 def now_ms() -> int:

@@ -22,15 +22,17 @@ from analytics.refresh import Outcome, Refresher
 from analytics.rules_file import DEFAULT_RULES_PATH, RulesSource
 from analytics.settings import AnalyticsSettings
 from analytics.store import AnalyticsStore
-from ecrm.embedded import die_with_parent
-from ecrm.kafka import ensure_topics
-from ecrm.local import settings_env
-from ecrm.settings import Settings
-from ecrm.store import ProfileStore, connect
+from core.kafka import ensure_topics
+from core.keyspace import Keys
+from core.redis import connect
+from core.settings import Settings
+from profiles.store import ProfileStore
+from profiles.updates import plan_update
+from runtime.embedded import die_with_parent
+from runtime.local import settings_env
 from schemas import parse_event_obj
 from stream.analytics_timer import refresh_if_due, register_analytics
 from stream.app import create_app as create_faust_app
-from stream.updates import plan_update
 from tests.conftest import REPO, stop_worker, wait_for
 from tests.integration.helpers import api_client, now_ms, sync_redis
 
@@ -268,7 +270,7 @@ async def test_export_pages_through_one_snapshot_across_refreshes(settings: Sett
         assert latest["snapshot_id"] != first["snapshot_id"]
 
         # the replaced snapshot expires: its cursor is refused with the reason
-        keys = sync_redis(settings).keys(f"{settings.key_prefix}:an:snap:{first['snapshot_id']}*")
+        keys = sync_redis(settings).keys(Keys(settings.key_prefix).snapshot(first["snapshot_id"]) + "*")
         assert keys and all(sync_redis(settings).ttl(k) > 0 for k in keys)
         sync_redis(settings).delete(*keys)
         resp = await client.get(f"/v1/segments/{biggest['slug']}/customers", params={"cursor": first["next_cursor"]})
@@ -363,7 +365,7 @@ def test_the_worker_registers_the_timer(settings: Settings) -> None:
 
 WORKER_WITH_ANALYTICS = """
 import faust
-from ecrm.settings import get_settings
+from core.settings import get_settings
 from stream.analytics_timer import register_analytics
 from stream.worker import build
 settings = get_settings()
@@ -386,7 +388,9 @@ async def test_a_real_worker_refreshes_on_its_timer(settings: Settings, rules_pa
     )
     try:
         r = sync_redis(settings)
-        wait_for(lambda: r.exists(f"{settings.key_prefix}:an:state"), timeout=90, what="the worker's first refresh")
+        wait_for(
+            lambda: r.exists(Keys(settings.key_prefix).analytics_state), timeout=90, what="the worker's first refresh"
+        )
         first = AnalyticsStore(connect(settings), settings.key_prefix)
         try:
             state = await first.state()

@@ -19,11 +19,12 @@ from analytics.refresh import Outcome, Refresher
 from analytics.rules_file import DEFAULT_RULES_PATH, RulesSource
 from analytics.settings import AnalyticsSettings
 from analytics.store import AnalyticsStore
+from core.kafka import make_producer
+from core.keyspace import Keys, customer_pid
+from core.redis import connect
+from core.settings import Settings
 from ecrm.cli import app
 from ecrm.commands import import_orders
-from ecrm.kafka import make_producer
-from ecrm.settings import Settings
-from ecrm.store import connect
 from tests.conftest import wait_for
 from tests.integration.helpers import api_client, sync_redis
 from tests.integration.test_analytics_api import expected_segment
@@ -99,7 +100,7 @@ def imported(settings: Settings, worker: Callable[[], Any], datasets: Path, tmp_
     def applied() -> int:
         with r.pipeline(transaction=False) as pipe:
             for customer in customers:
-                pipe.hget(f"{settings.key_prefix}:p:c:{customer}", "orders")
+                pipe.hget(Keys(settings.key_prefix).profile(customer_pid(customer)), "orders")
             return sum(int(v or 0) for v in pipe.execute())
 
     wait_for(lambda: applied() >= total, timeout=240, interval=1.0, what=f"the worker to apply {total} orders")
@@ -161,7 +162,8 @@ async def test_rfm_of_the_retail_sample_equals_an_independent_computation(
 def test_importing_the_same_file_again_changes_nothing(settings: Settings, imported: None, datasets: Path) -> None:
     """A second ``ecrm import-orders`` of the same CSV reaches the worker and leaves every profile as it was."""
     r = sync_redis(settings)
-    keys = [key for key in r.scan_iter(f"{settings.key_prefix}:p:c:*", count=1000) if key.count(":") == 3]
+    k = Keys(settings.key_prefix)
+    keys = [k.profile(pid) for pid, _ in r.zscan_iter(k.profiles) if pid.startswith("c:")]
     before = {key: r.hgetall(key) for key in keys}
     result = CliRunner().invoke(app, ["import-orders", str(datasets / "online_retail_sample.csv"), "--no-progress"])
     assert result.exit_code == 0, result.output
@@ -174,7 +176,7 @@ def test_importing_the_same_file_again_changes_nothing(settings: Settings, impor
     producer.flush()
     producer.close()
     wait_for(
-        lambda: all(r.exists(f"{settings.key_prefix}:p:c:sentinel-{p}") for p in range(settings.topic_partitions)),
+        lambda: all(r.exists(k.profile(customer_pid(f"sentinel-{p}"))) for p in range(settings.topic_partitions)),
         timeout=240,
         interval=1.0,
         what="the worker to read the second import",

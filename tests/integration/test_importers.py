@@ -12,10 +12,10 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 from typer.testing import CliRunner
 
+from core.kafka import ensure_topics
+from core.settings import Settings
 from ecrm.cli import app
 from ecrm.commands import import_orders, ingest_log
-from ecrm.kafka import ensure_topics
-from ecrm.settings import Settings
 from schemas import parse_event
 
 pytestmark = pytest.mark.integration

@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ecrm.embedded import free_port
-from ecrm.local import LocalStack, wait_until_stopped
-from ecrm.settings import Settings
+from core.settings import Settings
+from runtime.embedded import free_port
+from runtime.local import LocalStack, wait_until_stopped
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration

@@ -14,8 +14,9 @@ import orjson
 import pytest
 from kafka import KafkaConsumer
 
-from ecrm.kafka import make_producer, produce_events
-from ecrm.settings import Settings
+from core.kafka import make_producer, produce_events
+from core.keyspace import Keys, customer_pid
+from core.settings import Settings
 from tests.conftest import wait_for
 from tests.integration.helpers import api_client, now_ms, profile_hash, purchase, sync_redis, view
 
@@ -131,9 +132,10 @@ def test_sigkill_mid_stream_neither_loses_nor_double_counts(settings: Settings, 
     produce_events(producer, settings.events_topic, events)
     producer.close()
     r = sync_redis(settings)
+    keys = Keys(settings.key_prefix)
 
     def processed() -> int:
-        return sum(int(r.hget(f"{settings.key_prefix}:p:c:{c}", "n:product_view") or 0) for c in customers)
+        return sum(int(r.hget(keys.profile(customer_pid(c)), "n:product_view") or 0) for c in customers)
 
     first = worker()
     wait_for(lambda: processed() > 3_000, timeout=90, what="the first worker to be mid-stream")
@@ -146,7 +148,7 @@ def test_sigkill_mid_stream_neither_loses_nor_double_counts(settings: Settings, 
     time.sleep(2)  # any redelivered duplicates would land now
     expected = Counter(customers[i % len(customers)] for i in range(30_000))
     for c in customers:
-        h = r.hgetall(f"{settings.key_prefix}:p:c:{c}")
+        h = r.hgetall(keys.profile(customer_pid(c)))
         assert int(h["n:product_view"]) == expected[c], c
         assert int(h["n:purchase"]) == 1 and int(h["orders"]) == 1 and float(h["revenue"]) == 2.5, c
 

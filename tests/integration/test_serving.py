@@ -11,16 +11,17 @@ from typing import Any
 
 import pytest
 
-from ecrm.kafka import make_producer, produce_events
-from ecrm.keys import Keys
-from ecrm.settings import Settings
-from ecrm.simulate import SimulationConfig, simulate
-from ecrm.store import ProfileStore, connect
-from recommender.training import train_once
+from core.kafka import make_producer, produce_events
+from core.keyspace import Keys
+from core.redis import connect
+from core.settings import Settings
+from profiles.store import ProfileStore
+from profiles.updates import plan_update
+from runtime.simulate import SimulationConfig, simulate
 from schemas import parse_event_obj
-from stream.updates import plan_update
 from tests.conftest import wait_for
 from tests.integration.helpers import api_client, now_ms, sync_redis, view
+from trainer.training import train_once
 
 pytestmark = pytest.mark.integration
 DEMO = SimulationConfig(customers=150, anonymous_visitors=30, items=120, categories=6, seed=3)
@@ -200,6 +201,6 @@ ECRM = [__import__("sys").executable, "-m", "ecrm"]
 
 
 def env_of(settings: Settings) -> dict[str, str]:
-    from ecrm.local import settings_env
+    from runtime.local import settings_env
 
     return settings_env(settings)

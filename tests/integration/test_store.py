@@ -6,11 +6,12 @@ from typing import Any
 
 import pytest
 
-from ecrm.keys import TRENDING_ERA_HALF_LIVES, Keys
-from ecrm.settings import Settings
-from ecrm.store import ProfileStore, connect
+from core.keyspace import TRENDING_ERA_HALF_LIVES, Keys
+from core.redis import connect
+from core.settings import Settings
+from profiles.store import ProfileStore
+from profiles.updates import plan_update
 from schemas import parse_event_obj
-from stream.updates import plan_update
 
 pytestmark = pytest.mark.integration
 DAY = 86_400_000
@@ -131,5 +132,5 @@ async def test_interactions_log_for_training(store: ProfileStore, settings: Sett
         ev("add_to_cart", 3, T0, customer_id="c", item_id="a"),
     ])  # fmt: skip
     rows = await store.client.xrange(Keys(settings.key_prefix).interactions)
-    assert [f["d"].split("\t")[:3] for _, f in rows] == [["c:c", "a", "1"], ["c:c", "a", "3"]]
-    assert all(int(f["d"].split("\t")[3]) == T0 for _, f in rows)
+    assert [(f["p"], f["i"], f["w"]) for _, f in rows] == [("c:c", "a", "1"), ("c:c", "a", "3")]
+    assert all(int(f["t"]) == T0 for _, f in rows)

@@ -1,4 +1,4 @@
-"""ecrm.ingest.access_log on the shared Apache sample and on hand-made lines."""
+"""ingest.access_log on the shared Apache sample and on hand-made lines."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from ecrm.ingest.access_log import (
+from ingest.access_log import (
     AccessLogMapper,
     Anonymizer,
     BotDetector,
@@ -22,7 +22,7 @@ from ecrm.ingest.access_log import (
     redact,
     split_request,
 )
-from ecrm.ingest.patterns import LogPatterns, load_patterns, parse_patterns
+from ingest.patterns import LogPatterns, load_patterns, parse_patterns
 from schemas import parse_event_obj
 
 SAMPLE = "apache_access_sample.log"

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ecrm.ingest.access_log import AccessLogMapper, Drop, Emit, Reject, redact
-from ecrm.ingest.patterns import LogPatterns, load_patterns, parse_patterns
+from ingest.access_log import AccessLogMapper, Drop, Emit, Reject, redact
+from ingest.patterns import LogPatterns, load_patterns, parse_patterns
 from schemas import parse_event_obj
 
 HOST = "192.0.2.44"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ecrm.ingest.patterns import DEFAULT_PATTERNS_PATH, PatternError, extension, load_patterns, parse_patterns
+from ingest.patterns import DEFAULT_PATTERNS_PATH, PatternError, extension, load_patterns, parse_patterns
 
 
 def test_shipped_default_loads() -> None:

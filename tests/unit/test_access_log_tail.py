@@ -1,11 +1,11 @@
-"""Reading and following a log file (ecrm.ingest.tail) with a fake clock: no real waiting."""
+"""Reading and following a log file (ingest.tail) with a fake clock: no real waiting."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 
-from ecrm.ingest.tail import Line, read_lines
+from ingest.tail import Line, read_lines
 
 
 class FakeTime:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from analytics.settings import AnalyticsSettings
-from ecrm.settings import Settings
+from core.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 NAMES = sorted(f"ECRM_{name.upper()}" for name in [*Settings.model_fields, *AnalyticsSettings.model_fields])

@@ -12,7 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from recommender import Interactions
-from recommender.evaluation import MetricSums, leave_one_out, load_dataset, time_split
+from recommender.evaluation import MetricSums, leave_one_out, time_split
+from trainer.datasets import load_dataset
 
 
 def test_metrics_on_a_hand_made_example() -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from ecrm.settings import Settings
+from core.settings import Settings
 from schemas import parse_event_obj
 
 LOAD_TESTS = Path(__file__).resolve().parents[2] / "load_tests"

@@ -1,4 +1,4 @@
-"""ecrm.ingest.orders on the shared Online Retail sample (figures computed here with plain csv) and on small files."""
+"""ingest.orders on the shared Online Retail sample (figures computed here with plain csv) and on small files."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ecrm.ingest.orders import (
+from ingest.orders import (
     OrderColumns,
     OrderGrouper,
     OrderOptions,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from api.recommend import Chain, excluded_purchases, personal_reason
 from recommender.base import Recommendation
-from recommender.training import decide, should_retrain
+from stream.retrain import should_retrain
+from trainer.training import decide
 
 DAY = 86_400_000
 

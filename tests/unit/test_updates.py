@@ -1,45 +1,47 @@
-"""Pure profile logic: what one event changes."""
+"""Pure profile logic: what one event changes (a typed plan)."""
 
 from __future__ import annotations
 
 import pytest
 
-from ecrm.settings import DEFAULT_EVENT_WEIGHTS
+from core.keyspace import ProfileId
+from profiles.updates import CartChange, CatalogueUpdate, Interaction, Plan, decay_factor, decayed_now, plan_update
 from schemas import parse_event_obj
-from stream.updates import decay_factor, decayed_now, plan_update
+from schemas.weights import DEFAULT_EVENT_WEIGHTS
 
 TS = 1_763_888_400_000
 
 
-def plan(obj: dict[str, object]) -> dict[str, object]:
+def plan(obj: dict[str, object]) -> Plan:
     return plan_update(parse_event_obj({"event_id": "e", "timestamp": TS, **obj}), DEFAULT_EVENT_WEIGHTS)
 
 
 def test_product_view_is_an_interaction_with_its_weight() -> None:
     p = plan({"type": "product_view", "customer_id": "c", "item_id": "i", "category": "k", "session_id": "s"})
-    assert p == {
-        "id": "e",
-        "t": "product_view",
-        "ts": TS,
-        "p": "c:c",
-        "s": "s",
-        "items": [["i", "k", DEFAULT_EVENT_WEIGHTS["product_view"]]],
-    }
+    assert p == Plan(
+        event_id="e",
+        type="product_view",
+        ts=TS,
+        profile=ProfileId("c", "c"),
+        session="s",
+        interactions=(Interaction("i", "k", DEFAULT_EVENT_WEIGHTS["product_view"]),),
+    )
 
 
 def test_anonymous_visitor_has_own_profile_and_login_merges() -> None:
-    assert plan({"type": "page_view", "anonymous_id": "v"})["p"] == "a:v"
+    alone = plan({"type": "page_view", "anonymous_id": "v"})
+    assert alone.profile == ProfileId("a", "v") and alone.login is None
     both = plan({"type": "page_view", "anonymous_id": "v", "customer_id": "c"})
-    assert both["p"] == "c:c" and both["login"] == "v"
+    assert both.profile == ProfileId("c", "c") and both.login == "v"
 
 
 def test_cart_changes() -> None:
     add = plan({"type": "add_to_cart", "customer_id": "c", "item_id": "i", "quantity": 3})
-    assert add["cart"] == [["i", 3]]
+    assert add.cart == (CartChange("i", 3),)
     some = plan({"type": "remove_from_cart", "customer_id": "c", "item_id": "i", "quantity": 2})
-    assert some["cart"] == [["i", -2]]
+    assert some.cart == (CartChange("i", -2),)
     everything = plan({"type": "remove_from_cart", "customer_id": "c", "item_id": "i"})
-    assert everything["cart"] == [["i", 0]]
+    assert everything.cart == (CartChange("i", 0),)
 
 
 def test_purchase_revenue_lines_and_cart_clearing() -> None:
@@ -55,27 +57,27 @@ def test_purchase_revenue_lines_and_cart_clearing() -> None:
             ],
         }
     )
-    assert p["order"] == 5.5
-    assert p["items"] == [["a", "", 5.0], ["b", "k", 5.0]]
-    assert p["cart"] == [["a", 0], ["b", 0]]
+    assert p.revenue == 5.5
+    assert p.interactions == (Interaction("a", "", 5.0), Interaction("b", "k", 5.0))
+    assert p.cart == (CartChange("a", 0), CartChange("b", 0))
 
 
 def test_search_and_page_view_touch_no_items() -> None:
-    assert "items" not in plan({"type": "search", "customer_id": "c", "query": "q"})
-    assert "items" not in plan({"type": "page_view", "customer_id": "c"})
+    assert plan({"type": "search", "customer_id": "c", "query": "q"}).interactions == ()
+    assert plan({"type": "page_view", "customer_id": "c"}).interactions == ()
 
 
 def test_catalogue_item() -> None:
     p = plan({"type": "item", "item_id": "i", "title": "T", "category": "k", "price": 2.0, "in_stock": False})
-    assert p["item"] == {"id": "i", "title": "T", "category": "k", "price": 2.0, "in_stock": 0}
-    assert "p" not in p
+    assert p.catalogue == CatalogueUpdate("i", "T", "k", 2.0, False)
+    assert p.profile is None
 
 
 def test_configurable_weights() -> None:
     event = parse_event_obj(
         {"type": "product_view", "event_id": "e", "timestamp": TS, "customer_id": "c", "item_id": "i"}
     )
-    assert plan_update(event, {"product_view": 7.0})["items"] == [["i", "", 7.0]]
+    assert plan_update(event, {"product_view": 7.0}).interactions == (Interaction("i", "", 7.0),)
 
 
 def test_forward_decay_halves_per_half_life() -> None:

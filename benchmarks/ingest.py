@@ -23,11 +23,11 @@ import orjson
 import redis
 from aiokafka import AIOKafkaConsumer
 
-from ecrm.kafka import ensure_topics, event_key, make_producer, produce_events
-from ecrm.keys import Keys
-from ecrm.local import spawn_role, stop_process
-from ecrm.settings import Settings, isolated
-from ecrm.simulate import SimulationConfig, simulate
+from core.kafka import ensure_topics, event_key, make_producer, produce_events
+from core.keyspace import Keys
+from core.settings import Settings, isolated
+from runtime.local import spawn_role, stop_process
+from runtime.simulate import SimulationConfig, simulate
 
 Echo = Callable[[str], None]
 

@@ -30,7 +30,7 @@ from typing import Any, Literal
 from apachelogs import COMBINED, COMMON, LogParser
 from crawlerdetect import CrawlerDetect
 
-from ecrm.ingest.patterns import LogPatterns, Rule
+from ingest.patterns import LogPatterns, Rule
 from schemas import InvalidEvent, parse_event_obj
 
 LogFormat = Literal["combined", "common"]

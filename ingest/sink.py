@@ -1,6 +1,6 @@
 """Where importers send their output: events to Kafka in batches (or nowhere, in a dry run), rejects to a file.
 
-Thin adapters around :mod:`ecrm.kafka`; errors surface as :class:`ecrm.kafka.KafkaUnavailable`.
+Thin adapters around :mod:`core.kafka`; errors surface as :class:`core.errors.BrokerUnavailable`.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, TextIO
 
-from ecrm.kafka import ensure_topics, make_producer, produce_events
-from ecrm.settings import Settings
+from core.kafka import ensure_topics, make_producer, produce_events
+from core.settings import Settings
 
 
 class EventSink(Protocol):

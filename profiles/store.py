@@ -1,40 +1,30 @@
 """Redis adapter for profiles: applies update plans (worker) and reads profiles and popularity (API).
 
-Redis errors are mapped to :class:`StoreUnavailable` here, at the boundary; callers never see redis-py's
-exceptions.
+Key names come from :mod:`core.keyspace`; redis-py's errors become the engine's (:mod:`core.errors`) through
+:func:`core.redis.redis_errors`, so callers never see redis-py's exceptions.
 """
 
 from __future__ import annotations
 
-import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
-import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
-from ecrm.keys import TRENDING_ERA_HALF_LIVES, Keys, anonymous_pid, customer_pid, trending_era
-from ecrm.settings import Settings
-from stream.updates import Plan, decayed_now
+from core.clock import now_ms
+from core.errors import StoreUnavailable
+from core.keyspace import TRENDING_ERA_HALF_LIVES, Keys, anonymous_pid, customer_pid, parse_pid, trending_era
+from core.redis import redis_errors
+from core.settings import Settings
+from profiles.script import Lookups, ScriptParams, build_call, needed_lookups
+from profiles.updates import Plan, decayed_now
 
 _DAY_MS = 86_400_000.0
 _HOUR_MS = 3_600_000.0
-
-
-class StoreUnavailable(RuntimeError):
-    """Redis could not be reached or failed a command."""
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def connect(settings: Settings) -> aioredis.Redis:
-    """An asyncio Redis client that decodes strings."""
-    return aioredis.Redis.from_url(settings.redis_url, decode_responses=True, health_check_interval=30)
+MAX_STALE_ROUNDS = 50  # reads that went stale before the script ran (a login meanwhile) before giving up
 
 
 def _history(weights: dict[str, str], times: dict[str, str]) -> list[tuple[str, float, int]]:
@@ -60,7 +50,7 @@ class ScoredItem:
 
 
 class ProfileStore:
-    """Profiles, catalogue and popularity in Redis (key layout: :mod:`ecrm.keys`)."""
+    """Profiles, catalogue and popularity in Redis (key layout: :mod:`core.keyspace`)."""
 
     def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
         self.client = client
@@ -68,42 +58,62 @@ class ProfileStore:
         self.keys = Keys(settings.key_prefix)
         self._aff_half_life_ms = settings.affinity_half_life_days * _DAY_MS
         self._trend_half_life_ms = settings.trending_half_life_hours * _HOUR_MS
-        lua = resources.files("stream").joinpath("apply.lua").read_text()
+        self._params = ScriptParams(
+            dedupe_ttl_ms=int(settings.dedupe_ttl_days * _DAY_MS),
+            recent_max=settings.recent_items_max,
+            affinity_half_life_ms=self._aff_half_life_ms,
+            trending_half_life_ms=self._trend_half_life_ms,
+            era_half_lives=TRENDING_ERA_HALF_LIVES,
+            log_maxlen=settings.interactions_log_maxlen,
+        )
+        lua = resources.files("profiles").joinpath("apply.lua").read_text()
         self._apply = client.register_script(lua)
 
     async def ping(self) -> bool:
-        try:
+        with redis_errors(f"Redis unreachable at {self.settings.redis_url}"):
             return bool(await self.client.ping())
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"Redis unreachable at {self.settings.redis_url}: {exc}") from exc
 
-    async def apply_plans(self, plans: list[Plan]) -> list[int]:
-        """Apply plans atomically; returns per plan 1 (applied) or 0 (duplicate event id)."""
-        if not plans:
-            return []
-        s = self.settings
-        args = [
-            orjson.dumps(plans).decode(),
-            s.key_prefix,
-            int(s.dedupe_ttl_days * _DAY_MS),
-            s.recent_items_max,
-            self._aff_half_life_ms,
-            self._trend_half_life_ms,
-            TRENDING_ERA_HALF_LIVES,
-            s.interactions_log_maxlen,
-        ]
-        try:
-            result = await self._apply(keys=[], args=args)
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"applying {len(plans)} updates failed: {exc}") from exc
-        return [int(x) for x in result]
+    async def apply_plans(self, plans: Sequence[Plan]) -> list[int]:
+        """Apply plans, each atomically with its de-duplication marker; returns per plan 1 (applied) or 0
+        (duplicate event id). Raises :class:`StoreUnavailable` (retry) or :class:`StoreRefused` (bad data)."""
+        statuses: list[int] = []
+        rest = list(plans)
+        for _ in range(MAX_STALE_ROUNDS):
+            if not rest:
+                return statuses
+            found = await self._lookups(rest)
+            keys, args = build_call(rest, found, self.keys, self._params)
+            with redis_errors(f"applying {len(rest)} updates"):
+                done = [int(x) for x in await self._apply(keys=keys, args=args)]
+            statuses += done
+            rest = rest[len(done) :]
+        if rest:
+            raise StoreUnavailable(f"{len(rest)} updates kept meeting concurrent logins; retrying", "contention")
+        return statuses
+
+    async def _lookups(self, plans: Sequence[Plan]) -> Lookups:
+        """What decides the keys of ``plans``: the customers visitors logged in as, the items' categories."""
+        visitors, items = needed_lookups(plans)
+        if not visitors and not items:
+            return Lookups()
+        with redis_errors("reading visitors and catalogue before an update"):
+            async with self.client.pipeline(transaction=False) as pipe:
+                for visitor in visitors:
+                    pipe.get(self.keys.alias(visitor))
+                for item in items:
+                    pipe.hget(self.keys.item(item), "category")
+                replies = await pipe.execute()
+        return Lookups(
+            aliases=dict(zip(visitors, replies[: len(visitors)], strict=True)),
+            categories=dict(zip(items, replies[len(visitors) :], strict=True)),
+        )
 
     # ----- reads -----
 
     async def profile(self, pid: str, now: int | None = None) -> dict[str, Any] | None:
         """The whole live profile of ``pid``, or None when it has never been seen."""
         k = self.keys
-        try:
+        with redis_errors(f"reading profile {pid!r}"):
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.hgetall(k.profile(pid))
                 pipe.zrevrange(k.recent(pid), 0, -1, withscores=True)
@@ -111,17 +121,13 @@ class ProfileStore:
                 pipe.hgetall(k.affinity(pid))
                 pipe.pfcount(k.sessions(pid))
                 h, recent, cart, aff, sessions = await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"reading profile {pid!r} failed: {exc}") from exc
         if not h:
             return None
         return build_profile(pid, h, recent, cart, aff, sessions, now or now_ms(), self._aff_half_life_ms)
 
     async def bought(self, pid: str) -> dict[str, int]:
-        try:
+        with redis_errors(f"reading purchases of {pid!r}"):
             raw = await self.client.hgetall(self.keys.bought(pid))
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"reading purchases of {pid!r} failed: {exc}") from exc
         return {item: int(ts) for item, ts in raw.items()}
 
     async def trending(self, n: int, now: int | None = None) -> list[ScoredItem]:
@@ -129,41 +135,33 @@ class ProfileStore:
         now = now or now_ms()
         era = trending_era(now, self._trend_half_life_ms)
         landmark = era * self._trend_half_life_ms * TRENDING_ERA_HALF_LIVES
-        try:
+        with redis_errors("reading trending items"):
             rows = await self.client.zrevrange(self.keys.trending(era), 0, n - 1, withscores=True)
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"reading trending items failed: {exc}") from exc
         return [ScoredItem(item, decayed_now(score, landmark, now, self._trend_half_life_ms)) for item, score in rows]
 
     async def popular(self, n: int) -> list[ScoredItem]:
         """Top items by all-time interaction weight."""
-        try:
+        with redis_errors("reading popular items"):
             rows = await self.client.zrevrange(self.keys.popular, 0, n - 1, withscores=True)
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"reading popular items failed: {exc}") from exc
         return [ScoredItem(item, float(score)) for item, score in rows]
 
     async def out_of_stock(self, items: list[str]) -> set[str]:
         """Items the catalogue marks as not in stock (unknown items count as available). One command."""
         if not items:
             return set()
-        try:
+        with redis_errors("reading the catalogue"):
             flags = await self.client.smismember(self.keys.out_of_stock, items)
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"reading the catalogue failed: {exc}") from exc
         return {item for item, flag in zip(items, flags, strict=True) if flag}
 
     async def request_context(self, pid: str) -> RequestContext:
         """Everything a recommendation request needs of a profile, in one round trip."""
-        try:
+        with redis_errors(f"reading profile {pid!r}"):
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.hgetall(self.keys.items(pid))
                 pipe.hgetall(self.keys.items_ts(pid))
                 pipe.hgetall(self.keys.bought(pid))
                 pipe.hgetall(self.keys.affinity(pid))
                 weights, times, bought, aff = await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"reading profile {pid!r} failed: {exc}") from exc
         return RequestContext(
             history=_history(weights, times),
             bought={item: int(ts) for item, ts in bought.items()},
@@ -172,30 +170,24 @@ class ProfileStore:
 
     async def resolve_visitor(self, anonymous_id: str) -> str:
         """The profile of a visitor: their customer's when they logged in, else their own."""
-        try:
+        with redis_errors(f"reading visitor {anonymous_id!r}"):
             customer = await self.client.get(self.keys.alias(anonymous_id))
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"reading visitor {anonymous_id!r} failed: {exc}") from exc
         return customer_pid(customer) if customer else anonymous_pid(anonymous_id)
 
     async def item_categories(self, items: list[str]) -> dict[str, str]:
         """Catalogue category of each item that has one."""
         if not items:
             return {}
-        try:
+        with redis_errors("reading the catalogue"):
             async with self.client.pipeline(transaction=False) as pipe:
                 for item in items:
                     pipe.hget(self.keys.item(item), "category")
                 cats = await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"reading the catalogue failed: {exc}") from exc
         return {item: cat for item, cat in zip(items, cats, strict=True) if cat}
 
     async def category_items(self, category: str) -> set[str]:
-        try:
+        with redis_errors(f"reading category {category!r}"):
             return set(await self.client.smembers(self.keys.category(category)))
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"reading category {category!r} failed: {exc}") from exc
 
 
 def _iso(ms: str | int | None) -> str | None:
@@ -224,11 +216,11 @@ def build_profile(
     orders = int(h.get("orders", 0))
     revenue = round(float(h.get("revenue", 0.0)), 2)
     last_purchase = h.get("last_purchase")
-    kind, _, ident = pid.partition(":")
+    who = parse_pid(pid)
     return {
         "profile_id": pid,
-        "customer_id": ident if kind == "c" else None,
-        "anonymous_id": ident if kind == "a" else None,
+        "customer_id": who.customer_id,
+        "anonymous_id": who.anonymous_id,
         "first_seen": _iso(h.get("first_seen")),
         "last_seen": _iso(h.get("last_seen")),
         "event_counts": counts,
@@ -252,8 +244,6 @@ def build_profile(
 
 async def catalogue_sample(store: ProfileStore, n: int) -> list[str]:
     """Up to ``n`` catalogue item ids (sorted, so the answer is stable): the last resort of every fallback."""
-    try:
+    with redis_errors("reading the catalogue"):
         _, items = await store.client.sscan(store.keys.catalogue, 0, count=max(n * 4, 100))
-    except (RedisError, OSError) as exc:
-        raise StoreUnavailable(f"reading the catalogue failed: {exc}") from exc
     return sorted(items)[:n]

@@ -31,7 +31,7 @@ from urllib.parse import unquote, unquote_plus
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-DEFAULT_PATTERNS_PATH = Path(__file__).resolve().parents[2] / "config" / "log_patterns.yaml"
+DEFAULT_PATTERNS_PATH = Path(__file__).resolve().parents[1] / "config" / "log_patterns.yaml"
 
 RuleEvent = Literal["page_view", "product_view", "add_to_cart", "remove_from_cart", "purchase", "search", "ignore"]
 

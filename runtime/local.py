@@ -18,8 +18,8 @@ from types import FrameType
 
 import httpx
 
-from ecrm.embedded import EmbeddedServer, die_with_parent, free_port, start_missing
-from ecrm.settings import Settings
+from core.settings import Settings
+from runtime.embedded import EmbeddedServer, die_with_parent, free_port, start_missing
 
 Echo = Callable[[str], None]
 
@@ -95,7 +95,7 @@ class LocalStack:
 
 def start_stack(settings: Settings, echo: Echo, env: dict[str, str] | None = None) -> LocalStack:
     """Start the embedded servers (unless the environment names real ones), the topics, a worker and the API."""
-    from ecrm.kafka import ensure_topics
+    from core.kafka import ensure_topics
 
     env = dict(os.environ) if env is None else env
     stack = LocalStack(settings)

@@ -1,27 +1,37 @@
-"""Kafka adapter for the command-line side (kafka-python): topic administration and a batching producer.
+"""Kafka adapter: topic administration and a batching producer for the command-line side (kafka-python), and the
+one place where broker errors become the engine's.
 
-Async services use aiokafka (under Faust in the worker, directly in the API collector).
-Errors from kafka-python are mapped to :class:`KafkaUnavailable` here, at the boundary.
+Async services use aiokafka (under Faust in the worker, directly in the API collector). Errors of both clients
+are mapped to :class:`~core.errors.BrokerUnavailable` here (:func:`broker_errors`), at the boundary.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
+from aiokafka.errors import KafkaError as AioKafkaError
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from ecrm.settings import Settings
+from core.errors import BrokerUnavailable
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-class KafkaUnavailable(RuntimeError):
-    """The broker could not be reached or refused the request."""
+@contextmanager
+def broker_errors(what: str) -> Iterator[None]:
+    """Map kafka-python's, aiokafka's and socket errors raised inside the block (sync or awaited) to
+    :class:`BrokerUnavailable`."""
+    try:
+        yield
+    except (KafkaError, AioKafkaError, OSError, TimeoutError) as exc:
+        raise BrokerUnavailable(f"{what}: {exc}") from exc
 
 
 def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
@@ -34,7 +44,7 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
             request_timeout_ms=int(timeout_s * 1000),
         )
     except KafkaError as exc:
-        raise KafkaUnavailable(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from exc
+        raise BrokerUnavailable(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from exc
     try:
         existing = set(admin.list_topics())
         missing = [
@@ -49,7 +59,7 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
                 pass
         return [t.name for t in missing]
     except KafkaError as exc:
-        raise KafkaUnavailable(f"topic administration failed on {settings.kafka_bootstrap}: {exc}") from exc
+        raise BrokerUnavailable(f"topic administration failed on {settings.kafka_bootstrap}: {exc}") from exc
     finally:
         admin.close()
 
@@ -66,7 +76,7 @@ def make_producer(settings: Settings) -> KafkaProducer:
             client_id="ecrm-cli",
         )
     except KafkaError as exc:
-        raise KafkaUnavailable(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from exc
+        raise BrokerUnavailable(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from exc
 
 
 def event_key(event: dict[str, Any]) -> bytes:
@@ -88,5 +98,5 @@ def produce_events(
                 producer.flush()
         producer.flush()
     except KafkaError as exc:
-        raise KafkaUnavailable(f"producing to {topic!r} failed after {count} events: {exc}") from exc
+        raise BrokerUnavailable(f"producing to {topic!r} failed after {count} events: {exc}") from exc
     return count

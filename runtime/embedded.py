@@ -7,11 +7,8 @@ The embedded broker keeps its data in memory only: it is for development, demos 
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import logging
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -20,22 +17,24 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ecrm.settings import Settings
+from core.process import die_with_parent
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
-_PR_SET_PDEATHSIG = 1
+__all__ = [
+    "EmbeddedError",
+    "EmbeddedServer",
+    "die_with_parent",
+    "free_port",
+    "start_broker",
+    "start_missing",
+    "start_redis",
+]
 
 
 class EmbeddedError(RuntimeError):
     """An embedded server could not be found or did not start."""
-
-
-def die_with_parent() -> None:
-    """``preexec_fn`` for child processes: SIGTERM the child when its parent dies (Linux)."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:

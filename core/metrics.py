@@ -20,7 +20,11 @@ EVENT_LAG_SECONDS = Histogram(
     "Profile write time minus event time",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
 )
-STORE_RETRIES = Counter("ecrm_store_retries_total", "Redis writes retried after an error")
+STORE_RETRIES = Counter(
+    "ecrm_store_retries_total",
+    "Redis writes retried after an error, by reason (connection, oom, readonly ...)",
+    ["reason"],
+)
 
 # --- API ---
 API_LATENCY = Histogram(

@@ -11,16 +11,8 @@ from functools import lru_cache
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
-    "page_view": 0.0,
-    "product_view": 1.0,
-    "search": 0.0,
-    "add_to_cart": 3.0,
-    "remove_from_cart": -1.0,
-    "purchase": 5.0,
-    "recommendation_click": 2.0,
-    "item": 0.0,
-}
+from core.keyspace import PREFIX_PATTERN
+from schemas.weights import DEFAULT_EVENT_WEIGHTS
 
 
 class Settings(BaseSettings):
@@ -35,7 +27,9 @@ class Settings(BaseSettings):
     dlq_topic: str = "ecrm.events.dlq"
     topic_partitions: int = Field(4, ge=1)
     topic_replication: int = Field(1, ge=1)
-    key_prefix: str = Field("ecrm", description="Prefix of every Redis key")
+    key_prefix: str = Field(
+        "ecrm", pattern=PREFIX_PATTERN.pattern, description="Prefix of every Redis key (letters, digits, _ . -)"
+    )
 
     # Worker
     worker_app_id: str = "ecrm-worker"

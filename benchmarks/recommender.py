@@ -25,10 +25,10 @@ import numpy as np
 import orjson
 import redis
 
-from ecrm.keys import Keys
-from ecrm.local import spawn_role, stop_process, wait_ready
-from ecrm.settings import Settings, isolated
-from recommender.training import TrainingResult, train_once
+from core.keyspace import Keys
+from core.settings import Settings, isolated
+from runtime.local import spawn_role, stop_process, wait_ready
+from trainer.training import TrainingResult, train_once
 
 Echo = Callable[[str], None]
 
@@ -231,8 +231,8 @@ def bench_api(base: Settings, port: int, items: int, rps: float, seconds: float,
 
 def bench_freshness(base: Settings, port: int, probes: int, echo: Echo) -> list[float]:
     """Seconds from a product_view produced to Kafka until the customer's recommendations change."""
-    from ecrm.kafka import ensure_topics, make_producer, produce_events
-    from ecrm.simulate import SimulationConfig, simulate
+    from core.kafka import ensure_topics, make_producer, produce_events
+    from runtime.simulate import SimulationConfig, simulate
 
     settings = isolated(base, api_port=port, model_poll_s=1.0)
     ensure_topics(settings)

@@ -14,28 +14,23 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
-from redis.exceptions import RedisError
 
-from ecrm.keys import Keys
-from ecrm.settings import Settings
+from core.clock import now_ms
+from core.errors import NothingToTrain, TrainingBusy
+from core.keyspace import Keys, ProfileId, parse_pid
+from core.redis import connect_sync, redis_errors
+from core.registry import Registry, new_version_id
+from core.settings import Settings
 from recommender.base import RecommenderBase
 from recommender.config import RecommenderConfig
 from recommender.data import HistoryEntry, Interactions, interactions_batch
 from recommender.evaluation.protocols import Split, time_split
 from recommender.model import Engine
-from recommender.registry import Registry, RegistryError, new_version_id
 from recommender.threads import blas_threads
 
 Echo = Callable[[str], None]
-LOCK_TTL_MS = 30 * 60 * 1000
 
-
-class NothingToTrain(RuntimeError):
-    """The interaction log is empty."""
-
-
-class TrainingBusy(RuntimeError):
-    """Another training holds the lock."""
+__all__ = ["NothingToTrain", "TrainingBusy", "TrainingResult", "read_interactions", "train_once"]
 
 
 @dataclass
@@ -57,32 +52,46 @@ def load_config(settings: Settings) -> RecommenderConfig:
     return RecommenderConfig()
 
 
+def parse_log_entry(fields: list[bytes]) -> tuple[str, str, float, int]:
+    """One training-log entry: fields ``p`` profile, ``i`` item, ``w`` weight, ``t`` time, each its own stream field,
+    so no id (tabs, newlines, anything) can break the log. ValueError for an entry that lacks one."""
+    entry = dict(zip(fields[0::2], fields[1::2], strict=True))
+    if b"d" in entry and b"p" not in entry:  # the older tab-joined form
+        p, i, w, t = entry[b"d"].decode().split("	")
+        return p, i, float(w), int(t)
+    try:
+        return entry[b"p"].decode(), entry[b"i"].decode(), float(entry[b"w"]), int(entry[b"t"])
+    except KeyError as exc:
+        raise ValueError(f"training log entry without field {exc}") from exc
+
+
 def _stream_records(client: redis.Redis, key: str, chunk: int) -> Iterator[tuple[str, str, float, int]]:
-    """Entries of the training log: one field ``d`` = ``pid TAB item TAB weight TAB ts``, read as raw replies
-    (redis-py's per-entry dicts cost more than the data: this reads 1M interactions about 40% faster)."""
+    """Entries of the training log, read as raw replies (redis-py's per-entry dicts cost more than the data)."""
     raw = redis.Redis(connection_pool=client.connection_pool)
     raw.set_response_callback("XRANGE", lambda response, **_: response)
     start = b"-"
     while True:
-        rows = raw.execute_command("XRANGE", key, start, "+", "COUNT", chunk)
+        with redis_errors("reading the training log"):
+            rows = raw.execute_command("XRANGE", key, start, "+", "COUNT", chunk)
         if not rows:
             return
-        for line in b"\n".join(fields[1] for _, fields in rows).decode().split("\n"):
-            p, i, w, t = line.split("\t")
-            yield p, i, float(w), int(t)
+        for _, fields in rows:
+            yield parse_log_entry(fields)
         start = b"(" + rows[-1][0]
 
 
 def read_interactions(client: redis.Redis, keys: Keys, chunk: int = 50_000) -> Interactions:
     """The training log (``{prefix}:interactions``) with visitors who logged in mapped to their customer."""
     records = list(_stream_records(client, keys.interactions, chunk))
-    anonymous = sorted({p[2:] for p, _, _, _ in records if p.startswith("a:")})
+    anonymous = sorted({who.ident for who in (parse_pid(p) for p, _, _, _ in records) if who.kind == "a"})
     alias: dict[str, str] = {}
     for start in range(0, len(anonymous), 10_000):
         part = anonymous[start : start + 10_000]
-        for anon, customer in zip(part, client.mget([keys.alias(a) for a in part]), strict=True):
+        with redis_errors("reading visitor aliases"):
+            customers = client.mget([keys.alias(a) for a in part])
+        for anon, customer in zip(part, customers, strict=True):
             if customer is not None:
-                alias["a:" + anon] = "c:" + customer.decode()
+                alias[str(ProfileId("a", anon))] = str(ProfileId("c", customer.decode()))
     return Interactions.from_records((alias.get(p, p), i, w, t) for p, i, w, t in records)
 
 
@@ -138,28 +147,23 @@ def decide(candidate: float | None, current: float | None, margin: float) -> tup
 
 def train_once(settings: Settings, echo: Echo = lambda _: None, client: redis.Redis | None = None) -> TrainingResult:
     """Fit, compare on the holdout, promote or refuse. Holds a Redis lock so that one training runs at a time."""
-    client = client or redis.Redis.from_url(settings.redis_url)
-    keys = Keys(settings.key_prefix)
+    client = client or connect_sync(settings)
+    registry = Registry(client, Keys(settings.key_prefix), settings.model_keep_versions)
     token = new_version_id()
+    if not registry.acquire_training_lock(token):
+        raise TrainingBusy("another training is running")
     try:
-        if not client.set(keys.model_lock, token, nx=True, px=LOCK_TTL_MS):
-            raise TrainingBusy("another training is running")
-    except RedisError as exc:
-        raise RegistryError(f"Redis unreachable at {settings.redis_url}: {exc}") from exc
-    try:
-        return _train(settings, client, keys, token, echo)
+        return _train(settings, client, registry, token, echo)
     finally:
-        if client.get(keys.model_lock) == token.encode():
-            client.delete(keys.model_lock)
+        registry.release_training_lock(token)
 
 
-def _train(settings: Settings, client: redis.Redis, keys: Keys, version: str, echo: Echo) -> TrainingResult:
+def _train(settings: Settings, client: redis.Redis, registry: Registry, version: str, echo: Echo) -> TrainingResult:
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    count_at_start = int(client.get(keys.interactions_count) or 0)
+    count_at_start = registry.interactions_logged()
     config = load_config(settings)
-    registry = Registry(client, keys, settings.model_keep_versions)
-    log = read_interactions(client, keys)
+    log = read_interactions(client, registry.keys)
     timings["load_s"] = time.perf_counter() - started
     if len(log) == 0:
         raise NothingToTrain("no interactions logged yet: nothing to train on")
@@ -204,19 +208,7 @@ def _train(settings: Settings, client: redis.Redis, keys: Keys, version: str, ec
             timings["store_s"] = time.perf_counter() - t
         else:
             registry.record_rejected(version, meta | {"timings": timings})
-    client.hset(keys.model_trained, mapping={"count": count_at_start, "at": int(time.time() * 1000)})
+    registry.record_training(count_at_start, now_ms())
     timings["total_s"] = time.perf_counter() - started
     echo(f"{version}: {'promoted' if promoted else 'refused'} — {reason}")
     return result
-
-
-def should_retrain(
-    count_now: int, trained_count: int | None, trained_at_ms: int | None, now_ms: int, min_new: int, interval_s: float
-) -> bool:
-    """The worker's trigger (pure): never trained yet, N new interactions, or T seconds with at least one new one."""
-    new = count_now - (trained_count or 0)
-    if new <= 0:
-        return False
-    if trained_at_ms is None or new >= min_new:
-        return True
-    return (now_ms - trained_at_ms) / 1000.0 >= interval_s

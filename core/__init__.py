@@ -1,0 +1,3 @@
+"""The ground floor: settings, the Redis keyspace, the Redis and Kafka adapters, the error tree, metrics, clock."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,255 @@
+"""The Redis keyspace, in one place: every key name the engine reads or writes is built here, including the keys
+the Lua scripts touch (they get them as ``KEYS``, never build one).
+
+**Profile ids.** A profile is a known customer or an anonymous visitor: :class:`ProfileId`, written ``c:<id>`` or
+``a:<id>`` where a string is stored (the profiles index, the training log, the API's ``profile_id``).
+:func:`parse_pid` is the only parser of that form.
+
+**Ids in key names are encoded** (:func:`encode_id`: percent-encoding of everything but letters, digits and
+``-._~``), so no id, whatever it holds (``:``, ``{``, ``}``, ``%``, a tab, a newline, any unicode), can name
+another profile's key or a global key: ``victim:cart`` is ``c:victim%3Acart``, not ``victim``'s cart.
+
+**Hash tags.** All keys of one profile share the hash tag ``{<kind>:<encoded id>}``, so one profile's updates touch
+one Redis Cluster slot.
+
+| key | type | holds |
+|---|---|---|
+| ``{p}:p:{T}`` | hash | counts ``n:<type>``, ``first_seen``, ``last_seen``, ``orders``, ``revenue``, ... |
+| ``{p}:p:{T}:recent`` | zset | item -> last interaction time (ms), bounded, newest first |
+| ``{p}:p:{T}:cart`` | hash | item -> quantity |
+| ``{p}:p:{T}:aff`` | hash | category -> forward-decayed affinity (landmark ``aff_L`` in the profile hash) |
+| ``{p}:p:{T}:items`` | hash | item -> summed interaction weight (recommender input) |
+| ``{p}:p:{T}:items_ts`` | hash | item -> last interaction time (ms) |
+| ``{p}:p:{T}:bought`` | hash | item -> last purchase time (ms) |
+| ``{p}:p:{T}:sess`` | HyperLogLog | session ids |
+| ``{p}:p:{T}:seen:{E}`` | string | de-duplication marker of an event of this profile (TTL) |
+| ``{p}:p:{a:V}:alias`` | string | the customer id visitor ``V`` logged in as |
+| ``{p}:profiles`` | zset | profile id (``c:``/``a:`` form) -> last seen (ms) |
+| ``{p}:trending:{era}`` | zset | item -> forward-decayed popularity for that era's landmark |
+| ``{p}:popular`` | zset | item -> all-time weight |
+| ``{p}:item:{I}`` | hash | catalogue: title, category, price, in_stock, updated |
+| ``{p}:item:{I}:seen:{E}`` | string | de-duplication marker of a catalogue event (TTL) |
+| ``{p}:catalogue`` | set | item ids |
+| ``{p}:out_of_stock`` | set | item ids the catalogue marks as not in stock |
+| ``{p}:category:{C}`` | set | item ids of a category |
+| ``{p}:interactions`` | stream | fields ``p`` profile id, ``i`` item, ``w`` weight, ``t`` time (ms): the training log |
+| ``{p}:stats:applied`` | string | count of events applied (all workers) |
+| ``{p}:stats:interactions`` | string | count of interactions logged (the retraining trigger) |
+| ``{p}:model:current`` | string | the served model version |
+| ``{p}:model:versions`` | list | promoted versions, newest first (rollback history) |
+| ``{p}:model:blob:{v}`` / ``{p}:model:meta:{v}`` | string | a version's npz bytes / JSON metadata and metrics |
+| ``{p}:model:trained`` | hash | interaction count and time of the last training |
+| ``{p}:model:lock`` | string | held while a training runs |
+| ``{p}:an:state`` | string | JSON state of the last analytics refresh |
+| ``{p}:an:lock`` | string | token of the analytics refresh holding the lock (TTL) |
+| ``{p}:an:snap:{s}`` / ``{p}:an:snap:{s}:{i}`` | string / list | a segment snapshot's meta / its i-th segment |
+
+``{p}`` is the key prefix (``ECRM_KEY_PREFIX``), ``T`` a profile's tag, ``E``, ``I``, ``C``, ``V`` encoded ids.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import quote
+
+TRENDING_ERA_HALF_LIVES = 64  # one era spans this many half-lives: stored scores stay within 2**±64
+PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+
+ProfileKind = Literal["c", "a"]
+PROFILE_SUFFIXES: tuple[str, ...] = ("recent", "cart", "aff", "items", "items_ts", "bought", "sess")
+
+
+def encode_id(raw: str) -> str:
+    """An id made safe for a key name: percent-encoded UTF-8 but for letters, digits and ``-._~`` (injective)."""
+    return quote(raw, safe="")
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileId:
+    """A customer (``c``) or an anonymous visitor (``a``), with the id the shop sent."""
+
+    kind: ProfileKind
+    ident: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.ident}"
+
+    @property
+    def customer_id(self) -> str | None:
+        return self.ident if self.kind == "c" else None
+
+    @property
+    def anonymous_id(self) -> str | None:
+        return self.ident if self.kind == "a" else None
+
+    @property
+    def tag(self) -> str:
+        """The Redis Cluster hash tag body shared by all of this profile's keys."""
+        return f"{self.kind}:{encode_id(self.ident)}"
+
+
+def customer_pid(customer_id: str) -> str:
+    return str(ProfileId("c", customer_id))
+
+
+def anonymous_pid(anonymous_id: str) -> str:
+    return str(ProfileId("a", anonymous_id))
+
+
+def parse_pid(pid: str | ProfileId) -> ProfileId:
+    """The profile of a ``c:<id>`` / ``a:<id>`` string (the only parser of that form). ValueError otherwise."""
+    if isinstance(pid, ProfileId):
+        return pid
+    kind, sep, ident = pid.partition(":")
+    if not sep or not ident or kind not in ("c", "a"):
+        raise ValueError(f"not a profile id (c:<customer> or a:<visitor>): {pid!r}")
+    return ProfileId(kind, ident)  # type: ignore[arg-type]
+
+
+def trending_era(ts_ms: int, half_life_ms: float) -> int:
+    """The era of a time: forward-decay landmarks move once per era so that stored scores never overflow."""
+    return int(ts_ms // (half_life_ms * TRENDING_ERA_HALF_LIVES))
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key names under one prefix. Methods taking a profile accept a :class:`ProfileId` or its string form."""
+
+    prefix: str = "ecrm"
+
+    def __post_init__(self) -> None:
+        if not PREFIX_PATTERN.match(self.prefix):
+            raise ValueError(f"key prefix must be 1-64 letters, digits, '_', '.' or '-': {self.prefix!r}")
+
+    # ----- one profile (one hash tag) -----
+
+    def _p(self, pid: str | ProfileId) -> str:
+        return f"{self.prefix}:p:{{{parse_pid(pid).tag}}}"
+
+    def profile(self, pid: str | ProfileId) -> str:
+        return self._p(pid)
+
+    def recent(self, pid: str | ProfileId) -> str:
+        return f"{self._p(pid)}:recent"
+
+    def cart(self, pid: str | ProfileId) -> str:
+        return f"{self._p(pid)}:cart"
+
+    def affinity(self, pid: str | ProfileId) -> str:
+        return f"{self._p(pid)}:aff"
+
+    def items(self, pid: str | ProfileId) -> str:
+        return f"{self._p(pid)}:items"
+
+    def items_ts(self, pid: str | ProfileId) -> str:
+        return f"{self._p(pid)}:items_ts"
+
+    def bought(self, pid: str | ProfileId) -> str:
+        return f"{self._p(pid)}:bought"
+
+    def sessions(self, pid: str | ProfileId) -> str:
+        return f"{self._p(pid)}:sess"
+
+    def profile_keys(self, pid: str | ProfileId) -> list[str]:
+        """The hash and every suffixed key of a profile, in the order :data:`PROFILE_SUFFIXES` (the Lua contract)."""
+        base = self._p(pid)
+        return [base, *(f"{base}:{suffix}" for suffix in PROFILE_SUFFIXES)]
+
+    def seen(self, pid: str | ProfileId, event_id: str) -> str:
+        """De-duplication marker of an event of a profile."""
+        return f"{self._p(pid)}:seen:{encode_id(event_id)}"
+
+    def alias(self, anonymous_id: str) -> str:
+        """The customer a visitor logged in as (in the visitor's slot)."""
+        return f"{self._p(ProfileId('a', anonymous_id))}:alias"
+
+    # ----- catalogue -----
+
+    def item(self, item_id: str) -> str:
+        return f"{self.prefix}:item:{{{encode_id(item_id)}}}"
+
+    def item_seen(self, item_id: str, event_id: str) -> str:
+        """De-duplication marker of a catalogue event."""
+        return f"{self.item(item_id)}:seen:{encode_id(event_id)}"
+
+    def category(self, category: str) -> str:
+        return f"{self.prefix}:category:{encode_id(category)}"
+
+    @property
+    def catalogue(self) -> str:
+        return f"{self.prefix}:catalogue"
+
+    @property
+    def out_of_stock(self) -> str:
+        return f"{self.prefix}:out_of_stock"
+
+    # ----- across profiles -----
+
+    @property
+    def profiles(self) -> str:
+        return f"{self.prefix}:profiles"
+
+    def trending(self, era: int) -> str:
+        return f"{self.prefix}:trending:{era}"
+
+    @property
+    def popular(self) -> str:
+        return f"{self.prefix}:popular"
+
+    @property
+    def interactions(self) -> str:
+        return f"{self.prefix}:interactions"
+
+    @property
+    def applied_count(self) -> str:
+        return f"{self.prefix}:stats:applied"
+
+    @property
+    def interactions_count(self) -> str:
+        return f"{self.prefix}:stats:interactions"
+
+    # ----- model versions -----
+
+    @property
+    def model_current(self) -> str:
+        return f"{self.prefix}:model:current"
+
+    @property
+    def model_versions(self) -> str:
+        return f"{self.prefix}:model:versions"
+
+    def model_blob(self, version: str) -> str:
+        return f"{self.prefix}:model:blob:{encode_id(version)}"
+
+    def model_meta(self, version: str) -> str:
+        return f"{self.prefix}:model:meta:{encode_id(version)}"
+
+    @property
+    def model_trained(self) -> str:
+        return f"{self.prefix}:model:trained"
+
+    @property
+    def model_lock(self) -> str:
+        return f"{self.prefix}:model:lock"
+
+    # ----- analytics -----
+
+    @property
+    def analytics_state(self) -> str:
+        return f"{self.prefix}:an:state"
+
+    @property
+    def analytics_lock(self) -> str:
+        return f"{self.prefix}:an:lock"
+
+    def snapshot(self, sid: str) -> str:
+        return f"{self.prefix}:an:snap:{encode_id(sid)}"
+
+    def snapshot_members(self, sid: str, index: int) -> str:
+        return f"{self.snapshot(sid)}:{index}"
+
+    def snapshot_keys(self, sid: str, segments: int) -> list[str]:
+        """The meta key of a snapshot and its member lists."""
+        return [self.snapshot(sid), *(self.snapshot_members(sid, i) for i in range(segments))]

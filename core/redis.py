@@ -1,0 +1,92 @@
+"""The Redis adapter: clients, and the one place where redis-py's errors become the engine's (:mod:`core.errors`).
+
+Errors are classified by exception class, not by message text (redis-py strips the error code from the message
+of the classes it knows): a state of the server (connection lost, timeout, out of memory, a read-only replica
+after a failover, the master link down, a cluster slot moving, the dataset loading, a busy script) is
+:class:`~core.errors.StoreUnavailable` and is retried; a refusal of the data itself is
+:class:`~core.errors.StoreRefused`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import redis
+import redis.asyncio as aioredis
+from redis import exceptions as rx
+
+from core.errors import StoreRefused, StoreUnavailable
+from core.settings import Settings
+
+# Most specific first: several are subclasses of ResponseError or ConnectionError.
+_TRANSIENT_CLASSES: tuple[tuple[type[BaseException], str], ...] = (
+    (rx.OutOfMemoryError, "oom"),
+    (rx.ReadOnlyError, "readonly"),
+    (rx.BusyLoadingError, "loading"),
+    (rx.MasterDownError, "masterdown"),
+    (rx.TryAgainError, "tryagain"),
+    (rx.ClusterDownError, "clusterdown"),
+    (rx.NoScriptError, "noscript"),
+    (rx.TimeoutError, "timeout"),
+    (rx.ConnectionError, "connection"),
+    (OSError, "connection"),
+)
+# Error codes redis-py has no class for (or, in older versions, did not map) stay in the message of a plain
+# ResponseError, unstripped: their first word is the code.
+_TRANSIENT_CODES = {
+    "OOM": "oom",
+    "READONLY": "readonly",
+    "LOADING": "loading",
+    "MASTERDOWN": "masterdown",
+    "TRYAGAIN": "tryagain",
+    "CLUSTERDOWN": "clusterdown",
+    "BUSY": "busy",
+    "NOSCRIPT": "noscript",
+}
+
+
+def transient_reason(exc: BaseException) -> str | None:
+    """Why ``exc`` is a passing state of the server (``"oom"``, ``"readonly"`` ...), or None for a refusal of the
+    data (pure)."""
+    for cls, reason in _TRANSIENT_CLASSES:
+        if isinstance(exc, cls):
+            return reason
+    if isinstance(exc, rx.ResponseError):
+        code = str(exc).split(" ", 1)[0]
+        return _TRANSIENT_CODES.get(code)
+    if isinstance(exc, rx.RedisError) and not isinstance(exc, rx.DataError):
+        return "connection"  # a protocol or client error: the connection is in doubt
+    return None
+
+
+def map_error(exc: BaseException, what: str) -> StoreUnavailable | StoreRefused:
+    """The engine's exception for a redis-py (or socket) error raised while doing ``what``."""
+    reason = transient_reason(exc)
+    if reason is None:
+        return StoreRefused(f"{what}: Redis refused it: {exc}")
+    return StoreUnavailable(f"{what}: Redis unavailable ({reason}): {exc}", reason)
+
+
+@contextmanager
+def redis_errors(what: str) -> Iterator[None]:
+    """Map the redis-py and socket errors raised inside the block (sync or awaited) to the engine's."""
+    try:
+        yield
+    except (rx.RedisError, OSError) as exc:
+        raise map_error(exc, what) from exc
+
+
+def connect(settings: Settings) -> aioredis.Redis:
+    """An asyncio Redis client that decodes strings."""
+    return aioredis.Redis.from_url(settings.redis_url, decode_responses=True, health_check_interval=30)
+
+
+def connect_bytes(settings: Settings) -> aioredis.Redis:
+    """An asyncio Redis client that returns bytes (model blobs)."""
+    return aioredis.Redis.from_url(settings.redis_url, decode_responses=False, health_check_interval=30)
+
+
+def connect_sync(settings: Settings) -> redis.Redis:
+    """A blocking Redis client returning bytes (the trainer and the command line)."""
+    return redis.Redis.from_url(settings.redis_url)

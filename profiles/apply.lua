@@ -1,0 +1,205 @@
+-- Apply a chunk of update plans (profiles/updates.py) to the profiles, each plan atomically with its
+-- de-duplication marker (SET NX with a TTL), so a chunk redelivered after a crash changes nothing twice.
+--
+-- Every key comes in KEYS (built by core/keyspace.py; the layout is written by profiles/script.py): this script
+-- never builds a key name. Plans refer to keys by their index in KEYS.
+--   KEYS[1] profiles index, [2] popular, [3] training log, [4] applied count, [5] interactions count,
+--   [6] catalogue, [7] out of stock; then the keys the plans name.
+-- ARGV: 1 plans (JSON array), 2 de-duplication TTL (ms), 3 recent items kept, 4 affinity half-life (ms),
+--       5 trending half-life (ms), 6 half-lives per trending era, 7 training log max length
+--
+-- A plan's target profile was resolved by the caller from what it read (a visitor's alias, an item's category).
+-- Each plan first checks that what was read still holds; when it does not, the script stops before that plan
+-- and returns the statuses of the plans before it: the caller reads again and sends the rest.
+-- Returns one status per plan applied or skipped: 1 applied, 0 duplicate (already applied).
+
+local plans = cjson.decode(ARGV[1])
+local ttl = ARGV[2]
+local recent_max = tonumber(ARGV[3])
+local aff_h = tonumber(ARGV[4])
+local tr_h = tonumber(ARGV[5])
+local era_ms = tr_h * tonumber(ARGV[6])
+local maxlen = ARGV[7]
+local PROFILES, POPULAR, LOG, APPLIED, LOGGED, CATALOGUE, OOS = 1, 2, 3, 4, 5, 6, 7
+local logged = 0  -- interactions written to the training log by this call
+
+local function num(x) return string.format('%.17g', x) end
+local function int(x) return string.format('%d', x) end
+
+-- A profile's keys start at index b: hash, recent, cart, aff, items, items_ts, bought, sess.
+local HASH, RECENT, CART, AFF, ITEMS, ITEMS_TS, BOUGHT, SESS = 0, 1, 2, 3, 4, 5, 6, 7
+local function pk(b, which) return KEYS[b + which] end
+
+local function hmin(key, field, v)
+  local cur = tonumber(redis.call('HGET', key, field))
+  if (not cur) or v < cur then redis.call('HSET', key, field, int(v)) end
+end
+local function hmax(key, field, v)
+  local cur = tonumber(redis.call('HGET', key, field))
+  if (not cur) or v > cur then redis.call('HSET', key, field, int(v)) end
+end
+
+-- Merge the profile of an anonymous visitor (keys from s, id spid) into a customer's (d, dpid), then delete it.
+local function merge(s, spid, d, dpid)
+  local sh, dh = pk(s, HASH), pk(d, HASH)
+  local f = redis.call('HGETALL', sh)
+  if #f == 0 then return end
+  local src_L = tonumber(redis.call('HGET', sh, 'aff_L'))
+  local dst_L = tonumber(redis.call('HGET', dh, 'aff_L'))
+  if src_L and not dst_L then
+    redis.call('HSET', dh, 'aff_L', int(src_L))
+    dst_L = src_L
+  end
+  for i = 1, #f, 2 do
+    local k, v = f[i], f[i + 1]
+    if string.sub(k, 1, 2) == 'n:' or k == 'orders' then
+      redis.call('HINCRBY', dh, k, v)
+    elseif k == 'revenue' then
+      redis.call('HINCRBYFLOAT', dh, k, v)
+    elseif k == 'first_seen' or k == 'first_purchase' then
+      hmin(dh, k, tonumber(v))
+    elseif k == 'last_seen' or k == 'last_purchase' then
+      hmax(dh, k, tonumber(v))
+    end
+  end
+  if src_L then
+    local factor = math.pow(2, (src_L - dst_L) / aff_h)
+    local a = redis.call('HGETALL', pk(s, AFF))
+    for i = 1, #a, 2 do redis.call('HINCRBYFLOAT', pk(d, AFF), a[i], num(tonumber(a[i + 1]) * factor)) end
+  end
+  local items = redis.call('HGETALL', pk(s, ITEMS))
+  for i = 1, #items, 2 do redis.call('HINCRBYFLOAT', pk(d, ITEMS), items[i], items[i + 1]) end
+  for _, which in ipairs({ITEMS_TS, BOUGHT}) do
+    local h = redis.call('HGETALL', pk(s, which))
+    for i = 1, #h, 2 do hmax(pk(d, which), h[i], tonumber(h[i + 1])) end
+  end
+  local cart = redis.call('HGETALL', pk(s, CART))
+  for i = 1, #cart, 2 do redis.call('HINCRBY', pk(d, CART), cart[i], cart[i + 1]) end
+  local recent = redis.call('ZRANGE', pk(s, RECENT), 0, -1, 'WITHSCORES')
+  for i = 1, #recent, 2 do redis.call('ZADD', pk(d, RECENT), 'GT', recent[i + 1], recent[i]) end
+  redis.call('ZREMRANGEBYRANK', pk(d, RECENT), 0, -(recent_max + 1))
+  if redis.call('EXISTS', pk(s, SESS)) == 1 then
+    redis.call('PFMERGE', pk(d, SESS), pk(d, SESS), pk(s, SESS))
+  end
+  redis.call('HINCRBY', dh, 'merged_visitors', 1)
+  for which = HASH, SESS do redis.call('DEL', pk(s, which)) end
+  redis.call('ZREM', KEYS[PROFILES], spid)
+  local last = redis.call('HGET', dh, 'last_seen')
+  if last then redis.call('ZADD', KEYS[PROFILES], 'GT', last, dpid) end
+end
+
+local touched_eras = {}
+local function add_trending(item, w, ts, era, k1, k2)
+  local trend = {[0] = k1, [1] = k2}
+  for off = 0, 1 do
+    local e = era + off
+    redis.call('ZINCRBY', KEYS[trend[off]], num(w * math.pow(2, (ts - e * era_ms) / tr_h)), item)
+    touched_eras[trend[off]] = true
+  end
+  redis.call('ZINCRBY', KEYS[POPULAR], num(w), item)
+end
+
+local function add_affinity(b, cat, w, ts)
+  local h = pk(b, HASH)
+  local L = tonumber(redis.call('HGET', h, 'aff_L'))
+  if not L then
+    L = ts
+    redis.call('HSET', h, 'aff_L', int(ts))
+  end
+  redis.call('HINCRBYFLOAT', pk(b, AFF), cat, num(w * math.pow(2, (ts - L) / aff_h)))
+end
+
+local function apply(u)
+  local b, pid, ts = u.P, u.pid, u.ts
+  local h = pk(b, HASH)
+  redis.call('HINCRBY', h, 'n:' .. u.t, 1)
+  local seen = redis.call('HMGET', h, 'first_seen', 'last_seen')
+  local first, last = tonumber(seen[1]), tonumber(seen[2])
+  if (not first) or ts < first then redis.call('HSET', h, 'first_seen', int(ts)) end
+  if (not last) or ts > last then redis.call('HSET', h, 'last_seen', int(ts)) end
+  redis.call('ZADD', KEYS[PROFILES], 'GT', int(ts), pid)
+  if u.s then redis.call('PFADD', pk(b, SESS), u.s) end
+  if u.items then
+    for _, it in ipairs(u.items) do
+      local item, cat, w, ik, era, t1, t2 = it[1], it[2], it[3], it[4], it[5], it[6], it[7]
+      redis.call('ZADD', pk(b, RECENT), 'GT', int(ts), item)
+      hmax(pk(b, ITEMS_TS), item, ts)
+      if w ~= 0 then
+        redis.call('HINCRBYFLOAT', pk(b, ITEMS), item, num(w))
+        redis.call('XADD', KEYS[LOG], 'MAXLEN', '~', maxlen, '*', 'p', pid, 'i', item, 'w', num(w), 't', int(ts))
+        logged = logged + 1
+      end
+      if w > 0 then
+        if cat == '' then cat = redis.call('HGET', KEYS[ik], 'category') or '' end
+        if cat ~= '' then add_affinity(b, cat, w, ts) end
+        add_trending(item, w, ts, era, t1, t2)
+      end
+      if u.order then hmax(pk(b, BOUGHT), item, ts) end
+    end
+    redis.call('ZREMRANGEBYRANK', pk(b, RECENT), 0, -(recent_max + 1))
+  end
+  if u.cart then
+    for _, c in ipairs(u.cart) do
+      local item, d = c[1], c[2]
+      if d == 0 then
+        redis.call('HDEL', pk(b, CART), item)
+      elseif redis.call('HINCRBY', pk(b, CART), item, d) <= 0 then
+        redis.call('HDEL', pk(b, CART), item)
+      end
+    end
+  end
+  if u.order then
+    redis.call('HINCRBY', h, 'orders', 1)
+    redis.call('HINCRBYFLOAT', h, 'revenue', num(u.order))
+    hmin(h, 'first_purchase', ts)
+    hmax(h, 'last_purchase', ts)
+  end
+end
+
+local function catalogue(it, ts)
+  local k = KEYS[it.key]
+  local cur = tonumber(redis.call('HGET', k, 'updated'))
+  if cur and ts < cur then return end
+  redis.call('HSET', k, 'title', it.title, 'category', it.category, 'price', num(it.price),
+    'in_stock', int(it.in_stock), 'updated', int(ts))
+  redis.call('SADD', KEYS[CATALOGUE], it.id)
+  if it.in_stock == 1 then
+    redis.call('SREM', KEYS[OOS], it.id)
+  else
+    redis.call('SADD', KEYS[OOS], it.id)
+  end
+  if it.old_cat > 0 then redis.call('SREM', KEYS[it.old_cat], it.id) end
+  redis.call('SADD', KEYS[it.new_cat], it.id)
+end
+
+-- Does what the caller read still hold? (a visitor's alias; an item's current category)
+local function still_holds(u)
+  if u.alias and (redis.call('GET', KEYS[u.alias]) or '') ~= u.expect then return false end
+  if u.item and (redis.call('HGET', KEYS[u.item.key], 'category') or '') ~= u.item.expect then return false end
+  return true
+end
+
+local status = {}
+local applied = 0
+for i, u in ipairs(plans) do
+  if not still_holds(u) then break end
+  if redis.call('SET', KEYS[u.seen], '1', 'NX', 'PX', ttl) then
+    status[i] = 1
+    applied = applied + 1
+    if u.item then
+      catalogue(u.item, u.ts)
+    else
+      if u.login then
+        local l = u.login
+        if redis.call('SET', KEYS[l.alias], l.customer, 'NX') then merge(l.src, l.spid, u.P, u.pid) end
+      end
+      apply(u)
+    end
+  else
+    status[i] = 0
+  end
+end
+for key, _ in pairs(touched_eras) do redis.call('PEXPIRE', KEYS[key], int(era_ms * 3)) end
+if applied > 0 then redis.call('INCRBY', KEYS[APPLIED], applied) end
+if logged > 0 then redis.call('INCRBY', KEYS[LOGGED], logged) end
+return status

@@ -1,0 +1,126 @@
+"""Pure profile logic: what one event changes, as a typed :class:`Plan`.
+
+The worker computes a plan per event here (no I/O, unit-tested) and hands a chunk of plans to the store
+(:mod:`profiles.store`), which applies each plan atomically together with its de-duplication marker through the
+Redis script ``apply.lua``. Change *what* an event does here; change *how* it is stored in ``apply.lua`` (its
+key layout is written by :mod:`profiles.script`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from core.keyspace import ProfileId
+from schemas.events import (
+    AddToCart,
+    Behaviour,
+    Item,
+    ProductView,
+    Purchase,
+    RecommendationClick,
+    RemoveFromCart,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Interaction:
+    """An item the visitor interacted with, and how much it says about their interest."""
+
+    item_id: str
+    category: str  # "" when the event names none: the store then takes the catalogue's
+    weight: float
+
+
+@dataclass(frozen=True, slots=True)
+class CartChange:
+    item_id: str
+    delta: int  # 0 removes the line
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogueUpdate:
+    item_id: str
+    title: str
+    category: str
+    price: float
+    in_stock: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The effects of one event. A behavioural event has a ``profile``; a catalogue event has ``catalogue``."""
+
+    event_id: str
+    type: str
+    ts: int
+    profile: ProfileId | None = None
+    login: str | None = None  # the anonymous id merged into the customer (a visitor who logged in)
+    session: str | None = None
+    interactions: tuple[Interaction, ...] = ()
+    cart: tuple[CartChange, ...] = ()
+    revenue: float | None = None  # a purchase's order value
+
+    catalogue: CatalogueUpdate | None = None
+
+
+def profile_of(event: Behaviour) -> ProfileId:
+    """The profile an event belongs to: the customer when known, else the anonymous visitor."""
+    if event.customer_id is not None:
+        return ProfileId("c", event.customer_id)
+    assert event.anonymous_id is not None  # guaranteed by the schema
+    return ProfileId("a", event.anonymous_id)
+
+
+def profile_pid(event: Behaviour) -> str:
+    """The ``c:``/``a:`` string of :func:`profile_of`."""
+    return str(profile_of(event))
+
+
+def plan_update(event: Behaviour | Item, weights: Mapping[str, float]) -> Plan:
+    """The effects of one event, with interactions weighted by ``weights`` (event type -> weight)."""
+    if isinstance(event, Item):
+        update = CatalogueUpdate(event.item_id, event.title, event.category, event.price, event.in_stock)
+        return Plan(event.event_id, event.type, event.ts_ms, catalogue=update)
+    return Plan(
+        event_id=event.event_id,
+        type=event.type,
+        ts=event.ts_ms,
+        profile=profile_of(event),
+        login=event.anonymous_id if event.customer_id is not None else None,
+        session=event.session_id,
+        interactions=_interactions(event, float(weights.get(event.type, 0.0))),
+        cart=_cart_changes(event),
+        revenue=round(event.revenue, 6) if isinstance(event, Purchase) else None,
+    )
+
+
+def _interactions(event: Behaviour, weight: float) -> tuple[Interaction, ...]:
+    if isinstance(event, Purchase):
+        return tuple(Interaction(line.item_id, line.category or "", weight) for line in event.lines)
+    if isinstance(event, ProductView | AddToCart):
+        return (Interaction(event.item_id, event.category or "", weight),)
+    if isinstance(event, RemoveFromCart | RecommendationClick):
+        return (Interaction(event.item_id, "", weight),)
+    return ()
+
+
+def _cart_changes(event: Behaviour) -> tuple[CartChange, ...]:
+    if isinstance(event, AddToCart):
+        return (CartChange(event.item_id, event.quantity),)
+    if isinstance(event, RemoveFromCart):
+        return (CartChange(event.item_id, -event.quantity if event.quantity is not None else 0),)
+    if isinstance(event, Purchase):
+        return tuple(CartChange(line.item_id, 0) for line in event.lines)
+    return ()
+
+
+def decay_factor(from_ms: float, to_ms: float, half_life_ms: float) -> float:
+    """2 ** ((to - from) / half_life): forward-decay weight of a time ``to`` relative to landmark ``from``."""
+    return math.pow(2.0, (to_ms - from_ms) / half_life_ms)
+
+
+def decayed_now(stored: float, landmark_ms: float, now_ms: float, half_life_ms: float) -> float:
+    """The value at ``now`` of a forward-decayed sum stored relative to ``landmark``."""
+    return stored / decay_factor(landmark_ms, now_ms, half_life_ms)

@@ -1,0 +1,1 @@
+"""The local runtime: embedded broker and Redis, the processes of ``ecrm up``, and the demo-data simulator."""

@@ -1,0 +1,95 @@
+"""Ids that hold key syntax (``:``, ``{``, ``}``), tabs, newlines or any unicode, through the real worker: none
+touches another customer's data or a global key, and the training log reads them back exactly."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from core.kafka import make_producer, produce_events
+from core.keyspace import Keys, ProfileId, customer_pid
+from core.redis import connect, connect_sync
+from core.settings import Settings
+from profiles.store import ProfileStore
+from tests.conftest import wait_for
+from tests.integration.helpers import now_ms, sync_redis
+from trainer.training import read_interactions, train_once
+
+pytestmark = pytest.mark.integration
+StartWorker = Callable[[], subprocess.Popen[bytes]]
+
+HOSTILE = ["victim:cart", "victim}:cart", "{victim}", "victim\tx", "victim\nx", "vïctim✓", "victim%3Acart", "c:victim"]
+TAB_ITEM = "it\tem\nnew"
+
+
+def ev(kind: str, ts: int, **fields: Any) -> dict[str, Any]:
+    return {"type": kind, "event_id": uuid.uuid4().hex, "timestamp": ts, **fields}
+
+
+def events(ts: int) -> list[dict[str, Any]]:
+    out = [
+        ev("item", ts, item_id="a", title="A", category="k}:x", price=1.0),
+        ev("item", ts, item_id="a}:x", title="Evil", category="k", price=2.0),
+        ev("product_view", ts, customer_id="victim", item_id="a", session_id="s"),
+        ev("add_to_cart", ts + 1, customer_id="victim", item_id="a"),
+    ]
+    for n, who in enumerate(HOSTILE):
+        out += [
+            ev("add_to_cart", ts + 2 + n, customer_id=who, item_id="evil", quantity=5),
+            ev("product_view", ts + 2 + n, customer_id=who, item_id=TAB_ITEM, category="k\tc"),
+            # a visitor whose id looks like another's keys logs in as the hostile customer
+            ev("product_view", ts + 2 + n, anonymous_id=f"{who}:alias", item_id="b"),
+            ev("page_view", ts + 30 + n, anonymous_id=f"{who}:alias", customer_id=who),
+        ]
+    return out
+
+
+async def test_hostile_ids_stay_in_their_own_profile(settings: Settings, worker: StartWorker) -> None:
+    worker()
+    sent = events(now_ms())
+    producer = make_producer(settings)
+    produce_events(producer, settings.events_topic, sent)
+    producer.close()
+    keys = Keys(settings.key_prefix)
+    r = sync_redis(settings)
+    wait_for(lambda: int(r.get(keys.applied_count) or 0) >= len(sent), timeout=90, what="every event applied")
+
+    store = ProfileStore(connect(settings), settings)
+    try:
+        victim = await store.profile(customer_pid("victim"))
+        assert victim is not None
+        assert victim["cart"] == [{"item_id": "a", "quantity": 1}]
+        assert victim["event_counts"] == {"product_view": 1, "add_to_cart": 1}
+        assert victim["merged_visitors"] == 0
+        for who in HOSTILE:
+            profile = await store.profile(customer_pid(who))
+            assert profile is not None, who
+            assert profile["customer_id"] == who
+            assert profile["cart"] == [{"item_id": "evil", "quantity": 5}], who
+            assert profile["event_counts"] == {"add_to_cart": 1, "product_view": 2, "page_view": 1}, who
+            assert {i["item_id"] for i in profile["recent_items"]} == {"evil", TAB_ITEM, "b"}, who
+            assert await store.resolve_visitor(f"{who}:alias") == customer_pid(who)
+        # the catalogue: an item id with key syntax is its own item, a category with it its own category
+        assert await store.category_items("k}:x") == {"a"}
+        assert await store.category_items("k") == {"a}:x"}
+        assert await store.item_categories(["a", "a}:x"]) == {"a": "k}:x", "a}:x": "k"}
+    finally:
+        await store.client.aclose()
+
+    # every key is a global key or carries exactly one hash tag (one slot per profile)
+    for key in r.scan_iter(f"{settings.key_prefix}:*", count=1000):
+        assert key.count("{") == key.count("}") <= 1, key
+
+    # the training log gives every id back exactly, and a training runs on it
+    log = await asyncio.to_thread(read_interactions, connect_sync(settings), keys)
+    users = set(log.user_ids)
+    assert {str(ProfileId("c", who)) for who in HOSTILE} <= users
+    assert not any(u.startswith("a:") for u in users)  # visitors who logged in count as their customer
+    assert TAB_ITEM in log.item_ids and "evil" in log.item_ids
+    result = await asyncio.to_thread(train_once, settings.model_copy(update={"holdout_min_users": 1000}))
+    assert result.promoted and result.interactions == len(log)
