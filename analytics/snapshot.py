@@ -17,6 +17,7 @@ from analytics.btyd import ForecastError, History, PurchaseParams, SpendParams, 
 from analytics.fit import FitInput
 from analytics.rfm import DAY_MS, Breakpoints, RawRfm, breakpoints, recency_days, score_rfm
 from analytics.rules import SegmentRules, classify, slug
+from core.keyspace import parse_pid
 
 ACTIVE_DAYS = 30  # "active" in the engagement figures: seen within this many days of the refresh
 
@@ -90,12 +91,8 @@ def fit_input(buyers: Sequence[ProfileRow], now_ms: int) -> FitInput:
 
 
 def _ids(pid: str) -> dict[str, Any]:
-    kind, _, ident = pid.partition(":")
-    return {
-        "profile_id": pid,
-        "customer_id": ident if kind == "c" else None,
-        "anonymous_id": ident if kind == "a" else None,
-    }
+    who = parse_pid(pid)
+    return {"profile_id": pid, "customer_id": who.customer_id, "anonymous_id": who.anonymous_id}
 
 
 def _engagement(row: ProfileRow) -> dict[str, Any]:

@@ -85,6 +85,15 @@ def profile_row(pid: str, values: list[str | None], sessions: int) -> ProfileRow
     )
 
 
+# KEYS: 1 profiles index, then the profile hashes of ARGV's profile ids: drop from the index those that are gone.
+_PRUNE = """
+for i, pid in ipairs(ARGV) do
+  if redis.call('EXISTS', KEYS[i + 1]) == 0 then redis.call('ZREM', KEYS[1], pid) end
+end
+return 1
+"""
+
+
 class AnalyticsStore:
     """Analytics reads and writes on one Redis client (decoded strings)."""
 
@@ -94,6 +103,7 @@ class AnalyticsStore:
         self.keys = Keys(prefix)
         self._release = client.register_script(_RELEASE)
         self._publish = client.register_script(_PUBLISH)
+        self._prune = client.register_script(_PRUNE)
 
     # ----- reading the base -----
 
@@ -119,11 +129,49 @@ class AnalyticsStore:
                     pipe.pfcount(self.keys.sessions(pid))
                 replies = await pipe.execute()
         rows = []
+        gone: list[str] = []
         for i, pid in enumerate(pids):
             values, sessions = replies[2 * i], replies[2 * i + 1]
-            if any(v is not None for v in values):  # a profile merged away since the scan saw it
+            if any(v is not None for v in values):
                 rows.append(profile_row(pid, values, sessions))
+            else:  # merged away or expired (ECRM_PROFILE_TTL_DAYS) since it was indexed
+                gone.append(pid)
+        if gone:
+            await self._prune_index(gone)
         return rows
+
+    async def _prune_index(self, pids: list[str]) -> None:
+        """Drop profiles that no longer exist from the profiles index (a profile written meanwhile stays)."""
+        keys = [self.keys.profiles, *(self.keys.profile(pid) for pid in pids)]
+        with redis_errors("pruning the profiles index"):
+            await self._prune(keys=keys, args=pids)
+
+    async def forget_rows(self, pids: list[str]) -> int:
+        """Remove erased profiles' rows from the current segment snapshot (exports in progress skip them).
+        Returns the rows removed."""
+        state = await self.state()
+        if state is None:
+            return 0
+        wanted = set(pids)
+        removed = 0
+        for index in range(len(state.segments)):
+            key = self.keys.snapshot_members(state.snapshot_id, index)
+            with redis_errors("erasing rows of a segment snapshot"):
+                rows = await self.client.lrange(key, 0, -1)
+                for raw in rows:
+                    if orjson.loads(raw).get("profile_id") in wanted:
+                        removed += int(await self.client.lrem(key, 0, raw))
+        if removed:
+            await self._resize_snapshot(state.snapshot_id, len(state.segments))
+        return removed
+
+    async def _resize_snapshot(self, sid: str, segments: int) -> None:
+        meta = await self.snapshot_meta(sid)
+        if meta is None:
+            return
+        with redis_errors("updating a segment snapshot"):
+            meta["sizes"] = [int(await self.client.llen(self.keys.snapshot_members(sid, i))) for i in range(segments)]
+            await self.client.set(self.keys.snapshot(sid), orjson.dumps(meta), keepttl=True)
 
     # ----- the refresh lock -----
 

@@ -22,13 +22,16 @@ one Redis Cluster slot.
 | ``{p}:p:{T}:items_ts`` | hash | item -> last interaction time (ms) |
 | ``{p}:p:{T}:bought`` | hash | item -> last purchase time (ms) |
 | ``{p}:p:{T}:sess`` | HyperLogLog | session ids |
-| ``{p}:p:{T}:seen:{E}`` | string | de-duplication marker of an event of this profile (TTL) |
-| ``{p}:p:{a:V}:alias`` | string | the customer id visitor ``V`` logged in as |
+| ``{p}:p:{T}:seen:{S}:{E}`` | string | de-duplication marker of an event of this profile from sender ``S`` (TTL) |
+| ``{p}:p:{a:V}:alias`` | hash | ``c``: the customer visitor ``V`` last logged in as, ``t``: when (ms) |
+| ``{p}:p:{c:X}:visitors`` | set | the visitors (anonymous ids) who logged in as customer ``X`` |
+| ``{p}:p:{T}:erased`` | string | erasure tombstone: events of this profile up to this time (ms) are not applied |
+| ``{p}:erasures`` | zset | erased profile id -> erasure time (ms): training and analytics skip them |
 | ``{p}:profiles`` | zset | profile id (``c:``/``a:`` form) -> last seen (ms) |
 | ``{p}:trending:{era}`` | zset | item -> forward-decayed popularity for that era's landmark |
 | ``{p}:popular`` | zset | item -> all-time weight |
 | ``{p}:item:{I}`` | hash | catalogue: title, category, price, in_stock, updated |
-| ``{p}:item:{I}:seen:{E}`` | string | de-duplication marker of a catalogue event (TTL) |
+| ``{p}:item:{I}:seen:{S}:{E}`` | string | de-duplication marker of a catalogue event from sender ``S`` (TTL) |
 | ``{p}:catalogue`` | set | item ids |
 | ``{p}:out_of_stock`` | set | item ids the catalogue marks as not in stock |
 | ``{p}:category:{C}`` | set | item ids of a category |
@@ -44,7 +47,8 @@ one Redis Cluster slot.
 | ``{p}:an:lock`` | string | token of the analytics refresh holding the lock (TTL) |
 | ``{p}:an:snap:{s}`` / ``{p}:an:snap:{s}:{i}`` | string / list | a segment snapshot's meta / its i-th segment |
 
-``{p}`` is the key prefix (``ECRM_KEY_PREFIX``), ``T`` a profile's tag, ``E``, ``I``, ``C``, ``V`` encoded ids.
+``{p}`` is the key prefix (``ECRM_KEY_PREFIX``), ``T`` a profile's tag, ``E``, ``I``, ``C``, ``V``, ``X`` encoded ids,
+``S`` the source of an event (the API key scope that sent it, or ``direct`` for a producer writing to Kafka itself).
 """
 
 from __future__ import annotations
@@ -157,22 +161,34 @@ class Keys:
         base = self._p(pid)
         return [base, *(f"{base}:{suffix}" for suffix in PROFILE_SUFFIXES)]
 
-    def seen(self, pid: str | ProfileId, event_id: str) -> str:
-        """De-duplication marker of an event of a profile."""
-        return f"{self._p(pid)}:seen:{encode_id(event_id)}"
+    def seen(self, pid: str | ProfileId, source: str, event_id: str) -> str:
+        """De-duplication marker of an event of a profile, in its sender's namespace (``source``)."""
+        return f"{self._p(pid)}:seen:{encode_id(source)}:{encode_id(event_id)}"
 
     def alias(self, anonymous_id: str) -> str:
         """The customer a visitor logged in as (in the visitor's slot)."""
         return f"{self._p(ProfileId('a', anonymous_id))}:alias"
+
+    def visitors(self, customer_id: str) -> str:
+        """The visitors who logged in as a customer (in the customer's slot)."""
+        return f"{self._p(ProfileId('c', customer_id))}:visitors"
+
+    def erased(self, pid: str | ProfileId) -> str:
+        """The erasure tombstone of a profile (in its slot)."""
+        return f"{self._p(pid)}:erased"
+
+    @property
+    def erasures(self) -> str:
+        return f"{self.prefix}:erasures"
 
     # ----- catalogue -----
 
     def item(self, item_id: str) -> str:
         return f"{self.prefix}:item:{{{encode_id(item_id)}}}"
 
-    def item_seen(self, item_id: str, event_id: str) -> str:
-        """De-duplication marker of a catalogue event."""
-        return f"{self.item(item_id)}:seen:{encode_id(event_id)}"
+    def item_seen(self, item_id: str, source: str, event_id: str) -> str:
+        """De-duplication marker of a catalogue event, in its sender's namespace (``source``)."""
+        return f"{self.item(item_id)}:seen:{encode_id(source)}:{encode_id(event_id)}"
 
     def category(self, category: str) -> str:
         return f"{self.prefix}:category:{encode_id(category)}"

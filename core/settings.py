@@ -59,6 +59,20 @@ class Settings(BaseSettings):
     dedupe_ttl_days: float = Field(14.0, gt=0, description="How long an event id is remembered for de-duplication")
     interactions_log_maxlen: int = Field(5_000_000, ge=1000, description="Bounded log of interactions for training")
 
+    # Profiles: bounds, sources, erasure (issue 8)
+    profile_ttl_days: float = Field(
+        730.0,
+        ge=0,
+        description="A profile (and a visitor's login link) expires after this many days without events (0: never)",
+    )
+    profile_items_max: int = Field(500, ge=10, description="Items kept per profile (interaction weights, purchases)")
+    profile_categories_max: int = Field(100, ge=1, description="Category affinities kept per profile (strongest)")
+    cart_lines_max: int = Field(100, ge=1, description="Cart lines per profile: an add beyond it is refused")
+    popular_items_max: int = Field(100_000, ge=100, description="Items kept in the all-time popularity ranking")
+    erasure_tombstone_days: float = Field(
+        400.0, gt=0, description="How long an erased profile's older events are refused on replay (>= Kafka retention)"
+    )
+
     # Recommender: training, versions, serving
     recommender_config_file: str | None = Field(
         None, description="YAML/JSON file of recommender settings (algorithm, factors, ...); defaults when unset"

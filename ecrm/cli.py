@@ -50,3 +50,6 @@ model_app.command("rollback")(model_cmd.rollback)
 from ecrm.commands import evaluate as evaluate_cmd  # noqa: E402
 
 app.command("evaluate")(evaluate_cmd.evaluate)
+from ecrm.commands import privacy  # noqa: E402
+
+app.command("forget")(privacy.forget)

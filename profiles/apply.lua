@@ -1,17 +1,21 @@
--- Apply a chunk of update plans (profiles/updates.py) to the profiles, each plan atomically with its
--- de-duplication marker (SET NX with a TTL), so a chunk redelivered after a crash changes nothing twice.
+-- Apply a chunk of update plans (profiles/updates.py) to the profiles. Each plan is applied atomically with its
+-- de-duplication marker: every value is checked before the plan's first write, and the marker is written with the
+-- plan's effects, so a refused plan changes nothing and a chunk redelivered after a crash changes nothing twice.
 --
 -- Every key comes in KEYS (built by core/keyspace.py; the layout is written by profiles/script.py): this script
 -- never builds a key name. Plans refer to keys by their index in KEYS.
 --   KEYS[1] profiles index, [2] popular, [3] training log, [4] applied count, [5] interactions count,
 --   [6] catalogue, [7] out of stock; then the keys the plans name.
 -- ARGV: 1 plans (JSON array), 2 de-duplication TTL (ms), 3 recent items kept, 4 affinity half-life (ms),
---       5 trending half-life (ms), 6 half-lives per trending era, 7 training log max length
+--       5 trending half-life (ms), 6 half-lives per trending era, 7 training log max length,
+--       8 profile TTL (ms, 0: none), 9 items kept per profile, 10 categories kept per profile,
+--       11 cart lines per profile, 12 popular items kept
 --
 -- A plan's target profile was resolved by the caller from what it read (a visitor's alias, an item's category).
 -- Each plan first checks that what was read still holds; when it does not, the script stops before that plan
 -- and returns the statuses of the plans before it: the caller reads again and sends the rest.
--- Returns one status per plan applied or skipped: 1 applied, 0 duplicate (already applied).
+-- Returns one status per plan: 1 applied, 0 duplicate (already applied), 2 skipped (the profile was erased after
+-- the event), or a string: the reason the plan was refused (nothing written).
 
 local plans = cjson.decode(ARGV[1])
 local ttl = ARGV[2]
@@ -20,11 +24,19 @@ local aff_h = tonumber(ARGV[4])
 local tr_h = tonumber(ARGV[5])
 local era_ms = tr_h * tonumber(ARGV[6])
 local maxlen = ARGV[7]
+local profile_ttl = tonumber(ARGV[8])
+local items_max = tonumber(ARGV[9])
+local cats_max = tonumber(ARGV[10])
+local cart_max = tonumber(ARGV[11])
+local popular_max = tonumber(ARGV[12])
 local PROFILES, POPULAR, LOG, APPLIED, LOGGED, CATALOGUE, OOS = 1, 2, 3, 4, 5, 6, 7
+local MAX_INT = 9007199254740991  -- 2^53 - 1: counters and cart quantities stay exact
 local logged = 0  -- interactions written to the training log by this call
+local popular_touched = false
 
 local function num(x) return string.format('%.17g', x) end
 local function int(x) return string.format('%d', x) end
+local function finite(x) return type(x) == 'number' and x == x and x ~= math.huge and x ~= -math.huge end
 
 -- A profile's keys start at index b: hash, recent, cart, aff, items, items_ts, bought, sess.
 local HASH, RECENT, CART, AFF, ITEMS, ITEMS_TS, BOUGHT, SESS = 0, 1, 2, 3, 4, 5, 6, 7
@@ -38,6 +50,91 @@ local function hmax(key, field, v)
   local cur = tonumber(redis.call('HGET', key, field))
   if (not cur) or v > cur then redis.call('HSET', key, field, int(v)) end
 end
+
+-- ----- checks: every value a plan would write, before its first write -----
+
+local function affinity_landmark(b, ts)
+  return tonumber(redis.call('HGET', pk(b, HASH), 'aff_L')) or ts
+end
+
+local function refusal(u)
+  if not finite(u.ts) then return 'timestamp is not a finite number' end
+  if u.item then
+    local it = u.item
+    if not finite(it.price) or it.price < 0 then return 'item.price must be a finite number >= 0' end
+    return nil
+  end
+  if u.order then
+    if not finite(u.order) or u.order < 0 then return 'revenue must be a finite number >= 0' end
+    local cur = tonumber(redis.call('HGET', pk(u.P, HASH), 'revenue')) or 0
+    if not finite(cur + u.order) then return 'revenue would overflow the profile total' end
+  end
+  if u.items then
+    local L = affinity_landmark(u.P, u.ts)
+    for _, it in ipairs(u.items) do
+      local w, era = it[3], it[5]
+      if not finite(w) then return 'interaction weight of ' .. it[1] .. ' is not finite' end
+      if not finite(w * math.pow(2, (u.ts - L) / aff_h)) then return 'timestamp too far from the profile history' end
+      if not finite(w * math.pow(2, (u.ts - era * era_ms) / tr_h)) then return 'timestamp outside the trending era' end
+    end
+  end
+  if u.cart then
+    local lines = redis.call('HLEN', pk(u.P, CART))
+    for _, c in ipairs(u.cart) do
+      local item, d = c[1], c[2]
+      if not finite(d) or d ~= math.floor(d) then return 'cart quantity of ' .. item .. ' is not an integer' end
+      local cur = tonumber(redis.call('HGET', pk(u.P, CART), item))
+      if cur and math.abs(cur + d) > MAX_INT then return 'cart quantity of ' .. item .. ' would overflow' end
+      if (not cur) and d > 0 then
+        lines = lines + 1
+        if lines > cart_max then return 'the cart already holds ' .. cart_max .. ' lines (ECRM_CART_LINES_MAX)' end
+      end
+    end
+  end
+  return nil
+end
+
+-- Was the event's profile (or the profile it lands in) erased after the event happened?
+local function erased(u)
+  if not u.er then return false end
+  for _, k in ipairs(u.er) do
+    local at = tonumber(redis.call('GET', KEYS[k]))
+    if at and u.ts <= at then return true end
+  end
+  return false
+end
+
+-- ----- bounds: per-profile structures keep their newest entries -----
+
+-- Past max entries, keep the newest 90% of hash `times` (item -> time), and drop the same items from `also`.
+local function trim_by_time(b, times, also, max)
+  if redis.call('HLEN', pk(b, times)) <= max then return end
+  local h = redis.call('HGETALL', pk(b, times))
+  local rows = {}
+  for i = 1, #h, 2 do rows[#rows + 1] = {h[i], tonumber(h[i + 1]) or 0} end
+  table.sort(rows, function(x, y) return x[2] > y[2] end)
+  for i = math.floor(max * 0.9) + 1, #rows do
+    redis.call('HDEL', pk(b, times), rows[i][1])
+    if also then redis.call('HDEL', pk(b, also), rows[i][1]) end
+  end
+end
+
+local function trim_categories(b)
+  if redis.call('HLEN', pk(b, AFF)) <= cats_max then return end
+  local h = redis.call('HGETALL', pk(b, AFF))
+  local rows = {}
+  for i = 1, #h, 2 do rows[#rows + 1] = {h[i], tonumber(h[i + 1]) or 0} end
+  table.sort(rows, function(x, y) return x[2] > y[2] end)
+  for i = math.floor(cats_max * 0.9) + 1, #rows do redis.call('HDEL', pk(b, AFF), rows[i][1]) end
+end
+
+local function keep_alive(b, extra)
+  if profile_ttl <= 0 then return end
+  for which = HASH, SESS do redis.call('PEXPIRE', pk(b, which), profile_ttl) end
+  for _, k in ipairs(extra or {}) do redis.call('PEXPIRE', KEYS[k], profile_ttl) end
+end
+
+-- ----- effects -----
 
 -- Merge the profile of an anonymous visitor (keys from s, id spid) into a customer's (d, dpid), then delete it.
 local function merge(s, spid, d, dpid)
@@ -88,6 +185,21 @@ local function merge(s, spid, d, dpid)
   if last then redis.call('ZADD', KEYS[PROFILES], 'GT', last, dpid) end
 end
 
+-- A login links the visitor to the customer. The first login merges the visitor's history into the customer's;
+-- a later login as another customer (a shared device) moves the link, not the history.
+local function login(u)
+  local l = u.login
+  local cur = redis.call('HMGET', KEYS[l.alias], 'c', 't')
+  local first = not cur[1]
+  if first or (cur[1] ~= l.customer and u.ts > (tonumber(cur[2]) or 0)) then
+    redis.call('HSET', KEYS[l.alias], 'c', l.customer, 't', int(u.ts))
+    redis.call('SADD', KEYS[l.visitors], l.anon)
+    if l.previous > 0 then redis.call('SREM', KEYS[l.previous], l.anon) end
+  end
+  if profile_ttl > 0 then redis.call('PEXPIRE', KEYS[l.alias], profile_ttl) end
+  if first then merge(l.src, l.spid, u.P, u.pid) end
+end
+
 local touched_eras = {}
 local function add_trending(item, w, ts, era, k1, k2)
   local trend = {[0] = k1, [1] = k2}
@@ -97,6 +209,7 @@ local function add_trending(item, w, ts, era, k1, k2)
     touched_eras[trend[off]] = true
   end
   redis.call('ZINCRBY', KEYS[POPULAR], num(w), item)
+  popular_touched = true
 end
 
 local function add_affinity(b, cat, w, ts)
@@ -137,6 +250,9 @@ local function apply(u)
       if u.order then hmax(pk(b, BOUGHT), item, ts) end
     end
     redis.call('ZREMRANGEBYRANK', pk(b, RECENT), 0, -(recent_max + 1))
+    trim_by_time(b, ITEMS_TS, ITEMS, items_max)
+    trim_by_time(b, BOUGHT, nil, items_max)
+    trim_categories(b)
   end
   if u.cart then
     for _, c in ipairs(u.cart) do
@@ -154,6 +270,7 @@ local function apply(u)
     hmin(h, 'first_purchase', ts)
     hmax(h, 'last_purchase', ts)
   end
+  keep_alive(b, u.alive)
 end
 
 local function catalogue(it, ts)
@@ -172,9 +289,10 @@ local function catalogue(it, ts)
   redis.call('SADD', KEYS[it.new_cat], it.id)
 end
 
--- Does what the caller read still hold? (a visitor's alias; an item's current category)
+-- Does what the caller read still hold? (the customer a visitor logged in as; an item's current category)
 local function still_holds(u)
-  if u.alias and (redis.call('GET', KEYS[u.alias]) or '') ~= u.expect then return false end
+  if u.alias and (redis.call('HGET', KEYS[u.alias], 'c') or '') ~= u.expect then return false end
+  if u.login and (redis.call('HGET', KEYS[u.login.alias], 'c') or '') ~= u.login.expect then return false end
   if u.item and (redis.call('HGET', KEYS[u.item.key], 'category') or '') ~= u.item.expect then return false end
   return true
 end
@@ -183,23 +301,31 @@ local status = {}
 local applied = 0
 for i, u in ipairs(plans) do
   if not still_holds(u) then break end
-  if redis.call('SET', KEYS[u.seen], '1', 'NX', 'PX', ttl) then
-    status[i] = 1
-    applied = applied + 1
-    if u.item then
-      catalogue(u.item, u.ts)
-    else
-      if u.login then
-        local l = u.login
-        if redis.call('SET', KEYS[l.alias], l.customer, 'NX') then merge(l.src, l.spid, u.P, u.pid) end
-      end
-      apply(u)
-    end
-  else
+  if redis.call('EXISTS', KEYS[u.seen]) == 1 then
     status[i] = 0
+  else
+    local why = refusal(u)
+    if why then
+      status[i] = why
+    elseif erased(u) then
+      status[i] = 2
+    else
+      if u.item then
+        catalogue(u.item, u.ts)
+      else
+        if u.login then login(u) end
+        apply(u)
+      end
+      redis.call('SET', KEYS[u.seen], '1', 'PX', ttl)
+      status[i] = 1
+      applied = applied + 1
+    end
   end
 end
 for key, _ in pairs(touched_eras) do redis.call('PEXPIRE', KEYS[key], int(era_ms * 3)) end
+if popular_touched and redis.call('ZCARD', KEYS[POPULAR]) > popular_max * 1.1 then
+  redis.call('ZREMRANGEBYRANK', KEYS[POPULAR], 0, -(popular_max + 1))
+end
 if applied > 0 then redis.call('INCRBY', KEYS[APPLIED], applied) end
 if logged > 0 then redis.call('INCRBY', KEYS[LOGGED], logged) end
 return status

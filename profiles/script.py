@@ -44,13 +44,19 @@ class ScriptParams:
     trending_half_life_ms: float
     era_half_lives: int
     log_maxlen: int
+    profile_ttl_ms: int = 0  # 0: profiles never expire
+    items_max: int = 500
+    categories_max: int = 100
+    cart_lines_max: int = 100
+    popular_max: int = 100_000
 
 
 def needed_lookups(plans: Sequence[Plan]) -> tuple[list[str], list[str]]:
     """The visitors whose alias and the items whose category the store must read before applying ``plans``."""
-    visitors = sorted({p.profile.ident for p in plans if p.profile is not None and p.profile.kind == "a"})
+    visitors = {p.profile.ident for p in plans if p.profile is not None and p.profile.kind == "a"}
+    visitors |= {p.login for p in plans if p.login is not None}
     items = sorted({p.catalogue.item_id for p in plans if p.catalogue is not None})
-    return visitors, items
+    return sorted(visitors), items
 
 
 class _KeyTable:
@@ -87,6 +93,11 @@ def build_call(plans: Sequence[Plan], found: Lookups, keys: Keys, params: Script
         params.trending_half_life_ms,
         params.era_half_lives,
         params.log_maxlen,
+        params.profile_ttl_ms,
+        params.items_max,
+        params.categories_max,
+        params.cart_lines_max,
+        params.popular_max,
     ]
     return table.names, args
 
@@ -96,24 +107,25 @@ def _wire(plan: Plan, found: Lookups, keys: Keys, params: ScriptParams, table: _
         return _wire_catalogue(plan, found, keys, table)
     assert plan.profile is not None
     own = plan.profile
-    out: dict[str, Any] = {"t": plan.type, "ts": plan.ts, "seen": table.index(keys.seen(own, plan.event_id))}
+    seen = keys.seen(own, plan.source, plan.event_id)
+    out: dict[str, Any] = {"t": plan.type, "ts": plan.ts, "seen": table.index(seen)}
     target = own
+    alive: list[int] = []
     if own.kind == "a":
         customer = found.aliases.get(own.ident)
         out["alias"] = table.index(keys.alias(own.ident))
         out["expect"] = customer or ""
+        alive.append(out["alias"])
         if customer:
             target = ProfileId("c", customer)
-    if plan.login is not None and plan.login != "" and own.kind == "c":
-        visitor = ProfileId("a", plan.login)
-        out["login"] = {
-            "alias": table.index(keys.alias(plan.login)),
-            "customer": own.ident,
-            "src": table.block(keys.profile_keys(visitor)),
-            "spid": str(visitor),
-        }
+    if plan.login is not None and own.kind == "c":
+        out["login"] = _wire_login(plan.login, own.ident, found, keys, table)
     out["P"] = table.block(keys.profile_keys(target))
     out["pid"] = str(target)
+    out["er"] = sorted({table.index(keys.erased(own)), table.index(keys.erased(target))})
+    if target.kind == "c":
+        alive.append(table.index(keys.visitors(target.ident)))
+    out["alive"] = alive
     if plan.session is not None:
         out["s"] = plan.session
     if plan.interactions:
@@ -124,6 +136,22 @@ def _wire(plan: Plan, found: Lookups, keys: Keys, params: ScriptParams, table: _
     if plan.revenue is not None:
         out["order"] = plan.revenue
     return out
+
+
+def _wire_login(visitor_id: str, customer: str, found: Lookups, keys: Keys, table: _KeyTable) -> dict[str, Any]:
+    """A login: the visitor's alias (and who it pointed at), the customer's visitors, the visitor's profile keys."""
+    visitor = ProfileId("a", visitor_id)
+    previous = found.aliases.get(visitor_id) or ""
+    return {
+        "alias": table.index(keys.alias(visitor_id)),
+        "expect": previous,
+        "customer": customer,
+        "anon": visitor_id,
+        "visitors": table.index(keys.visitors(customer)),
+        "previous": table.index(keys.visitors(previous)) if previous and previous != customer else 0,
+        "src": table.block(keys.profile_keys(visitor)),
+        "spid": str(visitor),
+    }
 
 
 def _wire_interaction(
@@ -148,7 +176,7 @@ def _wire_catalogue(plan: Plan, found: Lookups, keys: Keys, table: _KeyTable) ->
     return {
         "t": plan.type,
         "ts": plan.ts,
-        "seen": table.index(keys.item_seen(update.item_id, plan.event_id)),
+        "seen": table.index(keys.item_seen(update.item_id, plan.source, plan.event_id)),
         "item": {
             "key": table.index(keys.item(update.item_id)),
             "id": update.item_id,

@@ -12,19 +12,37 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 
 from core.clock import now_ms
 from core.errors import StoreUnavailable
-from core.keyspace import TRENDING_ERA_HALF_LIVES, Keys, anonymous_pid, customer_pid, parse_pid, trending_era
+from core.keyspace import (
+    TRENDING_ERA_HALF_LIVES,
+    Keys,
+    ProfileId,
+    anonymous_pid,
+    customer_pid,
+    parse_pid,
+    trending_era,
+)
 from core.redis import redis_errors
 from core.settings import Settings
 from profiles.script import Lookups, ScriptParams, build_call, needed_lookups
 from profiles.updates import Plan, decayed_now
 
+Status = int | str  # APPLIED, DUPLICATE, ERASED, or the reason a plan was refused
+APPLIED, DUPLICATE, ERASED = 1, 0, 2
+
 _DAY_MS = 86_400_000.0
 _HOUR_MS = 3_600_000.0
 MAX_STALE_ROUNDS = 50  # reads that went stale before the script ran (a login meanwhile) before giving up
+
+
+def _status(reply: object) -> Status:
+    if isinstance(reply, int):
+        return reply
+    return reply.decode() if isinstance(reply, bytes) else str(reply)
 
 
 def _history(weights: dict[str, str], times: dict[str, str]) -> list[tuple[str, float, int]]:
@@ -65,18 +83,25 @@ class ProfileStore:
             trending_half_life_ms=self._trend_half_life_ms,
             era_half_lives=TRENDING_ERA_HALF_LIVES,
             log_maxlen=settings.interactions_log_maxlen,
+            profile_ttl_ms=int(settings.profile_ttl_days * _DAY_MS),
+            items_max=settings.profile_items_max,
+            categories_max=settings.profile_categories_max,
+            cart_lines_max=settings.cart_lines_max,
+            popular_max=settings.popular_items_max,
         )
-        lua = resources.files("profiles").joinpath("apply.lua").read_text()
-        self._apply = client.register_script(lua)
+        self._apply = client.register_script(resources.files("profiles").joinpath("apply.lua").read_text())
+        self._forget = client.register_script(resources.files("profiles").joinpath("forget.lua").read_text())
 
     async def ping(self) -> bool:
         with redis_errors(f"Redis unreachable at {self.settings.redis_url}"):
             return bool(await self.client.ping())
 
-    async def apply_plans(self, plans: Sequence[Plan]) -> list[int]:
-        """Apply plans, each atomically with its de-duplication marker; returns per plan 1 (applied) or 0
-        (duplicate event id). Raises :class:`StoreUnavailable` (retry) or :class:`StoreRefused` (bad data)."""
-        statuses: list[int] = []
+    async def apply_plans(self, plans: Sequence[Plan]) -> list[Status]:
+        """Apply plans, each atomically with its de-duplication marker. Returns per plan :data:`APPLIED`,
+        :data:`DUPLICATE` (event id seen before), :data:`ERASED` (the profile was erased after the event) or the
+        reason it was refused (a string: nothing written). Raises :class:`StoreUnavailable` (retry) or
+        :class:`StoreRefused` (Redis refused the command)."""
+        statuses: list[Status] = []
         rest = list(plans)
         for _ in range(MAX_STALE_ROUNDS):
             if not rest:
@@ -84,7 +109,7 @@ class ProfileStore:
             found = await self._lookups(rest)
             keys, args = build_call(rest, found, self.keys, self._params)
             with redis_errors(f"applying {len(rest)} updates"):
-                done = [int(x) for x in await self._apply(keys=keys, args=args)]
+                done = [_status(x) for x in await self._apply(keys=keys, args=args)]
             statuses += done
             rest = rest[len(done) :]
         if rest:
@@ -99,7 +124,7 @@ class ProfileStore:
         with redis_errors("reading visitors and catalogue before an update"):
             async with self.client.pipeline(transaction=False) as pipe:
                 for visitor in visitors:
-                    pipe.get(self.keys.alias(visitor))
+                    pipe.hget(self.keys.alias(visitor), "c")
                 for item in items:
                     pipe.hget(self.keys.item(item), "category")
                 replies = await pipe.execute()
@@ -107,6 +132,43 @@ class ProfileStore:
             aliases=dict(zip(visitors, replies[: len(visitors)], strict=True)),
             categories=dict(zip(items, replies[len(visitors) :], strict=True)),
         )
+
+    # ----- erasure -----
+
+    async def forget(self, customer_id: str, now: int | None = None) -> list[str]:
+        """Erase a customer and the visitors who logged in as them: profiles, login links, de-duplication markers.
+        A tombstone per profile keeps their older events, replayed from Kafka, from coming back, and tells training
+        and analytics to skip them. Returns the profile ids erased (the customer first)."""
+        now = now or now_ms()
+        tombstone_ms = int(self.settings.erasure_tombstone_days * _DAY_MS)
+        for _ in range(MAX_STALE_ROUNDS):
+            with redis_errors(f"reading the visitors of customer {customer_id!r}"):
+                visitors = sorted(await self.client.smembers(self.keys.visitors(customer_id)))
+            pids = [ProfileId("c", customer_id), *(ProfileId("a", v) for v in visitors)]
+            keys = [self.keys.visitors(customer_id), self.keys.erasures, self.keys.profiles]
+            for pid in pids:
+                keys += [*self.keys.profile_keys(pid), self.keys.erased(pid)]
+            keys += [self.keys.alias(v) for v in visitors]
+            args = [now, tombstone_ms, orjson.dumps([str(p) for p in pids]).decode(), orjson.dumps(visitors).decode()]
+            with redis_errors(f"erasing customer {customer_id!r}"):
+                done = int(await self._forget(keys=keys, args=args))
+            if done >= 0:
+                await self._forget_markers(pids)
+                return [str(p) for p in pids]
+        raise StoreUnavailable(f"erasing customer {customer_id!r}: their visitors kept changing", "contention")
+
+    async def _forget_markers(self, pids: list[ProfileId]) -> None:
+        """The de-duplication markers of erased profiles (encoded ids hold no glob characters)."""
+        for pid in pids:
+            with redis_errors(f"erasing the markers of {str(pid)!r}"):
+                batch: list[str] = []
+                async for key in self.client.scan_iter(match=f"{self.keys.profile(pid)}:seen:*", count=1000):
+                    batch.append(key)
+                    if len(batch) >= 500:
+                        await self.client.delete(*batch)
+                        batch = []
+                if batch:
+                    await self.client.delete(*batch)
 
     # ----- reads -----
 
@@ -171,7 +233,7 @@ class ProfileStore:
     async def resolve_visitor(self, anonymous_id: str) -> str:
         """The profile of a visitor: their customer's when they logged in, else their own."""
         with redis_errors(f"reading visitor {anonymous_id!r}"):
-            customer = await self.client.get(self.keys.alias(anonymous_id))
+            customer = await self.client.hget(self.keys.alias(anonymous_id), "c")
         return customer_pid(customer) if customer else anonymous_pid(anonymous_id)
 
     async def item_categories(self, items: list[str]) -> dict[str, str]:

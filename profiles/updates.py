@@ -23,6 +23,8 @@ from schemas.events import (
     RemoveFromCart,
 )
 
+DIRECT = "direct"  # the source of events a producer wrote to Kafka itself (no ``source`` header)
+
 
 @dataclass(frozen=True, slots=True)
 class Interaction:
@@ -50,7 +52,8 @@ class CatalogueUpdate:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """The effects of one event. A behavioural event has a ``profile``; a catalogue event has ``catalogue``."""
+    """The effects of one event. A behavioural event has a ``profile``; a catalogue event has ``catalogue``.
+    ``source`` names the sender (an API key scope, or ``direct``): event ids are unique per source."""
 
     event_id: str
     type: str
@@ -63,6 +66,7 @@ class Plan:
     revenue: float | None = None  # a purchase's order value
 
     catalogue: CatalogueUpdate | None = None
+    source: str = DIRECT
 
 
 def profile_of(event: Behaviour) -> ProfileId:
@@ -78,11 +82,11 @@ def profile_pid(event: Behaviour) -> str:
     return str(profile_of(event))
 
 
-def plan_update(event: Behaviour | Item, weights: Mapping[str, float]) -> Plan:
-    """The effects of one event, with interactions weighted by ``weights`` (event type -> weight)."""
+def plan_update(event: Behaviour | Item, weights: Mapping[str, float], source: str = DIRECT) -> Plan:
+    """The effects of one event from ``source``, with interactions weighted by ``weights`` (event type -> weight)."""
     if isinstance(event, Item):
         update = CatalogueUpdate(event.item_id, event.title, event.category, event.price, event.in_stock)
-        return Plan(event.event_id, event.type, event.ts_ms, catalogue=update)
+        return Plan(event.event_id, event.type, event.ts_ms, catalogue=update, source=source)
     return Plan(
         event_id=event.event_id,
         type=event.type,
@@ -93,6 +97,7 @@ def plan_update(event: Behaviour | Item, weights: Mapping[str, float]) -> Plan:
         interactions=_interactions(event, float(weights.get(event.type, 0.0))),
         cart=_cart_changes(event),
         revenue=round(event.revenue, 6) if isinstance(event, Purchase) else None,
+        source=source,
     )
 
 

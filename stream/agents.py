@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Iterable, Mapping
 from typing import cast
 
 import faust
@@ -22,10 +23,20 @@ from core.kafka import broker_errors
 from core.redis import connect
 from core.settings import Settings
 from profiles.store import ProfileStore
+from profiles.updates import DIRECT
 from stream.app import dlq_topic, events_topic
 from stream.processing import BatchProcessor, Envelope, RawMessage
 
 log = logging.getLogger(__name__)
+
+
+def source_of(headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None) -> str:
+    """The ``source`` header of a message (the collector sets it to the sending key's scope), else ``direct``."""
+    pairs = headers.items() if isinstance(headers, Mapping) else headers or []
+    for name, value in pairs:
+        if name == "source" and isinstance(value, bytes) and 0 < len(value) <= 32:
+            return value.decode("ascii", "replace")
+    return DIRECT
 
 
 def register_agents(app: faust.App, settings: Settings) -> None:
@@ -61,6 +72,7 @@ def register_agents(app: faust.App, settings: Settings) -> None:
                     topic=ev.message.topic,
                     partition=ev.message.partition,
                     offset=ev.message.offset,
+                    source=source_of(ev.message.headers),
                 )
                 for ev in events
             ]

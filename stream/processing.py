@@ -18,9 +18,9 @@ import orjson
 from core import metrics
 from core.errors import StoreRefused, StoreUnavailable
 from core.settings import Settings
-from profiles.store import ProfileStore
-from profiles.updates import Plan, plan_update
-from schemas.events import FieldError, InvalidEvent, parse_event
+from profiles.store import APPLIED, DUPLICATE, ERASED, ProfileStore, Status
+from profiles.updates import DIRECT, Plan, plan_update
+from schemas.events import Behaviour, FieldError, InvalidEvent, Item, parse_event
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +36,14 @@ class RawMessage:
     topic: str = ""
     partition: int = -1
     offset: int = -1
+    source: str = DIRECT  # the ``source`` header: the API key scope that sent it, else a producer of its own
 
 
 @dataclass
 class BatchResult:
     applied: int = 0
     duplicates: int = 0
+    erased: int = 0
     dead_lettered: list[Envelope] = field(default_factory=list)
     lags_s: list[float] = field(default_factory=list)
 
@@ -60,6 +62,22 @@ def dead_letter(msg: RawMessage, errors: list[FieldError], event_id: str | None,
         "original": original.decode("utf-8", "replace"),
         "dead_lettered_at": int(time.time() * 1000),
     }
+
+
+# Sources that may only write anonymous visitors' behaviour (a web page's key): no customer, no login, no catalogue.
+PAGE_SOURCES = frozenset({"collect"})
+
+
+def source_refusal(event: Behaviour | Item, source: str) -> FieldError | None:
+    """Why an event may not come from ``source`` (pure; the collector refuses these already, the worker checks
+    again for what reaches Kafka another way)."""
+    if source not in PAGE_SOURCES:
+        return None
+    if isinstance(event, Item):
+        return FieldError("type", f"a catalogue event may not come from a {source!r} key (needs admin)")
+    if event.customer_id is not None:
+        return FieldError("customer_id", f"events of a known customer may not come from a {source!r} key")
+    return None
 
 
 def _event_type(raw: bytes | None) -> str:
@@ -99,7 +117,11 @@ class BatchProcessor:
                 result.dead_lettered.append(dead_letter(msg, exc.errors, exc.event_id, "validation"))
                 continue
             metrics.EVENTS_CONSUMED.labels(event.type).inc()
-            plans.append(plan_update(event, self.settings.event_weights))
+            refused = source_refusal(event, msg.source)
+            if refused is not None:
+                result.dead_lettered.append(dead_letter(msg, [refused], event.event_id, "validation"))
+                continue
+            plans.append(plan_update(event, self.settings.event_weights, msg.source))
             plan_msgs.append(msg)
         size = self.settings.store_chunk_size
         for start in range(0, len(plans), size):
@@ -115,35 +137,39 @@ class BatchProcessor:
         statuses = await self._apply_with_retry(plans, msgs, result)
         written = time.time() * 1000
         for plan, status in zip(plans, statuses, strict=True):
-            if status == 1:
+            if status == APPLIED:
                 result.applied += 1
                 metrics.EVENTS_PROCESSED.labels(plan.type).inc()
                 lag = max(0.0, (written - plan.ts) / 1000.0)
                 result.lags_s.append(lag)
                 metrics.EVENT_LAG_SECONDS.observe(lag)
-            elif status == 0:
+            elif status == DUPLICATE:
                 result.duplicates += 1
                 metrics.EVENTS_DUPLICATE.labels(plan.type).inc()
+            elif status == ERASED:
+                result.erased += 1
 
-    async def _apply_with_retry(self, plans: list[Plan], msgs: list[RawMessage], result: BatchResult) -> list[int]:
+    async def _apply_with_retry(self, plans: list[Plan], msgs: list[RawMessage], result: BatchResult) -> list[Status]:
         """Apply a chunk. A refusal of the data (:class:`StoreRefused`) isolates the offending event into the
         dead-letter topic; a state of the server (:class:`StoreUnavailable`: Redis down, out of memory, read-only
         after a failover, busy ...) is retried until it passes, so nothing is acked unapplied or dead-lettered
         for it."""
         try:
-            return await self._retry(plans)
+            statuses = await self._retry(plans)
         except StoreRefused:
-            statuses: list[int] = []
-            for plan, msg in zip(plans, msgs, strict=True):
+            statuses = []
+            for plan in plans:
                 try:
                     statuses.extend(await self._retry([plan]))
                 except StoreRefused as exc:
-                    error = FieldError("(event)", f"could not be applied to the profile store: {exc}")
-                    result.dead_lettered.append(dead_letter(msg, [error], plan.event_id, "store"))
-                    statuses.append(-1)
-            return statuses
+                    statuses.append(f"could not be applied to the profile store: {exc}")
+        for plan, msg, status in zip(plans, msgs, statuses, strict=True):
+            if isinstance(status, str):  # refused before its first write: the event changed nothing
+                error = FieldError("(event)", status)
+                result.dead_lettered.append(dead_letter(msg, [error], plan.event_id, "store"))
+        return statuses
 
-    async def _retry(self, plans: list[Plan]) -> list[int]:
+    async def _retry(self, plans: list[Plan]) -> list[Status]:
         while True:
             try:
                 return await self.store.apply_plans(plans)

@@ -81,18 +81,35 @@ def _stream_records(client: redis.Redis, key: str, chunk: int) -> Iterator[tuple
 
 
 def read_interactions(client: redis.Redis, keys: Keys, chunk: int = 50_000) -> Interactions:
-    """The training log (``{prefix}:interactions``) with visitors who logged in mapped to their customer."""
-    records = list(_stream_records(client, keys.interactions, chunk))
+    """The training log (``{prefix}:interactions``) with visitors who logged in mapped to their customer, and the
+    entries of erased profiles (up to their erasure) left out."""
+    erased = _erasures(client, keys)
+    records = [r for r in _stream_records(client, keys.interactions, chunk) if not _erased(r, erased)]
     anonymous = sorted({who.ident for who in (parse_pid(p) for p, _, _, _ in records) if who.kind == "a"})
     alias: dict[str, str] = {}
     for start in range(0, len(anonymous), 10_000):
         part = anonymous[start : start + 10_000]
         with redis_errors("reading visitor aliases"):
-            customers = client.mget([keys.alias(a) for a in part])
+            pipe = client.pipeline(transaction=False)
+            for anon in part:
+                pipe.hget(keys.alias(anon), "c")
+            customers = pipe.execute()
         for anon, customer in zip(part, customers, strict=True):
             if customer is not None:
                 alias[str(ProfileId("a", anon))] = str(ProfileId("c", customer.decode()))
     return Interactions.from_records((alias.get(p, p), i, w, t) for p, i, w, t in records)
+
+
+def _erasures(client: redis.Redis, keys: Keys) -> dict[str, float]:
+    """Erased profile id -> erasure time (ms)."""
+    with redis_errors("reading the erasures"):
+        rows = client.zrange(keys.erasures, 0, -1, withscores=True)
+    return {member.decode(): float(score) for member, score in rows}
+
+
+def _erased(record: tuple[str, str, float, int], erased: dict[str, float]) -> bool:
+    at = erased.get(record[0])
+    return at is not None and record[3] <= at
 
 
 def holdout_split(log: Interactions, fraction: float, max_users: int) -> Split | None:

@@ -17,15 +17,25 @@ profiles = st.builds(ProfileId, kinds, ids)
 
 
 def all_keys(pid: ProfileId) -> set[str]:
-    keys = set(K.profile_keys(pid)) | {K.seen(pid, "e1")}
+    keys = set(K.profile_keys(pid)) | {K.seen(pid, "direct", "e1"), K.erased(pid)}
     if pid.kind == "a":
         keys.add(K.alias(pid.ident))
+    else:
+        keys.add(K.visitors(pid.ident))
     return keys
 
 
 GLOBAL = {
     *(K.profiles, K.popular, K.catalogue, K.out_of_stock, K.interactions, K.applied_count, K.interactions_count),
-    *(K.model_current, K.model_versions, K.model_trained, K.model_lock, K.analytics_state, K.analytics_lock),
+    *(
+        K.model_current,
+        K.model_versions,
+        K.model_trained,
+        K.model_lock,
+        K.analytics_state,
+        K.analytics_lock,
+        K.erasures,
+    ),
 }
 
 

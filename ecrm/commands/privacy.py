@@ -1,0 +1,39 @@
+"""``ecrm forget ID``: erase a customer (the right to erasure), the same as ``DELETE /v1/customers/{id}``."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+
+from analytics.store import AnalyticsStore
+from core.errors import ServiceUnavailable
+from core.redis import connect
+from core.settings import Settings, get_settings
+from profiles.store import ProfileStore
+
+
+def forget(
+    customer_id: Annotated[str, typer.Argument(help="The customer to erase", show_default=False)],
+) -> None:
+    """Erase a customer: their profile, the visitors who logged in as them, their rows in the segment snapshot.
+    Training skips their logged interactions, and their older events are not applied again on a replay."""
+    try:
+        pids, rows = asyncio.run(erase(get_settings(), customer_id))
+    except ServiceUnavailable as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    visitors = len(pids) - 1
+    typer.echo(f"erased customer {customer_id!r}: {visitors} visitor profile(s), {rows} segment snapshot row(s)")
+
+
+async def erase(settings: Settings, customer_id: str) -> tuple[list[str], int]:
+    """Erase ``customer_id`` everywhere; returns the profile ids erased and the snapshot rows removed."""
+    client = connect(settings)
+    try:
+        pids = await ProfileStore(client, settings).forget(customer_id)
+        rows = await AnalyticsStore(client, settings.key_prefix).forget_rows(pids)
+    finally:
+        await client.aclose()
+    return pids, rows
