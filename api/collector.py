@@ -58,6 +58,8 @@ def validate_batch(batch: list[Any]) -> tuple[list[tuple[str, bytes]], list[dict
 
 RECONNECT_FIRST_S = 0.2
 RECONNECT_MAX_S = 2.0
+FIRST_ATTEMPT_S = 5.0
+PRODUCER_REQUEST_TIMEOUT_MS = 5_000
 
 
 class Collector:
@@ -80,7 +82,9 @@ class Collector:
             acks="all",
             linger_ms=5,
             client_id="ecrm-api",
-            request_timeout_ms=15_000,
+            # A batch not delivered by then is dropped by the producer: the client had its 503 long before, and a
+            # stop with the broker away waits no longer than this.
+            request_timeout_ms=PRODUCER_REQUEST_TIMEOUT_MS,
         )
 
     @property
@@ -88,10 +92,15 @@ class Collector:
         return self.producer is not None
 
     async def start(self) -> None:
-        """Start connecting to the broker in the background (returns at once)."""
-        self._connecting = asyncio.create_task(self._connect())
+        """Connect to the broker in the background. Returns after the first attempt (connected or not), or after
+        ``FIRST_ATTEMPT_S`` when the broker does not answer at all: the API starts either way."""
+        tried = asyncio.Event()
+        self._connecting = asyncio.create_task(self._connect(tried))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(FIRST_ATTEMPT_S):
+                await tried.wait()
 
-    async def _connect(self) -> None:
+    async def _connect(self, tried: asyncio.Event) -> None:
         delay = RECONNECT_FIRST_S
         while True:
             producer = self._new_producer()
@@ -100,10 +109,12 @@ class Collector:
                     await producer.start()
             except BrokerUnavailable as exc:
                 await producer.stop()
+                tried.set()
                 log.warning("%s; writes answer 503 meanwhile, retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX_S)
                 continue
+            tried.set()
             self.producer = producer
             log.info("connected to Kafka at %s: writes accepted", self.settings.kafka_bootstrap)
             return
