@@ -87,10 +87,6 @@ class Collector:
             request_timeout_ms=PRODUCER_REQUEST_TIMEOUT_MS,
         )
 
-    @property
-    def connected(self) -> bool:
-        return self.producer is not None
-
     async def start(self) -> None:
         """Connect to the broker in the background. Returns after the first attempt (connected or not), or after
         ``FIRST_ATTEMPT_S`` when the broker does not answer at all: the API starts either way."""
@@ -107,6 +103,9 @@ class Collector:
             try:
                 with broker_errors(f"cannot reach Kafka at {self.settings.kafka_bootstrap}"):
                     await producer.start()
+            except asyncio.CancelledError:
+                await producer.stop()  # stopped while connecting
+                raise
             except BrokerUnavailable as exc:
                 await producer.stop()
                 tried.set()
