@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +16,8 @@ from core.errors import BadRequest, BrokerUnavailable, PayloadTooLarge
 from core.kafka import broker_errors
 from core.settings import Settings
 from schemas.events import InvalidEvent, parse_event_obj
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -52,33 +56,85 @@ def validate_batch(batch: list[Any]) -> tuple[list[tuple[str, bytes]], list[dict
     return records, errors
 
 
+RECONNECT_FIRST_S = 0.2
+RECONNECT_MAX_S = 2.0
+FIRST_ATTEMPT_S = 5.0
+PRODUCER_REQUEST_TIMEOUT_MS = 5_000
+
+
 class Collector:
-    """Produces validated events to the events topic."""
+    """Produces validated events to the events topic.
+
+    The broker is not needed to start: :meth:`start` connects in the background and keeps trying, so the API
+    serves reads while the broker is away. Until it is connected, and whenever the broker does not take a batch
+    within ``ECRM_API_PRODUCE_TIMEOUT_S``, :meth:`collect` raises :class:`BrokerUnavailable` (HTTP 503 with
+    ``Retry-After``). A batch answered 503 may still reach the broker later; sending it again with the same event
+    ids is safe, since the worker de-duplicates by event id."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap.split(","),
+        self.producer: AIOKafkaProducer | None = None
+        self._connecting: asyncio.Task[None] | None = None
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap.split(","),
             acks="all",
             linger_ms=5,
             client_id="ecrm-api",
-            request_timeout_ms=15_000,
+            # A batch not delivered by then is dropped by the producer: the client had its 503 long before, and a
+            # stop with the broker away waits no longer than this.
+            request_timeout_ms=PRODUCER_REQUEST_TIMEOUT_MS,
         )
-        self._started = False
 
     async def start(self) -> None:
-        with broker_errors(f"cannot reach Kafka at {self.settings.kafka_bootstrap}"):
-            await self.producer.start()
-        self._started = True
+        """Connect to the broker in the background. Returns after the first attempt (connected or not), or after
+        ``FIRST_ATTEMPT_S`` when the broker does not answer at all: the API starts either way."""
+        tried = asyncio.Event()
+        self._connecting = asyncio.create_task(self._connect(tried))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(FIRST_ATTEMPT_S):
+                await tried.wait()
+
+    async def _connect(self, tried: asyncio.Event) -> None:
+        delay = RECONNECT_FIRST_S
+        while True:
+            producer = self._new_producer()
+            try:
+                with broker_errors(f"cannot reach Kafka at {self.settings.kafka_bootstrap}"):
+                    await producer.start()
+            except asyncio.CancelledError:
+                await producer.stop()  # stopped while connecting
+                raise
+            except BrokerUnavailable as exc:
+                await producer.stop()
+                tried.set()
+                log.warning("%s; writes answer 503 meanwhile, retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX_S)
+                continue
+            tried.set()
+            self.producer = producer
+            log.info("connected to Kafka at %s: writes accepted", self.settings.kafka_bootstrap)
+            return
 
     async def stop(self) -> None:
-        if self._started:
+        if self._connecting is not None:
+            self._connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connecting
+        if self.producer is not None:
             await self.producer.stop()
 
-    async def ready(self, timeout_s: float = 2.0) -> bool:
+    async def ready(self) -> bool:
+        """The broker answers (its metadata within the produce budget); False while not connected."""
+        producer = self.producer
+        if producer is None:
+            return False
         try:
             with broker_errors("reading the broker's metadata"):
-                return bool(await asyncio.wait_for(self.producer.client.fetch_all_metadata(), timeout_s))
+                async with asyncio.timeout(self.settings.api_produce_timeout_s):
+                    return bool(await producer.client.fetch_all_metadata())
         except BrokerUnavailable:
             return False
 
@@ -91,7 +147,13 @@ class Collector:
         return CollectResult(accepted=len(records), errors=errors)
 
     async def _produce(self, records: list[tuple[str, bytes]]) -> None:
+        """Produce and wait for every delivery, within the budget: BrokerUnavailable otherwise."""
+        producer = self.producer
         topic = self.settings.events_topic
-        with broker_errors(f"could not produce to {topic!r}"):
-            futures = [await self.producer.send(topic, value=value, key=key.encode()) for key, value in records]
-            await asyncio.gather(*futures)
+        if producer is None:
+            raise BrokerUnavailable(f"not connected to Kafka at {self.settings.kafka_bootstrap} yet (retrying)")
+        budget = self.settings.api_produce_timeout_s
+        with broker_errors(f"could not produce to {topic!r} within {budget}s"):
+            async with asyncio.timeout(budget):
+                futures = [await producer.send(topic, value=value, key=key.encode()) for key, value in records]
+                await asyncio.gather(*futures)

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.collector import Collector
+from api.degraded import PopularCopy
 from api.errors import install_error_handlers
 from api.recommend import RecommendationService
 from api.routes import customers, events, health, recommendations, segments
@@ -63,12 +64,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.store = ProfileStore(client, settings)
         app.state.collector = Collector(settings)
         app.state.models = ModelHolder(settings)
-        app.state.recs = RecommendationService(app.state.store, app.state.models, settings)
+        app.state.popular = PopularCopy(app.state.store, settings)
+        app.state.recs = RecommendationService(app.state.store, app.state.models, settings, app.state.popular)
+        # Neither the broker nor Redis is needed to start: the collector connects in the background, the model
+        # and the popular items are loaded when Redis answers (see docs/deployment.md, "Degraded modes").
         await app.state.collector.start()
         await app.state.models.start()
+        await app.state.popular.start()
         try:
             yield
         finally:
+            await app.state.popular.stop()
             await app.state.models.stop()
             await app.state.collector.stop()
             await client.aclose()

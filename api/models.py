@@ -28,7 +28,10 @@ class RecommendedItem(BaseModel):
 
 class Recommendations(BaseModel):
     recommendation_id: str = Field(description="Unique id: send it back in recommendation_click events")
-    strategy: str = Field(description="Which step of the fallback chain served the list")
+    strategy: str = Field(
+        description="Which step of the fallback chain served the list; `degraded` when Redis was away and the list "
+        "comes from the replica's in-memory copy of the popular items"
+    )
     model_version: str
     items: list[RecommendedItem]
 

@@ -8,22 +8,33 @@
 Each step only fills what the steps before it left empty; ``strategy`` names the first step that served items,
 each item's ``reason`` says why it is there. Bought items (within the re-buy window), items out of stock and
 items already shown are excluded throughout. The list is never empty while the catalogue is not.
+
+When Redis cannot serve (down, a timeout ...), the whole chain is replaced by the replica's in-memory copy of
+the popular items (:mod:`api.degraded`), with ``strategy: "degraded"``: a recommendation request never fails
+because of Redis. For ``DEGRADED_PROBE_S`` after such a failure requests go straight to the copy, so a hung
+Redis does not hold every request for the socket timeout.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
+from api.degraded import PopularCopy, pick
 from api.serving import ModelHolder, Served
+from core.errors import StoreUnavailable
 from core.keyspace import customer_pid
 from core.settings import Settings
 from profiles.store import ProfileStore, catalogue_sample
 from recommender.base import Recommendation
 
+log = logging.getLogger(__name__)
 POPULARITY_VERSION = "popularity"
+DEGRADED = "degraded"
+DEGRADED_PROBE_S = 1.0
 CANDIDATE_POOL = 300
 _DAY_MS = 86_400_000
 
@@ -89,16 +100,45 @@ def personal_reason(rec: Recommendation, bought: dict[str, int]) -> str:
 
 
 class RecommendationService:
-    def __init__(self, store: ProfileStore, holder: ModelHolder, settings: Settings) -> None:
+    def __init__(
+        self, store: ProfileStore, holder: ModelHolder, settings: Settings, popular: PopularCopy | None = None
+    ) -> None:
         self.store = store
         self.holder = holder
         self.settings = settings
+        self.popular = popular or PopularCopy(store, settings)
+        self._skip_redis_until = 0.0
 
     def _version(self, served: Served | None) -> str:
         return served.version if served is not None else POPULARITY_VERSION
 
+    async def _or_degraded(
+        self, serve: Callable[[], Awaitable[RecList]], n: int, excluded: set[str], category: str | None = None
+    ) -> RecList:
+        """``serve()``, or the in-memory popular items when Redis cannot serve it (strategy ``degraded``)."""
+        if time.monotonic() >= self._skip_redis_until:
+            try:
+                return await serve()
+            except StoreUnavailable as exc:
+                self._skip_redis_until = time.monotonic() + DEGRADED_PROBE_S
+                log.warning("recommendations degraded to the in-memory popular items: %s", exc)
+        chain = Chain(n, excluded)
+        chain.add(DEGRADED, pick(self.popular.items, excluded, category))
+        return RecList(uuid.uuid4().hex, DEGRADED, POPULARITY_VERSION, chain.items)
+
     async def for_profile(self, pid: str, n: int, category: str | None = None, step: str = "personal") -> RecList:
         """A customer's (``step="personal"``) or a visitor session's (``step="session"``) recommendations."""
+        return await self._or_degraded(lambda: self._for_profile(pid, n, category, step), n, set(), category)
+
+    async def for_visitor(self, anonymous_id: str, n: int) -> RecList:
+        """A visitor's session recommendations (their customer's once they logged in)."""
+
+        async def serve() -> RecList:
+            return await self._for_profile(await self.store.resolve_visitor(anonymous_id), n, None, "session")
+
+        return await self._or_degraded(serve, n, set())
+
+    async def _for_profile(self, pid: str, n: int, category: str | None, step: str) -> RecList:
         served = self.holder.served
         ctx = await self.store.request_context(pid)
         bought, history = ctx.bought, ctx.history
@@ -116,6 +156,9 @@ class RecommendationService:
 
     async def similar(self, item_id: str, n: int) -> RecList:
         """Cross-sell on a product page: customers who viewed this also viewed ..."""
+        return await self._or_degraded(lambda: self._similar(item_id, n), n, {item_id})
+
+    async def _similar(self, item_id: str, n: int) -> RecList:
         served = self.holder.served
         chain = Chain(n, {item_id})
         if served is not None:
@@ -127,6 +170,9 @@ class RecommendationService:
 
     async def cart(self, item_ids: list[str], customer_id: str | None, n: int) -> RecList:
         """Complements for a cart (up-selling and cross-selling at checkout)."""
+        return await self._or_degraded(lambda: self._cart(item_ids, customer_id, n), n, set(item_ids))
+
+    async def _cart(self, item_ids: list[str], customer_id: str | None, n: int) -> RecList:
         served = self.holder.served
         bought = await self.store.bought(customer_pid(customer_id)) if customer_id else {}
         now = int(time.time() * 1000)

@@ -3,6 +3,12 @@
 A request takes ``holder.served`` once and uses that object throughout, so a swap in the middle of a request
 cannot mix versions or fail it. A background task polls the registry's ``current`` key every
 ``ECRM_MODEL_POLL_S`` seconds and loads a new version off the event loop.
+
+A version whose blob cannot be loaded (corrupt, truncated, missing) is logged, counted
+(``ecrm_model_load_failures_total``) and skipped: the previous version keeps serving (or, at start, the
+popularity fallback) until another version becomes current. The category filters built for a version are kept in
+a bounded LRU cache (``ECRM_API_MASK_CACHE_SIZE`` entries, each fresh for ``MASK_CACHE_S`` seconds), so arbitrary
+``?category=`` values cannot grow the process.
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+
+from cachetools import TTLCache
 
 from core import metrics
 from core.errors import StoreUnavailable
@@ -23,25 +31,29 @@ from recommender.model import Engine
 
 log = logging.getLogger(__name__)
 MASK_CACHE_S = 30.0
+DEFAULT_MASK_CACHE_SIZE = 256
 
 
 @dataclass
 class Served:
-    """One loaded model version, with a small cache of category masks."""
+    """One loaded model version, with a bounded cache of category masks (least recently used go first)."""
 
     model: Engine
     version: str
     meta: dict[str, object]
+    mask_cache_size: int = DEFAULT_MASK_CACHE_SIZE
     loaded_at: float = field(default_factory=time.time)
-    _masks: dict[str, tuple[float, ItemMask]] = field(default_factory=dict)
+    masks: TTLCache[str, ItemMask] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.masks = TTLCache(maxsize=self.mask_cache_size, ttl=MASK_CACHE_S)
 
     def mask(self, key: str, items: set[str]) -> ItemMask:
-        cached = self._masks.get(key)
-        now = time.monotonic()
-        if cached is not None and now - cached[0] < MASK_CACHE_S:
-            return cached[1]
+        cached = self.masks.get(key)
+        if cached is not None:
+            return cached
         mask = self.model.mask(items)
-        self._masks[key] = (now, mask)
+        self.masks[key] = mask
         return mask
 
 
@@ -51,6 +63,7 @@ class ModelHolder:
         self.client = connect_bytes(settings)
         self.registry = AsyncRegistry(self.client, Keys(settings.key_prefix))
         self.served: Served | None = None
+        self.rejected: str | None = None  # the last version that could not be loaded (not tried again)
         self._task: asyncio.Task[None] | None = None
 
     async def refresh(self) -> bool:
@@ -61,27 +74,45 @@ class ModelHolder:
                 self.served = None  # the registry was emptied: fall back to popularity
                 return True
             return False
-        if self.served is not None and self.served.version == version:
+        if (self.served is not None and self.served.version == version) or version == self.rejected:
             return False
-        loaded = await self.registry.load(version)
-        if loaded is None:
-            log.warning("model version %s is current but has no stored blob", version)
+        served = await self._load(version)
+        if served is None:
             return False
-        model = await asyncio.to_thread(Engine.from_bytes, loaded.blob)
-        meta = loaded.meta
         old = self.served
-        self.served = Served(model, version, meta)
+        self.served = served
         if old is not None:
             metrics.MODEL_VERSION.remove(old.version)
         metrics.MODEL_VERSION.labels(version).set(1)
+        meta = served.meta
         holdout = meta.get("holdout", {}) if isinstance(meta, dict) else {}
-        if "ndcg@10" in holdout:
+        if isinstance(holdout, dict) and "ndcg@10" in holdout:
             metrics.MODEL_HOLDOUT_NDCG.labels(version).set(float(holdout["ndcg@10"]))
         training = meta.get("training", {}) if isinstance(meta, dict) else {}
-        if "duration_s" in training:
+        if isinstance(training, dict) and "duration_s" in training:
             metrics.MODEL_TRAINING_SECONDS.labels(version).set(float(training["duration_s"]))
         log.info("now serving model %s", version)
         return True
+
+    async def _load(self, version: str) -> Served | None:
+        """The version loaded, or None when its blob is missing or cannot be read (logged, counted, and not tried
+        again while it stays current). Raises StoreUnavailable when Redis fails (tried again at the next poll)."""
+        try:
+            loaded = await self.registry.load(version)
+            if loaded is None:
+                raise ValueError("it is current but has no stored blob")
+            model = await asyncio.to_thread(Engine.from_bytes, loaded.blob)
+        except StoreUnavailable:
+            raise
+        # The registry is a trust boundary: numpy, zipfile, zlib and the metadata's JSON each fail in their own way
+        # on a corrupt blob, and none of them may stop the API or the version it serves.
+        except Exception as exc:
+            self.rejected = version
+            metrics.MODEL_LOAD_FAILURES.inc()
+            still = self.served.version if self.served is not None else "the popularity fallback"
+            log.error("model version %s cannot be loaded (%s); still serving %s", version, exc, still)
+            return None
+        return Served(model, version, loaded.meta, self.settings.api_mask_cache_size)
 
     async def start(self) -> None:
         try:

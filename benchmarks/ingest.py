@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaConsumer
 
 from core.kafka import ensure_topics, event_key, make_producer, produce_events
 from core.keyspace import Keys
+from core.redis import connect_sync
 from core.settings import Settings, isolated
 from runtime.local import spawn_role, stop_process
 from runtime.simulate import SimulationConfig, simulate
@@ -163,7 +164,7 @@ def run_ingest_bench(
         settings = settings.model_copy(update={"retrain_check_s": 1e9})
         os.environ["ECRM_ANALYTICS_INTERVAL_S"] = "0"
     ensure_topics(settings)
-    r = redis.Redis.from_url(settings.redis_url)
+    r = connect_sync(settings)
     echo(f"generating and producing {n} events ...")
     producer = make_producer(settings)
     produce_events(producer, settings.events_topic, generate(n))

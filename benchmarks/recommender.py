@@ -26,6 +26,7 @@ import orjson
 import redis
 
 from core.keyspace import Keys
+from core.redis import connect_sync
 from core.settings import Settings, isolated
 from runtime.local import spawn_role, stop_process, wait_ready
 from trainer.training import TrainingResult, train_once
@@ -74,7 +75,7 @@ def write_log(r: redis.Redis, keys: Keys, log: SyntheticLog, echo: Echo) -> None
 
 def bench_train(base: Settings, n: int, echo: Echo) -> TrainingResult:
     settings = isolated(base)
-    r = redis.Redis.from_url(settings.redis_url)
+    r = connect_sync(settings)
     keys = Keys(settings.key_prefix)
     echo(f"writing {n} generated interactions to the training log ...")
     write_log(r, keys, synthetic_log(n, n_users=max(n // 20, 100), n_items=max(n // 50, 100)), echo)
@@ -176,7 +177,7 @@ def _pct(values: list[float], p: int) -> float:
 
 def bench_api(base: Settings, port: int, items: int, rps: float, seconds: float, echo: Echo) -> ApiFigures:
     settings = isolated(base, api_port=port, model_poll_s=1.0)
-    r = redis.Redis.from_url(settings.redis_url)
+    r = connect_sync(settings)
     keys = Keys(settings.key_prefix)
     n = items * 5
     echo(f"training a model over a {items}-item catalogue ({n} generated interactions) ...")
@@ -241,7 +242,7 @@ def bench_freshness(base: Settings, port: int, probes: int, echo: Echo) -> list[
     produce_events(producer, settings.events_topic, simulate(cfg))
     procs = [spawn_role(["worker"], settings)]
     try:
-        r = redis.Redis.from_url(settings.redis_url)
+        r = connect_sync(settings)
         keys = Keys(settings.key_prefix)
         deadline = time.monotonic() + 120
         while int(r.get(keys.applied_count) or 0) < 1000:

@@ -54,3 +54,12 @@ ANALYTICS_REFRESH_FAILURES = Counter("ecrm_analytics_refresh_failures_total", "A
 MODEL_AGE_SECONDS = Gauge("ecrm_model_age_seconds", "Age of the served model version")
 MODEL_HOLDOUT_NDCG = Gauge("ecrm_model_holdout_ndcg", "Holdout NDCG@10 of a model version", ["version"])
 MODEL_TRAINING_SECONDS = Gauge("ecrm_model_training_seconds", "Training duration of a model version", ["version"])
+
+# --- API degradation (a broker or Redis away, a corrupt model) ---
+MODEL_LOAD_FAILURES = Counter(
+    "ecrm_model_load_failures_total",
+    "Model versions that could not be loaded (corrupt or missing blob) and were skipped",
+)
+DEGRADED_ITEMS = Gauge(
+    "ecrm_degraded_items", "Popular items held in memory to answer recommendations while Redis is away"
+)

@@ -77,16 +77,29 @@ def redis_errors(what: str) -> Iterator[None]:
         raise map_error(exc, what) from exc
 
 
+def timeouts(settings: Settings) -> dict[str, float]:
+    """The explicit timeouts every client gets: a Redis that does not answer fails the call as
+    :class:`~core.errors.StoreUnavailable` (``timeout``) instead of hanging it (pure)."""
+    return {
+        "socket_timeout": settings.redis_socket_timeout_s,
+        "socket_connect_timeout": settings.redis_connect_timeout_s,
+    }
+
+
 def connect(settings: Settings) -> aioredis.Redis:
     """An asyncio Redis client that decodes strings."""
-    return aioredis.Redis.from_url(settings.redis_url, decode_responses=True, health_check_interval=30)
+    return aioredis.Redis.from_url(
+        settings.redis_url, decode_responses=True, health_check_interval=30, **timeouts(settings)
+    )
 
 
 def connect_bytes(settings: Settings) -> aioredis.Redis:
     """An asyncio Redis client that returns bytes (model blobs)."""
-    return aioredis.Redis.from_url(settings.redis_url, decode_responses=False, health_check_interval=30)
+    return aioredis.Redis.from_url(
+        settings.redis_url, decode_responses=False, health_check_interval=30, **timeouts(settings)
+    )
 
 
-def connect_sync(settings: Settings) -> redis.Redis:
-    """A blocking Redis client returning bytes (the trainer and the command line)."""
-    return redis.Redis.from_url(settings.redis_url)
+def connect_sync(settings: Settings, decode_responses: bool = False) -> redis.Redis:
+    """A blocking Redis client, returning bytes unless asked to decode (the trainer, the command line, benches)."""
+    return redis.Redis.from_url(settings.redis_url, decode_responses=decode_responses, **timeouts(settings))

@@ -101,6 +101,26 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
     recommendations_max_n: int = Field(100, ge=1)
 
+    # Degradation and bounded memory: Redis timeouts, the API without a broker or without Redis, the mask cache
+    redis_socket_timeout_s: float = Field(
+        2.0, gt=0, description="Longest wait for a Redis reply (every client); then the call fails as unavailable"
+    )
+    redis_connect_timeout_s: float = Field(1.0, gt=0, description="Longest wait to open a connection to Redis")
+    api_produce_timeout_s: float = Field(
+        1.0,
+        gt=0,
+        description="Longest POST /v1/events waits for the broker to take a batch; then 503 with Retry-After",
+    )
+    api_degraded_items: int = Field(
+        200, ge=1, description="Popular items each API replica keeps in memory to answer while Redis is away"
+    )
+    api_degraded_refresh_s: float = Field(
+        10.0, gt=0, description="How often an API replica refreshes its in-memory copy of the popular items"
+    )
+    api_mask_cache_size: int = Field(
+        256, ge=1, description="Category filters an API replica keeps built per model version (least recently used go)"
+    )
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

@@ -20,16 +20,17 @@ async def live() -> dict[str, str]:
 
 @router.get("/health/ready")
 async def ready(store: StoreDep, collector: CollectorDep) -> JSONResponse:
-    """Redis and the broker are reachable (503 otherwise)."""
+    """Reads (Redis) and writes (the broker) reported separately. 200 while reads work, even without the broker
+    (``status`` is then ``degraded`` and ``POST /v1/events`` answers 503); 503 when Redis is away."""
     try:
-        redis_ok = await store.ping()
+        reads = await store.ping()
     except StoreUnavailable:
-        redis_ok = False
-    kafka_ok = await collector.ready()
-    ok = redis_ok and kafka_ok
+        reads = False
+    writes = await collector.ready()
+    status = "ok" if reads and writes else "degraded" if reads else "unavailable"
     return JSONResponse(
-        {"status": "ok" if ok else "unavailable", "redis": redis_ok, "kafka": kafka_ok},
-        status_code=200 if ok else 503,
+        {"status": status, "reads": reads, "writes": writes, "redis": reads, "kafka": writes},
+        status_code=200 if reads else 503,
     )
 
 

@@ -8,7 +8,7 @@ import orjson
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
-from api.deps import RecsDep, SettingsDep, StoreDep
+from api.deps import RecsDep, SettingsDep
 from api.models import Recommendations
 from api.recommend import RecList
 from core import metrics
@@ -39,10 +39,9 @@ async def for_customer(
 
 
 @router.get("/v1/sessions/{anonymous_id}/recommendations", response_model=Recommendations)
-async def for_session(anonymous_id: str, recs: RecsDep, store: StoreDep, settings: SettingsDep, n: N = 10) -> Response:
+async def for_session(anonymous_id: str, recs: RecsDep, settings: SettingsDep, n: N = 10) -> Response:
     """For a visitor who is not logged in, from the session's views (a visitor who logged in gets the customer's)."""
-    pid = await store.resolve_visitor(anonymous_id)
-    result = await recs.for_profile(pid, min(n, settings.recommendations_max_n), step="session")
+    result = await recs.for_visitor(anonymous_id, min(n, settings.recommendations_max_n))
     return _respond("session", result)
 
 

@@ -1,0 +1,77 @@
+"""Pure parts of the degraded modes: the in-memory popular copy, the bounded mask cache, the Redis timeouts."""
+
+from __future__ import annotations
+
+from typing import cast
+
+import numpy as np
+
+from api.degraded import PopularItem, merge_popular, pick
+from api.serving import Served
+from core.redis import connect, connect_bytes, connect_sync
+from core.settings import Settings
+from profiles.store import ScoredItem
+from recommender.base import ItemMask
+from recommender.model import Engine
+
+
+def test_popular_copy_is_trending_then_popular_once_each_without_out_of_stock() -> None:
+    trending = [ScoredItem("a", 5.0), ScoredItem("b", 4.0), ScoredItem("gone", 3.0)]
+    popular = [ScoredItem("b", 90.0), ScoredItem("c", 80.0), ScoredItem("d", 70.0)]
+    items = merge_popular(trending, popular, {"a": "shoes", "c": "hats"}, {"gone"}, limit=4)
+    assert items == (
+        PopularItem("a", 5.0, "trending", "shoes"),
+        PopularItem("b", 4.0, "trending", None),
+        PopularItem("c", 80.0, "popular", "hats"),
+        PopularItem("d", 70.0, "popular", None),
+    )
+    assert len(merge_popular(trending, popular, {}, set(), limit=2)) == 2
+
+
+def test_degraded_pick_honours_exclusions_and_the_category() -> None:
+    items = merge_popular(
+        [ScoredItem("a", 3.0), ScoredItem("b", 2.0), ScoredItem("c", 1.0)],
+        [],
+        {"a": "shoes", "b": "hats", "c": "shoes"},
+        set(),
+        limit=10,
+    )
+    assert [i for i, _, _ in pick(items, set())] == ["a", "b", "c"]
+    assert [i for i, _, _ in pick(items, {"a"})] == ["b", "c"]
+    assert [i for i, _, _ in pick(items, set(), "shoes")] == ["a", "c"]
+    assert list(pick(items, set(), "unknown")) == []
+
+
+class CountingModel:
+    """Stands in for a model: builds a mask and counts how often it had to."""
+
+    def __init__(self) -> None:
+        self.built: list[frozenset[str]] = []
+
+    def mask(self, items: set[str]) -> ItemMask:
+        self.built.append(frozenset(items))
+        return ItemMask(np.zeros(4, dtype=np.bool_))
+
+
+def test_category_masks_are_a_bounded_lru() -> None:
+    model = CountingModel()
+    served = Served(cast(Engine, model), "v1", {}, mask_cache_size=3)
+    for k in range(1000):  # a scan over arbitrary ?category= values
+        served.mask(f"cat:{k}", {f"i{k}"})
+    assert len(served.masks) == 3 and len(model.built) == 1000
+    served.mask("cat:hot", {"x"})
+    for k in range(5):
+        served.mask("cat:hot", {"x"})  # used again and again: built once, never evicted
+        served.mask(f"cat:other{k}", {"y"})
+    assert model.built.count(frozenset({"x"})) == 1
+    assert "cat:hot" in served.masks and len(served.masks) == 3
+
+
+def test_every_redis_client_has_explicit_timeouts() -> None:
+    settings = Settings(redis_socket_timeout_s=0.7, redis_connect_timeout_s=0.3)
+    for kwargs in (
+        connect(settings).connection_pool.connection_kwargs,
+        connect_bytes(settings).connection_pool.connection_kwargs,
+        connect_sync(settings).connection_pool.connection_kwargs,
+    ):
+        assert kwargs["socket_timeout"] == 0.7 and kwargs["socket_connect_timeout"] == 0.3
