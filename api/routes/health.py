@@ -19,8 +19,9 @@ async def live() -> dict[str, str]:
 
 
 @router.get("/health/ready")
-async def ready(store: StoreDep, collector: CollectorDep) -> JSONResponse:
-    """Redis and the broker are reachable (503 otherwise)."""
+async def ready(request: Request, store: StoreDep, collector: CollectorDep) -> JSONResponse:
+    """Redis and the broker are reachable (503 otherwise); `auth` says whether API keys are required (`keys`) or
+    the API is open (`open`, loopback only)."""
     try:
         redis_ok = await store.ping()
     except StoreUnavailable:
@@ -28,7 +29,12 @@ async def ready(store: StoreDep, collector: CollectorDep) -> JSONResponse:
     kafka_ok = await collector.ready()
     ok = redis_ok and kafka_ok
     return JSONResponse(
-        {"status": "ok" if ok else "unavailable", "redis": redis_ok, "kafka": kafka_ok},
+        {
+            "status": "ok" if ok else "unavailable",
+            "redis": redis_ok,
+            "kafka": kafka_ok,
+            "auth": request.app.state.keys.mode,  # access control (api/auth.py)
+        },
         status_code=200 if ok else 503,
     )
 
