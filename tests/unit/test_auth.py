@@ -150,3 +150,18 @@ def test_cors_origins_setting() -> None:
     for bad in ("shop.example", "ftp://shop.example", "https://shop.example/path"):
         with pytest.raises(ConfigError, match="ECRM_CORS_ORIGINS"):
             cors_origins(bad)
+
+
+def test_the_auth_bench_compares_on_against_off_by_median() -> None:
+    from benchmarks.auth import Figures, check_costs, lines
+
+    def fig(mode: str, rate: float, p99: float) -> Figures:
+        return Figures(mode, "GET /x", rate, 100.0, 0, 1.0, p99, 1.5, p99 + 1)
+
+    out = lines([fig("off", 1000, 4.0), fig("on", 900, 5.0), fig("off", 1200, 6.0), fig("on", 1100, 5.0)], 100)
+    assert out[-1] == (
+        "GET /x: max rate 1000/s on vs 1100/s off (-9.1%); server p99 5.00 ms on vs 5.00 ms off (medians of 2 rounds)"
+    )
+    assert out[-2].startswith("cost of the checks in process, per request: key match (3 keys) ")
+    costs = check_costs(200)
+    assert set(costs) == {"key match (3 keys)", "rate-limit hit"} and all(0 < us < 10_000 for us in costs.values())
