@@ -58,5 +58,6 @@ USER 10001:10001
 EXPOSE 8000 9101
 
 # Exec form: the process is PID 1 and gets SIGTERM from `docker stop` (uvicorn and Faust both shut down cleanly).
-# In a container the API must listen on all interfaces; the port comes from ECRM_API_PORT (default 8000).
+# In a container the API must listen on all interfaces; the port comes from ECRM_API_PORT (default 8000). It then
+# needs ECRM_API_KEYS: without keys the API is open and refuses to listen on anything but loopback.
 CMD ["ecrm", "api", "--host", "0.0.0.0"]

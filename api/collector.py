@@ -1,4 +1,8 @@
-"""The HTTP collector: validate a batch, produce the valid events to Kafka (aiokafka), report the invalid ones."""
+"""The HTTP collector: validate a batch, produce the valid events to Kafka (aiokafka), report the invalid ones.
+
+Each event is also checked against the sender's key (:func:`api.auth.event_refusal`): an event the key may not send
+is refused by index like an invalid one. Every record carries a Kafka header ``source`` naming the scope of the key
+that sent it (``open`` when no keys are configured), for the worker to decide what it may trust."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from api.auth import Caller, event_refusal
 from core import metrics
 from core.errors import BadRequest, BrokerUnavailable, PayloadTooLarge
 from core.kafka import broker_errors
@@ -24,6 +29,7 @@ log = logging.getLogger(__name__)
 class CollectResult:
     accepted: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
+    forbidden: int = 0  # events refused because of the key's scope
 
 
 def decode_batch(body: bytes, max_batch: int) -> list[Any]:
@@ -40,8 +46,11 @@ def decode_batch(body: bytes, max_batch: int) -> list[Any]:
     return batch
 
 
-def validate_batch(batch: list[Any]) -> tuple[list[tuple[str, bytes]], list[dict[str, Any]]]:
-    """Split a batch into (key, value) records to produce and per-index errors (pure)."""
+def validate_batch(
+    batch: list[Any], sender: Caller | None = None
+) -> tuple[list[tuple[str, bytes]], list[dict[str, Any]]]:
+    """Split a batch into (key, value) records to produce and per-index errors (pure). With a ``sender``, the
+    events its key may not send are refused too (their errors' reason starts with ``forbidden``)."""
     records: list[tuple[str, bytes]] = []
     errors: list[dict[str, Any]] = []
     for index, obj in enumerate(batch):
@@ -50,6 +59,10 @@ def validate_batch(batch: list[Any]) -> tuple[list[tuple[str, bytes]], list[dict
         except InvalidEvent as exc:
             for err in exc.errors:
                 errors.append({"index": index, "event_id": exc.event_id, **err.as_dict()})
+            continue
+        refusal = event_refusal(event, sender) if sender is not None else None
+        if refusal is not None:
+            errors.append({"index": index, "event_id": event.event_id, **refusal.as_dict()})
             continue
         records.append((event.kafka_key, orjson.dumps(obj)))
         metrics.EVENTS_COLLECTED.labels(event.type).inc()
@@ -138,22 +151,27 @@ class Collector:
         except BrokerUnavailable:
             return False
 
-    async def collect(self, body: bytes) -> CollectResult:
+    async def collect(self, body: bytes, sender: Caller) -> CollectResult:
         batch = decode_batch(body, self.settings.api_max_batch)
-        records, errors = validate_batch(batch)
+        records, errors = validate_batch(batch, sender)
         metrics.EVENTS_REJECTED.inc(len(batch) - len(records))
         if records:
-            await self._produce(records)
-        return CollectResult(accepted=len(records), errors=errors)
+            await self._produce(records, sender.source)
+        forbidden = len({e["index"] for e in errors if e["reason"].startswith("forbidden")})
+        return CollectResult(accepted=len(records), errors=errors, forbidden=forbidden)
 
-    async def _produce(self, records: list[tuple[str, bytes]]) -> None:
-        """Produce and wait for every delivery, within the budget: BrokerUnavailable otherwise."""
+    async def _produce(self, records: list[tuple[str, bytes]], source: str) -> None:
+        """Produce with the sender's ``source`` header and wait for every delivery, within the budget:
+        BrokerUnavailable otherwise."""
         producer = self.producer
         topic = self.settings.events_topic
         if producer is None:
             raise BrokerUnavailable(f"not connected to Kafka at {self.settings.kafka_bootstrap} yet (retrying)")
+        headers = [("source", source.encode())]
         budget = self.settings.api_produce_timeout_s
         with broker_errors(f"could not produce to {topic!r} within {budget}s"):
             async with asyncio.timeout(budget):
-                futures = [await producer.send(topic, value=value, key=key.encode()) for key, value in records]
+                futures = [
+                    await producer.send(topic, value=value, key=key.encode(), headers=headers) for key, value in records
+                ]
                 await asyncio.gather(*futures)

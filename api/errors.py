@@ -5,7 +5,15 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from core.errors import BadRequest, NotFound, PayloadTooLarge, ServiceUnavailable
+from core.errors import (
+    BadRequest,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    ServiceUnavailable,
+    Unauthorized,
+)
 
 __all__ = ["BadRequest", "NotFound", "PayloadTooLarge", "install_error_handlers"]
 
@@ -23,6 +31,24 @@ def install_error_handlers(app: FastAPI) -> None:
     async def not_found(_: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404)
 
+    async def unauthorized(_: Request, exc: Exception) -> JSONResponse:
+        # RFC 6750: a missing key gets the bare challenge, a wrong one says invalid_token
+        invalid = isinstance(exc, Unauthorized) and exc.invalid_token
+        challenge = 'Bearer error="invalid_token"' if invalid else "Bearer"
+        return JSONResponse({"detail": str(exc)}, status_code=401, headers={"WWW-Authenticate": challenge})
+
+    async def forbidden(_: Request, exc: Exception) -> JSONResponse:
+        scope = exc.scope if isinstance(exc, Forbidden) else ""
+        challenge = f'Bearer error="insufficient_scope", scope="{scope}"'
+        return JSONResponse({"detail": str(exc)}, status_code=403, headers={"WWW-Authenticate": challenge})
+
+    async def rate_limited(_: Request, exc: Exception) -> JSONResponse:
+        wait = exc.retry_after_s if isinstance(exc, RateLimited) else 1
+        return JSONResponse({"detail": str(exc)}, status_code=429, headers={"Retry-After": str(wait)})
+
+    app.add_exception_handler(Unauthorized, unauthorized)
+    app.add_exception_handler(Forbidden, forbidden)
+    app.add_exception_handler(RateLimited, rate_limited)
     app.add_exception_handler(ServiceUnavailable, unavailable)
     app.add_exception_handler(PayloadTooLarge, too_large)
     app.add_exception_handler(BadRequest, bad_request)

@@ -8,15 +8,19 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.auth import document_scopes, parse_keys, warn_if_open
 from api.collector import Collector
 from api.degraded import PopularCopy
 from api.errors import install_error_handlers
+from api.ratelimit import RateLimiter
 from api.recommend import RecommendationService
 from api.routes import customers, events, health, recommendations, segments
 from api.serving import ModelHolder
 from core import __version__, metrics
+from core.errors import ConfigError
 from core.redis import connect
 from core.settings import Settings, get_settings
 from profiles.store import ProfileStore
@@ -53,14 +57,31 @@ class LatencyMiddleware:
             metrics.API_LATENCY.labels(path, scope["method"], str(status[0])).observe(time.perf_counter() - started)
 
 
+def cors_origins(text: str) -> list[str]:
+    """``ECRM_CORS_ORIGINS`` -> origins (``*`` for any; each else ``scheme://host[:port]``). Raises ConfigError."""
+    origins = [origin.strip().rstrip("/") for origin in text.split(",") if origin.strip()]
+    for origin in origins:
+        scheme, sep, rest = origin.partition("://")
+        if origin != "*" and (scheme not in ("http", "https") or not sep or not rest or "/" in rest):
+            raise ConfigError(f"ECRM_CORS_ORIGINS: {origin!r} is not an origin (expected e.g. https://shop.example)")
+    return origins
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
+    """The app. Raises :class:`ConfigError` for bad access-control settings (keys, CORS origins, rate limit)."""
     settings = settings or get_settings()
+    keys = parse_keys(settings.api_keys)
+    rate_limiter = RateLimiter(settings.rate_limit)
+    origins = cors_origins(settings.cors_origins)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pin_blas_threads(1)  # one BLAS thread per replica: scale by replicas, not by threads
         client = connect(settings)
         app.state.settings = settings
+        app.state.keys = keys
+        app.state.rate_limiter = rate_limiter
+        warn_if_open(keys)
         app.state.store = ProfileStore(client, settings)
         app.state.collector = Collector(settings)
         app.state.models = ModelHolder(settings)
@@ -91,7 +112,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(recommendations.router)
     app.include_router(segments.router)
     app.include_router(health.router)
+    if origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+            max_age=600,
+        )
     app.add_middleware(LatencyMiddleware)
+    schema = app.openapi
+    app.openapi = lambda: document_scopes(schema())  # type: ignore[method-assign]
     return app
 
 

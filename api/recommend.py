@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from api.degraded import PopularCopy, pick
 from api.serving import ModelHolder, Served
 from core.errors import StoreUnavailable
-from core.keyspace import customer_pid
+from core.keyspace import anonymous_pid, customer_pid
 from core.settings import Settings
 from profiles.store import ProfileStore, catalogue_sample
 from recommender.base import Recommendation
@@ -130,11 +130,12 @@ class RecommendationService:
         """A customer's (``step="personal"``) or a visitor session's (``step="session"``) recommendations."""
         return await self._or_degraded(lambda: self._for_profile(pid, n, category, step), n, set(), category)
 
-    async def for_visitor(self, anonymous_id: str, n: int) -> RecList:
-        """A visitor's session recommendations (their customer's once they logged in)."""
+    async def for_visitor(self, anonymous_id: str, n: int, follow_login: bool = True) -> RecList:
+        """A visitor's session recommendations; their customer's once they logged in when ``follow_login``."""
 
         async def serve() -> RecList:
-            return await self._for_profile(await self.store.resolve_visitor(anonymous_id), n, None, "session")
+            pid = await self.store.resolve_visitor(anonymous_id) if follow_login else anonymous_pid(anonymous_id)
+            return await self._for_profile(pid, n, None, "session")
 
         return await self._or_degraded(serve, n, set())
 

@@ -13,11 +13,14 @@ and the API maps them to HTTP in one place (:mod:`api.errors`)::
     ├── TrainingError
     │   ├── NothingToTrain ........ the interaction log is empty
     │   └── TrainingBusy .......... another training holds the lock
-    ├── ConfigError ............... a configuration file is invalid (the analytics segment rules, ...)
+    ├── ConfigError ............... a configuration file or setting is invalid (segment rules, ECRM_API_KEYS ...)
     └── RequestError .............. a request the engine cannot take (HTTP 4xx)
         ├── BadRequest ............ not JSON, an empty batch, a bad cursor (400)
         ├── NotFound .............. a named resource does not exist (404)
-        └── PayloadTooLarge ....... a body or batch over the configured limit (413)
+        ├── PayloadTooLarge ....... a body or batch over the configured limit (413)
+        ├── Unauthorized .......... no valid API key (401)
+        ├── Forbidden ............. the API key lacks the scope (403)
+        └── RateLimited ........... over the rate limit: ``retry_after_s`` (429)
 
 A :class:`StoreUnavailable` names its ``reason`` (``connection``, ``timeout``, ``oom``, ``readonly``,
 ``masterdown``, ``tryagain``, ``loading``, ``busy``, ``clusterdown``, ``noscript``): the worker retries all of them
@@ -87,3 +90,30 @@ class NotFound(RequestError, LookupError):
 
 class PayloadTooLarge(RequestError):
     """A request body or batch over the configured limit."""
+
+
+# --- access control (api/auth.py, api/ratelimit.py) ---
+
+
+class Unauthorized(RequestError):
+    """No API key, or one that is not configured (``invalid_token``) (HTTP 401)."""
+
+    def __init__(self, message: str, invalid_token: bool = False) -> None:
+        super().__init__(message)
+        self.invalid_token = invalid_token
+
+
+class Forbidden(RequestError):
+    """A valid API key without the scope the request needs (HTTP 403); ``scope`` names the one needed."""
+
+    def __init__(self, message: str, scope: str) -> None:
+        super().__init__(message)
+        self.scope = scope
+
+
+class RateLimited(RequestError):
+    """Over the rate limit (HTTP 429): retry after ``retry_after_s`` seconds."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

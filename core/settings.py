@@ -121,6 +121,22 @@ class Settings(BaseSettings):
         256, ge=1, description="Category filters an API replica keeps built per model version (least recently used go)"
     )
 
+    # API access control (api/auth.py, api/ratelimit.py; docs/deployment.md "Access control")
+    api_keys: str = Field(
+        "",
+        repr=False,
+        description="API keys, comma-separated scope:secret (scopes collect, server, admin); unset: the API is open "
+        "and binds loopback only",
+    )
+    cors_origins: str = Field(
+        "", description="Origins allowed to call the API from a browser (CORS), comma-separated; none when empty"
+    )
+    rate_limit: str = Field(
+        "100/second",
+        description="Limit of POST /v1/events per client address (collect keys, open mode) or per server/admin key, "
+        "e.g. 100/second;3000/minute; empty turns it off",
+    )
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

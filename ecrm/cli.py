@@ -39,6 +39,7 @@ bench_app.command("ingest")(bench.ingest)
 bench_app.command("train")(bench.train)
 bench_app.command("api")(bench.api)
 bench_app.command("freshness")(bench.freshness)
+bench_app.command("auth")(bench.auth)
 from ecrm.commands import analytics  # noqa: E402
 
 app.add_typer(analytics.app, name="analytics")

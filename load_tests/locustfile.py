@@ -58,6 +58,7 @@ class Shopper(FastHttpUser):
 
     weight = 3
     wait_time = between(0.2, 1.0)
+    default_headers = CONFIG.headers  # a server key when the stack has ECRM_API_KEYS (ECRM_LOAD_API_KEY)
 
     def on_start(self) -> None:
         rng = user_rng()
@@ -110,6 +111,7 @@ class RecommendationWidget(FastHttpUser):
 
     weight = 1
     wait_time = between(0.1, 0.5)
+    default_headers = CONFIG.headers
 
     def on_start(self) -> None:
         self.rng = user_rng()

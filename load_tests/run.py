@@ -178,7 +178,9 @@ def wait_until(what: str, check: Callable[[], bool], timeout_s: float, child: Ch
 
 def wait_for_stack(base: str, customers: int, child: Child | None, timeout_s: float) -> None:
     """``/health/ready``, then the first and the last demo customer's profile (the demo has been consumed)."""
-    with httpx.Client(base_url=base, timeout=5.0) as http:
+    key = os.environ.get("ECRM_LOAD_API_KEY", "").strip()
+    headers = {"Authorization": f"Bearer {key}"} if key else None
+    with httpx.Client(base_url=base, timeout=5.0, headers=headers) as http:
         wait_until(f"{base}/health/ready", lambda: http.get("/health/ready").status_code == 200, timeout_s, child)
         for path in (f"/v1/customers/cust-{index:05d}/profile" for index in (0, customers - 1)):
 
@@ -262,7 +264,9 @@ def start_stack(args: argparse.Namespace, out: Path, children: list[Child]) -> s
     log = out / "ecrm-up.log"
     print(f"starting ecrm up on {base} with the demo ({args.customers} customers); log: {log}")
     up = [sys.executable, "-m", "ecrm", "up", "--port", str(port), "--customers", str(args.customers)]
-    children.append(Child.start("ecrm up", up, dict(os.environ), log))
+    # every simulated user comes from 127.0.0.1, one client for the collector's rate limit: lift it (unless set)
+    env = {"ECRM_RATE_LIMIT": "100000/second", **os.environ}
+    children.append(Child.start("ecrm up", up, env, log))
     started = time.monotonic()
     try:
         wait_for_stack(base, args.customers, children[-1], timeout_s=180)

@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from api.auth import ServerCaller
 from api.deps import StoreDep
 from api.errors import NotFound
 from api.models import Profile
@@ -19,7 +20,7 @@ _RFM_KEYS = ("r_score", "f_score", "m_score", "rfm_score", "rfm_total", "rfm_mea
 
 
 @router.get("/{customer_id}/profile", response_model=Profile, responses={404: {}})
-async def profile(customer_id: str, store: StoreDep, analytics: AnalyticsDep) -> dict[str, Any]:
+async def profile(customer_id: str, store: StoreDep, analytics: AnalyticsDep, _: ServerCaller) -> dict[str, Any]:
     """The live profile: counts, recency/frequency/monetary with their 1-5 scores, segment, lifetime value, churn
     risk, recent items, cart, category affinities. Scores use the live values against the last refresh's
     quintiles, so a purchase shows at once."""

@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 from api.deps import CollectorDep, SettingsDep
 from api.errors import PayloadTooLarge
 from api.models import CollectResponse
+from api.ratelimit import CountedCaller
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 
@@ -31,13 +32,29 @@ async def read_limited(request: Request, limit: int) -> bytes:
     "",
     status_code=202,
     response_model=CollectResponse,
-    responses={422: {"model": CollectResponse}, 413: {}, 400: {}, 503: {}},
+    responses={
+        422: {"model": CollectResponse},
+        403: {"model": CollectResponse},
+        401: {},
+        413: {},
+        400: {},
+        429: {},
+        503: {},
+    },
     summary="Collect one event or a batch (up to the configured limit, 500 by default)",
 )
-async def collect(request: Request, collector: CollectorDep, settings: SettingsDep) -> JSONResponse:
-    """Valid events go to Kafka; invalid ones are reported by index, field and reason (422 when none is valid)."""
+async def collect(
+    request: Request, collector: CollectorDep, settings: SettingsDep, sender: CountedCaller
+) -> JSONResponse:
+    """Valid events go to Kafka; invalid ones are reported by index, field and reason (422 when none is valid).
+
+    Any key may post, and each event is checked against its scope: anonymous visitors' behavioural events need
+    `collect`, an event with a `customer_id` (a login links a visitor to a customer) needs `server`, an `item`
+    event needs `admin`. Events the key may not send are refused by index with a reason starting with
+    `forbidden` (403 when none is accepted). The collector is rate limited (429 with `Retry-After`)."""
     body = await read_limited(request, settings.api_max_body_bytes)
-    result = await collector.collect(body)
+    result = await collector.collect(body, sender)
     rejected = len({e["index"] for e in result.errors})
     payload = {"accepted": result.accepted, "rejected": rejected, "errors": result.errors}
-    return JSONResponse(payload, status_code=202 if result.accepted else 422)
+    status = 202 if result.accepted else 403 if result.forbidden else 422
+    return JSONResponse(payload, status_code=status)

@@ -19,9 +19,10 @@ async def live() -> dict[str, str]:
 
 
 @router.get("/health/ready")
-async def ready(store: StoreDep, collector: CollectorDep) -> JSONResponse:
+async def ready(request: Request, store: StoreDep, collector: CollectorDep) -> JSONResponse:
     """Reads (Redis) and writes (the broker) reported separately. 200 while reads work, even without the broker
-    (``status`` is then ``degraded`` and ``POST /v1/events`` answers 503); 503 when Redis is away."""
+    (``status`` is then ``degraded`` and ``POST /v1/events`` answers 503); 503 when Redis is away. ``auth`` says
+    whether API keys are required (``keys``) or the API is open (``open``, loopback only)."""
     try:
         reads = await store.ping()
     except StoreUnavailable:
@@ -29,7 +30,14 @@ async def ready(store: StoreDep, collector: CollectorDep) -> JSONResponse:
     writes = await collector.ready()
     status = "ok" if reads and writes else "degraded" if reads else "unavailable"
     return JSONResponse(
-        {"status": status, "reads": reads, "writes": writes, "redis": reads, "kafka": writes},
+        {
+            "status": status,
+            "reads": reads,
+            "writes": writes,
+            "redis": reads,
+            "kafka": writes,
+            "auth": request.app.state.keys.mode,  # access control (api/auth.py)
+        },
         status_code=200 if reads else 503,
     )
 

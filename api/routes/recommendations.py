@@ -8,6 +8,7 @@ import orjson
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
+from api.auth import CollectCaller, Scope, ServerCaller
 from api.deps import RecsDep, SettingsDep
 from api.models import Recommendations
 from api.recommend import RecList
@@ -28,6 +29,7 @@ def _respond(endpoint: str, recs: RecList) -> Response:
 async def for_customer(
     customer_id: str,
     recs: RecsDep,
+    _: ServerCaller,
     settings: SettingsDep,
     n: N = 10,
     category: Annotated[str | None, Query(description="Only items of this category")] = None,
@@ -39,14 +41,18 @@ async def for_customer(
 
 
 @router.get("/v1/sessions/{anonymous_id}/recommendations", response_model=Recommendations)
-async def for_session(anonymous_id: str, recs: RecsDep, settings: SettingsDep, n: N = 10) -> Response:
-    """For a visitor who is not logged in, from the session's views (a visitor who logged in gets the customer's)."""
-    result = await recs.for_visitor(anonymous_id, min(n, settings.recommendations_max_n))
+async def for_session(
+    anonymous_id: str, recs: RecsDep, settings: SettingsDep, who: CollectCaller, n: N = 10
+) -> Response:
+    """For a visitor who is not logged in, from the session's views. With a `server` key, a visitor who logged in
+    gets the customer's; a `collect` key gets the visitor's own views only (nothing of a known customer)."""
+    n = min(n, settings.recommendations_max_n)
+    result = await recs.for_visitor(anonymous_id, n, follow_login=who.allows(Scope.SERVER))
     return _respond("session", result)
 
 
 @router.get("/v1/items/{item_id}/similar", response_model=Recommendations)
-async def similar(item_id: str, recs: RecsDep, settings: SettingsDep, n: N = 10) -> Response:
+async def similar(item_id: str, recs: RecsDep, settings: SettingsDep, _: CollectCaller, n: N = 10) -> Response:
     """ "Customers who viewed this also viewed": cross-selling on product pages."""
     return _respond("similar", await recs.similar(item_id, min(n, settings.recommendations_max_n)))
 
@@ -58,7 +64,10 @@ class CartRequest(BaseModel):
 
 
 @router.post("/v1/recommendations/cart", response_model=Recommendations)
-async def cart(body: CartRequest, recs: RecsDep, settings: SettingsDep) -> Response:
-    """Complementary items for a cart: up-selling and cross-selling at checkout."""
+async def cart(body: CartRequest, recs: RecsDep, settings: SettingsDep, who: CollectCaller) -> Response:
+    """Complementary items for a cart: up-selling and cross-selling at checkout. A `collect` key may ask without
+    a `customer_id`; with one (the customer's purchases are left out) it needs `server`."""
+    if body.customer_id is not None:
+        who.require(Scope.SERVER, "a cart with a customer_id")
     result = await recs.cart(body.item_ids, body.customer_id, min(body.n, settings.recommendations_max_n))
     return _respond("cart", result)

@@ -13,10 +13,11 @@ from analytics.rules_file import RulesSource
 from analytics.service import AnalyticsService, NoRefreshYet, UnknownSegment
 from analytics.settings import AnalyticsSettings
 from analytics.store import AnalyticsStore
+from api.auth import RequireAdmin
 from api.errors import BadRequest, NotFound
 from profiles.store import ProfileStore
 
-router = APIRouter(prefix="/v1/segments", tags=["segments"])
+router = APIRouter(prefix="/v1/segments", tags=["segments"], dependencies=[RequireAdmin])
 
 MAX_PAGE = 1000
 

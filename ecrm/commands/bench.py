@@ -95,3 +95,22 @@ def freshness(probes: Annotated[int, typer.Option(help="Clicks measured")] = 40)
                    f"p99 {p99 * 1000:.0f} ms, max {lags[-1] * 1000:.0f} ms ({len(lags)} clicks)")  # fmt: skip
 
     _with_servers(run)
+
+
+def auth(
+    items: Annotated[int, typer.Option(help="Catalogue size of the model")] = 5_000,
+    rps: Annotated[float, typer.Option(help="Steady request rate per endpoint")] = 100.0,
+    seconds: Annotated[float, typer.Option(help="Length of each steady load")] = 10.0,
+    rounds: Annotated[int, typer.Option(help="Rounds of off then on (the figures are compared by median)")] = 2,
+) -> None:
+    """The API's max rate and p99 with access control (keys, scopes, rate limit) on against off, in one run."""
+    from benchmarks.auth import bench_auth, lines
+    from runtime.embedded import free_port
+
+    def run(settings: Settings) -> None:
+        figures = bench_auth(settings, free_port(), items, rps, seconds, max(1, min(rounds, 5)), typer.echo)
+        typer.echo("")
+        for line in lines(figures, rps):
+            typer.echo(line)
+
+    _with_servers(run)

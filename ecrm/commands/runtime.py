@@ -12,7 +12,7 @@ import orjson
 import typer
 from tqdm import tqdm
 
-from core.errors import BrokerUnavailable
+from core.errors import BrokerUnavailable, ConfigError
 from core.kafka import ensure_topics, make_producer, produce_events
 from core.settings import Settings, get_settings
 from runtime.simulate import SimulationConfig
@@ -33,13 +33,22 @@ def api(
     port: Annotated[int, typer.Option(help="Port (default: ECRM_API_PORT or 8000)")] = 0,
     loglevel: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
 ) -> None:
-    """Run the HTTP API (collector, profiles, recommendations, health, metrics)."""
+    """Run the HTTP API (collector, profiles, recommendations, health, metrics). Without ECRM_API_KEYS the API is
+    open and refuses to listen on anything but loopback."""
     import uvicorn
 
+    from api.auth import check_bind, parse_keys
     from api.main import create_app
 
     settings = get_settings()
-    uvicorn.run(create_app(settings), host=host, port=port or settings.api_port, log_level=loglevel, access_log=False)
+    host = host or settings.api_host
+    try:
+        check_bind(host, parse_keys(settings.api_keys))
+        app = create_app(settings)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    uvicorn.run(app, host=host, port=port or settings.api_port, log_level=loglevel, access_log=False)
 
 
 def simulate(
@@ -89,7 +98,8 @@ def up(
     customers: Annotated[int, typer.Option(help="Demo customers")] = 200,
 ) -> None:
     """Start everything on 127.0.0.1: embedded broker and Redis (unless ECRM_KAFKA_BOOTSTRAP / ECRM_REDIS_URL
-    name real ones), topics, a worker, the API and the demo clickstream. Ctrl-C stops it all."""
+    name real ones), topics, a worker, the API (ECRM_API_HOST, 127.0.0.1 by default; open unless ECRM_API_KEYS is
+    set) and the demo clickstream. Ctrl-C stops it all."""
     from runtime.local import StartupError, start_stack, wait_until_stopped
 
     settings = get_settings().model_copy(update={"api_port": port})
@@ -122,11 +132,21 @@ def run_demo(settings: Settings, cfg: SimulationConfig) -> None:
     base = f"http://127.0.0.1:{settings.api_port}"
     customer = "cust-00000"
     deadline = time.monotonic() + 60
+    headers = demo_headers(settings.api_keys)
     while time.monotonic() < deadline:
-        if httpx.get(f"{base}/v1/customers/{customer}/profile", timeout=5).status_code == 200:
+        if httpx.get(f"{base}/v1/customers/{customer}/profile", headers=headers, timeout=5).status_code == 200:
             break
         time.sleep(0.5)
     typer.echo("demo ready. Try:")
     typer.echo(f"  {base}/docs")
     typer.echo(f"  {base}/v1/customers/{customer}/profile")
     typer.echo(f"  {base}/v1/customers/{customer}/recommendations?n=10")
+
+
+def demo_headers(api_keys: str) -> dict[str, str]:
+    """The Authorization header of a server or admin key when keys are configured (the demo reads a profile)."""
+    for entry in api_keys.split(","):
+        scope, _, secret = entry.strip().partition(":")
+        if scope.strip() in ("server", "admin") and secret.strip():
+            return {"Authorization": f"Bearer {secret.strip()}"}
+    return {}

@@ -9,6 +9,7 @@ options; plain ``locust -f`` runs use the defaults).
 | ``ECRM_LOAD_UNKNOWN_SHARE`` | 0.2 | share of widget requests for first-time visitors (popular-items fallback) |
 | ``ECRM_LOAD_RECOMMENDATIONS_N`` | 10 | ``n`` a shopper asks for |
 | ``ECRM_LOAD_SEED`` | unset | seed for reproducible payloads (unset: different every run) |
+| ``ECRM_LOAD_API_KEY`` | unset | a ``server`` key's secret for a stack with ``ECRM_API_KEYS`` (unset: no header) |
 """
 
 from __future__ import annotations
@@ -35,6 +36,12 @@ class LoadConfig:
     unknown_share: float = 0.2
     recommendations_n: int = 10
     seed: int | None = None
+    api_key: str | None = None
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        """The Authorization header of ``api_key`` (None without a key)."""
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else None
 
 
 def _number(environ: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
@@ -64,4 +71,5 @@ def load_config(environ: Mapping[str, str] | None = None) -> LoadConfig:
         unknown_share=_number(env, "UNKNOWN_SHARE", base.unknown_share, 0, 1),
         recommendations_n=int(_number(env, "RECOMMENDATIONS_N", base.recommendations_n, 1, 100)),
         seed=int(seed) if seed else None,
+        api_key=env.get(PREFIX + "API_KEY", "").strip() or None,
     )

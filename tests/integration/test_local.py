@@ -16,6 +16,7 @@ from core.settings import Settings
 from runtime.embedded import free_port
 from runtime.local import LocalStack, wait_until_stopped
 from tests.conftest import wait_for
+from tests.integration.test_auth import listening
 
 pytestmark = pytest.mark.integration
 
@@ -72,6 +73,7 @@ def test_up_serves_and_ctrl_c_leaves_nothing_behind() -> None:
         wait_for(lambda: any("press Ctrl-C" in line for line in lines), timeout=30, what="ecrm up to be running")
         family = children_of(proc.pid)
         assert len(family) >= 4  # broker, Redis, worker, API
+        assert listening(port) == {"0100007F"}  # the open demo API listens on 127.0.0.1 only
         recs = httpx.get(f"http://127.0.0.1:{port}/v1/customers/x/recommendations", timeout=5)
         assert recs.status_code == 200 and recs.json()["strategy"] == "empty"
         proc.send_signal(signal.SIGINT)

@@ -194,6 +194,7 @@ async def test_health_and_metrics(settings: Settings) -> None:
             "writes": True,
             "redis": True,
             "kafka": True,
+            "auth": "open",
         }
         await client.get("/v1/customers/x/recommendations")
         text = (await client.get("/metrics")).text

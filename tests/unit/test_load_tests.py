@@ -92,3 +92,11 @@ def test_targets_decide_the_exit_code(monkeypatch: pytest.MonkeyPatch) -> None:
     assert config.load_config({"ECRM_LOAD_P95_MS": "80"}).targets.p95_ms == 80
     with pytest.raises(ValueError, match="ECRM_LOAD_MAX_FAIL_RATIO"):
         config.load_config({"ECRM_LOAD_MAX_FAIL_RATIO": "2"})
+
+
+def test_a_key_for_a_stack_with_api_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(LOAD_TESTS))
+    config = importlib.import_module("common.config")
+    assert config.load_config({}).headers is None  # the open `ecrm up`: no header
+    keyed = config.load_config({"ECRM_LOAD_API_KEY": " server-secret-0123456789 "})
+    assert keyed.headers == {"Authorization": "Bearer server-secret-0123456789"}

@@ -1,0 +1,167 @@
+"""Access control, the pure parts: key configuration, constant-time matching, binding, which events a key may send,
+the rate-limit and CORS settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from api import auth
+from api.auth import Caller, KeyRing, Scope, check_bind, event_refusal, event_scope, is_loopback, parse_keys
+from api.main import cors_origins
+from api.ratelimit import RateLimiter, parse_limits
+from core.errors import ConfigError, Forbidden, RateLimited
+from schemas.events import parse_event_obj
+
+COLLECT = "c" * 20
+SERVER = "s" * 20
+ADMIN = "a-Z0.9_~+/" * 2 + "=="
+
+
+def test_scopes_are_ordered_and_each_includes_the_lower_ones() -> None:
+    assert Scope.COLLECT < Scope.SERVER < Scope.ADMIN
+    admin = Caller(Scope.ADMIN, "admin", "key:x")
+    assert all(admin.allows(s) for s in Scope)
+    collect = Caller(Scope.COLLECT, "collect", "client:x")
+    assert collect.allows(Scope.COLLECT) and not collect.allows(Scope.SERVER)
+    with pytest.raises(Forbidden) as caught:
+        collect.require(Scope.SERVER, "a profile")
+    assert caught.value.scope == "server" and "a profile needs a key with the server scope" in str(caught.value)
+
+
+def test_keys_are_parsed_with_their_scopes() -> None:
+    ring = parse_keys(f" collect:{COLLECT} , SERVER:{SERVER},admin:{ADMIN}")
+    assert not ring.open and ring.mode == "keys"
+    assert [k.scope for k in ring.keys] == [Scope.COLLECT, Scope.SERVER, Scope.ADMIN]
+    assert ring.match(SERVER) is ring.keys[1]
+    assert ring.match(ADMIN) is ring.keys[2]
+    assert ring.match(SERVER + "x") is None and ring.match("") is None
+    assert all(SERVER not in repr(k) and COLLECT not in repr(k) for k in ring.keys), "secrets are not kept"
+
+
+def test_no_keys_is_the_open_mode() -> None:
+    for raw in ("", "  "):
+        ring = parse_keys(raw)
+        assert ring.open and ring.mode == "open" and ring.match("anything") is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (f"reader:{SERVER}", "entry 1 of 1: unknown scope 'reader' (expected one of collect, server, admin)"),
+        (f"server:{SERVER},admin:", "entry 2 of 2 (admin): the secret is empty"),
+        (f"server:{SERVER},collect:short", "entry 2 of 2 (collect): the secret has 5 characters, at least 16"),
+        (SERVER, "entry 1 of 1 has no scope (expected scope:secret"),
+        (f"server:{SERVER},", "entry 2 of 2 is empty"),
+        (f"server:{SERVER},admin:{SERVER}", "entry 2 of 2 (admin): the same secret is configured twice"),
+        ("server:" + "x" * 16 + " y", "entry 1 of 1 (server): the secret may only contain"),
+    ],
+)
+def test_a_bad_key_entry_is_refused_naming_it(raw: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_keys(raw)
+    message = str(caught.value)
+    assert "ECRM_API_KEYS " + expected in message
+    assert SERVER not in message, "the message never shows a secret"
+
+
+def test_a_secret_is_compared_in_constant_time_with_every_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    ring = parse_keys(f"collect:{COLLECT},server:{SERVER},admin:{ADMIN}")
+    calls: list[tuple[bytes, bytes]] = []
+    real = auth.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(auth, "compare_digest", spy)
+    found = ring.match(COLLECT)
+    assert found is not None and found.scope == Scope.COLLECT
+    # the first key matched, yet all three were compared (no early exit), always on fixed-length digests
+    assert len(calls) == 3 and {len(a) for a, _ in calls} == {32} and {len(b) for _, b in calls} == {32}
+    calls.clear()
+    assert ring.match("wrong" * 5) is None and len(calls) == 3
+
+
+def test_open_mode_listens_on_loopback_only() -> None:
+    open_ring, keyed = KeyRing(), parse_keys(f"server:{SERVER}")
+    for host in ("127.0.0.1", "localhost", "::1", "[::1]", "127.0.0.2"):
+        assert is_loopback(host)
+        check_bind(host, open_ring)
+    for host in ("0.0.0.0", "", "::", "10.0.0.5", "shop.example"):
+        assert not is_loopback(host)
+        with pytest.raises(ConfigError, match="refusing to listen on .* without access control: ECRM_API_KEYS"):
+            check_bind(host, open_ring)
+        check_bind(host, keyed)  # with keys, any interface
+
+
+def event(**fields: Any) -> Any:
+    base = {"event_id": "e1", "timestamp": 1_790_000_000_000}
+    return parse_event_obj({**base, **fields})
+
+
+def test_which_scope_each_event_needs() -> None:
+    anonymous = event(type="product_view", anonymous_id="v1", item_id="sku-1")
+    known = event(type="product_view", customer_id="c1", item_id="sku-1")
+    login = event(type="page_view", customer_id="c1", anonymous_id="v1")
+    item = event(type="item", item_id="sku-1", title="T", category="c", price=1.0)
+    assert event_scope(anonymous) == (Scope.COLLECT, "type")
+    assert event_scope(known) == (Scope.SERVER, "customer_id")
+    assert event_scope(login) == (Scope.SERVER, "customer_id")
+    assert event_scope(item) == (Scope.ADMIN, "type")
+    collect = Caller(Scope.COLLECT, "collect", "client:x")
+    server = Caller(Scope.SERVER, "server", "key:s")
+    assert event_refusal(anonymous, collect) is None
+    refusal = event_refusal(login, collect)
+    assert refusal is not None and refusal.field == "customer_id"
+    assert refusal.reason.startswith("forbidden: an event with a customer_id needs a key with the server scope")
+    assert event_refusal(login, server) is None
+    refusal = event_refusal(item, server)
+    assert refusal is not None and refusal.field == "type" and "admin scope (this key has server)" in refusal.reason
+
+
+def test_rate_limit_setting() -> None:
+    assert [str(i) for i in parse_limits("100/second; 3000/minute")] == ["100 per 1 second", "3000 per 1 minute"]
+    assert parse_limits("") == [] and RateLimiter("").description == "off"
+    with pytest.raises(ConfigError, match="ECRM_RATE_LIMIT='lots' is not a rate limit"):
+        parse_limits("lots")
+
+
+async def test_rate_limiter_counts_each_key_on_its_own() -> None:
+    limiter = RateLimiter("2/minute")
+    await limiter.hit("client:a")
+    await limiter.hit("client:a")
+    await limiter.hit("client:b")
+    with pytest.raises(RateLimited) as caught:
+        await limiter.hit("client:a")
+    assert 1 <= caught.value.retry_after_s <= 60
+    for _ in range(10):
+        await RateLimiter("").hit("client:a")  # off: never refuses
+
+
+def test_cors_origins_setting() -> None:
+    assert cors_origins("") == []
+    assert cors_origins("https://shop.example, http://127.0.0.1:8080/") == [
+        "https://shop.example",
+        "http://127.0.0.1:8080",
+    ]
+    assert cors_origins("*") == ["*"]
+    for bad in ("shop.example", "ftp://shop.example", "https://shop.example/path"):
+        with pytest.raises(ConfigError, match="ECRM_CORS_ORIGINS"):
+            cors_origins(bad)
+
+
+def test_the_auth_bench_compares_on_against_off_by_median() -> None:
+    from benchmarks.auth import Figures, check_costs, lines
+
+    def fig(mode: str, rate: float, p99: float) -> Figures:
+        return Figures(mode, "GET /x", rate, 100.0, 0, 1.0, p99, 1.5, p99 + 1)
+
+    out = lines([fig("off", 1000, 4.0), fig("on", 900, 5.0), fig("off", 1200, 6.0), fig("on", 1100, 5.0)], 100)
+    assert out[-1] == (
+        "GET /x: max rate 1000/s on vs 1100/s off (-9.1%); server p99 5.00 ms on vs 5.00 ms off (medians of 2 rounds)"
+    )
+    assert out[-2].startswith("cost of the checks in process, per request: key match (3 keys) ")
+    costs = check_costs(200)
+    assert set(costs) == {"key match (3 keys)", "rate-limit hit"} and all(0 < us < 10_000 for us in costs.values())
