@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
+from pydantic import BaseModel, Field
 
-from api.auth import ServerCaller
+from api.auth import AdminCaller, ServerCaller
 from api.deps import StoreDep
 from api.errors import NotFound
 from api.models import Profile
@@ -30,6 +31,22 @@ async def profile(customer_id: str, store: StoreDep, analytics: AnalyticsDep, _:
     if found is None:
         raise NotFound(f"no profile for customer {customer_id!r}")
     return with_analytics(found, await analytics.profile_analytics(pid, now))
+
+
+class Erasure(BaseModel):
+    customer_id: str
+    erased_profiles: list[str] = Field(description="The customer's profile id and those of the visitors who logged in")
+    snapshot_rows: int = Field(description="Rows removed from the current segment snapshot")
+
+
+@router.delete("/{customer_id}", response_model=Erasure)
+async def forget(customer_id: str, store: StoreDep, analytics: AnalyticsDep, _: AdminCaller) -> Erasure:
+    """Erase a customer (the right to erasure): the profile, the visitors who logged in as them, their rows in the
+    segment snapshot. Training skips their logged interactions; their older events are not applied again when the
+    topic is replayed. Idempotent. The same as ``ecrm forget``."""
+    pids = await store.forget(customer_id)
+    rows = await analytics.store.forget_rows(pids)
+    return Erasure(customer_id=customer_id, erased_profiles=pids, snapshot_rows=rows)
 
 
 def with_analytics(profile: dict[str, Any], live: dict[str, Any]) -> dict[str, Any]:

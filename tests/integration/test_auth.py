@@ -77,6 +77,7 @@ ROUTES: list[tuple[str, str, Any, str, int]] = [
     ("POST", "/v1/events", [view("c1", "sku-1")], "server", 202),
     ("POST", "/v1/events", [view("c2", "sku-1", anonymous_id="v2")], "server", 202),  # a login
     ("POST", "/v1/events", [item_event()], "admin", 202),
+    ("DELETE", "/v1/customers/nobody", None, "admin", 200),
 ]
 
 
@@ -330,3 +331,19 @@ def test_the_api_command_binds_loopback_and_refuses_an_open_api_elsewhere(settin
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=30)
+
+
+async def test_an_admin_key_erases_a_customer(keyed: Settings) -> None:
+    store = ProfileStore(connect(keyed), keyed)
+    plans = [
+        plan_update(parse_event_obj(e), keyed.event_weights) for e in [view("gone", "sku-1"), view("kept", "sku-1")]
+    ]
+    await store.apply_plans(plans)
+    async with api_client(keyed) as client:
+        assert (await client.get("/v1/customers/gone/profile", headers=headers("server"))).status_code == 200
+        resp = await client.delete("/v1/customers/gone", headers=headers("admin"))
+        assert resp.status_code == 200, resp.text
+        assert resp.json() == {"customer_id": "gone", "erased_profiles": ["c:gone"], "snapshot_rows": 0}
+        assert (await client.get("/v1/customers/gone/profile", headers=headers("server"))).status_code == 404
+        assert (await client.get("/v1/customers/kept/profile", headers=headers("server"))).status_code == 200
+    await store.client.aclose()
