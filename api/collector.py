@@ -13,7 +13,7 @@ from core import metrics
 from core.errors import BadRequest, BrokerUnavailable, PayloadTooLarge
 from core.kafka import broker_errors
 from core.settings import Settings
-from schemas.events import InvalidEvent, parse_event_obj
+from schemas.events import EventLimits, EventTooLarge, InvalidEvent, encode_event
 
 
 @dataclass
@@ -36,20 +36,32 @@ def decode_batch(body: bytes, max_batch: int) -> list[Any]:
     return batch
 
 
-def validate_batch(batch: list[Any]) -> tuple[list[tuple[str, bytes]], list[dict[str, Any]]]:
-    """Split a batch into (key, value) records to produce and per-index errors (pure)."""
+def validate_batch(
+    batch: list[Any], limits: EventLimits | None = None
+) -> tuple[list[tuple[str, bytes]], list[dict[str, Any]]]:
+    """Split a batch into (key, value) records to produce and per-index errors (pure). Each error carries the
+    HTTP ``status`` of its refusal: 413 for an event over the size limit, 422 for an invalid one."""
     records: list[tuple[str, bytes]] = []
     errors: list[dict[str, Any]] = []
     for index, obj in enumerate(batch):
         try:
-            event = parse_event_obj(obj)
+            event, value = encode_event(obj, limits)
         except InvalidEvent as exc:
+            status = 413 if isinstance(exc, EventTooLarge) else 422
             for err in exc.errors:
-                errors.append({"index": index, "event_id": exc.event_id, **err.as_dict()})
+                errors.append({"index": index, "event_id": exc.event_id, **err.as_dict(), "status": status})
             continue
-        records.append((event.kafka_key, orjson.dumps(obj)))
+        records.append((event.kafka_key, value))
         metrics.EVENTS_COLLECTED.labels(event.type).inc()
     return records, errors
+
+
+def response_status(accepted: int, errors: list[dict[str, Any]]) -> int:
+    """202 when any event was accepted; else the status all refusals share (413: every event too large), else 422."""
+    if accepted:
+        return 202
+    statuses = {e.get("status", 422) for e in errors}
+    return statuses.pop() if len(statuses) == 1 else 422
 
 
 class Collector:
@@ -57,6 +69,7 @@ class Collector:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.limits = settings.event_limits()
         self.producer = AIOKafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap.split(","),
             acks="all",
@@ -84,7 +97,7 @@ class Collector:
 
     async def collect(self, body: bytes) -> CollectResult:
         batch = decode_batch(body, self.settings.api_max_batch)
-        records, errors = validate_batch(batch)
+        records, errors = validate_batch(batch, self.limits)
         metrics.EVENTS_REJECTED.inc(len(batch) - len(records))
         if records:
             await self._produce(records)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from api.collector import response_status
 from api.deps import CollectorDep, SettingsDep
 from api.errors import PayloadTooLarge
 from api.models import CollectResponse
@@ -31,13 +32,14 @@ async def read_limited(request: Request, limit: int) -> bytes:
     "",
     status_code=202,
     response_model=CollectResponse,
-    responses={422: {"model": CollectResponse}, 413: {}, 400: {}, 503: {}},
+    responses={422: {"model": CollectResponse}, 413: {"model": CollectResponse}, 400: {}, 503: {}},
     summary="Collect one event or a batch (up to the configured limit, 500 by default)",
 )
 async def collect(request: Request, collector: CollectorDep, settings: SettingsDep) -> JSONResponse:
-    """Valid events go to Kafka; invalid ones are reported by index, field and reason (422 when none is valid)."""
+    """Valid events go to Kafka; invalid ones are reported by index, field, reason and status (422 when none is
+    valid; 413 when every event is over the size limit, or the body or batch is)."""
     body = await read_limited(request, settings.api_max_body_bytes)
     result = await collector.collect(body)
     rejected = len({e["index"] for e in result.errors})
     payload = {"accepted": result.accepted, "rejected": rejected, "errors": result.errors}
-    return JSONResponse(payload, status_code=202 if result.accepted else 422)
+    return JSONResponse(payload, status_code=response_status(result.accepted, result.errors))
