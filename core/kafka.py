@@ -43,6 +43,7 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
             bootstrap_servers=settings.kafka_bootstrap.split(","),
             client_id="ecrm-admin",
             request_timeout_ms=int(timeout_s * 1000),
+            bootstrap_timeout_ms=int(timeout_s * 1000),
         )
     except KafkaError as exc:
         raise BrokerUnavailable(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from exc
@@ -81,6 +82,7 @@ def make_producer(settings: Settings) -> KafkaProducer:
             max_block_ms=timeout_ms,
             request_timeout_ms=min(30_000, timeout_ms - linger_ms),
             delivery_timeout_ms=timeout_ms,
+            bootstrap_timeout_ms=timeout_ms,
         )
     except KafkaError as exc:
         raise BrokerUnavailable(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from exc

@@ -49,7 +49,7 @@ class KafkaSink:
     delivery checked; stops at the first batch with a failed delivery (:class:`DeliveryFailed`)."""
 
     def __init__(self, settings: Settings, batch_size: int = 500) -> None:
-        ensure_topics(settings)
+        ensure_topics(settings, timeout_s=settings.producer_timeout_s)
         self._producer = make_producer(settings)
         self._topic = settings.events_topic
         self._batch: list[dict[str, Any]] = []

@@ -106,11 +106,11 @@ def _coerce_timestamp(value: Any, info: ValidationInfo) -> Any:
                 "; this looks like epoch seconds: multiply by 1000" if floor_ms <= value * 1000 <= MAX_EPOCH_MS else ""
             )
             raise ValueError(
-                f"epoch milliseconds {value:g} lie before the oldest accepted time {floor.isoformat()} "
+                f"epoch milliseconds {value} lie before the oldest accepted time {floor.isoformat()} "
                 f"(ECRM_TIMESTAMP_FLOOR){hint}"
             )
         if value > MAX_EPOCH_MS:
-            raise ValueError(f"epoch milliseconds out of range ({value:g}); expected milliseconds before 2100")
+            raise ValueError(f"epoch milliseconds out of range ({value}); expected milliseconds before 2100")
         return datetime.fromtimestamp(value / 1000.0, tz=UTC)
     return value
 

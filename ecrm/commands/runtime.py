@@ -76,7 +76,7 @@ def write_lines(cfg: SimulationConfig, out: Path) -> None:
 
 
 def produce_demo(settings: Settings, cfg: SimulationConfig) -> int:
-    ensure_topics(settings)
+    ensure_topics(settings, timeout_s=settings.producer_timeout_s)
     producer = make_producer(settings)
     try:
         events = tqdm(simulate_events(cfg), desc="demo events", unit="ev", file=sys.stderr, leave=False)
