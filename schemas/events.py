@@ -408,11 +408,13 @@ def encode_event(obj: Any, limits: EventLimits | None = None) -> tuple[Behaviour
 
 def parse_event(raw: bytes | str, limits: EventLimits | None = None) -> Behaviour | Item:
     """Decode and validate one JSON event (its size included). Raises :class:`InvalidEvent`."""
-    check_size(len(raw.encode() if isinstance(raw, str) else raw), limits)
+    size = len(raw.encode() if isinstance(raw, str) else raw)
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        check_size(size, limits)
         raise InvalidEvent([FieldError("(event)", f"not valid JSON: {exc}")]) from exc
+    check_size(size, limits, reported_event_id(obj))  # the event id, when there is one, is reported
     return parse_event_obj(obj, limits)
 
 

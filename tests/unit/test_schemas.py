@@ -310,8 +310,14 @@ def test_size_limit_on_encoded_events() -> None:
     assert info.value.event_id == "e-page_view"
     with pytest.raises(EventTooLarge):  # the worker's path: raw bytes
         parse_event(orjson.dumps(big), limits)
-    with pytest.raises(EventTooLarge):  # not even decoded when too large
+    with pytest.raises(EventTooLarge) as info:  # its size is the first reason, JSON or not
         parse_event(b"x" * 3000, limits)
+    assert info.value.event_id is None
+    with pytest.raises(EventTooLarge) as info:
+        parse_event(orjson.dumps(big), limits)
+    assert info.value.event_id == "e-page_view"
+    with pytest.raises(InvalidEvent, match="JSON object"):
+        parse_event(b"null", limits)
     assert parse_event(orjson.dumps(fits), limits).type == "page_view"
 
 
