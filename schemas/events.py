@@ -73,6 +73,10 @@ class EventLimits:
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     now: datetime | None = None
 
+    def __post_init__(self) -> None:
+        if self.floor.tzinfo is None:
+            raise ValueError("EventLimits.floor must carry a time zone")
+
     def current_time(self) -> datetime:
         return self.now if self.now is not None else datetime.fromtimestamp(time.time(), tz=UTC)
 
@@ -153,8 +157,10 @@ def describe_char(char: str) -> str:
     return f"U+{ord(char):04X} ({name})"
 
 
-def _check_id(value: str) -> str:
-    if value.isprintable():  # fast path: no character of category C* or Z* other than the space
+def _check_id(value: Any) -> Any:
+    """Refuse control and format characters anywhere in an id, before surrounding whitespace is stripped (so a
+    leading tab or a trailing newline is refused too, at its position in what was sent)."""
+    if not isinstance(value, str) or value.isprintable():  # fast path: no C* or Z* character but the space
         return value
     for position, char in enumerate(value):
         kind = _REFUSED_IN_IDS.get(unicodedata.category(char))
@@ -164,7 +170,7 @@ def _check_id(value: str) -> str:
 
 
 Timestamp = Annotated[AwareDatetime, BeforeValidator(_coerce_timestamp), AfterValidator(_check_timestamp)]
-Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH), AfterValidator(_check_id)]
+Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH), BeforeValidator(_check_id)]
 OptText = Annotated[str | None, Field(default=None, max_length=MAX_TEXT_LENGTH)]
 Title = Annotated[str, Field(min_length=1, max_length=MAX_TITLE_LENGTH)]
 Money = Annotated[float, Field(ge=0, le=MAX_PRICE, allow_inf_nan=False)]

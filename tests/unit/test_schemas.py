@@ -158,6 +158,8 @@ def test_every_refused_example_in_the_schema_document_gets_its_reason() -> None:
         ("ab\u200bc", "ZERO WIDTH SPACE", 2),
         ("x\u202ey", "RIGHT-TO-LEFT OVERRIDE", 1),
         ("x\u2028y", "LINE SEPARATOR", 1),
+        ("\tvictim", "TAB", 0),  # not stripped away as whitespace: refused
+        ("victim\n", "LINE FEED (newline)", 6),
     ],
 )
 def test_control_and_format_characters_are_refused_in_ids_with_which_and_where(
@@ -169,6 +171,11 @@ def test_control_and_format_characters_are_refused_in_ids_with_which_and_where(
         assert "is not allowed in an id" in reason
     reason = errors_of(make("search", results=["ok", value]))["results.1"]
     assert f"at position {position}" in reason
+
+
+def test_limits_need_an_aware_floor() -> None:
+    with pytest.raises(ValueError, match="time zone"):
+        EventLimits(floor=datetime(2000, 1, 1))
 
 
 def test_key_syntax_unicode_and_spaces_are_fine_in_ids() -> None:
