@@ -20,7 +20,7 @@ from core import metrics
 from core.errors import BadRequest, BrokerUnavailable, PayloadTooLarge
 from core.kafka import broker_errors
 from core.settings import Settings
-from schemas.events import InvalidEvent, parse_event_obj
+from schemas.events import EventLimits, EventTooLarge, InvalidEvent, encode_event
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 class CollectResult:
     accepted: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
-    forbidden: int = 0  # events refused because of the key's scope
 
 
 def decode_batch(body: bytes, max_batch: int) -> list[Any]:
@@ -47,26 +46,39 @@ def decode_batch(body: bytes, max_batch: int) -> list[Any]:
 
 
 def validate_batch(
-    batch: list[Any], sender: Caller | None = None
+    batch: list[Any], sender: Caller | None = None, limits: EventLimits | None = None
 ) -> tuple[list[tuple[str, bytes]], list[dict[str, Any]]]:
-    """Split a batch into (key, value) records to produce and per-index errors (pure). With a ``sender``, the
-    events its key may not send are refused too (their errors' reason starts with ``forbidden``)."""
+    """Split a batch into (key, value) records to produce and per-index errors (pure). Each error carries the
+    HTTP ``status`` of its refusal: 413 for an event over the size limit, 422 for an invalid one, 403 for one the
+    ``sender``'s key may not send (its reason starts with ``forbidden``)."""
     records: list[tuple[str, bytes]] = []
     errors: list[dict[str, Any]] = []
     for index, obj in enumerate(batch):
         try:
-            event = parse_event_obj(obj)
+            event, value = encode_event(obj, limits)
         except InvalidEvent as exc:
+            status = 413 if isinstance(exc, EventTooLarge) else 422
             for err in exc.errors:
-                errors.append({"index": index, "event_id": exc.event_id, **err.as_dict()})
+                errors.append({"index": index, "event_id": exc.event_id, **err.as_dict(), "status": status})
             continue
         refusal = event_refusal(event, sender) if sender is not None else None
         if refusal is not None:
-            errors.append({"index": index, "event_id": event.event_id, **refusal.as_dict()})
+            errors.append({"index": index, "event_id": event.event_id, **refusal.as_dict(), "status": 403})
             continue
-        records.append((event.kafka_key, orjson.dumps(obj)))
+        records.append((event.kafka_key, value))
         metrics.EVENTS_COLLECTED.labels(event.type).inc()
     return records, errors
+
+
+def response_status(accepted: int, errors: list[dict[str, Any]]) -> int:
+    """202 when any event was accepted; else the status all refusals share (413: every event too large; 403:
+    every event forbidden to the key); a mix is 403 when the key was refused any, else 422."""
+    if accepted:
+        return 202
+    statuses = {e.get("status", 422) for e in errors}
+    if len(statuses) == 1:
+        return int(statuses.pop())
+    return 403 if 403 in statuses else 422
 
 
 RECONNECT_FIRST_S = 0.2
@@ -86,6 +98,7 @@ class Collector:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.limits = settings.event_limits()
         self.producer: AIOKafkaProducer | None = None
         self._connecting: asyncio.Task[None] | None = None
 
@@ -153,12 +166,11 @@ class Collector:
 
     async def collect(self, body: bytes, sender: Caller) -> CollectResult:
         batch = decode_batch(body, self.settings.api_max_batch)
-        records, errors = validate_batch(batch, sender)
+        records, errors = validate_batch(batch, sender, self.limits)
         metrics.EVENTS_REJECTED.inc(len(batch) - len(records))
         if records:
             await self._produce(records, sender.source)
-        forbidden = len({e["index"] for e in errors if e["reason"].startswith("forbidden")})
-        return CollectResult(accepted=len(records), errors=errors, forbidden=forbidden)
+        return CollectResult(accepted=len(records), errors=errors)
 
     async def _produce(self, records: list[tuple[str, bytes]], source: str) -> None:
         """Produce with the sender's ``source`` header and wait for every delivery, within the budget:

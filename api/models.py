@@ -12,6 +12,7 @@ class FieldProblem(BaseModel):
     event_id: str | None
     field: str
     reason: str
+    status: int = Field(422, description="HTTP status of this refusal: 413 over the size limit, 422 invalid")
 
 
 class CollectResponse(BaseModel):

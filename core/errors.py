@@ -8,6 +8,7 @@ and the API maps them to HTTP in one place (:mod:`api.errors`)::
     ├── ServiceUnavailable ........ a backing service cannot serve now: retry later (HTTP 503)
     │   ├── StoreUnavailable ...... Redis: connection, timeout, OOM, READONLY, MASTERDOWN, TRYAGAIN, LOADING, BUSY
     │   └── BrokerUnavailable ..... Kafka: cannot connect, produce, or administer topics
+    │       └── DeliveryFailed .... some produced messages were not acknowledged (counts of delivered and failed)
     ├── StoreRefused .............. Redis refused a command for the data it was given (not transient: never retry)
     ├── RegistryError ............. a model version asked for does not exist, or there is none to roll back to
     ├── TrainingError
@@ -49,6 +50,16 @@ class StoreUnavailable(ServiceUnavailable):
 
 class BrokerUnavailable(ServiceUnavailable):
     """The Kafka broker could not be reached or refused the request."""
+
+
+class DeliveryFailed(BrokerUnavailable):
+    """Messages a producer sent were not acknowledged by the broker: ``failed`` of them, after ``delivered``
+    were (the producer stops at the first failed batch: the rest of its input was not sent)."""
+
+    def __init__(self, message: str, delivered: int, failed: int) -> None:
+        super().__init__(message)
+        self.delivered = delivered
+        self.failed = failed
 
 
 class StoreRefused(EngineError):

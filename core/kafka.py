@@ -16,9 +16,10 @@ import orjson
 from aiokafka.errors import KafkaError as AioKafkaError
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
+from kafka.producer.future import FutureRecordMetadata
 
-from core.errors import BrokerUnavailable
+from core.errors import BrokerUnavailable, DeliveryFailed
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
             bootstrap_servers=settings.kafka_bootstrap.split(","),
             client_id="ecrm-admin",
             request_timeout_ms=int(timeout_s * 1000),
+            bootstrap_timeout_ms=int(timeout_s * 1000),
         )
     except KafkaError as exc:
         raise BrokerUnavailable(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from exc
@@ -65,15 +67,22 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
 
 
 def make_producer(settings: Settings) -> KafkaProducer:
-    """A producer that waits for all in-sync replicas and batches by 10 ms (kafka-python)."""
+    """A producer that waits for all in-sync replicas and batches by 10 ms (kafka-python). It waits at most
+    ``producer_timeout_s`` for the broker to take a message (metadata, buffer) or to acknowledge it."""
+    timeout_ms = int(settings.producer_timeout_s * 1000)
+    linger_ms = 10
     try:
         return KafkaProducer(
             bootstrap_servers=settings.kafka_bootstrap.split(","),
             acks="all",
-            linger_ms=10,
+            linger_ms=linger_ms,
             batch_size=256 * 1024,
             retries=5,
             client_id="ecrm-cli",
+            max_block_ms=timeout_ms,
+            request_timeout_ms=min(30_000, timeout_ms - linger_ms),
+            delivery_timeout_ms=timeout_ms,
+            bootstrap_timeout_ms=timeout_ms,
         )
     except KafkaError as exc:
         raise BrokerUnavailable(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from exc
@@ -85,18 +94,61 @@ def event_key(event: dict[str, Any]) -> bytes:
     return str(key or "").encode()
 
 
+class _Deliveries:
+    """The send futures of one producer run, settled (flushed and checked one by one) batch by batch."""
+
+    def __init__(self, producer: KafkaProducer, topic: str) -> None:
+        self.producer, self.topic = producer, topic
+        self.pending: list[FutureRecordMetadata] = []
+        self.delivered = 0
+        self.failed = 0
+        self.first_error: str | None = None
+
+    def fail(self, error: BaseException) -> None:
+        self.failed += 1
+        self.first_error = self.first_error or f"{type(error).__name__}: {error}"
+
+    def settle(self) -> None:
+        """Flush, then count each message acknowledged or failed (``flush`` itself only logs failures)."""
+        try:
+            self.producer.flush()
+        except KafkaError as exc:  # a flush that timed out: the futures not done count as failed below
+            self.first_error = self.first_error or f"{type(exc).__name__}: {exc}"
+        for future in self.pending:
+            if future.succeeded():
+                self.delivered += 1
+            else:
+                self.fail(future.exception or TimeoutError("not acknowledged"))
+        self.pending = []
+        if self.failed:
+            raise self.error()
+
+    def error(self) -> DeliveryFailed:
+        return DeliveryFailed(
+            f"{self.failed} of {self.failed + self.delivered} events sent to {self.topic!r} were not acknowledged "
+            f"by the broker ({self.first_error})",
+            delivered=self.delivered,
+            failed=self.failed,
+        )
+
+
 def produce_events(
     producer: KafkaProducer, topic: str, events: Iterable[dict[str, Any]], flush_every: int = 10_000
 ) -> int:
-    """Send JSON events keyed by visitor; flushes at the end. Returns the count sent."""
-    count = 0
-    try:
-        for event in events:
-            producer.send(topic, value=orjson.dumps(event), key=event_key(event))
-            count += 1
-            if count % flush_every == 0:
-                producer.flush()
-        producer.flush()
-    except KafkaError as exc:
-        raise BrokerUnavailable(f"producing to {topic!r} failed after {count} events: {exc}") from exc
-    return count
+    """Send JSON events keyed by visitor, checking the delivery of every one: after each ``flush_every`` events
+    and at the end, flush and look at each send's result. Returns the count acknowledged; raises
+    :class:`DeliveryFailed` (naming how many failed and how many were acknowledged) at the first batch with a
+    failure, and sends nothing more."""
+    deliveries = _Deliveries(producer, topic)
+    for event in events:
+        try:
+            deliveries.pending.append(producer.send(topic, value=orjson.dumps(event), key=event_key(event)))
+        except MessageSizeTooLargeError as exc:  # this message only: the others go on
+            deliveries.fail(exc)
+        except KafkaError as exc:  # the broker cannot take messages (metadata or buffer wait timed out)
+            deliveries.fail(exc)
+            deliveries.settle()  # counts what was pending, then raises
+        if len(deliveries.pending) >= flush_every:
+            deliveries.settle()
+    deliveries.settle()
+    return deliveries.delivered

@@ -6,12 +6,14 @@ and a production deployment differ only by environment variables.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.keyspace import PREFIX_PATTERN
+from schemas.events import DEFAULT_MAX_EVENT_BYTES, DEFAULT_MAX_FUTURE_S, DEFAULT_TIMESTAMP_FLOOR, EventLimits
 from schemas.weights import DEFAULT_EVENT_WEIGHTS
 
 
@@ -136,6 +138,46 @@ class Settings(BaseSettings):
         description="Limit of POST /v1/events per client address (collect keys, open mode) or per server/admin key, "
         "e.g. 100/second;3000/minute; empty turns it off",
     )
+
+    # Bounded input and safe delivery: limits every entry point checks (schemas/events.py), dead letters, producers
+    max_future_s: float = Field(
+        DEFAULT_MAX_FUTURE_S, ge=0, description="Timestamps more than this many seconds ahead of now are refused"
+    )
+    timestamp_floor: datetime = Field(
+        DEFAULT_TIMESTAMP_FLOOR,
+        description="Timestamps before this time are refused (ISO date or date-time; a time without zone is UTC)",
+    )
+    max_event_bytes: int = Field(
+        DEFAULT_MAX_EVENT_BYTES,
+        ge=1024,
+        le=900_000,
+        description="Largest encoded event (bytes): larger ones get 413 at the collector and are dead-lettered by "
+        "the worker. Stays well under Kafka's 1 MB message size",
+    )
+    dlq_max_original_bytes: int = Field(
+        64 * 1024,
+        ge=256,
+        le=128 * 1024,
+        description="A dead-letter record keeps at most this many bytes of the original message (and its size), so "
+        "the record stays under Kafka's message size",
+    )
+    producer_timeout_s: float = Field(
+        30.0,
+        ge=1,
+        description="Command-line producers (importers, simulate): longest wait for the broker to take or "
+        "acknowledge a message before it counts as failed",
+    )
+
+    @field_validator("timestamp_floor")
+    @classmethod
+    def _floor_in_utc(cls, value: datetime) -> datetime:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+    def event_limits(self) -> EventLimits:
+        """The schema's limits as configured (the clock's now)."""
+        return EventLimits(
+            max_future_s=self.max_future_s, floor=self.timestamp_floor, max_event_bytes=self.max_event_bytes
+        )
 
 
 @lru_cache(maxsize=1)

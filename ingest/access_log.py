@@ -3,7 +3,7 @@
 Parsing uses the ``apachelogs`` library; bots are recognised by ``crawlerdetect`` plus the patterns file.
 Each line ends in exactly one bucket, decided in this order:
 
-1. ``rejected``: the line does not parse, or the event it makes does not validate (:func:`schemas.parse_event_obj`);
+1. ``rejected``: the line does not parse, or the event it makes does not validate (:func:`schemas.encode_event`);
 2. ``asset``: a static asset or a feed (by extension or pattern), whatever its status or client;
 3. ``error``: a failed request (status >= 400, or no request line at all);
 4. ``bot``: a crawler, feed reader or script;
@@ -31,14 +31,12 @@ from apachelogs import COMBINED, COMMON, LogParser
 from crawlerdetect import CrawlerDetect
 
 from ingest.patterns import LogPatterns, Rule
-from schemas import InvalidEvent, parse_event_obj
+from schemas import EventLimits, InvalidEvent, encode_event
 
 LogFormat = Literal["combined", "common"]
 FORMATS: dict[str, str] = {"combined": COMBINED, "common": COMMON}
-DEFAULT_SALT = "ecrm-default-log-salt"
 SESSION_GAP = timedelta(minutes=30)
 MAX_TEXT = 4096  # the schema's limit for url, referrer and user agent: longer values are cut
-_MIN_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 _MAX_TIME = datetime(2100, 1, 1, tzinfo=UTC)
 
 Bucket = Literal["asset", "error", "bot", "ignored"]
@@ -275,8 +273,12 @@ class AccessLogMapper:
         salt: str,
         log_format: LogFormat = "combined",
         session_gap: timedelta = SESSION_GAP,
+        limits: EventLimits | None = None,
     ) -> None:
+        if not salt:
+            raise ValueError("a secret salt is required: without one, anonymous ids could be linked to addresses")
         self.patterns = patterns
+        self.limits = limits or EventLimits()
         self.tally = LogTally()
         self._parser = LineParser(log_format)
         self._anonymizer = Anonymizer(salt)
@@ -302,7 +304,7 @@ class AccessLogMapper:
             when = record.time.astimezone(UTC)
         except (OverflowError, ValueError):
             return Reject("time out of range")
-        if not _MIN_TIME <= when < _MAX_TIME:
+        if not self.limits.floor <= when < _MAX_TIME:
             return Reject(f"time out of range ({when.year})")
         return self._classify(line_number, raw, record, when)
 
@@ -330,7 +332,7 @@ class AccessLogMapper:
         except FieldValueError as exc:
             return Reject(f"rule {matched[0].name if matched else '?'}: {exc}")
         event = self._common_fields(line_number, raw, record, request, when) | specific
-        return _validated(event)
+        return _validated(event, self.limits)
 
     def _common_fields(
         self, line_number: int, raw: bytes, record: AccessRecord, request: Request, when: datetime
@@ -350,9 +352,9 @@ class AccessLogMapper:
         return event
 
 
-def _validated(event: dict[str, Any]) -> Outcome:
+def _validated(event: dict[str, Any], limits: EventLimits) -> Outcome:
     try:
-        parse_event_obj(event)
+        encode_event(event, limits)
     except InvalidEvent as exc:
         return Reject(f"invalid {event.get('type')} event: " + "; ".join(f"{e.field}: {e.reason}" for e in exc.errors))
     return Emit(event)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
-from schemas import InvalidEvent, parse_event_obj
+from schemas import EventLimits, InvalidEvent, encode_event
 
 # Stock codes of the Online Retail data that are not products: postage, carriage, discounts, fees, samples...
 NON_PRODUCT_CODES: tuple[str, ...] = (
@@ -103,6 +103,7 @@ class OrderOptions:
     timezone: tzinfo = UTC
     non_product: frozenset[str] = frozenset(NON_PRODUCT_CODES)
     cancellation_prefix: str = "C"
+    limits: EventLimits = field(default_factory=EventLimits)  # the schema's limits (timestamp floor, size ...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,7 +294,7 @@ class OrderGrouper:
         for order_id, invoice in self._invoices.items():
             event = purchase_event(order_id, invoice.customer, invoice.when, invoice.lines, self.options.currency)
             try:
-                parse_event_obj(event)
+                encode_event(event, self.options.limits)
             except InvalidEvent as exc:
                 yield self._reject(RowReject(invoice.first_row, f"invoice {order_id}: {exc}", len(invoice.lines)))
                 continue

@@ -1,6 +1,7 @@
 """Where importers send their output: events to Kafka in batches (or nowhere, in a dry run), rejects to a file.
 
-Thin adapters around :mod:`core.kafka`; errors surface as :class:`core.errors.BrokerUnavailable`.
+Thin adapters around :mod:`core.kafka`; errors surface as :class:`core.errors.BrokerUnavailable`, and a batch in
+which any message was not acknowledged as :class:`core.errors.DeliveryFailed` (``sent`` and ``failed`` count them).
 """
 
 from __future__ import annotations
@@ -9,12 +10,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, TextIO
 
+from core.errors import DeliveryFailed
 from core.kafka import ensure_topics, make_producer, produce_events
 from core.settings import Settings
 
 
 class EventSink(Protocol):
     sent: int
+    failed: int
 
     def add(self, event: dict[str, Any]) -> None: ...
 
@@ -28,6 +31,7 @@ class DryRunSink:
 
     def __init__(self) -> None:
         self.sent = 0
+        self.failed = 0
 
     def add(self, event: dict[str, Any]) -> None:
         del event  # only counted
@@ -41,15 +45,17 @@ class DryRunSink:
 
 
 class KafkaSink:
-    """Produces events to the events topic, ``batch_size`` at a time, each batch flushed (acknowledged)."""
+    """Produces events to the events topic, ``batch_size`` at a time, each batch flushed and every message's
+    delivery checked; stops at the first batch with a failed delivery (:class:`DeliveryFailed`)."""
 
     def __init__(self, settings: Settings, batch_size: int = 500) -> None:
-        ensure_topics(settings)
+        ensure_topics(settings, timeout_s=settings.producer_timeout_s)
         self._producer = make_producer(settings)
         self._topic = settings.events_topic
         self._batch: list[dict[str, Any]] = []
         self._batch_size = batch_size
-        self.sent = 0
+        self.sent = 0  # acknowledged by the broker
+        self.failed = 0  # sent and not acknowledged
 
     def add(self, event: dict[str, Any]) -> None:
         self._batch.append(event)
@@ -58,14 +64,19 @@ class KafkaSink:
 
     def flush(self) -> None:
         if self._batch:
-            self.sent += produce_events(self._producer, self._topic, self._batch)
-            self._batch = []
+            batch, self._batch = self._batch, []
+            try:
+                self.sent += produce_events(self._producer, self._topic, batch)
+            except DeliveryFailed as exc:
+                self.sent += exc.delivered
+                self.failed += exc.failed
+                raise
 
     def close(self) -> None:
         try:
             self.flush()
         finally:
-            self._producer.close()
+            self._producer.close(timeout=5)
 
 
 class RejectsFile:
@@ -99,3 +110,13 @@ class RejectsFile:
 
 def _one_line(text: str) -> str:
     return text.replace("\t", " ").replace("\r", " ").replace("\n", " ")
+
+
+def failure_message(exc: Exception, sink: EventSink) -> str:
+    """The importers' last line when the broker failed them: what failed, and how many events made it."""
+    if isinstance(exc, DeliveryFailed):
+        return (
+            f"error: {exc}. In all {sink.sent} events were acknowledged and {sink.failed} failed; the import stopped "
+            "there. Event ids are stable: importing the same input again applies no event twice"
+        )
+    return f"error: {exc} ({sink.sent} events were acknowledged before)"

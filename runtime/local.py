@@ -31,7 +31,7 @@ class StartupError(RuntimeError):
 def settings_env(settings: Settings) -> dict[str, str]:
     """Environment that hands ``settings`` to a child process."""
     env = dict(os.environ)
-    for name, value in settings.model_dump().items():
+    for name, value in settings.model_dump(mode="json").items():
         if value is None:
             env.pop(f"ECRM_{name.upper()}", None)
         else:

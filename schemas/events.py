@@ -4,16 +4,26 @@ Every event has an ``event_id`` (the basis of de-duplication) and a ``timestamp`
 milliseconds). Behavioural events name the visitor by ``customer_id`` and/or ``anonymous_id``; catalogue (``item``)
 events name an item instead. Unknown fields are refused, so a typo is reported rather than ignored, and a raw IP
 address is never accepted or stored.
+
+Input is bounded here, in the one place every entry point validates with (the collector, the importers and the
+worker): ids have a length bound and no control characters; timestamps lie between a floor and a few minutes
+ahead of now (:class:`EventLimits`, injected through pydantic's validation context so tests fix "now"); money and
+quantities are finite and capped, as are the lines of a purchase, its line totals and its revenue, every string,
+and the encoded size of an event. Each refusal names the field and why.
 """
 
 from __future__ import annotations
 
+import math
+import time
+import unicodedata
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -21,30 +31,149 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
-MIN_EPOCH_MS = 946_684_800_000  # 2000-01-01: smaller numbers are almost surely seconds, not milliseconds
-MAX_EPOCH_MS = 4_102_444_800_000  # 2100-01-01
+# --- Limits ----------------------------------------------------------------------------------------------------
+# Fixed caps: part of the contract, shown in the JSON Schema (docs/event-schema.md lists them).
+MAX_ID_LENGTH = 256
+MAX_TEXT_LENGTH = 4096  # url, referrer, user_agent
+MAX_TITLE_LENGTH = 1024  # titles and search queries
+MAX_SEARCH_RESULTS = 1000
+MAX_CART_QUANTITY = 100_000
+MAX_LINE_QUANTITY = 1_000_000
+MAX_LINES = 1000  # lines per purchase
+MAX_PRICE = 1_000_000.0  # a unit price, in the event's currency
+MAX_LINE_TOTAL = 10_000_000.0  # quantity x unit price of one purchase line
+MAX_REVENUE = 100_000_000.0  # the sum of a purchase's lines: no profile's revenue can overflow
+MAX_ERRORS = 20  # refusal reasons kept per event (the rest are counted)
+MAX_FIELD_PATH = 200  # characters of a reported field path (an unknown field's name may be any length)
+MAX_EPOCH_MS = 4_102_444_800_000  # 2100-01-01: a number beyond cannot be a date
+
+# Limits that depend on the deployment and on the clock: :class:`EventLimits` (ECRM_MAX_FUTURE_S,
+# ECRM_TIMESTAMP_FLOOR, ECRM_MAX_EVENT_BYTES in core/settings.py).
+DEFAULT_MAX_FUTURE_S = 300.0
+DEFAULT_TIMESTAMP_FLOOR = datetime(2000, 1, 1, tzinfo=UTC)
+DEFAULT_MAX_EVENT_BYTES = 128 * 1024
+LIMITS_CONTEXT_KEY = "event_limits"
 
 
-def _coerce_timestamp(value: Any) -> Any:
+@dataclass(frozen=True, slots=True)
+class EventLimits:
+    """The limits that depend on the deployment and on the clock.
+
+    ``now`` fixes the present (tests); None reads the clock at each validation. Passed to pydantic as the
+    validation context (:meth:`context`), so every entry point checks the same way.
+    """
+
+    max_future_s: float = DEFAULT_MAX_FUTURE_S
+    floor: datetime = DEFAULT_TIMESTAMP_FLOOR
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    now: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.floor.tzinfo is None:
+            raise ValueError("EventLimits.floor must carry a time zone")
+
+    def current_time(self) -> datetime:
+        return self.now if self.now is not None else datetime.fromtimestamp(time.time(), tz=UTC)
+
+    def context(self) -> dict[str, Any]:
+        return {LIMITS_CONTEXT_KEY: self}
+
+
+DEFAULT_LIMITS = EventLimits()
+
+
+def _limits(info: ValidationInfo) -> EventLimits:
+    context = info.context
+    found = context.get(LIMITS_CONTEXT_KEY) if isinstance(context, dict) else None
+    return found if isinstance(found, EventLimits) else DEFAULT_LIMITS
+
+
+# --- Timestamps --------------------------------------------------------------------------------------------------
+
+
+def _coerce_timestamp(value: Any, info: ValidationInfo) -> Any:
     """Accept epoch milliseconds (int) as well as ISO-8601 strings; refuse epoch seconds with a clear reason."""
     if isinstance(value, bool):
         raise ValueError("must be an ISO-8601 string with a zone or epoch milliseconds")
     if isinstance(value, int | float):
-        if not MIN_EPOCH_MS <= value <= MAX_EPOCH_MS:
-            raise ValueError(
-                f"epoch milliseconds out of range ({value}); expected milliseconds between 2000 and 2100 "
-                "(seconds must be multiplied by 1000)"
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number of epoch milliseconds")
+        floor = _limits(info).floor
+        floor_ms = floor.timestamp() * 1000
+        if value < floor_ms:
+            hint = (
+                "; this looks like epoch seconds: multiply by 1000" if floor_ms <= value * 1000 <= MAX_EPOCH_MS else ""
             )
+            raise ValueError(
+                f"epoch milliseconds {value} lie before the oldest accepted time {floor.isoformat()} "
+                f"(ECRM_TIMESTAMP_FLOOR){hint}"
+            )
+        if value > MAX_EPOCH_MS:
+            raise ValueError(f"epoch milliseconds out of range ({value}); expected milliseconds before 2100")
         return datetime.fromtimestamp(value / 1000.0, tz=UTC)
     return value
 
 
-Timestamp = Annotated[AwareDatetime, BeforeValidator(_coerce_timestamp)]
-Id = Annotated[str, Field(min_length=1, max_length=256)]
-OptText = Annotated[str | None, Field(default=None, max_length=4096)]
+def _check_timestamp(value: datetime, info: ValidationInfo) -> datetime:
+    """Not before the floor, not more than ``max_future_s`` ahead of now (ISO strings and numbers alike)."""
+    limits = _limits(info)
+    if value < limits.floor:
+        raise ValueError(
+            f"{value.isoformat()} lies before the oldest accepted time {limits.floor.isoformat()} "
+            "(ECRM_TIMESTAMP_FLOOR)"
+        )
+    now = limits.current_time()
+    if value > now + timedelta(seconds=limits.max_future_s):
+        ahead = (value - now).total_seconds()
+        raise ValueError(
+            f"{value.isoformat()} lies {ahead:,.0f} s in the future; at most {limits.max_future_s:g} s ahead of "
+            "the current time is accepted (ECRM_MAX_FUTURE_S)"
+        )
+    return value
+
+
+# --- Ids and text ------------------------------------------------------------------------------------------------
+
+# Control and format characters, surrogates, line and paragraph separators: never in an id (they break logs,
+# key names and exports, or hide one id behind another that looks the same).
+_REFUSED_IN_IDS = {
+    "Cc": "control",
+    "Cf": "format",
+    "Cs": "surrogate",
+    "Zl": "line separator",
+    "Zp": "paragraph separator",
+}
+_CONTROL_NAMES = {"\t": "TAB", "\n": "LINE FEED (newline)", "\r": "CARRIAGE RETURN", "\x00": "NUL", "\x7f": "DELETE"}
+
+
+def describe_char(char: str) -> str:
+    """``U+0009 (TAB)``: a character named for a person reading the reason."""
+    name = _CONTROL_NAMES.get(char) or unicodedata.name(char, "") or "unnamed"
+    return f"U+{ord(char):04X} ({name})"
+
+
+def _check_id(value: Any) -> Any:
+    """Refuse control and format characters anywhere in an id, before surrounding whitespace is stripped (so a
+    leading tab or a trailing newline is refused too, at its position in what was sent)."""
+    if not isinstance(value, str) or value.isprintable():  # fast path: no C* or Z* character but the space
+        return value
+    for position, char in enumerate(value):
+        kind = _REFUSED_IN_IDS.get(unicodedata.category(char))
+        if kind is not None:
+            raise ValueError(f"{kind} character {describe_char(char)} at position {position} is not allowed in an id")
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_coerce_timestamp), AfterValidator(_check_timestamp)]
+Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH), BeforeValidator(_check_id)]
+OptText = Annotated[str | None, Field(default=None, max_length=MAX_TEXT_LENGTH)]
+Title = Annotated[str, Field(min_length=1, max_length=MAX_TITLE_LENGTH)]
+Money = Annotated[float, Field(ge=0, le=MAX_PRICE, allow_inf_nan=False)]
 
 
 class _Base(BaseModel):
@@ -81,54 +210,76 @@ class _Behaviour(_Base):
 
 class PageView(_Behaviour):
     type: Literal["page_view"]
-    title: OptText = None
+    title: Annotated[str | None, Field(default=None, max_length=MAX_TITLE_LENGTH)] = None
 
 
 class ProductView(_Behaviour):
     type: Literal["product_view"]
     item_id: Id
     category: Id | None = None
-    price: Annotated[float | None, Field(default=None, ge=0)] = None
+    price: Money | None = None
 
 
 class Search(_Behaviour):
     type: Literal["search"]
-    query: Annotated[str, Field(min_length=1, max_length=1024)]
-    results: Annotated[list[Id], Field(default_factory=list, max_length=1000)]
+    query: Title
+    results: Annotated[list[Id], Field(default_factory=list, max_length=MAX_SEARCH_RESULTS)]
 
 
 class AddToCart(_Behaviour):
     type: Literal["add_to_cart"]
     item_id: Id
-    quantity: Annotated[int, Field(default=1, gt=0, le=100_000)] = 1
+    quantity: Annotated[int, Field(default=1, gt=0, le=MAX_CART_QUANTITY)] = 1
     category: Id | None = None
-    price: Annotated[float | None, Field(default=None, ge=0)] = None
+    price: Money | None = None
 
 
 class RemoveFromCart(_Behaviour):
     type: Literal["remove_from_cart"]
     item_id: Id
-    quantity: Annotated[int | None, Field(default=None, gt=0, le=100_000, description="None removes all")] = None
+    quantity: Annotated[int | None, Field(default=None, gt=0, le=MAX_CART_QUANTITY, description="None removes all")] = (
+        None
+    )
 
 
 class OrderLine(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, coerce_numbers_to_str=True)
 
     item_id: Id
-    quantity: Annotated[int, Field(gt=0, le=1_000_000)]
-    unit_price: Annotated[float, Field(ge=0)]
+    quantity: Annotated[int, Field(gt=0, le=MAX_LINE_QUANTITY)]
+    unit_price: Money
     category: Id | None = None
+
+    @model_validator(mode="after")
+    def _bounded_total(self) -> OrderLine:
+        if self.total > MAX_LINE_TOTAL:
+            raise ValueError(
+                f"line total {self.total:,.2f} (quantity x unit_price) exceeds the limit of {MAX_LINE_TOTAL:,.0f}"
+            )
+        return self
+
+    @property
+    def total(self) -> float:
+        return self.quantity * self.unit_price
 
 
 class Purchase(_Behaviour):
     type: Literal["purchase"]
     order_id: Id
-    lines: Annotated[list[OrderLine], Field(min_length=1, max_length=10_000)]
+    lines: Annotated[list[OrderLine], Field(min_length=1, max_length=MAX_LINES)]
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code, e.g. EUR")]
+
+    @field_validator("lines")
+    @classmethod
+    def _bounded_revenue(cls, lines: list[OrderLine]) -> list[OrderLine]:
+        revenue = sum(line.total for line in lines)
+        if revenue > MAX_REVENUE:
+            raise ValueError(f"purchase revenue {revenue:,.2f} exceeds the limit of {MAX_REVENUE:,.0f}")
+        return lines
 
     @property
     def revenue(self) -> float:
-        return sum(line.quantity * line.unit_price for line in self.lines)
+        return sum(line.total for line in self.lines)
 
 
 class RecommendationClick(_Behaviour):
@@ -142,9 +293,9 @@ class Item(_Base):
 
     type: Literal["item"]
     item_id: Id
-    title: Annotated[str, Field(min_length=1, max_length=1024)]
+    title: Title
     category: Id
-    price: Annotated[float, Field(ge=0)]
+    price: Money
     in_stock: bool = True
 
     @property
@@ -180,9 +331,13 @@ class FieldError:
 
 
 class InvalidEvent(ValueError):
-    """An event that does not match the schema. ``errors`` says which field and why."""
+    """An event that does not match the schema. ``errors`` says which field and why (at most :data:`MAX_ERRORS`,
+    the last one counting the rest)."""
 
     def __init__(self, errors: list[FieldError], event_id: str | None = None) -> None:
+        if len(errors) > MAX_ERRORS:
+            more = len(errors) - (MAX_ERRORS - 1)
+            errors = [*errors[: MAX_ERRORS - 1], FieldError("(event)", f"and {more} more errors")]
         self.errors = errors
         self.event_id = event_id
         where = f"event {event_id!r}" if event_id else "event"
@@ -191,8 +346,23 @@ class InvalidEvent(ValueError):
     @classmethod
     def from_validation(cls, exc: ValidationError, obj: Any) -> InvalidEvent:
         errors = [_field_error(err) for err in exc.errors(include_url=False)]
-        event_id = obj.get("event_id") if isinstance(obj, dict) else None
-        return cls(errors, event_id=str(event_id) if event_id is not None else None)
+        return cls(errors, event_id=reported_event_id(obj))
+
+
+class EventTooLarge(InvalidEvent):
+    """An event whose encoded size exceeds ``EventLimits.max_event_bytes`` (HTTP 413 at the collector)."""
+
+
+def reported_event_id(obj: Any) -> str | None:
+    """The ``event_id`` of a refused event as it is reported back (cut to the id length bound)."""
+    event_id = obj.get("event_id") if isinstance(obj, dict) else None
+    if event_id is None or isinstance(event_id, dict | list):
+        return None
+    return _cut(str(event_id), MAX_ID_LENGTH)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _field_error(err: Any) -> FieldError:
@@ -209,26 +379,49 @@ def _field_error(err: Any) -> FieldError:
             if loc[-1:] in (["ip"], ["ip_address"])
             else ("unknown field")
         )
-    return FieldError(".".join(loc) or "(event)", msg)
+    return FieldError(_cut(".".join(loc), MAX_FIELD_PATH) or "(event)", msg)
 
 
-def parse_event_obj(obj: Any) -> Behaviour | Item:
-    """Validate an already-decoded JSON value. Raises :class:`InvalidEvent`."""
+def check_size(size: int, limits: EventLimits | None = None, event_id: str | None = None) -> None:
+    """Raise :class:`EventTooLarge` when an encoded event of ``size`` bytes exceeds the limit."""
+    limit = (limits or DEFAULT_LIMITS).max_event_bytes
+    if size > limit:
+        reason = f"event of {size:,} bytes exceeds the limit of {limit:,} bytes (ECRM_MAX_EVENT_BYTES)"
+        raise EventTooLarge([FieldError("(event)", reason)], event_id=event_id)
+
+
+def parse_event_obj(obj: Any, limits: EventLimits | None = None) -> Behaviour | Item:
+    """Validate an already-decoded JSON value against the schema and ``limits`` (default: :data:`DEFAULT_LIMITS`,
+    the clock's now). Raises :class:`InvalidEvent`. The size is not checked here: see :func:`encode_event`."""
     if not isinstance(obj, dict):
         raise InvalidEvent([FieldError("(event)", f"must be a JSON object, got {type(obj).__name__}")])
     try:
-        return _ADAPTER.validate_python(obj)
+        return _ADAPTER.validate_python(obj, context=(limits or DEFAULT_LIMITS).context())
     except ValidationError as exc:
         raise InvalidEvent.from_validation(exc, obj) from exc
 
 
-def parse_event(raw: bytes | str) -> Behaviour | Item:
-    """Decode and validate one JSON event. Raises :class:`InvalidEvent`."""
+def encode_event(obj: Any, limits: EventLimits | None = None) -> tuple[Behaviour | Item, bytes]:
+    """Validate a decoded event and encode it as the JSON produced to Kafka, refusing it when the encoding is
+    over the size limit (:class:`EventTooLarge`) or the event invalid (:class:`InvalidEvent`)."""
+    try:
+        raw = orjson.dumps(obj)
+    except TypeError as exc:  # orjson.JSONEncodeError: a value JSON cannot hold
+        raise InvalidEvent([FieldError("(event)", f"cannot be encoded as JSON: {exc}")]) from exc
+    check_size(len(raw), limits, reported_event_id(obj))
+    return parse_event_obj(obj, limits), raw
+
+
+def parse_event(raw: bytes | str, limits: EventLimits | None = None) -> Behaviour | Item:
+    """Decode and validate one JSON event (its size included). Raises :class:`InvalidEvent`."""
+    size = len(raw.encode() if isinstance(raw, str) else raw)
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        check_size(size, limits)
         raise InvalidEvent([FieldError("(event)", f"not valid JSON: {exc}")]) from exc
-    return parse_event_obj(obj)
+    check_size(size, limits, reported_event_id(obj))  # the event id, when there is one, is reported
+    return parse_event_obj(obj, limits)
 
 
 def event_json_schema() -> dict[str, Any]:

@@ -4,7 +4,9 @@ Short by design: decode, call the processor, and let Faust ack the batch only af
 Batches are acked after the body returns (``take_events``), so a crash redelivers them: at-least-once, and the
 store's de-duplication makes the effects idempotent. An exception inside the body would also ack the batch (the
 stream acks in a ``finally``), so none may escape: bad input is dead-lettered, Redis and Kafka outages are retried,
-and anything else ends the process before the batch is acked.
+and anything else ends the process before the batch is acked. A cancellation (a graceful stop, SIGTERM, while the
+batch waits for Redis or Kafka) withholds the batch's acks before it leaves, so the offsets are not committed and
+the next worker reads the batch again.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Iterable, Mapping
-from typing import cast
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, cast
 
 import faust
 import orjson
+from faust.types import EventT
 
 from core.errors import BrokerUnavailable
 from core.kafka import broker_errors
@@ -78,8 +81,26 @@ def register_agents(app: faust.App, settings: Settings) -> None:
             ]
             try:
                 await processor.process(batch)
+            except asyncio.CancelledError:
+                withhold_acks(events)
+                log.warning("stopped before a batch of %d events was written: left unacked for redelivery", len(batch))
+                raise
             except Exception:  # a bug, not bad input (that is dead-lettered) nor Redis/Kafka down (retried)
                 # Leaving the loop would ack this batch (take_events acks in a finally): exit without acking, so
                 # the batch is redelivered after the restart, and de-duplication keeps its effects exact.
                 log.exception("unexpected error in a batch; exiting without acking it")
                 os._exit(70)
+
+
+def withhold_acks(events: Sequence[EventT[Any]]) -> None:
+    """Keep ``take_events`` from acking ``events`` when the body is left by a cancellation.
+
+    ``take_events`` acks its buffer in a ``finally`` whatever ended the body. Faust acks a message only once
+    (``Message.ack`` does nothing for a message already marked acked), so marking the messages here, without telling
+    the consumer, turns that ``finally`` into a no-op for them: their offsets never reach the consumer's acked set
+    and are not committed, and the consumer does not wait for them on its way out. Used only when the agent stops:
+    the process does not read on from there, and the next worker reads the batch again (de-duplication keeps the
+    effects of anything already written exact).
+    """
+    for event in events:
+        event.message.acked = True

@@ -20,7 +20,7 @@ from core.errors import StoreRefused, StoreUnavailable
 from core.settings import Settings
 from profiles.store import APPLIED, DUPLICATE, ERASED, ProfileStore, Status
 from profiles.updates import DIRECT, Plan, plan_update
-from schemas.events import Behaviour, FieldError, InvalidEvent, Item, parse_event
+from schemas.events import EVENT_TYPES, Behaviour, FieldError, InvalidEvent, Item, parse_event
 
 log = logging.getLogger(__name__)
 
@@ -48,18 +48,30 @@ class BatchResult:
     lags_s: list[float] = field(default_factory=list)
 
 
-def dead_letter(msg: RawMessage, errors: list[FieldError], event_id: str | None, stage: str) -> Envelope:
-    """The dead-letter record: why, where from, and the original bytes (base64, exact)."""
+DLQ_MAX_KEY_CHARS = 1024
+
+
+def dead_letter(
+    msg: RawMessage, errors: list[FieldError], event_id: str | None, stage: str, max_original_bytes: int = 65_536
+) -> Envelope:
+    """The dead-letter record: why, where from, and the original bytes (base64, exact up to
+    ``max_original_bytes``; a longer original is cut there, ``original_truncated`` says so and ``original_size``
+    keeps its size), so that a record never exceeds the broker's message size."""
     original = msg.value or b""
+    kept = original[:max_original_bytes]
+    key = msg.key.decode("utf-8", "replace") if msg.key else None
     return {
         "reason": "; ".join(f"{e.field}: {e.reason}" for e in errors),
         "errors": [e.as_dict() for e in errors],
         "stage": stage,
         "event_id": event_id,
+        "type": _event_type(msg.value),
         "source": {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset},
-        "key": msg.key.decode("utf-8", "replace") if msg.key else None,
-        "original_b64": base64.b64encode(original).decode(),
-        "original": original.decode("utf-8", "replace"),
+        "key": key[:DLQ_MAX_KEY_CHARS] if key else None,
+        "original_b64": base64.b64encode(kept).decode(),
+        "original": kept.decode("utf-8", "replace"),
+        "original_size": len(original),
+        "original_truncated": len(kept) < len(original),
         "dead_lettered_at": int(time.time() * 1000),
     }
 
@@ -81,10 +93,11 @@ def source_refusal(event: Behaviour | Item, source: str) -> FieldError | None:
 
 
 def _event_type(raw: bytes | None) -> str:
+    """The event's type for a metric label: one of the schema's, else ``unknown`` (bounded label values)."""
     try:
         obj = orjson.loads(raw or b"")
         t = obj.get("type") if isinstance(obj, dict) else None
-        return t if isinstance(t, str) and len(t) < 40 else "unknown"
+        return t if t in EVENT_TYPES else "unknown"
     except orjson.JSONDecodeError:
         return "unknown"
 
@@ -103,6 +116,7 @@ class BatchProcessor:
         self.settings = settings
         self.send_dead_letter = send_dead_letter
         self.retry_delay_s = retry_delay_s
+        self.limits = settings.event_limits()
 
     async def process(self, messages: Sequence[RawMessage]) -> BatchResult:
         started = time.perf_counter()
@@ -111,15 +125,15 @@ class BatchProcessor:
         plan_msgs: list[RawMessage] = []
         for msg in messages:
             try:
-                event = parse_event(msg.value or b"")
+                event = parse_event(msg.value or b"", self.limits)
             except InvalidEvent as exc:
                 metrics.EVENTS_CONSUMED.labels(_event_type(msg.value)).inc()
-                result.dead_lettered.append(dead_letter(msg, exc.errors, exc.event_id, "validation"))
+                result.dead_lettered.append(self._dead_letter(msg, exc.errors, exc.event_id, "validation"))
                 continue
             metrics.EVENTS_CONSUMED.labels(event.type).inc()
             refused = source_refusal(event, msg.source)
             if refused is not None:
-                result.dead_lettered.append(dead_letter(msg, [refused], event.event_id, "validation"))
+                result.dead_lettered.append(self._dead_letter(msg, [refused], event.event_id, "validation"))
                 continue
             plans.append(plan_update(event, self.settings.event_weights, msg.source))
             plan_msgs.append(msg)
@@ -128,10 +142,13 @@ class BatchProcessor:
             await self._apply(plans[start : start + size], plan_msgs[start : start + size], result)
         for envelope in result.dead_lettered:
             await self.send_dead_letter(envelope)
-            metrics.EVENTS_DEAD_LETTERED.labels(_event_type(envelope["original"].encode())).inc()
+            metrics.EVENTS_DEAD_LETTERED.labels(envelope["type"]).inc()
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         metrics.BATCH_SIZE.observe(len(messages))
         return result
+
+    def _dead_letter(self, msg: RawMessage, errors: list[FieldError], event_id: str | None, stage: str) -> Envelope:
+        return dead_letter(msg, errors, event_id, stage, self.settings.dlq_max_original_bytes)
 
     async def _apply(self, plans: list[Plan], msgs: list[RawMessage], result: BatchResult) -> None:
         statuses = await self._apply_with_retry(plans, msgs, result)
@@ -166,7 +183,7 @@ class BatchProcessor:
         for plan, msg, status in zip(plans, msgs, statuses, strict=True):
             if isinstance(status, str):  # refused before its first write: the event changed nothing
                 error = FieldError("(event)", status)
-                result.dead_lettered.append(dead_letter(msg, [error], plan.event_id, "store"))
+                result.dead_lettered.append(self._dead_letter(msg, [error], plan.event_id, "store"))
         return statuses
 
     async def _retry(self, plans: list[Plan]) -> list[Status]:

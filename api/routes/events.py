@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from api.collector import response_status
 from api.deps import CollectorDep, SettingsDep
 from api.errors import PayloadTooLarge
 from api.models import CollectResponse
@@ -35,8 +36,8 @@ async def read_limited(request: Request, limit: int) -> bytes:
     responses={
         422: {"model": CollectResponse},
         403: {"model": CollectResponse},
+        413: {"model": CollectResponse},
         401: {},
-        413: {},
         400: {},
         429: {},
         503: {},
@@ -46,7 +47,8 @@ async def read_limited(request: Request, limit: int) -> bytes:
 async def collect(
     request: Request, collector: CollectorDep, settings: SettingsDep, sender: CountedCaller
 ) -> JSONResponse:
-    """Valid events go to Kafka; invalid ones are reported by index, field and reason (422 when none is valid).
+    """Valid events go to Kafka; invalid ones are reported by index, field, reason and status (422 when none is
+    valid; 413 when every event is over the size limit, or the body or batch is).
 
     Any key may post, and each event is checked against its scope: anonymous visitors' behavioural events need
     `collect`, an event with a `customer_id` (a login links a visitor to a customer) needs `server`, an `item`
@@ -56,5 +58,4 @@ async def collect(
     result = await collector.collect(body, sender)
     rejected = len({e["index"] for e in result.errors})
     payload = {"accepted": result.accepted, "rejected": rejected, "errors": result.errors}
-    status = 202 if result.accepted else 403 if result.forbidden else 422
-    return JSONResponse(payload, status_code=status)
+    return JSONResponse(payload, status_code=response_status(result.accepted, result.errors))

@@ -24,7 +24,8 @@ from ingest.orders import (
     RowReject,
     read_csv,
 )
-from ingest.sink import DryRunSink, EventSink, KafkaSink, RejectsFile
+from ingest.sink import DryRunSink, EventSink, KafkaSink, RejectsFile, failure_message
+from schemas import EventLimits
 
 
 def import_orders(
@@ -53,11 +54,12 @@ def import_orders(
     """Import a transactions CSV as purchase events (event id ``order:<invoice>``: importing again changes nothing).
 
     Rows without a customer, cancellations (returns), non-positive quantities and non-product lines (postage,
-    fees) are skipped and counted; unreadable rows go to the rejects file.
+    fees) are skipped and counted; unreadable rows go to the rejects file. Every event's delivery is checked: when
+    any is not acknowledged the command stops and exits 2, naming how many failed.
     """
     try:
         columns = OrderColumns().with_overrides(column or [])
-        options = _options(currency, date_format, timezone, non_product)
+        options = _options(currency, date_format, timezone, non_product, get_settings().event_limits())
     except (OrdersFormatError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -69,12 +71,12 @@ def import_orders(
             _send(grouper, sink, rejected, progress)
             sink.close()
         except BrokerUnavailable as exc:
-            typer.echo(f"error: {exc} ({sink.sent} events were acknowledged before)", err=True)
+            typer.echo(failure_message(exc, sink), err=True)
             raise typer.Exit(2) from exc
     typer.echo(format_orders_summary(grouper.tally, options.currency, sink.sent, dry_run, rejected))
 
 
-def _options(currency: str, date_format: str, timezone: str, non_product: str) -> OrderOptions:
+def _options(currency: str, date_format: str, timezone: str, non_product: str, limits: EventLimits) -> OrderOptions:
     if not re.fullmatch(r"[A-Z]{3}", currency):
         raise ValueError(f"--currency {currency!r}: expected an ISO 4217 code such as GBP")
     try:
@@ -82,7 +84,7 @@ def _options(currency: str, date_format: str, timezone: str, non_product: str) -
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise ValueError(f"--timezone {timezone!r}: unknown time zone") from exc
     codes = frozenset(c.strip().upper() for c in non_product.split(",") if c.strip())
-    return OrderOptions(currency=currency, date_format=date_format, timezone=zone, non_product=codes)
+    return OrderOptions(currency=currency, date_format=date_format, timezone=zone, non_product=codes, limits=limits)
 
 
 def _read(path: Path, encoding: str, grouper: OrderGrouper, rejected: RejectsFile, progress: bool) -> None:

@@ -14,9 +14,9 @@ from tqdm import tqdm
 
 from core.errors import BrokerUnavailable
 from core.settings import Settings, get_settings
-from ingest.access_log import DEFAULT_SALT, AccessLogMapper, Emit, LogTally, Reject, redact
+from ingest.access_log import AccessLogMapper, Emit, LogTally, Reject, redact
 from ingest.patterns import PatternError, load_patterns
-from ingest.sink import DryRunSink, EventSink, KafkaSink, RejectsFile
+from ingest.sink import DryRunSink, EventSink, KafkaSink, RejectsFile, failure_message
 from ingest.tail import read_lines
 
 SALT_ENV = "ECRM_LOG_SALT"
@@ -38,7 +38,8 @@ def ingest_log(
         Path | None, typer.Option(help="Where malformed lines go; default: ./LOGNAME.rejects.tsv")
     ] = None,
     salt: Annotated[
-        str | None, typer.Option(envvar=SALT_ENV, help="Secret salt of the anonymous visitor ids", show_default=False)
+        str | None,
+        typer.Option(envvar=SALT_ENV, help="Secret salt of the anonymous visitor ids (required)", show_default=False),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Parse and count; produce nothing")] = False,
     max_idle: Annotated[
@@ -52,31 +53,39 @@ def ingest_log(
     """Parse an Apache/Nginx access log and produce its page and item views as events.
 
     Static assets, bots and failed requests are dropped and counted; malformed lines go to the rejects file.
-    The client address is never stored or sent: visitors are keyed hashes of address and user agent.
+    The client address is never stored or sent: visitors are keyed hashes of address and user agent, with a secret
+    salt (--salt or ECRM_LOG_SALT; the command refuses to run without one). Every event's delivery is checked: when
+    any is not acknowledged the command stops and exits 2, naming how many failed.
     """
+    if not salt:
+        typer.echo(
+            f"error: a secret salt is required (--salt or {SALT_ENV}): without one, anonymous ids could be linked "
+            "back to client addresses by anyone who tries them all",
+            err=True,
+        )
+        raise typer.Exit(2)
     try:
         compiled = load_patterns(patterns)
     except PatternError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    if not salt:
-        typer.echo(
-            f"warning: no salt given (--salt or {SALT_ENV}): using the public default, so anonymous ids can be "
-            "linked back to addresses by anyone who tries them all",
-            err=True,
-        )
+    settings = get_settings()
     mapper = AccessLogMapper(
-        compiled, salt or DEFAULT_SALT, log_format.value, session_gap=timedelta(minutes=session_gap)
+        compiled,
+        salt,
+        log_format.value,
+        session_gap=timedelta(minutes=session_gap),
+        limits=settings.event_limits(),
     )
     rejects_path = rejects or Path.cwd() / f"{path.name}.rejects.tsv"
     run = _LogRun(path, follow, poll, max_idle, progress)
-    sink = _open_sink(get_settings(), dry_run, batch_size)
+    sink = _open_sink(settings, dry_run, batch_size)
     with RejectsFile(rejects_path) as rejected:
         try:
             run.ingest(mapper, sink, rejected)
             sink.close()
         except BrokerUnavailable as exc:
-            typer.echo(f"error: {exc} ({sink.sent} events were acknowledged before)", err=True)
+            typer.echo(failure_message(exc, sink), err=True)
             raise typer.Exit(2) from exc
     typer.echo(format_log_summary(mapper.tally, sink.sent, dry_run, rejected))
 

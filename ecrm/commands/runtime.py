@@ -59,7 +59,9 @@ def simulate(
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same events and event ids)")] = 7,
     out: Annotated[Path | None, typer.Option(help="Write JSON lines here ('-' for stdout) instead of Kafka")] = None,
 ) -> None:
-    """Generate a demo clickstream (power-law popularity, sessions, funnels) and produce it to Kafka."""
+    """Generate a demo clickstream (power-law popularity, sessions, funnels) and produce it to Kafka.
+
+    Every event's delivery is checked: when any is not acknowledged the command exits 2, naming how many failed."""
     cfg = SimulationConfig(customers=customers, anonymous_visitors=visitors, items=items, days=days, seed=seed)
     if out is not None:
         write_lines(cfg, out)
@@ -83,7 +85,7 @@ def write_lines(cfg: SimulationConfig, out: Path) -> None:
 
 
 def produce_demo(settings: Settings, cfg: SimulationConfig) -> int:
-    ensure_topics(settings)
+    ensure_topics(settings, timeout_s=settings.producer_timeout_s)
     producer = make_producer(settings)
     try:
         events = tqdm(simulate_events(cfg), desc="demo events", unit="ev", file=sys.stderr, leave=False)
@@ -119,6 +121,9 @@ def up(
         code = wait_until_stopped(stack, typer.echo)
     except KeyboardInterrupt:
         pass
+    except BrokerUnavailable as exc:  # the demo's events were not all delivered
+        typer.echo(f"error: {exc}", err=True)
+        code = 2
     finally:
         typer.echo("stopping ...")
         stack.stop()

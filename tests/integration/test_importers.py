@@ -16,6 +16,8 @@ from core.kafka import ensure_topics
 from core.settings import Settings
 from ecrm.cli import app
 from ecrm.commands import import_orders, ingest_log
+from ingest.sink import KafkaSink
+from runtime.embedded import start_broker
 from schemas import parse_event
 
 pytestmark = pytest.mark.integration
@@ -96,3 +98,29 @@ def test_import_orders_twice(broker_settings: Settings, datasets: Path, tmp_path
     assert len(both) == 2 * 11_476
     assert set(ids) == {e["event_id"] for e in first} and set(ids.values()) == {2}
     assert all(event_id.startswith("order:") for event_id in ids)
+
+
+def test_a_broker_lost_mid_import_exits_2_naming_the_failed_count(
+    settings: Settings, datasets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real broker that goes away after the first batch: the next batch's deliveries fail (each one checked),
+    and the command says how many were acknowledged and how many failed."""
+    own = start_broker()
+    try:
+        local = settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{own.port}", "producer_timeout_s": 3.0})
+        monkeypatch.setattr(import_orders, "get_settings", lambda: local)
+        real_flush = KafkaSink.flush
+
+        def flush_then_lose_the_broker(sink: KafkaSink) -> None:
+            real_flush(sink)
+            if sink.sent:
+                own.stop()
+
+        monkeypatch.setattr(KafkaSink, "flush", flush_then_lose_the_broker)
+        args = ["import-orders", str(datasets / "online_retail_sample.csv"), "--batch-size", "200"]
+        result = runner.invoke(app, [*args, "--rejects", str(tmp_path / "r"), "--no-progress"])
+        assert result.exit_code == 2, result.output
+        assert "error: 200 of 200 events sent to" in result.output and "were not acknowledged" in result.output
+        assert "In all 200 events were acknowledged and 200 failed; the import stopped there" in result.output
+    finally:
+        own.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -11,11 +12,12 @@ from core.redis import connect
 from core.settings import Settings
 from profiles.store import ProfileStore
 from profiles.updates import plan_update
-from schemas import parse_event_obj
+from schemas import EventLimits, parse_event_obj
 
 pytestmark = pytest.mark.integration
 DAY = 86_400_000
 T0 = 1_795_424_400_000
+LIMITS = EventLimits(now=datetime.fromtimestamp((T0 + 365 * DAY) / 1000, UTC))  # events up to a year after T0
 
 
 def ev(kind: str, n: int, ts: int, **fields: Any) -> dict[str, Any]:
@@ -23,7 +25,7 @@ def ev(kind: str, n: int, ts: int, **fields: Any) -> dict[str, Any]:
 
 
 async def apply(store: ProfileStore, settings: Settings, events: list[dict[str, Any]]) -> list[int]:
-    return await store.apply_plans([plan_update(parse_event_obj(e), settings.event_weights) for e in events])
+    return await store.apply_plans([plan_update(parse_event_obj(e, LIMITS), settings.event_weights) for e in events])
 
 
 @pytest.fixture()

@@ -20,7 +20,7 @@ LINE = (
 
 
 def test_dry_run_on_the_sample(datasets: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("ECRM_LOG_SALT", raising=False)
+    monkeypatch.setenv("ECRM_LOG_SALT", "from-the-environment")
     rejects = tmp_path / "rejects.tsv"
     log = datasets / "apache_access_sample.log"
     result = runner.invoke(app, ["ingest-log", str(log), "--dry-run", "--no-progress", "--rejects", str(rejects)])
@@ -33,11 +33,23 @@ def test_dry_run_on_the_sample(datasets: Path, tmp_path: Path, monkeypatch: pyte
     assert (summary["assets dropped"], summary["bots dropped"], summary["errors dropped"]) == ("6538", "1527", "170")
     assert summary["rejects"].startswith("1 (see ")
     assert summary["produced"] == "nothing (dry run)"
-    assert "warning: no salt given" in result.output
     written = rejects.read_text().splitlines()
     assert written[0] == "line\treason\ttext"
     assert written[1].startswith("8899\tdoes not match the combined log format\t<client> - - [20/May/2015:12:05:17")
     assert "46.118.127.106" not in rejects.read_text()
+
+
+@pytest.mark.parametrize("salt", [None, ""])
+def test_refuses_to_run_without_a_salt(salt: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ECRM_LOG_SALT", raising=False)
+    log = tmp_path / "a.log"
+    log.write_text(LINE)
+    args = ["ingest-log", str(log), "--dry-run", "--no-progress"] + ([] if salt is None else ["--salt", salt])
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert "error: a secret salt is required (--salt or ECRM_LOG_SALT)" in result.output
+    assert "events" not in result.output and not (tmp_path / "a.log.rejects.tsv").exists()
 
 
 def test_no_rejects_file_when_nothing_is_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
