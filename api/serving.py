@@ -65,6 +65,7 @@ class ModelHolder:
         self.served: Served | None = None
         self.rejected: str | None = None  # the last version that could not be loaded (not tried again)
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     async def refresh(self) -> bool:
         """Load the current version if it changed. Returns True when a new version is now served."""
@@ -121,13 +122,14 @@ class ModelHolder:
             log.warning("no model loaded at start: %s", exc)
         self._task = asyncio.create_task(self._poll())
 
-    async def stop(self) -> None:
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Let the poller finish its current round and leave (cancelling it in the middle of a Redis command could
+        leave the client stuck); cancel it only if it does not leave within ``grace_s``."""
+        self._stopping.set()
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            _, pending = await asyncio.wait({self._task}, timeout=grace_s)
+            for task in pending:
+                task.cancel()
         await self.client.aclose()
 
     def age_s(self) -> float | None:
@@ -142,8 +144,12 @@ class ModelHolder:
         return time.time() - served.loaded_at
 
     async def _poll(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.model_poll_s)
+        while not self._stopping.is_set():
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self.settings.model_poll_s)
+                return  # stopping
+            except TimeoutError:
+                pass
             try:
                 await self.refresh()
             except (StoreUnavailable, ValueError) as exc:
