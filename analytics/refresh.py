@@ -92,6 +92,13 @@ class Refresher:
         self.rules = rules
         self.clock = clock
 
+    async def republish(self) -> AnalyticsState | None:
+        """Set the gauges from the state stored in Redis (a worker's start, or a refresh another worker made)."""
+        state = await self.store.state()
+        if state is not None:
+            observe(state)
+        return state
+
     async def refresh(self, force: bool = False) -> RefreshResult:
         """Refresh now (``force``) or when the last refresh is older than the interval."""
         token = await self.store.acquire_lock(self.cfg.analytics_lock_ttl_s)

@@ -48,11 +48,20 @@ def decode_batch(body: bytes, max_batch: int) -> list[Any]:
 def validate_batch(
     batch: list[Any], sender: Caller | None = None, limits: EventLimits | None = None
 ) -> tuple[list[tuple[str, bytes]], list[dict[str, Any]]]:
+    """:func:`validate_typed` without the types."""
+    records, errors, _ = validate_typed(batch, sender, limits)
+    return records, errors
+
+
+def validate_typed(
+    batch: list[Any], sender: Caller | None = None, limits: EventLimits | None = None
+) -> tuple[list[tuple[str, bytes]], list[dict[str, Any]], list[str]]:
     """Split a batch into (key, value) records to produce and per-index errors (pure). Each error carries the
     HTTP ``status`` of its refusal: 413 for an event over the size limit, 422 for an invalid one, 403 for one the
     ``sender``'s key may not send (its reason starts with ``forbidden``)."""
     records: list[tuple[str, bytes]] = []
     errors: list[dict[str, Any]] = []
+    types: list[str] = []  # the type of each record
     for index, obj in enumerate(batch):
         try:
             event, value = encode_event(obj, limits)
@@ -66,8 +75,8 @@ def validate_batch(
             errors.append({"index": index, "event_id": event.event_id, **refusal.as_dict(), "status": 403})
             continue
         records.append((event.kafka_key, value))
-        metrics.EVENTS_COLLECTED.labels(event.type).inc()
-    return records, errors
+        types.append(event.type)
+    return records, errors, types
 
 
 def response_status(accepted: int, errors: list[dict[str, Any]]) -> int:
@@ -166,10 +175,12 @@ class Collector:
 
     async def collect(self, body: bytes, sender: Caller) -> CollectResult:
         batch = decode_batch(body, self.settings.api_max_batch)
-        records, errors = validate_batch(batch, sender, self.limits)
+        records, errors, types = validate_typed(batch, sender, self.limits)
         metrics.EVENTS_REJECTED.inc(len(batch) - len(records))
         if records:
-            await self._produce(records, sender.source)
+            await self._produce(records, sender.source)  # a failure is counted by api/errors.py
+            for event_type in types:  # counted once the broker acknowledged them
+                metrics.EVENTS_COLLECTED.labels(event_type).inc()
         return CollectResult(accepted=len(records), errors=errors)
 
     async def _produce(self, records: list[tuple[str, bytes]], source: str) -> None:

@@ -103,4 +103,5 @@ class PopularCopy:
         try:
             await self.refresh()
         except StoreUnavailable as exc:
+            metrics.DEPENDENCY_ERRORS.labels("redis").inc()
             log.warning("popular items not refreshed, keeping the last %d in memory: %s", len(self.items), exc)

@@ -5,21 +5,33 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from core import metrics
 from core.errors import (
     BadRequest,
+    BrokerUnavailable,
     Forbidden,
     NotFound,
     PayloadTooLarge,
     RateLimited,
     ServiceUnavailable,
+    StoreUnavailable,
     Unauthorized,
 )
 
 __all__ = ["BadRequest", "NotFound", "PayloadTooLarge", "install_error_handlers"]
 
 
+def count_dependency_error(exc: BaseException) -> None:
+    """Count a request that met Redis (``redis``) or the broker (``kafka``) unavailable."""
+    if isinstance(exc, StoreUnavailable):
+        metrics.DEPENDENCY_ERRORS.labels("redis").inc()
+    elif isinstance(exc, BrokerUnavailable):
+        metrics.DEPENDENCY_ERRORS.labels("kafka").inc()
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def unavailable(_: Request, exc: Exception) -> JSONResponse:
+        count_dependency_error(exc)
         return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
 
     async def too_large(_: Request, exc: Exception) -> JSONResponse:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from api.degraded import PopularCopy, pick
 from api.serving import ModelHolder, Served
+from core import metrics
 from core.errors import StoreUnavailable
 from core.keyspace import anonymous_pid, customer_pid
 from core.settings import Settings
@@ -120,6 +121,7 @@ class RecommendationService:
             try:
                 return await serve()
             except StoreUnavailable as exc:
+                metrics.DEPENDENCY_ERRORS.labels("redis").inc()  # ops: Redis errors seen by the API
                 self._skip_redis_until = time.monotonic() + DEGRADED_PROBE_S
                 log.warning("recommendations degraded to the in-memory popular items: %s", exc)
         chain = Chain(n, excluded)

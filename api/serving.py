@@ -93,6 +93,9 @@ class ModelHolder:
         if isinstance(training, dict) and "duration_s" in training:
             metrics.MODEL_TRAINING_SECONDS.labels(version).set(float(training["duration_s"]))
         log.info("now serving model %s", version)
+        age = self.age_s()
+        if age is not None:  # at once, not at the next poll: a gauge at 0 would say "brand new"
+            metrics.MODEL_AGE_SECONDS.set(age)
         return True
 
     async def _load(self, version: str) -> Served | None:
@@ -153,6 +156,8 @@ class ModelHolder:
             try:
                 await self.refresh()
             except (StoreUnavailable, ValueError) as exc:
+                if isinstance(exc, StoreUnavailable):
+                    metrics.DEPENDENCY_ERRORS.labels("redis").inc()
                 log.warning("model refresh failed (still serving %s): %s", self.served and self.served.version, exc)
             age = self.age_s()
             if age is not None:

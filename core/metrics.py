@@ -1,29 +1,141 @@
-"""Prometheus metrics of every role, defined once. Names start with ``ecrm_``."""
+"""Prometheus metrics of every role, defined once. Names start with ``ecrm_``.
+
+Each role exposes only its own metrics (so that a panel never mixes a role's real value with another role's 0):
+
+- the API serves the default registry (:data:`API_REGISTRY`) on ``/metrics``;
+- the stream worker serves :data:`WORKER_REGISTRY` on ``ECRM_WORKER_METRICS_PORT`` (it also hosts the analytics
+  refresh, the retraining trigger and the consumer-lag check, so their metrics are the worker's).
+
+Both carry the process metrics (CPU, memory, open files) and the Python platform info. Labelled counters are
+created at 0 for every known label value (:func:`zero`), so that ``rate()`` and ``increase()`` see their first
+increment.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from collections.abc import Iterable
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+from schemas.events import EVENT_TYPES
+
+API_REGISTRY = REGISTRY  # the default registry: the process and platform collectors are already in it
+WORKER_REGISTRY = CollectorRegistry()
+ProcessCollector(registry=WORKER_REGISTRY)
+PlatformCollector(registry=WORKER_REGISTRY)
+
+TYPES: tuple[str, ...] = (*EVENT_TYPES, "unknown")  # "unknown": a message whose type could not be read
+STORE_REASONS: tuple[str, ...] = (
+    "connection",
+    "timeout",
+    "oom",
+    "readonly",
+    "loading",
+    "masterdown",
+    "tryagain",
+    "clusterdown",
+    "busy",
+    "noscript",
+)
+LAG_KINDS: tuple[str, ...] = ("live", "backfill")
+TRAINING_OUTCOMES: tuple[str, ...] = ("promoted", "refused", "failed")
+DEPENDENCIES: tuple[str, ...] = ("redis", "kafka")
+
+
+def zero(metric: Counter, *values: Iterable[str]) -> None:
+    """Create every combination of the given label values at 0 (one iterable per label, in label order)."""
+    combos: list[tuple[str, ...]] = [()]
+    for options in values:
+        combos = [(*combo, value) for combo in combos for value in options]
+    for combo in combos:
+        metric.labels(*combo)
+
 
 # --- worker ---
-EVENTS_CONSUMED = Counter("ecrm_events_consumed_total", "Events read from Kafka", ["type"])
-EVENTS_PROCESSED = Counter("ecrm_events_processed_total", "Events applied to profiles", ["type"])
-EVENTS_DUPLICATE = Counter("ecrm_events_duplicate_total", "Redelivered events skipped by de-duplication", ["type"])
-EVENTS_DEAD_LETTERED = Counter("ecrm_events_dead_lettered_total", "Events sent to the dead-letter topic", ["type"])
+W = WORKER_REGISTRY
+EVENTS_CONSUMED = Counter("ecrm_events_consumed_total", "Events read from Kafka", ["type"], registry=W)
+EVENTS_PROCESSED = Counter("ecrm_events_processed_total", "Events applied to profiles", ["type"], registry=W)
+EVENTS_DUPLICATE = Counter(
+    "ecrm_events_duplicate_total", "Redelivered events skipped by de-duplication", ["type"], registry=W
+)
+EVENTS_DEAD_LETTERED = Counter(
+    "ecrm_events_dead_lettered_total", "Events sent to the dead-letter topic", ["type"], registry=W
+)
+for _counter in (EVENTS_CONSUMED, EVENTS_PROCESSED, EVENTS_DUPLICATE, EVENTS_DEAD_LETTERED):
+    zero(_counter, TYPES)
 BATCH_SECONDS = Histogram(
     "ecrm_batch_processing_seconds",
     "Time to process one batch (parse, plan, Redis write)",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+    registry=W,
 )
-BATCH_SIZE = Histogram("ecrm_batch_size", "Events per batch", buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2000))
+BATCH_SIZE = Histogram(
+    "ecrm_batch_size", "Events per batch", buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2000), registry=W
+)
 EVENT_LAG_SECONDS = Histogram(
     "ecrm_event_to_profile_lag_seconds",
-    "Profile write time minus event time",
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
+    "Profile write time minus event time; kind=live for events produced within ECRM_BACKFILL_AFTER_S of their "
+    "time, kind=backfill for history produced later (imports, replays)",
+    ["kind"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 86400.0),
+    registry=W,
 )
+for _kind in LAG_KINDS:
+    EVENT_LAG_SECONDS.labels(_kind)
 STORE_RETRIES = Counter(
     "ecrm_store_retries_total",
     "Redis writes retried after an error, by reason (connection, oom, readonly ...)",
     ["reason"],
+    registry=W,
+)
+zero(STORE_RETRIES, STORE_REASONS)
+CONSUMER_LAG = Gauge(
+    "ecrm_consumer_lag",
+    "Messages behind the head of each partition: end offset minus the consumer group's committed offset",
+    ["topic", "partition"],
+    registry=W,
+)
+CONSUMER_LAG_CHECKED = Gauge(
+    "ecrm_consumer_lag_checked_timestamp_seconds", "Time of the last successful consumer-lag check", registry=W
+)
+TRAINING_RUNS = Counter(
+    "ecrm_training_runs_total",
+    "Trainings started by the worker, by outcome: promoted, refused (by the holdout gate) or failed",
+    ["outcome"],
+    registry=W,
+)
+zero(TRAINING_RUNS, TRAINING_OUTCOMES)
+
+# --- analytics (RFM, segments, lifetime value): set by the worker's refresh job, and from Redis at its start ---
+ANALYTICS_SEGMENT_CUSTOMERS = Gauge(
+    "ecrm_analytics_segment_customers", "Customers in each segment at the last refresh", ["segment"], registry=W
+)
+ANALYTICS_CUSTOMERS_SCORED = Gauge(
+    "ecrm_analytics_customers_scored", "Purchasing customers scored at the last refresh", registry=W
+)
+ANALYTICS_LAST_REFRESH = Gauge(
+    "ecrm_analytics_last_refresh_timestamp_seconds",
+    "Time of the last analytics refresh (Unix seconds; 0 until one is known)",
+    registry=W,
+)
+ANALYTICS_REFRESH_SECONDS = Gauge(
+    "ecrm_analytics_refresh_duration_seconds", "Duration of the last analytics refresh", registry=W
+)
+ANALYTICS_MODEL_FITTED = Gauge(
+    "ecrm_analytics_model_fitted",
+    "1 when the last refresh fitted the lifetime-value model, 0 when it could not",
+    registry=W,
+)
+ANALYTICS_REFRESH_FAILURES = Counter(
+    "ecrm_analytics_refresh_failures_total", "Analytics refreshes that failed", registry=W
 )
 
 # --- API ---
@@ -33,27 +145,22 @@ API_LATENCY = Histogram(
     ["route", "method", "status"],
     buckets=(0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
-EVENTS_COLLECTED = Counter("ecrm_events_collected_total", "Events accepted by the HTTP collector", ["type"])
+EVENTS_COLLECTED = Counter(
+    "ecrm_events_collected_total", "Events accepted by the HTTP collector and acknowledged by the broker", ["type"]
+)
+zero(EVENTS_COLLECTED, EVENT_TYPES)
 EVENTS_REJECTED = Counter("ecrm_events_rejected_total", "Events refused by the HTTP collector")
 RECOMMENDATIONS = Counter("ecrm_recommendations_total", "Recommendation lists served", ["endpoint", "strategy"])
 MODEL_VERSION = Gauge("ecrm_model_info", "Model version served (value 1)", ["version"])
-
-# --- analytics (RFM, segments, lifetime value; set by the refresh job, and by the API when it reads the state) ---
-ANALYTICS_SEGMENT_CUSTOMERS = Gauge(
-    "ecrm_analytics_segment_customers", "Customers in each segment at the last refresh", ["segment"]
-)
-ANALYTICS_CUSTOMERS_SCORED = Gauge("ecrm_analytics_customers_scored", "Purchasing customers scored at the last refresh")
-ANALYTICS_LAST_REFRESH = Gauge(
-    "ecrm_analytics_last_refresh_timestamp_seconds", "Time of the last analytics refresh (Unix seconds)"
-)
-ANALYTICS_REFRESH_SECONDS = Gauge("ecrm_analytics_refresh_duration_seconds", "Duration of the last analytics refresh")
-ANALYTICS_MODEL_FITTED = Gauge(
-    "ecrm_analytics_model_fitted", "1 when the last refresh fitted the lifetime-value model, 0 when it could not"
-)
-ANALYTICS_REFRESH_FAILURES = Counter("ecrm_analytics_refresh_failures_total", "Analytics refreshes that failed")
-MODEL_AGE_SECONDS = Gauge("ecrm_model_age_seconds", "Age of the served model version")
+MODEL_AGE_SECONDS = Gauge("ecrm_model_age_seconds", "Age of the served model version (0 while none is served)")
 MODEL_HOLDOUT_NDCG = Gauge("ecrm_model_holdout_ndcg", "Holdout NDCG@10 of a model version", ["version"])
 MODEL_TRAINING_SECONDS = Gauge("ecrm_model_training_seconds", "Training duration of a model version", ["version"])
+DEPENDENCY_ERRORS = Counter(
+    "ecrm_api_dependency_errors_total",
+    "Requests of the API that met an unavailable dependency (redis: a read or write failed; kafka: a produce failed)",
+    ["dependency"],
+)
+zero(DEPENDENCY_ERRORS, DEPENDENCIES)
 
 # --- API degradation (a broker or Redis away, a corrupt model) ---
 MODEL_LOAD_FAILURES = Counter(

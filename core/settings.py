@@ -46,6 +46,16 @@ class Settings(BaseSettings):
     worker_web_port: int = Field(6066, description="Faust web port (bound to 127.0.0.1; 0 turns it off)")
     worker_metrics_port: int = Field(9101, description="Prometheus port of the worker (0 turns it off)")
     worker_metrics_host: str = Field("127.0.0.1", description="Interface of the worker's metrics server")
+    # --- operations (metrics, consumer lag; docs/operations.md) ---
+    backfill_after_s: float = Field(
+        300.0,
+        gt=0,
+        description="An event produced more than this many seconds after its own time is back-filled history: its "
+        "event-to-profile lag is counted apart (kind=backfill) from live events",
+    )
+    lag_check_s: float = Field(
+        15.0, ge=0, description="How often the worker measures the consumer lag of every partition (0: off)"
+    )
     consumer_fetch_max_wait_ms: int = Field(
         50,
         ge=1,

@@ -42,6 +42,11 @@ def source_of(headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None)
     return DIRECT
 
 
+def record_time_ms(timestamp: float | None) -> float | None:
+    """Faust's record timestamp (seconds) in milliseconds; None when the broker gave none."""
+    return timestamp * 1000.0 if timestamp else None
+
+
 def register_agents(app: faust.App, settings: Settings) -> None:
     """Attach the profile agent to ``app``."""
     source = events_topic(app, settings)
@@ -76,6 +81,7 @@ def register_agents(app: faust.App, settings: Settings) -> None:
                     partition=ev.message.partition,
                     offset=ev.message.offset,
                     source=source_of(ev.message.headers),
+                    timestamp_ms=record_time_ms(ev.message.timestamp),
                 )
                 for ev in events
             ]

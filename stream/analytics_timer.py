@@ -24,10 +24,21 @@ MAX_TICK_S = 30.0
 _REGISTERED: weakref.WeakSet[faust.App] = weakref.WeakSet()  # apps with the timer: registering twice adds one
 
 
+async def republish(refresher: Refresher) -> None:
+    """Set the analytics gauges from the state in Redis; never raises (a failure is logged)."""
+    try:
+        await refresher.republish()
+    except StoreUnavailable as exc:
+        log.warning("analytics state not republished: %s", exc)
+
+
 async def refresh_if_due(refresher: Refresher) -> Outcome | None:
-    """One tick: refresh when due; never raises (a failure is logged and counted)."""
+    """One tick: refresh when due, else republish the stored state (a refresh another worker made, or the one
+    before this worker's start); never raises (a failure is logged and counted)."""
     try:
         result = await refresher.refresh()
+        if result.outcome is not Outcome.REFRESHED:
+            await refresher.republish()
     except (StoreUnavailable, RulesError) as exc:
         metrics.ANALYTICS_REFRESH_FAILURES.inc()
         log.warning("analytics refresh failed: %s", exc)
@@ -50,8 +61,15 @@ def register_analytics(app: faust.App, settings: Settings, cfg: AnalyticsSetting
     _REGISTERED.add(app)
     refreshers: list[Refresher] = []  # created on the first tick, inside the worker's event loop
 
-    @app.timer(interval=min(cfg.analytics_interval_s, MAX_TICK_S), name="analytics_refresh")
-    async def analytics_refresh() -> None:
+    def refresher() -> Refresher:
         if not refreshers:
             refreshers.append(make_refresher(settings, cfg))
-        await refresh_if_due(refreshers[0])
+        return refreshers[0]
+
+    @app.task
+    async def analytics_republish() -> None:  # at start: the gauges tell the stored state, not 0
+        await republish(refresher())
+
+    @app.timer(interval=min(cfg.analytics_interval_s, MAX_TICK_S), name="analytics_refresh")
+    async def analytics_refresh() -> None:
+        await refresh_if_due(refresher())

@@ -11,6 +11,7 @@ import time
 
 import faust
 
+from core import metrics
 from core.clock import now_ms
 from core.errors import StoreUnavailable
 from core.keyspace import Keys
@@ -26,6 +27,7 @@ FAILED_BACKOFF_S = 60.0
 def register_retraining(app: faust.App, settings: Settings) -> None:
     running: dict[str, asyncio.subprocess.Process] = {}
     started = [0.0]
+    counted = [True]  # whether the last training's outcome is counted
     registry = AsyncRegistry(connect(settings), Keys(settings.key_prefix))
 
     @app.timer(interval=settings.retrain_check_s)
@@ -34,6 +36,9 @@ def register_retraining(app: faust.App, settings: Settings) -> None:
         if proc is not None:
             if proc.returncode is None:
                 return
+            if not counted[0]:
+                counted[0] = True
+                metrics.TRAINING_RUNS.labels(training_outcome(proc.returncode)).inc()
             if proc.returncode not in (0, 1) and time.monotonic() - started[0] < FAILED_BACKOFF_S:
                 return  # the last training failed (its error is in the worker's log): do not retry at once
         try:
@@ -52,9 +57,15 @@ def register_retraining(app: faust.App, settings: Settings) -> None:
             return
         log.info("starting a training (%d interactions logged)", status.interactions)
         started[0] = time.monotonic()
+        counted[0] = False
         running["proc"] = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "ecrm", "train", stdin=asyncio.subprocess.DEVNULL, preexec_fn=_background_child
         )
+
+
+def training_outcome(returncode: int) -> str:
+    """``ecrm train``'s exit code -> ``promoted`` (0), ``refused`` by the holdout gate (1), else ``failed``."""
+    return {0: "promoted", 1: "refused"}.get(returncode, "failed")
 
 
 def _background_child() -> None:

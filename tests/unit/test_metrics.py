@@ -1,0 +1,97 @@
+"""Metrics that tell the truth: each role's own registry, counters at 0 from the start, the lag and outcome rules."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from prometheus_client import generate_latest
+
+from api.auth import Caller, Scope
+from api.collector import Collector
+from core import metrics
+from core.errors import BrokerUnavailable
+from core.redis import _TRANSIENT_CLASSES, _TRANSIENT_CODES
+from core.settings import Settings
+from schemas.events import EVENT_TYPES
+from stream.lag import lag_per_partition
+from stream.processing import lag_kind
+from stream.retrain import training_outcome
+
+WORKER_ONLY = ("ecrm_events_consumed_total", "ecrm_consumer_lag", "ecrm_analytics_model_fitted", "ecrm_training_runs")
+API_ONLY = ("ecrm_api_request_seconds", "ecrm_model_age_seconds", "ecrm_events_collected_total")
+
+
+def test_each_role_exposes_only_its_own_metrics_and_the_process_metrics() -> None:
+    api = generate_latest(metrics.API_REGISTRY).decode()
+    worker = generate_latest(metrics.WORKER_REGISTRY).decode()
+    for name in WORKER_ONLY:
+        assert name not in api and f"# HELP {name}" in worker
+    for name in API_ONLY:
+        assert name not in worker and f"# HELP {name}" in api
+    assert "process_cpu_seconds_total" in api and "process_cpu_seconds_total" in worker
+
+
+def test_labelled_counters_exist_at_zero_before_their_first_increment() -> None:
+    worker = generate_latest(metrics.WORKER_REGISTRY).decode()
+    api = generate_latest(metrics.API_REGISTRY).decode()
+    for event_type in (*EVENT_TYPES, "unknown"):
+        assert f'ecrm_events_dead_lettered_total{{type="{event_type}"}}' in worker
+        assert f'ecrm_events_duplicate_total{{type="{event_type}"}}' in worker
+    for outcome in ("promoted", "refused", "failed"):
+        assert f'ecrm_training_runs_total{{outcome="{outcome}"}}' in worker
+    assert 'ecrm_event_to_profile_lag_seconds_count{kind="live"}' in worker
+    assert 'ecrm_api_dependency_errors_total{dependency="redis"}' in api
+    assert 'ecrm_events_collected_total{type="purchase"}' in api
+
+
+def test_every_redis_retry_reason_is_known_to_the_metrics() -> None:
+    reasons = {reason for _, reason in _TRANSIENT_CLASSES} | set(_TRANSIENT_CODES.values())
+    assert reasons <= set(metrics.STORE_REASONS)
+
+
+def test_consumer_lag_per_partition() -> None:
+    assert lag_per_partition({0: 10, 1: 5, 2: 7}, {0: 4, 1: 5}) == {0: 6, 1: 0, 2: 7}
+    assert lag_per_partition({0: 3}, {0: -1}) == {0: 3}  # -1: nothing committed
+    assert lag_per_partition({0: 3}, {0: 9}) == {0: 0}  # end offsets read before a commit
+
+
+def test_live_and_backfilled_events_are_told_apart_by_the_record_time() -> None:
+    assert lag_kind(1_000_000, 1_000_500, 300_000) == "live"
+    assert lag_kind(1_000_000, 1_000_000 + 300_001, 300_000) == "backfill"
+    assert lag_kind(1_000_000, None, 300_000) == "live"
+
+
+def test_training_outcomes_from_the_exit_code() -> None:
+    assert [training_outcome(c) for c in (0, 1, 2, -9)] == ["promoted", "refused", "failed", "failed"]
+
+
+class FakeProducer:
+    def __init__(self, fail: bool) -> None:
+        self.fail = fail
+
+    async def send(self, *_: Any, **__: Any) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.fail:
+            future.set_exception(OSError("broker gone"))
+        else:
+            future.set_result(None)
+        return future
+
+
+def collected(event_type: str) -> float:
+    return metrics.EVENTS_COLLECTED.labels(event_type)._value.get()  # type: ignore[no-any-return]
+
+
+async def test_events_count_as_collected_only_once_the_broker_acknowledged_them() -> None:
+    collector = Collector(Settings())
+    body = b'{"type":"search","event_id":"m1","timestamp":"2026-11-23T10:00:00Z","anonymous_id":"a1","query":"x"}'
+    before = collected("search")
+    collector.producer = FakeProducer(fail=True)  # type: ignore[assignment]
+    with pytest.raises(BrokerUnavailable):
+        await collector.collect(body, Caller(Scope.COLLECT, "collect", "t"))
+    assert collected("search") == before
+    collector.producer = FakeProducer(fail=False)  # type: ignore[assignment]
+    assert (await collector.collect(body, Caller(Scope.COLLECT, "collect", "t"))).accepted == 1
+    assert collected("search") == before + 1
