@@ -62,6 +62,16 @@ class RequestContext:
 
 
 @dataclass(frozen=True, slots=True)
+class CatalogueEntry:
+    """What the catalogue holds of an item for business rules and responses (absent fields: None / empty)."""
+
+    category: str | None
+    price: float | None
+    attributes: dict[str, str | int | float]
+    image_url: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class ScoredItem:
     item_id: str
     score: float
@@ -154,6 +164,9 @@ class ProfileStore:
                 done = int(await self._forget(keys=keys, args=args))
             if done >= 0:
                 await self._forget_markers(pids)
+                with redis_errors(f"erasing the lists served to customer {customer_id!r}"):
+                    for pid in pids:  # one slot each
+                        await self.client.delete(self.keys.served(pid))
                 return [str(p) for p in pids]
         raise StoreUnavailable(f"erasing customer {customer_id!r}: their visitors kept changing", "contention")
 
@@ -246,6 +259,44 @@ class ProfileStore:
                     pipe.hget(self.keys.item(item), "category")
                 cats = await pipe.execute()
         return {item: cat for item, cat in zip(items, cats, strict=True) if cat}
+
+    async def catalogue_entries(self, items: list[str]) -> dict[str, CatalogueEntry]:
+        """Category, price, attributes and image of each item the catalogue knows (one round trip)."""
+        if not items:
+            return {}
+        with redis_errors("reading the catalogue"):
+            async with self.client.pipeline(transaction=False) as pipe:
+                for item in items:
+                    pipe.hmget(self.keys.item(item), "category", "price", "attrs", "image")
+                rows = await pipe.execute()
+        out: dict[str, CatalogueEntry] = {}
+        for item, (cat, price, attrs, image) in zip(items, rows, strict=True):
+            if cat is None and price is None:
+                continue
+            out[item] = CatalogueEntry(
+                cat, float(price) if price is not None else None, orjson.loads(attrs) if attrs else {}, image
+            )
+        return out
+
+    async def served_lists(self, pid: str, n: int) -> list[tuple[int, frozenset[str]]]:
+        """The last ``n`` recommendation lists served to a profile, newest first: (time, item ids)."""
+        with redis_errors(f"reading the lists served to {pid!r}"):
+            rows = await self.client.lrange(self.keys.served(pid), 0, n - 1)
+        out: list[tuple[int, frozenset[str]]] = []
+        for row in rows:
+            ts, items = orjson.loads(row)
+            out.append((int(ts), frozenset(items)))
+        return out
+
+    async def remember_served(self, pid: str, ts_ms: int, items: list[str], keep: int, ttl_ms: int) -> None:
+        """Remember one served list (the newest ``keep`` lists are kept, for ``ttl_ms`` after the last one)."""
+        key = self.keys.served(pid)
+        with redis_errors(f"remembering a list served to {pid!r}"):
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.lpush(key, orjson.dumps([ts_ms, items]))
+                pipe.ltrim(key, 0, keep - 1)
+                pipe.pexpire(key, ttl_ms)
+                await pipe.execute()
 
     async def category_items(self, category: str) -> set[str]:
         with redis_errors(f"reading category {category!r}"):
