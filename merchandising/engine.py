@@ -43,6 +43,7 @@ class Ranked:
     final_score: float
     reason: str
     rules: list[str] = field(default_factory=list)
+    fixed: bool = False  # pinned or promoted: kept when the list is cut to n
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +131,21 @@ def apply_rules(rules: Sequence[Rule], candidates: Sequence[Candidate], n: int, 
     kept = _cap(kept, rules, ctx, applied)
     kept = _promote(kept, rules, n, ctx, filters, applied)
     kept = _pin(kept, rules, ctx, filters, applied)
-    return Outcome(kept[:n], applied)
+    return Outcome(_cut(kept, n), applied)
+
+
+def _cut(items: list[Ranked], n: int) -> list[Ranked]:
+    """The first ``n`` items, pinned and promoted ones kept first: the organic items at the end make room."""
+    protected = [r.fixed for r in items]
+    room = n - sum(protected)
+    out: list[Ranked] = []
+    for item, keep in zip(items, protected, strict=True):
+        if keep:
+            out.append(item)
+        elif room > 0:
+            out.append(item)
+            room -= 1
+    return out[:n]
 
 
 def _cap(items: list[Ranked], rules: Sequence[Rule], ctx: Context, applied: dict[str, int]) -> list[Ranked]:
@@ -184,6 +199,7 @@ def _promote(
         ]
         for item in (pool + extras)[:slots]:
             item.reason = f"{spec.reason} ({rule.name})"
+            item.fixed = True
             _touch(item, rule, applied)
             chosen[item.item_id] = item
     rest = [r for r in items if r.item_id not in chosen]
@@ -216,6 +232,7 @@ def _pin(
             continue
         item = existing or Ranked(item_id, None, 0.0, "")
         item.reason = f"pinned ({rule.name})"
+        item.fixed = True
         _touch(item, rule, applied)
         at = max(position, last + 1)
         out.insert(min(at - 1, len(out)), item)
