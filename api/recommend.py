@@ -58,6 +58,7 @@ class RecList:
     strategy: str
     model_version: str
     items: list[Recommended]
+    rules_applied: dict[str, int] = field(default_factory=dict)  # rule -> items it touched (filtered or moved)
 
 
 @dataclass
@@ -111,6 +112,7 @@ class Ask:
     active: tuple[Rule, ...] = ()
     explain: bool = False
     attributes: bool = False
+    remember: bool = True  # remember the list for ``rotate`` (a preview does not)
 
     @property
     def pool(self) -> int:
@@ -157,7 +159,13 @@ class RecommendationService:
         return served.version if served is not None else POPULARITY_VERSION
 
     async def ask(
-        self, placement: str, n: int, pid: str | None = None, explain: bool = False, attributes: bool = False
+        self,
+        placement: str,
+        n: int,
+        pid: str | None = None,
+        explain: bool = False,
+        attributes: bool = False,
+        remember: bool = True,
     ) -> Ask:
         """The rules in force for one request (the file's mtime is checked at most every few seconds)."""
         rules = self.rules.current()
@@ -165,7 +173,7 @@ class RecommendationService:
         segment = None
         if pid is not None and self.segment_of is not None and rules.needs_segment(placement):
             segment = await self.segment_of(pid, now)
-        return Ask(placement, n, now, rules, rules.active(placement, segment, now), explain, attributes)
+        return Ask(placement, n, now, rules, rules.active(placement, segment, now), explain, attributes, remember)
 
     async def _or_degraded(
         self, serve: Callable[[], Awaitable[RecList]], ask: Ask, excluded: set[str], category: str | None = None
@@ -182,10 +190,17 @@ class RecommendationService:
         return RecList(uuid.uuid4().hex, DEGRADED, POPULARITY_VERSION, chain.items)
 
     async def for_profile(
-        self, pid: str, n: int, category: str | None = None, step: str = "personal", **flags: bool
+        self,
+        pid: str,
+        n: int,
+        category: str | None = None,
+        step: str = "personal",
+        placement: str | None = None,
+        **flags: bool,
     ) -> RecList:
-        """A customer's (``step="personal"``) or a visitor session's (``step="session"``) recommendations."""
-        ask = await self._ask_or_none(step, n, pid, **flags)
+        """A customer's (``step="personal"``) or a visitor session's (``step="session"``) recommendations; the
+        business rules of ``placement`` (default: the step; ``email`` for a campaign's list) apply."""
+        ask = await self._ask_or_none(placement or step, n, pid, **flags)
         return await self._or_degraded(lambda: self._for_profile(pid, ask, category, step), ask, set(), category)
 
     async def for_visitor(self, anonymous_id: str, n: int, follow_login: bool = True, **flags: bool) -> RecList:
@@ -270,18 +285,21 @@ class RecommendationService:
     ) -> RecList:
         """The rules in force applied to the chain's candidates; what was served remembered for ``rotate``."""
         strategy = chain.strategy or "empty"
+        applied: dict[str, int] = {}
         if not ask.active and not ask.explain and not ask.attributes:
             items = chain.items[: ask.n]
         else:
-            items = await self._ruled(ask, chain, cart or [], pid)
-        if pid is not None and ask.rules.may_rotate() and items:
+            items = await self._ruled(ask, chain, cart or [], pid, applied)
+        if pid is not None and ask.remember and ask.rules.may_rotate() and items:
             ttl_ms = int(self.settings.rules_served_ttl_hours * 3_600_000)
             await self.store.remember_served(
                 pid, ask.now_ms, [r.item_id for r in items], self.settings.rules_served_lists_max, ttl_ms
             )
-        return RecList(uuid.uuid4().hex, strategy, version, items)
+        return RecList(uuid.uuid4().hex, strategy, version, items, applied)
 
-    async def _ruled(self, ask: Ask, chain: Chain, cart: list[str], pid: str | None) -> list[Recommended]:
+    async def _ruled(
+        self, ask: Ask, chain: Chain, cart: list[str], pid: str | None, applied: dict[str, int]
+    ) -> list[Recommended]:
         active = ask.active
         ids = [r.item_id for r in chain.items]
         extras = [i for r in active for i in (*(p.item_id for p in r.spec.pin or ()), *r.promote_ids)]
@@ -307,6 +325,7 @@ class RecommendationService:
             cart_prices=cart_prices,
         )
         outcome = apply_rules(active, [Candidate(r.item_id, r.score, r.reason) for r in chain.items], ask.n, ctx)
+        applied.update(outcome.applied)
         for name in outcome.applied:
             metrics.RULES_APPLIED.labels(name).inc()
         out: list[Recommended] = []

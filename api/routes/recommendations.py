@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import orjson
 from fastapi import APIRouter, Query, Response
@@ -52,12 +52,16 @@ async def for_customer(
     category: Annotated[str | None, Query(description="Only items of this category")] = None,
     explain: Explain = False,
     attributes: Attributes = False,
+    placement: Annotated[
+        Literal["personal", "email"], Query(description="Whose business rules apply: the site's or an email's")
+    ] = "personal",
 ) -> Response:
     """Personal recommendations from the customer's whole current history (a click a second ago counts).
     An unknown customer gets the fallback chain's popular items (200, never an error). The business rules in force
     (docs/rules.md) apply to every list."""
     n = min(n, settings.recommendations_max_n)
-    result = await recs.for_profile(customer_pid(customer_id), n, category, explain=explain, attributes=attributes)
+    pid = customer_pid(customer_id)
+    result = await recs.for_profile(pid, n, category, placement=placement, explain=explain, attributes=attributes)
     return _respond("customer", result)
 
 

@@ -249,3 +249,50 @@ async def test_rebuy_window_end_to_end(settings: Settings, tmp_path: Path) -> No
     async with api_client(ruled(tmp_path, settings, text)) as client:
         got = ids(await personal(client, customer="regular"))
         assert sku(1) in got and sku(5) not in got  # category a comes back, b stays out
+
+
+async def test_segment_condition_through_the_api(settings: Settings, tmp_path: Path) -> None:
+    """A customer who never bought is in the non-buyers' segment of config/segments.yaml; a rule for it applies."""
+    await shop(settings)
+    await load(settings, [view("browser", sku(12))])
+    from analytics.rules_file import DEFAULT_RULES_PATH as SEGMENTS
+    from analytics.rules_file import load_rules as load_segments
+
+    non_buyers = load_segments(SEGMENTS).non_buyers.name
+    text = f"  - name: welcome\n    segment: [{non_buyers}]\n    pin: [{{item_id: sku-11, position: 1}}]\n"
+    text += "  - name: others\n    segment: [Champions]\n    pin: [{item_id: sku-10, position: 1}]\n"
+    async with api_client(ruled(tmp_path, settings, text)) as client:
+        got = ids(await personal(client, customer="browser"))
+        assert got[0] == sku(11)
+
+
+def test_rules_check_and_preview(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from typer.testing import CliRunner
+
+    from core.settings import get_settings
+    from ecrm.cli import app
+
+    asyncio.run(shop(settings))
+    good = tmp_path / "good.yaml"
+    good.write_text("version: 1\nrules:\n  - name: no-a\n    exclude: {category: a}\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nrules:\n  - name: oops\n    boost: {where: {category: a}, factor: 0}\n")
+    runner = CliRunner()
+    ok = runner.invoke(app, ["rules", "check", str(good)])
+    assert ok.exit_code == 0 and "valid, 1 rules" in ok.output and "no-a: exclude" in ok.output
+    refused = runner.invoke(app, ["rules", "check", str(bad)])
+    assert refused.exit_code == 1 and "rule 'oops': boost.factor: Input should be greater than 0" in refused.output
+    monkeypatch.setenv("ECRM_REDIS_URL", settings.redis_url)
+    monkeypatch.setenv("ECRM_KEY_PREFIX", settings.key_prefix)
+    get_settings.cache_clear()
+    try:
+        shown = runner.invoke(app, ["rules", "preview", "--customer", "shopper", "--file", str(good), "--n", "5"])
+    finally:
+        get_settings.cache_clear()
+    assert shown.exit_code == 0, shown.output
+    first = shown.output.splitlines()[2]
+    assert "sku-01" in first and "sku-05" in first  # without rules / with rules, side by side
+    assert "removed: sku-01, sku-02, sku-03, sku-04" in shown.output
+    assert "rule no-a: touched 4 candidate(s)" in shown.output
