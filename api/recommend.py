@@ -23,6 +23,8 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
+from cachetools import TTLCache
+
 from api.degraded import PopularCopy, pick
 from api.serving import ModelHolder, Served
 from core import metrics
@@ -153,6 +155,10 @@ class RecommendationService:
         self.popular = popular or PopularCopy(store, settings)
         self.rules = rules or RulesSource(None)
         self.segment_of = segment_of
+        # catalogue entries the rules look at, fresh for a few seconds (stock is always read fresh)
+        self._catalogue: TTLCache[str, CatalogueEntry | None] = TTLCache(
+            maxsize=settings.rules_catalogue_cache_size, ttl=settings.rules_catalogue_cache_s
+        )
         self._skip_redis_until = 0.0
 
     def _version(self, served: Served | None) -> str:
@@ -304,14 +310,16 @@ class RecommendationService:
         ids = [r.item_id for r in chain.items]
         extras = [i for r in active for i in (*(p.item_id for p in r.spec.pin or ()), *r.promote_ids)]
         extras = [i for i in dict.fromkeys(extras) if i not in set(ids)]
-        wanted = [*ids, *extras, *cart]
-        entries = await self.store.catalogue_entries(wanted) if active or ask.attributes else {}
-        blocked = set(chain.excluded) | set(cart)
-        if extras:
-            blocked |= await self.store.out_of_stock(extras)
-        served_lists: list[tuple[int, frozenset[str]]] = []
-        if pid is not None and any(r.spec.rotate is not None for r in active):
-            served_lists = await self.store.served_lists(pid, self.settings.rules_served_lists_max)
+        wanted = list(dict.fromkeys([*ids, *extras, *cart]))
+        cache = self._catalogue
+        missing = [i for i in wanted if i not in cache]
+        rotate = pid if pid is not None and any(r.spec.rotate is not None for r in active) else None
+        fresh, oos, served_lists = await self.store.rules_reads(
+            missing, extras, rotate, self.settings.rules_served_lists_max
+        )
+        cache.update(fresh)
+        entries = {i: e for i in wanted if (e := fresh[i] if i in fresh else cache.get(i)) is not None}
+        blocked = set(chain.excluded) | set(cart) | oos
         cart_prices: dict[str, float] = {}
         for item in cart:
             e = entries.get(item)

@@ -181,6 +181,12 @@ class Settings(BaseSettings):
     rules_served_ttl_hours: float = Field(
         168.0, gt=0, description="The lists served to a profile are forgotten this long after the last one"
     )
+    rules_catalogue_cache_s: float = Field(
+        10.0, ge=0, description="Catalogue entries (category, price, attributes) the rules read stay cached this long"
+    )
+    rules_catalogue_cache_size: int = Field(
+        100_000, ge=1, description="Catalogue entries an API replica keeps cached for the rules"
+    )
 
     @field_validator("timestamp_floor")
     @classmethod

@@ -260,33 +260,44 @@ class ProfileStore:
                 cats = await pipe.execute()
         return {item: cat for item, cat in zip(items, cats, strict=True) if cat}
 
-    async def catalogue_entries(self, items: list[str]) -> dict[str, CatalogueEntry]:
-        """Category, price, attributes and image of each item the catalogue knows (one round trip)."""
-        if not items:
-            return {}
-        with redis_errors("reading the catalogue"):
+    async def catalogue_entries(self, items: list[str]) -> dict[str, CatalogueEntry | None]:
+        """Category, price, attributes and image of each item (None: not in the catalogue). One round trip."""
+        entries, _, _ = await self.rules_reads(items, [], None, 0)
+        return entries
+
+    async def rules_reads(
+        self, items: list[str], stock_of: list[str], served_of: str | None, served_n: int
+    ) -> tuple[dict[str, CatalogueEntry | None], set[str], list[tuple[int, frozenset[str]]]]:
+        """What business rules read, in one round trip: the catalogue entries of ``items`` (None: unknown), which
+        of ``stock_of`` are out of stock, and the last ``served_n`` lists served to ``served_of``."""
+        if not items and not stock_of and served_of is None:
+            return {}, set(), []
+        with redis_errors("reading the catalogue for business rules"):
             async with self.client.pipeline(transaction=False) as pipe:
                 for item in items:
                     pipe.hmget(self.keys.item(item), "category", "price", "attrs", "image")
+                if stock_of:
+                    pipe.smismember(self.keys.out_of_stock, stock_of)
+                if served_of is not None:
+                    pipe.lrange(self.keys.served(served_of), 0, served_n - 1)
                 rows = await pipe.execute()
-        out: dict[str, CatalogueEntry] = {}
-        for item, (cat, price, attrs, image) in zip(items, rows, strict=True):
+        out: dict[str, CatalogueEntry | None] = {}
+        for item, (cat, price, attrs, image) in zip(items, rows, strict=False):
             if cat is None and price is None:
+                out[item] = None
                 continue
             out[item] = CatalogueEntry(
                 cat, float(price) if price is not None else None, orjson.loads(attrs) if attrs else {}, image
             )
-        return out
+        rest = rows[len(items) :]
+        oos = {i for i, flag in zip(stock_of, rest.pop(0), strict=True) if flag} if stock_of else set()
+        served = [_served(row) for row in rest.pop(0)] if served_of is not None else []
+        return out, oos, served
 
     async def served_lists(self, pid: str, n: int) -> list[tuple[int, frozenset[str]]]:
         """The last ``n`` recommendation lists served to a profile, newest first: (time, item ids)."""
-        with redis_errors(f"reading the lists served to {pid!r}"):
-            rows = await self.client.lrange(self.keys.served(pid), 0, n - 1)
-        out: list[tuple[int, frozenset[str]]] = []
-        for row in rows:
-            ts, items = orjson.loads(row)
-            out.append((int(ts), frozenset(items)))
-        return out
+        _, _, served = await self.rules_reads([], [], pid, n)
+        return served
 
     async def remember_served(self, pid: str, ts_ms: int, items: list[str], keep: int, ttl_ms: int) -> None:
         """Remember one served list (the newest ``keep`` lists are kept, for ``ttl_ms`` after the last one)."""
@@ -301,6 +312,11 @@ class ProfileStore:
     async def category_items(self, category: str) -> set[str]:
         with redis_errors(f"reading category {category!r}"):
             return set(await self.client.smembers(self.keys.category(category)))
+
+
+def _served(row: str) -> tuple[int, frozenset[str]]:
+    ts, items = orjson.loads(row)
+    return int(ts), frozenset(items)
 
 
 def _iso(ms: str | int | None) -> str | None:

@@ -296,3 +296,14 @@ def test_rules_check_and_preview(settings: Settings, tmp_path: Path, monkeypatch
     assert "sku-01" in first and "sku-05" in first  # without rules / with rules, side by side
     assert "removed: sku-01, sku-02, sku-03, sku-04" in shown.output
     assert "rule no-a: touched 4 candidate(s)" in shown.output
+
+
+async def test_the_rules_in_force_are_for_admin_keys_only(settings: Settings, tmp_path: Path) -> None:
+    server, admin = "s" * 24, "a" * 24
+    keyed = ruled(tmp_path, settings, "  - {name: variety, max_per_category: 2}\n")
+    keyed = keyed.model_copy(update={"api_keys": f"server:{server},admin:{admin}", "rate_limit": ""})
+    async with api_client(keyed) as client:
+        assert (await client.get("/v1/rules")).status_code == 401
+        assert (await client.get("/v1/rules", headers={"Authorization": f"Bearer {server}"})).status_code == 403
+        body = (await client.get("/v1/rules", headers={"Authorization": f"Bearer {admin}"})).json()
+        assert body["valid"] is True and body["rules"][0]["actions"] == ["max_per_category"]
