@@ -5,24 +5,30 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from analytics.rules_file import RulesSource as SegmentRulesSource
+from analytics.service import AnalyticsService
+from analytics.settings import AnalyticsSettings
+from analytics.store import AnalyticsStore
 from api.auth import document_scopes, parse_keys, warn_if_open
 from api.collector import Collector
 from api.degraded import PopularCopy
 from api.errors import install_error_handlers
 from api.ratelimit import RateLimiter
 from api.recommend import RecommendationService
-from api.routes import customers, events, health, recommendations, segments
+from api.routes import customers, events, health, recommendations, rules, segments
 from api.serving import ModelHolder
 from core import __version__, metrics
 from core.errors import ConfigError
 from core.redis import connect
 from core.settings import Settings, get_settings
+from merchandising.source import DEFAULT_RULES_PATH, RulesSource
 from profiles.store import ProfileStore
 from recommender.threads import pin_blas_threads
 
@@ -86,7 +92,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.collector = Collector(settings)
         app.state.models = ModelHolder(settings)
         app.state.popular = PopularCopy(app.state.store, settings)
-        app.state.recs = RecommendationService(app.state.store, app.state.models, settings, app.state.popular)
+        # business rules (merchandising/): the file is checked at most every ECRM_RULES_CHECK_INTERVAL_S
+        rules_path = Path(settings.rules_file) if settings.rules_file else DEFAULT_RULES_PATH
+        app.state.rules = RulesSource(rules_path, settings.rules_check_interval_s)
+        app.state.rules.current(force=True)
+        cfg = AnalyticsSettings()
+        segment_rules = SegmentRulesSource(cfg.segments_file, cfg.segments_check_interval_s)
+        app.state.analytics = AnalyticsService(AnalyticsStore(client, settings.key_prefix), segment_rules, cfg)
+
+        async def segment_of(pid: str, now: int) -> str | None:
+            segment = (await app.state.analytics.profile_analytics(pid, now)).get("segment")
+            return str(segment) if segment is not None else None
+
+        app.state.recs = RecommendationService(
+            app.state.store, app.state.models, settings, app.state.popular, app.state.rules, segment_of
+        )
         # Neither the broker nor Redis is needed to start: the collector connects in the background, the model
         # and the popular items are loaded when Redis answers (see docs/deployment.md, "Degraded modes").
         await app.state.collector.start()
@@ -111,6 +131,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(customers.router)
     app.include_router(recommendations.router)
     app.include_router(segments.router)
+    app.include_router(rules.router)
     app.include_router(health.router)
     if origins:
         app.add_middleware(

@@ -23,8 +23,13 @@ class CollectResponse(BaseModel):
 
 class RecommendedItem(BaseModel):
     item_id: str
-    score: float
-    reason: str
+    score: float = Field(description="The model's (or the fallback step's) score; 0 for an item a rule added")
+    reason: str = Field(description="Why it is there; names the rule for a pinned or promoted item")
+    model_score: float | None = Field(None, description="explain=true: the raw score (null: added by a rule)")
+    final_score: float | None = Field(None, description="explain=true: the normalised score after the rules")
+    rules: list[str] | None = Field(None, description="explain=true: the rules that touched the item")
+    attributes: dict[str, str | int | float] | None = Field(None, description="attributes=true: catalogue attributes")
+    image_url: str | None = Field(None, description="attributes=true: the catalogue image")
 
 
 class Recommendations(BaseModel):

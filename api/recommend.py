@@ -23,13 +23,19 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
+from cachetools import TTLCache
+
 from api.degraded import PopularCopy, pick
 from api.serving import ModelHolder, Served
 from core import metrics
 from core.errors import StoreUnavailable
 from core.keyspace import anonymous_pid, customer_pid
 from core.settings import Settings
-from profiles.store import ProfileStore, catalogue_sample
+from merchandising.engine import Candidate, Context, apply_rules
+from merchandising.engine import excluded_purchases as purchases_in_window
+from merchandising.rules import EMPTY, ItemInfo, Rule, RuleSet
+from merchandising.source import RulesSource
+from profiles.store import CatalogueEntry, ProfileStore, catalogue_sample
 from recommender.base import Recommendation
 
 log = logging.getLogger(__name__)
@@ -45,6 +51,7 @@ class Recommended:
     item_id: str
     score: float
     reason: str
+    extra: dict[str, object] | None = None  # explain=true, attributes=true: added to the item in the response
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +60,7 @@ class RecList:
     strategy: str
     model_version: str
     items: list[Recommended]
+    rules_applied: dict[str, int] = field(default_factory=dict)  # rule -> items it touched (filtered or moved)
 
 
 @dataclass
@@ -87,10 +95,38 @@ class Chain:
 
 def excluded_purchases(bought: dict[str, int], now_ms: int, rebuy_window_days: float) -> set[str]:
     """Bought items stay out; with a re-buy window they come back once it has passed (pure)."""
-    if rebuy_window_days <= 0:
-        return set(bought)
-    window = rebuy_window_days * _DAY_MS
-    return {item for item, ts in bought.items() if now_ms - ts < window}
+    return purchases_in_window(bought, now_ms, rebuy_window_days)
+
+
+def pool_size(n: int) -> int:
+    """Candidates gathered when rules are in force, so filters and re-ranking still leave ``n`` items."""
+    return min(max(3 * n, n + 30), n + CANDIDATE_POOL)
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """How one request is served: the placement, the rules in force for it, what to add to each item."""
+
+    placement: str
+    n: int
+    now_ms: int
+    rules: RuleSet = EMPTY
+    active: tuple[Rule, ...] = ()
+    explain: bool = False
+    attributes: bool = False
+    remember: bool = True  # remember the list for ``rotate`` (a preview does not)
+
+    @property
+    def pool(self) -> int:
+        return pool_size(self.n) if self.active else self.n
+
+    @property
+    def rebuy(self) -> bool:
+        return any(r.spec.rebuy is not None for r in self.active)
+
+
+def _info(entry: CatalogueEntry) -> ItemInfo:
+    return ItemInfo(entry.category, entry.price, entry.attributes)
 
 
 def personal_reason(rec: Recommendation, bought: dict[str, int]) -> str:
@@ -100,21 +136,53 @@ def personal_reason(rec: Recommendation, bought: dict[str, int]) -> str:
     return f"because you {verb} {rec.reason_item}"
 
 
+SegmentOf = Callable[[str, int], Awaitable[str | None]]
+
+
 class RecommendationService:
     def __init__(
-        self, store: ProfileStore, holder: ModelHolder, settings: Settings, popular: PopularCopy | None = None
+        self,
+        store: ProfileStore,
+        holder: ModelHolder,
+        settings: Settings,
+        popular: PopularCopy | None = None,
+        rules: RulesSource | None = None,
+        segment_of: SegmentOf | None = None,
     ) -> None:
         self.store = store
         self.holder = holder
         self.settings = settings
         self.popular = popular or PopularCopy(store, settings)
+        self.rules = rules or RulesSource(None)
+        self.segment_of = segment_of
+        # catalogue entries the rules look at, fresh for a few seconds (stock is always read fresh)
+        self._catalogue: TTLCache[str, CatalogueEntry | None] = TTLCache(
+            maxsize=settings.rules_catalogue_cache_size, ttl=settings.rules_catalogue_cache_s
+        )
         self._skip_redis_until = 0.0
 
     def _version(self, served: Served | None) -> str:
         return served.version if served is not None else POPULARITY_VERSION
 
+    async def ask(
+        self,
+        placement: str,
+        n: int,
+        pid: str | None = None,
+        explain: bool = False,
+        attributes: bool = False,
+        remember: bool = True,
+    ) -> Ask:
+        """The rules in force for one request (the file's mtime is checked at most every few seconds)."""
+        rules = self.rules.current()
+        now = int(time.time() * 1000)
+        segment = None
+        if pid is not None and self.segment_of is not None and rules.needs_segment(placement):
+            segment = await self.segment_of(pid, now)
+        return Ask(placement, n, now, rules, rules.active(placement, segment, now), explain, attributes, remember)
+
     async def _or_degraded(
-        self, serve: Callable[[], Awaitable[RecList]], n: int, excluded: set[str], category: str | None = None
+        self, serve: Callable[[], Awaitable[RecList]], ask: Ask, excluded: set[str], category: str | None = None
     ) -> RecList:
         """``serve()``, or the in-memory popular items when Redis cannot serve it (strategy ``degraded``)."""
         if time.monotonic() >= self._skip_redis_until:
@@ -124,71 +192,162 @@ class RecommendationService:
                 metrics.DEPENDENCY_ERRORS.labels("redis").inc()  # ops: Redis errors seen by the API
                 self._skip_redis_until = time.monotonic() + DEGRADED_PROBE_S
                 log.warning("recommendations degraded to the in-memory popular items: %s", exc)
-        chain = Chain(n, excluded)
+        chain = Chain(ask.n, excluded)
         chain.add(DEGRADED, pick(self.popular.items, excluded, category))
         return RecList(uuid.uuid4().hex, DEGRADED, POPULARITY_VERSION, chain.items)
 
-    async def for_profile(self, pid: str, n: int, category: str | None = None, step: str = "personal") -> RecList:
-        """A customer's (``step="personal"``) or a visitor session's (``step="session"``) recommendations."""
-        return await self._or_degraded(lambda: self._for_profile(pid, n, category, step), n, set(), category)
+    async def for_profile(
+        self,
+        pid: str,
+        n: int,
+        category: str | None = None,
+        step: str = "personal",
+        placement: str | None = None,
+        **flags: bool,
+    ) -> RecList:
+        """A customer's (``step="personal"``) or a visitor session's (``step="session"``) recommendations; the
+        business rules of ``placement`` (default: the step; ``email`` for a campaign's list) apply."""
+        ask = await self._ask_or_none(placement or step, n, pid, **flags)
+        return await self._or_degraded(lambda: self._for_profile(pid, ask, category, step), ask, set(), category)
 
-    async def for_visitor(self, anonymous_id: str, n: int, follow_login: bool = True) -> RecList:
+    async def for_visitor(self, anonymous_id: str, n: int, follow_login: bool = True, **flags: bool) -> RecList:
         """A visitor's session recommendations; their customer's once they logged in when ``follow_login``."""
+        ask = Ask("session", n, int(time.time() * 1000))
 
         async def serve() -> RecList:
             pid = await self.store.resolve_visitor(anonymous_id) if follow_login else anonymous_pid(anonymous_id)
-            return await self._for_profile(pid, n, None, "session")
+            return await self._for_profile(pid, await self.ask("session", n, pid, **flags), None, "session")
 
-        return await self._or_degraded(serve, n, set())
+        return await self._or_degraded(serve, ask, set())
 
-    async def _for_profile(self, pid: str, n: int, category: str | None, step: str) -> RecList:
+    async def _ask_or_none(self, placement: str, n: int, pid: str | None, **flags: bool) -> Ask:
+        """The request's rules; without Redis (a segment condition reads it) the rules that need no segment."""
+        try:
+            return await self.ask(placement, n, pid, **flags)
+        except StoreUnavailable:
+            return await self.ask(placement, n, None, **flags)
+
+    async def _for_profile(self, pid: str, ask: Ask, category: str | None, step: str) -> RecList:
         served = self.holder.served
         ctx = await self.store.request_context(pid)
         bought, history = ctx.bought, ctx.history
-        now = int(time.time() * 1000)
         allowed = await self.store.category_items(category) if category else None
-        chain = Chain(n, excluded_purchases(bought, now, self.settings.rebuy_window_days), allowed)
+        rebuy = ask.rebuy or self.settings.rebuy_window_days > 0
+        cats = await self.store.item_categories(list(bought)) if ask.rebuy and bought else None
+        excluded = purchases_in_window(bought, ask.now_ms, self.settings.rebuy_window_days, ask.active, cats)
+        chain = Chain(ask.pool, excluded, allowed)
         if served is not None and history:
             mask = served.mask(f"cat:{category}", allowed) if allowed is not None else None
-            recs = served.model.recommend(history, n + 10, exclude=chain.excluded, allowed=mask)
+            if rebuy:  # bought items past their window may come back: the history alone does not exclude them
+                seen = chain.excluded | {item for item, _, _ in history if item not in bought}
+                recs = served.model.recommend(history, ask.pool + 10, exclude=seen, allowed=mask, exclude_history=False)
+            else:
+                recs = served.model.recommend(history, ask.pool + 10, exclude=chain.excluded, allowed=mask)
             chain.add(step, ((r.item_id, r.score, personal_reason(r, bought)) for r in recs))
-        chain.excluded |= {item for item, _, _ in history}  # what they already saw is not news in any step
+        # what they already saw is not news in any step (bought items come back after their re-buy window)
+        chain.excluded |= {item for item, _, _ in history if item not in bought}
         categories = [category] if category else ctx.categories
         await self._fill(chain, categories)
-        return RecList(uuid.uuid4().hex, chain.strategy or "empty", self._version(served), chain.items)
+        return await self._finish(ask, chain, self._version(served), pid)
 
-    async def similar(self, item_id: str, n: int) -> RecList:
+    async def similar(self, item_id: str, n: int, **flags: bool) -> RecList:
         """Cross-sell on a product page: customers who viewed this also viewed ..."""
-        return await self._or_degraded(lambda: self._similar(item_id, n), n, {item_id})
+        ask = await self._ask_or_none("similar", n, None, **flags)
+        return await self._or_degraded(lambda: self._similar(item_id, ask), ask, {item_id})
 
-    async def _similar(self, item_id: str, n: int) -> RecList:
+    async def _similar(self, item_id: str, ask: Ask) -> RecList:
         served = self.holder.served
-        chain = Chain(n, {item_id})
+        chain = Chain(ask.pool, {item_id})
         if served is not None:
-            recs = served.model.similar_items(item_id, n + 10)
+            recs = served.model.similar_items(item_id, ask.pool + 10)
             chain.add("item-based", ((r.item_id, r.score, f"customers who viewed {item_id} also viewed") for r in recs))
         categories = list((await self.store.item_categories([item_id])).values())
         await self._fill(chain, categories)
-        return RecList(uuid.uuid4().hex, chain.strategy or "empty", self._version(served), chain.items)
+        return await self._finish(ask, chain, self._version(served), None)
 
-    async def cart(self, item_ids: list[str], customer_id: str | None, n: int) -> RecList:
+    async def cart(self, item_ids: list[str], customer_id: str | None, n: int, **flags: bool) -> RecList:
         """Complements for a cart (up-selling and cross-selling at checkout)."""
-        return await self._or_degraded(lambda: self._cart(item_ids, customer_id, n), n, set(item_ids))
+        pid = customer_pid(customer_id) if customer_id else None
+        ask = await self._ask_or_none("cart", n, pid, **flags)
+        return await self._or_degraded(lambda: self._cart(item_ids, pid, ask), ask, set(item_ids))
 
-    async def _cart(self, item_ids: list[str], customer_id: str | None, n: int) -> RecList:
+    async def _cart(self, item_ids: list[str], pid: str | None, ask: Ask) -> RecList:
         served = self.holder.served
-        bought = await self.store.bought(customer_pid(customer_id)) if customer_id else {}
-        now = int(time.time() * 1000)
-        chain = Chain(n, set(item_ids) | excluded_purchases(bought, now, self.settings.rebuy_window_days))
+        bought = await self.store.bought(pid) if pid else {}
+        cats = await self.store.item_categories(list(bought)) if ask.rebuy and bought else None
+        in_window = purchases_in_window(bought, ask.now_ms, self.settings.rebuy_window_days, ask.active, cats)
+        chain = Chain(ask.pool, set(item_ids) | in_window)
         if served is not None and item_ids:
-            recs = served.model.cart_items(item_ids, n + 10 + len(chain.excluded))
+            recs = served.model.cart_items(item_ids, ask.pool + 10 + len(chain.excluded))
             chain.add(
                 "item-based",
                 ((r.item_id, r.score, f"goes with {r.reason_item or 'your cart'}") for r in recs),
             )
         categories = sorted(set((await self.store.item_categories(item_ids)).values()))
         await self._fill(chain, categories)
-        return RecList(uuid.uuid4().hex, chain.strategy or "empty", self._version(served), chain.items)
+        return await self._finish(ask, chain, self._version(served), pid, cart=item_ids)
+
+    async def _finish(
+        self, ask: Ask, chain: Chain, version: str, pid: str | None, cart: list[str] | None = None
+    ) -> RecList:
+        """The rules in force applied to the chain's candidates; what was served remembered for ``rotate``."""
+        strategy = chain.strategy or "empty"
+        applied: dict[str, int] = {}
+        if not ask.active and not ask.explain and not ask.attributes:
+            items = chain.items[: ask.n]
+        else:
+            items = await self._ruled(ask, chain, cart or [], pid, applied)
+        if pid is not None and ask.remember and ask.rules.may_rotate() and items:
+            ttl_ms = int(self.settings.rules_served_ttl_hours * 3_600_000)
+            await self.store.remember_served(
+                pid, ask.now_ms, [r.item_id for r in items], self.settings.rules_served_lists_max, ttl_ms
+            )
+        return RecList(uuid.uuid4().hex, strategy, version, items, applied)
+
+    async def _ruled(
+        self, ask: Ask, chain: Chain, cart: list[str], pid: str | None, applied: dict[str, int]
+    ) -> list[Recommended]:
+        active = ask.active
+        ids = [r.item_id for r in chain.items]
+        extras = [i for r in active for i in (*(p.item_id for p in r.spec.pin or ()), *r.promote_ids)]
+        extras = [i for i in dict.fromkeys(extras) if i not in set(ids)]
+        wanted = list(dict.fromkeys([*ids, *extras, *cart]))
+        cache = self._catalogue
+        missing = [i for i in wanted if i not in cache]
+        rotate = pid if pid is not None and any(r.spec.rotate is not None for r in active) else None
+        fresh, oos, served_lists = await self.store.rules_reads(
+            missing, extras, rotate, self.settings.rules_served_lists_max
+        )
+        cache.update(fresh)
+        entries = {i: e for i in wanted if (e := fresh[i] if i in fresh else cache.get(i)) is not None}
+        blocked = set(chain.excluded) | set(cart) | oos
+        cart_prices: dict[str, float] = {}
+        for item in cart:
+            e = entries.get(item)
+            if e is not None and e.category is not None and e.price is not None:
+                cart_prices[e.category] = max(cart_prices.get(e.category, 0.0), e.price)
+        ctx = Context(
+            now_ms=ask.now_ms,
+            info={item: _info(e) for item, e in entries.items()},
+            blocked=frozenset(blocked),
+            served=served_lists,
+            cart_prices=cart_prices,
+        )
+        outcome = apply_rules(active, [Candidate(r.item_id, r.score, r.reason) for r in chain.items], ask.n, ctx)
+        applied.update(outcome.applied)
+        for name in outcome.applied:
+            metrics.RULES_APPLIED.labels(name).inc()
+        out: list[Recommended] = []
+        for r in outcome.items:
+            extra: dict[str, object] = {}
+            if ask.explain:
+                extra.update(model_score=r.model_score, final_score=round(r.final_score, 6), rules=r.rules)
+            if ask.attributes:
+                e = entries.get(r.item_id)
+                extra.update(attributes=e.attributes if e else {}, image_url=e.image_url if e else None)
+            score = round(r.model_score, 6) if r.model_score is not None else 0.0
+            out.append(Recommended(r.item_id, score, r.reason, extra or None))
+        return out
 
     async def _fill(self, chain: Chain, categories: list[str]) -> None:
         """The popularity steps, then out-of-stock removal (refilled once)."""

@@ -173,6 +173,10 @@ class Keys:
         """The visitors who logged in as a customer (in the customer's slot)."""
         return f"{self._p(ProfileId('c', customer_id))}:visitors"
 
+    def served(self, pid: str | ProfileId) -> str:
+        """The last recommendation lists served to a profile (business rules' ``rotate``; a bounded, TTL'd list)."""
+        return f"{self._p(pid)}:served"
+
     def erased(self, pid: str | ProfileId) -> str:
         """The erasure tombstone of a profile (in its slot)."""
         return f"{self._p(pid)}:erased"

@@ -170,3 +170,14 @@ MODEL_LOAD_FAILURES = Counter(
 DEGRADED_ITEMS = Gauge(
     "ecrm_degraded_items", "Popular items held in memory to answer recommendations while Redis is away"
 )
+
+# --- business rules (merchandising/, config/rules.yaml) ---
+RULES_APPLIED = Counter(
+    "ecrm_rules_applied_total",
+    "Recommendation lists a business rule changed (filtered, re-scored or moved items)",
+    ["rule"],
+)
+RULES_FILE_VALID = Gauge(
+    "ecrm_rules_file_valid", "1 when the rules file in force is the file on disk, 0 when its last edit was refused"
+)
+RULES_IN_FORCE = Gauge("ecrm_rules_in_force", "Business rules loaded from the rules file")

@@ -178,6 +178,26 @@ class Settings(BaseSettings):
         "acknowledge a message before it counts as failed",
     )
 
+    # Business rules (merchandising/, config/rules.yaml; docs/rules.md)
+    rules_file: str | None = Field(
+        None,
+        description="Business rules (YAML), re-read when they change; unset: config/rules.yaml of the installation. "
+        "A missing file means no rules",
+    )
+    rules_check_interval_s: float = Field(2.0, ge=0, description="Longest time between checks of the rules file")
+    rules_served_lists_max: int = Field(
+        20, ge=1, le=100, description="Recommendation lists remembered per profile for the rules' rotate action"
+    )
+    rules_served_ttl_hours: float = Field(
+        168.0, gt=0, description="The lists served to a profile are forgotten this long after the last one"
+    )
+    rules_catalogue_cache_s: float = Field(
+        10.0, ge=0, description="Catalogue entries (category, price, attributes) the rules read stay cached this long"
+    )
+    rules_catalogue_cache_size: int = Field(
+        100_000, ge=1, description="Catalogue entries an API replica keeps cached for the rules"
+    )
+
     @field_validator("timestamp_floor")
     @classmethod
     def _floor_in_utc(cls, value: datetime) -> datetime:

@@ -279,6 +279,9 @@ local function catalogue(it, ts)
   if cur and ts < cur then return end
   redis.call('HSET', k, 'title', it.title, 'category', it.category, 'price', num(it.price),
     'in_stock', int(it.in_stock), 'updated', int(ts))
+  -- attributes (JSON) and image: an update without them removes them (an item event is the whole entry)
+  if it.attrs and it.attrs ~= '' then redis.call('HSET', k, 'attrs', it.attrs) else redis.call('HDEL', k, 'attrs') end
+  if it.image and it.image ~= '' then redis.call('HSET', k, 'image', it.image) else redis.call('HDEL', k, 'image') end
   redis.call('SADD', KEYS[CATALOGUE], it.id)
   if it.in_stock == 1 then
     redis.call('SREM', KEYS[OOS], it.id)

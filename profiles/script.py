@@ -184,6 +184,8 @@ def _wire_catalogue(plan: Plan, found: Lookups, keys: Keys, table: _KeyTable) ->
             "category": update.category,
             "price": update.price,
             "in_stock": 1 if update.in_stock else 0,
+            "attrs": orjson.dumps(dict(update.attributes)).decode() if update.attributes else "",
+            "image": update.image_url or "",
             "expect": old,
             "old_cat": table.index(keys.category(old)) if old and old != update.category else 0,
             "new_cat": table.index(keys.category(update.category)),

@@ -62,6 +62,16 @@ class RequestContext:
 
 
 @dataclass(frozen=True, slots=True)
+class CatalogueEntry:
+    """What the catalogue holds of an item for business rules and responses (absent fields: None / empty)."""
+
+    category: str | None
+    price: float | None
+    attributes: dict[str, str | int | float]
+    image_url: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class ScoredItem:
     item_id: str
     score: float
@@ -154,6 +164,9 @@ class ProfileStore:
                 done = int(await self._forget(keys=keys, args=args))
             if done >= 0:
                 await self._forget_markers(pids)
+                with redis_errors(f"erasing the lists served to customer {customer_id!r}"):
+                    for pid in pids:  # one slot each
+                        await self.client.delete(self.keys.served(pid))
                 return [str(p) for p in pids]
         raise StoreUnavailable(f"erasing customer {customer_id!r}: their visitors kept changing", "contention")
 
@@ -247,9 +260,63 @@ class ProfileStore:
                 cats = await pipe.execute()
         return {item: cat for item, cat in zip(items, cats, strict=True) if cat}
 
+    async def catalogue_entries(self, items: list[str]) -> dict[str, CatalogueEntry | None]:
+        """Category, price, attributes and image of each item (None: not in the catalogue). One round trip."""
+        entries, _, _ = await self.rules_reads(items, [], None, 0)
+        return entries
+
+    async def rules_reads(
+        self, items: list[str], stock_of: list[str], served_of: str | None, served_n: int
+    ) -> tuple[dict[str, CatalogueEntry | None], set[str], list[tuple[int, frozenset[str]]]]:
+        """What business rules read, in one round trip: the catalogue entries of ``items`` (None: unknown), which
+        of ``stock_of`` are out of stock, and the last ``served_n`` lists served to ``served_of``."""
+        if not items and not stock_of and served_of is None:
+            return {}, set(), []
+        with redis_errors("reading the catalogue for business rules"):
+            async with self.client.pipeline(transaction=False) as pipe:
+                for item in items:
+                    pipe.hmget(self.keys.item(item), "category", "price", "attrs", "image")
+                if stock_of:
+                    pipe.smismember(self.keys.out_of_stock, stock_of)
+                if served_of is not None:
+                    pipe.lrange(self.keys.served(served_of), 0, served_n - 1)
+                rows = await pipe.execute()
+        out: dict[str, CatalogueEntry | None] = {}
+        for item, (cat, price, attrs, image) in zip(items, rows, strict=False):
+            if cat is None and price is None:
+                out[item] = None
+                continue
+            out[item] = CatalogueEntry(
+                cat, float(price) if price is not None else None, orjson.loads(attrs) if attrs else {}, image
+            )
+        rest = rows[len(items) :]
+        oos = {i for i, flag in zip(stock_of, rest.pop(0), strict=True) if flag} if stock_of else set()
+        served = [_served(row) for row in rest.pop(0)] if served_of is not None else []
+        return out, oos, served
+
+    async def served_lists(self, pid: str, n: int) -> list[tuple[int, frozenset[str]]]:
+        """The last ``n`` recommendation lists served to a profile, newest first: (time, item ids)."""
+        _, _, served = await self.rules_reads([], [], pid, n)
+        return served
+
+    async def remember_served(self, pid: str, ts_ms: int, items: list[str], keep: int, ttl_ms: int) -> None:
+        """Remember one served list (the newest ``keep`` lists are kept, for ``ttl_ms`` after the last one)."""
+        key = self.keys.served(pid)
+        with redis_errors(f"remembering a list served to {pid!r}"):
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.lpush(key, orjson.dumps([ts_ms, items]))
+                pipe.ltrim(key, 0, keep - 1)
+                pipe.pexpire(key, ttl_ms)
+                await pipe.execute()
+
     async def category_items(self, category: str) -> set[str]:
         with redis_errors(f"reading category {category!r}"):
             return set(await self.client.smembers(self.keys.category(category)))
+
+
+def _served(row: str) -> tuple[int, frozenset[str]]:
+    ts, items = orjson.loads(row)
+    return int(ts), frozenset(items)
 
 
 def _iso(ms: str | int | None) -> str | None:

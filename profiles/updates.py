@@ -48,6 +48,8 @@ class CatalogueUpdate:
     category: str
     price: float
     in_stock: bool
+    attributes: Mapping[str, str | float] | None = None
+    image_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +87,9 @@ def profile_pid(event: Behaviour) -> str:
 def plan_update(event: Behaviour | Item, weights: Mapping[str, float], source: str = DIRECT) -> Plan:
     """The effects of one event from ``source``, with interactions weighted by ``weights`` (event type -> weight)."""
     if isinstance(event, Item):
-        update = CatalogueUpdate(event.item_id, event.title, event.category, event.price, event.in_stock)
+        update = CatalogueUpdate(
+            event.item_id, event.title, event.category, event.price, event.in_stock, event.attributes, event.image_url
+        )
         return Plan(event.event_id, event.type, event.ts_ms, catalogue=update, source=source)
     return Plan(
         event_id=event.event_id,

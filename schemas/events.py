@@ -50,6 +50,9 @@ MAX_LINE_TOTAL = 10_000_000.0  # quantity x unit price of one purchase line
 MAX_REVENUE = 100_000_000.0  # the sum of a purchase's lines: no profile's revenue can overflow
 MAX_ERRORS = 20  # refusal reasons kept per event (the rest are counted)
 MAX_FIELD_PATH = 200  # characters of a reported field path (an unknown field's name may be any length)
+MAX_ATTRIBUTES = 50  # catalogue attributes per item
+MAX_ATTRIBUTE_KEY = 64
+MAX_ATTRIBUTE_TEXT = 256
 MAX_EPOCH_MS = 4_102_444_800_000  # 2100-01-01: a number beyond cannot be a date
 
 # Limits that depend on the deployment and on the clock: :class:`EventLimits` (ECRM_MAX_FUTURE_S,
@@ -288,8 +291,23 @@ class RecommendationClick(_Behaviour):
     item_id: Id
 
 
+AttributeKey = Annotated[str, Field(min_length=1, max_length=MAX_ATTRIBUTE_KEY), BeforeValidator(_check_id)]
+AttributeValue = Annotated[str, Field(max_length=MAX_ATTRIBUTE_TEXT)] | Annotated[float, Field(allow_inf_nan=False)]
+
+
+def _no_bool(value: Any) -> Any:
+    """Attribute values are strings or numbers (a JSON true/false is refused, not read as 1/0)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, bool) or not isinstance(item, str | int | float):
+                raise ValueError(f"attribute {str(key)[:MAX_ATTRIBUTE_KEY]!r} must be a string or a number")
+    return value
+
+
 class Item(_Base):
-    """A catalogue entry (no visitor): created or updated by the shop."""
+    """A catalogue entry (no visitor): created or updated by the shop. ``attributes`` (free-form, bounded: at most
+    50, keys of 64 characters, text values of 256) and ``image_url`` are stored with the item, usable in business
+    rules and returned with recommendations on request (``attributes=true``)."""
 
     type: Literal["item"]
     item_id: Id
@@ -297,6 +315,12 @@ class Item(_Base):
     category: Id
     price: Money
     in_stock: bool = True
+    attributes: Annotated[
+        dict[AttributeKey, AttributeValue] | None,
+        BeforeValidator(_no_bool),
+        Field(default=None, max_length=MAX_ATTRIBUTES),
+    ] = None
+    image_url: OptText = None
 
     @property
     def kafka_key(self) -> str:

@@ -22,7 +22,8 @@ async def live() -> dict[str, str]:
 async def ready(request: Request, store: StoreDep, collector: CollectorDep) -> JSONResponse:
     """Reads (Redis) and writes (the broker) reported separately. 200 while reads work, even without the broker
     (``status`` is then ``degraded`` and ``POST /v1/events`` answers 503); 503 when Redis is away. ``auth`` says
-    whether API keys are required (``keys``) or the API is open (``open``, loopback only)."""
+    whether API keys are required (``keys``) or the API is open (``open``, loopback only). ``rules`` is ``refused``
+    when the last edit of the business rules file was refused (the previous rules stay in force; see GET /v1/rules)."""
     try:
         reads = await store.ping()
     except StoreUnavailable:
@@ -37,6 +38,7 @@ async def ready(request: Request, store: StoreDep, collector: CollectorDep) -> J
             "redis": reads,
             "kafka": writes,
             "auth": request.app.state.keys.mode,  # access control (api/auth.py)
+            "rules": "refused" if request.app.state.rules.error else "ok",  # business rules (GET /v1/rules)
         },
         status_code=200 if reads else 503,
     )

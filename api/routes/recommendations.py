@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import orjson
 from fastapi import APIRouter, Query, Response
@@ -19,10 +19,27 @@ router = APIRouter(tags=["recommendations"])
 N = Annotated[int, Query(ge=1, le=1000, description="How many items (capped by ECRM_RECOMMENDATIONS_MAX_N)")]
 
 
+Explain = Annotated[
+    bool,
+    Query(description="Add to each item the raw model score, the final score after the rules, and the rules applied"),
+]
+Attributes = Annotated[bool, Query(description="Add to each item its catalogue attributes and image_url")]
+
+
 def _respond(endpoint: str, recs: RecList) -> Response:
-    """Serialised straight from the dataclasses (orjson): the hot path skips a second validation."""
+    """Serialised with orjson from plain dicts: the hot path skips a second validation."""
     metrics.RECOMMENDATIONS.labels(endpoint, recs.strategy).inc()
-    return Response(orjson.dumps(recs), media_type="application/json")
+    body = {
+        "recommendation_id": recs.recommendation_id,
+        "strategy": recs.strategy,
+        "model_version": recs.model_version,
+        "items": [
+            {"item_id": r.item_id, "score": r.score, "reason": r.reason, **r.extra} if r.extra else
+            {"item_id": r.item_id, "score": r.score, "reason": r.reason}
+            for r in recs.items
+        ],
+    }  # fmt: skip
+    return Response(orjson.dumps(body), media_type="application/json")
 
 
 @router.get("/v1/customers/{customer_id}/recommendations", response_model=Recommendations)
@@ -33,28 +50,52 @@ async def for_customer(
     settings: SettingsDep,
     n: N = 10,
     category: Annotated[str | None, Query(description="Only items of this category")] = None,
+    explain: Explain = False,
+    attributes: Attributes = False,
+    placement: Annotated[
+        Literal["personal", "email"], Query(description="Whose business rules apply: the site's or an email's")
+    ] = "personal",
 ) -> Response:
     """Personal recommendations from the customer's whole current history (a click a second ago counts).
-    An unknown customer gets the fallback chain's popular items (200, never an error)."""
-    result = await recs.for_profile(customer_pid(customer_id), min(n, settings.recommendations_max_n), category)
+    An unknown customer gets the fallback chain's popular items (200, never an error). The business rules in force
+    (docs/rules.md) apply to every list."""
+    n = min(n, settings.recommendations_max_n)
+    pid = customer_pid(customer_id)
+    result = await recs.for_profile(pid, n, category, placement=placement, explain=explain, attributes=attributes)
     return _respond("customer", result)
 
 
 @router.get("/v1/sessions/{anonymous_id}/recommendations", response_model=Recommendations)
 async def for_session(
-    anonymous_id: str, recs: RecsDep, settings: SettingsDep, who: CollectCaller, n: N = 10
+    anonymous_id: str,
+    recs: RecsDep,
+    settings: SettingsDep,
+    who: CollectCaller,
+    n: N = 10,
+    explain: Explain = False,
+    attributes: Attributes = False,
 ) -> Response:
     """For a visitor who is not logged in, from the session's views. With a `server` key, a visitor who logged in
     gets the customer's; a `collect` key gets the visitor's own views only (nothing of a known customer)."""
     n = min(n, settings.recommendations_max_n)
-    result = await recs.for_visitor(anonymous_id, n, follow_login=who.allows(Scope.SERVER))
+    flags = {"explain": explain, "attributes": attributes}
+    result = await recs.for_visitor(anonymous_id, n, follow_login=who.allows(Scope.SERVER), **flags)
     return _respond("session", result)
 
 
 @router.get("/v1/items/{item_id}/similar", response_model=Recommendations)
-async def similar(item_id: str, recs: RecsDep, settings: SettingsDep, _: CollectCaller, n: N = 10) -> Response:
+async def similar(
+    item_id: str,
+    recs: RecsDep,
+    settings: SettingsDep,
+    _: CollectCaller,
+    n: N = 10,
+    explain: Explain = False,
+    attributes: Attributes = False,
+) -> Response:
     """ "Customers who viewed this also viewed": cross-selling on product pages."""
-    return _respond("similar", await recs.similar(item_id, min(n, settings.recommendations_max_n)))
+    n = min(n, settings.recommendations_max_n)
+    return _respond("similar", await recs.similar(item_id, n, explain=explain, attributes=attributes))
 
 
 class CartRequest(BaseModel):
@@ -64,10 +105,18 @@ class CartRequest(BaseModel):
 
 
 @router.post("/v1/recommendations/cart", response_model=Recommendations)
-async def cart(body: CartRequest, recs: RecsDep, settings: SettingsDep, who: CollectCaller) -> Response:
+async def cart(
+    body: CartRequest,
+    recs: RecsDep,
+    settings: SettingsDep,
+    who: CollectCaller,
+    explain: Explain = False,
+    attributes: Attributes = False,
+) -> Response:
     """Complementary items for a cart: up-selling and cross-selling at checkout. A `collect` key may ask without
     a `customer_id`; with one (the customer's purchases are left out) it needs `server`."""
     if body.customer_id is not None:
         who.require(Scope.SERVER, "a cart with a customer_id")
-    result = await recs.cart(body.item_ids, body.customer_id, min(body.n, settings.recommendations_max_n))
+    n = min(body.n, settings.recommendations_max_n)
+    result = await recs.cart(body.item_ids, body.customer_id, n, explain=explain, attributes=attributes)
     return _respond("cart", result)

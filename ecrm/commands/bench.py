@@ -66,12 +66,25 @@ def api(
     items: Annotated[int, typer.Option(help="Catalogue size of the model")] = 100_000,
     rps: Annotated[float, typer.Option(help="Steady request rate")] = 1000.0,
     seconds: Annotated[float, typer.Option(help="Length of the steady load")] = 15.0,
+    rules: Annotated[
+        bool,
+        typer.Option("--rules", help="Instead: the cost of a 20-rule business rules file per request (engine, API)"),
+    ] = False,
 ) -> None:
-    """One API process under a steady load of personal recommendations (targets: p50 3 ms, p99 15 ms at 1,000/s)."""
+    """One API process under a steady load of personal recommendations (targets: p50 3 ms, p99 15 ms at 1,000/s).
+    With ``--rules``: the same load without rules then with a 20-rule file, and the engine's cost alone."""
     from benchmarks.recommender import bench_api
     from runtime.embedded import free_port
 
     def run(settings: Settings) -> None:
+        if rules:
+            from benchmarks.rules import bench_rules
+
+            cost = bench_rules(settings, free_port(), items, rps, seconds, typer.echo)
+            typer.echo("")
+            for line in cost.lines():
+                typer.echo(line)
+            return
         figures = bench_api(settings, free_port(), items, rps, seconds, typer.echo)
         typer.echo("")
         for line in figures.lines():

@@ -19,11 +19,13 @@ class DatasetFormat(StrEnum):
     sequences = "sequences"
     taobao = "taobao"
     events = "events"
+    orders = "orders"
 
 
 class ProtocolName(StrEnum):
     leave_one_out = "leave-one-out"
     time_split = "time-split"
+    repeat = "repeat"
 
 
 def evaluate(
@@ -45,7 +47,9 @@ def evaluate(
     progress: Annotated[bool, typer.Option(help="Progress bars on stderr")] = True,
 ) -> None:
     """Train on the training part of a split, rank every item for each test user (the API's scoring code),
-    and report HR, NDCG, precision, recall, MRR and coverage for the engine and the popularity baseline."""
+    and report HR, NDCG, precision, recall, MRR and coverage for the engine and the popularity baseline.
+    ``--protocol repeat`` (repeat purchases, e.g. ``--format orders``): a time split in which items bought before
+    the cut-off may be the answer, against popularity and "buy again" (the customer's own most frequent items)."""
     try:
         settings = RecommenderConfig.from_file(config) if config is not None else RecommenderConfig()
         data = load_dataset(dataset, fmt.value)
@@ -82,6 +86,10 @@ def format_report(report: EvaluationReport) -> str:
         "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip(),
     ]
     lines += ["  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in body]
+    if "repeat_share" in report.extra:
+        lines.append(
+            f"test items already bought before the cut-off (repeat purchases): {report.extra['repeat_share']:.1%}"
+        )
     if report.skipped_users or report.skipped_lines:
         lines.append(f"skipped: {report.skipped_users} test users, {report.skipped_lines} unreadable lines")
     return "\n".join(lines)

@@ -8,6 +8,9 @@
 * ``time-split``: interactions before a cut-off time train (default: the 80% quantile of all times); a user's
   test items are the items first interacted with at or after the cut-off. Only users with a training
   history are tested.
+* ``repeat``: the time split for repeat purchases: a user's test items are every item they interacted with at
+  or after the cut-off, **including items of their training history** (a consumable bought again is a hit), and
+  the models rank every item, the user's own history included.
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ import numpy as np
 
 from recommender.data import IntArray, Interactions
 
-Protocol = Literal["leave-one-out", "time-split"]
-PROTOCOLS: tuple[Protocol, ...] = ("leave-one-out", "time-split")
+Protocol = Literal["leave-one-out", "time-split", "repeat"]
+PROTOCOLS: tuple[Protocol, ...] = ("leave-one-out", "time-split", "repeat")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +88,11 @@ def leave_one_out(log: Interactions, *, validation: bool = False) -> Split:
     )
 
 
-def time_split(log: Interactions, *, quantile: float = 0.8, cutoff_ts: int | None = None) -> Split:
-    """Train before the cut-off; test each user with a training history on the new items after it."""
+def time_split(
+    log: Interactions, *, quantile: float = 0.8, cutoff_ts: int | None = None, repeats: bool = False
+) -> Split:
+    """Train before the cut-off; test each user with a training history on the new items after it (with
+    ``repeats``, on every item after it, those of the training history included)."""
     if not 0.0 < quantile < 1.0:
         raise ValueError(f"quantile must be between 0 and 1, got {quantile}")
     cutoff = int(np.quantile(log.ts, quantile)) if cutoff_ts is None else cutoff_ts
@@ -97,7 +103,8 @@ def time_split(log: Interactions, *, quantile: float = 0.8, cutoff_ts: int | Non
     after = (~before) & (log.weights > 0)
     keys = np.unique(_keys(log.users[after], log.items[after], log.n_items))
     train_keys = _keys(train.users, train.items, train.n_items)
-    keys = keys[~np.isin(keys, train_keys)]
+    if not repeats:
+        keys = keys[~np.isin(keys, train_keys)]
     users, items = keys // log.n_items, keys % log.n_items
     has_history = np.isin(users, train.users)
     skipped = int(len(np.unique(users[~has_history])))

@@ -14,6 +14,7 @@ from tqdm import tqdm
 from recommender.base import RecommenderBase
 from recommender.config import RecommenderConfig
 from recommender.data import HistoryBatch, IntArray, interactions_batch
+from recommender.evaluation.buy_again import BuyAgain
 from recommender.evaluation.datasets import Dataset
 from recommender.evaluation.metrics import MetricSums
 from recommender.evaluation.protocols import Protocol, Split, leave_one_out, time_split
@@ -80,6 +81,7 @@ def evaluate_model(
     k: int = 10,
     progress: bool = False,
     desc: str = "",
+    exclude_history: bool = True,
 ) -> tuple[dict[str, float], float]:
     """Metrics of ``model`` over the split's test users (row r of ``histories`` is test user r) and seconds."""
     started = time.perf_counter()
@@ -89,7 +91,7 @@ def evaluate_model(
         for start in range(0, split.n_test_users, step):
             rows = np.arange(start, min(start + step, split.n_test_users))
             batch = histories.take(rows)
-            scored = model.masked_scores(batch, exclude_history=True)
+            scored = model.masked_scores(batch, exclude_history=exclude_history)
             top, vals = top_n(scored.values, k)
             lo, hi = split.test_indptr[rows[0]], split.test_indptr[rows[-1] + 1]
             indptr = split.test_indptr[rows[0] : rows[-1] + 2] - lo
@@ -106,6 +108,10 @@ def make_split(dataset: Dataset, protocol: Protocol, *, validation: bool = False
         if validation:
             raise ValueError("validation applies to leave-one-out only")
         return time_split(dataset.interactions, quantile=quantile)
+    if protocol == "repeat":
+        if validation:
+            raise ValueError("validation applies to leave-one-out only")
+        return time_split(dataset.interactions, quantile=quantile, repeats=True)
     raise ValueError(f"unknown protocol {protocol!r}")
 
 
@@ -129,15 +135,22 @@ def evaluate(
         histories = interactions_batch(split.train).take(split.test_users)
         models: dict[str, ModelReport] = {}
         candidates: list[tuple[str, RecommenderBase]] = [("engine", Engine(config)), ("popularity", Popularity())]
+        repeat = protocol == "repeat"  # the history may be the answer: nothing of it is excluded
+        if repeat:
+            candidates.append(("buy-again", BuyAgain()))
         for name, model in candidates:
             started = time.perf_counter()
             model.fit(split.train)
             fit_s = time.perf_counter() - started
-            metrics, score_s = evaluate_model(model, histories, split, k=k, progress=progress, desc=name)
+            metrics, score_s = evaluate_model(
+                model, histories, split, k=k, progress=progress, desc=name, exclude_history=not repeat
+            )
             models[name] = ModelReport(metrics, fit_s, score_s)
     extra: dict[str, Any] = {"validation": validation}
     if split.cutoff_ts is not None:
         extra["cutoff_ts"] = split.cutoff_ts
+    if protocol == "repeat":
+        extra["repeat_share"] = round(_repeat_share(split), 4)
     return EvaluationReport(
         dataset=dataset.name,
         protocol=protocol,
@@ -150,3 +163,12 @@ def evaluate(
         config=config.model_dump(),
         extra=extra,
     )
+
+
+def _repeat_share(split: Split) -> float:
+    """The share of the test items that were already in their user's training history."""
+    n_items = split.train.n_items
+    train_keys = np.unique(split.train.users.astype(np.int64) * n_items + split.train.items)
+    rows = np.repeat(split.test_users, np.diff(split.test_indptr))
+    keys = rows * n_items + split.test_items
+    return float(np.isin(keys, train_keys).mean()) if keys.size else 0.0

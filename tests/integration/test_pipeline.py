@@ -195,6 +195,7 @@ async def test_health_and_metrics(settings: Settings) -> None:
             "redis": True,
             "kafka": True,
             "auth": "open",
+            "rules": "ok",  # the business rules file in force (docs/rules.md)
         }
         await client.get("/v1/customers/x/recommendations")
         text = (await client.get("/metrics")).text
