@@ -115,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await app.state.recs.drain()
             await app.state.popular.stop()
             await app.state.models.stop()
             await app.state.collector.stop()

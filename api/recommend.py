@@ -17,6 +17,7 @@ Redis does not hold every request for the socket timeout.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -28,7 +29,7 @@ from cachetools import TTLCache
 from api.degraded import PopularCopy, pick
 from api.serving import ModelHolder, Served
 from core import metrics
-from core.errors import StoreUnavailable
+from core.errors import ServiceUnavailable, StoreUnavailable
 from core.keyspace import anonymous_pid, customer_pid
 from core.settings import Settings
 from merchandising.engine import Candidate, Context, apply_rules
@@ -160,6 +161,7 @@ class RecommendationService:
             maxsize=settings.rules_catalogue_cache_size, ttl=settings.rules_catalogue_cache_s
         )
         self._skip_redis_until = 0.0
+        self._writes: set[asyncio.Task[None]] = set()  # what was served, written after the answer left
 
     def _version(self, served: Served | None) -> str:
         return served.version if served is not None else POPULARITY_VERSION
@@ -298,11 +300,28 @@ class RecommendationService:
         else:
             items = await self._ruled(ask, chain, cart or [], pid, applied)
         if pid is not None and ask.remember and ask.rules.may_rotate() and items:
-            ttl_ms = int(self.settings.rules_served_ttl_hours * 3_600_000)
-            await self.store.remember_served(
-                pid, ask.now_ms, [r.item_id for r in items], self.settings.rules_served_lists_max, ttl_ms
-            )
+            self._remember_later(pid, ask.now_ms, [r.item_id for r in items])
         return RecList(uuid.uuid4().hex, strategy, version, items, applied)
+
+    def _remember_later(self, pid: str, now_ms: int, items: list[str]) -> None:
+        """Remember what was served for ``rotate`` without making the answer wait for the write."""
+        ttl_ms = int(self.settings.rules_served_ttl_hours * 3_600_000)
+        write = self.store.remember_served(pid, now_ms, items, self.settings.rules_served_lists_max, ttl_ms)
+        task = asyncio.create_task(self._logged(write))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def drain(self) -> None:
+        """Wait for the writes still in flight (the app's shutdown, tests)."""
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
+
+    @staticmethod
+    async def _logged(write: Awaitable[None]) -> None:
+        try:
+            await write
+        except ServiceUnavailable as exc:
+            log.warning("could not remember the served list for rotation: %s", exc)
 
     async def _ruled(
         self, ask: Ask, chain: Chain, cart: list[str], pid: str | None, applied: dict[str, int]

@@ -3,6 +3,7 @@ and refusal of an invalid file, explain, attributes, and the re-buy window end t
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from profiles.store import ProfileStore
 from profiles.updates import plan_update
 from schemas import parse_event_obj
 from tests.integration.helpers import api_client, now_ms, purchase, view
+from trainer.training import train_once
 
 pytestmark = pytest.mark.integration
 CATS = {1: "a", 2: "a", 3: "a", 4: "a", 5: "b", 6: "b", 7: "b", 8: "b", 9: "gift-cards", 10: "gift-cards"}
@@ -190,12 +192,21 @@ async def test_placements_and_time_windows(settings: Settings, tmp_path: Path) -
         assert sku(6) not in ids(session["items"])
 
 
+async def settle(client: httpx.AsyncClient) -> None:
+    """Wait until the API has written what it served (it writes after answering)."""
+    transport = client._transport
+    assert isinstance(transport, httpx.ASGITransport)
+    await transport.app.state.recs.drain()  # type: ignore[attr-defined]
+
+
 async def test_rotate_demotes_what_was_just_shown(settings: Settings, tmp_path: Path) -> None:
     await shop(settings)
     text = "  - name: fresh\n    rotate: {lists: 1, factor: 0.01}\n"
     async with api_client(ruled(tmp_path, settings, text)) as client:
         first = ids(await personal(client, n=3))
+        await settle(client)
         second = ids(await personal(client, n=3))
+        await settle(client)
         third = ids(await personal(client, n=3))
         assert first == [sku(1), sku(2), sku(3)]
         assert set(first).isdisjoint(second) and second == [sku(4), sku(5), sku(6)]
@@ -307,3 +318,22 @@ async def test_the_rules_in_force_are_for_admin_keys_only(settings: Settings, tm
         assert (await client.get("/v1/rules", headers={"Authorization": f"Bearer {server}"})).status_code == 403
         body = (await client.get("/v1/rules", headers={"Authorization": f"Bearer {admin}"})).json()
         assert body["valid"] is True and body["rules"][0]["actions"] == ["max_per_category"]
+
+
+async def test_rebuy_window_with_a_trained_model(settings: Settings, tmp_path: Path) -> None:
+    """The same through the model's personal step: bought items are left out of its candidates only within the
+    window."""
+    await shop(settings)
+    old = now_ms() - 40 * DAY_MS
+    events = [purchase("regular", [(sku(1), 1, 10.0), (sku(5), 1, 50.0)], ts=old), view("regular", sku(2))]
+    events += [view(f"fan-{k}", sku(1)) for k in range(3)] + [view(f"fan-{k}", sku(5)) for k in range(3)]
+    await load(settings, events)
+    result = await asyncio.to_thread(train_once, settings)
+    assert result.promoted
+    for window, back in ((0.0, False), (30.0, True), (60.0, False)):
+        async with api_client(ruled(tmp_path, settings, "", rebuy_window_days=window)) as client:
+            resp = (await client.get("/v1/customers/regular/recommendations", params={"n": 11})).json()
+            assert resp["strategy"] == "personal" and resp["model_version"] == result.version, resp
+            got = ids(resp["items"])
+            assert ({sku(1), sku(5)} <= set(got)) is back and ({sku(1), sku(5)}.isdisjoint(got)) is not back, window
+            assert sku(2) not in got  # a viewed item is not news, whatever the window
