@@ -424,6 +424,7 @@ def parse_event(raw: bytes | str, limits: EventLimits | None = None) -> Behaviou
     return parse_event_obj(obj, limits)
 
 
-def event_json_schema() -> dict[str, Any]:
-    """The JSON Schema of one event (the tagged union)."""
-    return _ADAPTER.json_schema()
+def event_json_schema(ref_template: str = "#/$defs/{model}") -> dict[str, Any]:
+    """The JSON Schema of one event (the tagged union); ``ref_template`` places the models elsewhere (the
+    OpenAPI document keeps them in ``#/components/schemas/{model}``)."""
+    return _ADAPTER.json_schema(ref_template=ref_template)

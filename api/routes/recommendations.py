@@ -63,7 +63,11 @@ class CartRequest(BaseModel):
     n: int = Field(10, ge=1, le=1000)
 
 
-@router.post("/v1/recommendations/cart", response_model=Recommendations)
+@router.post(
+    "/v1/recommendations/cart",
+    response_model=Recommendations,
+    responses={400: {"description": "The body is not valid JSON"}},
+)
 async def cart(body: CartRequest, recs: RecsDep, settings: SettingsDep, who: CollectCaller) -> Response:
     """Complementary items for a cart: up-selling and cross-selling at checkout. A `collect` key may ask without
     a `customer_id`; with one (the customer's purchases are left out) it needs `server`."""
