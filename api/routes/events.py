@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from api.collector import response_status
 from api.deps import CollectorDep, SettingsDep
 from api.errors import PayloadTooLarge
-from api.models import CollectResponse
+from api.models import CollectResponse, Detail
 from api.ratelimit import CountedCaller
 from schemas.events import event_json_schema
 
@@ -39,11 +39,12 @@ async def read_limited(request: Request, limit: int) -> bytes:
     responses={
         422: {"model": CollectResponse},
         403: {"model": CollectResponse},
-        413: {"model": CollectResponse},
-        401: {},
-        400: {},
-        429: {},
-        503: {},
+        # every event over the size limit (refused by index), or the body or the batch as a whole
+        413: {"model": CollectResponse | Detail},
+        401: {"model": Detail},
+        400: {"model": Detail},
+        429: {"model": Detail},
+        503: {"model": Detail},
     },
     summary="Collect one event or a batch (up to the configured limit, 500 by default)",
 )
