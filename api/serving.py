@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from cachetools import TTLCache
 
+from api.background import cancel_and_wait
 from core import metrics
 from core.errors import StoreUnavailable
 from core.keyspace import Keys
@@ -123,11 +124,7 @@ class ModelHolder:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait(self._task)
         await self.client.aclose()
 
     def age_s(self) -> float | None:
