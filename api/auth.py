@@ -247,12 +247,27 @@ def event_refusal(event: Behaviour | Item, caller: Caller) -> FieldError | None:
     return FieldError(field, reason)
 
 
-def document_scopes(schema: dict[str, Any]) -> dict[str, Any]:
-    """Say in each operation's description which scope it needs (Swagger UI shows the lock, not the scope)."""
+_AUTH_RESPONSES = {
+    "401": {"description": "No API key, or not a valid one (`WWW-Authenticate: Bearer`)"},
+    "403": {"description": "The key lacks the scope this operation needs (`WWW-Authenticate` names it)"},
+}
+
+
+def document_scopes(schema: dict[str, Any], open_mode: bool = False) -> dict[str, Any]:
+    """Say in each operation's description which scope it needs (Swagger UI shows the lock, not the scope), and
+    document its 401 and 403 answers. In open mode (no keys configured) a key is optional: the security
+    requirement also lists the empty one, as the running API accepts requests without a key. Idempotent."""
     for operations in schema.get("paths", {}).values():
         for operation in operations.values():
             scopes = [s for requirement in operation.get("security", []) for s in requirement.get("ApiKey", [])]
-            note = f"**Needs an API key with the `{scopes[0]}` scope** (or a higher one)." if scopes else ""
-            if note and note not in operation.get("description", ""):
+            if not scopes:
+                continue
+            note = f"**Needs an API key with the `{scopes[0]}` scope** (or a higher one)."
+            if note not in operation.get("description", ""):
                 operation["description"] = f"{operation.get('description', '')}\n\n{note}".strip()
+            responses = operation.setdefault("responses", {})
+            for status, response in _AUTH_RESPONSES.items():
+                responses.setdefault(status, dict(response))
+            if open_mode and {} not in operation["security"]:
+                operation["security"].append({})
     return schema

@@ -16,6 +16,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from api.auth import Caller, event_refusal
+from api.background import cancel_and_wait
 from core import metrics
 from core.errors import BadRequest, BrokerUnavailable, PayloadTooLarge
 from core.kafka import broker_errors
@@ -155,9 +156,7 @@ class Collector:
 
     async def stop(self) -> None:
         if self._connecting is not None:
-            self._connecting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._connecting
+            await cancel_and_wait(self._connecting)
         if self.producer is not None:
             await self.producer.stop()
 

@@ -10,11 +10,11 @@ holds no customer data.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from api.background import cancel_and_wait
 from core import metrics
 from core.errors import StoreUnavailable
 from core.settings import Settings
@@ -90,9 +90,7 @@ class PopularCopy:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
 
     async def _loop(self) -> None:
         while True:

@@ -144,7 +144,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.add_middleware(LatencyMiddleware)
     schema = app.openapi
-    app.openapi = lambda: document_scopes(schema())  # type: ignore[method-assign]
+    app.openapi = lambda: document_scopes(  # type: ignore[method-assign]
+        events.document_body(schema(), settings.api_max_batch), open_mode=keys.open
+    )
     return app
 
 

@@ -15,6 +15,12 @@ class FieldProblem(BaseModel):
     status: int = Field(422, description="HTTP status of this refusal: 413 over the size limit, 422 invalid")
 
 
+class Detail(BaseModel):
+    """An error answered for the request as a whole (a body that is not JSON, too large, no key, ...)."""
+
+    detail: str
+
+
 class CollectResponse(BaseModel):
     accepted: int
     rejected: int

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from cachetools import TTLCache
 
+from api.background import cancel_and_wait
 from core import metrics
 from core.errors import StoreUnavailable
 from core.keyspace import Keys
@@ -131,8 +132,8 @@ class ModelHolder:
         self._stopping.set()
         if self._task is not None:
             _, pending = await asyncio.wait({self._task}, timeout=grace_s)
-            for task in pending:
-                task.cancel()
+            if pending:
+                await cancel_and_wait(self._task)
         await self.client.aclose()
 
     def age_s(self) -> float | None:

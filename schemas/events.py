@@ -32,9 +32,12 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import core_schema
 
 # --- Limits ----------------------------------------------------------------------------------------------------
 # Fixed caps: part of the contract, shown in the JSON Schema (docs/event-schema.md lists them).
@@ -172,7 +175,18 @@ def _check_id(value: Any) -> Any:
     return value
 
 
-Timestamp = Annotated[AwareDatetime, BeforeValidator(_coerce_timestamp), AfterValidator(_check_timestamp)]
+_TIMESTAMP_JSON_SCHEMA = {
+    "anyOf": [
+        {"type": "string", "format": "date-time", "description": "ISO-8601 with a zone"},
+        {"type": "number", "description": "epoch milliseconds"},
+    ]
+}
+Timestamp = Annotated[
+    AwareDatetime,
+    BeforeValidator(_coerce_timestamp),
+    AfterValidator(_check_timestamp),
+    WithJsonSchema(_TIMESTAMP_JSON_SCHEMA),
+]
 Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH), BeforeValidator(_check_id)]
 OptText = Annotated[str | None, Field(default=None, max_length=MAX_TEXT_LENGTH)]
 Title = Annotated[str, Field(min_length=1, max_length=MAX_TITLE_LENGTH)]
@@ -448,6 +462,19 @@ def parse_event(raw: bytes | str, limits: EventLimits | None = None) -> Behaviou
     return parse_event_obj(obj, limits)
 
 
-def event_json_schema() -> dict[str, Any]:
-    """The JSON Schema of one event (the tagged union)."""
-    return _ADAPTER.json_schema()
+class _EventJsonSchema(GenerateJsonSchema):
+    """The events' JSON Schema as they are validated: a text field of a model that reads numbers as their text
+    (``coerce_numbers_to_str``: a shop's numeric customer id) also takes a JSON number, unless a ``pattern`` would
+    refuse any number's text anyway (``currency``)."""
+
+    def str_schema(self, schema: core_schema.StringSchema) -> JsonSchemaValue:
+        json_schema = super().str_schema(schema)
+        if self._config.coerce_numbers_to_str and "pattern" not in json_schema:
+            return {"anyOf": [json_schema, {"type": "number"}]}
+        return json_schema
+
+
+def event_json_schema(ref_template: str = "#/$defs/{model}") -> dict[str, Any]:
+    """The JSON Schema of one event (the tagged union); ``ref_template`` places the models elsewhere (the
+    OpenAPI document keeps them in ``#/components/schemas/{model}``)."""
+    return _ADAPTER.json_schema(ref_template=ref_template, schema_generator=_EventJsonSchema)

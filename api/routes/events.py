@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from api.collector import response_status
 from api.deps import CollectorDep, SettingsDep
 from api.errors import PayloadTooLarge
-from api.models import CollectResponse
+from api.models import CollectResponse, Detail
 from api.ratelimit import CountedCaller
+from schemas.events import event_json_schema
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 
@@ -36,11 +39,12 @@ async def read_limited(request: Request, limit: int) -> bytes:
     responses={
         422: {"model": CollectResponse},
         403: {"model": CollectResponse},
-        413: {"model": CollectResponse},
-        401: {},
-        400: {},
-        429: {},
-        503: {},
+        # every event over the size limit (refused by index), or the body or the batch as a whole
+        413: {"model": CollectResponse | Detail},
+        401: {"model": Detail},
+        400: {"model": Detail},
+        429: {"model": Detail},
+        503: {"model": Detail},
     },
     summary="Collect one event or a batch (up to the configured limit, 500 by default)",
 )
@@ -59,3 +63,41 @@ async def collect(
     rejected = len({e["index"] for e in result.errors})
     payload = {"accepted": result.accepted, "rejected": rejected, "errors": result.errors}
     return JSONResponse(payload, status_code=response_status(result.accepted, result.errors))
+
+
+EXAMPLE_EVENT = {
+    "type": "product_view",
+    "event_id": "e1",
+    "timestamp": "2026-11-23T10:00:00Z",
+    "customer_id": "c1",
+    "item_id": "sku-1",
+}
+
+
+def document_body(openapi: dict[str, Any], max_batch: int) -> dict[str, Any]:
+    """Document the body of ``POST /v1/events`` in the OpenAPI document: the route reads it itself (to refuse
+    events one by one rather than the whole request), so FastAPI does not see it. One event of the event schema
+    (:func:`schemas.events.event_json_schema`, its models in ``components``) or a batch of them. Idempotent."""
+    operation = openapi.get("paths", {}).get(router.prefix, {}).get("post")
+    if operation is None:
+        return openapi
+    schema = event_json_schema(ref_template="#/components/schemas/{model}")
+    models = schema.pop("$defs", {})
+    openapi.setdefault("components", {}).setdefault("schemas", {}).update(models)
+    operation["requestBody"] = {
+        "required": True,
+        "description": f"One event, or a JSON array of 1 to {max_batch} events (ECRM_API_MAX_BATCH); each is "
+        "checked on its own, see docs/event-schema.md",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "anyOf": [
+                        schema,
+                        {"type": "array", "items": schema, "minItems": 1, "maxItems": max_batch},
+                    ]
+                },
+                "example": [EXAMPLE_EVENT],
+            }
+        },
+    }
+    return openapi

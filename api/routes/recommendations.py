@@ -104,7 +104,11 @@ class CartRequest(BaseModel):
     n: int = Field(10, ge=1, le=1000)
 
 
-@router.post("/v1/recommendations/cart", response_model=Recommendations)
+@router.post(
+    "/v1/recommendations/cart",
+    response_model=Recommendations,
+    responses={400: {"description": "The body is not valid JSON"}},
+)
 async def cart(
     body: CartRequest,
     recs: RecsDep,
