@@ -330,9 +330,8 @@ class Item(_Base):
     price: Money
     in_stock: bool = True
     attributes: Annotated[
-        dict[AttributeKey, AttributeValue] | None,
+        Annotated[dict[AttributeKey, AttributeValue], Field(max_length=MAX_ATTRIBUTES)] | None,
         BeforeValidator(_no_bool),
-        Field(default=None, max_length=MAX_ATTRIBUTES),
     ] = None
     image_url: OptText = None
 

@@ -340,3 +340,14 @@ def test_the_json_schema_shows_the_caps() -> None:
     assert defs["OrderLine"]["properties"]["unit_price"]["maximum"] == MAX_PRICE
     assert defs["Purchase"]["properties"]["lines"]["maxItems"] == MAX_LINES
     assert defs["PageView"]["properties"]["customer_id"]["anyOf"][0]["maxLength"] == 256
+
+
+def test_item_attributes_may_be_null_and_are_bounded() -> None:
+    """Found by the OpenAPI fuzzing: ``"attributes": null`` raised a TypeError (a 500) instead of being accepted."""
+    from schemas import InvalidEvent, parse_event_obj
+
+    base = {"type": "item", "event_id": "e", "timestamp": 1_795_424_400_000, "item_id": "i", "title": "T",
+            "category": "k", "price": 1}  # fmt: skip
+    assert parse_event_obj({**base, "attributes": None}).attributes is None  # type: ignore[union-attr]
+    with pytest.raises(InvalidEvent, match="at most 50 items"):
+        parse_event_obj({**base, "attributes": {f"k{i}": 1 for i in range(51)}})
