@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import httpx
 import redis
+import uvicorn
 
 from api.main import create_app
 from core.keyspace import Keys
 from core.settings import Settings
+from runtime.embedded import free_port
 
 
 def now_ms() -> int:
@@ -74,3 +77,24 @@ def worker_metrics(port: int, *names: str) -> list[float] | None:
         if name in totals:
             totals[name] += float(line.rsplit(" ", 1)[1])
     return [totals[name] for name in names]
+
+
+@contextmanager
+def serve_api(settings: Settings) -> Iterator[str]:
+    """The real app served over HTTP by uvicorn on 127.0.0.1 (in a thread, with its own event loop): a client
+    meets real sockets, and the test's own loop stays free. Yields the base URL; stops the server at the end."""
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=free_port(), log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the API did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        assert not thread.is_alive(), "the API did not stop"

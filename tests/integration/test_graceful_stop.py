@@ -30,16 +30,20 @@ StartWorker = Callable[[Settings], subprocess.Popen[bytes]]
 
 
 class RestartableRedis:
-    """A Valkey on a fixed port and data directory: ``stop`` saves a snapshot, ``start`` loads it."""
+    """A Valkey on a fixed port and data directory: ``stop`` saves a snapshot, ``start`` loads it. With ``aof``
+    every write is also appended to a log fsynced before the reply (``--appendfsync always``), so that even a
+    crash (``kill``) loses nothing acknowledged: ``start`` replays the log."""
 
-    def __init__(self) -> None:
+    def __init__(self, aof: bool = False) -> None:
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="ecrm-redis-restart-"))
         self.proc: subprocess.Popen[bytes] | None = None
+        self.aof = aof
 
     def start(self) -> None:
         argv = [str(valkey_binary()), "--bind", "127.0.0.1", "--port", str(self.port), "--save", ""]
-        argv += ["--appendonly", "no", "--dir", str(self.dir), "--dbfilename", "dump.rdb"]
+        argv += ["--appendonly", "yes", "--appendfsync", "always"] if self.aof else ["--appendonly", "no"]
+        argv += ["--dir", str(self.dir), "--dbfilename", "dump.rdb"]
         self.proc = subprocess.Popen(
             argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent
         )

@@ -1,0 +1,355 @@
+"""Faults under load, on a real broker, a real Redis-compatible server, the real API over HTTP and real workers:
+nothing acknowledged is lost, nothing is counted twice.
+
+* The broker stopped and started again on the same port while a shop's tracker keeps posting through the collector
+  (retrying on 503 and on connection errors with the same event ids), then Redis killed (a crash) and started
+  again from its append-only file, fsynced at every write, while the tracker goes on. Afterwards every profile
+  holds exactly the events the collector acknowledged.
+
+  The embedded broker keeps its log in memory: what it holds when it stops is lost with it, and so are the
+  worker's committed offsets; its new log starts again at offset 0, behind the worker's read positions. So the
+  tracker holds until the worker has caught up and committed what it read; the broker stops; the tracker posts and
+  meets 503s; it holds again (its batch, not acknowledged, waits to be sent again) while the broker comes back,
+  until probe events sent to each partition show the worker reading the new log (it has rejoined its group:
+  before that, Faust drops what lies before its old read offsets and never reads it again); then it sends again
+  and goes on. A backlog produced first keeps the worker's old positions beyond the end of the new log, so that
+  they are reset to its start. The embedded broker also creates a missing topic a client asks for: the collector,
+  retrying, may do so before ``ecrm topics``, so the test's topics have the partition count the broker gives
+  (:data:`TANSU_AUTO_PARTITIONS`). A real Kafka keeps its log and the offsets, and the production compose file
+  turns topic creation by clients off: none of this applies there.
+
+* SIGTERM while the worker's write waits on a Redis paused for writes (``CLIENT PAUSE <ms> WRITE``): the worker
+  stops at once and does not ack the batch (its committed offsets stay where they were); a new worker after the
+  pause applies the batch exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import redis
+from kafka import KafkaAdminClient
+
+from core.kafka import ensure_topics, make_producer, produce_events
+from core.keyspace import Keys, customer_pid
+from core.settings import Settings
+from runtime.embedded import EmbeddedServer, free_port, start_broker, start_redis
+from tests.conftest import wait_for
+from tests.integration.helpers import now_ms, serve_api, view, worker_metrics
+from tests.integration.test_graceful_stop import RestartableRedis
+
+pytestmark = pytest.mark.integration
+StartWorker = Callable[[Settings], subprocess.Popen[bytes]]
+
+CUSTOMERS = [f"load-{i}" for i in range(20)]
+PROBE = "probe-"  # customers of the probe events, one per partition (see reading_again)
+# The embedded broker creates a topic a client asks for (a producer retrying while the broker comes back may do so
+# before ecrm topics can), with this many partitions. The test's topics get as many, so that whoever creates them
+# creates the same. (Production disables auto-creation: KAFKA_AUTO_CREATE_TOPICS_ENABLE in docker-compose.yml.)
+TANSU_AUTO_PARTITIONS = 4
+
+
+# ----- a shop's tracker -----
+
+
+@dataclass
+class Tracker:
+    """Posts batches of product views through the collector at a steady pace. A batch answered 503 (the broker
+    away) or 429, or lost to a connection error, is sent again with the same event ids until it is acknowledged
+    (202): what a shop's tracker does. While ``gate`` is cleared it makes no request (a new batch or a retry)."""
+
+    base_url: str
+    batch: int = 5
+    interval_s: float = 0.02
+    acked: list[dict[str, Any]] = field(default_factory=list)
+    retries: Counter[str] = field(default_factory=Counter)
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+    waiting: asyncio.Event = field(default_factory=asyncio.Event)
+    stopping: bool = False
+
+    async def run(self) -> None:
+        self.gate.set()
+        sent = 0
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=10) as client:
+            while not self.stopping:
+                events = [
+                    view(CUSTOMERS[(sent + k) % len(CUSTOMERS)], f"sku-{(sent + k) % 13}") for k in range(self.batch)
+                ]
+                sent += self.batch
+                await self.deliver(client, events)
+                await asyncio.sleep(self.interval_s)
+
+    async def deliver(self, client: httpx.AsyncClient, events: list[dict[str, Any]]) -> None:
+        while True:
+            if not self.gate.is_set():
+                self.waiting.set()
+                await self.gate.wait()
+                self.waiting.clear()
+            try:
+                response = await client.post("/v1/events", json=events)
+            except httpx.TransportError:
+                self.retries["connection"] += 1
+                await asyncio.sleep(0.2)
+                continue
+            if response.status_code in (429, 503):
+                self.retries[str(response.status_code)] += 1
+                await asyncio.sleep(min(1.0, float(response.headers.get("retry-after", "1"))) / 4)
+                continue
+            assert response.status_code == 202 and response.json()["accepted"] == len(events), response.text
+            self.acked.extend(events)
+            return
+
+    async def hold(self) -> None:
+        """Make no more requests; return once the request in flight has been answered."""
+        self.gate.clear()
+        await asyncio.wait_for(self.waiting.wait(), 60)
+
+
+async def eventually(check: Callable[[], bool], what: str | Callable[[], str], timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what() if callable(what) else what}")
+        await asyncio.sleep(0.1)
+
+
+def store_retries(metrics_port: int) -> float:
+    found = worker_metrics(metrics_port, "ecrm_store_retries_total")
+    return found[0] if found else 0.0
+
+
+def reading_again(settings: Settings, r: redis.Redis, keys: Keys, timeout_s: float = 60.0) -> int:
+    """Probe events sent straight to each partition of the new log until the worker has applied one on each: it
+    rejoined its group and reads the new log. (Before, its read offsets belong to the old log: Faust drops what
+    lies before them, and after the rejoin, with no committed offset to seek to, does not read it again. Only the
+    embedded broker's log, kept in memory, goes back like that.) Returns the probes applied."""
+    producer = make_producer(settings)
+    deadline = time.monotonic() + timeout_s
+    waiting = set(range(settings.topic_partitions))
+    try:
+        while waiting:
+            assert time.monotonic() < deadline, f"the worker did not read partitions {waiting} of the new log"
+            for partition in waiting:
+                probe = view(f"{PROBE}{partition}", "sku-0")
+                producer.send(settings.events_topic, value=orjson.dumps(probe), key=probe["customer_id"].encode(),
+                              partition=partition)  # fmt: skip
+            producer.flush()
+            time.sleep(0.3)
+            waiting = {p for p in waiting if not r.exists(keys.profile(customer_pid(f"{PROBE}{p}")))}
+    finally:
+        producer.close()
+    return probes_applied(r, keys, settings.topic_partitions)
+
+
+def probes_applied(r: redis.Redis, keys: Keys, partitions: int) -> int:
+    return sum(int(r.hget(keys.profile(customer_pid(f"{PROBE}{p}")), "n:product_view") or 0) for p in range(partitions))
+
+
+@pytest.fixture()
+def broker_servers() -> Iterator[list[EmbeddedServer]]:
+    """Dedicated brokers a test starts (and stops, and starts again); all stopped at the end."""
+    started: list[EmbeddedServer] = []
+    yield started
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture()
+def durable_redis() -> Iterator[RestartableRedis]:
+    server = RestartableRedis(aof=True)
+    server.start()
+    yield server
+    server.kill()
+
+
+async def test_broker_and_redis_restarted_under_load(
+    settings: Settings,
+    worker_factory: StartWorker,
+    broker_servers: list[EmbeddedServer],
+    durable_redis: RestartableRedis,
+) -> None:
+    broker = await asyncio.to_thread(start_broker)
+    broker_servers.append(broker)
+    metrics_port = free_port()
+    settings = settings.model_copy(
+        update={
+            "kafka_bootstrap": f"127.0.0.1:{broker.port}",
+            "redis_url": f"redis://127.0.0.1:{durable_redis.port}/0",
+            "worker_metrics_port": metrics_port,
+            "rate_limit": "",
+            "topic_partitions": TANSU_AUTO_PARTITIONS,
+        }
+    )
+    keys = Keys(settings.key_prefix)
+    r = durable_redis.client()
+
+    def applied() -> int:
+        try:
+            return int(r.get(keys.applied_count) or 0)
+        except redis.ConnectionError:
+            return -1  # (Redis is down)
+
+    await asyncio.to_thread(ensure_topics, settings)
+    ts = now_ms() - 60_000
+    backlog = [view(CUSTOMERS[i % len(CUSTOMERS)], f"sku-{i % 13}", ts=ts + i) for i in range(2000)]
+    producer = await asyncio.to_thread(make_producer, settings)
+    await asyncio.to_thread(produce_events, producer, settings.events_topic, backlog)
+    await asyncio.to_thread(producer.close)
+    worker_factory(settings)
+    marks: dict[str, int] = {}
+    probes = [0]  # probe events applied (see reading_again)
+
+    with serve_api(settings) as base_url:
+        tracker = Tracker(base_url)
+        load = asyncio.create_task(tracker.run())
+
+        def expected() -> int:
+            return len(backlog) + len(tracker.acked) + probes[0]
+
+        async def progress(events: int, what: str) -> None:
+            """``events`` more acknowledged, and the worker caught up with all acknowledged so far."""
+            target = len(tracker.acked) + events
+            await eventually(lambda: len(tracker.acked) >= target, f"{events} events acknowledged {what}")
+            floor = expected()
+            await eventually(lambda: applied() >= floor, f"the worker to apply what was acknowledged {what}")
+
+        try:
+            await progress(200, "before the faults")
+
+            # the broker: caught up, stopped under load, started again (empty) on the same port
+            await tracker.hold()
+            await eventually(lambda: applied() == expected(), "the worker to catch up before the broker stops")
+            await eventually(lambda: committed(settings) >= expected(), "the worker to commit what it applied")
+            marks["broker stopped"] = len(tracker.acked)
+            await asyncio.to_thread(broker.stop)
+            tracker.gate.set()
+            await eventually(lambda: tracker.retries["503"] >= 3, "the collector to answer 503 without a broker")
+            await tracker.hold()  # (a batch answered 503 and not acknowledged, to be sent again)
+            assert len(tracker.acked) == marks["broker stopped"]  # nothing is acknowledged without a broker
+            broker = await asyncio.to_thread(start_broker, broker.port)
+            broker_servers.append(broker)
+            await asyncio.to_thread(ensure_topics, settings)
+            probes[0] = await asyncio.to_thread(reading_again, settings, r, keys)
+            tracker.gate.set()
+            marks["broker back"] = len(tracker.acked)
+            await progress(200, "after the broker came back")
+
+            # Redis: killed under load (a crash), started again from its append-only file on the same port
+            retries_before = store_retries(metrics_port)
+            marks["redis killed"] = len(tracker.acked)
+            await asyncio.to_thread(durable_redis.kill)
+            await eventually(lambda: store_retries(metrics_port) > retries_before, "the worker to meet the outage")
+            await asyncio.sleep(1)
+            await asyncio.to_thread(durable_redis.start)
+            marks["redis back"] = len(tracker.acked)
+            await progress(200, "after Redis came back")
+        finally:
+            tracker.stopping = True
+            tracker.gate.set()
+            await asyncio.wait_for(load, 60)
+
+    def missing() -> str:
+        gone = [n for n, e in enumerate(tracker.acked)
+                if not r.exists(keys.seen(customer_pid(e["customer_id"]), "open", e["event_id"]))]  # fmt: skip
+        return f"{applied()} of {expected()}; not applied: {len(gone)}, at {gone[:20]} of the acknowledged; {marks}"
+
+    await eventually(lambda: applied() >= expected(), lambda: f"every acknowledged event applied: {missing()}")
+    await asyncio.sleep(2)  # a duplicate would land now
+    probes[0] = probes_applied(r, keys, settings.topic_partitions)  # (one sent before the rejoin may land late)
+    assert applied() == expected()
+    counts = Counter(e["customer_id"] for e in [*backlog, *tracker.acked])
+    assert len({e["event_id"] for e in tracker.acked}) == len(tracker.acked)
+    for customer in CUSTOMERS:
+        profile = r.hgetall(keys.profile(customer_pid(customer)))
+        assert int(profile["n:product_view"]) == counts[customer], customer
+    assert tracker.retries["503"] > 0
+    print(
+        f"\nfaults: broker restarted, Redis killed and restarted; {len(tracker.acked)} events acknowledged through "
+        f"the collector (+{len(backlog)} produced first), retries {dict(tracker.retries)}; "
+        f"applied {applied()}, lost 0, counted twice 0"
+    )
+
+
+# ----- SIGTERM while a write waits on a paused Redis -----
+
+
+@pytest.fixture()
+def valkey() -> Iterator[EmbeddedServer]:
+    server = start_redis()
+    yield server
+    server.stop()
+
+
+def committed(settings: Settings) -> int:
+    """The offsets the worker's group committed on the events topic, summed over its partitions."""
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap.split(","))
+    try:
+        offsets = admin.list_group_offsets(settings.worker_app_id).get(settings.worker_app_id, {})
+    finally:
+        admin.close()
+    return sum(meta.offset for tp, meta in offsets.items() if tp.topic == settings.events_topic and meta.offset > 0)
+
+
+def blocked_writes(client: redis.Redis) -> int:
+    """Clients whose script call waits on the pause."""
+    return sum(1 for c in client.client_list() if "b" in c["flags"] and c["cmd"].startswith("eval"))
+
+
+def test_sigterm_while_a_write_waits_on_a_paused_redis(
+    settings: Settings, worker_factory: StartWorker, valkey: EmbeddedServer
+) -> None:
+    settings = settings.model_copy(
+        update={
+            "redis_url": f"redis://127.0.0.1:{valkey.port}/0",
+            "redis_socket_timeout_s": 60.0,  # the write waits on the pause instead of timing out and retrying
+        }
+    )
+    keys = Keys(settings.key_prefix)
+    r = redis.Redis(port=valkey.port, decode_responses=True)
+
+    def applied() -> int:
+        return int(r.get(keys.applied_count) or 0)  # a read: served during a write pause
+
+    customers = [f"p{i}" for i in range(5)]
+    ts = now_ms()
+    before = [view(customers[i % 5], f"sku-{i}", ts + i) for i in range(50)]
+    during = [view(customers[i % 5], f"sku-{i}", ts + 1000 + i) for i in range(100)]
+    producer = make_producer(settings)
+    first = worker_factory(settings)
+    produce_events(producer, settings.events_topic, before)
+    wait_for(lambda: applied() == len(before), timeout=90, what="the events before the pause")
+    wait_for(lambda: committed(settings) == len(before), timeout=30, what="the worker to commit them")
+
+    r.execute_command("CLIENT", "PAUSE", 60_000, "WRITE")
+    try:
+        produce_events(producer, settings.events_topic, during)
+        producer.close()
+        wait_for(lambda: blocked_writes(r) > 0, timeout=60, what="the worker's write to wait on the pause")
+        started = time.monotonic()
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=30) == 0  # a graceful stop, long before the pause ends
+        stopped_s = time.monotonic() - started
+        assert applied() == len(before)
+        assert committed(settings) == len(before)  # the batch waiting on the pause was not acked
+    finally:
+        r.execute_command("CLIENT", "UNPAUSE")
+
+    worker_factory(settings)
+    wait_for(lambda: applied() >= len(before) + len(during), timeout=90, what="the batch left unacked")
+    time.sleep(2)  # a duplicate would land now
+    assert applied() == len(before) + len(during)
+    expected = Counter(e["customer_id"] for e in before + during)
+    for customer in customers:
+        assert int(r.hget(keys.profile(customer_pid(customer)), "n:product_view") or 0) == expected[customer]
+    wait_for(lambda: committed(settings) == len(before) + len(during), timeout=30, what="the batch committed")
+    print(f"\nSIGTERM while paused: the worker stopped in {stopped_s:.1f}s without acking; applied once after")
