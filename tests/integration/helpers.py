@@ -79,22 +79,45 @@ def worker_metrics(port: int, *names: str) -> list[float] | None:
     return [totals[name] for name in names]
 
 
-@contextmanager
-def serve_api(settings: Settings) -> Iterator[str]:
+class ApiServer:
     """The real app served over HTTP by uvicorn on 127.0.0.1 (in a thread, with its own event loop): a client
-    meets real sockets, and the test's own loop stays free. Yields the base URL; stops the server at the end."""
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=free_port(), log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the API did not start"
-        time.sleep(0.05)
+    meets real sockets, and the test's own loop stays free. ``start`` and ``stop`` may be called again: the next
+    start serves a new app on the same port."""
+
+    def __init__(self, settings: Settings, port: int | None = None) -> None:
+        self.settings = settings
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        config = uvicorn.Config(
+            create_app(self.settings), host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+        )
+        server = self._server = uvicorn.Server(config)
+        thread = self._thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "the API did not start"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """A graceful stop (what uvicorn does on SIGTERM): requests in flight are answered first."""
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(30)
+            assert not self._thread.is_alive(), "the API did not stop"
+            self._server = self._thread = None
+
+
+@contextmanager
+def serve_api(settings: Settings) -> Iterator[ApiServer]:
+    """An :class:`ApiServer` started, and stopped at the end."""
+    server = ApiServer(settings)
+    server.start()
     try:
-        yield f"http://127.0.0.1:{server.config.port}"
+        yield server
     finally:
-        server.should_exit = True
-        thread.join(30)
-        assert not thread.is_alive(), "the API did not stop"
+        server.stop()
