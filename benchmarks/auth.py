@@ -19,13 +19,13 @@ import statistics
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-import aiohttp
 import httpx
 import numpy as np
 import redis
 
+from benchmarks.load import Call, closed_loop, open_loop, pct
 from benchmarks.recommender import synthetic_log, write_log
 from core.kafka import ensure_topics
 from core.keyspace import Keys
@@ -39,16 +39,6 @@ KEYS = ",".join(f"{scope}:{secret}" for scope, secret in SECRETS.items())
 CUSTOMERS = 500
 
 
-@dataclass(frozen=True)
-class Call:
-    """One endpoint under load: how to make the k-th request."""
-
-    name: str
-    method: str
-    url_of: Callable[[int], str]
-    body_of: Callable[[int], bytes] | None = None
-
-
 @dataclass
 class Figures:
     mode: str
@@ -60,75 +50,6 @@ class Figures:
     server_p99_ms: float
     client_p50_ms: float
     client_p99_ms: float
-
-
-def _pct(values: list[float], p: int) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[p - 1] if len(values) > 1 else float("nan")
-
-
-async def _send(session: aiohttp.ClientSession, call: Call, k: int, headers: dict[str, str]) -> aiohttp.ClientResponse:
-    body = call.body_of(k) if call.body_of is not None else None
-    if body is not None:
-        headers = {**headers, "Content-Type": "application/json"}
-    return await session.request(
-        call.method, call.url_of(k), data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=10)
-    )
-
-
-async def closed_loop(call: Call, headers: dict[str, str], seconds: float, concurrency: int = 16) -> float:
-    """Requests per second with ``concurrency`` requests always in flight, for ``seconds``."""
-    count = 0
-    deadline = time.perf_counter() + seconds
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
-
-        async def loop(offset: int) -> None:
-            nonlocal count
-            k = offset
-            while time.perf_counter() < deadline:
-                async with await _send(session, call, k, headers) as resp:
-                    await resp.read()
-                count += 1
-                k += concurrency
-
-        started = time.perf_counter()
-        await asyncio.gather(*(loop(c) for c in range(concurrency)))
-    return count / (time.perf_counter() - started)
-
-
-async def open_loop(
-    call: Call, headers: dict[str, str], rps: float, seconds: float
-) -> tuple[list[float], list[float], int]:
-    """Requests at a fixed rate regardless of answers (no coordinated omission): server-side and client-side
-    latencies of the successful ones (ms), and the count of failed ones."""
-    server: list[float] = []
-    client: list[float] = []
-    errors = 0
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as session:
-
-        async def one(k: int) -> None:
-            nonlocal errors
-            started = time.perf_counter()
-            try:
-                async with await _send(session, call, k, headers) as resp:
-                    await resp.read()
-                    if resp.status >= 300:
-                        errors += 1
-                        return
-                    server.append(float(resp.headers.get("server-timing", "app;dur=nan").split("dur=")[1]))
-            except (aiohttp.ClientError, TimeoutError):
-                errors += 1
-                return
-            client.append((time.perf_counter() - started) * 1000)
-
-        t0 = time.perf_counter()
-        tasks = []
-        for k in range(int(rps * seconds)):
-            delay = t0 + k / rps - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(k)))
-        await asyncio.gather(*tasks)
-    return server, client, errors
 
 
 def _prepare(settings: Settings, items: int, echo: Echo) -> None:
@@ -191,11 +112,12 @@ def bench_auth(
                 wait_ready(f"{base_url}/health/ready", 60, [proc])
                 auth = httpx.get(f"{base_url}/health/ready", timeout=5).json()["auth"]
                 echo(f"round {round_ + 1}/{rounds}, access control {mode} (auth: {auth}) ...")
-                for call in _calls(base_url):
-                    asyncio.run(open_loop(call, headers, rps=50, seconds=1))  # warm-up
-                    max_rps = asyncio.run(closed_loop(call, headers, 5.0))
+                for bare in _calls(base_url):
+                    call = replace(bare, headers=headers)
+                    asyncio.run(open_loop(call, rps=50, seconds=1))  # warm-up
+                    max_rps = asyncio.run(closed_loop(call, 5.0))
                     time.sleep(0.5)
-                    server, client, errors = asyncio.run(open_loop(call, headers, rps, seconds))
+                    server, client, errors = asyncio.run(open_loop(call, rps, seconds))
                     figures.append(
                         Figures(
                             mode,
@@ -204,9 +126,9 @@ def bench_auth(
                             (len(server) + errors) / seconds,
                             errors,
                             statistics.median(server),
-                            _pct(server, 99),
+                            pct(server, 99),
                             statistics.median(client),
-                            _pct(client, 99),
+                            pct(client, 99),
                         )  # fmt: skip
                     )
                     echo(f"  {call.name}: max {max_rps:.0f}/s; p99 {figures[-1].server_p99_ms:.2f} ms at {rps:.0f}/s")

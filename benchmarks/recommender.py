@@ -19,12 +19,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import aiohttp
 import httpx
 import numpy as np
 import orjson
 import redis
 
+from benchmarks.load import closed_loop, get, open_loop, pct
 from core.keyspace import Keys
 from core.redis import connect_sync
 from core.settings import Settings, isolated
@@ -112,69 +112,6 @@ class ApiFigures:
         ]
 
 
-def _server_ms(headers: object) -> float:
-    value = str(headers.get("server-timing", "app;dur=nan"))  # type: ignore[attr-defined]
-    return float(value.split("dur=")[1])
-
-
-async def _open_loop(url_of: Callable[[int], str], rps: float, seconds: float) -> tuple[list[float], list[float], int]:
-    """Send at a fixed rate regardless of answers (no coordinated omission); bounded by count and time."""
-    server: list[float] = []
-    client: list[float] = []
-    errors = 0
-    total = int(rps * seconds)
-    connector = aiohttp.TCPConnector(limit=256)
-    async with aiohttp.ClientSession(connector=connector) as session:
-
-        async def one(k: int) -> None:
-            nonlocal errors
-            started = time.perf_counter()
-            try:
-                async with session.get(url_of(k), timeout=aiohttp.ClientTimeout(total=10)) as resp:
-                    await resp.read()
-                    if resp.status != 200:
-                        errors += 1
-                        return
-                    server.append(_server_ms(resp.headers))
-            except (aiohttp.ClientError, TimeoutError):
-                errors += 1
-                return
-            client.append((time.perf_counter() - started) * 1000)
-
-        t0 = time.perf_counter()
-        tasks = []
-        for k in range(total):
-            delay = t0 + k / rps - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(k)))
-        await asyncio.gather(*tasks)
-    return server, client, errors
-
-
-async def _closed_loop(url_of: Callable[[int], str], seconds: float, concurrency: int = 16) -> float:
-    count = 0
-    deadline = time.perf_counter() + seconds
-    async with aiohttp.ClientSession() as session:
-
-        async def loop(offset: int) -> None:
-            nonlocal count
-            k = offset
-            while time.perf_counter() < deadline:
-                async with session.get(url_of(k)) as resp:
-                    await resp.read()
-                count += 1
-                k += concurrency
-
-        started = time.perf_counter()
-        await asyncio.gather(*(loop(c) for c in range(concurrency)))
-    return count / (time.perf_counter() - started)
-
-
-def _pct(values: list[float], p: int) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[p - 1] if len(values) > 1 else float("nan")
-
-
 def bench_api(base: Settings, port: int, items: int, rps: float, seconds: float, echo: Echo) -> ApiFigures:
     settings = isolated(base, api_port=port, model_poll_s=1.0)
     r = connect_sync(settings)
@@ -205,14 +142,14 @@ def bench_api(base: Settings, port: int, items: int, rps: float, seconds: float,
 
         first = orjson.loads(httpx.get(recs(0), timeout=10).content)
         echo(f"API serves {first['model_version']} ({first['strategy']}); warming up ...")
-        asyncio.run(_open_loop(recs, rps=100, seconds=2))
+        asyncio.run(open_loop(get(recs), rps=100, seconds=2))
         echo("max rates first (closed loop, 16 connections, 5s each) ...")
-        recs_rate = asyncio.run(_closed_loop(recs, 5.0))
-        health_rate = asyncio.run(_closed_loop(lambda _: f"{base_url}/health/live", 5.0))
+        recs_rate = asyncio.run(closed_loop(get(recs), 5.0))
+        health_rate = asyncio.run(closed_loop(get(lambda _: f"{base_url}/health/live"), 5.0))
         echo(f"  recommendations {recs_rate:.0f} req/s, /health/live {health_rate:.0f} req/s")
         time.sleep(1)
         echo(f"steady load at {rps:.0f} req/s for {seconds:.0f}s ...")
-        server, client, errors = asyncio.run(_open_loop(recs, rps, seconds))
+        server, client, errors = asyncio.run(open_loop(get(recs), rps, seconds))
     finally:
         stop_process(proc)
     return ApiFigures(
@@ -221,9 +158,9 @@ def bench_api(base: Settings, port: int, items: int, rps: float, seconds: float,
         seconds=seconds,
         target_rps=rps,
         server_p50_ms=statistics.median(server),
-        server_p99_ms=_pct(server, 99),
+        server_p99_ms=pct(server, 99),
         client_p50_ms=statistics.median(client),
-        client_p99_ms=_pct(client, 99),
+        client_p99_ms=pct(client, 99),
         health_rps=health_rate,
         recs_max_rps=recs_rate,
         model_version=str(first["model_version"]),

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from benchmarks.recommender import _open_loop, _pct, synthetic_log, write_log
+from benchmarks.load import get, open_loop, pct
+from benchmarks.recommender import synthetic_log, write_log
 from core.keyspace import Keys
 from core.redis import connect_sync
 from core.settings import Settings, isolated
@@ -89,7 +90,7 @@ def engine_cost(rules: RuleSet, n_items: int, runs: int = 20_000) -> tuple[float
         apply_rules(active, candidates, 10, Context(now, wanted, frozenset(), served))
         if run >= 100:  # warm-up
             times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times), _pct(times, 99)
+    return statistics.median(times), pct(times, 99)
 
 
 @dataclass
@@ -152,10 +153,10 @@ def bench_rules(base: Settings, port: int, items: int, rps: float, seconds: floa
         try:
             wait_ready(f"{base_url}/health/live", 60, [proc])
             time.sleep(settings.model_poll_s * 2)
-            asyncio.run(_open_loop(recs, rps=100, seconds=2))
+            asyncio.run(open_loop(get(recs), rps=100, seconds=2))
             echo(f"{'with' if with_rules else 'without'} rules: {rps:.0f} req/s for {seconds:.0f}s ...")
-            server, _client, errors = asyncio.run(_open_loop(recs, rps, seconds))
-            figures[with_rules] = (statistics.median(server), _pct(server, 99))
+            server, _client, errors = asyncio.run(open_loop(get(recs), rps, seconds))
+            figures[with_rules] = (statistics.median(server), pct(server, 99))
             echo(f"  server p50 {figures[with_rules][0]:.2f} ms, p99 {figures[with_rules][1]:.2f} ms, {errors} errors")
         finally:
             stop_process(proc)
