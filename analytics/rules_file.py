@@ -1,7 +1,8 @@
 """The segment rules file, re-read when it changes: the last good rules stay in force over an invalid edit.
 
-A :class:`RulesSource` checks the file's modification time at most every ``check_interval_s`` seconds (and on
-every :meth:`RulesSource.current` call with ``force=True``, which the refresh uses). A file that does not parse or
+A :class:`RulesSource` watches the file (:class:`core.watched.WatchedFile`: its modification time at most every
+``check_interval_s`` seconds, and on every :meth:`RulesSource.current` call with ``force=True``, which the refresh
+uses). A file that does not parse or
 validate is refused with a :class:`~analytics.rules.RulesError` logged once per change and kept in
 :attr:`RulesSource.error`, so the API can show it.
 """
@@ -9,19 +10,17 @@ validate is refused with a :class:`~analytics.rules.RulesError` logged once per 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from analytics.rules import RulesError, SegmentRules, parse_rules
+from core.watched import Poll, WatchedFile
 
 log = logging.getLogger(__name__)
 
 DEFAULT_RULES_PATH = Path(__file__).resolve().parents[1] / "config" / "segments.yaml"
-
-_Stamp = tuple[int, int]  # (mtime_ns, size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,12 +42,9 @@ class RulesSource:
     ) -> None:
         self.path = path
         self.fallback = fallback if fallback is not None and fallback != path else None
-        self.check_interval_s = check_interval_s
-        self._clock = clock
+        self._file = WatchedFile(path, check_interval_s, clock)
         self._rules: SegmentRules | None = None
         self._fallback: SegmentRules | None = None
-        self._stamp: _Stamp | None = None
-        self._checked_at = float("-inf")
         self.loaded_at: float | None = None
         self.error: str | None = None
 
@@ -57,10 +53,9 @@ class RulesSource:
 
         Raises :class:`RulesError` only when neither can be loaded.
         """
-        now = self._clock()
-        if force or now - self._checked_at >= self.check_interval_s:
-            self._checked_at = now
-            self._reload_if_changed()
+        found = self._file.poll(force)
+        if found is not None:
+            self._take(found)
         if self._rules is None:
             if self.fallback is not None:
                 return self._fallback_rules(self.fallback)
@@ -76,39 +71,27 @@ class RulesSource:
     def status(self) -> RulesStatus:
         return RulesStatus(str(self.path), self.loaded_at, self.error)
 
-    def _reload_if_changed(self) -> None:
-        try:
-            st = os.stat(self.path)
-        except OSError as exc:
-            self._stamp = None
-            self._refuse(None, f"cannot read {self.path}: {exc.strerror or exc}")
+    def _take(self, found: Poll) -> None:
+        if isinstance(found.error, UnicodeDecodeError):
+            self._refuse(f"{self.path} is not UTF-8 text: {found.error}")
             return
-        stamp = (st.st_mtime_ns, st.st_size)
-        if stamp == self._stamp:
+        if found.error is not None:
+            self._refuse(f"cannot read {self.path}: {found.error.strerror or found.error}")
             return
         try:
-            text = self.path.read_text(encoding="utf-8")
-            rules = parse_rules(text, str(self.path))
-        except OSError as exc:
-            self._refuse(stamp, f"cannot read {self.path}: {exc.strerror or exc}")
-            return
-        except UnicodeDecodeError as exc:
-            self._refuse(stamp, f"{self.path} is not UTF-8 text: {exc}")
-            return
+            rules = parse_rules(found.text or "", str(self.path))
         except RulesError as exc:
-            self._refuse(stamp, str(exc))
+            self._refuse(str(exc))
             return
-        self._rules, self._stamp, self.error = rules, stamp, None
+        self._rules, self.error = rules, None
         self.loaded_at = time.time()
         log.info("segment rules loaded from %s (%d segments)", self.path, len(rules.names))
 
-    def _refuse(self, stamp: _Stamp | None, message: str) -> None:
+    def _refuse(self, message: str) -> None:
         if message != self.error:
             kept = "the previous rules stay in force" if self._rules is not None else "no rules are in force"
             log.error("%s; %s", message, kept)
         self.error = message
-        if stamp is not None:
-            self._stamp = stamp
 
 
 def load_rules(path: Path) -> SegmentRules:

@@ -1,29 +1,28 @@
 """The rules file, re-read when it changes: the last good rules stay in force over an invalid edit.
 
-Like the segment rules (:mod:`analytics.rules_file`): the file's modification time is checked at most every
-``check_interval_s`` seconds (a ``stat``, never a read, on the hot path); a changed file is parsed and compiled
-once. A refused file is logged once per change with the rule, the field and the reason, kept in
-:attr:`RulesSource.error` for the API, and shown by the ``ecrm_rules_file_valid`` gauge (0). No file at all means
-no rules (not an error): the engine then serves exactly what the model and the built-in exclusions give.
+Like the segment rules (:mod:`analytics.rules_file`), through :class:`core.watched.WatchedFile`: the file's
+modification time is checked at most every ``check_interval_s`` seconds (a ``stat``, never a read, on the hot
+path); a changed file is parsed and compiled once. A refused file is logged once per change with the rule, the
+field and the reason, kept in :attr:`RulesSource.error` for the API, and shown by the ``ecrm_rules_file_valid``
+gauge (0). No file at all means no rules (not an error): the engine then serves exactly what the model and the
+built-in exclusions give.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from core import metrics
+from core.watched import Poll, WatchedFile
 from merchandising.rules import EMPTY, RulesError, RuleSet, parse_rules
 
 log = logging.getLogger(__name__)
 
 DEFAULT_RULES_PATH = Path(__file__).resolve().parents[1] / "config" / "rules.yaml"
-
-_Stamp = tuple[int, int]  # (mtime_ns, size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,68 +40,60 @@ class RulesSource:
         self, path: Path | None, check_interval_s: float = 2.0, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.path = path
-        self.check_interval_s = check_interval_s
-        self._clock = clock
+        self._file = WatchedFile(path, check_interval_s, clock) if path is not None else None
         self._rules: RuleSet = EMPTY
-        self._stamp: _Stamp | None = None
-        self._checked_at = float("-inf")
+        self._gone = False  # the file was found missing, and no rules are in force for it
         self.loaded_at: float | None = None
         self.error: str | None = None
         metrics.RULES_FILE_VALID.set(1)
         metrics.RULES_IN_FORCE.set(0)
 
     def current(self, force: bool = False) -> RuleSet:
-        now = self._clock()
-        if self.path is not None and (force or now - self._checked_at >= self.check_interval_s):
-            self._checked_at = now
-            self._reload_if_changed(self.path)
+        found = self._file.poll(force) if self._file is not None else None
+        if found is not None and self.path is not None:
+            self._take(self.path, found)
         return self._rules
 
     def status(self) -> RulesStatus:
         return RulesStatus(str(self.path) if self.path else "", self.loaded_at, self.error, self._rules.names)
 
-    def _reload_if_changed(self, path: Path) -> None:
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            if self._stamp is not None or self.error is not None or self.loaded_at is None:
+    def _take(self, path: Path, found: Poll) -> None:
+        if isinstance(found.error, FileNotFoundError):
+            if not self._gone or self.error is not None or self.loaded_at is None:
                 if self._rules.rules:
                     log.warning("rules file %s is gone: no rules are in force", path)
-                self._set(EMPTY, None)
+                self._set(EMPTY)
+                self._gone = True
             return
-        except OSError as exc:
-            self._refuse(None, f"{path}: cannot read: {exc.strerror or exc}")
+        self._gone = False
+        if isinstance(found.error, OSError) and found.gone:
+            self._refuse(f"{path}: cannot read: {found.error.strerror or found.error}")
             return
-        stamp = (st.st_mtime_ns, st.st_size)
-        if stamp == self._stamp:
+        if found.error is not None:
+            self._refuse(f"{path}: cannot read: {found.error}")
             return
         try:
-            rules = parse_rules(path.read_text(encoding="utf-8"), str(path))
-        except (OSError, UnicodeDecodeError) as exc:
-            self._refuse(stamp, f"{path}: cannot read: {exc}")
-            return
+            rules = parse_rules(found.text or "", str(path))
         except RulesError as exc:
-            self._refuse(stamp, str(exc))
+            self._refuse(str(exc))
             return
-        self._set(rules, stamp)
+        self._set(rules)
         log.info("business rules loaded from %s (%d rules)", path, len(rules.rules))
 
-    def _set(self, rules: RuleSet, stamp: _Stamp | None) -> None:
+    def _set(self, rules: RuleSet) -> None:
         for name in rules.names:
             metrics.RULES_APPLIED.labels(name)  # each rule's counter exists from the start, at 0
-        self._rules, self._stamp, self.error = rules, stamp, None
+        self._rules, self.error = rules, None
         self.loaded_at = time.time()
         metrics.RULES_FILE_VALID.set(1)
         metrics.RULES_IN_FORCE.set(len(rules.rules))
 
-    def _refuse(self, stamp: _Stamp | None, message: str) -> None:
+    def _refuse(self, message: str) -> None:
         if message != self.error:
             kept = len(self._rules.rules)
             log.error("business rules refused: %s; the previous rules stay in force (%d rules)", message, kept)
         self.error = message
         metrics.RULES_FILE_VALID.set(0)
-        if stamp is not None:
-            self._stamp = stamp
 
 
 def load_rules(path: Path) -> RuleSet:
