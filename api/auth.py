@@ -22,7 +22,6 @@ import ipaddress
 import logging
 import re
 from dataclasses import dataclass
-from enum import IntEnum
 from hmac import compare_digest
 from typing import Annotated, Any
 
@@ -30,6 +29,7 @@ from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
 
 from core.errors import ConfigError, Forbidden, Unauthorized
+from core.scopes import Scope, scope_refusal
 from schemas.events import Behaviour, FieldError, Item
 
 log = logging.getLogger(__name__)
@@ -38,23 +38,6 @@ MIN_SECRET_LENGTH = 16
 # RFC 6750 b64token: what a Bearer credential may contain (no spaces, no commas, so the list stays parseable)
 _SECRET = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 OPEN = "open"
-
-
-class Scope(IntEnum):
-    """What a key may do; a higher scope includes the lower ones."""
-
-    COLLECT = 1
-    SERVER = 2
-    ADMIN = 3
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
-
-    @classmethod
-    def named(cls, name: str) -> Scope:
-        """The scope called ``name`` (``collect``, ``server``, ``admin``). Raises ``KeyError``."""
-        return cls[name.strip().upper()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,23 +211,9 @@ RequireAdmin = Security(caller, scopes=[Scope.ADMIN.label])  # for a router's ``
 # --- which events a key may send --------------------------------------------------------------------------------
 
 
-def event_scope(event: Behaviour | Item) -> tuple[Scope, str]:
-    """The scope an event needs, and the field that decides it (pure)."""
-    if isinstance(event, Item):
-        return Scope.ADMIN, "type"
-    if event.customer_id is not None:
-        return Scope.SERVER, "customer_id"
-    return Scope.COLLECT, "type"
-
-
 def event_refusal(event: Behaviour | Item, caller: Caller) -> FieldError | None:
     """Why ``caller`` may not send ``event``, or None when it may."""
-    needed, field = event_scope(event)
-    if caller.allows(needed):
-        return None
-    what = "an item (catalogue) event" if isinstance(event, Item) else "an event with a customer_id"
-    reason = f"forbidden: {what} needs a key with the {needed.label} scope (this key has {caller.source})"
-    return FieldError(field, reason)
+    return scope_refusal(event, caller.scope, caller.source)
 
 
 _AUTH_RESPONSES = {

@@ -329,7 +329,8 @@ class RecommendationService:
         active = ask.active
         ids = [r.item_id for r in chain.items]
         extras = [i for r in active for i in (*(p.item_id for p in r.spec.pin or ()), *r.promote_ids)]
-        extras = [i for i in dict.fromkeys(extras) if i not in set(ids)]
+        listed = set(ids)
+        extras = [i for i in dict.fromkeys(extras) if i not in listed]
         wanted = list(dict.fromkeys([*ids, *extras, *cart]))
         cache = self._catalogue
         missing = [i for i in wanted if i not in cache]

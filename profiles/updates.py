@@ -79,11 +79,6 @@ def profile_of(event: Behaviour) -> ProfileId:
     return ProfileId("a", event.anonymous_id)
 
 
-def profile_pid(event: Behaviour) -> str:
-    """The ``c:``/``a:`` string of :func:`profile_of`."""
-    return str(profile_of(event))
-
-
 def plan_update(event: Behaviour | Item, weights: Mapping[str, float], source: str = DIRECT) -> Plan:
     """The effects of one event from ``source``, with interactions weighted by ``weights`` (event type -> weight)."""
     if isinstance(event, Item):

@@ -17,6 +17,7 @@ import orjson
 
 from core import metrics
 from core.errors import StoreRefused, StoreUnavailable
+from core.scopes import Scope, scope_refusal
 from core.settings import Settings
 from profiles.store import APPLIED, DUPLICATE, ERASED, ProfileStore, Status
 from profiles.updates import DIRECT, Plan, plan_update
@@ -77,15 +78,15 @@ def dead_letter(
     }
 
 
-# Sources that may only write anonymous visitors' behaviour (a web page's key): no customer, no login, no catalogue.
-PAGE_SOURCES = frozenset({"collect"})
-
-
 def source_refusal(event: Behaviour | Item, source: str) -> FieldError | None:
-    """Why an event may not come from ``source`` (pure; the collector refuses these already, the worker checks
-    again for what reaches Kafka another way)."""
-    if source not in PAGE_SOURCES:
+    """Why an event may not come from ``source`` (pure). A source named after an API key scope is held to that
+    scope, like the collector holds the key (:mod:`core.scopes`); the collector refuses these already, the worker
+    checks again for what reaches Kafka another way. ``open`` and ``direct`` producers are trusted."""
+    try:
+        scope = Scope.named(source)
+    except KeyError:
         return None
+    return scope_refusal(event, scope, source)
     if isinstance(event, Item):
         return FieldError("type", f"a catalogue event may not come from a {source!r} key (needs admin)")
     if event.customer_id is not None:

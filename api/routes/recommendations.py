@@ -8,12 +8,13 @@ import orjson
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
-from api.auth import CollectCaller, Scope, ServerCaller
+from api.auth import CollectCaller, ServerCaller
 from api.deps import RecsDep, SettingsDep
 from api.models import Recommendations
 from api.recommend import RecList
 from core import metrics
 from core.keyspace import customer_pid
+from core.scopes import Scope
 
 router = APIRouter(tags=["recommendations"])
 N = Annotated[int, Query(ge=1, le=1000, description="How many items (capped by ECRM_RECOMMENDATIONS_MAX_N)")]

@@ -8,10 +8,11 @@ from typing import Any
 import pytest
 
 from api import auth
-from api.auth import Caller, KeyRing, Scope, check_bind, event_refusal, event_scope, is_loopback, parse_keys
+from api.auth import Caller, KeyRing, check_bind, event_refusal, is_loopback, parse_keys
 from api.main import cors_origins
 from api.ratelimit import RateLimiter, parse_limits
 from core.errors import ConfigError, Forbidden, RateLimited
+from core.scopes import Scope, event_scope
 from schemas.events import parse_event_obj
 
 COLLECT = "c" * 20

@@ -8,11 +8,12 @@ from typing import Any
 import pytest
 from prometheus_client import generate_latest
 
-from api.auth import Caller, Scope
+from api.auth import Caller
 from api.collector import Collector
 from core import metrics
 from core.errors import BrokerUnavailable
 from core.redis import _TRANSIENT_CLASSES, _TRANSIENT_CODES
+from core.scopes import Scope
 from core.settings import Settings
 from schemas.events import EVENT_TYPES
 from stream.lag import lag_per_partition
