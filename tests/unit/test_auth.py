@@ -166,3 +166,21 @@ def test_the_auth_bench_compares_on_against_off_by_median() -> None:
     assert out[-2].startswith("cost of the checks in process, per request: key match (3 keys) ")
     costs = check_costs(200)
     assert set(costs) == {"key match (3 keys)", "rate-limit hit"} and all(0 < us < 10_000 for us in costs.values())
+
+
+@pytest.mark.parametrize("keys", ["", f"server:{SERVER}"])
+def test_the_openapi_document_says_who_may_call_and_what_the_collector_reads(keys: str) -> None:
+    from api.main import create_app
+    from core.settings import Settings
+
+    schema = create_app(Settings(api_keys=keys, api_max_batch=7)).openapi()
+    profile = schema["paths"]["/v1/customers/{customer_id}/profile"]["get"]
+    assert {"401", "403"} <= set(profile["responses"])
+    # open mode: a key is optional (the empty requirement); with keys it is required
+    assert profile["security"] == ([{"ApiKey": ["server"]}, {}] if keys == "" else [{"ApiKey": ["server"]}])
+    assert "security" not in schema["paths"]["/health/live"]["get"]
+    body = schema["paths"]["/v1/events"]["post"]["requestBody"]["content"]["application/json"]
+    one, batch = body["schema"]["anyOf"]
+    assert one["discriminator"]["propertyName"] == "type" and batch["maxItems"] == 7 and batch["items"] == one
+    assert {"PageView", "Purchase", "OrderLine", "Item"} <= set(schema["components"]["schemas"])
+    assert schema == create_app(Settings(api_keys=keys, api_max_batch=7)).openapi()  # documented once, the same

@@ -127,6 +127,19 @@ def test_json_schema_is_a_tagged_union() -> None:
     assert set(schema["discriminator"]["mapping"]) == set(EVENT_TYPES)
 
 
+def test_json_schema_shows_what_is_accepted() -> None:
+    """Numbers where text is read (a numeric customer id), epoch milliseconds; but the currency stays a string."""
+    defs = event_json_schema()["$defs"]
+    customer = defs["PageView"]["properties"]["customer_id"]["anyOf"]
+    assert {"type": "number"} in customer and {"type": "null"} in customer
+    assert parse_event_obj(make("page_view", customer_id=17850)).customer_id == "17850"  # type: ignore[union-attr]
+    timestamp = defs["PageView"]["properties"]["timestamp"]["anyOf"]
+    assert [t["type"] for t in timestamp] == ["string", "number"]
+    assert defs["Purchase"]["properties"]["currency"]["type"] == "string"
+    refs = event_json_schema(ref_template="#/components/schemas/{model}")["oneOf"]
+    assert refs[0] == {"$ref": "#/components/schemas/PageView"}
+
+
 def _document_blocks() -> list[dict[str, Any]]:
     text = (Path(__file__).resolve().parents[2] / "docs" / "event-schema.md").read_text()
     return [json.loads(block) for block in re.findall(r"```json\n(.*?)```", text, re.S)]
