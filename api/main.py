@@ -28,6 +28,7 @@ from core import __version__, metrics
 from core.errors import ConfigError
 from core.redis import connect
 from core.settings import Settings, get_settings
+from merchandising.campaign_source import CampaignsSource, campaigns_path
 from merchandising.source import DEFAULT_RULES_PATH, RulesSource
 from profiles.store import ProfileStore
 from recommender.threads import pin_blas_threads
@@ -96,6 +97,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         rules_path = Path(settings.rules_file) if settings.rules_file else DEFAULT_RULES_PATH
         app.state.rules = RulesSource(rules_path, settings.rules_check_interval_s)
         app.state.rules.current(force=True)
+        # campaigns (merchandising/campaigns.py): ECRM_CAMPAIGNS_FILE, checked like the rules
+        app.state.campaigns = CampaignsSource(
+            campaigns_path(settings.campaigns_file), settings.campaigns_check_interval_s
+        )
+        app.state.campaigns.current(force=True)
         cfg = AnalyticsSettings()
         segment_rules = SegmentRulesSource(cfg.segments_file, cfg.segments_check_interval_s)
         app.state.analytics = AnalyticsService(AnalyticsStore(client, settings.key_prefix), segment_rules, cfg)
@@ -105,7 +111,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return str(segment) if segment is not None else None
 
         app.state.recs = RecommendationService(
-            app.state.store, app.state.models, settings, app.state.popular, app.state.rules, segment_of
+            app.state.store,
+            app.state.models,
+            settings,
+            app.state.popular,
+            app.state.rules,
+            segment_of,
+            app.state.campaigns,
         )
         # Neither the broker nor Redis is needed to start: the collector connects in the background, the model
         # and the popular items are loaded when Redis answers (see docs/deployment.md, "Degraded modes").

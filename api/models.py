@@ -46,6 +46,14 @@ class Recommendations(BaseModel):
     )
     model_version: str
     items: list[RecommendedItem]
+    campaign: str | None = Field(
+        None, description="The campaign this list was served under (config/campaigns.yaml); null outside any"
+    )
+    variant: str | None = Field(
+        None,
+        description="The profile's variant in that campaign; a holdout variant gets an empty list (strategy "
+        "`holdout`): show the shop's default content",
+    )
 
 
 class Profile(BaseModel):

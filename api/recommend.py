@@ -32,10 +32,13 @@ from core import metrics
 from core.errors import ServiceUnavailable, StoreUnavailable
 from core.keyspace import anonymous_pid, customer_pid
 from core.settings import Settings
+from merchandising.campaign_source import CampaignsSource
+from merchandising.campaigns import Campaign, Variant, tagged_id
 from merchandising.engine import Candidate, Context, apply_rules
 from merchandising.engine import excluded_purchases as purchases_in_window
 from merchandising.rules import EMPTY, ItemInfo, Rule, RuleSet
 from merchandising.source import RulesSource
+from profiles.campaigns import CampaignStore
 from profiles.store import CatalogueEntry, ProfileStore, catalogue_sample
 from recommender.base import Recommendation
 
@@ -62,6 +65,8 @@ class RecList:
     model_version: str
     items: list[Recommended]
     rules_applied: dict[str, int] = field(default_factory=dict)  # rule -> items it touched (filtered or moved)
+    campaign: str | None = None  # the campaign the list was served under, and the profile's variant in it
+    variant: str | None = None
 
 
 @dataclass
@@ -115,7 +120,17 @@ class Ask:
     active: tuple[Rule, ...] = ()
     explain: bool = False
     attributes: bool = False
-    remember: bool = True  # remember the list for ``rotate`` (a preview does not)
+    remember: bool = True  # remember the list for ``rotate`` and record a campaign exposure (a preview does not)
+    campaign: Campaign | None = None
+    variant: Variant | None = None
+
+    @property
+    def mode(self) -> str:
+        """What serves the list: ``engine`` (the whole chain), ``popularity`` or ``trending`` (a variant's
+        strategy), ``holdout`` (nothing)."""
+        if self.variant is None:
+            return "engine"
+        return "holdout" if self.variant.holdout else self.variant.strategy
 
     @property
     def pool(self) -> int:
@@ -149,6 +164,7 @@ class RecommendationService:
         popular: PopularCopy | None = None,
         rules: RulesSource | None = None,
         segment_of: SegmentOf | None = None,
+        campaigns: CampaignsSource | None = None,
     ) -> None:
         self.store = store
         self.holder = holder
@@ -156,6 +172,8 @@ class RecommendationService:
         self.popular = popular or PopularCopy(store, settings)
         self.rules = rules or RulesSource(None)
         self.segment_of = segment_of
+        self.campaigns = campaigns or CampaignsSource(None)
+        self.campaign_store = CampaignStore(store.client, store.keys, int(settings.profile_ttl_days * _DAY_MS))
         # catalogue entries the rules look at, fresh for a few seconds (stock is always read fresh)
         self._catalogue: TTLCache[str, CatalogueEntry | None] = TTLCache(
             maxsize=settings.rules_catalogue_cache_size, ttl=settings.rules_catalogue_cache_s
@@ -175,13 +193,37 @@ class RecommendationService:
         attributes: bool = False,
         remember: bool = True,
     ) -> Ask:
-        """The rules in force for one request (the file's mtime is checked at most every few seconds)."""
+        """The rules in force for one request, and the campaign and variant of the profile (the files' mtimes are
+        checked at most every few seconds)."""
         rules = self.rules.current()
+        campaigns = self.campaigns.current()
         now = int(time.time() * 1000)
+        running = campaigns.for_placement(placement, now) if pid is not None else ()
         segment = None
-        if pid is not None and self.segment_of is not None and rules.needs_segment(placement):
+        wants_segment = rules.needs_segment(placement) or any(c.segment is not None for c in running)
+        if pid is not None and self.segment_of is not None and wants_segment:
             segment = await self.segment_of(pid, now)
-        return Ask(placement, n, now, rules, rules.active(placement, segment, now), explain, attributes, remember)
+        campaign, variant = await self._assign(running, pid, segment) if running else (None, None)
+        active = rules.active(placement, segment, now)
+        hidden = campaigns.rule_names(now) - (variant.rules if variant is not None else frozenset())
+        if hidden:  # rules a variant names apply to that variant's lists only
+            active = tuple(r for r in active if r.name not in hidden)
+        return Ask(placement, n, now, rules, active, explain, attributes, remember, campaign, variant)
+
+    async def _assign(
+        self, running: tuple[Campaign, ...], pid: str | None, segment: str | None
+    ) -> tuple[Campaign | None, Variant | None]:
+        """The first running campaign whose audience holds the profile, and its variant: the one recorded for
+        the profile (its first exposure, or a visitor's handed over at login), else the hash's."""
+        if pid is None:
+            return None, None
+        for campaign in running:
+            if campaign.segment is not None and (segment is None or segment.casefold() != campaign.segment.casefold()):
+                continue
+            stored = await self.campaign_store.assignment(pid, campaign.name)
+            variant = campaign.variant(stored.variant) if stored is not None else None
+            return campaign, variant or campaign.assign(pid)
+        return None, None
 
     async def _or_degraded(
         self, serve: Callable[[], Awaitable[RecList]], ask: Ask, excluded: set[str], category: str | None = None
@@ -231,6 +273,8 @@ class RecommendationService:
 
     async def _for_profile(self, pid: str, ask: Ask, category: str | None, step: str) -> RecList:
         served = self.holder.served
+        if ask.mode == "holdout":
+            return await self._finish(ask, Chain(ask.n, set()), self._version(served), pid)
         ctx = await self.store.request_context(pid)
         bought, history = ctx.bought, ctx.history
         allowed = await self.store.category_items(category) if category else None
@@ -238,7 +282,7 @@ class RecommendationService:
         cats = await self.store.item_categories(list(bought)) if ask.rebuy and bought else None
         excluded = purchases_in_window(bought, ask.now_ms, self.settings.rebuy_window_days, ask.active, cats)
         chain = Chain(ask.pool, excluded, allowed)
-        if served is not None and history:
+        if served is not None and history and ask.mode == "engine":
             mask = served.mask(f"cat:{category}", allowed) if allowed is not None else None
             if rebuy:  # bought items past their window may come back: the history alone does not exclude them
                 seen = chain.excluded | {item for item, _, _ in history if item not in bought}
@@ -249,7 +293,7 @@ class RecommendationService:
         # what they already saw is not news in any step (bought items come back after their re-buy window)
         chain.excluded |= {item for item, _, _ in history if item not in bought}
         categories = [category] if category else ctx.categories
-        await self._fill(chain, categories)
+        await self._fill(chain, categories, ask.mode)
         return await self._finish(ask, chain, self._version(served), pid)
 
     async def similar(self, item_id: str, n: int, **flags: bool) -> RecList:
@@ -275,39 +319,55 @@ class RecommendationService:
 
     async def _cart(self, item_ids: list[str], pid: str | None, ask: Ask) -> RecList:
         served = self.holder.served
+        if ask.mode == "holdout":
+            return await self._finish(ask, Chain(ask.n, set()), self._version(served), pid)
         bought = await self.store.bought(pid) if pid else {}
         cats = await self.store.item_categories(list(bought)) if ask.rebuy and bought else None
         in_window = purchases_in_window(bought, ask.now_ms, self.settings.rebuy_window_days, ask.active, cats)
         chain = Chain(ask.pool, set(item_ids) | in_window)
-        if served is not None and item_ids:
+        if served is not None and item_ids and ask.mode == "engine":
             recs = served.model.cart_items(item_ids, ask.pool + 10 + len(chain.excluded))
             chain.add(
                 "item-based",
                 ((r.item_id, r.score, f"goes with {r.reason_item or 'your cart'}") for r in recs),
             )
         categories = sorted(set((await self.store.item_categories(item_ids)).values()))
-        await self._fill(chain, categories)
+        await self._fill(chain, categories, ask.mode)
         return await self._finish(ask, chain, self._version(served), pid, cart=item_ids)
 
     async def _finish(
         self, ask: Ask, chain: Chain, version: str, pid: str | None, cart: list[str] | None = None
     ) -> RecList:
-        """The rules in force applied to the chain's candidates; what was served remembered for ``rotate``."""
-        strategy = chain.strategy or "empty"
+        """The rules in force applied to the chain's candidates; what was served remembered for ``rotate``; the
+        exposure recorded for a campaign's list."""
+        strategy = "holdout" if ask.mode == "holdout" else chain.strategy or "empty"
         applied: dict[str, int] = {}
-        if not ask.active and not ask.explain and not ask.attributes:
+        if ask.mode == "holdout":  # an empty list: the shop shows its default content
+            items: list[Recommended] = []
+        elif not ask.active and not ask.explain and not ask.attributes:
             items = chain.items[: ask.n]
         else:
             items = await self._ruled(ask, chain, cart or [], pid, applied)
         if pid is not None and ask.remember and ask.rules.may_rotate() and items:
             self._remember_later(pid, ask.now_ms, [r.item_id for r in items])
-        return RecList(uuid.uuid4().hex, strategy, version, items, applied)
+        if ask.campaign is None or ask.variant is None or pid is None:
+            return RecList(uuid.uuid4().hex, strategy, version, items, applied)
+        campaign, variant = ask.campaign.name, ask.variant.name
+        if ask.remember:
+            metrics.CAMPAIGN_LISTS.labels(campaign, variant).inc()
+            exposure = self.campaign_store.record_exposure(pid, campaign, variant, ask.now_ms, bool(items))
+            self._later(exposure, "record a campaign exposure")
+        return RecList(tagged_id(uuid.uuid4().hex, campaign), strategy, version, items, applied, campaign, variant)
 
     def _remember_later(self, pid: str, now_ms: int, items: list[str]) -> None:
         """Remember what was served for ``rotate`` without making the answer wait for the write."""
         ttl_ms = int(self.settings.rules_served_ttl_hours * 3_600_000)
         write = self.store.remember_served(pid, now_ms, items, self.settings.rules_served_lists_max, ttl_ms)
-        task = asyncio.create_task(self._logged(write))
+        self._later(write, "remember the served list for rotation")
+
+    def _later(self, write: Awaitable[None], what: str) -> None:
+        """A write off the request path: the answer does not wait for it (:meth:`drain` does)."""
+        task = asyncio.create_task(self._logged(write, what))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
 
@@ -317,11 +377,11 @@ class RecommendationService:
             await asyncio.gather(*self._writes, return_exceptions=True)
 
     @staticmethod
-    async def _logged(write: Awaitable[None]) -> None:
+    async def _logged(write: Awaitable[None], what: str) -> None:
         try:
             await write
         except ServiceUnavailable as exc:
-            log.warning("could not remember the served list for rotation: %s", exc)
+            log.warning("could not %s: %s", what, exc)
 
     async def _ruled(
         self, ask: Ask, chain: Chain, cart: list[str], pid: str | None, applied: dict[str, int]
@@ -369,20 +429,24 @@ class RecommendationService:
             out.append(Recommended(r.item_id, score, r.reason, extra or None))
         return out
 
-    async def _fill(self, chain: Chain, categories: list[str]) -> None:
+    async def _fill(self, chain: Chain, categories: list[str], mode: str = "engine") -> None:
         """The popularity steps, then out-of-stock removal (refilled once)."""
         for _ in range(2):
             if not chain.full:
-                await self._popular_steps(chain, categories)
+                await self._popular_steps(chain, categories, mode)
             oos = await self.store.out_of_stock([r.item_id for r in chain.items])
             chain.items = [r for r in chain.items if r.item_id not in oos]
             if not oos:
                 return
             chain.excluded |= oos
 
-    async def _popular_steps(self, chain: Chain, categories: list[str]) -> None:
+    async def _popular_steps(self, chain: Chain, categories: list[str], mode: str = "engine") -> None:
+        """Trending in the categories, trending, popular, the catalogue; a ``popularity`` variant starts with the
+        all-time popular items, a ``trending`` one with the trending items (neither looks at the categories)."""
+        if mode == "popularity":
+            chain.add("popular", ((p.item_id, p.score, "popular") for p in await self.store.popular(CANDIDATE_POOL)))
         trending = await self.store.trending(CANDIDATE_POOL)
-        if categories and not chain.full:
+        if categories and not chain.full and mode == "engine":
             cats = await self.store.item_categories([t.item_id for t in trending])
             wanted = set(categories)
             chain.add(

@@ -25,6 +25,7 @@ one Redis Cluster slot.
 | ``{p}:p:{T}:seen:{S}:{E}`` | string | de-duplication marker of an event of this profile from sender ``S`` (TTL) |
 | ``{p}:p:{a:V}:alias`` | hash | ``c``: the customer visitor ``V`` last logged in as, ``t``: when (ms) |
 | ``{p}:p:{c:X}:visitors`` | set | the visitors (anonymous ids) who logged in as customer ``X`` |
+| ``{p}:p:{T}:camp`` | hash | per campaign ``c``: ``c`` variant, ``c:t`` first exposure, ``c:rev`` revenue since ... |
 | ``{p}:p:{T}:erased`` | string | erasure tombstone: events of this profile up to this time (ms) are not applied |
 | ``{p}:erasures`` | zset | erased profile id -> erasure time (ms): training and analytics skip them |
 | ``{p}:profiles`` | zset | profile id (``c:``/``a:`` form) -> last seen (ms) |
@@ -43,12 +44,14 @@ one Redis Cluster slot.
 | ``{p}:model:blob:{v}`` / ``{p}:model:meta:{v}`` | string | a version's npz bytes / JSON metadata and metrics |
 | ``{p}:model:trained`` | hash | interaction count and time of the last training |
 | ``{p}:model:lock`` | string | held while a training runs |
+| ``{p}:camp:{N}`` | hash | a campaign's counters ``<variant>:<count>`` (profiles/campaigns.py ``COUNTS``) |
 | ``{p}:an:state`` | string | JSON state of the last analytics refresh |
 | ``{p}:an:lock`` | string | token of the analytics refresh holding the lock (TTL) |
 | ``{p}:an:snap:{s}`` / ``{p}:an:snap:{s}:{i}`` | string / list | a segment snapshot's meta / its i-th segment |
 
-``{p}`` is the key prefix (``ECRM_KEY_PREFIX``), ``T`` a profile's tag, ``E``, ``I``, ``C``, ``V``, ``X`` encoded ids,
-``S`` the source of an event (the API key scope that sent it, or ``direct`` for a producer writing to Kafka itself).
+``{p}`` is the key prefix (``ECRM_KEY_PREFIX``), ``T`` a profile's tag, ``E``, ``I``, ``C``, ``V``, ``X``, ``N``
+encoded ids (``N`` a campaign's name; the fields of ``camp``: docs/campaigns.md), ``S`` the source of an event (the
+API key scope that sent it, or ``direct`` for a producer writing to Kafka itself).
 """
 
 from __future__ import annotations
@@ -177,6 +180,10 @@ class Keys:
         """The last recommendation lists served to a profile (business rules' ``rotate``; a bounded, TTL'd list)."""
         return f"{self._p(pid)}:served"
 
+    def campaigns(self, pid: str | ProfileId) -> str:
+        """A profile's campaign variants and outcomes (in its slot; see docs/campaigns.md)."""
+        return f"{self._p(pid)}:camp"
+
     def erased(self, pid: str | ProfileId) -> str:
         """The erasure tombstone of a profile (in its slot)."""
         return f"{self._p(pid)}:erased"
@@ -253,6 +260,12 @@ class Keys:
     @property
     def model_lock(self) -> str:
         return f"{self.prefix}:model:lock"
+
+    # ----- campaigns -----
+
+    def campaign_stats(self, name: str) -> str:
+        """A campaign's counters per variant (one hash tag per campaign)."""
+        return f"{self.prefix}:camp:{{{encode_id(name)}}}"
 
     # ----- analytics -----
 

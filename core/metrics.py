@@ -181,3 +181,28 @@ RULES_FILE_VALID = Gauge(
     "ecrm_rules_file_valid", "1 when the rules file in force is the file on disk, 0 when its last edit was refused"
 )
 RULES_IN_FORCE = Gauge("ecrm_rules_in_force", "Business rules loaded from the rules file")
+
+# --- campaigns and experiments (merchandising/campaigns.py, config/campaigns.yaml; docs/campaigns.md) ---
+CAMPAIGNS_FILE_VALID = Gauge(
+    "ecrm_campaigns_file_valid", "1 when the campaigns in force are the file on disk, 0 when its last edit was refused"
+)
+CAMPAIGN_LISTS = Counter(
+    "ecrm_campaign_lists_total",
+    "Recommendation lists served under a campaign (a holdout's empty lists included), by campaign and variant",
+    ["campaign", "variant"],
+)
+CAMPAIGN_CUSTOMERS = Gauge(
+    "ecrm_campaign_customers",
+    "Profiles of a campaign's variant: assigned, exposed (shown items), clicked, converted (read from Redis)",
+    ["campaign", "variant", "kind"],
+)
+CAMPAIGN_REVENUE = Gauge(
+    "ecrm_campaign_revenue",
+    "Revenue of a variant's assigned customers after their first exposure (read from Redis)",
+    ["campaign", "variant"],
+)
+CAMPAIGN_EVENTS = Gauge(
+    "ecrm_campaign_events",
+    "Counts of a variant: impressions, clicks, orders, attributed_orders (read from Redis)",
+    ["campaign", "variant", "kind"],
+)

@@ -198,6 +198,20 @@ class Settings(BaseSettings):
         100_000, ge=1, description="Catalogue entries an API replica keeps cached for the rules"
     )
 
+    # Campaigns and experiments (merchandising/campaigns.py, config/campaigns.yaml; docs/campaigns.md)
+    campaigns_file: str | None = Field(
+        None,
+        description="Campaigns (YAML), re-read when they change; unset: config/campaigns.yaml of the installation. "
+        "A missing file means no campaigns",
+    )
+    campaigns_check_interval_s: float = Field(2.0, ge=0, description="Longest time between checks of the file")
+    campaign_metrics_s: float = Field(
+        15.0, ge=0, description="How often an API replica reads the campaigns' counters into its gauges (0: off)"
+    )
+    campaign_export_max: int = Field(
+        100_000, ge=1, description="Most customers one campaign export writes (the rest: the next export)"
+    )
+
     @field_validator("timestamp_floor")
     @classmethod
     def _floor_in_utc(cls, value: datetime) -> datetime:

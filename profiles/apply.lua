@@ -68,6 +68,7 @@ local function refusal(u)
     if not finite(u.order) or u.order < 0 then return 'revenue must be a finite number >= 0' end
     local cur = tonumber(redis.call('HGET', pk(u.P, HASH), 'revenue')) or 0
     if not finite(cur + u.order) then return 'revenue would overflow the profile total' end
+    if u.cp and not finite((cur + u.order) * (cur + u.order)) then return 'revenue too large for the campaign counters' end
   end
   if u.items then
     local L = affinity_landmark(u.P, u.ts)
@@ -137,7 +138,7 @@ end
 -- ----- effects -----
 
 -- Merge the profile of an anonymous visitor (keys from s, id spid) into a customer's (d, dpid), then delete it.
-local function merge(s, spid, d, dpid)
+local function merge(s, spid, d, dpid, camp_src, camp_dst)
   local sh, dh = pk(s, HASH), pk(d, HASH)
   local f = redis.call('HGETALL', sh)
   if #f == 0 then return end
@@ -180,6 +181,11 @@ local function merge(s, spid, d, dpid)
   end
   redis.call('HINCRBY', dh, 'merged_visitors', 1)
   for which = HASH, SESS do redis.call('DEL', pk(s, which)) end
+  if camp_src then  -- the visitor's campaign variants go with them (the customer's own, if any, stay)
+    local c = redis.call('HGETALL', KEYS[camp_src])
+    for i = 1, #c, 2 do redis.call('HSETNX', KEYS[camp_dst], c[i], c[i + 1]) end
+    redis.call('DEL', KEYS[camp_src])
+  end
   redis.call('ZREM', KEYS[PROFILES], spid)
   local last = redis.call('HGET', dh, 'last_seen')
   if last then redis.call('ZADD', KEYS[PROFILES], 'GT', last, dpid) end
@@ -197,7 +203,7 @@ local function login(u)
     if l.previous > 0 then redis.call('SREM', KEYS[l.previous], l.anon) end
   end
   if profile_ttl > 0 then redis.call('PEXPIRE', KEYS[l.alias], profile_ttl) end
-  if first then merge(l.src, l.spid, u.P, u.pid) end
+  if first then merge(l.src, l.spid, u.P, u.pid, l.camp, u.CK) end
 end
 
 local touched_eras = {}
@@ -273,6 +279,40 @@ local function apply(u)
   keep_alive(b, u.alive)
 end
 
+-- ----- campaigns (docs/campaigns.md): outcomes for the variant recorded in the profile -----
+-- u.CK: the profile's campaign hash; u.cp: {name, counters key, attribution window (ms), 1: a click on its list}.
+-- Only events after the profile's first exposure count; revenue per customer is kept in the profile so the
+-- counters hold the sum and the sum of squares of per-customer revenue (Welch's test in the report).
+local function campaigns(u)
+  local ck = KEYS[u.CK]
+  for _, c in ipairs(u.cp) do
+    local name, sk, win, clicked = c[1], KEYS[c[2]], c[3], c[4]
+    local got = redis.call('HMGET', ck, name, name .. ':t')
+    local v, first = got[1], tonumber(got[2])
+    if v and first and u.ts >= first then
+      if clicked == 1 then
+        redis.call('HINCRBY', sk, v .. ':clicks', 1)
+        if redis.call('HSETNX', ck, name .. ':k', '1') == 1 then redis.call('HINCRBY', sk, v .. ':clickers', 1) end
+        hmax(ck, name .. ':lc', u.ts)
+      end
+      if u.order then
+        local prev = tonumber(redis.call('HGET', ck, name .. ':rev')) or 0
+        local now = prev + u.order
+        redis.call('HSET', ck, name .. ':rev', num(now))
+        if redis.call('HSETNX', ck, name .. ':conv', '1') == 1 then redis.call('HINCRBY', sk, v .. ':converters', 1) end
+        redis.call('HINCRBY', sk, v .. ':orders', 1)
+        redis.call('HINCRBYFLOAT', sk, v .. ':revenue', num(u.order))
+        redis.call('HINCRBYFLOAT', sk, v .. ':revenue_sq', num(now * now - prev * prev))
+        local lc = tonumber(redis.call('HGET', ck, name .. ':lc'))
+        if lc and u.ts - lc <= win then
+          redis.call('HINCRBY', sk, v .. ':attributed_orders', 1)
+          redis.call('HINCRBYFLOAT', sk, v .. ':attributed_revenue', num(u.order))
+        end
+      end
+    end
+  end
+end
+
 local function catalogue(it, ts)
   local k = KEYS[it.key]
   local cur = tonumber(redis.call('HGET', k, 'updated'))
@@ -318,6 +358,7 @@ for i, u in ipairs(plans) do
       else
         if u.login then login(u) end
         apply(u)
+        if u.cp then campaigns(u) end
       end
       redis.call('SET', KEYS[u.seen], '1', 'PX', ttl)
       status[i] = 1

@@ -125,6 +125,12 @@ def _wire(plan: Plan, found: Lookups, keys: Keys, params: ScriptParams, table: _
     out["er"] = sorted({table.index(keys.erased(own)), table.index(keys.erased(target))})
     if target.kind == "c":
         alive.append(table.index(keys.visitors(target.ident)))
+    if plan.campaigns or plan.login is not None:
+        out["CK"] = table.index(keys.campaigns(target))
+        alive.append(out["CK"])
+    if plan.campaigns:
+        out["cp"] = [[c.name, table.index(keys.campaign_stats(c.name)), c.attribution_ms, 1 if c.clicked else 0]
+                     for c in plan.campaigns]  # fmt: skip
     out["alive"] = alive
     if plan.session is not None:
         out["s"] = plan.session
@@ -151,6 +157,7 @@ def _wire_login(visitor_id: str, customer: str, found: Lookups, keys: Keys, tabl
         "previous": table.index(keys.visitors(previous)) if previous and previous != customer else 0,
         "src": table.block(keys.profile_keys(visitor)),
         "spid": str(visitor),
+        "camp": table.index(keys.campaigns(visitor)),
     }
 
 

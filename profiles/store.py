@@ -166,7 +166,7 @@ class ProfileStore:
                 await self._forget_markers(pids)
                 with redis_errors(f"erasing the lists served to customer {customer_id!r}"):
                     for pid in pids:  # one slot each
-                        await self.client.delete(self.keys.served(pid))
+                        await self.client.delete(self.keys.served(pid), self.keys.campaigns(pid))
                 return [str(p) for p in pids]
         raise StoreUnavailable(f"erasing customer {customer_id!r}: their visitors kept changing", "contention")
 

@@ -53,6 +53,16 @@ class CatalogueUpdate:
 
 
 @dataclass(frozen=True, slots=True)
+class CampaignOutcome:
+    """A running campaign an event may count for (filled in by the worker from the campaigns file): the store
+    counts it for the variant recorded in the profile, if any, when the event comes after the first exposure."""
+
+    name: str
+    attribution_ms: int  # a purchase within this long of a click on the campaign's list is attributed to it
+    clicked: bool = False  # a recommendation_click on a list of this campaign
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     """The effects of one event. A behavioural event has a ``profile``; a catalogue event has ``catalogue``.
     ``source`` names the sender (an API key scope, or ``direct``): event ids are unique per source."""
@@ -69,6 +79,7 @@ class Plan:
 
     catalogue: CatalogueUpdate | None = None
     source: str = DIRECT
+    campaigns: tuple[CampaignOutcome, ...] = ()
 
 
 def profile_of(event: Behaviour) -> ProfileId:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -19,9 +20,20 @@ from core import metrics
 from core.errors import StoreRefused, StoreUnavailable
 from core.scopes import Scope, scope_refusal
 from core.settings import Settings
+from merchandising.campaign_source import CampaignsSource, campaigns_path
+from merchandising.campaigns import CampaignSet, tag_of
 from profiles.store import APPLIED, DUPLICATE, ERASED, ProfileStore, Status
-from profiles.updates import DIRECT, Plan, plan_update
-from schemas.events import EVENT_TYPES, Behaviour, FieldError, InvalidEvent, Item, parse_event
+from profiles.updates import DIRECT, CampaignOutcome, Plan, plan_update
+from schemas.events import (
+    EVENT_TYPES,
+    Behaviour,
+    FieldError,
+    InvalidEvent,
+    Item,
+    Purchase,
+    RecommendationClick,
+    parse_event,
+)
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +106,25 @@ def source_refusal(event: Behaviour | Item, source: str) -> FieldError | None:
     return None
 
 
+def campaign_outcomes(event: Behaviour | Item, campaigns: CampaignSet) -> tuple[CampaignOutcome, ...]:
+    """The running campaigns an event may count for (pure): a purchase, for every campaign running at its time
+    (the store counts it for the profile's recorded variant, if any); a recommendation click, for the campaign its
+    ``recommendation_id`` names (:func:`merchandising.campaigns.tagged_id`)."""
+    if isinstance(event, RecommendationClick):
+        tag = tag_of(event.recommendation_id)
+        if tag is None:
+            return ()
+    elif isinstance(event, Purchase):
+        tag = None
+    else:
+        return ()
+    return tuple(
+        CampaignOutcome(c.name, c.attribution_ms, clicked=tag is not None)
+        for c in campaigns.campaigns
+        if c.running(event.ts_ms) and (tag is None or c.tag == tag)
+    )
+
+
 def _event_type(raw: bytes | None) -> str:
     """The event's type for a metric label: one of the schema's, else ``unknown`` (bounded label values)."""
     try:
@@ -123,8 +154,12 @@ class BatchProcessor:
         settings: Settings,
         send_dead_letter: Callable[[Envelope], Awaitable[None]],
         retry_delay_s: float = 0.5,
+        campaigns: CampaignsSource | None = None,
     ) -> None:
         self.store = store
+        self.campaigns = campaigns or CampaignsSource(
+            campaigns_path(settings.campaigns_file), settings.campaigns_check_interval_s
+        )
         self.settings = settings
         self.send_dead_letter = send_dead_letter
         self.retry_delay_s = retry_delay_s
@@ -135,6 +170,7 @@ class BatchProcessor:
         result = BatchResult()
         plans: list[Plan] = []
         plan_msgs: list[RawMessage] = []
+        campaigns = self.campaigns.current()
         for msg in messages:
             try:
                 event = parse_event(msg.value or b"", self.limits)
@@ -147,7 +183,9 @@ class BatchProcessor:
             if refused is not None:
                 result.dead_lettered.append(self._dead_letter(msg, [refused], event.event_id, "validation"))
                 continue
-            plans.append(plan_update(event, self.settings.event_weights, msg.source))
+            plan = plan_update(event, self.settings.event_weights, msg.source)
+            outcomes = campaign_outcomes(event, campaigns) if campaigns.campaigns else ()
+            plans.append(dataclasses.replace(plan, campaigns=outcomes) if outcomes else plan)
             plan_msgs.append(msg)
         size = self.settings.store_chunk_size
         for start in range(0, len(plans), size):

@@ -18,6 +18,7 @@ from runtime.embedded import EmbeddedServer, die_with_parent, start_broker, star
 from runtime.local import settings_env
 
 REPO = Path(__file__).resolve().parent.parent
+NO_CAMPAIGNS = REPO / "tests" / "no-such-campaigns-file.yaml"  # a missing campaigns file: no campaigns
 DATASETS = Path(os.environ.get("ECRM_DATASETS", REPO.parent / "shared" / "datasets"))
 
 
@@ -51,6 +52,7 @@ def settings(broker: EmbeddedServer, redis_server: EmbeddedServer) -> Settings:
         topic_partitions=2,
         retrain_check_s=3600.0,  # tests that want the worker to retrain ask for it
         model_poll_s=0.1,
+        campaigns_file=str(NO_CAMPAIGNS),  # the shipped demo campaign stays out of tests that do not ask for one
     )
     return isolated(base)
 

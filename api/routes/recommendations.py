@@ -39,6 +39,8 @@ def _respond(endpoint: str, recs: RecList) -> Response:
             {"item_id": r.item_id, "score": r.score, "reason": r.reason}
             for r in recs.items
         ],
+        "campaign": recs.campaign,
+        "variant": recs.variant,
     }  # fmt: skip
     return Response(orjson.dumps(body), media_type="application/json")
 
