@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,21 +19,25 @@ from analytics.service import AnalyticsService
 from analytics.settings import AnalyticsSettings
 from analytics.store import AnalyticsStore
 from api.auth import document_scopes, parse_keys, warn_if_open
+from api.background import cancel_and_wait
+from api.campaigns import CampaignService
 from api.collector import Collector
 from api.degraded import PopularCopy
 from api.errors import install_error_handlers
 from api.ratelimit import RateLimiter
 from api.recommend import RecommendationService
-from api.routes import customers, events, health, recommendations, rules, segments
+from api.routes import campaigns, customers, events, health, recommendations, rules, segments
 from api.serving import ModelHolder
 from core import __version__, metrics
-from core.errors import ConfigError
+from core.errors import ConfigError, ServiceUnavailable
 from core.redis import connect
 from core.settings import Settings, get_settings
 from merchandising.campaign_source import CampaignsSource, campaigns_path
 from merchandising.source import DEFAULT_RULES_PATH, RulesSource
 from profiles.store import ProfileStore
 from recommender.threads import pin_blas_threads
+
+log = logging.getLogger(__name__)
 
 
 class LatencyMiddleware:
@@ -72,6 +78,18 @@ def cors_origins(text: str) -> list[str]:
         if origin != "*" and (scheme not in ("http", "https") or not sep or not rest or "/" in rest):
             raise ConfigError(f"ECRM_CORS_ORIGINS: {origin!r} is not an origin (expected e.g. https://shop.example)")
     return origins
+
+
+async def _refresh_campaign_metrics(service: CampaignService, settings: Settings) -> None:
+    """The campaigns' counters into the gauges every ``ECRM_CAMPAIGN_METRICS_S`` seconds (0: never)."""
+    if settings.campaign_metrics_s <= 0:
+        return
+    while True:
+        try:
+            await service.refresh_metrics()
+        except ServiceUnavailable as exc:
+            log.debug("campaign gauges not refreshed: %s", exc)
+        await asyncio.sleep(settings.campaign_metrics_s)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -119,6 +137,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             segment_of,
             app.state.campaigns,
         )
+        app.state.campaign_service = CampaignService(
+            app.state.campaigns,
+            app.state.recs.campaign_store,
+            app.state.rules,
+            app.state.recs,
+            app.state.analytics,
+        )
+        campaign_gauges = asyncio.create_task(_refresh_campaign_metrics(app.state.campaign_service, settings))
         # Neither the broker nor Redis is needed to start: the collector connects in the background, the model
         # and the popular items are loaded when Redis answers (see docs/deployment.md, "Degraded modes").
         await app.state.collector.start()
@@ -127,6 +153,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await cancel_and_wait(campaign_gauges)
             await app.state.recs.drain()
             await app.state.popular.stop()
             await app.state.models.stop()
@@ -145,6 +172,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(recommendations.router)
     app.include_router(segments.router)
     app.include_router(rules.router)
+    app.include_router(campaigns.router)
     app.include_router(health.router)
     if origins:
         app.add_middleware(

@@ -192,6 +192,8 @@ class RecommendationService:
         explain: bool = False,
         attributes: bool = False,
         remember: bool = True,
+        *,
+        campaign: str | None = None,
     ) -> Ask:
         """The rules in force for one request, and the campaign and variant of the profile (the files' mtimes are
         checked at most every few seconds)."""
@@ -199,16 +201,18 @@ class RecommendationService:
         campaigns = self.campaigns.current()
         now = int(time.time() * 1000)
         running = campaigns.for_placement(placement, now) if pid is not None else ()
+        if campaign is not None:  # an export for one campaign
+            running = tuple(c for c in running if c.name == campaign)
         segment = None
         wants_segment = rules.needs_segment(placement) or any(c.segment is not None for c in running)
         if pid is not None and self.segment_of is not None and wants_segment:
             segment = await self.segment_of(pid, now)
-        campaign, variant = await self._assign(running, pid, segment) if running else (None, None)
+        chosen, variant = await self._assign(running, pid, segment) if running else (None, None)
         active = rules.active(placement, segment, now)
         hidden = campaigns.rule_names(now) - (variant.rules if variant is not None else frozenset())
         if hidden:  # rules a variant names apply to that variant's lists only
             active = tuple(r for r in active if r.name not in hidden)
-        return Ask(placement, n, now, rules, active, explain, attributes, remember, campaign, variant)
+        return Ask(placement, n, now, rules, active, explain, attributes, remember, chosen, variant)
 
     async def _assign(
         self, running: tuple[Campaign, ...], pid: str | None, segment: str | None
@@ -247,11 +251,13 @@ class RecommendationService:
         category: str | None = None,
         step: str = "personal",
         placement: str | None = None,
+        campaign: str | None = None,
         **flags: bool,
     ) -> RecList:
         """A customer's (``step="personal"``) or a visitor session's (``step="session"``) recommendations; the
-        business rules of ``placement`` (default: the step; ``email`` for a campaign's list) apply."""
-        ask = await self._ask_or_none(placement or step, n, pid, **flags)
+        business rules of ``placement`` (default: the step; ``email`` for a campaign's list) apply, and the first
+        running campaign covering it (``campaign``: that one only)."""
+        ask = await self._ask_or_none(placement or step, n, pid, flags, campaign)
         return await self._or_degraded(lambda: self._for_profile(pid, ask, category, step), ask, set(), category)
 
     async def for_visitor(self, anonymous_id: str, n: int, follow_login: bool = True, **flags: bool) -> RecList:
@@ -260,16 +266,21 @@ class RecommendationService:
 
         async def serve() -> RecList:
             pid = await self.store.resolve_visitor(anonymous_id) if follow_login else anonymous_pid(anonymous_id)
-            return await self._for_profile(pid, await self.ask("session", n, pid, **flags), None, "session")
+            return await self._for_profile(pid, await self._ask_or_none("session", n, pid, flags), None, "session")
 
         return await self._or_degraded(serve, ask, set())
 
-    async def _ask_or_none(self, placement: str, n: int, pid: str | None, **flags: bool) -> Ask:
-        """The request's rules; without Redis (a segment condition reads it) the rules that need no segment."""
+    async def _ask_or_none(
+        self, placement: str, n: int, pid: str | None, flags: dict[str, bool], campaign: str | None = None
+    ) -> Ask:
+        """The request's rules; without Redis (a segment condition or a campaign reads it) the rules that need no
+        segment, and no campaign."""
+        explain, attributes, remember = (flags.get(k, d) for k, d in (("explain", False), ("attributes", False),
+                                                                       ("remember", True)))  # fmt: skip
         try:
-            return await self.ask(placement, n, pid, **flags)
+            return await self.ask(placement, n, pid, explain, attributes, remember, campaign=campaign)
         except StoreUnavailable:
-            return await self.ask(placement, n, None, **flags)
+            return await self.ask(placement, n, None, explain, attributes, remember)
 
     async def _for_profile(self, pid: str, ask: Ask, category: str | None, step: str) -> RecList:
         served = self.holder.served
@@ -298,7 +309,7 @@ class RecommendationService:
 
     async def similar(self, item_id: str, n: int, **flags: bool) -> RecList:
         """Cross-sell on a product page: customers who viewed this also viewed ..."""
-        ask = await self._ask_or_none("similar", n, None, **flags)
+        ask = await self._ask_or_none("similar", n, None, flags)
         return await self._or_degraded(lambda: self._similar(item_id, ask), ask, {item_id})
 
     async def _similar(self, item_id: str, ask: Ask) -> RecList:
@@ -314,7 +325,7 @@ class RecommendationService:
     async def cart(self, item_ids: list[str], customer_id: str | None, n: int, **flags: bool) -> RecList:
         """Complements for a cart (up-selling and cross-selling at checkout)."""
         pid = customer_pid(customer_id) if customer_id else None
-        ask = await self._ask_or_none("cart", n, pid, **flags)
+        ask = await self._ask_or_none("cart", n, pid, flags)
         return await self._or_degraded(lambda: self._cart(item_ids, pid, ask), ask, set(item_ids))
 
     async def _cart(self, item_ids: list[str], pid: str | None, ask: Ask) -> RecList:

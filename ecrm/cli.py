@@ -57,3 +57,6 @@ app.command("forget")(privacy.forget)
 from ecrm.commands import rules as rules_cmd  # noqa: E402
 
 app.add_typer(rules_cmd.app, name="rules")
+from ecrm.commands import campaign as campaign_cmd  # noqa: E402
+
+app.add_typer(campaign_cmd.app, name="campaign")

@@ -1,0 +1,238 @@
+"""Campaigns for marketers: what is running, the effect report, and the e-mail export (docs/campaigns.md).
+
+The API routes (:mod:`api.routes.campaigns`) and the command line (``ecrm campaign``) both call this service: the
+campaigns file (:mod:`merchandising.campaigns`), the counters in Redis (:mod:`profiles.campaigns`) and the
+statistics (:mod:`analytics.experiments`) meet here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from analytics.experiments import Arm, effect_report
+from analytics.rules_file import RulesSource as SegmentRulesSource
+from analytics.service import AnalyticsService, NoRefreshYet, UnknownSegment
+from analytics.settings import AnalyticsSettings
+from analytics.store import AnalyticsStore
+from api.recommend import RecommendationService
+from api.serving import ModelHolder
+from core import metrics
+from core.errors import BadRequest, NotFound
+from core.keyspace import customer_pid
+from core.redis import connect
+from core.settings import Settings
+from merchandising.campaign_source import CampaignsSource, campaigns_path
+from merchandising.campaigns import Campaign, CampaignSet, unknown_rules
+from merchandising.source import DEFAULT_RULES_PATH, RulesSource
+from profiles.campaigns import CampaignStore
+from profiles.store import ProfileStore
+
+PAGE = 500
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
+def describe(c: Campaign, now_ms: int) -> dict[str, Any]:
+    return {
+        "name": c.name,
+        "goal": c.goal,
+        "from": _iso(c.start_ms),
+        "until": _iso(c.end_ms),
+        "running": c.running(now_ms),
+        "audience": "all" if c.segment is None else {"segment": c.segment},
+        "placements": sorted(c.placements),
+        "attribution_days": c.attribution_ms / 86_400_000,
+        "frequency_cap_days": c.frequency_cap_ms / 86_400_000,
+        "min_customers": c.min_customers,
+        "variants": [
+            {
+                "name": v.name,
+                "weight": v.weight,
+                "share": round(c.weights[v.name], 6),
+                "strategy": v.strategy or None,
+                "rules": sorted(v.rules),
+                "holdout": v.holdout,
+            }
+            for v in c.variants
+        ],
+    }
+
+
+def control_of(c: Campaign) -> str:
+    """The holdout (else the first variant); for a ``click`` goal the first variant that shows items (a holdout
+    shows none, so it cannot be clicked)."""
+    if c.goal == "click":
+        return next(v.name for v in c.variants if not v.holdout)
+    return c.control.name
+
+
+def arms_of(c: Campaign, counters: dict[str, dict[str, float]]) -> list[Arm]:
+    weights = c.weights
+    return [Arm.of(v.name, weights[v.name], counters.get(v.name, {}), v.holdout) for v in c.variants]
+
+
+@dataclass
+class ExportResult:
+    campaign: str
+    segment: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    skipped_capped: int = 0  # exported to this campaign within its frequency cap
+    skipped_holdout: int = 0  # in the holdout: assigned, sent nothing
+    truncated: bool = False  # the limit was reached before the end of the segment
+
+
+class CampaignService:
+    def __init__(
+        self,
+        source: CampaignsSource,
+        store: CampaignStore,
+        rules: RulesSource | None = None,
+        recs: RecommendationService | None = None,
+        analytics: AnalyticsService | None = None,
+    ) -> None:
+        self.source = source
+        self.store = store
+        self.rules = rules
+        self.recs = recs
+        self.analytics = analytics
+
+    def current(self) -> CampaignSet:
+        return self.source.current()
+
+    def campaign(self, name: str) -> Campaign:
+        found = self.current().get(name)
+        if found is None:
+            known = ", ".join(self.current().names) or "none"
+            raise NotFound(f"no campaign named {name!r} in {self.source.path} (campaigns: {known})")
+        return found
+
+    def listing(self, now_ms: int | None = None) -> dict[str, Any]:
+        """The file, whether its last edit was refused, the campaigns, and warnings (unknown rule names)."""
+        now_ms = now_ms or int(time.time() * 1000)
+        campaigns = self.current()
+        rule_names = self.rules.current().names if self.rules is not None else []
+        loaded = self.source.loaded_at
+        return {
+            "path": str(self.source.path or ""),
+            "valid": self.source.error is None,
+            "error": self.source.error,
+            "loaded_at": datetime.fromtimestamp(loaded, tz=UTC).isoformat() if loaded else None,
+            "campaigns": [describe(c, now_ms) for c in campaigns.campaigns],
+            "warnings": unknown_rules(campaigns, rule_names) if self.rules is not None else [],
+        }
+
+    async def report(self, name: str, now_ms: int | None = None) -> dict[str, Any]:
+        """The effect report of one campaign (see :mod:`analytics.experiments`)."""
+        now_ms = now_ms or int(time.time() * 1000)
+        c = self.campaign(name)
+        arms = arms_of(c, await self.store.counters(c.name))
+        report = effect_report(c.goal, arms, control_of(c), c.min_customers)
+        return {"campaign": describe(c, now_ms), "generated_at": _iso(now_ms), **report}
+
+    async def refresh_metrics(self) -> None:
+        """The counters of every campaign in the file into the Prometheus gauges (each replica reads Redis)."""
+        for c in self.current().campaigns:
+            counters = await self.store.counters(c.name)
+            for arm in arms_of(c, counters):
+                labels = (c.name, arm.name)
+                for kind, value in (("assigned", arm.assigned), ("exposed", arm.exposed),
+                                    ("clicked", arm.clickers), ("converted", arm.converters)):  # fmt: skip
+                    metrics.CAMPAIGN_CUSTOMERS.labels(*labels, kind).set(value)
+                for kind, value in (("impressions", arm.impressions), ("clicks", arm.clicks), ("orders", arm.orders),
+                                    ("attributed_orders", arm.attributed_orders)):  # fmt: skip
+                    metrics.CAMPAIGN_EVENTS.labels(*labels, kind).set(value)
+                metrics.CAMPAIGN_REVENUE.labels(*labels).set(arm.revenue)
+
+    async def _members(self, segment: str) -> AsyncIterator[list[str]]:
+        """The customer ids of a segment (the last analytics refresh), a page at a time."""
+        if self.analytics is None:
+            raise BadRequest("segments are not available here")
+        cursor: str | None = None
+        while True:
+            try:
+                page = await self.analytics.page(segment, cursor, PAGE)
+            except (UnknownSegment, NoRefreshYet) as exc:
+                raise NotFound(str(exc)) from exc
+            yield [str(r["customer_id"]) for r in page.rows if r.get("customer_id")]
+            cursor = page.next_cursor
+            if cursor is None:
+                return
+
+    async def export(self, name: str, segment: str, n: int, limit: int, now_ms: int | None = None) -> ExportResult:
+        """Per customer of ``segment``: the campaign's variant and its top-``n`` list (placement ``email``) with a
+        ``recommendation_id`` of its own, so clicks from the e-mail are attributed. A customer exported to this
+        campaign within its ``frequency_cap_days`` is skipped; a holdout customer is assigned and sent nothing."""
+        now_ms = now_ms or int(time.time() * 1000)
+        c = self.campaign(name)
+        if "email" not in c.placements:
+            raise BadRequest(f"campaign {name!r} does not cover the email placement: add email to its placements")
+        if not c.running(now_ms):
+            raise BadRequest(f"campaign {name!r} is not running (from {_iso(c.start_ms)} until {_iso(c.end_ms)})")
+        if self.recs is None:
+            raise BadRequest("recommendations are not available here")
+        out = ExportResult(c.name, segment)
+        async for customers in self._members(segment):
+            pids = [customer_pid(cid) for cid in customers]
+            last = await self.store.exported_at(pids, c.name)
+            due = [(cid, pid) for cid, pid, at in zip(customers, pids, last, strict=True)
+                   if at is None or now_ms - at >= c.frequency_cap_ms]  # fmt: skip
+            out.skipped_capped += len(customers) - len(due)
+            sent: list[str] = []
+            for cid, pid in due:
+                if len(out.rows) >= limit:
+                    out.truncated = True
+                    break
+                recs = await self.recs.for_profile(pid, n, placement="email", campaign=c.name)
+                sent.append(pid)
+                if recs.variant is None:  # outside the campaign's audience
+                    continue
+                if not recs.items:
+                    out.skipped_holdout += 1
+                    continue
+                out.rows.append({
+                    "customer_id": cid,
+                    "campaign": c.name,
+                    "variant": recs.variant,
+                    "recommendation_id": recs.recommendation_id,
+                    "item_ids": [r.item_id for r in recs.items],
+                })  # fmt: skip
+            await self.store.mark_exported(sent, c.name, now_ms)
+            if out.truncated:
+                break
+        await self.recs.drain()
+        return out
+
+
+@asynccontextmanager
+async def standalone(settings: Settings) -> AsyncIterator[CampaignService]:
+    """The service outside the API process (``ecrm campaign``): its own Redis clients and model, closed after."""
+    client = connect(settings)
+    holder = ModelHolder(settings)
+    try:
+        await holder.refresh()
+        store = ProfileStore(client, settings)
+        rules = RulesSource(Path(settings.rules_file) if settings.rules_file else DEFAULT_RULES_PATH, 0.0)
+        source = CampaignsSource(campaigns_path(settings.campaigns_file), 0.0)
+        cfg = AnalyticsSettings()
+        analytics = AnalyticsService(
+            AnalyticsStore(client, settings.key_prefix), SegmentRulesSource(cfg.segments_file, 0.0), cfg
+        )
+
+        async def segment_of(pid: str, now: int) -> str | None:
+            segment = (await analytics.profile_analytics(pid, now)).get("segment")
+            return str(segment) if segment is not None else None
+
+        recs = RecommendationService(store, holder, settings, None, rules, segment_of, source)
+        yield CampaignService(source, recs.campaign_store, rules, recs, analytics)
+        await recs.drain()
+    finally:
+        await holder.client.aclose()
+        await client.aclose()
