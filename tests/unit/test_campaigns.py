@@ -1,0 +1,231 @@
+"""Campaigns as pure code: the file's validation, the hash assignment (sticky, matching the weights, independent per
+campaign), recommendation ids naming a campaign, which events count for which campaign, and the statistics of the
+report (intervals that contain a known effect, A/A runs, the sample-ratio check, the verdict)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from scipy import stats
+
+from analytics.experiments import Arm, compare_means, compare_proportions, effect_report, sample_ratio
+from merchandising.campaigns import CampaignsError, bucket, parse_campaigns, tag_of, tagged_id
+from profiles.campaigns import parse_counters
+from schemas import parse_event_obj
+from stream.processing import campaign_outcomes
+
+EXAMPLE = """
+version: 1
+campaigns:
+  - name: engine-vs-popular
+    goal: purchase
+    from: "2026-11-01T00:00:00Z"
+    until: "2027-02-01T00:00:00Z"
+    audience: all
+    placements: [personal]
+    variants:
+      - {name: engine, weight: 45}
+      - {name: popular, weight: 45, strategy: popularity}
+      - {name: holdout, weight: 10, holdout: true}
+"""
+
+
+def campaign_file(variants: str, extra: str = "", name: str = "c1") -> str:
+    return f"""
+version: 1
+campaigns:
+  - name: {name}
+    goal: purchase
+    from: "2026-01-01T00:00:00Z"
+    until: "2027-01-01T00:00:00Z"
+    placements: [personal]
+    {extra}
+    variants: {variants}
+"""
+
+
+def test_the_issue_example_is_valid() -> None:
+    c = parse_campaigns(EXAMPLE).campaigns[0]
+    assert c.name == "engine-vs-popular" and c.goal == "purchase" and c.segment is None
+    assert [v.name for v in c.variants] == ["engine", "popular", "holdout"]
+    assert c.variants[0].strategy == "engine" and c.variants[1].strategy == "popularity"
+    assert c.holdout is not None and c.holdout.name == "holdout" and c.control.name == "holdout"
+    assert c.weights == pytest.approx({"engine": 0.45, "popular": 0.45, "holdout": 0.10})
+
+
+@pytest.mark.parametrize(
+    ("variants", "extra", "expected"),
+    [
+        ("[{name: a, weight: 1}]", "", "campaign 'c1': variants: List should have at least 2 items"),
+        ("[{name: a, weight: 1}, {name: a, weight: 1}]", "", "campaign 'c1': (campaign): two variants are named 'a'"),
+        ("[{name: a, weight: 0}, {name: b, weight: 1}]", "", "variants.0.weight: Input should be greater than 0"),
+        ("[{name: a, weight: 1, holdout: true}, {name: b, weight: 1, holdout: true}]", "", "at most one variant"),
+        ("[{name: a, weight: 1, holdout: true, strategy: popularity}, {name: b, weight: 1}]", "", "takes no strategy"),
+        ("[{name: a, weight: 1, strategy: magic}, {name: b, weight: 1}]", "", "variants.0.strategy: Input should be"),
+        ("[{name: a, weight: 1, colour: red}, {name: b, weight: 1}]", "", "variants.0.colour: unknown field"),
+        ("[{name: 'a b', weight: 1}, {name: b, weight: 1}]", "", "variants.0.name: String should match pattern"),
+        ("[{name: a, weight: 1}, {name: b, weight: 1}]", "attribution_days: 0", "attribution_days: Input should be"),
+    ],
+)
+def test_a_refused_file_names_the_campaign_the_field_and_the_reason(variants: str, extra: str, expected: str) -> None:
+    text = campaign_file(variants, extra)
+    with pytest.raises(CampaignsError) as err:
+        parse_campaigns(text, "campaigns.yaml")
+    assert any(expected in p for p in err.value.problems), err.value.problems
+
+
+def test_time_window_goal_audience_and_placements_are_checked() -> None:
+    with pytest.raises(CampaignsError, match="campaign 'engine-vs-popular': goal: Input should be 'click'"):
+        parse_campaigns(EXAMPLE.replace("goal: purchase", "goal: clicks"))
+    bad_window = EXAMPLE.replace('until: "2027-02-01T00:00:00Z"', 'until: "2026-10-01T00:00:00Z"')
+    with pytest.raises(CampaignsError, match="from must be before until"):
+        parse_campaigns(bad_window)
+    with pytest.raises(CampaignsError, match="placements.0"):
+        parse_campaigns(EXAMPLE.replace("[personal]", "[homepage]"))
+    segment = parse_campaigns(EXAMPLE.replace("audience: all", "audience: {segment: champions}")).campaigns[0]
+    assert segment.segment == "champions"
+    with pytest.raises(CampaignsError, match="audience"):
+        parse_campaigns(EXAMPLE.replace("audience: all", "audience: everyone"))
+    with pytest.raises(CampaignsError, match="two campaigns are named"):
+        parse_campaigns(EXAMPLE + EXAMPLE.split("campaigns:\n", 1)[1])
+
+
+def test_assignment_is_deterministic_and_matches_the_weights() -> None:
+    c = parse_campaigns(EXAMPLE).campaigns[0]
+    units = [f"c:cust-{i}" for i in range(30_000)]
+    first = [c.assign(u).name for u in units]
+    assert first == [c.assign(u).name for u in units]  # sticky: the same unit, the same variant
+    counts = [first.count(v.name) for v in c.variants]
+    expected = [len(units) * w for w in c.weights.values()]
+    p = stats.chisquare(counts, expected).pvalue
+    assert p > 0.001, (counts, p)
+
+
+def test_changing_one_campaign_does_not_reshuffle_another() -> None:
+    two = EXAMPLE + campaign_file("[{name: a, weight: 50}, {name: b, weight: 50}]").split("campaigns:\n", 1)[1]
+    edited = two.replace("{name: a, weight: 50}, {name: b, weight: 50}", "{name: a, weight: 10}, {name: b, weight: 90}")
+    before, after = parse_campaigns(two), parse_campaigns(edited)
+    units = [f"a:v{i}" for i in range(2000)]
+    assert [before.campaigns[0].assign(u) for u in units] == [after.campaigns[0].assign(u) for u in units]
+    assert [before.campaigns[1].assign(u) for u in units] != [after.campaigns[1].assign(u) for u in units]
+    # the buckets of two campaigns are independent: knowing one says nothing of the other
+    r = stats.pearsonr([bucket("x", u) for u in units], [bucket("y", u) for u in units])
+    assert abs(r.statistic) < 0.1
+
+
+def test_recommendation_ids_name_their_campaign() -> None:
+    c = parse_campaigns(EXAMPLE).campaigns[0]
+    rid = tagged_id("0123456789abcdef0123456789abcdef", c.name)
+    assert tag_of(rid) == c.tag and c.tag in parse_campaigns(EXAMPLE).by_tag()
+    assert tag_of("0123456789abcdef0123456789abcdef") is None
+
+
+def _event(kind: str, ts: int, **extra: object) -> object:
+    base = {"event_id": "e1", "timestamp": ts, "customer_id": "c1"}
+    if kind == "purchase":
+        return parse_event_obj({**base, "type": "purchase", "order_id": "o1", "currency": "EUR",
+                                "lines": [{"item_id": "i1", "quantity": 1, "unit_price": 5.0}]})  # fmt: skip
+    return parse_event_obj({**base, "type": "recommendation_click", "item_id": "i1", **extra})
+
+
+def test_which_events_count_for_which_campaign() -> None:
+    campaigns = parse_campaigns(EXAMPLE.replace("2027-02-01", "2026-11-15"))
+    c = campaigns.campaigns[0]
+    inside, outside = c.start_ms + 1000, c.end_ms + 1000
+    assert [o.name for o in campaign_outcomes(_event("purchase", inside), campaigns)] == [c.name]  # type: ignore[arg-type]
+    assert campaign_outcomes(_event("purchase", c.start_ms - 1), campaigns) == ()  # type: ignore[arg-type]
+    click = _event("click", inside, recommendation_id=tagged_id("abc", c.name))
+    (outcome,) = campaign_outcomes(click, campaigns)  # type: ignore[arg-type]
+    assert outcome.clicked and outcome.attribution_ms == 7 * 86_400_000
+    assert campaign_outcomes(_event("click", inside, recommendation_id="abc"), campaigns) == ()  # type: ignore[arg-type]
+    assert campaign_outcomes(_event("click", outside, recommendation_id=tagged_id("a", c.name)), campaigns) == ()  # type: ignore[arg-type]
+
+
+def test_counters_parse_per_variant() -> None:
+    got = parse_counters({"engine:assigned": "3", "engine:revenue": "12.5", "hold-out:orders": "1", "x:junk": "9"})
+    assert got["engine"]["assigned"] == 3 and got["engine"]["revenue"] == 12.5 and got["engine"]["clicks"] == 0
+    assert got["hold-out"]["orders"] == 1 and "x" not in got
+
+
+# ----- statistics -----
+
+
+def test_newcombe_interval_matches_the_published_example() -> None:
+    # Newcombe (1998), Statistics in Medicine 17:873-890, table II example (a): 56/70 vs 48/80 -> 0.0524 .. 0.3339
+    got = compare_proportions(56, 70, 48, 80)
+    assert got["difference"] == pytest.approx(0.2, abs=1e-6)
+    assert got["ci"][0] == pytest.approx(0.0524, abs=5e-4) and got["ci"][1] == pytest.approx(0.3339, abs=5e-4)
+    assert 0 < got["p_value"] < 0.05
+
+
+def test_welch_from_sums_matches_scipy_on_raw_data() -> None:
+    rng = random.Random(3)
+    a = [rng.expovariate(1 / 20) if rng.random() < 0.3 else 0.0 for _ in range(800)]
+    b = [rng.expovariate(1 / 20) if rng.random() < 0.25 else 0.0 for _ in range(900)]
+    got = compare_means(sum(a), sum(x * x for x in a), len(a), sum(b), sum(x * x for x in b), len(b))
+    expected = stats.ttest_ind(a, b, equal_var=False)
+    assert got["p_value"] == pytest.approx(expected.pvalue, rel=1e-4)
+    ci = expected.confidence_interval(0.95)
+    assert got["ci"][0] == pytest.approx(ci.low, rel=1e-4) and got["ci"][1] == pytest.approx(ci.high, rel=1e-4)
+
+
+def _simulate(seed: int, n: int, rates: tuple[float, float], mean_order: float = 30.0) -> list[Arm]:
+    """Two arms of ``n`` customers each: conversion at the given rates, exponential order values."""
+    rng = random.Random(seed)
+    arms = []
+    for name, rate in zip(("control", "treatment"), rates, strict=True):
+        revenue = [rng.expovariate(1 / mean_order) if rng.random() < rate else 0.0 for _ in range(n)]
+        conv = sum(1 for r in revenue if r > 0)
+        arms.append(Arm(name, 0.5, assigned=n, converters=conv, orders=conv, revenue=sum(revenue),
+                        revenue_sq=sum(r * r for r in revenue)))  # fmt: skip
+    return arms
+
+
+A_A_SEEDS = 200
+
+
+def test_a_a_campaigns_show_no_difference_in_most_seeds() -> None:
+    """Figure for the report: how many of ``A_A_SEEDS`` A/A runs (2 x 2000 customers, 10% conversion) end with
+    "no significant difference"; at a 5% level about 95% should."""
+    quiet = 0
+    for seed in range(A_A_SEEDS):
+        report = effect_report("purchase", _simulate(seed, 2000, (0.10, 0.10)), "control", 100)
+        quiet += report["verdict"] == "no significant difference"
+    print(f"A/A: {quiet} of {A_A_SEEDS} seeds without a significant difference")
+    assert quiet >= 0.9 * A_A_SEEDS
+
+
+def test_a_known_uplift_is_inside_the_interval_in_about_95_percent_of_seeds() -> None:
+    covered_rate = covered_rev = 0
+    runs = 200
+    for seed in range(runs):
+        control, treatment = _simulate(1000 + seed, 2000, (0.10, 0.13))
+        cmp = effect_report("purchase", [control, treatment], "control", 100)["comparisons"][0]
+        lo, hi = cmp["conversion_rate"]["ci"]
+        covered_rate += lo <= 0.03 <= hi
+        lo, hi = cmp["revenue_per_customer"]["ci"]
+        covered_rev += lo <= 0.03 * 30.0 <= hi
+    print(f"known uplift +3 points: inside the 95% interval in {covered_rate} of {runs} seeds (revenue: {covered_rev})")
+    assert covered_rate >= 0.9 * runs and covered_rev >= 0.9 * runs
+
+
+def test_the_sample_ratio_check_flags_a_broken_split() -> None:
+    fine = sample_ratio([Arm("a", 0.5, assigned=5030), Arm("b", 0.5, assigned=4970)])
+    broken = sample_ratio([Arm("a", 0.5, assigned=5300), Arm("b", 0.5, assigned=4700)])
+    assert not fine["flagged"] and broken["flagged"] and broken["p_value"] < 0.001
+    arms = [Arm("a", 0.5, assigned=5300, converters=600), Arm("b", 0.5, assigned=4700, converters=500)]
+    assert effect_report("purchase", arms, "a", 100)["verdict"].startswith("sample ratio mismatch")
+
+
+def test_verdicts() -> None:
+    few = [Arm("a", 0.5, assigned=50, converters=5), Arm("b", 0.5, assigned=50, converters=25)]
+    assert effect_report("purchase", few, "a", 100)["verdict"] == "not enough data yet"
+    better = [Arm("h", 0.5, assigned=5000, converters=500), Arm("x", 0.5, assigned=5000, converters=700)]
+    assert effect_report("purchase", better, "h", 100)["verdict"] == "variant x better"
+    worse = [Arm("h", 0.5, assigned=5000, converters=700), Arm("x", 0.5, assigned=5000, converters=500)]
+    assert effect_report("purchase", worse, "h", 100)["verdict"] == "variant x worse than h"
+    report = effect_report("revenue", better, "h", 100)
+    assert report["goal_metric"] == "revenue_per_customer"
+    assert "Welch" in report["comparisons"][0]["revenue_per_customer"]["method"]
+    assert "Newcombe" in report["comparisons"][0]["conversion_rate"]["method"]
