@@ -139,6 +139,11 @@ end
 
 -- Merge the profile of an anonymous visitor (keys from s, id spid) into a customer's (d, dpid), then delete it.
 local function merge(s, spid, d, dpid, camp_src, camp_dst)
+  if camp_src then  -- the visitor's campaign variants go with them, served or not (the customer's own, if any, stay)
+    local c = redis.call('HGETALL', KEYS[camp_src])
+    for i = 1, #c, 2 do redis.call('HSETNX', KEYS[camp_dst], c[i], c[i + 1]) end
+    redis.call('DEL', KEYS[camp_src])
+  end
   local sh, dh = pk(s, HASH), pk(d, HASH)
   local f = redis.call('HGETALL', sh)
   if #f == 0 then return end
@@ -181,11 +186,6 @@ local function merge(s, spid, d, dpid, camp_src, camp_dst)
   end
   redis.call('HINCRBY', dh, 'merged_visitors', 1)
   for which = HASH, SESS do redis.call('DEL', pk(s, which)) end
-  if camp_src then  -- the visitor's campaign variants go with them (the customer's own, if any, stay)
-    local c = redis.call('HGETALL', KEYS[camp_src])
-    for i = 1, #c, 2 do redis.call('HSETNX', KEYS[camp_dst], c[i], c[i + 1]) end
-    redis.call('DEL', KEYS[camp_src])
-  end
   redis.call('ZREM', KEYS[PROFILES], spid)
   local last = redis.call('HGET', dh, 'last_seen')
   if last then redis.call('ZADD', KEYS[PROFILES], 'GT', last, dpid) end
