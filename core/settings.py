@@ -208,9 +208,6 @@ class Settings(BaseSettings):
     campaign_metrics_s: float = Field(
         15.0, ge=0, description="How often an API replica reads the campaigns' counters into its gauges (0: off)"
     )
-    campaign_export_max: int = Field(
-        100_000, ge=1, description="Most customers one campaign export writes (the rest: the next export)"
-    )
 
     @field_validator("timestamp_floor")
     @classmethod
