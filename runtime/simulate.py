@@ -146,3 +146,48 @@ def _session(
         lines = [{"item_id": i.item_id, "quantity": 1, "unit_price": i.price, "category": i.category} for i in cart]
         emit("purchase", order_id=ids.next()[:13], lines=lines, currency=cfg.currency)
     return out
+
+
+# ----- a campaign played out (docs/campaigns.md): one variant truly converts better -----
+
+
+@dataclass(frozen=True)
+class Served:
+    """What the API answered one simulated customer under a campaign."""
+
+    customer_id: str
+    variant: str
+    recommendation_id: str
+    item_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CampaignPlay:
+    """The true behaviour per variant: the chance that a served customer buys (``rates``; a variant not named
+    converts at ``base_rate``), the chance to click an item of a list with items, and the order value."""
+
+    rates: dict[str, float]
+    base_rate: float = 0.10
+    click_rate: float = 0.25
+    mean_order: float = 40.0
+    seed: int = 11
+
+
+def campaign_events(play: CampaignPlay, served: list[Served], start_ms: int) -> Iterator[dict[str, Any]]:
+    """Clicks on the served lists (with their ``recommendation_id``) and purchases, at each variant's true rate
+    (pure, seeded). Event times start at ``start_ms``: after every exposure."""
+    rng = random.Random(play.seed)
+    ids = _Ids(play.seed + 1_000_003)
+    t = start_ms
+    for s in served:
+        t += rng.randint(1, 50)
+        if s.item_ids and rng.random() < play.click_rate:
+            yield {"type": "recommendation_click", "event_id": ids.next(), "timestamp": t,
+                   "customer_id": s.customer_id, "recommendation_id": s.recommendation_id,
+                   "item_id": rng.choice(s.item_ids)}  # fmt: skip
+        if rng.random() < play.rates.get(s.variant, play.base_rate):
+            item = rng.choice(s.item_ids) if s.item_ids else "sku-00000"
+            price = round(rng.expovariate(1 / play.mean_order) + 1.0, 2)
+            yield {"type": "purchase", "event_id": ids.next(), "timestamp": t + 1, "customer_id": s.customer_id,
+                   "order_id": ids.next()[:13], "currency": "EUR",
+                   "lines": [{"item_id": item, "quantity": 1, "unit_price": price}]}  # fmt: skip

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 
 from api.campaigns import ExportResult, standalone
@@ -134,3 +135,38 @@ def export(
         f"{csv_file}: {len(result.rows)} customers; skipped {result.skipped_capped} within the frequency cap, "
         f"{result.skipped_holdout} in the holdout" + (" (limit reached)" if result.truncated else "")
     )
+
+
+@app.command("simulate")
+def simulate(
+    customers: Annotated[int, typer.Option(min=10, max=100_000, help="Simulated customers served")] = 2000,
+    better: Annotated[
+        str | None, typer.Option(help="The variant that truly converts better (default: the first)")
+    ] = None,
+    rate: Annotated[float, typer.Option(min=0, max=1, help="Its true conversion rate")] = 0.18,
+    base_rate: Annotated[float, typer.Option(min=0, max=1, help="The other variants' true rate")] = 0.10,
+    seed: Annotated[int, typer.Option(help="Random seed (new seed, new customers)")] = 11,
+    url: Annotated[str | None, typer.Option(help="The API (default: 127.0.0.1 on ECRM_API_PORT)")] = None,
+) -> None:
+    """Play the running campaign of the personal placement against a running engine: simulated customers get
+    their recommendations from the API, then click and buy through Kafka, one variant truly converting better.
+    Then read `ecrm campaign report NAME` (once the worker has applied the events)."""
+    from ecrm.commands.runtime import demo_headers
+    from runtime.campaign_play import demo_rates, play
+    from runtime.simulate import CampaignPlay
+
+    settings = get_settings()
+    try:
+        name, rates = demo_rates(settings, better, rate, base_rate)
+    except (ValueError, CampaignsError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    base = url or f"http://127.0.0.1:{settings.api_port}"
+    try:
+        served, count = play(settings, base, demo_headers(settings.api_keys), CampaignPlay(rates, seed=seed),
+                             customers, typer.echo)  # fmt: skip
+    except (httpx.HTTPError, ServiceUnavailable) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"campaign {name}: {len(served)} customers served, {count} events produced; true rates {rates}")
+    typer.echo(f"  ecrm campaign report {name}")

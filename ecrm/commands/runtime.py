@@ -146,6 +146,23 @@ def run_demo(settings: Settings, cfg: SimulationConfig) -> None:
     typer.echo(f"  {base}/docs")
     typer.echo(f"  {base}/v1/customers/{customer}/profile")
     typer.echo(f"  {base}/v1/customers/{customer}/recommendations?n=10")
+    play_demo_campaign(settings, base, headers)
+
+
+def play_demo_campaign(settings: Settings, base: str, headers: dict[str, str], customers: int = 1500) -> None:
+    """The running campaign of config/campaigns.yaml played out (its first variant truly converts better), so the
+    effect report shows a real difference (docs/campaigns.md)."""
+    from runtime.campaign_play import demo_rates, play
+    from runtime.simulate import CampaignPlay
+
+    try:
+        name, rates = demo_rates(settings, None, 0.18, 0.10)
+    except ValueError as exc:
+        typer.echo(f"campaign demo skipped: {exc}")
+        return
+    served, count = play(settings, base, headers, CampaignPlay(rates), customers, typer.echo)
+    typer.echo(f"campaign demo: {len(served)} customers in campaign {name}, {count} events; true rates {rates}")
+    typer.echo(f"  ecrm campaign report {name}   (or {base}/v1/campaigns/{name}/report)")
 
 
 def demo_headers(api_keys: str) -> dict[str, str]:

@@ -7,7 +7,10 @@ the same events are delivered twice; the e-mail export with its frequency cap.""
 
 from __future__ import annotations
 
+import json
 import random
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -28,6 +31,8 @@ from merchandising.campaigns import parse_campaigns
 from profiles.campaigns import CampaignStore
 from profiles.store import ProfileStore
 from profiles.updates import plan_update
+from runtime.local import settings_env
+from runtime.simulate import CampaignPlay, Served, campaign_events
 from schemas import parse_event_obj
 from stream.processing import BatchProcessor, RawMessage
 from tests.integration.helpers import now_ms, purchase, view
@@ -321,3 +326,36 @@ async def test_email_export_gives_ids_per_customer_and_respects_the_frequency_ca
     assert again["exported"] == 0 and again["skipped_capped"] == size  # within the frequency cap
     assert csv_resp.text.splitlines() == ["customer_id,campaign,variant,recommendation_id,item_ids"]
     assert missing.status_code == 404
+
+
+async def test_the_simulator_plays_a_campaign_and_the_command_reports_the_difference(
+    settings: Settings, tmp_path: Path
+) -> None:
+    s = with_campaigns(settings, tmp_path, campaign_yaml(THREE))
+    await shop(s)
+    async with app_client(s) as (app, client):
+        served = []
+        for i in range(900):
+            body = await recs(client, f"sim-{i}")
+            served.append(Served(f"sim-{i}", body["variant"], body["recommendation_id"],
+                                 tuple(x["item_id"] for x in body["items"])))  # fmt: skip
+        await app.state.recs.drain()
+    play = CampaignPlay({"engine": 0.35, "popular": 0.10, "holdout": 0.10}, seed=3)
+    start = now_ms()
+    events = list(campaign_events(play, served, start))
+    assert events == list(campaign_events(play, served, start))  # seeded: the same play, the same events
+    processor = BatchProcessor(ProfileStore(connect(s), s), s, _no_dead_letters)
+    result = await processor.process([RawMessage(orjson.dumps(e)) for e in events])
+    await processor.store.client.aclose()
+    assert result.applied == len(events)
+    env = settings_env(s)
+    out = subprocess.run([sys.executable, "-m", "ecrm", "campaign", "report", "exp", "--json"], env=env,
+                         capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
+    report = json.loads(out.stdout)
+    assert report["verdict"] == "variant engine better", report["verdict"]
+    text = subprocess.run([sys.executable, "-m", "ecrm", "campaign", "report", "exp"], env=env,
+                          capture_output=True, text=True, timeout=120, check=True).stdout  # fmt: skip
+    assert "verdict: variant engine better" in text and "engine vs holdout:" in text
+    missing = subprocess.run([sys.executable, "-m", "ecrm", "campaign", "report", "nope"], env=env,
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert missing.returncode == 1 and "no campaign named 'nope'" in missing.stderr
