@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from cachetools import TTLCache
 
 from api.degraded import PopularCopy, pick
+from api.exposures import ExposureWriter
 from api.serving import ModelHolder, Served
 from core import metrics
 from core.errors import ServiceUnavailable, StoreUnavailable
@@ -38,7 +39,7 @@ from merchandising.engine import Candidate, Context, apply_rules
 from merchandising.engine import excluded_purchases as purchases_in_window
 from merchandising.rules import EMPTY, ItemInfo, Rule, RuleSet
 from merchandising.source import RulesSource
-from profiles.campaigns import CampaignStore
+from profiles.campaigns import CampaignStore, Exposure
 from profiles.store import CatalogueEntry, ProfileStore, catalogue_sample
 from recommender.base import Recommendation
 
@@ -174,6 +175,7 @@ class RecommendationService:
         self.segment_of = segment_of
         self.campaigns = campaigns or CampaignsSource(None)
         self.campaign_store = CampaignStore(store.client, store.keys, int(settings.profile_ttl_days * _DAY_MS))
+        self.exposures = ExposureWriter(self.campaign_store)
         # catalogue entries the rules look at, fresh for a few seconds (stock is always read fresh)
         self._catalogue: TTLCache[str, CatalogueEntry | None] = TTLCache(
             maxsize=settings.rules_catalogue_cache_size, ttl=settings.rules_catalogue_cache_s
@@ -366,8 +368,7 @@ class RecommendationService:
         campaign, variant = ask.campaign.name, ask.variant.name
         if ask.remember:
             metrics.CAMPAIGN_LISTS.labels(campaign, variant).inc()
-            exposure = self.campaign_store.record_exposure(pid, campaign, variant, ask.now_ms, bool(items))
-            self._later(exposure, "record a campaign exposure")
+            self.exposures.add(Exposure(pid, campaign, variant, ask.now_ms, bool(items)))
         return RecList(tagged_id(uuid.uuid4().hex, campaign), strategy, version, items, applied, campaign, variant)
 
     def _remember_later(self, pid: str, now_ms: int, items: list[str]) -> None:
@@ -384,6 +385,7 @@ class RecommendationService:
 
     async def drain(self) -> None:
         """Wait for the writes still in flight (the app's shutdown, tests)."""
+        await self.exposures.drain()
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
 

@@ -206,3 +206,7 @@ CAMPAIGN_EVENTS = Gauge(
     "Counts of a variant: impressions, clicks, orders, attributed_orders (read from Redis)",
     ["campaign", "variant", "kind"],
 )
+CAMPAIGN_EXPOSURES_DROPPED = Counter(
+    "ecrm_campaign_exposures_dropped_total",
+    "Campaign exposures not recorded: the replica's queue was full or Redis failed (the lists were still served)",
+)

@@ -33,6 +33,17 @@ COUNTS = (
 
 
 @dataclass(frozen=True, slots=True)
+class Exposure:
+    """One list served under a campaign: to whom, which variant, when (ms), and whether it had items."""
+
+    pid: str
+    campaign: str
+    variant: str
+    ts_ms: int
+    shown: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Assignment:
     variant: str
     first_ms: int
@@ -61,27 +72,47 @@ class CampaignStore:
         return Assignment(variant, int(first or 0)) if variant else None
 
     async def record_exposure(self, pid: str, campaign: str, variant: str, now_ms: int, shown: bool) -> None:
-        """One list of ``variant`` served to ``pid`` (``shown``: it had items; a holdout's list has none). The
-        first one records the assignment and its time; counters: lists, impressions, assigned, exposed."""
-        ck, sk = self.keys.campaigns(pid), self.keys.campaign_stats(campaign)
-        with redis_errors(f"recording an exposure of {pid!r} to {campaign!r}"):
+        """One list of ``variant`` served to ``pid`` (see :meth:`record_exposures`)."""
+        await self.record_exposures([Exposure(pid, campaign, variant, now_ms, shown)])
+
+    async def record_exposures(self, batch: Sequence[Exposure]) -> None:
+        """Lists served under campaigns, in two round trips for the whole batch. The first list of a profile records
+        its assignment and its time; counters: ``lists``, ``impressions`` (lists with items), ``assigned`` (first
+        list), ``exposed`` (first list with items; a holdout's lists have none)."""
+        if not batch:
+            return
+        per: list[int] = []
+        with redis_errors(f"recording {len(batch)} campaign exposures"):
             async with self.client.pipeline(transaction=False) as pipe:
-                pipe.hsetnx(ck, campaign, variant)
-                pipe.hsetnx(ck, f"{campaign}:t", now_ms)
-                pipe.hsetnx(ck, f"{campaign}:x", 1) if shown else pipe.hexists(ck, f"{campaign}:x")
-                if self.profile_ttl_ms > 0:
-                    pipe.pexpire(ck, self.profile_ttl_ms)
-                pipe.hincrby(sk, f"{variant}:lists", 1)
-                if shown:
-                    pipe.hincrby(sk, f"{variant}:impressions", 1)
-                new, _, first_shown, *_ = await pipe.execute()
-            exposed = shown and bool(first_shown)
-            if new or exposed:
-                async with self.client.pipeline(transaction=False) as pipe:
+                for e in batch:
+                    ck, sk = self.keys.campaigns(e.pid), self.keys.campaign_stats(e.campaign)
+                    pipe.hsetnx(ck, e.campaign, e.variant)
+                    pipe.hsetnx(ck, f"{e.campaign}:t", e.ts_ms)
+                    pipe.hsetnx(ck, f"{e.campaign}:x", 1) if e.shown else pipe.hexists(ck, f"{e.campaign}:x")
+                    pipe.hincrby(sk, f"{e.variant}:lists", 1)
+                    n = 4
+                    if e.shown:
+                        pipe.hincrby(sk, f"{e.variant}:impressions", 1)
+                        n += 1
+                    if self.profile_ttl_ms > 0:
+                        pipe.pexpire(ck, self.profile_ttl_ms)
+                        n += 1
+                    per.append(n)
+                replies = await pipe.execute()
+            at = 0
+            async with self.client.pipeline(transaction=False) as pipe:
+                queued = 0
+                for e, n in zip(batch, per, strict=True):
+                    new, first_shown = replies[at], replies[at + 2]
+                    at += n
+                    sk = self.keys.campaign_stats(e.campaign)
                     if new:
-                        pipe.hincrby(sk, f"{variant}:assigned", 1)
-                    if exposed:
-                        pipe.hincrby(sk, f"{variant}:exposed", 1)
+                        pipe.hincrby(sk, f"{e.variant}:assigned", 1)
+                        queued += 1
+                    if e.shown and first_shown:
+                        pipe.hincrby(sk, f"{e.variant}:exposed", 1)
+                        queued += 1
+                if queued:
                     await pipe.execute()
 
     async def counters(self, campaign: str) -> dict[str, dict[str, float]]:

@@ -127,3 +127,27 @@ def auth(
             typer.echo(line)
 
     _with_servers(run)
+
+
+def campaigns(
+    items: Annotated[int, typer.Option(help="Catalogue size of the model")] = 20_000,
+    rps: Annotated[float, typer.Option(help="Steady request rate in all (half to each API)")] = 400.0,
+    seconds: Annotated[float, typer.Option(help="Length of the steady load")] = 15.0,
+    as_json: Annotated[bool, typer.Option("--json", help="The figures as JSON on the last line")] = False,
+) -> None:
+    """The API's p50/p99 with a campaign active against none, in one run: two API processes (one with an A/A
+    campaign, one without) under one open loop at the same time."""
+    import json
+
+    from benchmarks.campaigns import bench_campaigns
+    from runtime.embedded import free_port
+
+    def run(settings: Settings) -> None:
+        figures = bench_campaigns(settings, (free_port(), free_port()), items, rps, seconds, typer.echo)
+        typer.echo("")
+        for line in figures.lines():
+            typer.echo(line)
+        if as_json:
+            typer.echo(json.dumps(figures.as_dict()))
+
+    _with_servers(run)

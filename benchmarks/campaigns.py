@@ -1,0 +1,128 @@
+"""``ecrm bench campaigns``: the API's latency with a campaign active against none, measured in one run.
+
+Two API processes on the same data at the same time: one without campaigns, one with an A/A campaign on the
+personal placement (every request looks up the profile's recorded variant, and records the exposure off the
+request path: the cost a campaign adds, with nothing else changed). One open loop drives both at once, half the
+rate each, so they share the machine's state (the load of other processes, the CPU's clock); the figures are the
+app's own time from its ``server-timing`` header. Loopback only, bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.load import get, open_loop, pct
+from benchmarks.recommender import synthetic_log, write_log
+from core.keyspace import Keys
+from core.redis import connect_sync
+from core.settings import Settings, isolated
+from runtime.local import spawn_role, stop_process, wait_ready
+from trainer.training import train_once
+
+Echo = Callable[[str], None]
+CUSTOMERS = 2000
+A_A = """version: 1
+campaigns:
+  - name: bench-a-a
+    goal: purchase
+    from: "2020-01-01T00:00:00Z"
+    until: "2099-01-01T00:00:00Z"
+    placements: [personal]
+    variants:
+      - {name: a, weight: 50}
+      - {name: b, weight: 50}
+"""
+
+
+@dataclass
+class CampaignFigures:
+    items: int
+    rps: float
+    seconds: float
+    none_p50_ms: float
+    none_p99_ms: float
+    campaign_p50_ms: float
+    campaign_p99_ms: float
+    none_errors: int
+    campaign_errors: int
+    lists_recorded: int  # lists the campaign's counters hold after the run (every request recorded)
+    requests_with_campaign: int
+
+    def lines(self) -> list[str]:
+        return [
+            f"{self.items} items, {self.rps:.0f} req/s in all for {self.seconds:.0f}s, split over two API processes",
+            f"no campaign                 server p50 {self.none_p50_ms:.2f} ms, p99 {self.none_p99_ms:.2f} ms, "
+            f"{self.none_errors} errors",
+            f"A/A campaign active         server p50 {self.campaign_p50_ms:.2f} ms, p99 {self.campaign_p99_ms:.2f} ms, "
+            f"{self.campaign_errors} errors",
+            f"cost per request (p50)      {self.campaign_p50_ms - self.none_p50_ms:+.2f} ms "
+            f"(ratio {self.campaign_p50_ms / self.none_p50_ms:.2f}; p99 ratio "
+            f"{self.campaign_p99_ms / self.none_p99_ms:.2f})",
+            f"exposures recorded          {self.lists_recorded} of {self.requests_with_campaign} lists",
+        ]
+
+    def as_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+def _prepare(settings: Settings, items: int, echo: Echo) -> None:
+    r = connect_sync(settings)
+    keys = Keys(settings.key_prefix)
+    echo(f"training a model over a {items}-item catalogue ...")
+    write_log(r, keys, synthetic_log(items * 5, n_users=items // 2, n_items=items, seed=1), echo)
+    train_once(settings.model_copy(update={"holdout_max_users": 200}))
+    rng = np.random.default_rng(2)
+    pipe = r.pipeline(transaction=False)
+    for c in range(CUSTOMERS):
+        for j, i in enumerate(rng.integers(0, items, 20).tolist()):
+            pipe.hset(keys.items(f"c:bench{c}"), f"i{i}", 1.0)
+            pipe.hset(keys.items_ts(f"c:bench{c}"), f"i{i}", 1_790_000_000_000 + j)
+    pipe.execute()
+
+
+def bench_campaigns(
+    base: Settings, ports: tuple[int, int], items: int, rps: float, seconds: float, echo: Echo
+) -> CampaignFigures:
+    settings = isolated(base, model_poll_s=1.0, campaign_metrics_s=0.0)
+    _prepare(settings, items, echo)
+    path = Path(f"/tmp/ecrm-bench-campaigns-{ports[1]}.yaml")
+    path.write_text(A_A)
+    files = (str(path.with_suffix(".absent")), str(path))
+    procs = [
+        spawn_role(["api", "--port", str(port)], settings.model_copy(update={"campaigns_file": f, "api_port": port}))
+        for port, f in zip(ports, files, strict=True)
+    ]
+    try:
+        for port in ports:
+            wait_ready(f"http://127.0.0.1:{port}/health/live", 60, procs)
+        time.sleep(settings.model_poll_s * 2)
+
+        def call(port: int) -> Callable[[int], str]:
+            return lambda k: f"http://127.0.0.1:{port}/v1/customers/bench{k % CUSTOMERS}/recommendations?n=10"
+
+        async def both(rate: float, secs: float) -> list[tuple[list[float], list[float], int]]:
+            return list(await asyncio.gather(*(open_loop(get(call(p)), rate / 2, secs) for p in ports)))
+
+        asyncio.run(both(100, 2))  # warm-up
+        r = connect_sync(settings)
+        r.delete(Keys(settings.key_prefix).campaign_stats("bench-a-a"))
+        echo(f"{rps:.0f} req/s for {seconds:.0f}s, half without a campaign and half with one, at the same time ...")
+        (none, _, none_err), (camp, _, camp_err) = asyncio.run(both(rps, seconds))
+        time.sleep(1.0)  # the last exposures written after their answers
+        stats = r.hgetall(Keys(settings.key_prefix).campaign_stats("bench-a-a"))
+        lists = sum(int(v) for k, v in stats.items() if str(k).endswith(":lists"))
+    finally:
+        for proc in procs:
+            stop_process(proc)
+        path.unlink(missing_ok=True)
+    return CampaignFigures(
+        items, rps, seconds, statistics.median(none), pct(none, 99), statistics.median(camp), pct(camp, 99),
+        none_err, camp_err, lists, len(camp),
+    )  # fmt: skip
