@@ -111,7 +111,7 @@ def bench_campaigns(
             return list(await asyncio.gather(*(open_loop(get(call(p)), rate / 2, secs) for p in ports)))
 
         asyncio.run(both(100, 2))  # warm-up
-        r = connect_sync(settings)
+        r = connect_sync(settings, decode_responses=True)
         r.delete(Keys(settings.key_prefix).campaign_stats("bench-a-a"))
         echo(f"{rps:.0f} req/s for {seconds:.0f}s, half without a campaign and half with one, at the same time ...")
         (none, _, none_err), (camp, _, camp_err) = asyncio.run(both(rps, seconds))
