@@ -97,7 +97,7 @@ def render(r: dict[str, Any]) -> str:
     lines.append(head)
     for v in r["variants"]:
         lines.append(
-            f"{v['variant'] + (' (holdout)' if v['holdout'] else ''):<16}{v['assigned']:>9}{v['exposed']:>9}"
+            f"{v['variant'] + (' (holdout)' if v['holdout'] and v['variant'] != 'holdout' else ''):<16}{v['assigned']:>9}{v['exposed']:>9}"
             f"{v['impressions']:>8}{v['clicks']:>8}{_pct(v['ctr']):>8}{v['converting_customers']:>7}"
             f"{_pct(v['conversion_rate']):>10}{v['revenue']:>11.2f}{_num(v['revenue_per_customer']):>9}"
         )

@@ -162,7 +162,8 @@ def play_demo_campaign(settings: Settings, base: str, headers: dict[str, str], c
         return
     served, count = play(settings, base, headers, CampaignPlay(rates), customers, typer.echo)
     typer.echo(f"campaign demo: {len(served)} customers in campaign {name}, {count} events; true rates {rates}")
-    typer.echo(f"  ecrm campaign report {name}   (or {base}/v1/campaigns/{name}/report)")
+    typer.echo(f"  {base}/v1/campaigns/{name}/report   (once the worker has applied the events)")
+    typer.echo(f"  ECRM_REDIS_URL={settings.redis_url} ecrm campaign report {name}")
 
 
 def demo_headers(api_keys: str) -> dict[str, str]:
