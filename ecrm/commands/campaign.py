@@ -96,8 +96,9 @@ def render(r: dict[str, Any]) -> str:
            f"{'conv.rate':>10}{'revenue':>11}{'rev/cust':>9}"  # fmt: skip
     lines.append(head)
     for v in r["variants"]:
+        label = v["variant"] + (" (holdout)" if v["holdout"] and v["variant"] != "holdout" else "")
         lines.append(
-            f"{v['variant'] + (' (holdout)' if v['holdout'] and v['variant'] != 'holdout' else ''):<16}{v['assigned']:>9}{v['exposed']:>9}"
+            f"{label:<16}{v['assigned']:>9}{v['exposed']:>9}"
             f"{v['impressions']:>8}{v['clicks']:>8}{_pct(v['ctr']):>8}{v['converting_customers']:>7}"
             f"{_pct(v['conversion_rate']):>10}{v['revenue']:>11.2f}{_num(v['revenue_per_customer']):>9}"
         )
