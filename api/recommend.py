@@ -48,6 +48,8 @@ POPULARITY_VERSION = "popularity"
 DEGRADED = "degraded"
 DEGRADED_PROBE_S = 1.0
 CANDIDATE_POOL = 300
+ASSIGNMENT_CACHE_SIZE = 100_000  # campaign variants of profiles a replica remembers ...
+ASSIGNMENT_CACHE_S = 60.0  # ... for this long (a visitor's variant handed to a customer at login shows within it)
 _DAY_MS = 86_400_000
 
 
@@ -176,6 +178,8 @@ class RecommendationService:
         self.campaigns = campaigns or CampaignsSource(None)
         self.campaign_store = CampaignStore(store.client, store.keys, int(settings.profile_ttl_days * _DAY_MS))
         self.exposures = ExposureWriter(self.campaign_store)
+        # (campaign, profile) -> variant: a recorded variant never changes, so a replica need not read it again
+        self._variants: TTLCache[tuple[str, str], str] = TTLCache(maxsize=ASSIGNMENT_CACHE_SIZE, ttl=ASSIGNMENT_CACHE_S)
         # catalogue entries the rules look at, fresh for a few seconds (stock is always read fresh)
         self._catalogue: TTLCache[str, CatalogueEntry | None] = TTLCache(
             maxsize=settings.rules_catalogue_cache_size, ttl=settings.rules_catalogue_cache_s
@@ -226,9 +230,12 @@ class RecommendationService:
         for campaign in running:
             if campaign.segment is not None and (segment is None or segment.casefold() != campaign.segment.casefold()):
                 continue
-            stored = await self.campaign_store.assignment(pid, campaign.name)
-            variant = campaign.variant(stored.variant) if stored is not None else None
-            return campaign, variant or campaign.assign(pid)
+            known = self._variants.get((campaign.name, pid))
+            if known is None:
+                stored = await self.campaign_store.assignment(pid, campaign.name)
+                known = stored.variant if stored is not None else campaign.assign(pid).name
+                self._variants[(campaign.name, pid)] = known
+            return campaign, campaign.variant(known) or campaign.assign(pid)
         return None, None
 
     async def _or_degraded(

@@ -314,6 +314,10 @@ async def test_email_export_gives_ids_per_customer_and_respects_the_frequency_ca
         assert first.status_code == 200, first.text
         body = first.json()
         again = (await client.post("/v1/campaigns/exp/export", json={"segment": segment, "n": 3})).json()
+        csv_file = tmp_path / "out.csv"
+        cli = subprocess.run([sys.executable, "-m", "ecrm", "campaign", "export", "exp", "--segment", segment,
+                              "--csv", str(csv_file)], env=settings_env(s), capture_output=True, text=True,
+                             timeout=120)  # fmt: skip
         csv_resp = await client.post("/v1/campaigns/exp/export?format=csv", json={"segment": segment})
         missing = await client.post("/v1/campaigns/exp/export", json={"segment": "no-such", "n": 3})
         # a personal page view is not covered by an email-only campaign
@@ -324,6 +328,9 @@ async def test_email_export_gives_ids_per_customer_and_respects_the_frequency_ca
     assert len(set(ids)) == len(ids) and all(len(r["item_ids"]) == 3 for r in body["rows"])
     assert {r["variant"] for r in body["rows"]} <= {"engine", "popular"}
     assert again["exported"] == 0 and again["skipped_capped"] == size  # within the frequency cap
+    assert cli.returncode == 0, cli.stderr
+    assert f"0 customers; skipped {size} within the frequency cap" in cli.stdout
+    assert csv_file.read_text() == "customer_id,campaign,variant,recommendation_id,item_ids\n"
     assert csv_resp.text.splitlines() == ["customer_id,campaign,variant,recommendation_id,item_ids"]
     assert missing.status_code == 404
 

@@ -5,11 +5,14 @@ report (intervals that contain a known effect, A/A runs, the sample-ratio check,
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 from scipy import stats
+from typer.testing import CliRunner
 
 from analytics.experiments import Arm, compare_means, compare_proportions, effect_report, sample_ratio
+from ecrm.cli import app
 from merchandising.campaigns import CampaignsError, bucket, parse_campaigns, tag_of, tagged_id
 from profiles.campaigns import parse_counters
 from schemas import parse_event_obj
@@ -229,3 +232,22 @@ def test_verdicts() -> None:
     assert report["goal_metric"] == "revenue_per_customer"
     assert "Welch" in report["comparisons"][0]["revenue_per_customer"]["method"]
     assert "Newcombe" in report["comparisons"][0]["conversion_rate"]["method"]
+
+
+def test_ecrm_campaign_check(tmp_path: Path) -> None:
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+    good.write_text(EXAMPLE)
+    bad.write_text(EXAMPLE.replace("weight: 10", "weight: -1"))
+    ok = CliRunner().invoke(app, ["campaign", "check", str(good)])
+    assert (
+        ok.exit_code == 0
+        and "engine-vs-popular: goal purchase, personal; engine 45%, popular 45%, holdout 10%" in ok.output
+    )
+    refused = CliRunner().invoke(app, ["campaign", "check", str(bad)])
+    assert refused.exit_code == 1
+    assert "campaign 'engine-vs-popular': variants.2.weight: Input should be greater than 0" in refused.output
+
+
+def test_the_shipped_file_is_valid() -> None:
+    shipped = parse_campaigns((Path(__file__).resolve().parents[2] / "config" / "campaigns.yaml").read_text())
+    assert shipped.names == ["engine-vs-popular"]
