@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +19,8 @@ from runtime.embedded import EmbeddedServer, die_with_parent, start_broker, star
 from runtime.local import settings_env
 
 REPO = Path(__file__).resolve().parent.parent
+# A running `ecrm up` of the developer must not be found by the commands the tests run (core/runstate.py)
+os.environ["ECRM_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="ecrm-test-runtime-")
 DATASETS = Path(os.environ.get("ECRM_DATASETS", REPO.parent / "shared" / "datasets"))
 
 

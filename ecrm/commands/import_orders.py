@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from core.errors import BrokerUnavailable
 from core.settings import get_settings
+from ecrm.commands.errors import error_line
 from ingest.orders import (
     DEFAULT_DATE_FORMAT,
     NON_PRODUCT_CODES,
@@ -61,7 +62,7 @@ def import_orders(
         columns = OrderColumns().with_overrides(column or [])
         options = _options(currency, date_format, timezone, non_product, get_settings().event_limits())
     except (OrdersFormatError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(error_line(exc), err=True)
         raise typer.Exit(2) from exc
     grouper = OrderGrouper(columns, options)
     with RejectsFile(rejects or Path.cwd() / f"{path.name}.rejects.tsv") as rejected:
@@ -108,7 +109,7 @@ def _kafka_sink(batch_size: int) -> EventSink:
     try:
         return KafkaSink(get_settings(), batch_size=batch_size)
     except BrokerUnavailable as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(error_line(exc), err=True)
         raise typer.Exit(2) from exc
 
 

@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from core.errors import BrokerUnavailable
 from core.settings import Settings, get_settings
+from ecrm.commands.errors import error_line
 from ingest.access_log import AccessLogMapper, Emit, LogTally, Reject, redact
 from ingest.patterns import PatternError, load_patterns
 from ingest.sink import DryRunSink, EventSink, KafkaSink, RejectsFile, failure_message
@@ -67,7 +68,7 @@ def ingest_log(
     try:
         compiled = load_patterns(patterns)
     except PatternError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(error_line(exc), err=True)
         raise typer.Exit(2) from exc
     settings = get_settings()
     mapper = AccessLogMapper(
@@ -124,7 +125,7 @@ def _open_sink(settings: Settings, dry_run: bool, batch_size: int) -> EventSink:
     try:
         return KafkaSink(settings, batch_size=batch_size)
     except BrokerUnavailable as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(error_line(exc), err=True)
         raise typer.Exit(2) from exc
 
 

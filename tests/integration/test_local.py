@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from core import runstate
 from core.settings import Settings
 from runtime.embedded import free_port
 from runtime.local import LocalStack, wait_until_stopped
@@ -46,11 +47,19 @@ def alive(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").exists() and " Z " not in Path(f"/proc/{pid}/stat").read_text()
 
 
-def test_up_serves_and_ctrl_c_leaves_nothing_behind() -> None:
-    port = free_port()
+def second_shell(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """A command run as from another shell: no ECRM_* address, only the runtime directory of the test."""
+    return subprocess.run([sys.executable, "-m", "ecrm", *args], env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_up_serves_is_found_and_a_stop_signal_leaves_nothing_behind(stop_signal: int, tmp_path: Path) -> None:
+    port, kafka_port, redis_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ECRM_")}
+    env["ECRM_RUNTIME_DIR"] = str(tmp_path / "rt")
+    args = ["--port", str(port), "--kafka-port", str(kafka_port), "--redis-port", str(redis_port), "--no-demo"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ecrm", "up", "--port", str(port), "--no-demo"],
+        [sys.executable, "-m", "ecrm", "up", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -76,13 +85,24 @@ def test_up_serves_and_ctrl_c_leaves_nothing_behind() -> None:
         assert listening(port) == {"0100007F"}  # the open demo API listens on 127.0.0.1 only
         recs = httpx.get(f"http://127.0.0.1:{port}/v1/customers/x/recommendations", timeout=5)
         assert recs.status_code == 200 and recs.json()["strategy"] == "empty"
-        proc.send_signal(signal.SIGINT)
+        state = runstate.read_state(env)
+        assert state is not None and state.pid == proc.pid
+        assert (state.kafka_bootstrap, state.api_url) == (f"127.0.0.1:{kafka_port}", f"http://127.0.0.1:{port}")
+        assert state.redis_url == f"redis://127.0.0.1:{redis_port}/0"
+        topics = second_shell(env, "topics")
+        assert (topics.returncode, topics.stdout.strip()) == (0, "topics already exist"), topics.stderr
+        models = second_shell(env, "model", "list")
+        assert models.returncode == 0 and "no model version yet" in models.stdout, models.stderr
+        proc.send_signal(stop_signal)
         proc.wait(timeout=60)
         reader.join(timeout=5)
         out = "".join(lines)
         assert proc.returncode == 0, out
         assert "stopped" in out
         wait_for(lambda: not any(alive(p) for p in family), timeout=15, what="every child to exit")
+        assert not runstate.state_path(env).exists()
+        gone = second_shell(env, "topics")
+        assert gone.returncode == 2 and "`make run`" in gone.stderr
     finally:
         if proc.poll() is None:
             proc.kill()
