@@ -25,7 +25,7 @@ from ingest.orders import (
     RowReject,
     read_csv,
 )
-from ingest.sink import DryRunSink, EventSink, KafkaSink, RejectsFile, failure_message
+from ingest.sink import DryRunSink, EventSink, KafkaSink, RejectsFile, failure_message, rejects_beside, unwritable
 from schemas import EventLimits
 
 
@@ -46,7 +46,7 @@ def import_orders(
     ] = ",".join(NON_PRODUCT_CODES),
     encoding: Annotated[str, typer.Option(help="Text encoding of the file")] = "utf-8-sig",
     rejects: Annotated[
-        Path | None, typer.Option(help="Where unreadable rows go; default: ./FILENAME.rejects.tsv")
+        Path | None, typer.Option(help="Where unreadable rows go; default: FILENAME.rejects.tsv beside the input")
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Read and count; produce nothing")] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Events per produce batch")] = 500,
@@ -65,7 +65,11 @@ def import_orders(
         typer.echo(error_line(exc), err=True)
         raise typer.Exit(2) from exc
     grouper = OrderGrouper(columns, options)
-    with RejectsFile(rejects or Path.cwd() / f"{path.name}.rejects.tsv") as rejected:
+    rejects_path = rejects or rejects_beside(path)
+    if problem := unwritable(rejects_path):
+        typer.echo(f"error: cannot create the rejects file {rejects_path}: {problem} (give --rejects FILE)", err=True)
+        raise typer.Exit(2)
+    with RejectsFile(rejects_path) as rejected:
         _read(path, encoding, grouper, rejected, progress)
         sink: EventSink = DryRunSink() if dry_run else _kafka_sink(batch_size)
         try:
