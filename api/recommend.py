@@ -62,6 +62,7 @@ class RecList:
     model_version: str
     items: list[Recommended]
     rules_applied: dict[str, int] = field(default_factory=dict)  # rule -> items it touched (filtered or moved)
+    note: str | None = None  # the request named something unknown (an item, a category): what was done instead
 
 
 @dataclass
@@ -238,7 +239,8 @@ class RecommendationService:
         cats = await self.store.item_categories(list(bought)) if ask.rebuy and bought else None
         excluded = purchases_in_window(bought, ask.now_ms, self.settings.rebuy_window_days, ask.active, cats)
         chain = Chain(ask.pool, excluded, allowed)
-        if served is not None and history:
+        note = f"no item has the category {category!r}" if allowed is not None and not allowed else None
+        if served is not None and served.model.knows_any(item for item, _, _ in history):
             mask = served.mask(f"cat:{category}", allowed) if allowed is not None else None
             if rebuy:  # bought items past their window may come back: the history alone does not exclude them
                 seen = chain.excluded | {item for item, _, _ in history if item not in bought}
@@ -250,7 +252,7 @@ class RecommendationService:
         chain.excluded |= {item for item, _, _ in history if item not in bought}
         categories = [category] if category else ctx.categories
         await self._fill(chain, categories)
-        return await self._finish(ask, chain, self._version(served), pid)
+        return await self._finish(ask, chain, self._version(served), pid, note=note)
 
     async def similar(self, item_id: str, n: int, **flags: bool) -> RecList:
         """Cross-sell on a product page: customers who viewed this also viewed ..."""
@@ -260,12 +262,16 @@ class RecommendationService:
     async def _similar(self, item_id: str, ask: Ask) -> RecList:
         served = self.holder.served
         chain = Chain(ask.pool, {item_id})
-        if served is not None:
+        modelled = served is not None and served.model.knows_any([item_id])
+        if served is not None and modelled:
             recs = served.model.similar_items(item_id, ask.pool + 10)
             chain.add("item-based", ((r.item_id, r.score, f"customers who viewed {item_id} also viewed") for r in recs))
         categories = list((await self.store.item_categories([item_id])).values())
+        note = None
+        if not modelled and not categories and not await self.store.in_catalogue(item_id):
+            note = f"item {item_id!r} is neither in the catalogue nor known to the model: popular items instead"
         await self._fill(chain, categories)
-        return await self._finish(ask, chain, self._version(served), None)
+        return await self._finish(ask, chain, self._version(served), None, note=note)
 
     async def cart(self, item_ids: list[str], customer_id: str | None, n: int, **flags: bool) -> RecList:
         """Complements for a cart (up-selling and cross-selling at checkout)."""
@@ -279,7 +285,7 @@ class RecommendationService:
         cats = await self.store.item_categories(list(bought)) if ask.rebuy and bought else None
         in_window = purchases_in_window(bought, ask.now_ms, self.settings.rebuy_window_days, ask.active, cats)
         chain = Chain(ask.pool, set(item_ids) | in_window)
-        if served is not None and item_ids:
+        if served is not None and served.model.knows_any(item_ids):
             recs = served.model.cart_items(item_ids, ask.pool + 10 + len(chain.excluded))
             chain.add(
                 "item-based",
@@ -290,7 +296,13 @@ class RecommendationService:
         return await self._finish(ask, chain, self._version(served), pid, cart=item_ids)
 
     async def _finish(
-        self, ask: Ask, chain: Chain, version: str, pid: str | None, cart: list[str] | None = None
+        self,
+        ask: Ask,
+        chain: Chain,
+        version: str,
+        pid: str | None,
+        cart: list[str] | None = None,
+        note: str | None = None,
     ) -> RecList:
         """The rules in force applied to the chain's candidates; what was served remembered for ``rotate``."""
         strategy = chain.strategy or "empty"
@@ -301,7 +313,7 @@ class RecommendationService:
             items = await self._ruled(ask, chain, cart or [], pid, applied)
         if pid is not None and ask.remember and ask.rules.may_rotate() and items:
             self._remember_later(pid, ask.now_ms, [r.item_id for r in items])
-        return RecList(uuid.uuid4().hex, strategy, version, items, applied)
+        return RecList(uuid.uuid4().hex, strategy, version, items, applied, note)
 
     def _remember_later(self, pid: str, now_ms: int, items: list[str]) -> None:
         """Remember what was served for ``rotate`` without making the answer wait for the write."""
