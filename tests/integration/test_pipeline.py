@@ -194,6 +194,7 @@ async def test_health_and_metrics(settings: Settings) -> None:
             "writes": True,
             "redis": True,
             "kafka": True,
+            "worker": False,  # no worker runs in this test (stream/heartbeat.py)
             "auth": "open",
             "rules": "ok",  # the business rules file in force (docs/rules.md)
         }
