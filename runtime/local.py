@@ -54,6 +54,8 @@ def spawn_role(role: list[str], settings: Settings) -> subprocess.Popen[bytes]:
 
 
 def wait_ready(url: str, timeout_s: float, procs: list[subprocess.Popen[bytes]]) -> None:
+    """Wait until ``/health/ready`` answers 200 with ``"worker": true``: the API reads and a worker consumes, so an
+    event posted now reaches its profile at once."""
     deadline = time.monotonic() + timeout_s
     last = "no answer"
     while time.monotonic() < deadline:
@@ -62,7 +64,7 @@ def wait_ready(url: str, timeout_s: float, procs: list[subprocess.Popen[bytes]])
                 raise StartupError(f"{proc.args!r} exited with code {proc.returncode}")
         try:
             resp = httpx.get(url, timeout=2.0)
-            if resp.status_code == 200:
+            if resp.status_code == 200 and resp.json().get("worker"):
                 return
             last = resp.text
         except httpx.HTTPError as exc:
@@ -137,7 +139,7 @@ def start_stack(
         echo(f"worker started (metrics on http://127.0.0.1:{settings.worker_metrics_port}/metrics)")
         stack.procs.append(spawn_role(["api", "--port", str(settings.api_port)], settings))
         wait_ready(f"http://127.0.0.1:{settings.api_port}/health/ready", 60.0, stack.procs)
-        echo(f"API ready on http://127.0.0.1:{settings.api_port}/docs")
+        echo(f"API ready on http://127.0.0.1:{settings.api_port}/docs (the worker is consuming)")
         stack.publish(echo)
     except BaseException:
         stack.stop()

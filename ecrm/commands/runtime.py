@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import signal
 import sys
-import time
 import uuid
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
 
-import httpx
 import orjson
 import typer
 from tqdm import tqdm
@@ -180,26 +178,16 @@ def _interrupt(_signum: int, _frame: FrameType | None) -> None:
 
 
 def run_demo(settings: Settings, cfg: SimulationConfig) -> None:
+    """Produce the demo, then wait for it to be complete (runtime/demo.py) before printing where to look."""
+    from runtime import demo
+
+    before = demo.applied_count(settings)
     count = produce_demo(settings, cfg)
     typer.echo(f"demo: {count} simulated events produced; waiting for the worker ...")
-    base = f"http://127.0.0.1:{settings.api_port}"
     customer = "cust-00000"
-    deadline = time.monotonic() + 60
-    headers = demo_headers(settings.api_keys)
-    while time.monotonic() < deadline:
-        if httpx.get(f"{base}/v1/customers/{customer}/profile", headers=headers, timeout=5).status_code == 200:
-            break
-        time.sleep(0.5)
+    demo.complete(settings, before + count, customer, typer.echo)
+    base = f"http://127.0.0.1:{settings.api_port}"
     typer.echo("demo ready. Try:")
     typer.echo(f"  {base}/docs")
     typer.echo(f"  {base}/v1/customers/{customer}/profile")
     typer.echo(f"  {base}/v1/customers/{customer}/recommendations?n=10")
-
-
-def demo_headers(api_keys: str) -> dict[str, str]:
-    """The Authorization header of a server or admin key when keys are configured (the demo reads a profile)."""
-    for entry in api_keys.split(","):
-        scope, _, secret = entry.strip().partition(":")
-        if scope.strip() in ("server", "admin") and secret.strip():
-            return {"Authorization": f"Bearer {secret.strip()}"}
-    return {}

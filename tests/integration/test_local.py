@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -70,21 +71,29 @@ def test_up_serves_is_found_and_a_stop_signal_leaves_nothing_behind(stop_signal:
     reader.start()
     try:
 
-        def ready() -> bool:
+        def said(text: str) -> bool:
             if proc.poll() is not None:
                 pytest.fail(f"ecrm up exited: {''.join(lines)}")
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
+            return any(text in line for line in lines)
 
-        wait_for(ready, timeout=90, what="ecrm up to be ready")
+        wait_for(lambda: said("API ready"), timeout=90, what="ecrm up to be ready")
+        # "ready" means a worker consumes: an event posted at once reaches its profile without a group join
+        health = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=5).json()
+        assert health["worker"] is True and health["status"] == "ok", health
+        event = {"type": "product_view", "event_id": "first", "timestamp": int(time.time() * 1000)}
+        posted = time.perf_counter()
+        event |= {"customer_id": "first-visitor", "item_id": "sku-1"}
+        assert httpx.post(f"http://127.0.0.1:{port}/v1/events", json=event, timeout=5).status_code == 202
+        profile = f"http://127.0.0.1:{port}/v1/customers/first-visitor/profile"
+        wait_for(lambda: httpx.get(profile, timeout=5).status_code == 200, timeout=30, interval=0.02)
+        print(f"event posted right after the ready line -> in its profile: {time.perf_counter() - posted:.3f}s")
         wait_for(lambda: any("press Ctrl-C" in line for line in lines), timeout=30, what="ecrm up to be running")
         family = children_of(proc.pid)
         assert len(family) >= 4  # broker, Redis, worker, API
         assert listening(port) == {"0100007F"}  # the open demo API listens on 127.0.0.1 only
         recs = httpx.get(f"http://127.0.0.1:{port}/v1/customers/x/recommendations", timeout=5)
-        assert recs.status_code == 200 and recs.json()["strategy"] == "empty"
+        assert recs.status_code == 200 and recs.json()["strategy"] == "trending"  # the one event posted above
+        assert [i["item_id"] for i in recs.json()["items"]] == ["sku-1"]
         state = runstate.read_state(env)
         assert state is not None and state.pid == proc.pid
         assert (state.kafka_bootstrap, state.api_url) == (f"127.0.0.1:{kafka_port}", f"http://127.0.0.1:{port}")
@@ -120,3 +129,43 @@ def test_a_child_that_dies_is_restarted(settings: Settings) -> None:
         "schema exited with code 0; restarting (2/2)",
     ]
     stack.stop()
+
+
+def test_the_demo_is_complete_when_its_urls_are_printed(tmp_path: Path) -> None:
+    """Scores, segment, lifetime value (or the reason there is none) and a served model before "demo ready"."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ECRM_")}
+    env["ECRM_RUNTIME_DIR"] = str(tmp_path / "rt")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ecrm", "up", "--port", str(port), "--customers", "120"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True)
+    reader.start()
+    try:
+
+        def said(text: str) -> bool:
+            if proc.poll() is not None:
+                pytest.fail(f"ecrm up exited: {''.join(lines)}")
+            return any(text in line for line in lines)
+
+        wait_for(lambda: said("demo ready"), timeout=240, what="the demo to be ready")
+        out = "".join(lines)
+        assert "demo: every event applied" in out and "analytics: refreshed" in out, out
+        base = f"http://127.0.0.1:{port}/v1/customers/cust-00000"
+        profile = httpx.get(f"{base}/profile", timeout=5).json()
+        assert profile["segment"] is not None and profile["rfm"]["rfm_score"] is not None
+        analytics = profile["analytics"]
+        assert profile["lifetime_value"] is not None or analytics["reason"], analytics
+        recs = httpx.get(f"{base}/recommendations", params={"n": 5}, timeout=5).json()
+        assert recs["strategy"] == "personal" and recs["model_version"] != "popularity", (recs, out)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
