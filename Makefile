@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+PORT   ?= 8000
 
 .PHONY: run test lint typecheck unit integration bench clean prometheus
 
@@ -14,8 +15,9 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# make run PORT=8080: the API on another port
 run: $(STAMP)
-	$(BIN)/ecrm up
+	$(BIN)/ecrm up --port $(PORT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

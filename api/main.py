@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -18,7 +19,8 @@ from analytics.rules_file import RulesSource as SegmentRulesSource
 from analytics.service import AnalyticsService
 from analytics.settings import AnalyticsSettings
 from analytics.store import AnalyticsStore
-from api.auth import document_scopes, parse_keys, warn_if_open
+from api import openapi
+from api.auth import parse_keys, warn_if_open
 from api.background import cancel_and_wait
 from api.campaigns import CampaignService
 from api.collector import Collector
@@ -160,7 +162,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await app.state.collector.stop()
             await client.aclose()
 
-    app = FastAPI(
+    app = FastAPIOffline(  # Swagger UI (/docs) and ReDoc (/redoc) from the package's own files: no CDN
         title="eCRM personalization engine",
         version=__version__,
         description="Collect clickstream events; read live customer profiles and one-to-one recommendations.",
@@ -184,9 +186,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.add_middleware(LatencyMiddleware)
     schema = app.openapi
-    app.openapi = lambda: document_scopes(  # type: ignore[method-assign]
-        events.document_body(schema(), settings.api_max_batch), open_mode=keys.open
-    )
+    app.openapi = lambda: openapi.finish(schema(), settings, open_mode=keys.open)  # type: ignore[method-assign]
     return app
 
 

@@ -70,6 +70,7 @@ class RecList:
     rules_applied: dict[str, int] = field(default_factory=dict)  # rule -> items it touched (filtered or moved)
     campaign: str | None = None  # the campaign the list was served under, and the profile's variant in it
     variant: str | None = None
+    note: str | None = None  # the request named something unknown (an item, a category): what was done instead
 
 
 @dataclass
@@ -302,7 +303,8 @@ class RecommendationService:
         cats = await self.store.item_categories(list(bought)) if ask.rebuy and bought else None
         excluded = purchases_in_window(bought, ask.now_ms, self.settings.rebuy_window_days, ask.active, cats)
         chain = Chain(ask.pool, excluded, allowed)
-        if served is not None and history and ask.mode == "engine":
+        note = f"no item has the category {category!r}" if allowed is not None and not allowed else None
+        if served is not None and ask.mode == "engine" and served.model.knows_any(item for item, _, _ in history):
             mask = served.mask(f"cat:{category}", allowed) if allowed is not None else None
             if rebuy:  # bought items past their window may come back: the history alone does not exclude them
                 seen = chain.excluded | {item for item, _, _ in history if item not in bought}
@@ -314,7 +316,7 @@ class RecommendationService:
         chain.excluded |= {item for item, _, _ in history if item not in bought}
         categories = [category] if category else ctx.categories
         await self._fill(chain, categories, ask.mode)
-        return await self._finish(ask, chain, self._version(served), pid)
+        return await self._finish(ask, chain, self._version(served), pid, note=note)
 
     async def similar(self, item_id: str, n: int, **flags: bool) -> RecList:
         """Cross-sell on a product page: customers who viewed this also viewed ..."""
@@ -324,12 +326,16 @@ class RecommendationService:
     async def _similar(self, item_id: str, ask: Ask) -> RecList:
         served = self.holder.served
         chain = Chain(ask.pool, {item_id})
-        if served is not None:
+        modelled = served is not None and served.model.knows_any([item_id])
+        if served is not None and modelled:
             recs = served.model.similar_items(item_id, ask.pool + 10)
             chain.add("item-based", ((r.item_id, r.score, f"customers who viewed {item_id} also viewed") for r in recs))
         categories = list((await self.store.item_categories([item_id])).values())
+        note = None
+        if not modelled and not categories and not await self.store.in_catalogue(item_id):
+            note = f"item {item_id!r} is neither in the catalogue nor known to the model: popular items instead"
         await self._fill(chain, categories)
-        return await self._finish(ask, chain, self._version(served), None)
+        return await self._finish(ask, chain, self._version(served), None, note=note)
 
     async def cart(self, item_ids: list[str], customer_id: str | None, n: int, **flags: bool) -> RecList:
         """Complements for a cart (up-selling and cross-selling at checkout)."""
@@ -345,7 +351,7 @@ class RecommendationService:
         cats = await self.store.item_categories(list(bought)) if ask.rebuy and bought else None
         in_window = purchases_in_window(bought, ask.now_ms, self.settings.rebuy_window_days, ask.active, cats)
         chain = Chain(ask.pool, set(item_ids) | in_window)
-        if served is not None and item_ids and ask.mode == "engine":
+        if served is not None and ask.mode == "engine" and served.model.knows_any(item_ids):
             recs = served.model.cart_items(item_ids, ask.pool + 10 + len(chain.excluded))
             chain.add(
                 "item-based",
@@ -356,7 +362,13 @@ class RecommendationService:
         return await self._finish(ask, chain, self._version(served), pid, cart=item_ids)
 
     async def _finish(
-        self, ask: Ask, chain: Chain, version: str, pid: str | None, cart: list[str] | None = None
+        self,
+        ask: Ask,
+        chain: Chain,
+        version: str,
+        pid: str | None,
+        cart: list[str] | None = None,
+        note: str | None = None,
     ) -> RecList:
         """The rules in force applied to the chain's candidates; what was served remembered for ``rotate``; the
         exposure recorded for a campaign's list."""
@@ -371,12 +383,14 @@ class RecommendationService:
         if pid is not None and ask.remember and ask.rules.may_rotate() and items:
             self._remember_later(pid, ask.now_ms, [r.item_id for r in items])
         if ask.campaign is None or ask.variant is None or pid is None:
-            return RecList(uuid.uuid4().hex, strategy, version, items, applied)
+            return RecList(uuid.uuid4().hex, strategy, version, items, applied, note=note)
         campaign, variant = ask.campaign.name, ask.variant.name
         if ask.remember:
             metrics.CAMPAIGN_LISTS.labels(campaign, variant).inc()
             self.exposures.add(Exposure(pid, campaign, variant, ask.now_ms, bool(items)))
-        return RecList(tagged_id(uuid.uuid4().hex, campaign), strategy, version, items, applied, campaign, variant)
+        return RecList(
+            tagged_id(uuid.uuid4().hex, campaign), strategy, version, items, applied, campaign, variant, note
+        )
 
     def _remember_later(self, pid: str, now_ms: int, items: list[str]) -> None:
         """Remember what was served for ``rotate`` without making the answer wait for the write."""

@@ -8,6 +8,7 @@ are mapped to :class:`~core.errors.BrokerUnavailable` here (:func:`broker_errors
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -35,8 +36,32 @@ def broker_errors(what: str) -> Iterator[None]:
         raise BrokerUnavailable(f"{what}: {exc}") from exc
 
 
+def bootstrap_addresses(bootstrap: str) -> list[tuple[str, int]]:
+    """``host:port`` pairs of a bootstrap list (``PLAINTEXT://`` prefixes and IPv6 brackets allowed; pure)."""
+    pairs: list[tuple[str, int]] = []
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().split("://")[-1].rpartition(":")
+        if port.isdigit():
+            pairs.append((host.strip("[]") or "127.0.0.1", int(port)))
+    return pairs
+
+
+def probe_broker(settings: Settings, timeout_s: float = 3.0) -> None:
+    """Raise :class:`BrokerUnavailable` at once when no bootstrap server accepts a TCP connection (a client would
+    retry until its bootstrap timeout, 30 s, to say the same)."""
+    for host, port in bootstrap_addresses(settings.kafka_bootstrap):
+        try:
+            with socket.create_connection((host, port), timeout=timeout_s):
+                return
+        except OSError:
+            continue
+    raise BrokerUnavailable(f"cannot reach Kafka at {settings.kafka_bootstrap}: nothing accepts connections there")
+
+
 def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
-    """Create the events and dead-letter topics if missing. Returns the names created."""
+    """Create the events and dead-letter topics if missing. Returns the names created. Raises
+    :class:`BrokerUnavailable` within seconds when nothing listens at the bootstrap address."""
+    probe_broker(settings)
     wanted = [settings.events_topic, settings.dlq_topic]
     try:
         admin = KafkaAdminClient(
@@ -68,7 +93,9 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
 
 def make_producer(settings: Settings) -> KafkaProducer:
     """A producer that waits for all in-sync replicas and batches by 10 ms (kafka-python). It waits at most
-    ``producer_timeout_s`` for the broker to take a message (metadata, buffer) or to acknowledge it."""
+    ``producer_timeout_s`` for the broker to take a message (metadata, buffer) or to acknowledge it; fails at once
+    when nothing listens at the bootstrap address."""
+    probe_broker(settings)
     timeout_ms = int(settings.producer_timeout_s * 1000)
     linger_ms = 10
     try:

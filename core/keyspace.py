@@ -39,6 +39,7 @@ one Redis Cluster slot.
 | ``{p}:interactions`` | stream | fields ``p`` profile id, ``i`` item, ``w`` weight, ``t`` time (ms): the training log |
 | ``{p}:stats:applied`` | string | count of events applied (all workers) |
 | ``{p}:stats:interactions`` | string | count of interactions logged (the retraining trigger) |
+| ``{p}:worker:consuming`` | string | a worker holds partitions of the events topic (expires 5 s after its last beat) |
 | ``{p}:model:current`` | string | the served model version |
 | ``{p}:model:versions`` | list | promoted versions, newest first (rollback history) |
 | ``{p}:model:blob:{v}`` / ``{p}:model:meta:{v}`` | string | a version's npz bytes / JSON metadata and metrics |
@@ -236,6 +237,11 @@ class Keys:
     @property
     def interactions_count(self) -> str:
         return f"{self.prefix}:stats:interactions"
+
+    @property
+    def worker_consuming(self) -> str:
+        """Set (with a short expiry) by every worker that holds partitions of the events topic."""
+        return f"{self.prefix}:worker:consuming"
 
     # ----- model versions -----
 

@@ -103,3 +103,13 @@ def connect_bytes(settings: Settings) -> aioredis.Redis:
 def connect_sync(settings: Settings, decode_responses: bool = False) -> redis.Redis:
     """A blocking Redis client, returning bytes unless asked to decode (the trainer, the command line, benches)."""
     return redis.Redis.from_url(settings.redis_url, decode_responses=decode_responses, **timeouts(settings))
+
+
+def probe(settings: Settings) -> None:
+    """Raise :class:`~core.errors.StoreUnavailable` within the connect timeout when Redis does not answer a PING."""
+    client = connect_sync(settings)
+    try:
+        with redis_errors("reaching Redis"):
+            client.ping()
+    finally:
+        client.close()

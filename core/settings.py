@@ -6,12 +6,14 @@ and a production deployment differ only by environment variables.
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from functools import lru_cache
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core import runstate
 from core.keyspace import PREFIX_PATTERN
 from schemas.events import DEFAULT_MAX_EVENT_BYTES, DEFAULT_MAX_FUTURE_S, DEFAULT_TIMESTAMP_FLOOR, EventLimits
 from schemas.weights import DEFAULT_EVENT_WEIGHTS
@@ -223,8 +225,16 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings, read once from the environment."""
-    return Settings()
+    """The process-wide settings, read once from the environment. When the environment names neither the broker
+    nor Redis, a running ``ecrm up`` is found through its state file (:mod:`core.runstate`)."""
+    settings = Settings()
+    if runstate.addresses_set():
+        return settings
+    state = runstate.read_state()
+    if state is None:
+        return settings
+    found = {k: v for k, v in state.addresses().items() if f"ECRM_{k.upper()}" not in os.environ}
+    return settings.model_copy(update=found)
 
 
 def isolated(base: Settings, tag: str | None = None, **extra: object) -> Settings:

@@ -6,6 +6,7 @@ which any message was not acknowledged as :class:`core.errors.DeliveryFailed` (`
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, TextIO
@@ -77,6 +78,21 @@ class KafkaSink:
             self.flush()
         finally:
             self._producer.close(timeout=5)
+
+
+def rejects_beside(path: Path) -> Path:
+    """The default rejects file of an input: ``NAME.rejects.tsv`` in the input's own directory (pure)."""
+    return path.with_name(f"{path.name}.rejects.tsv")
+
+
+def unwritable(path: Path) -> str | None:
+    """Why a rejects file cannot be created at ``path`` (its directory is missing or read-only), or None."""
+    directory = path.parent
+    if not directory.is_dir():
+        return f"{directory} is not a directory"
+    if not os.access(directory, os.W_OK):
+        return f"{directory} is not writable"
+    return None
 
 
 class RejectsFile:

@@ -309,6 +309,11 @@ class ProfileStore:
                 pipe.pexpire(key, ttl_ms)
                 await pipe.execute()
 
+    async def in_catalogue(self, item_id: str) -> bool:
+        """Whether an item event ever described ``item_id``."""
+        with redis_errors("reading the catalogue"):
+            return bool(await self.client.sismember(self.keys.catalogue, item_id))
+
     async def category_items(self, category: str) -> set[str]:
         with redis_errors(f"reading category {category!r}"):
             return set(await self.client.smembers(self.keys.category(category)))

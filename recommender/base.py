@@ -106,6 +106,11 @@ class RecommenderBase(ABC):
             self._index_cache = cached
         return cached[1]
 
+    def knows_any(self, item_ids: Iterable[str]) -> bool:
+        """Whether any of ``item_ids`` is an item of the model (a history of unknown items scores nothing)."""
+        index = self.index
+        return any(item in index for item in item_ids)
+
     def codes(self, item_ids: Iterable[str]) -> IntArray:
         """Codes of the known items among ``item_ids`` (unknown ones are left out)."""
         index = self.index

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "EmbeddedError",
+    "EmbeddedPorts",
     "EmbeddedServer",
     "die_with_parent",
     "free_port",
@@ -42,6 +43,18 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def claim_port(port: int | None) -> int:
+    """``port`` if it is free on 127.0.0.1 (else :class:`EmbeddedError`), or a free one when None."""
+    if port is None or port == 0:
+        return free_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise EmbeddedError(f"port {port} on 127.0.0.1 is in use ({exc.strerror})") from exc
+    return port
 
 
 def wait_for_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
@@ -125,7 +138,7 @@ def _spawn(name: str, argv: list[str], port: int, workdir: Path, timeout: float)
 
 def start_broker(port: int | None = None, timeout: float = 20.0) -> EmbeddedServer:
     """Start Tansu on 127.0.0.1 with in-memory storage. Returns when it accepts connections."""
-    port = port or free_port()
+    port = claim_port(port)
     url = f"tcp://127.0.0.1:{port}"
     argv = [
         str(broker_binary()),
@@ -147,7 +160,7 @@ def start_broker(port: int | None = None, timeout: float = 20.0) -> EmbeddedServ
 
 def start_redis(port: int | None = None, timeout: float = 20.0) -> EmbeddedServer:
     """Start Valkey on 127.0.0.1 without persistence. Returns when it accepts connections."""
-    port = port or free_port()
+    port = claim_port(port)
     workdir = Path(tempfile.mkdtemp(prefix="ecrm-redis-"))
     argv = [
         str(valkey_binary()),
@@ -169,19 +182,32 @@ def start_redis(port: int | None = None, timeout: float = 20.0) -> EmbeddedServe
     return server
 
 
+@dataclass(frozen=True)
+class EmbeddedPorts:
+    """Ports asked for the embedded servers (None: a free one)."""
+
+    kafka: int | None = None
+    redis: int | None = None
+
+
 def start_missing(
-    settings: Settings, env: Mapping[str, str], servers: list[EmbeddedServer], echo: Callable[[str], None]
+    settings: Settings,
+    env: Mapping[str, str],
+    servers: list[EmbeddedServer],
+    echo: Callable[[str], None],
+    ports: EmbeddedPorts | None = None,
 ) -> Settings:
     """Start the embedded broker and Redis-compatible server unless ``env`` names real ones
-    (``ECRM_KAFKA_BOOTSTRAP`` / ``ECRM_REDIS_URL``). Started servers are appended to ``servers`` (the caller
-    stops them); returns ``settings`` pointing at what is used."""
+    (``ECRM_KAFKA_BOOTSTRAP`` / ``ECRM_REDIS_URL``), on the given ``ports`` (free ones by default). Started servers
+    are appended to ``servers`` (the caller stops them); returns ``settings`` pointing at what is used."""
+    ports = ports or EmbeddedPorts()
     if "ECRM_KAFKA_BOOTSTRAP" not in env:
-        broker = start_broker()
+        broker = start_broker(ports.kafka)
         servers.append(broker)
         settings = settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{broker.port}"})
         echo(f"embedded Kafka-protocol broker (Tansu) on 127.0.0.1:{broker.port}")
     if "ECRM_REDIS_URL" not in env:
-        redis = start_redis()
+        redis = start_redis(ports.redis)
         servers.append(redis)
         settings = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{redis.port}/0"})
         echo(f"embedded Redis-compatible server (Valkey) on 127.0.0.1:{redis.port}")

@@ -1,7 +1,8 @@
 """The all-in-one local runtime behind ``ecrm up``: embedded servers, topics, a worker, the API and the demo.
 
 Children are started with ``PR_SET_PDEATHSIG`` and stopped in reverse order on Ctrl-C, SIGTERM or when one of
-them dies, so no process is left behind.
+them dies, so no process is left behind. Once the API answers, the addresses are published in a state file
+(:mod:`core.runstate`) that the commands of other shells read; it is removed when the stack stops.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 
 import httpx
 
+from core import runstate
 from core.settings import Settings
-from runtime.embedded import EmbeddedServer, die_with_parent, free_port, start_missing
+from runtime.embedded import EmbeddedPorts, EmbeddedServer, die_with_parent, free_port, start_missing
 
 Echo = Callable[[str], None]
 
@@ -51,6 +54,8 @@ def spawn_role(role: list[str], settings: Settings) -> subprocess.Popen[bytes]:
 
 
 def wait_ready(url: str, timeout_s: float, procs: list[subprocess.Popen[bytes]]) -> None:
+    """Wait until ``/health/ready`` answers 200 with ``"worker": true``: the API reads and a worker consumes, so an
+    event posted now reaches its profile at once."""
     deadline = time.monotonic() + timeout_s
     last = "no answer"
     while time.monotonic() < deadline:
@@ -59,7 +64,7 @@ def wait_ready(url: str, timeout_s: float, procs: list[subprocess.Popen[bytes]])
                 raise StartupError(f"{proc.args!r} exited with code {proc.returncode}")
         try:
             resp = httpx.get(url, timeout=2.0)
-            if resp.status_code == 200:
+            if resp.status_code == 200 and resp.json().get("worker"):
                 return
             last = resp.text
         except httpx.HTTPError as exc:
@@ -85,22 +90,44 @@ class LocalStack:
     settings: Settings
     servers: list[EmbeddedServer] = field(default_factory=list)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    state_file: Path | None = None
+
+    def publish(self, echo: Echo) -> None:
+        """Write the state file that lets the commands of other shells find this stack."""
+        state = runstate.RunState(
+            pid=os.getpid(),
+            kafka_bootstrap=self.settings.kafka_bootstrap,
+            redis_url=self.settings.redis_url,
+            api_url=f"http://127.0.0.1:{self.settings.api_port}",
+            events_topic=self.settings.events_topic,
+            dlq_topic=self.settings.dlq_topic,
+            key_prefix=self.settings.key_prefix,
+        )
+        self.state_file = runstate.write_state(state)
+        if self.state_file is None:
+            echo(f"note: another ecrm up is running; other shells keep finding that one ({runstate.state_path()})")
 
     def stop(self) -> None:
+        if self.state_file is not None:
+            runstate.remove_state(os.getpid())
+            self.state_file = None
         for proc in reversed(self.procs):
             stop_process(proc)
         for server in reversed(self.servers):
             server.stop()
 
 
-def start_stack(settings: Settings, echo: Echo, env: dict[str, str] | None = None) -> LocalStack:
-    """Start the embedded servers (unless the environment names real ones), the topics, a worker and the API."""
+def start_stack(
+    settings: Settings, echo: Echo, env: dict[str, str] | None = None, ports: EmbeddedPorts | None = None
+) -> LocalStack:
+    """Start the embedded servers (unless the environment names real ones; on ``ports`` if given), the topics, a
+    worker and the API; then publish the state file."""
     from core.kafka import ensure_topics
 
     env = dict(os.environ) if env is None else env
     stack = LocalStack(settings)
     try:
-        settings = start_missing(settings, env, stack.servers, echo)
+        settings = start_missing(settings, env, stack.servers, echo, ports)
         if "ECRM_WORKER_METRICS_PORT" not in env:
             settings = settings.model_copy(update={"worker_metrics_port": free_port()})
         if "ECRM_WORKER_WEB_PORT" not in env:
@@ -112,7 +139,8 @@ def start_stack(settings: Settings, echo: Echo, env: dict[str, str] | None = Non
         echo(f"worker started (metrics on http://127.0.0.1:{settings.worker_metrics_port}/metrics)")
         stack.procs.append(spawn_role(["api", "--port", str(settings.api_port)], settings))
         wait_ready(f"http://127.0.0.1:{settings.api_port}/health/ready", 60.0, stack.procs)
-        echo(f"API ready on http://127.0.0.1:{settings.api_port}/docs")
+        echo(f"API ready on http://127.0.0.1:{settings.api_port}/docs (the worker is consuming)")
+        stack.publish(echo)
     except BaseException:
         stack.stop()
         raise

@@ -37,6 +37,7 @@ class SimulationConfig:
     currency: str = "EUR"
     seed: int = 7
     end_ms: int | None = None  # default: now
+    run_id: str = ""  # part of every event id: the same seed with another run id gives the same data, new ids
 
 
 @dataclass(frozen=True)
@@ -59,19 +60,19 @@ def make_catalogue(cfg: SimulationConfig, rng: random.Random) -> list[CatalogueI
 
 
 class _Ids:
-    def __init__(self, seed: int) -> None:
-        self.seed = seed
+    def __init__(self, seed: int, run_id: str) -> None:
+        self.prefix = f"{seed}:{run_id}:" if run_id else f"{seed}:"
         self.n = 0
 
     def next(self) -> str:
         self.n += 1
-        return str(uuid.uuid5(_NS, f"{self.seed}:{self.n}"))
+        return str(uuid.uuid5(_NS, f"{self.prefix}{self.n}"))
 
 
 def simulate(cfg: SimulationConfig) -> Iterator[dict[str, Any]]:
     """Yield events in time order: the catalogue first, then every visitor's sessions."""
     rng = random.Random(cfg.seed)
-    ids = _Ids(cfg.seed)
+    ids = _Ids(cfg.seed, cfg.run_id)
     end = cfg.end_ms if cfg.end_ms is not None else int(time.time() * 1000)
     start = end - int(cfg.days * 86_400_000)
     catalogue = make_catalogue(cfg, rng)
@@ -171,13 +172,14 @@ class CampaignPlay:
     click_rate: float = 0.25
     mean_order: float = 40.0
     seed: int = 11
+    run_id: str = ""  # part of every event id (see SimulationConfig.run_id)
 
 
 def campaign_events(play: CampaignPlay, served: list[Served], start_ms: int) -> Iterator[dict[str, Any]]:
     """Clicks on the served lists (with their ``recommendation_id``) and purchases, at each variant's true rate
     (pure, seeded). Event times start at ``start_ms``: after every exposure."""
     rng = random.Random(play.seed)
-    ids = _Ids(play.seed + 1_000_003)
+    ids = _Ids(play.seed + 1_000_003, play.run_id)
     t = start_ms
     for s in served:
         t += rng.randint(1, 50)

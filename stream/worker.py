@@ -12,6 +12,7 @@ from core.settings import Settings
 from stream.agents import register_agents
 from stream.analytics_timer import register_analytics
 from stream.app import create_app
+from stream.heartbeat import register_heartbeat
 from stream.lag import register_lag_check
 from stream.retrain import register_retraining
 
@@ -22,6 +23,7 @@ def build(settings: Settings) -> faust.App:
     register_analytics(app, settings)
     register_retraining(app, settings)
     register_lag_check(app, settings)
+    register_heartbeat(app, settings)
     return app
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +20,8 @@ from runtime.local import settings_env
 
 REPO = Path(__file__).resolve().parent.parent
 NO_CAMPAIGNS = REPO / "tests" / "no-such-campaigns-file.yaml"  # a missing campaigns file: no campaigns
+# A running `ecrm up` of the developer must not be found by the commands the tests run (core/runstate.py)
+os.environ["ECRM_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="ecrm-test-runtime-")
 DATASETS = Path(os.environ.get("ECRM_DATASETS", REPO.parent / "shared" / "datasets"))
 
 

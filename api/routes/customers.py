@@ -34,6 +34,14 @@ async def profile(customer_id: str, store: StoreDep, analytics: AnalyticsDep, _:
 
 
 class Erasure(BaseModel):
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {"customer_id": "cust-00000", "erased_profiles": ["c:cust-00000", "a:anon-00001"], "snapshot_rows": 1}
+            ]
+        }
+    }
+
     customer_id: str
     erased_profiles: list[str] = Field(description="The customer's profile id and those of the visitors who logged in")
     snapshot_rows: int = Field(description="Rows removed from the current segment snapshot")

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from api.collector import response_status
 from api.deps import CollectorDep, SettingsDep
 from api.errors import PayloadTooLarge
-from api.models import CollectResponse, Detail
+from api.models import CollectResponse, ErrorBody
 from api.ratelimit import CountedCaller
 from schemas.events import event_json_schema
 
@@ -40,11 +40,11 @@ async def read_limited(request: Request, limit: int) -> bytes:
         422: {"model": CollectResponse},
         403: {"model": CollectResponse},
         # every event over the size limit (refused by index), or the body or the batch as a whole
-        413: {"model": CollectResponse | Detail},
-        401: {"model": Detail},
-        400: {"model": Detail},
-        429: {"model": Detail},
-        503: {"model": Detail},
+        413: {"model": CollectResponse | ErrorBody},
+        401: {"model": ErrorBody},
+        400: {"model": ErrorBody},
+        429: {"model": ErrorBody},
+        503: {"model": ErrorBody},
     },
     summary="Collect one event or a batch (up to the configured limit, 500 by default)",
 )
@@ -61,16 +61,72 @@ async def collect(
     body = await read_limited(request, settings.api_max_body_bytes)
     result = await collector.collect(body, sender)
     rejected = len({e["index"] for e in result.errors})
-    payload = {"accepted": result.accepted, "rejected": rejected, "errors": result.errors}
+    payload = {
+        "detail": collect_summary(result.accepted, rejected),
+        "accepted": result.accepted,
+        "rejected": rejected,
+        "errors": result.errors,
+    }
     return JSONResponse(payload, status_code=response_status(result.accepted, result.errors))
+
+
+def collect_summary(accepted: int, rejected: int) -> str:
+    """``2 events accepted, 1 refused`` (pure)."""
+
+    def count(n: int) -> str:
+        return f"{n} event{'' if n == 1 else 's'}"
+
+    if not rejected:
+        return f"{count(accepted)} accepted"
+    if not accepted:
+        return f"{count(rejected)} refused"
+    return f"{count(accepted)} accepted, {rejected} refused"
 
 
 EXAMPLE_EVENT = {
     "type": "product_view",
-    "event_id": "e1",
+    "event_id": "2f6c1a9e-5b7d-4e21-9a0c-1d3e5f7a9b11",
     "timestamp": "2026-11-23T10:00:00Z",
-    "customer_id": "c1",
-    "item_id": "sku-1",
+    "anonymous_id": "anon-00001",
+    "session_id": "s-1",
+    "item_id": "sku-00001",
+    "category": "skincare",
+    "price": 19.9,
+}
+EXAMPLE_PURCHASE = {
+    "type": "purchase",
+    "event_id": "7a1d2c3b-4e5f-4a6b-8c7d-9e0f1a2b3c44",
+    "timestamp": "2026-11-23T10:05:00Z",
+    "customer_id": "cust-00000",
+    "order_id": "o-1001",
+    "currency": "EUR",
+    "lines": [{"item_id": "sku-00001", "quantity": 1, "unit_price": 19.9, "category": "skincare"}],
+}
+EXAMPLE_BATCH = [
+    {
+        "type": "page_view",
+        "event_id": "0b8e4f0c-8a51-4d1f-b3a5-6c2d7e9f1a01",
+        "timestamp": "2026-11-23T09:59:30Z",
+        "anonymous_id": "anon-00001",
+        "session_id": "s-1",
+        "url": "https://shop.example/",
+    },
+    EXAMPLE_EVENT,
+    {
+        "type": "add_to_cart",
+        "event_id": "5c9d3e1f-2a4b-4c6d-8e0f-1a2b3c4d5e02",
+        "timestamp": "2026-11-23T10:01:00Z",
+        "anonymous_id": "anon-00001",
+        "session_id": "s-1",
+        "item_id": "sku-00001",
+        "quantity": 1,
+        "price": 19.9,
+    },
+]
+EXAMPLES = {
+    "product_view": {"summary": "One event: a visitor views a product", "value": EXAMPLE_EVENT},
+    "purchase": {"summary": "One event: a customer's purchase (needs a server key)", "value": EXAMPLE_PURCHASE},
+    "batch": {"summary": "A batch: page view, product view, add to cart", "value": EXAMPLE_BATCH},
 }
 
 
@@ -96,7 +152,7 @@ def document_body(openapi: dict[str, Any], max_batch: int) -> dict[str, Any]:
                         {"type": "array", "items": schema, "minItems": 1, "maxItems": max_batch},
                     ]
                 },
-                "example": [EXAMPLE_EVENT],
+                "examples": EXAMPLES,
             }
         },
     }

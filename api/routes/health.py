@@ -7,27 +7,37 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.deps import CollectorDep, StoreDep
+from api.models import Liveness, Readiness
 from core.errors import StoreUnavailable
+from core.keyspace import Keys
+from core.redis import redis_errors
+from profiles.store import ProfileStore
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health/live")
+@router.get("/health/live", response_model=Liveness)
 async def live() -> dict[str, str]:
     """The process answers."""
     return {"status": "ok"}
 
 
-@router.get("/health/ready")
+@router.get(
+    "/health/ready",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "Redis is away: nothing can be read"}},
+)
 async def ready(request: Request, store: StoreDep, collector: CollectorDep) -> JSONResponse:
     """Reads (Redis) and writes (the broker) reported separately. 200 while reads work, even without the broker
     (``status`` is then ``degraded`` and ``POST /v1/events`` answers 503); 503 when Redis is away. ``auth`` says
     whether API keys are required (``keys``) or the API is open (``open``, loopback only). ``rules`` is ``refused``
-    when the last edit of the business rules file was refused (the previous rules stay in force; see GET /v1/rules)."""
+    when the last edit of the business rules file was refused (the previous rules stay in force; see GET /v1/rules).
+    ``worker`` says whether a stream worker consumes the events now (its heartbeat in Redis is fresh)."""
     try:
         reads = await store.ping()
+        worker = reads and await worker_consuming(store)
     except StoreUnavailable:
-        reads = False
+        reads = worker = False
     writes = await collector.ready()
     status = "ok" if reads and writes else "degraded" if reads else "unavailable"
     return JSONResponse(
@@ -37,11 +47,18 @@ async def ready(request: Request, store: StoreDep, collector: CollectorDep) -> J
             "writes": writes,
             "redis": reads,
             "kafka": writes,
+            "worker": worker,
             "auth": request.app.state.keys.mode,  # access control (api/auth.py)
             "rules": "refused" if request.app.state.rules.error else "ok",  # business rules (GET /v1/rules)
         },
         status_code=200 if reads else 503,
     )
+
+
+async def worker_consuming(store: ProfileStore) -> bool:
+    """Whether a worker's heartbeat (stream/heartbeat.py) is fresh. Raises StoreUnavailable."""
+    with redis_errors("reading the worker heartbeat"):
+        return bool(await store.client.exists(Keys(store.settings.key_prefix).worker_consuming))
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 import orjson
 from fastapi import APIRouter, Query, Response
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 
 from api.auth import CollectCaller, ServerCaller
@@ -15,9 +16,20 @@ from api.recommend import RecList
 from core import metrics
 from core.keyspace import customer_pid
 from core.scopes import Scope
+from core.settings import Settings
 
 router = APIRouter(tags=["recommendations"])
-N = Annotated[int, Query(ge=1, le=1000, description="How many items (capped by ECRM_RECOMMENDATIONS_MAX_N)")]
+N = Annotated[int, Query(ge=1, description="How many items: at most ECRM_RECOMMENDATIONS_MAX_N (100 by default)")]
+
+
+def checked_n(n: int, settings: Settings, where: tuple[str, ...] = ("query", "n")) -> int:
+    """``n`` within ECRM_RECOMMENDATIONS_MAX_N, else 422 naming the limit (the OpenAPI document states the same
+    maximum, see api/openapi.py)."""
+    limit = settings.recommendations_max_n
+    if n > limit:
+        reason = f"Input should be less than or equal to {limit}"
+        raise RequestValidationError([{"loc": where, "msg": reason, "type": "less_than_equal", "input": n}])
+    return n
 
 
 Explain = Annotated[
@@ -42,6 +54,8 @@ def _respond(endpoint: str, recs: RecList) -> Response:
         "campaign": recs.campaign,
         "variant": recs.variant,
     }  # fmt: skip
+    if recs.note is not None:
+        body["note"] = recs.note
     return Response(orjson.dumps(body), media_type="application/json")
 
 
@@ -62,7 +76,7 @@ async def for_customer(
     """Personal recommendations from the customer's whole current history (a click a second ago counts).
     An unknown customer gets the fallback chain's popular items (200, never an error). The business rules in force
     (docs/rules.md) apply to every list."""
-    n = min(n, settings.recommendations_max_n)
+    n = checked_n(n, settings)
     pid = customer_pid(customer_id)
     result = await recs.for_profile(pid, n, category, placement=placement, explain=explain, attributes=attributes)
     return _respond("customer", result)
@@ -80,7 +94,7 @@ async def for_session(
 ) -> Response:
     """For a visitor who is not logged in, from the session's views. With a `server` key, a visitor who logged in
     gets the customer's; a `collect` key gets the visitor's own views only (nothing of a known customer)."""
-    n = min(n, settings.recommendations_max_n)
+    n = checked_n(n, settings)
     flags = {"explain": explain, "attributes": attributes}
     result = await recs.for_visitor(anonymous_id, n, follow_login=who.allows(Scope.SERVER), **flags)
     return _respond("session", result)
@@ -97,14 +111,14 @@ async def similar(
     attributes: Attributes = False,
 ) -> Response:
     """ "Customers who viewed this also viewed": cross-selling on product pages."""
-    n = min(n, settings.recommendations_max_n)
+    n = checked_n(n, settings)
     return _respond("similar", await recs.similar(item_id, n, explain=explain, attributes=attributes))
 
 
 class CartRequest(BaseModel):
     item_ids: list[str] = Field(min_length=1, max_length=500, description="Item ids in the cart")
     customer_id: str | None = Field(None, description="The customer, when known (bought items are left out)")
-    n: int = Field(10, ge=1, le=1000)
+    n: int = Field(10, ge=1, description="How many items: at most ECRM_RECOMMENDATIONS_MAX_N (100 by default)")
 
 
 @router.post(
@@ -124,6 +138,6 @@ async def cart(
     a `customer_id`; with one (the customer's purchases are left out) it needs `server`."""
     if body.customer_id is not None:
         who.require(Scope.SERVER, "a cart with a customer_id")
-    n = min(body.n, settings.recommendations_max_n)
+    n = checked_n(body.n, settings, ("body", "n"))
     result = await recs.cart(body.item_ids, body.customer_id, n, explain=explain, attributes=attributes)
     return _respond("cart", result)

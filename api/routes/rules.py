@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from api.auth import RequireAdmin
+from api.models import RulesOverview
 from merchandising.rules import ACTIONS
 from merchandising.source import RulesSource
 
@@ -38,7 +39,7 @@ def rules_overview(source: RulesSource) -> dict[str, Any]:
     }
 
 
-@router.get("")
+@router.get("", response_model=RulesOverview)
 async def rules_in_force(request: Request) -> dict[str, Any]:
     """The rules in force. ``valid`` is false and ``error`` names the rule, the field and the reason when the last
     edit of the file was refused: the previous rules (listed) then stay in force."""

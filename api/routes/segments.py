@@ -15,6 +15,7 @@ from analytics.settings import AnalyticsSettings
 from analytics.store import AnalyticsStore
 from api.auth import RequireAdmin
 from api.errors import BadRequest, NotFound
+from api.models import SegmentsOverview
 from profiles.store import ProfileStore
 
 router = APIRouter(prefix="/v1/segments", tags=["segments"], dependencies=[RequireAdmin])
@@ -38,6 +39,22 @@ AnalyticsDep = Annotated[AnalyticsService, Depends(_analytics)]
 
 
 class SegmentPage(BaseModel):
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "segment": "Champions",
+                    "snapshot_id": "1795424400000-3",
+                    "refreshed_at": "2026-11-23T10:00:00+00:00",
+                    "total": 31,
+                    "offset": 0,
+                    "customers": [{"customer_id": "cust-00017", "revenue": 320.4, "orders": 6}],
+                    "next_cursor": None,
+                }
+            ]
+        }
+    }
+
     segment: str
     snapshot_id: str = Field(description="The refresh this export pages through (fixed for the whole export)")
     refreshed_at: str | None
@@ -47,7 +64,7 @@ class SegmentPage(BaseModel):
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last page")
 
 
-@router.get("", responses={200: {"description": "Segments as of the last refresh"}})
+@router.get("", response_model=SegmentsOverview, responses={200: {"description": "Segments as of the last refresh"}})
 async def segments(analytics: AnalyticsDep) -> dict[str, Any]:
     """Each segment with its size and totals (customers, revenue, orders, average lifetime value, engagement)
     as of the last refresh, with the refresh time, the model and the segment rules in force."""

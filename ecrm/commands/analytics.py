@@ -12,6 +12,7 @@ from analytics.rules import RulesError
 from analytics.settings import AnalyticsSettings
 from core.errors import StoreUnavailable
 from core.settings import get_settings
+from ecrm.commands.errors import error_line
 
 app = typer.Typer(help="Customer analytics: RFM scores, segments, lifetime value.", no_args_is_help=True)
 
@@ -25,7 +26,7 @@ def refresh(
     try:
         result = asyncio.run(_run(refresher, force))
     except (StoreUnavailable, RulesError) as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(error_line(exc), err=True)
         raise typer.Exit(2) from exc
     typer.echo(result.message, err=result.outcome in (Outcome.LOCKED, Outcome.LOCK_LOST))
     if result.outcome in (Outcome.LOCKED, Outcome.LOCK_LOST):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -152,8 +153,8 @@ def simulate(
     """Play the running campaign of the personal placement against a running engine: simulated customers get
     their recommendations from the API, then click and buy through Kafka, one variant truly converting better.
     Then read `ecrm campaign report NAME` (once the worker has applied the events)."""
-    from ecrm.commands.runtime import demo_headers
     from runtime.campaign_play import demo_rates, play
+    from runtime.demo import demo_headers
     from runtime.simulate import CampaignPlay
 
     settings = get_settings()
@@ -164,8 +165,8 @@ def simulate(
         raise typer.Exit(1) from exc
     base = url or f"http://127.0.0.1:{settings.api_port}"
     try:
-        served, count = play(settings, base, demo_headers(settings.api_keys), CampaignPlay(rates, seed=seed),
-                             customers, typer.echo)  # fmt: skip
+        behaviour = CampaignPlay(rates, seed=seed, run_id=uuid.uuid4().hex[:12])  # new event ids on every run
+        served, count = play(settings, base, demo_headers(settings.api_keys), behaviour, customers, typer.echo)
     except (httpx.HTTPError, ServiceUnavailable) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc

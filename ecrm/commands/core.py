@@ -8,6 +8,7 @@ import typer
 from core.errors import BrokerUnavailable
 from core.kafka import ensure_topics
 from core.settings import get_settings
+from ecrm.commands.errors import error_line
 from schemas import event_json_schema
 
 
@@ -22,6 +23,6 @@ def topics() -> None:
     try:
         created = ensure_topics(settings)
     except BrokerUnavailable as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(error_line(exc), err=True)
         raise typer.Exit(2) from exc
     typer.echo(f"created: {', '.join(created)}" if created else "topics already exist")

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 
+from ecrm.commands.errors import error_line
 from recommender.config import RecommenderConfig
 from recommender.evaluation.runner import EvaluationReport
 from recommender.evaluation.runner import evaluate as run_evaluation
@@ -64,7 +65,7 @@ def evaluate(
             progress=progress,
         )
     except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(error_line(exc), err=True)
         raise typer.Exit(2) from exc
     if as_json:
         typer.echo(orjson.dumps(report.as_dict()).decode())

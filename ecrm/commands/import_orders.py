@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from core.errors import BrokerUnavailable
 from core.settings import get_settings
+from ecrm.commands.errors import error_line
 from ingest.orders import (
     DEFAULT_DATE_FORMAT,
     NON_PRODUCT_CODES,
@@ -24,7 +25,7 @@ from ingest.orders import (
     RowReject,
     read_csv,
 )
-from ingest.sink import DryRunSink, EventSink, KafkaSink, RejectsFile, failure_message
+from ingest.sink import DryRunSink, EventSink, KafkaSink, RejectsFile, failure_message, rejects_beside, unwritable
 from schemas import EventLimits
 
 
@@ -45,7 +46,7 @@ def import_orders(
     ] = ",".join(NON_PRODUCT_CODES),
     encoding: Annotated[str, typer.Option(help="Text encoding of the file")] = "utf-8-sig",
     rejects: Annotated[
-        Path | None, typer.Option(help="Where unreadable rows go; default: ./FILENAME.rejects.tsv")
+        Path | None, typer.Option(help="Where unreadable rows go; default: FILENAME.rejects.tsv beside the input")
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Read and count; produce nothing")] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Events per produce batch")] = 500,
@@ -61,10 +62,14 @@ def import_orders(
         columns = OrderColumns().with_overrides(column or [])
         options = _options(currency, date_format, timezone, non_product, get_settings().event_limits())
     except (OrdersFormatError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(error_line(exc), err=True)
         raise typer.Exit(2) from exc
     grouper = OrderGrouper(columns, options)
-    with RejectsFile(rejects or Path.cwd() / f"{path.name}.rejects.tsv") as rejected:
+    rejects_path = rejects or rejects_beside(path)
+    if problem := unwritable(rejects_path):
+        typer.echo(f"error: cannot create the rejects file {rejects_path}: {problem} (give --rejects FILE)", err=True)
+        raise typer.Exit(2)
+    with RejectsFile(rejects_path) as rejected:
         _read(path, encoding, grouper, rejected, progress)
         sink: EventSink = DryRunSink() if dry_run else _kafka_sink(batch_size)
         try:
@@ -108,7 +113,7 @@ def _kafka_sink(batch_size: int) -> EventSink:
     try:
         return KafkaSink(get_settings(), batch_size=batch_size)
     except BrokerUnavailable as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(error_line(exc), err=True)
         raise typer.Exit(2) from exc
 
 

@@ -14,9 +14,10 @@ from tqdm import tqdm
 
 from core.errors import BrokerUnavailable
 from core.settings import Settings, get_settings
+from ecrm.commands.errors import error_line
 from ingest.access_log import AccessLogMapper, Emit, LogTally, Reject, redact
 from ingest.patterns import PatternError, load_patterns
-from ingest.sink import DryRunSink, EventSink, KafkaSink, RejectsFile, failure_message
+from ingest.sink import DryRunSink, EventSink, KafkaSink, RejectsFile, failure_message, rejects_beside, unwritable
 from ingest.tail import read_lines
 
 SALT_ENV = "ECRM_LOG_SALT"
@@ -35,7 +36,7 @@ def ingest_log(
         Path | None, typer.Option(help="URL patterns file (YAML); default: the shipped config/log_patterns.yaml")
     ] = None,
     rejects: Annotated[
-        Path | None, typer.Option(help="Where malformed lines go; default: ./LOGNAME.rejects.tsv")
+        Path | None, typer.Option(help="Where malformed lines go; default: LOGNAME.rejects.tsv beside the input")
     ] = None,
     salt: Annotated[
         str | None,
@@ -67,7 +68,7 @@ def ingest_log(
     try:
         compiled = load_patterns(patterns)
     except PatternError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(error_line(exc), err=True)
         raise typer.Exit(2) from exc
     settings = get_settings()
     mapper = AccessLogMapper(
@@ -77,7 +78,10 @@ def ingest_log(
         session_gap=timedelta(minutes=session_gap),
         limits=settings.event_limits(),
     )
-    rejects_path = rejects or Path.cwd() / f"{path.name}.rejects.tsv"
+    rejects_path = rejects or rejects_beside(path)
+    if problem := unwritable(rejects_path):
+        typer.echo(f"error: cannot create the rejects file {rejects_path}: {problem} (give --rejects FILE)", err=True)
+        raise typer.Exit(2)
     run = _LogRun(path, follow, poll, max_idle, progress)
     sink = _open_sink(settings, dry_run, batch_size)
     with RejectsFile(rejects_path) as rejected:
@@ -124,7 +128,7 @@ def _open_sink(settings: Settings, dry_run: bool, batch_size: int) -> EventSink:
     try:
         return KafkaSink(settings, batch_size=batch_size)
     except BrokerUnavailable as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(error_line(exc), err=True)
         raise typer.Exit(2) from exc
 
 

@@ -9,6 +9,7 @@ from core.keyspace import Keys
 from core.redis import connect_sync
 from core.registry import Registry
 from core.settings import Settings, get_settings
+from ecrm.commands.errors import error_line
 
 
 def _registry(settings: Settings) -> Registry:
@@ -23,7 +24,7 @@ def train() -> None:
     try:
         result = train_once(settings, echo=typer.echo)
     except (TrainingError, RegistryError, StoreUnavailable, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(error_line(exc), err=True)
         raise typer.Exit(2) from exc
     timings = ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
     typer.echo(f"holdout {result.holdout or 'n/a'}; served version's {result.current_holdout or 'n/a'}")
@@ -50,7 +51,7 @@ def list_versions() -> None:
                 f"holdout ndcg@10={info.ndcg if info.ndcg is not None else 'n/a'}  {meta.get('created_at', '')}"
             )
     except (RegistryError, StoreUnavailable) as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(error_line(exc), err=True)
         raise typer.Exit(2) from exc
 
 
@@ -59,6 +60,6 @@ def rollback() -> None:
     try:
         version = _registry(get_settings()).rollback()
     except (RegistryError, StoreUnavailable) as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(error_line(exc), err=True)
         raise typer.Exit(2) from exc
     typer.echo(f"now serving {version}")

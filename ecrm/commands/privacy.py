@@ -11,6 +11,7 @@ from analytics.store import AnalyticsStore
 from core.errors import ServiceUnavailable
 from core.redis import connect
 from core.settings import Settings, get_settings
+from ecrm.commands.errors import error_line
 from profiles.store import ProfileStore
 
 
@@ -22,7 +23,7 @@ def forget(
     try:
         pids, rows = asyncio.run(erase(get_settings(), customer_id))
     except ServiceUnavailable as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(error_line(exc), err=True)
         raise typer.Exit(2) from exc
     visitors = len(pids) - 1
     typer.echo(f"erased customer {customer_id!r}: {visitors} visitor profile(s), {rows} segment snapshot row(s)")

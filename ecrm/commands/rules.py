@@ -15,6 +15,7 @@ from core.errors import ServiceUnavailable
 from core.keyspace import anonymous_pid, customer_pid
 from core.redis import connect
 from core.settings import get_settings
+from ecrm.commands.errors import error_line
 from merchandising.rules import ACTIONS, PLACEMENTS, RulesError
 from merchandising.source import DEFAULT_RULES_PATH, RulesSource, load_rules
 
@@ -61,7 +62,7 @@ def preview(
     try:
         before, after = asyncio.run(_lists(path, customer, placement, item or [], n))
     except ServiceUnavailable as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(error_line(exc), err=True)
         raise typer.Exit(2) from exc
     typer.echo(render(before, after))
 

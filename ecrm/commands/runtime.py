@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import signal
 import sys
-import time
+import uuid
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
-import httpx
 import orjson
 import typer
 from tqdm import tqdm
 
-from core.errors import BrokerUnavailable, ConfigError
-from core.kafka import ensure_topics, make_producer, produce_events
+from core.errors import BrokerUnavailable, ConfigError, ServiceUnavailable
+from core.kafka import ensure_topics, make_producer, probe_broker, produce_events
+from core.redis import probe as probe_redis
+from core.runstate import addresses_set, read_state
 from core.settings import Settings, get_settings
+from ecrm.commands.errors import error_line
 from runtime.simulate import SimulationConfig
 from runtime.simulate import simulate as simulate_events
 
@@ -22,10 +26,18 @@ from runtime.simulate import simulate as simulate_events
 def worker(
     loglevel: Annotated[str, typer.Option(help="Log level: debug, info, warning, error")] = "warning",
 ) -> None:
-    """Run a stream worker: consumes the events topic and keeps profiles in Redis (scale by adding workers)."""
+    """Run a stream worker: consumes the events topic and keeps profiles in Redis (scale by adding workers).
+    Exits 2 with a one-line error when the broker or Redis does not answer."""
     from stream.worker import run_worker
 
-    run_worker(get_settings(), loglevel=loglevel)
+    settings = get_settings()
+    try:
+        probe_broker(settings)
+        probe_redis(settings)
+    except ServiceUnavailable as exc:
+        typer.echo(error_line(exc), err=True)
+        raise typer.Exit(2) from exc
+    run_worker(settings, loglevel=loglevel)
 
 
 def api(
@@ -34,7 +46,9 @@ def api(
     loglevel: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
 ) -> None:
     """Run the HTTP API (collector, profiles, recommendations, health, metrics). Without ECRM_API_KEYS the API is
-    open and refuses to listen on anything but loopback."""
+    open and refuses to listen on anything but loopback. With addresses named (ECRM_KAFKA_BOOTSTRAP, ECRM_REDIS_URL
+    or a running `ecrm up`) it starts even while they are away (degraded modes); with none, it exits 2 with a
+    one-line error when neither the default broker nor the default Redis answers."""
     import uvicorn
 
     from api.auth import check_bind, parse_keys
@@ -44,9 +58,12 @@ def api(
     host = host or settings.api_host
     try:
         check_bind(host, parse_keys(settings.api_keys))
+        if not located():
+            probe_broker(settings)
+            probe_redis(settings)
         app = create_app(settings)
-    except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
+    except (ConfigError, ServiceUnavailable) as exc:
+        typer.echo(error_line(exc), err=True)
         raise typer.Exit(2) from exc
     uvicorn.run(app, host=host, port=port or settings.api_port, log_level=loglevel, access_log=False)
 
@@ -56,22 +73,37 @@ def simulate(
     visitors: Annotated[int, typer.Option(help="Anonymous visitors (some log in)")] = 100,
     items: Annotated[int, typer.Option(help="Catalogue size")] = 500,
     days: Annotated[float, typer.Option(help="Days of history, ending now")] = 30.0,
-    seed: Annotated[int, typer.Option(help="Random seed (same seed, same events and event ids)")] = 7,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same customers, items and sessions)")] = 7,
+    run_id: Annotated[
+        str,
+        typer.Option(
+            help="Part of every event id (default: a new one per run, so a second run adds new events; the same "
+            "seed and run id give the same ids, which the worker drops as duplicates)"
+        ),
+    ] = "",
     out: Annotated[Path | None, typer.Option(help="Write JSON lines here ('-' for stdout) instead of Kafka")] = None,
 ) -> None:
     """Generate a demo clickstream (power-law popularity, sessions, funnels) and produce it to Kafka.
 
     Every event's delivery is checked: when any is not acknowledged the command exits 2, naming how many failed."""
-    cfg = SimulationConfig(customers=customers, anonymous_visitors=visitors, items=items, days=days, seed=seed)
+    run_id = run_id or uuid.uuid4().hex[:12]
+    cfg = SimulationConfig(
+        customers=customers, anonymous_visitors=visitors, items=items, days=days, seed=seed, run_id=run_id
+    )
     if out is not None:
         write_lines(cfg, out)
         return
     try:
         count = produce_demo(get_settings(), cfg)
     except BrokerUnavailable as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(error_line(exc), err=True)
         raise typer.Exit(2) from exc
-    typer.echo(f"produced {count} events")
+    typer.echo(f"produced {count} events (run id {run_id})")
+
+
+def located() -> bool:
+    """Whether the broker and Redis were named (a variable, or the state file of a running ``ecrm up``)."""
+    return addresses_set() or read_state() is not None
 
 
 def write_lines(cfg: SimulationConfig, out: Path) -> None:
@@ -96,19 +128,28 @@ def produce_demo(settings: Settings, cfg: SimulationConfig) -> int:
 
 def up(
     port: Annotated[int, typer.Option(help="API port")] = 8000,
+    kafka_port: Annotated[
+        int | None, typer.Option(help="Port of the embedded broker (default: a free one)", show_default=False)
+    ] = None,
+    redis_port: Annotated[
+        int | None, typer.Option(help="Port of the embedded Redis (default: a free one)", show_default=False)
+    ] = None,
     no_demo: Annotated[bool, typer.Option("--no-demo", help="Do not replay the simulated demo clickstream")] = False,
     customers: Annotated[int, typer.Option(help="Demo customers")] = 200,
 ) -> None:
     """Start everything on 127.0.0.1: embedded broker and Redis (unless ECRM_KAFKA_BOOTSTRAP / ECRM_REDIS_URL
     name real ones), topics, a worker, the API (ECRM_API_HOST, 127.0.0.1 by default; open unless ECRM_API_KEYS is
-    set) and the demo clickstream. Ctrl-C stops it all."""
+    set) and the demo clickstream. The other commands, in any shell, find it (a state file in ECRM_RUNTIME_DIR,
+    else $XDG_RUNTIME_DIR/ecrm). Ctrl-C or SIGTERM stops it all."""
+    from runtime.embedded import EmbeddedError, EmbeddedPorts
     from runtime.local import StartupError, start_stack, wait_until_stopped
 
-    settings = get_settings().model_copy(update={"api_port": port})
+    settings = Settings().model_copy(update={"api_port": port})  # its own servers, never another up's
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops it like Ctrl-C, during start-up too
     try:
-        stack = start_stack(settings, typer.echo)
-    except (StartupError, BrokerUnavailable) as exc:
-        typer.echo(f"error: {exc}", err=True)
+        stack = start_stack(settings, typer.echo, ports=EmbeddedPorts(kafka_port, redis_port))
+    except (StartupError, EmbeddedError, BrokerUnavailable) as exc:
+        typer.echo(error_line(exc), err=True)
         raise typer.Exit(2) from exc
     except KeyboardInterrupt as exc:  # start_stack has stopped what it had started
         typer.echo("interrupted during start-up; stopped")
@@ -116,37 +157,41 @@ def up(
     code = 0
     try:
         if not no_demo:
-            run_demo(stack.settings, SimulationConfig(customers=customers))
+            run_demo(stack.settings, SimulationConfig(customers=customers, run_id=uuid.uuid4().hex[:12]))
         typer.echo("running; press Ctrl-C to stop")
         code = wait_until_stopped(stack, typer.echo)
     except KeyboardInterrupt:
         pass
     except BrokerUnavailable as exc:  # the demo's events were not all delivered
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(error_line(exc), err=True)
         code = 2
     finally:
         typer.echo("stopping ...")
         stack.stop()
+        signal.signal(signal.SIGTERM, previous)
         typer.echo("stopped")
     raise typer.Exit(code)
 
 
+def _interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
 def run_demo(settings: Settings, cfg: SimulationConfig) -> None:
+    """Produce the demo, then wait for it to be complete (runtime/demo.py) before printing where to look."""
+    from runtime import demo
+
+    before = demo.applied_count(settings)
     count = produce_demo(settings, cfg)
     typer.echo(f"demo: {count} simulated events produced; waiting for the worker ...")
-    base = f"http://127.0.0.1:{settings.api_port}"
     customer = "cust-00000"
-    deadline = time.monotonic() + 60
-    headers = demo_headers(settings.api_keys)
-    while time.monotonic() < deadline:
-        if httpx.get(f"{base}/v1/customers/{customer}/profile", headers=headers, timeout=5).status_code == 200:
-            break
-        time.sleep(0.5)
+    demo.complete(settings, before + count, customer, typer.echo)
+    base = f"http://127.0.0.1:{settings.api_port}"
     typer.echo("demo ready. Try:")
     typer.echo(f"  {base}/docs")
     typer.echo(f"  {base}/v1/customers/{customer}/profile")
     typer.echo(f"  {base}/v1/customers/{customer}/recommendations?n=10")
-    play_demo_campaign(settings, base, headers)
+    play_demo_campaign(settings, base, demo.demo_headers(settings.api_keys))
 
 
 def play_demo_campaign(settings: Settings, base: str, headers: dict[str, str], customers: int = 1500) -> None:
@@ -160,16 +205,8 @@ def play_demo_campaign(settings: Settings, base: str, headers: dict[str, str], c
     except ValueError as exc:
         typer.echo(f"campaign demo skipped: {exc}")
         return
-    served, count = play(settings, base, headers, CampaignPlay(rates), customers, typer.echo)
+    behaviour = CampaignPlay(rates, run_id=uuid.uuid4().hex[:12])  # new event ids on every run
+    served, count = play(settings, base, headers, behaviour, customers, typer.echo)
     typer.echo(f"campaign demo: {len(served)} customers in campaign {name}, {count} events; true rates {rates}")
     typer.echo(f"  {base}/v1/campaigns/{name}/report   (once the worker has applied the events)")
-    typer.echo(f"  ECRM_REDIS_URL={settings.redis_url} ecrm campaign report {name}")
-
-
-def demo_headers(api_keys: str) -> dict[str, str]:
-    """The Authorization header of a server or admin key when keys are configured (the demo reads a profile)."""
-    for entry in api_keys.split(","):
-        scope, _, secret = entry.strip().partition(":")
-        if scope.strip() in ("server", "admin") and secret.strip():
-            return {"Authorization": f"Bearer {secret.strip()}"}
-    return {}
+    typer.echo(f"  ecrm campaign report {name}   (from any shell: the commands find this ecrm up)")

@@ -159,13 +159,16 @@ async def test_rfm_of_the_retail_sample_equals_an_independent_computation(
     assert all(0 <= row["churn_risk"] <= 1 and row["lifetime_value"] >= 0 for row in exported.values())
 
 
-def test_importing_the_same_file_again_changes_nothing(settings: Settings, imported: None, datasets: Path) -> None:
+def test_importing_the_same_file_again_changes_nothing(
+    settings: Settings, imported: None, datasets: Path, tmp_path: Path
+) -> None:
     """A second ``ecrm import-orders`` of the same CSV reaches the worker and leaves every profile as it was."""
     r = sync_redis(settings)
     k = Keys(settings.key_prefix)
     keys = [k.profile(pid) for pid, _ in r.zscan_iter(k.profiles) if pid.startswith("c:")]
     before = {key: r.hgetall(key) for key in keys}
-    result = CliRunner().invoke(app, ["import-orders", str(datasets / "online_retail_sample.csv"), "--no-progress"])
+    csv_path = str(datasets / "online_retail_sample.csv")
+    result = CliRunner().invoke(app, ["import-orders", csv_path, "--rejects", str(tmp_path / "r2"), "--no-progress"])
     assert result.exit_code == 0, result.output
     # one sentinel per partition: once all are applied, everything produced before them was read too
     producer = make_producer(settings)

@@ -7,11 +7,13 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from core import runstate
 from core.settings import Settings
 from runtime.embedded import free_port
 from runtime.local import LocalStack, wait_until_stopped
@@ -46,11 +48,19 @@ def alive(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").exists() and " Z " not in Path(f"/proc/{pid}/stat").read_text()
 
 
-def test_up_serves_and_ctrl_c_leaves_nothing_behind() -> None:
-    port = free_port()
+def second_shell(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """A command run as from another shell: no ECRM_* address, only the runtime directory of the test."""
+    return subprocess.run([sys.executable, "-m", "ecrm", *args], env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_up_serves_is_found_and_a_stop_signal_leaves_nothing_behind(stop_signal: int, tmp_path: Path) -> None:
+    port, kafka_port, redis_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ECRM_")}
+    env["ECRM_RUNTIME_DIR"] = str(tmp_path / "rt")
+    args = ["--port", str(port), "--kafka-port", str(kafka_port), "--redis-port", str(redis_port), "--no-demo"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ecrm", "up", "--port", str(port), "--no-demo"],
+        [sys.executable, "-m", "ecrm", "up", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -61,28 +71,47 @@ def test_up_serves_and_ctrl_c_leaves_nothing_behind() -> None:
     reader.start()
     try:
 
-        def ready() -> bool:
+        def said(text: str) -> bool:
             if proc.poll() is not None:
                 pytest.fail(f"ecrm up exited: {''.join(lines)}")
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
+            return any(text in line for line in lines)
 
-        wait_for(ready, timeout=90, what="ecrm up to be ready")
+        wait_for(lambda: said("API ready"), timeout=90, what="ecrm up to be ready")
+        # "ready" means a worker consumes: an event posted at once reaches its profile without a group join
+        health = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=5).json()
+        assert health["worker"] is True and health["status"] == "ok", health
+        event = {"type": "product_view", "event_id": "first", "timestamp": int(time.time() * 1000)}
+        posted = time.perf_counter()
+        event |= {"customer_id": "first-visitor", "item_id": "sku-1"}
+        assert httpx.post(f"http://127.0.0.1:{port}/v1/events", json=event, timeout=5).status_code == 202
+        profile = f"http://127.0.0.1:{port}/v1/customers/first-visitor/profile"
+        wait_for(lambda: httpx.get(profile, timeout=5).status_code == 200, timeout=30, interval=0.02)
+        print(f"event posted right after the ready line -> in its profile: {time.perf_counter() - posted:.3f}s")
         wait_for(lambda: any("press Ctrl-C" in line for line in lines), timeout=30, what="ecrm up to be running")
         family = children_of(proc.pid)
         assert len(family) >= 4  # broker, Redis, worker, API
         assert listening(port) == {"0100007F"}  # the open demo API listens on 127.0.0.1 only
         recs = httpx.get(f"http://127.0.0.1:{port}/v1/customers/x/recommendations", timeout=5)
-        assert recs.status_code == 200 and recs.json()["strategy"] == "empty"
-        proc.send_signal(signal.SIGINT)
+        assert recs.status_code == 200 and recs.json()["strategy"] == "trending"  # the one event posted above
+        assert [i["item_id"] for i in recs.json()["items"]] == ["sku-1"]
+        state = runstate.read_state(env)
+        assert state is not None and state.pid == proc.pid
+        assert (state.kafka_bootstrap, state.api_url) == (f"127.0.0.1:{kafka_port}", f"http://127.0.0.1:{port}")
+        assert state.redis_url == f"redis://127.0.0.1:{redis_port}/0"
+        topics = second_shell(env, "topics")
+        assert (topics.returncode, topics.stdout.strip()) == (0, "topics already exist"), topics.stderr
+        models = second_shell(env, "model", "list")
+        assert models.returncode == 0 and "no model version yet" in models.stdout, models.stderr
+        proc.send_signal(stop_signal)
         proc.wait(timeout=60)
         reader.join(timeout=5)
         out = "".join(lines)
         assert proc.returncode == 0, out
         assert "stopped" in out
         wait_for(lambda: not any(alive(p) for p in family), timeout=15, what="every child to exit")
+        assert not runstate.state_path(env).exists()
+        gone = second_shell(env, "topics")
+        assert gone.returncode == 2 and "`make run`" in gone.stderr
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -100,3 +129,43 @@ def test_a_child_that_dies_is_restarted(settings: Settings) -> None:
         "schema exited with code 0; restarting (2/2)",
     ]
     stack.stop()
+
+
+def test_the_demo_is_complete_when_its_urls_are_printed(tmp_path: Path) -> None:
+    """Scores, segment, lifetime value (or the reason there is none) and a served model before "demo ready"."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ECRM_")}
+    env["ECRM_RUNTIME_DIR"] = str(tmp_path / "rt")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ecrm", "up", "--port", str(port), "--customers", "120"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True)
+    reader.start()
+    try:
+
+        def said(text: str) -> bool:
+            if proc.poll() is not None:
+                pytest.fail(f"ecrm up exited: {''.join(lines)}")
+            return any(text in line for line in lines)
+
+        wait_for(lambda: said("demo ready"), timeout=240, what="the demo to be ready")
+        out = "".join(lines)
+        assert "demo: every event applied" in out and "analytics: refreshed" in out, out
+        base = f"http://127.0.0.1:{port}/v1/customers/cust-00000"
+        profile = httpx.get(f"{base}/profile", timeout=5).json()
+        assert profile["segment"] is not None and profile["rfm"]["rfm_score"] is not None
+        analytics = profile["analytics"]
+        assert profile["lifetime_value"] is not None or analytics["reason"], analytics
+        recs = httpx.get(f"{base}/recommendations", params={"n": 5}, timeout=5).json()
+        assert recs["strategy"] == "personal" and recs["model_version"] != "popularity", (recs, out)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -45,7 +45,7 @@ async def test_collector_to_profile_through_worker(settings: Settings, worker: S
     async with api_client(settings) as client:
         resp = await client.post("/v1/events", json=batch)
         assert resp.status_code == 202, resp.text
-        assert resp.json() == {"accepted": 4, "rejected": 0, "errors": []}
+        assert resp.json() == {"detail": "4 events accepted", "accepted": 4, "rejected": 0, "errors": []}
 
         async def visible() -> bool:
             r = await client.get("/v1/customers/alice/profile")
@@ -194,6 +194,7 @@ async def test_health_and_metrics(settings: Settings) -> None:
             "writes": True,
             "redis": True,
             "kafka": True,
+            "worker": False,  # no worker runs in this test (stream/heartbeat.py)
             "auth": "open",
             "rules": "ok",  # the business rules file in force (docs/rules.md)
         }

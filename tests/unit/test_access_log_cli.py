@@ -62,6 +62,20 @@ def test_no_rejects_file_when_nothing_is_rejected(tmp_path: Path, monkeypatch: p
     assert not (tmp_path / "a.log.rejects.tsv").exists()
 
 
+def test_the_rejects_file_goes_beside_the_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    logs, elsewhere = tmp_path / "logs", tmp_path / "cwd"
+    logs.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    log = logs / "a.log"
+    log.write_text(LINE + "not a log line\n")
+    result = runner.invoke(app, ["ingest-log", str(log), "--dry-run", "--no-progress", "--salt", "s"])
+    assert result.exit_code == 0, result.output
+    assert (logs / "a.log.rejects.tsv").read_text().splitlines()[1].startswith("2\t")
+    assert list(elsewhere.iterdir()) == []
+    assert str(logs / "a.log.rejects.tsv") in result.output
+
+
 def test_bad_patterns_file_is_reported(tmp_path: Path) -> None:
     log = tmp_path / "a.log"
     log.write_text(LINE)

@@ -211,8 +211,8 @@ def test_an_unreachable_broker_exits_2(
         "import-orders": datasets / "online_retail_sample.csv",
     }
     args = {
-        "ingest-log": ["ingest-log", str(paths["ingest-log"]), "--salt", "s", "--no-progress"],
-        "import-orders": ["import-orders", str(paths["import-orders"]), "--no-progress"],
+        "ingest-log": ["ingest-log", str(paths["ingest-log"]), "--salt", "s", "--no-progress", "--rejects", "r"],
+        "import-orders": ["import-orders", str(paths["import-orders"]), "--no-progress", "--rejects", "r"],
         "simulate": ["simulate", "--customers", "3"],
     }[command]
     monkeypatch.chdir(tmp_path)

@@ -1,0 +1,27 @@
+"""The one-line error every command prints when it stops, with a hint when a server could not be reached."""
+
+from __future__ import annotations
+
+from typing import NoReturn
+
+import typer
+
+from core.errors import BrokerUnavailable, DeliveryFailed, StoreUnavailable
+from core.runstate import start_hint
+
+
+def error_line(exc: BaseException) -> str:
+    """``error: <what went wrong>`` on one line; for a broker or Redis that does not answer, how to start one or
+    which variable names it."""
+    text = " ".join(str(exc).split()).rstrip(".")
+    if isinstance(exc, BrokerUnavailable) and not isinstance(exc, DeliveryFailed):
+        return f"error: {text}; {start_hint('ECRM_KAFKA_BOOTSTRAP')}"
+    if isinstance(exc, StoreUnavailable) and exc.reason in ("connection", "timeout"):
+        return f"error: {text}; {start_hint('ECRM_REDIS_URL')}"
+    return f"error: {text}"
+
+
+def fail(exc: BaseException, code: int = 2) -> NoReturn:
+    """Print :func:`error_line` on stderr and exit with ``code``."""
+    typer.echo(error_line(exc), err=True)
+    raise typer.Exit(code) from exc
