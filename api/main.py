@@ -22,7 +22,7 @@ from api.degraded import PopularCopy
 from api.errors import install_error_handlers
 from api.ratelimit import RateLimiter
 from api.recommend import RecommendationService
-from api.routes import customers, events, health, recommendations, rules, segments
+from api.routes import customers, events, health, recommendations, rules, segments, tracker
 from api.serving import ModelHolder
 from core import __version__, metrics
 from core.errors import ConfigError
@@ -134,6 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(segments.router)
     app.include_router(rules.router)
     app.include_router(health.router)
+    app.include_router(tracker.router)
     if origins:
         app.add_middleware(
             CORSMiddleware,

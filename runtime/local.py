@@ -20,6 +20,7 @@ import httpx
 
 from core.settings import Settings
 from runtime.embedded import EmbeddedServer, die_with_parent, free_port, start_missing
+from runtime.shop import ShopServer, allow_shop_origin, start_demo_shop
 
 Echo = Callable[[str], None]
 
@@ -85,16 +86,20 @@ class LocalStack:
     settings: Settings
     servers: list[EmbeddedServer] = field(default_factory=list)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    shop: ShopServer | None = None  # the demo shop (runtime/shop.py), served in a thread of this process
 
     def stop(self) -> None:
+        if self.shop is not None:
+            self.shop.stop()
         for proc in reversed(self.procs):
             stop_process(proc)
         for server in reversed(self.servers):
             server.stop()
 
 
-def start_stack(settings: Settings, echo: Echo, env: dict[str, str] | None = None) -> LocalStack:
-    """Start the embedded servers (unless the environment names real ones), the topics, a worker and the API."""
+def start_stack(settings: Settings, echo: Echo, env: dict[str, str] | None = None, shop: bool = False) -> LocalStack:
+    """Start the embedded servers (unless the environment names real ones), the topics, a worker and the API; and
+    with ``shop`` the demo shop on a free port (its origin added to the API's ``ECRM_CORS_ORIGINS``)."""
     from core.kafka import ensure_topics
 
     env = dict(os.environ) if env is None else env
@@ -105,6 +110,9 @@ def start_stack(settings: Settings, echo: Echo, env: dict[str, str] | None = Non
             settings = settings.model_copy(update={"worker_metrics_port": free_port()})
         if "ECRM_WORKER_WEB_PORT" not in env:
             settings = settings.model_copy(update={"worker_web_port": 0})
+        shop_port = free_port() if shop else 0
+        if shop_port:
+            settings = settings.model_copy(update={"cors_origins": allow_shop_origin(settings.cors_origins, shop_port)})
         stack.settings = settings
         created = ensure_topics(settings)
         echo(f"topics ready ({', '.join(created) if created else 'already there'})")
@@ -113,6 +121,9 @@ def start_stack(settings: Settings, echo: Echo, env: dict[str, str] | None = Non
         stack.procs.append(spawn_role(["api", "--port", str(settings.api_port)], settings))
         wait_ready(f"http://127.0.0.1:{settings.api_port}/health/ready", 60.0, stack.procs)
         echo(f"API ready on http://127.0.0.1:{settings.api_port}/docs")
+        if shop_port:
+            stack.shop = start_demo_shop(f"http://127.0.0.1:{settings.api_port}", settings.api_keys, shop_port)
+            echo(f"demo shop on {stack.shop.url}/ (tracker and widgets: docs/tracker.md)")
     except BaseException:
         stack.stop()
         raise

@@ -106,7 +106,7 @@ def up(
 
     settings = get_settings().model_copy(update={"api_port": port})
     try:
-        stack = start_stack(settings, typer.echo)
+        stack = start_stack(settings, typer.echo, shop=not no_demo)
     except (StartupError, BrokerUnavailable) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -116,7 +116,7 @@ def up(
     code = 0
     try:
         if not no_demo:
-            run_demo(stack.settings, SimulationConfig(customers=customers))
+            run_demo(stack.settings, SimulationConfig(customers=customers), stack.shop.url if stack.shop else None)
         typer.echo("running; press Ctrl-C to stop")
         code = wait_until_stopped(stack, typer.echo)
     except KeyboardInterrupt:
@@ -131,7 +131,7 @@ def up(
     raise typer.Exit(code)
 
 
-def run_demo(settings: Settings, cfg: SimulationConfig) -> None:
+def run_demo(settings: Settings, cfg: SimulationConfig, shop_url: str | None = None) -> None:
     count = produce_demo(settings, cfg)
     typer.echo(f"demo: {count} simulated events produced; waiting for the worker ...")
     base = f"http://127.0.0.1:{settings.api_port}"
@@ -146,6 +146,8 @@ def run_demo(settings: Settings, cfg: SimulationConfig) -> None:
     typer.echo(f"  {base}/docs")
     typer.echo(f"  {base}/v1/customers/{customer}/profile")
     typer.echo(f"  {base}/v1/customers/{customer}/recommendations?n=10")
+    if shop_url:
+        typer.echo(f"  {shop_url}/  (the demo shop: click a few products, see 'Because you viewed ...' change)")
 
 
 def demo_headers(api_keys: str) -> dict[str, str]:

@@ -1,0 +1,38 @@
+/* The demo shop's own page script (runtime/shop.py): the add-to-cart button, the cart page and the search page
+ * report what the visitor does through the engine's tracker (window.ecrm, GET /tracker.js). */
+document.addEventListener("ecrm:ready", function () {
+  "use strict";
+  var add = document.getElementById("add");
+  if (add) {
+    add.addEventListener("click", function () {
+      ecrm.addToCart(add.dataset.item, 1, { price: +add.dataset.price, category: add.dataset.category });
+      document.getElementById("added").hidden = false;
+    });
+  }
+  var results = document.getElementById("results");
+  if (results && results.dataset.query) ecrm.search(results.dataset.query);
+  var lines = document.getElementById("lines"), ids = ecrm.cart();
+  if (!lines || !ids.length) return;
+  fetch("/items?ids=" + encodeURIComponent(ids.join(",")))
+    .then(function (r) { return r.json(); })
+    .then(function (items) {
+      lines.textContent = "";
+      items.forEach(function (it) {
+        var li = document.createElement("li");
+        li.textContent = it.title + " · €" + it.price.toFixed(2);
+        li.setAttribute("data-id", it.item_id);
+        lines.appendChild(li);
+      });
+      var buy = document.getElementById("buy");
+      buy.hidden = false;
+      buy.onclick = function () {
+        var order = items.map(function (it) {
+          return { item_id: it.item_id, quantity: 1, unit_price: it.price, category: it.category };
+        });
+        ecrm.purchase("o-" + Date.now(), order, "EUR");
+        lines.textContent = "";
+        buy.hidden = true;
+        document.getElementById("bought").hidden = false;
+      };
+    });
+});
