@@ -48,6 +48,12 @@ nav a{margin-right:.8em}.fallback{color:#777;font-style:italic}
 """
 
 
+_BANNER = (
+    '<div id="consent" style="background:#e9c46a;padding:.6em 1.5em">This shop records what you view to recommend '
+    'products. <button id="consent-accept">Accept</button> <button id="consent-refuse">No, thanks</button></div>'
+)
+
+
 @dataclass(frozen=True)
 class Shop:
     """What the pages need: the catalogue (by id and by category), the engine's URL and the collect key."""
@@ -56,10 +62,12 @@ class Shop:
     collect_key: str
     items: dict[str, CatalogueItem]
     categories: dict[str, list[CatalogueItem]]
+    consent: bool = False  # the tag asks for the visitor's consent first (data-consent="required"), with a banner
 
     def tag(self) -> str:
         key = f' data-key="{escape(self.collect_key)}"' if self.collect_key else ""
-        return f'<script src="{escape(self.engine_url)}/tracker.js"{key} defer></script>'
+        consent = ' data-consent="required"' if self.consent else ""
+        return f'<script src="{escape(self.engine_url)}/tracker.js"{key}{consent} defer></script>'
 
 
 def demo_catalogue(cfg: SimulationConfig) -> list[CatalogueItem]:
@@ -67,12 +75,14 @@ def demo_catalogue(cfg: SimulationConfig) -> list[CatalogueItem]:
     return make_catalogue(cfg, random.Random(cfg.seed))
 
 
-def build_shop(engine_url: str, collect_key: str = "", cfg: SimulationConfig | None = None) -> Shop:
+def build_shop(
+    engine_url: str, collect_key: str = "", cfg: SimulationConfig | None = None, consent: bool = False
+) -> Shop:
     items = demo_catalogue(cfg or SimulationConfig())
     categories: dict[str, list[CatalogueItem]] = {}
     for item in items:
         categories.setdefault(item.category, []).append(item)
-    return Shop(engine_url.rstrip("/"), collect_key, {i.item_id: i for i in items}, categories)
+    return Shop(engine_url.rstrip("/"), collect_key, {i.item_id: i for i in items}, categories, consent)
 
 
 def _page(shop: Shop, title: str, body: str, status: int = 200) -> HTMLResponse:
@@ -82,7 +92,7 @@ def _page(shop: Shop, title: str, body: str, status: int = 200) -> HTMLResponse:
 <link rel="icon" href="data:,"><style>{_STYLE}</style>{shop.tag()}<script src="/shop.js" defer></script></head>
 <body><header><a href="/"><strong>ecrm demo shop</strong></a><nav>{nav}</nav><a href="/cart" id="cart-link">Cart</a>
 <form action="/search"><input name="q" placeholder="Search" maxlength="{MAX_QUERY}"></form></header>
-<main>{body}</main></body></html>"""
+{_BANNER if shop.consent else ""}<main>{body}</main></body></html>"""
     return HTMLResponse(html, status_code=status)
 
 

@@ -1,7 +1,9 @@
 /* The demo shop's own page script (runtime/shop.py): the add-to-cart button, the cart page and the search page
  * report what the visitor does through the engine's tracker (window.ecrm, GET /tracker.js). */
-document.addEventListener("ecrm:ready", function () {
+function shopReady() {
   "use strict";
+  var banner = document.getElementById("consent");
+  if (banner && /(^|; )_ecrm_consent=/.test(document.cookie)) banner.hidden = true;
   var add = document.getElementById("add");
   if (add) {
     add.addEventListener("click", function () {
@@ -35,4 +37,15 @@ document.addEventListener("ecrm:ready", function () {
         document.getElementById("bought").hidden = false;
       };
     });
+}
+/* Deferred after the tracker's tag, this runs once the tracker has (window.ecrm); ecrm:ready covers a later one. */
+if (window.ecrm) shopReady(); else document.addEventListener("ecrm:ready", shopReady);
+/* The consent banner of a shop whose tag says data-consent="required". */
+document.addEventListener("click", function (e) {
+  "use strict";
+  var id = e.target && e.target.id;
+  if ((id === "consent-accept" || id === "consent-refuse") && window.ecrm) {
+    ecrm.consent(id === "consent-accept");
+    document.getElementById("consent").hidden = true;
+  }
 });
