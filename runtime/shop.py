@@ -106,7 +106,7 @@ def _card(item: CatalogueItem) -> str:
 
 def _personal(heading: str) -> str:
     return (
-        f"<h2>{escape(heading)}</h2>"
+        f'<h2 id="personal-heading">{escape(heading)}</h2>'
         '<div id="personal" data-ecrm-widget="personal" data-n="6" data-link="/p/{item_id}">'
         '<p class="fallback">Browse a few products: recommendations for you appear here.</p></div>'
     )

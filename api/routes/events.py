@@ -69,7 +69,7 @@ EXAMPLE_EVENT = {
     "type": "product_view",
     "event_id": "e1",
     "timestamp": "2026-11-23T10:00:00Z",
-    "customer_id": "c1",
+    "anonymous_id": "v1",  # a visitor's event: any key may send it (one with a customer_id needs `server`)
     "item_id": "sku-1",
 }
 

@@ -4,7 +4,13 @@ function shopReady() {
   "use strict";
   var banner = document.getElementById("consent");
   if (banner && /(^|; )_ecrm_consent=/.test(document.cookie)) banner.hidden = true;
-  var add = document.getElementById("add");
+  var add = document.getElementById("add"), title = document.getElementById("title");
+  var heading = document.getElementById("personal-heading");
+  try { /* the shop's own memory of the last product seen, for the heading of the personal list */
+    if (title && add) sessionStorage.setItem("shop_last_viewed", title.textContent);
+    var last = sessionStorage.getItem("shop_last_viewed");
+    if (heading && last) heading.textContent = "Because you viewed " + last;
+  } catch (e) { /* private mode: the heading stays generic */ }
   if (add) {
     add.addEventListener("click", function () {
       ecrm.addToCart(add.dataset.item, 1, { price: +add.dataset.price, category: add.dataset.category });

@@ -214,17 +214,20 @@ def test_widgets_render_cards_from_the_api_and_change_after_clicks(stack: Stack,
     v.page.goto(stack.shop.url + "/?category=fragrance")
     viewed = v.page.eval_on_selector_all("#catalogue .card", "els => els.slice(5, 9).map(e => e.dataset.id)")
     v.page.goto(f"{stack.shop.url}/p/{viewed[0]}")
+    assert v.page.inner_text("#personal-heading") == f"Because you viewed {TITLES[viewed[0]]}"
     for item in viewed[1:]:
         v.page.evaluate("item => ecrm.productView(item, {category: 'fragrance'})", item)
+    started = time.monotonic()
     visitor = v.page.evaluate("ecrm.anonymousId()")
     strategy = "() => document.getElementById('personal').dataset.ecrmStrategy"
     until(
         v,
-        lambda: v.page.evaluate(strategy) == "session" and cards(v.page, "personal") != before,
+        lambda: v.page.evaluate(strategy) == "session" and not set(cards(v.page, "personal")) & set(viewed),
         lambda: f"the personal widget to follow the views: {v.page.evaluate(strategy)}, {stack.counts(visitor)}",
     )
+    print(f"the personal widget followed the views after {time.monotonic() - started:.2f}s (0.8s refresh delay)")
     after = cards(v.page, "personal")
-    assert after != before and not set(after) & set(viewed)  # the model's list, without what was just seen
+    assert after != before and len(after) == 6  # the model's list now, without what was just seen
     assert wait_cards(v.page, "similar") and viewed[0] not in cards(v.page, "similar")
     assert v.errors == []
 
