@@ -2,7 +2,7 @@
  *   <script src="https://<engine>/tracker.js" data-key="<collect key>" defer></script>
  * and the tracker sends to the origin it was loaded from. Options on the tag: data-consent="required" (send nothing
  * and set no cookie before ecrm.consent(true)), data-page-view="off" (no automatic page view), data-refresh-ms
- * (how long after a sent view, cart change or click the widgets are filled again; 0: never; default 800). */
+ * (how long after a sent view, cart change or click the widgets are filled again; 0: never; default 400). */
 (function (w, d) {
   "use strict";
   if (w.ecrm && w.ecrm.version) return;
@@ -12,7 +12,7 @@
   var key = opt("key", "");
   var ID = "_ecrm_id", SES = "_ecrm_s", OK = "_ecrm_consent", CART = "_ecrm_cart";
   var YEAR = 31536000, SESSION_S = 1800, BATCH = 20, QUEUE_MAX = 200, TIMEOUT_MS = 2500;
-  var refreshMs = +opt("refresh-ms", 800);
+  var refreshMs = +opt("refresh-ms", 400);
   var queue = [], timer = 0, retryTimer = 0, attempt = 0, sending = false, refreshTimer = 0;
 
   function cookie(name, value, maxAge) {
@@ -56,7 +56,7 @@
     queue.push(ev);
     if (queue.length > QUEUE_MAX) queue.splice(0, queue.length - QUEUE_MAX);
     if (/^(product_view|add_to_cart|remove_from_cart|purchase|recommendation_click)$/.test(type)) ev._r = 1;
-    schedule(queue.length >= BATCH ? 0 : 300);
+    schedule(queue.length >= BATCH ? 0 : ev._r ? 100 : 300);  /* what changes the lists goes out sooner */
     return ev.event_id;
   }
   function schedule(ms) { if (!retryTimer) { clearTimeout(timer); timer = setTimeout(flush, ms); } }
