@@ -225,7 +225,8 @@ def test_widgets_render_cards_from_the_api_and_change_after_clicks(stack: Stack,
         lambda: v.page.evaluate(strategy) == "session" and not set(cards(v.page, "personal")) & set(viewed),
         lambda: f"the personal widget to follow the views: {v.page.evaluate(strategy)}, {stack.counts(visitor)}",
     )
-    print(f"the personal widget followed the views after {time.monotonic() - started:.2f}s (batching 0.1s and refresh delay 0.4s included)")
+    took = time.monotonic() - started
+    print(f"the personal widget followed the views after {took:.2f}s (batching 0.1s, refresh delay 0.4s included)")
     after = cards(v.page, "personal")
     assert after != before and len(after) == 6  # the model's list now, without what was just seen
     assert wait_cards(v.page, "similar") and viewed[0] not in cards(v.page, "similar")
