@@ -194,6 +194,16 @@ def test_a_visitors_clicks_reach_their_profile(stack: Stack, visit: Callable[[],
 
     until(v, arrived, lambda: f"the views and the cart addition in the profile: {stack.counts(visitor)}, {v.sent}")
     assert stack.redis.hget(keys.cart(anonymous_pid(visitor)), clicked[0]) == "1"
+    v.page.goto(stack.shop.url + "/cart")  # the cart page lists the line, and the cart widget what goes with it
+    v.page.wait_for_selector(f'#lines [data-id="{clicked[0]}"]')
+    complements = wait_cards(v.page, "cart-recs")
+    assert complements and clicked[0] not in complements
+    # a "session" widget: what goes with this visit's views
+    v.page.evaluate(
+        "() => { const d = document.createElement('div'); d.id = 'visit'; d.dataset.ecrmWidget = 'session';"
+        " d.dataset.n = '3'; document.body.appendChild(d); ecrm.refresh(); }"
+    )
+    assert len(wait_cards(v.page, "visit")) == 3 and not set(cards(v.page, "visit")) & set(clicked)
     assert stack.redis.pfcount(keys.sessions(anonymous_pid(visitor))) == 1  # one session cookie across the pages
     views = v.events("product_view")  # what this page sent (earlier pages' requests left with them)
     assert views and all(e["item_id"] in clicked and e["category"] == "makeup" for e in views)
