@@ -10,10 +10,10 @@
   var opt = function (name, dflt) { var v = tag && tag.getAttribute("data-" + name); return v === null || v === undefined || v === "" ? dflt : v; };
   var api = new URL(tag ? tag.src : "/", location.href).origin;
   var key = opt("key", "");
-  var ID = "_ecrm_id", SES = "_ecrm_s", OK = "_ecrm_consent", CART = "_ecrm_cart";
+  var ID = "_ecrm_id", SES = "_ecrm_s", OK = "_ecrm_consent", CART = "_ecrm_cart", PENDING = "_ecrm_pending";
   var YEAR = 31536000, SESSION_S = 1800, BATCH = 20, QUEUE_MAX = 200, TIMEOUT_MS = 2500;
   var refreshMs = +opt("refresh-ms", 400);
-  var queue = [], timer = 0, retryTimer = 0, attempt = 0, sending = false, refreshTimer = 0;
+  var queue = [], inflight = [], timer = 0, retryTimer = 0, attempt = 0, sending = false, refreshTimer = 0;
 
   function cookie(name, value, maxAge) {
     if (value === undefined) {
@@ -47,7 +47,17 @@
   }
 
   /* Sending: batches of at most 20 events; a failure (network, 429, 5xx) is retried with back-off (1 s doubling to
-   * 60 s, with jitter); a refusal (4xx) is dropped; the queue keeps the newest 200 events. */
+   * 60 s, with jitter); a refusal (4xx) is dropped; the queue keeps the newest 200 events. While the API fails, what
+   * is not delivered is kept in localStorage and sent again from the next page (same event ids: counted once). */
+  function save() {
+    var all = queue.concat.apply(queue.slice(), inflight).slice(-QUEUE_MAX);
+    try { if (all.length) localStorage.setItem(PENDING, JSON.stringify(all)); else localStorage.removeItem(PENDING); } catch (e) { /* private mode */ }
+  }
+  function restore() {
+    var kept; try { kept = JSON.parse(localStorage.getItem(PENDING) || "[]"); } catch (e) { kept = []; }
+    if (kept.length) { queue = kept.concat(queue).slice(-QUEUE_MAX); schedule(0); }
+  }
+  function done(batch) { inflight = inflight.filter(function (b) { return b !== batch; }); save(); }
   function track(type, fields) {
     if (!allowed()) return false;
     var ev = { type: type, event_id: uuid(), timestamp: Date.now(), anonymous_id: anonymousId(),
@@ -55,6 +65,7 @@
     for (var k in fields || {}) if (fields[k] !== undefined && fields[k] !== null) ev[k] = fields[k];
     queue.push(ev);
     if (queue.length > QUEUE_MAX) queue.splice(0, queue.length - QUEUE_MAX);
+    if (attempt) save();
     if (/^(product_view|add_to_cart|remove_from_cart|purchase|recommendation_click)$/.test(type)) ev._r = 1;
     schedule(queue.length >= BATCH ? 0 : ev._r ? 100 : 300);  /* what changes the lists goes out sooner */
     return ev.event_id;
@@ -76,15 +87,20 @@
       return flush(leaving);
     }
     sending = true;
+    if (!leaving || attempt) inflight.push(batch);  /* leaving with the API well: keepalive delivers it */
+    save();
     fetch(api + "/v1/events", { method: "POST", headers: headers(), body: body(batch), keepalive: true,
       credentials: "omit", mode: "cors" })
       .then(function (r) {
         if (r.status === 429 || r.status >= 500) throw r;
         attempt = 0;
+        done(batch);
         if (batch.some(function (e) { return e._r; })) refreshSoon();
       })
       .catch(function () {
+        inflight = inflight.filter(function (b) { return b !== batch; });
         queue = batch.concat(queue).slice(-QUEUE_MAX);
+        save();
         var delay = Math.min(60000, 1000 * Math.pow(2, attempt++)) * (0.5 + Math.random() / 2);
         clearTimeout(timer); retryTimer = setTimeout(function () { retryTimer = 0; flush(); }, delay);
       })
@@ -111,7 +127,7 @@
         cookie(OK, "1", YEAR);
         if (first) { start(); widgets(false); }
       } else {
-        queue = [];
+        queue = []; inflight = []; save();
         cookie(OK, "0", YEAR); cookie(ID, "", 0); cookie(SES, "", 0);
       }
     },
@@ -219,6 +235,7 @@
   function start() {
     if (started || !allowed()) return;
     started = true;
+    restore();
     if (opt("page-view", "on") !== "off") ecrm.pageView();
     var seen = {};
     Array.prototype.forEach.call(d.querySelectorAll("[data-ecrm-product]"), function (el) {
