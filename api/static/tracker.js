@@ -10,7 +10,7 @@
   var opt = function (name, dflt) { var v = tag && tag.getAttribute("data-" + name); return v === null || v === undefined || v === "" ? dflt : v; };
   var api = new URL(tag ? tag.src : "/", location.href).origin;
   var key = opt("key", "");
-  var ID = "_ecrm_id", SES = "_ecrm_s", OK = "_ecrm_consent", CART = "_ecrm_cart", PENDING = "_ecrm_pending";
+  var ID = "_ecrm_id", SES = "_ecrm_s", OK = "_ecrm_consent", CART = "_ecrm_cart", PENDING = "_ecrm_pending", VIEWED = "_ecrm_viewed";
   var YEAR = 31536000, SESSION_S = 1800, BATCH = 20, QUEUE_MAX = 200, TIMEOUT_MS = 2500;
   var refreshMs = +opt("refresh-ms", 400);
   var queue = [], inflight = [], timer = 0, retryTimer = 0, attempt = 0, sending = false, refreshTimer = 0;
@@ -128,6 +128,7 @@
         if (first) { start(); widgets(false); }
       } else {
         queue = []; inflight = []; save();
+        try { localStorage.removeItem(CART); sessionStorage.removeItem(VIEWED); } catch (e) { /* private mode */ }
         cookie(OK, "0", YEAR); cookie(ID, "", 0); cookie(SES, "", 0);
       }
     },
@@ -177,10 +178,10 @@
     if ((kind === "personal" || kind === "session") && visitor) return [api + "/v1/sessions/" + encodeURIComponent(visitor) + "/recommendations" + q];
     return null;
   }
-  function viewed() { try { return JSON.parse(sessionStorage.getItem("_ecrm_viewed") || "[]"); } catch (e) { return []; } }
+  function viewed() { try { return JSON.parse(sessionStorage.getItem(VIEWED) || "[]"); } catch (e) { return []; } }
   function remember(item) {
     var v = viewed().filter(function (i) { return i !== item; }); v.push(item);
-    try { sessionStorage.setItem("_ecrm_viewed", JSON.stringify(v.slice(-20))); } catch (e) { /* private mode */ }
+    try { sessionStorage.setItem(VIEWED, JSON.stringify(v.slice(-20))); } catch (e) { /* private mode */ }
   }
   function safeUrl(u) {
     try { return typeof u === "string" && u && /^https?:$/.test(new URL(u, location.href).protocol) ? u : ""; } catch (e) { return ""; }

@@ -288,6 +288,15 @@ def test_nothing_is_sent_and_no_cookie_set_before_consent(stack: Stack, visit: C
     assert v.events("product_view")[0]["item_id"] == "sku-00020" and not v.events("search")
     visitor = v.page.evaluate("ecrm.anonymousId()")
     assert any(c["name"] == "_ecrm_id" and c["value"] == visitor for c in v.context.cookies())
+    # consent withdrawn: the visitor's cookies go, and nothing more is sent
+    v.page.evaluate("ecrm.consent(false)")
+    sent = len(v.sent)
+    after = v.page.evaluate("[ecrm.anonymousId(), ecrm.track('search', {query: 'after'}), ecrm.cart()]")
+    assert after == [None, False, []]
+    v.page.wait_for_timeout(1000)
+    assert len(v.sent) == sent and not v.events("search")
+    assert {c["name"]: c["value"] for c in v.context.cookies()}.get("_ecrm_consent") == "0"
+    assert not [c for c in v.context.cookies() if c["name"] in ("_ecrm_id", "_ecrm_s")]
     assert v.errors == []
 
 
