@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PORT   ?= 8000
 
-.PHONY: run test lint typecheck unit integration bench clean prometheus
+.PHONY: run test lint typecheck unit integration bench clean prometheus chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,13 +35,21 @@ prometheus:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
-test: $(STAMP) prometheus lint typecheck
+# Chromium (Debian's package) for the browser tests, driven by Playwright through its executable path (Playwright's own
+# browser download is not used): installed only when missing.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+
+test: $(STAMP) prometheus chromium lint typecheck
 	$(BIN)/pytest -q
 
 unit: $(STAMP) prometheus
 	$(BIN)/pytest -q tests/unit
 
-integration: $(STAMP) prometheus
+integration: $(STAMP) prometheus chromium
 	$(BIN)/pytest -q tests/integration
 
 bench: $(STAMP)

@@ -28,7 +28,7 @@ from api.degraded import PopularCopy
 from api.errors import install_error_handlers
 from api.ratelimit import RateLimiter
 from api.recommend import RecommendationService
-from api.routes import campaigns, customers, events, health, recommendations, rules, segments
+from api.routes import campaigns, customers, events, health, recommendations, rules, segments, tracker
 from api.serving import ModelHolder
 from core import __version__, metrics
 from core.errors import ConfigError, ServiceUnavailable
@@ -176,6 +176,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(rules.router)
     app.include_router(campaigns.router)
     app.include_router(health.router)
+    app.include_router(tracker.router)
     if origins:
         app.add_middleware(
             CORSMiddleware,

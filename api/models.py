@@ -90,6 +90,9 @@ class RecommendedItem(BaseModel):
     rules: list[str] | None = Field(None, description="explain=true: the rules that touched the item")
     attributes: dict[str, str | int | float] | None = Field(None, description="attributes=true: catalogue attributes")
     image_url: str | None = Field(None, description="attributes=true: the catalogue image")
+    title: str | None = Field(None, description="attributes=true: the catalogue title")
+    price: float | None = Field(None, description="attributes=true: the catalogue price")
+    category: str | None = Field(None, description="attributes=true: the catalogue category")
 
 
 class Recommendations(BaseModel):

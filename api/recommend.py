@@ -149,6 +149,19 @@ def _info(entry: CatalogueEntry) -> ItemInfo:
     return ItemInfo(entry.category, entry.price, entry.attributes)
 
 
+def card_fields(entry: CatalogueEntry | None) -> dict[str, object]:
+    """What ``attributes=true`` adds to an item: what a page needs to draw its card (None: not in the catalogue)."""
+    if entry is None:
+        return {"attributes": {}, "image_url": None, "title": None, "price": None, "category": None}
+    return {
+        "attributes": entry.attributes,
+        "image_url": entry.image_url,
+        "title": entry.title,
+        "price": entry.price,
+        "category": entry.category,
+    }
+
+
 def personal_reason(rec: Recommendation, bought: dict[str, int]) -> str:
     if rec.reason_item is None:
         return "recommended for you"
@@ -458,7 +471,7 @@ class RecommendationService:
                 extra.update(model_score=r.model_score, final_score=round(r.final_score, 6), rules=r.rules)
             if ask.attributes:
                 e = entries.get(r.item_id)
-                extra.update(attributes=e.attributes if e else {}, image_url=e.image_url if e else None)
+                extra.update(card_fields(e))
             score = round(r.model_score, 6) if r.model_score is not None else 0.0
             out.append(Recommended(r.item_id, score, r.reason, extra or None))
         return out

@@ -69,6 +69,7 @@ class CatalogueEntry:
     price: float | None
     attributes: dict[str, str | int | float]
     image_url: str | None
+    title: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,7 +262,7 @@ class ProfileStore:
         return {item: cat for item, cat in zip(items, cats, strict=True) if cat}
 
     async def catalogue_entries(self, items: list[str]) -> dict[str, CatalogueEntry | None]:
-        """Category, price, attributes and image of each item (None: not in the catalogue). One round trip."""
+        """Category, price, attributes, image and title of each item (None: not in the catalogue). One round trip."""
         entries, _, _ = await self.rules_reads(items, [], None, 0)
         return entries
 
@@ -275,19 +276,19 @@ class ProfileStore:
         with redis_errors("reading the catalogue for business rules"):
             async with self.client.pipeline(transaction=False) as pipe:
                 for item in items:
-                    pipe.hmget(self.keys.item(item), "category", "price", "attrs", "image")
+                    pipe.hmget(self.keys.item(item), "category", "price", "attrs", "image", "title")
                 if stock_of:
                     pipe.smismember(self.keys.out_of_stock, stock_of)
                 if served_of is not None:
                     pipe.lrange(self.keys.served(served_of), 0, served_n - 1)
                 rows = await pipe.execute()
         out: dict[str, CatalogueEntry | None] = {}
-        for item, (cat, price, attrs, image) in zip(items, rows, strict=False):
+        for item, (cat, price, attrs, image, title) in zip(items, rows, strict=False):
             if cat is None and price is None:
                 out[item] = None
                 continue
             out[item] = CatalogueEntry(
-                cat, float(price) if price is not None else None, orjson.loads(attrs) if attrs else {}, image
+                cat, float(price) if price is not None else None, orjson.loads(attrs) if attrs else {}, image, title
             )
         rest = rows[len(items) :]
         oos = {i for i, flag in zip(stock_of, rest.pop(0), strict=True) if flag} if stock_of else set()

@@ -23,6 +23,7 @@ import httpx
 from core import runstate
 from core.settings import Settings
 from runtime.embedded import EmbeddedPorts, EmbeddedServer, die_with_parent, free_port, start_missing
+from runtime.shop import ShopServer, allow_shop_origin, start_demo_shop
 
 Echo = Callable[[str], None]
 
@@ -91,6 +92,7 @@ class LocalStack:
     servers: list[EmbeddedServer] = field(default_factory=list)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     state_file: Path | None = None
+    shop: ShopServer | None = None  # the demo shop (runtime/shop.py), served in a thread of this process
 
     def publish(self, echo: Echo) -> None:
         """Write the state file that lets the commands of other shells find this stack."""
@@ -108,6 +110,8 @@ class LocalStack:
             echo(f"note: another ecrm up is running; other shells keep finding that one ({runstate.state_path()})")
 
     def stop(self) -> None:
+        if self.shop is not None:
+            self.shop.stop()
         if self.state_file is not None:
             runstate.remove_state(os.getpid())
             self.state_file = None
@@ -118,10 +122,15 @@ class LocalStack:
 
 
 def start_stack(
-    settings: Settings, echo: Echo, env: dict[str, str] | None = None, ports: EmbeddedPorts | None = None
+    settings: Settings,
+    echo: Echo,
+    env: dict[str, str] | None = None,
+    ports: EmbeddedPorts | None = None,
+    shop: bool = False,
 ) -> LocalStack:
     """Start the embedded servers (unless the environment names real ones; on ``ports`` if given), the topics, a
-    worker and the API; then publish the state file."""
+    worker and the API; with ``shop`` the demo shop on a free port (its origin added to the API's
+    ``ECRM_CORS_ORIGINS``); then publish the state file."""
     from core.kafka import ensure_topics
 
     env = dict(os.environ) if env is None else env
@@ -132,6 +141,9 @@ def start_stack(
             settings = settings.model_copy(update={"worker_metrics_port": free_port()})
         if "ECRM_WORKER_WEB_PORT" not in env:
             settings = settings.model_copy(update={"worker_web_port": 0})
+        shop_port = free_port() if shop else 0
+        if shop_port:
+            settings = settings.model_copy(update={"cors_origins": allow_shop_origin(settings.cors_origins, shop_port)})
         stack.settings = settings
         created = ensure_topics(settings)
         echo(f"topics ready ({', '.join(created) if created else 'already there'})")
@@ -140,6 +152,9 @@ def start_stack(
         stack.procs.append(spawn_role(["api", "--port", str(settings.api_port)], settings))
         wait_ready(f"http://127.0.0.1:{settings.api_port}/health/ready", 60.0, stack.procs)
         echo(f"API ready on http://127.0.0.1:{settings.api_port}/docs (the worker is consuming)")
+        if shop_port:
+            stack.shop = start_demo_shop(f"http://127.0.0.1:{settings.api_port}", settings.api_keys, shop_port)
+            echo(f"demo shop on {stack.shop.url}/ (tracker and widgets: docs/tracker.md)")
         stack.publish(echo)
     except BaseException:
         stack.stop()

@@ -80,6 +80,7 @@ def simulate(cfg: SimulationConfig) -> Iterator[dict[str, Any]]:
         yield {
             "type": "item", "event_id": ids.next(), "timestamp": start, "item_id": item.item_id,
             "title": item.title, "category": item.category, "price": item.price, "in_stock": True,
+            "image_url": f"/img/{item.item_id}.svg",  # drawn by the demo shop (runtime/shop.py)
         }  # fmt: skip
     weights = [1.0 / math.pow(rank + 1, cfg.zipf_exponent) for rank in range(len(catalogue))]
     by_cat: dict[str, list[int]] = {}

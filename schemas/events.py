@@ -45,6 +45,7 @@ MAX_ID_LENGTH = 256
 MAX_TEXT_LENGTH = 4096  # url, referrer, user_agent
 MAX_TITLE_LENGTH = 1024  # titles and search queries
 MAX_SEARCH_RESULTS = 1000
+MAX_SHOWN_ITEMS = 100  # items of one recommendation_view (an impression of a list)
 MAX_CART_QUANTITY = 100_000
 MAX_LINE_QUANTITY = 1_000_000
 MAX_LINES = 1000  # lines per purchase
@@ -305,6 +306,14 @@ class RecommendationClick(_Behaviour):
     item_id: Id
 
 
+class RecommendationView(_Behaviour):
+    """An impression: a recommendation list was shown to the visitor (the widget sends it once per list)."""
+
+    type: Literal["recommendation_view"]
+    recommendation_id: Id
+    item_ids: Annotated[list[Id], Field(min_length=1, max_length=MAX_SHOWN_ITEMS, description="Items shown, in order")]
+
+
 AttributeKey = Annotated[str, Field(min_length=1, max_length=MAX_ATTRIBUTE_KEY), BeforeValidator(_check_id)]
 AttributeValue = Annotated[str, Field(max_length=MAX_ATTRIBUTE_TEXT)] | Annotated[float, Field(allow_inf_nan=False)]
 
@@ -340,7 +349,9 @@ class Item(_Base):
         return self.item_id
 
 
-Behaviour = PageView | ProductView | Search | AddToCart | RemoveFromCart | Purchase | RecommendationClick
+Behaviour = (
+    PageView | ProductView | Search | AddToCart | RemoveFromCart | Purchase | RecommendationClick | RecommendationView
+)
 Event = Annotated[Behaviour | Item, Field(discriminator="type")]
 EVENT_TYPES: tuple[str, ...] = (
     "page_view",
@@ -350,6 +361,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "remove_from_cart",
     "purchase",
     "recommendation_click",
+    "recommendation_view",
     "item",
 )
 

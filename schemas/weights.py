@@ -18,6 +18,7 @@ DEFAULT_EVENT_WEIGHTS: Final = MappingProxyType(
         "remove_from_cart": -1.0,
         "purchase": 5.0,
         "recommendation_click": 2.0,
+        "recommendation_view": 0.0,
         "item": 0.0,
     }
 )

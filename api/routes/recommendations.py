@@ -36,7 +36,9 @@ Explain = Annotated[
     bool,
     Query(description="Add to each item the raw model score, the final score after the rules, and the rules applied"),
 ]
-Attributes = Annotated[bool, Query(description="Add to each item its catalogue attributes and image_url")]
+Attributes = Annotated[
+    bool, Query(description="Add to each item its catalogue title, price, category, attributes and image_url")
+]
 
 
 def _respond(endpoint: str, recs: RecList) -> Response:

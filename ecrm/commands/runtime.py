@@ -147,7 +147,7 @@ def up(
     settings = Settings().model_copy(update={"api_port": port})  # its own servers, never another up's
     previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops it like Ctrl-C, during start-up too
     try:
-        stack = start_stack(settings, typer.echo, ports=EmbeddedPorts(kafka_port, redis_port))
+        stack = start_stack(settings, typer.echo, ports=EmbeddedPorts(kafka_port, redis_port), shop=not no_demo)
     except (StartupError, EmbeddedError, BrokerUnavailable) as exc:
         typer.echo(error_line(exc), err=True)
         raise typer.Exit(2) from exc
@@ -157,7 +157,8 @@ def up(
     code = 0
     try:
         if not no_demo:
-            run_demo(stack.settings, SimulationConfig(customers=customers, run_id=uuid.uuid4().hex[:12]))
+            shop_url = stack.shop.url if stack.shop else None
+            run_demo(stack.settings, SimulationConfig(customers=customers, run_id=uuid.uuid4().hex[:12]), shop_url)
         typer.echo("running; press Ctrl-C to stop")
         code = wait_until_stopped(stack, typer.echo)
     except KeyboardInterrupt:
@@ -177,7 +178,7 @@ def _interrupt(_signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def run_demo(settings: Settings, cfg: SimulationConfig) -> None:
+def run_demo(settings: Settings, cfg: SimulationConfig, shop_url: str | None = None) -> None:
     """Produce the demo, then wait for it to be complete (runtime/demo.py) before printing where to look."""
     from runtime import demo
 
@@ -191,6 +192,8 @@ def run_demo(settings: Settings, cfg: SimulationConfig) -> None:
     typer.echo(f"  {base}/docs")
     typer.echo(f"  {base}/v1/customers/{customer}/profile")
     typer.echo(f"  {base}/v1/customers/{customer}/recommendations?n=10")
+    if shop_url:
+        typer.echo(f"  {shop_url}/  (the demo shop: click a few products, see 'Because you viewed ...' change)")
     play_demo_campaign(settings, base, demo.demo_headers(settings.api_keys))
 
 

@@ -39,6 +39,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         **WHO,
     },
     "recommendation_click": {"recommendation_id": "r-1", "item_id": "sku-1", **WHO},
+    "recommendation_view": {"recommendation_id": "r-1", "item_ids": ["sku-1", "sku-2"], **WHO},
     "item": {"item_id": "sku-1", "title": "Shoe", "category": "shoes", "price": 10.0},
 }
 
