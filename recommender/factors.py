@@ -61,7 +61,6 @@ class FactorPart:
         self.alpha = alpha
         self.fold_in_mode: FoldIn = fold_in
         self._solver = _solver(self.item_factors, regularization, alpha)
-        self._transposed = np.ascontiguousarray(self.item_factors.T)
         _ = self._solver.YtY  # computed once here, not on the first request
 
     @property
@@ -84,10 +83,30 @@ class FactorPart:
     def scores(self, users: FloatMatrix) -> FloatMatrix:
         """Scores (rows x items) of user vectors; the item bias only for users with a non-zero vector, so an
         empty or unknown history scores 0 everywhere (and popularity alone orders it)."""
-        out: FloatMatrix = users @ self._transposed
+        out: FloatMatrix = users @ self.item_factors.T  # no transposed copy: the factors may be memory-mapped
         if self.item_bias is not None:
             out[users.any(axis=1)] += self.item_bias
         return out
+
+    def scores_at(self, user: FloatMatrix, codes: NDArray[np.int64]) -> FloatMatrix:
+        """One user vector's scores of the items ``codes`` only (the same values as :meth:`scores`)."""
+        out: FloatMatrix = self.item_factors[codes] @ user
+        if self.item_bias is not None and user.any():
+            out += self.item_bias[codes]
+        return out
+
+    def index_vectors(self) -> FloatMatrix:
+        """The vectors a nearest-neighbour index holds: the item factors, and the item bias as one more column."""
+        if self.item_bias is None:
+            return self.item_factors
+        return np.hstack([self.item_factors, np.reshape(self.item_bias, (-1, 1))]).astype(np.float32)
+
+    def queries(self, users: FloatMatrix) -> FloatMatrix:
+        """User vectors as index queries: with a bias column, 1 where the vector is not zero (as :meth:`scores`)."""
+        if self.item_bias is None:
+            return users
+        ones = np.reshape(users.any(axis=1), (-1, 1)).astype(np.float32)
+        return np.hstack([users, ones]).astype(np.float32)
 
     def explain(self, history: NDArray[np.int32], conf: NDArray[np.float32], targets: NDArray[np.int64]) -> FloatMatrix:
         """Share of each history item in each target's score (history x targets): the fold-in is linear in the
