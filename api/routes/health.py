@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from api.deps import CollectorDep, StoreDep
+from core import metrics
 from core.errors import StoreUnavailable
 
 router = APIRouter(tags=["health"])
@@ -46,4 +47,4 @@ async def ready(request: Request, store: StoreDep, collector: CollectorDep) -> J
 
 @router.get("/metrics", include_in_schema=False)
 async def prometheus_metrics(_: Request) -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(metrics.api_exposition(), media_type=CONTENT_TYPE_LATEST)
