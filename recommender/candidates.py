@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import faiss
 import numpy as np
@@ -92,15 +93,42 @@ class FactorIndex:
         return cls(index)
 
 
-def sparse_rows(batch: HistoryBatch, weights: FloatArray, m: sp.csr_matrix) -> sp.csr_matrix:
-    """Rows x items CSR: per row, the sum of ``m``'s rows of its history items times their ``weights`` (the
-    sparse twin of :func:`recommender.weighting.sparse_scores`)."""
+@dataclass(frozen=True, slots=True)
+class SparseRows:
+    """Rows x items in CSR layout (columns sorted within a row), without scipy's per-object checks."""
+
+    indptr: IntArray
+    indices: IntArray
+    data: FloatArray
+
+    def columns(self, r: int) -> IntArray:
+        return self.indices[self.indptr[r] : self.indptr[r + 1]]
+
+    def at(self, r: int, codes: IntArray) -> FloatArray:
+        """Row ``r`` at the columns ``codes`` (sorted, holding every stored column of the row)."""
+        out = np.zeros(codes.size, dtype=np.float32)
+        lo, hi = self.indptr[r], self.indptr[r + 1]
+        out[np.searchsorted(codes, self.indices[lo:hi])] = self.data[lo:hi]
+        return out
+
+    def toarray(self, n_items: int) -> FloatMatrix:
+        dense = np.zeros((len(self.indptr) - 1, n_items), dtype=np.float32)
+        rows = np.repeat(np.arange(len(self.indptr) - 1), np.diff(self.indptr))
+        dense[rows, self.indices] = self.data
+        return dense
+
+
+def sparse_rows(batch: HistoryBatch, weights: FloatArray, m: sp.csr_matrix) -> SparseRows:
+    """Per row, the sum of ``m``'s rows of its history items times their ``weights`` (the sparse twin of
+    :func:`recommender.weighting.sparse_scores`)."""
     used = weights > 0
     rows, items, w = batch.rows[used], batch.items[used], weights[used].astype(np.float64)
     owner, cols, vals = gather_rows(m, items)
-    out = sp.csr_matrix(((vals * w[owner]).astype(np.float32), (rows[owner], cols)), shape=(batch.n_rows, m.shape[1]))
-    out.sum_duplicates()
-    return out
+    n_items = np.int64(m.shape[1])
+    keys, inverse = np.unique(rows[owner] * n_items + cols, return_inverse=True)
+    sums = np.bincount(inverse, weights=vals * w[owner], minlength=keys.size).astype(np.float32)
+    indptr = np.searchsorted(keys // n_items, np.arange(batch.n_rows + 1)).astype(np.int64)
+    return SparseRows(indptr, (keys % n_items).astype(np.int64), sums)
 
 
 def row_cap(values: FloatArray, absolute: bool = False) -> float:

@@ -26,7 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recommender.base import RecommenderBase
-from recommender.candidates import FactorIndex, pad_rows, row_cap, sparse_rows
+from recommender.candidates import FactorIndex, SparseRows, pad_rows, row_cap, sparse_rows
 from recommender.config import RecommenderConfig
 from recommender.data import FloatArray, HistoryBatch, IntArray, Interactions, interactions_batch
 from recommender.errors import NotFittedError
@@ -306,7 +306,7 @@ class Engine(RecommenderBase):
         seq = sparse_rows(batch, seq_w, state.transitions) if cfg.sequence_weight > 0 else None
         users: FloatMatrix | None = None
         near: IntArray | None = None
-        col: sp.csr_matrix | None = None
+        col: SparseRows | None = None
         if cfg.collaborative_weight > 0:
             if state.factors is not None and state.ann is not None:
                 users = state.factors.fold_in(batch_matrix(batch, conf, n))
@@ -323,13 +323,13 @@ class Engine(RecommenderBase):
             parts = [popular, batch.items[batch.row(r)].astype(np.int64)]
             for m in (seq, col):
                 if m is not None:
-                    parts.append(m.indices[m.indptr[r] : m.indptr[r + 1]].astype(np.int64))
+                    parts.append(m.columns(r))
             if near is not None:
                 parts.append(near[r][near[r] >= 0])
             codes = np.unique(np.concatenate(parts))
             values = np.zeros(codes.size, dtype=np.float32)
             if seq is not None:
-                part = _row_at(seq, r, codes)
+                part = seq.at(r, codes)
                 seq_coef[r] = cfg.sequence_weight / row_cap(part)
                 values += part * seq_coef[r]
             if users is not None:
@@ -338,7 +338,7 @@ class Engine(RecommenderBase):
                 col_coef[r] = cfg.collaborative_weight / row_cap(part, absolute=True)
                 values += part * col_coef[r]
             elif col is not None:
-                part = _row_at(col, r, codes)
+                part = col.at(r, codes)
                 col_coef[r] = cfg.collaborative_weight / row_cap(part)
                 values += part * col_coef[r]
             if cfg.popularity_weight > 0:
@@ -407,11 +407,3 @@ class Engine(RecommenderBase):
         model._state = state
         model.metrics = metrics if isinstance(metrics, dict) else {}
         return model
-
-
-def _row_at(m: sp.csr_matrix, r: int, codes: IntArray) -> FloatArray:
-    """Row ``r`` of ``m`` at the columns ``codes`` (sorted, holding every stored column of the row)."""
-    out = np.zeros(codes.size, dtype=np.float32)
-    lo, hi = m.indptr[r], m.indptr[r + 1]
-    out[np.searchsorted(codes, m.indices[lo:hi])] = m.data[lo:hi]
-    return out

@@ -77,7 +77,7 @@ def test_sparse_rows_equal_the_dense_sum(model: Engine) -> None:
     batch = model.encode(histories(model, 5))
     weights = np.linspace(0.1, 1.0, batch.items.size).astype(np.float32)
     dense = sparse_scores(batch, weights, model.state.transitions)
-    assert np.allclose(sparse_rows(batch, weights, model.state.transitions).toarray(), dense, atol=1e-6)
+    assert np.allclose(sparse_rows(batch, weights, model.state.transitions).toarray(model.n_items), dense, atol=1e-6)
 
 
 def test_candidate_scores_equal_exact_scores_of_the_same_items(model: Engine) -> None:
