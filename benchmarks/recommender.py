@@ -29,7 +29,7 @@ import numpy as np
 import orjson
 import redis
 
-from benchmarks.load import closed_loop, get, open_loop, pct
+from benchmarks.load import alternating_rates, get, open_loop, pct
 from core.keyspace import Keys
 from core.redis import connect_sync
 from core.settings import Settings, isolated
@@ -195,9 +195,9 @@ def _bench_api(
         first = orjson.loads(httpx.get(recs(0), timeout=10).content)
         echo(f"API serves {first['model_version']} ({first['strategy']}); warming up ...")
         asyncio.run(open_loop(get(recs), rps=100, seconds=2))
-        echo("max rates first (closed loop, 16 connections, 5s each) ...")
-        recs_rate = asyncio.run(closed_loop(get(recs), 5.0))
-        health_rate = asyncio.run(closed_loop(get(lambda _: f"{base_url}/health/live"), 5.0))
+        echo("max rates first (closed loop, 16 connections, 10s each in alternating 1s slices) ...")
+        live = get(lambda _: f"{base_url}/health/live")
+        recs_rate, health_rate = asyncio.run(alternating_rates([get(recs), live], 10.0, rounds=10))
         echo(f"  recommendations {recs_rate:.0f} req/s, /health/live {health_rate:.0f} req/s")
         time.sleep(1)
         rps = rps or recs_rate / 2
