@@ -77,8 +77,21 @@ class FactorPart:
             sums = np.asarray(conf @ self.item_factors, dtype=np.float32)
             means: FloatMatrix = (sums / np.maximum(totals, np.float32(1e-12))).astype(np.float32)
             return means
+        if rows == 1:  # a request: the same least squares without implicit's per-call sparse-matrix work
+            lo, hi = conf.indptr[0], conf.indptr[1]
+            return self._least_squares(conf.indices[lo:hi], conf.data[lo:hi]).reshape(1, -1)
         users = self._solver.recalculate_user(np.arange(rows), sp.csr_matrix(conf, dtype=np.float32))
         return np.asarray(users, dtype=np.float32).reshape(rows, -1)
+
+    def _least_squares(self, items: NDArray[np.int32], conf: NDArray[np.float32]) -> FloatMatrix:
+        """implicit's ALS user step for one user: ``(YtY + reg I + Y' (C - I) Y) u = Y' C p`` with
+        ``C = alpha * conf`` on the user's items (``p`` = 1 there; a negative confidence is a negative preference)."""
+        c = self.alpha * conf.astype(np.float64)
+        y = self.item_factors[items].astype(np.float64)
+        a = np.asarray(self._solver.YtY, dtype=np.float64) + self.regularization * np.eye(y.shape[1])
+        a += (y.T * (np.abs(c) - 1.0)) @ y
+        b = y.T @ np.where(c > 0, np.abs(c), 0.0)
+        return np.linalg.solve(a, b).astype(np.float32)
 
     def scores(self, users: FloatMatrix) -> FloatMatrix:
         """Scores (rows x items) of user vectors; the item bias only for users with a non-zero vector, so an

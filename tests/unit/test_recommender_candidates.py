@@ -170,3 +170,18 @@ def test_evaluation_through_the_candidate_path(model: Engine) -> None:
     assert np.isneginf(widened).sum() > np.isneginf(dense).sum()  # items that were not candidates rank last
     with pytest.raises(ValueError, match="whole catalogue"):
         exact(model).masked_scores(batch, candidates=10)
+
+
+def test_one_user_fold_in_equals_implicits() -> None:
+    """A request's fold-in (numpy, one row) is implicit's ALS user step."""
+    import scipy.sparse as sp
+
+    from recommender.factors import FactorPart
+
+    rng = np.random.default_rng(4)
+    part = FactorPart((rng.standard_normal((300, 16)) * 0.1).astype(np.float32), None, 0.1, 40.0)
+    items = np.sort(rng.choice(300, 12, replace=False)).astype(np.int32)
+    conf = sp.csr_matrix((rng.random(12).astype(np.float32) + 0.1, items, np.array([0, 12])), shape=(1, 300))
+    expected = np.asarray(part._solver.recalculate_user(np.arange(1), conf))
+    assert np.allclose(part.fold_in(conf), expected, atol=1e-5)
+    assert not np.allclose(expected, 0)
