@@ -9,6 +9,10 @@ A version whose blob cannot be loaded (corrupt, truncated, missing) is logged, c
 popularity fallback) until another version becomes current. The category filters built for a version are kept in
 a bounded LRU cache (``ECRM_API_MASK_CACHE_SIZE`` entries, each fresh for ``MASK_CACHE_S`` seconds), so arbitrary
 ``?category=`` values cannot grow the process.
+
+A version is loaded through :mod:`api.model_files`: unpacked once per host into memory-mapped files, which every
+API process of the host (``ecrm api --workers N``) maps instead of holding its own copy; each process polls and
+swaps on its own.
 """
 
 from __future__ import annotations
@@ -17,10 +21,12 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from cachetools import TTLCache
 
 from api.background import cancel_and_wait
+from api.model_files import ModelFiles, default_root
 from core import metrics
 from core.errors import StoreUnavailable
 from core.keyspace import Keys
@@ -63,6 +69,8 @@ class ModelHolder:
         self.settings = settings
         self.client = connect_bytes(settings)
         self.registry = AsyncRegistry(self.client, Keys(settings.key_prefix))
+        root = Path(settings.api_model_dir) if settings.api_model_dir else default_root()
+        self.files = ModelFiles(root, settings.key_prefix)
         self.served: Served | None = None
         self.rejected: str | None = None  # the last version that could not be loaded (not tried again)
         self._task: asyncio.Task[None] | None = None
@@ -84,7 +92,9 @@ class ModelHolder:
         old = self.served
         self.served = served
         if old is not None:
+            metrics.MODEL_VERSION.labels(old.version).set(0)  # 0 first: other processes' files keep the label
             metrics.MODEL_VERSION.remove(old.version)
+        await asyncio.to_thread(self.files.prune, version)
         metrics.MODEL_VERSION.labels(version).set(1)
         meta = served.meta
         holdout = meta.get("holdout", {}) if isinstance(meta, dict) else {}
@@ -103,10 +113,12 @@ class ModelHolder:
         """The version loaded, or None when its blob is missing or cannot be read (logged, counted, and not tried
         again while it stays current). Raises StoreUnavailable when Redis fails (tried again at the next poll)."""
         try:
-            loaded = await self.registry.load(version)
-            if loaded is None:
-                raise ValueError("it is current but has no stored blob")
-            model = await asyncio.to_thread(Engine.from_bytes, loaded.blob)
+            if not self.files.has(version):  # the first process of this host to load it unpacks it
+                loaded = await self.registry.load(version)
+                if loaded is None:
+                    raise ValueError("it is current but has no stored blob")
+                await asyncio.to_thread(self.files.write, version, loaded.blob, loaded.meta)
+            model, meta = await asyncio.to_thread(self.files.open, version)
         except StoreUnavailable:
             raise
         # The registry is a trust boundary: numpy, zipfile, zlib and the metadata's JSON each fail in their own way
@@ -117,7 +129,7 @@ class ModelHolder:
             still = self.served.version if self.served is not None else "the popularity fallback"
             log.error("model version %s cannot be loaded (%s); still serving %s", version, exc, still)
             return None
-        return Served(model, version, loaded.meta, self.settings.api_mask_cache_size)
+        return Served(model, version, meta, self.settings.api_mask_cache_size)
 
     async def start(self) -> None:
         try:

@@ -67,6 +67,16 @@ async def closed_loop(call: Call, seconds: float, concurrency: int = 16) -> floa
     return count / (time.perf_counter() - started)
 
 
+async def alternating_rates(calls: list[Call], seconds: float, rounds: int = 5) -> list[float]:
+    """The closed-loop rate of each call, measured in ``rounds`` alternating slices of ``seconds / rounds``, so a
+    change of the machine's load (other work on shared cores) weighs on every call alike."""
+    counts = [0.0] * len(calls)
+    for _ in range(rounds):
+        for k, call in enumerate(calls):
+            counts[k] += await closed_loop(call, seconds / rounds) * seconds / rounds
+    return [count / seconds for count in counts]
+
+
 async def open_loop(call: Call, rps: float, seconds: float) -> tuple[list[float], list[float], int]:
     """Requests at a fixed rate regardless of answers (no coordinated omission): server-side and client-side
     latencies of the successful ones (ms), and the count of failed ones."""

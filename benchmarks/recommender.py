@@ -2,8 +2,10 @@
 
 * train: about 1M generated interactions in the Redis training log, then one training end to end (data load,
   holdout check, fit, store, promote), with the fit timed alone.
-* api: a model over a 100k-item catalogue, one API process, a steady open-loop load on personal recommendations
-  (server-side latency from the ``server-timing`` header), and in the same run the rate of ``/health/live``.
+* api: a model over a 100k-item catalogue, ``--workers`` API processes, the max rates of personal
+  recommendations and of ``/health/live`` (closed loop) in the same run, then a steady open-loop load at half the
+  recommendations' max rate (server-side latency from the ``server-timing`` header). ``--exact`` trains the
+  model to score every item (the reference without candidate retrieval).
 * freshness: worker + API running; the time from a ``product_view`` produced to Kafka until that customer's
   recommendations change.
 
@@ -13,18 +15,21 @@ Every load targets 127.0.0.1 only and is bounded in count and time.
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import numpy as np
 import orjson
 import redis
 
-from benchmarks.load import closed_loop, get, open_loop, pct
+from benchmarks.load import alternating_rates, get, open_loop, pct
 from core.keyspace import Keys
 from core.redis import connect_sync
 from core.settings import Settings, isolated
@@ -96,11 +101,36 @@ class ApiFigures:
     health_rps: float
     recs_max_rps: float
     model_version: str
+    items: int = 0
+    workers: int = 1
+    scoring: str = "candidates"
+    load_avg: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    def as_json(self) -> dict[str, object]:
+        """``ecrm bench api --json``: the issue's names (latencies server-side, at the steady load)."""
+        return {
+            "items": self.items,
+            "workers": self.workers,
+            "scoring": self.scoring,
+            "rec_max_rps": round(self.recs_max_rps, 1),
+            "live_max_rps": round(self.health_rps, 1),
+            "ratio": round(self.recs_max_rps / self.health_rps, 4) if self.health_rps else None,
+            "steady_rps": round(self.target_rps, 1),
+            "p50_ms": round(self.server_p50_ms, 3),
+            "p99_ms": round(self.server_p99_ms, 3),
+            "client_p50_ms": round(self.client_p50_ms, 3),
+            "client_p99_ms": round(self.client_p99_ms, 3),
+            "requests": self.requests,
+            "errors": self.errors,
+            "model_version": self.model_version,
+            "load_avg": [round(x, 2) for x in self.load_avg],
+        }
 
     def lines(self) -> list[str]:
         rate = self.requests / self.seconds
         return [
-            f"model                          {self.model_version}",
+            f"model                          {self.model_version} ({self.items} items, {self.scoring} scoring)",
+            f"API processes                  {self.workers}",
             f"steady load                    {rate:8.0f} req/s (target {self.target_rps:.0f}), "
             f"{self.requests} requests, {self.errors} errors",
             f"server-side latency p50        {self.server_p50_ms:8.2f} ms",
@@ -112,8 +142,30 @@ class ApiFigures:
         ]
 
 
-def bench_api(base: Settings, port: int, items: int, rps: float, seconds: float, echo: Echo) -> ApiFigures:
-    settings = isolated(base, api_port=port, model_poll_s=1.0)
+def bench_api(
+    base: Settings,
+    port: int,
+    items: int,
+    rps: float,
+    seconds: float,
+    echo: Echo,
+    workers: int = 1,
+    exact: bool = False,
+) -> ApiFigures:
+    """``rps`` 0: the steady load runs at half the measured max rate of recommendations."""
+    with tempfile.TemporaryDirectory(prefix="ecrm-bench-") as tmp:
+        settings = isolated(base, api_port=port, model_poll_s=1.0, api_model_dir=str(Path(tmp) / "models"))
+        if exact:  # the reference: every item scored, as before candidate retrieval
+            config = Path(tmp) / "exact.yaml"
+            config.write_text("candidates_min_items: 1000000000\n")
+            settings = settings.model_copy(update={"recommender_config_file": str(config)})
+        return _bench_api(settings, items, rps, seconds, echo, workers, "exact" if exact else "candidates")
+
+
+def _bench_api(
+    settings: Settings, items: int, rps: float, seconds: float, echo: Echo, workers: int, scoring: str
+) -> ApiFigures:
+    port = settings.api_port
     r = connect_sync(settings)
     keys = Keys(settings.key_prefix)
     n = items * 5
@@ -131,7 +183,7 @@ def bench_api(base: Settings, port: int, items: int, rps: float, seconds: float,
             pipe.hset(keys.items(f"c:bench{c}"), f"i{i}", 1.0)
             pipe.hset(keys.items_ts(f"c:bench{c}"), f"i{i}", 1_790_000_000_000 + j)
     pipe.execute()
-    proc = spawn_role(["api", "--port", str(port)], settings)
+    proc = spawn_role(["api", "--port", str(port), "--workers", str(workers)], settings)
     try:
         base_url = f"http://127.0.0.1:{port}"
         wait_ready(f"{base_url}/health/live", 60, [proc])
@@ -143,11 +195,12 @@ def bench_api(base: Settings, port: int, items: int, rps: float, seconds: float,
         first = orjson.loads(httpx.get(recs(0), timeout=10).content)
         echo(f"API serves {first['model_version']} ({first['strategy']}); warming up ...")
         asyncio.run(open_loop(get(recs), rps=100, seconds=2))
-        echo("max rates first (closed loop, 16 connections, 5s each) ...")
-        recs_rate = asyncio.run(closed_loop(get(recs), 5.0))
-        health_rate = asyncio.run(closed_loop(get(lambda _: f"{base_url}/health/live"), 5.0))
+        echo("max rates first (closed loop, 16 connections, 10s each in alternating 1s slices) ...")
+        live = get(lambda _: f"{base_url}/health/live")
+        recs_rate, health_rate = asyncio.run(alternating_rates([get(recs), live], 10.0, rounds=10))
         echo(f"  recommendations {recs_rate:.0f} req/s, /health/live {health_rate:.0f} req/s")
         time.sleep(1)
+        rps = rps or recs_rate / 2
         echo(f"steady load at {rps:.0f} req/s for {seconds:.0f}s ...")
         server, client, errors = asyncio.run(open_loop(get(recs), rps, seconds))
     finally:
@@ -164,6 +217,10 @@ def bench_api(base: Settings, port: int, items: int, rps: float, seconds: float,
         health_rps=health_rate,
         recs_max_rps=recs_rate,
         model_version=str(first["model_version"]),
+        items=items,
+        workers=workers,
+        scoring=scoring,
+        load_avg=os.getloadavg(),
     )
 
 

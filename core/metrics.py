@@ -6,14 +6,23 @@ Each role exposes only its own metrics (so that a panel never mixes a role's rea
 - the stream worker serves :data:`WORKER_REGISTRY` on ``ECRM_WORKER_METRICS_PORT`` (it also hosts the analytics
   refresh, the retraining trigger and the consumer-lag check, so their metrics are the worker's).
 
-Both carry the process metrics (CPU, memory, open files) and the Python platform info. Labelled counters are
+Both carry the process metrics (CPU, memory, open files) and the Python platform info.
+
+Several API processes on one host (``ecrm api --workers N``) share one ``/metrics``: prometheus-client's
+multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, set by ``ecrm api`` before the processes start). Counters and
+histograms are summed over the processes, dead ones included (nothing counted is lost when a process restarts);
+each API gauge says how its processes' values combine (``multiprocess_mode``: the largest or the smallest of the
+live processes). The per-process metrics (CPU, memory) are not exposed in that mode. Labelled counters are
 created at 0 for every known label value (:func:`zero`), so that ``rate()`` and ``increase()`` see their first
 increment.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 from prometheus_client import (
     REGISTRY,
@@ -23,7 +32,10 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
+    generate_latest,
+    multiprocess,
 )
+from prometheus_client.metrics_core import Metric
 
 from schemas.events import EVENT_TYPES
 
@@ -151,10 +163,18 @@ EVENTS_COLLECTED = Counter(
 zero(EVENTS_COLLECTED, EVENT_TYPES)
 EVENTS_REJECTED = Counter("ecrm_events_rejected_total", "Events refused by the HTTP collector")
 RECOMMENDATIONS = Counter("ecrm_recommendations_total", "Recommendation lists served", ["endpoint", "strategy"])
-MODEL_VERSION = Gauge("ecrm_model_info", "Model version served (value 1)", ["version"])
-MODEL_AGE_SECONDS = Gauge("ecrm_model_age_seconds", "Age of the served model version (0 while none is served)")
-MODEL_HOLDOUT_NDCG = Gauge("ecrm_model_holdout_ndcg", "Holdout NDCG@10 of a model version", ["version"])
-MODEL_TRAINING_SECONDS = Gauge("ecrm_model_training_seconds", "Training duration of a model version", ["version"])
+MODEL_VERSION = Gauge("ecrm_model_info", "Model version served (value 1)", ["version"], multiprocess_mode="livemax")
+MODEL_AGE_SECONDS = Gauge(
+    "ecrm_model_age_seconds",
+    "Age of the served model version (0 while none is served; several API processes: the oldest)",
+    multiprocess_mode="livemax",
+)
+MODEL_HOLDOUT_NDCG = Gauge(
+    "ecrm_model_holdout_ndcg", "Holdout NDCG@10 of a model version", ["version"], multiprocess_mode="livemax"
+)
+MODEL_TRAINING_SECONDS = Gauge(
+    "ecrm_model_training_seconds", "Training duration of a model version", ["version"], multiprocess_mode="livemax"
+)
 DEPENDENCY_ERRORS = Counter(
     "ecrm_api_dependency_errors_total",
     "Requests of the API that met an unavailable dependency (redis: a read or write failed; kafka: a produce failed)",
@@ -168,7 +188,9 @@ MODEL_LOAD_FAILURES = Counter(
     "Model versions that could not be loaded (corrupt or missing blob) and were skipped",
 )
 DEGRADED_ITEMS = Gauge(
-    "ecrm_degraded_items", "Popular items held in memory to answer recommendations while Redis is away"
+    "ecrm_degraded_items",
+    "Popular items held in memory to answer recommendations while Redis is away (several processes: the fewest)",
+    multiprocess_mode="livemin",
 )
 
 # --- business rules (merchandising/, config/rules.yaml) ---
@@ -178,13 +200,17 @@ RULES_APPLIED = Counter(
     ["rule"],
 )
 RULES_FILE_VALID = Gauge(
-    "ecrm_rules_file_valid", "1 when the rules file in force is the file on disk, 0 when its last edit was refused"
+    "ecrm_rules_file_valid",
+    "1 when the rules file in force is the file on disk, 0 when its last edit was refused",
+    multiprocess_mode="livemin",
 )
-RULES_IN_FORCE = Gauge("ecrm_rules_in_force", "Business rules loaded from the rules file")
+RULES_IN_FORCE = Gauge("ecrm_rules_in_force", "Business rules loaded from the rules file", multiprocess_mode="livemax")
 
 # --- campaigns and experiments (merchandising/campaigns.py, config/campaigns.yaml; docs/campaigns.md) ---
 CAMPAIGNS_FILE_VALID = Gauge(
-    "ecrm_campaigns_file_valid", "1 when the campaigns in force are the file on disk, 0 when its last edit was refused"
+    "ecrm_campaigns_file_valid",
+    "1 when the campaigns in force are the file on disk, 0 when its last edit was refused",
+    multiprocess_mode="livemin",
 )
 CAMPAIGN_LISTS = Counter(
     "ecrm_campaign_lists_total",
@@ -195,18 +221,66 @@ CAMPAIGN_CUSTOMERS = Gauge(
     "ecrm_campaign_customers",
     "Profiles of a campaign's variant: assigned, exposed (shown items), clicked, converted (read from Redis)",
     ["campaign", "variant", "kind"],
+    multiprocess_mode="livemax",
 )
 CAMPAIGN_REVENUE = Gauge(
     "ecrm_campaign_revenue",
     "Revenue of a variant's assigned customers after their first exposure (read from Redis)",
     ["campaign", "variant"],
+    multiprocess_mode="livemax",
 )
 CAMPAIGN_EVENTS = Gauge(
     "ecrm_campaign_events",
     "Counts of a variant: impressions, clicks, orders, attributed_orders (read from Redis)",
     ["campaign", "variant", "kind"],
+    multiprocess_mode="livemax",
 )
 CAMPAIGN_EXPOSURES_DROPPED = Counter(
     "ecrm_campaign_exposures_dropped_total",
     "Campaign exposures not recorded: the replica's queue was full or Redis failed (the lists were still served)",
 )
+
+
+# --- several API processes (prometheus-client multiprocess mode) ---
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_PID_FILE = re.compile(r"_(\d+)\.db$")
+
+
+def multiprocess_dir() -> Path | None:
+    """The folder the API processes write their metrics to, or None when this is a single process."""
+    value = os.environ.get(MULTIPROC_ENV)
+    return Path(value) if value else None
+
+
+def forget_dead_processes(folder: Path) -> None:
+    """Drop the live gauges of processes that are gone (a restarted worker); their counts stay."""
+    pids = {int(m.group(1)) for p in folder.glob("*.db") if (m := _PID_FILE.search(p.name))}
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, str(folder))  # type: ignore[no-untyped-call]
+        except PermissionError:
+            pass
+
+
+class _ApiOnly:
+    """The processes' merged metrics without the worker's (their modules are imported, so their files exist)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.merged = multiprocess.MultiProcessCollector(None, str(folder))  # type: ignore[no-untyped-call]
+        self.worker = {m.name for m in WORKER_REGISTRY.collect()}
+
+    def collect(self) -> Iterator[Metric]:
+        return (m for m in self.merged.collect() if m.name not in self.worker)  # type: ignore[no-untyped-call]
+
+
+def api_exposition() -> bytes:
+    """The API's ``/metrics`` body: this process's metrics, or all API processes' merged in multiprocess mode."""
+    folder = multiprocess_dir()
+    if folder is None:
+        return generate_latest(API_REGISTRY)
+    forget_dead_processes(folder)
+    registry = CollectorRegistry()
+    registry.register(_ApiOnly(folder))
+    return generate_latest(registry)

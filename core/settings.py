@@ -131,6 +131,11 @@ class Settings(BaseSettings):
     api_degraded_refresh_s: float = Field(
         10.0, gt=0, description="How often an API replica refreshes its in-memory copy of the popular items"
     )
+    api_model_dir: str = Field(
+        "",
+        description="Folder where the API processes of a host share model versions as memory-mapped files "
+        "(default: ecrm-models-<uid> in the temp dir)",
+    )
     api_mask_cache_size: int = Field(
         256, ge=1, description="Category filters an API replica keeps built per model version (least recently used go)"
     )

@@ -22,6 +22,7 @@ from typing import Protocol, Self
 import numpy as np
 from numpy.typing import NDArray
 
+from recommender.candidates import exclude_candidates
 from recommender.data import HistoryBatch, HistoryEntry, IntArray, Interactions, encode
 from recommender.errors import NotFittedError
 from recommender.ranking import exclude, top_n
@@ -46,6 +47,17 @@ class Scored(Protocol):
 
     def reasons(self, row: int, targets: IntArray) -> IntArray:
         """Per target item code, the code of the history item that contributed most, or -1."""
+        ...
+
+
+class CandidateScored(Scored, Protocol):
+    """Scores of each row's candidates only: column ``j`` of row ``r`` is item ``codes[r, j]`` (-1: padding)."""
+
+    @property
+    def codes(self) -> IntArray | None: ...
+
+    def widened(self, n_items: int) -> Scored:
+        """The same scores as a dense rows x items matrix (-inf for the items that were not candidates)."""
         ...
 
 
@@ -89,6 +101,11 @@ class RecommenderBase(ABC):
     @abstractmethod
     def from_bytes(cls, blob: bytes) -> Self:
         """A model from :meth:`to_bytes`; raises ValueError on a corrupt or foreign blob."""
+
+    def score_candidates(self, batch: HistoryBatch, want: int) -> CandidateScored | None:  # noqa: ARG002
+        """Scores of each row's retrieved candidates only, enough for lists of ``want`` items after exclusions;
+        None (the default) when this model or catalogue is scored in full."""
+        return None
 
     # ----- built on the above -----
 
@@ -135,9 +152,19 @@ class RecommenderBase(ABC):
         exclude_history: bool = True,
         excluded: Sequence[IntArray] | None = None,
         allowed: ItemMask | None = None,
+        candidates: int | None = None,
     ) -> Scored:
-        """:meth:`score_batch` with excluded items set to -inf (see :func:`recommender.ranking.exclude`)."""
-        scored = self.score_batch(batch)
+        """:meth:`score_batch` with excluded items set to -inf (see :func:`recommender.ranking.exclude`).
+
+        ``candidates=k``: only the candidates a request for ``k`` items would score (the others -inf), as served
+        on a large catalogue; ValueError when the model has no candidate path for its catalogue."""
+        if candidates is None:
+            scored = self.score_batch(batch)
+        else:
+            found = self.score_candidates(batch, candidates + _longest(batch, exclude_history))
+            if found is None:
+                raise ValueError("this model scores its whole catalogue (no candidate path for it)")
+            scored = found.widened(self.n_items)
         exclude(
             scored.values,
             batch,
@@ -159,6 +186,10 @@ class RecommenderBase(ABC):
     ) -> list[list[Recommendation]]:
         """The ``n`` best items per row, best first, with their reason items."""
         _check_n(n)
+        ranked = self._rank_candidates(batch, n, exclude_history, excluded, allowed)
+        if ranked is not None:
+            scored, idx, vals = ranked
+            return [self._decode(scored, r, idx[r], vals[r], reasons) for r in range(batch.n_rows)]
         scored = self.masked_scores(batch, exclude_history=exclude_history, excluded=excluded)
         if allowed is None:
             idx, vals = top_n(scored.values, n)
@@ -168,6 +199,38 @@ class RecommenderBase(ABC):
             idx, vals = top_n(scored.values[:, allowed.codes], n)
             idx = allowed.codes[idx]
         return [self._decode(scored, r, idx[r], vals[r], reasons) for r in range(batch.n_rows)]
+
+    def _rank_candidates(
+        self,
+        batch: HistoryBatch,
+        n: int,
+        exclude_history: bool,
+        excluded: Sequence[IntArray] | None,
+        allowed: ItemMask | None,
+    ) -> tuple[Scored, IntArray, FloatMatrix] | None:
+        """The ``n`` best candidates per row, or None: no candidate path, or the exclusions left a row short of
+        ``n`` items (a narrow category filter), which the caller then ranks over the whole catalogue."""
+        if n == 0 or batch.n_rows == 0:
+            return None
+        if allowed is not None and allowed.allowed.shape != (self.n_items,):
+            raise ValueError("the item mask was built for another model")
+        want = n + _longest(batch, exclude_history) + max((len(e) for e in excluded or ()), default=0)
+        scored = self.score_candidates(batch, want)
+        if scored is None or scored.codes is None:
+            return None
+        codes = scored.codes
+        exclude_candidates(
+            scored.values,
+            codes,
+            batch,
+            exclude_history=exclude_history,
+            excluded=excluded,
+            allowed=None if allowed is None else allowed.allowed,
+        )
+        idx, vals = top_n(scored.values, n)
+        if int(np.isfinite(vals).sum(axis=1).min()) < min(n, self.n_items):
+            return None
+        return scored, np.take_along_axis(codes, idx, axis=1), vals
 
     def recommend(
         self,
@@ -209,6 +272,12 @@ class RecommenderBase(ABC):
             Recommendation(ids[i], float(s), ids[w] if w >= 0 else None)
             for i, s, w in zip(idx.tolist(), vals.tolist(), why.tolist(), strict=True)
         ]
+
+
+def _longest(batch: HistoryBatch, exclude_history: bool) -> int:
+    """The longest history of the batch when histories are excluded (candidates they use up), else 0."""
+    lengths = np.diff(batch.indptr)
+    return int(lengths.max()) if exclude_history and lengths.size else 0
 
 
 def _check_n(n: int) -> None:

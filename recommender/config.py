@@ -61,6 +61,16 @@ class RecommenderConfig(BaseModel):
         None, gt=0, description="ignore pairs of events further apart than this (None: no limit)"
     )
 
+    # --- candidate retrieval (large catalogues; see recommender/candidates.py) ---
+    candidates_min_items: int = Field(
+        20_000, ge=0, description="score only retrieved candidates from this catalogue size on (0: always)"
+    )
+    ann_candidates: int = Field(
+        200, ge=1, le=10_000, description="items taken from the nearest-neighbour index per request (als, bpr)"
+    )
+    ann_probe: int = Field(16, ge=1, le=100_000, description="index lists scanned per request (als, bpr)")
+    ann_lists: int | None = Field(None, ge=1, description="index lists (None: about the square root of items)")
+
     # --- resources ---
     num_threads: int = Field(1, ge=0, description="threads of implicit's fit (0: all cores)")
     blas_threads: int = Field(1, ge=1, description="BLAS threads while training and evaluating")

@@ -61,7 +61,6 @@ class FactorPart:
         self.alpha = alpha
         self.fold_in_mode: FoldIn = fold_in
         self._solver = _solver(self.item_factors, regularization, alpha)
-        self._transposed = np.ascontiguousarray(self.item_factors.T)
         _ = self._solver.YtY  # computed once here, not on the first request
 
     @property
@@ -78,16 +77,49 @@ class FactorPart:
             sums = np.asarray(conf @ self.item_factors, dtype=np.float32)
             means: FloatMatrix = (sums / np.maximum(totals, np.float32(1e-12))).astype(np.float32)
             return means
+        if rows == 1:  # a request: the same least squares without implicit's per-call sparse-matrix work
+            lo, hi = conf.indptr[0], conf.indptr[1]
+            return self._least_squares(conf.indices[lo:hi], conf.data[lo:hi]).reshape(1, -1)
         users = self._solver.recalculate_user(np.arange(rows), sp.csr_matrix(conf, dtype=np.float32))
         return np.asarray(users, dtype=np.float32).reshape(rows, -1)
+
+    def _least_squares(self, items: NDArray[np.int32], conf: NDArray[np.float32]) -> FloatMatrix:
+        """implicit's ALS user step for one user: ``(YtY + reg I + Y' (C - I) Y) u = Y' C p`` with
+        ``C = alpha * conf`` on the user's items (``p`` = 1 there; a negative confidence is a negative preference)."""
+        c = self.alpha * conf.astype(np.float64)
+        y = self.item_factors[items].astype(np.float64)
+        a = np.asarray(self._solver.YtY, dtype=np.float64) + self.regularization * np.eye(y.shape[1])
+        a += (y.T * (np.abs(c) - 1.0)) @ y
+        b = y.T @ np.where(c > 0, np.abs(c), 0.0)
+        return np.linalg.solve(a, b).astype(np.float32)
 
     def scores(self, users: FloatMatrix) -> FloatMatrix:
         """Scores (rows x items) of user vectors; the item bias only for users with a non-zero vector, so an
         empty or unknown history scores 0 everywhere (and popularity alone orders it)."""
-        out: FloatMatrix = users @ self._transposed
+        out: FloatMatrix = users @ self.item_factors.T  # no transposed copy: the factors may be memory-mapped
         if self.item_bias is not None:
             out[users.any(axis=1)] += self.item_bias
         return out
+
+    def scores_at(self, user: FloatMatrix, codes: NDArray[np.int64]) -> FloatMatrix:
+        """One user vector's scores of the items ``codes`` only (the same values as :meth:`scores`)."""
+        out: FloatMatrix = self.item_factors[codes] @ user
+        if self.item_bias is not None and user.any():
+            out += self.item_bias[codes]
+        return out
+
+    def index_vectors(self) -> FloatMatrix:
+        """The vectors a nearest-neighbour index holds: the item factors, and the item bias as one more column."""
+        if self.item_bias is None:
+            return self.item_factors
+        return np.hstack([self.item_factors, np.reshape(self.item_bias, (-1, 1))]).astype(np.float32)
+
+    def queries(self, users: FloatMatrix) -> FloatMatrix:
+        """User vectors as index queries: with a bias column, 1 where the vector is not zero (as :meth:`scores`)."""
+        if self.item_bias is None:
+            return users
+        ones = np.reshape(users.any(axis=1), (-1, 1)).astype(np.float32)
+        return np.hstack([users, ones]).astype(np.float32)
 
     def explain(self, history: NDArray[np.int32], conf: NDArray[np.float32], targets: NDArray[np.int64]) -> FloatMatrix:
         """Share of each history item in each target's score (history x targets): the fold-in is linear in the

@@ -17,14 +17,16 @@ The reason item of a recommended item is the history item with the largest share
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
 import scipy.sparse as sp
 
 from recommender.base import RecommenderBase
+from recommender.candidates import FactorIndex, SparseRows, pad_rows, row_cap, sparse_rows
 from recommender.config import RecommenderConfig
 from recommender.data import FloatArray, HistoryBatch, IntArray, Interactions, interactions_batch
 from recommender.errors import NotFittedError
@@ -33,6 +35,7 @@ from recommender.neighbours import fit_similarity
 from recommender.sequence import transition_matrix
 from recommender.serialize import (
     load,
+    load_dir,
     pack_csr,
     pack_json,
     pack_strings,
@@ -54,8 +57,18 @@ from recommender.weighting import (
 
 KIND = "engine"
 SCORING_FIELDS = frozenset(
-    {"collaborative_weight", "sequence_weight", "popularity_weight", "recency_decay", "max_history"}
+    {
+        "collaborative_weight",
+        "sequence_weight",
+        "popularity_weight",
+        "recency_decay",
+        "max_history",
+        "candidates_min_items",
+        "ann_candidates",
+        "ann_probe",
+    }
 )
+POPULAR_CANDIDATES = 1024  # the most popular items kept as candidates of every request (the popularity term)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,12 +118,15 @@ class _Fitted:
     factors: FactorPart | None
     similarity: sp.csr_matrix | None
     info: TrainingInfo
+    ann: FactorIndex | None = None  # the candidate index over the item factors (als, bpr)
 
     def check(self) -> None:
         n = len(self.item_ids)
         shapes_ok = self.popularity.shape == (n,) and self.transitions.shape == (n, n)
         if self.factors is not None:
             shapes_ok &= self.factors.n_items == n
+        if self.ann is not None:
+            shapes_ok &= self.ann.n_items == n
         if self.similarity is not None:
             shapes_ok &= self.similarity.shape == (n, n)
         if not shapes_ok:
@@ -129,6 +145,16 @@ class EngineScores:
     col_coef: FloatArray
     state: _Fitted
     config: RecommenderConfig
+    codes: IntArray | None = None  # candidate path: the item code of each column (-1: padding)
+
+    def widened(self, n_items: int) -> EngineScores:
+        """Candidate scores as a dense rows x items matrix (-inf where an item was not a candidate)."""
+        if self.codes is None:
+            return self
+        dense = np.full((self.batch.n_rows, n_items), -np.inf, dtype=np.float32)
+        rows, cols = np.nonzero(self.codes >= 0)
+        dense[rows, self.codes[rows, cols]] = self.values[rows, cols]
+        return replace(self, values=dense, codes=None)
 
     def reasons(self, row: int, targets: IntArray) -> IntArray:
         sl = self.batch.row(row)
@@ -158,6 +184,7 @@ class Engine(RecommenderBase):
         self.config = config or RecommenderConfig()
         self.metrics: dict[str, Any] = {}
         self._state: _Fitted | None = None
+        self._popular_top: IntArray | None = None
 
     @property
     def state(self) -> _Fitted:
@@ -189,12 +216,15 @@ class Engine(RecommenderBase):
             transitions = transition_matrix(interactions, cfg)
             factors = None
             similarity = None
+            ann = None
             if cfg.algorithm == "als":
                 factors = fit_als(matrix, cfg)
             elif cfg.algorithm == "bpr":
                 factors = fit_bpr(matrix, cfg)
             else:
                 similarity = fit_similarity(matrix, cfg)
+            if factors is not None:
+                ann = FactorIndex.build(factors.index_vectors(), cfg.ann_lists, cfg.random_state or 0)
         info = TrainingInfo(
             algorithm=cfg.algorithm,
             params=cfg.model_dump(),
@@ -204,7 +234,8 @@ class Engine(RecommenderBase):
             trained_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
             duration_s=round(time.perf_counter() - started, 3),
         )
-        self._state = _Fitted(interactions.item_ids, popularity, transitions, factors, similarity, info)
+        self._state = _Fitted(interactions.item_ids, popularity, transitions, factors, similarity, info, ann)
+        self._popular_top = None
         self.metrics = {}
         return self
 
@@ -247,6 +278,76 @@ class Engine(RecommenderBase):
             total += np.float32(cfg.popularity_weight) * state.popularity
         return EngineScores(total, batch, conf, seq_w, seq_coef, col_coef, state, cfg)
 
+    # ----- candidate path (large catalogues) -----
+
+    @property
+    def popular_top(self) -> IntArray:
+        """Codes of the most popular items, most popular first (candidates of every request)."""
+        if self._popular_top is None:
+            pop = self.state.popularity
+            k = min(POPULAR_CANDIDATES, pop.size)
+            top = np.argpartition(-pop, k - 1)[:k] if 0 < k < pop.size else np.arange(pop.size)
+            self._popular_top = top[np.lexsort((top, -pop[top]))].astype(np.int64)
+        return self._popular_top
+
+    def score_candidates(self, batch: HistoryBatch, want: int) -> EngineScores | None:
+        """Exact scores of each row's candidates only: the items its history reaches through the transitions
+        (and item-item neighbours), the index's nearest items to its user vector (``ann_candidates + want``), and
+        the ``want`` most popular items. None below ``candidates_min_items``, beyond the popular items kept, or
+        for a factor model stored without an index: the caller then scores every item."""
+        state, cfg = self.state, self.config
+        n = len(state.item_ids)
+        if n < cfg.candidates_min_items or want > POPULAR_CANDIDATES:
+            return None
+        if cfg.collaborative_weight > 0 and state.factors is not None and state.ann is None:
+            return None
+        conf = confidence(batch, half_life_ms(cfg.half_life_days))
+        seq_w = sequence_weights(batch, conf, cfg.recency_decay, cfg.max_history)
+        seq = sparse_rows(batch, seq_w, state.transitions) if cfg.sequence_weight > 0 else None
+        users: FloatMatrix | None = None
+        near: IntArray | None = None
+        col: SparseRows | None = None
+        if cfg.collaborative_weight > 0:
+            if state.factors is not None and state.ann is not None:
+                users = state.factors.fold_in(batch_matrix(batch, conf, n))
+                near = state.ann.search(state.factors.queries(users), cfg.ann_candidates + want, cfg.ann_probe)
+            else:
+                assert state.similarity is not None
+                col = sparse_rows(batch, seq_w, state.similarity)
+        popular = self.popular_top[:want] if cfg.popularity_weight > 0 else np.zeros(0, dtype=np.int64)
+        seq_coef = np.zeros(batch.n_rows, dtype=np.float32)
+        col_coef = np.zeros(batch.n_rows, dtype=np.float32)
+        row_codes: list[IntArray] = []
+        row_values: list[FloatArray] = []
+        for r in range(batch.n_rows):
+            parts = [popular, batch.items[batch.row(r)].astype(np.int64)]
+            for m in (seq, col):
+                if m is not None:
+                    parts.append(m.columns(r))
+            if near is not None:
+                parts.append(near[r][near[r] >= 0])
+            codes = np.unique(np.concatenate(parts))
+            values = np.zeros(codes.size, dtype=np.float32)
+            if seq is not None:
+                part = seq.at(r, codes)
+                seq_coef[r] = cfg.sequence_weight / row_cap(part)
+                values += part * seq_coef[r]
+            if users is not None:
+                assert state.factors is not None
+                part = state.factors.scores_at(users[r], codes)
+                col_coef[r] = cfg.collaborative_weight / row_cap(part, absolute=True)
+                values += part * col_coef[r]
+            elif col is not None:
+                part = col.at(r, codes)
+                col_coef[r] = cfg.collaborative_weight / row_cap(part)
+                values += part * col_coef[r]
+            if cfg.popularity_weight > 0:
+                values += np.float32(cfg.popularity_weight) * state.popularity[codes]
+            row_codes.append(codes)
+            row_values.append(values)
+        codes_matrix, values_matrix = pad_rows(row_codes, row_values)
+        return EngineScores(values_matrix, batch, conf, seq_w, seq_coef, col_coef, state, cfg, codes_matrix)
+
     # ----- serialisation -----
 
     def to_bytes(self) -> bytes:
@@ -261,18 +362,33 @@ class Engine(RecommenderBase):
         }
         if state.factors is not None:
             arrays.update(state.factors.arrays())
+        if state.ann is not None:
+            arrays["ann_index"] = state.ann.to_array()
         if state.similarity is not None:
             arrays.update(pack_csr("similarity", state.similarity))
         return save(KIND, arrays)
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> Self:
-        arrays = load(KIND, blob)
+        return cls.from_arrays(load(KIND, blob))
+
+    @classmethod
+    def from_dir(cls, path: Path) -> Self:
+        """A model from the files :func:`recommender.serialize.unpack_to_dir` wrote, memory-mapped (shared)."""
+        return cls.from_arrays(load_dir(path))
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> Self:
+        """A model from the arrays of its blob (in memory, or memory-mapped: :meth:`from_dir`)."""
         try:
             config = RecommenderConfig.from_mapping(unpack_json(arrays["config"]))
             model = cls(config)
             factors = FactorPart.from_arrays(arrays) if "item_factors" in arrays else None
             similarity = unpack_csr("similarity", arrays) if "similarity_data" in arrays else None
+            ann = None
+            if factors is not None and "ann_index" in arrays:
+                dim = factors.item_factors.shape[1] + (factors.item_bias is not None)
+                ann = FactorIndex.from_array(arrays["ann_index"], factors.n_items, dim)
             state = _Fitted(
                 item_ids=unpack_strings(arrays),
                 popularity=arrays["popularity"].astype(np.float32),
@@ -280,6 +396,7 @@ class Engine(RecommenderBase):
                 factors=factors,
                 similarity=similarity,
                 info=TrainingInfo.from_dict(unpack_json(arrays["info"])),
+                ann=ann,
             )
             metrics = unpack_json(arrays["metrics"])
         except (KeyError, TypeError, UnicodeDecodeError) as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import zipfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,10 +39,13 @@ def unpack_json(array: np.ndarray) -> Any:
 
 
 def pack_csr(prefix: str, m: sp.csr_matrix) -> dict[str, np.ndarray]:
+    # indptr as int32 while it fits: scipy would otherwise widen the indices to int64 at load (a copy of them,
+    # which a memory-mapped model must not make)
+    small = m.nnz < np.iinfo(np.int32).max
     return {
         f"{prefix}_data": m.data.astype(np.float32),
-        f"{prefix}_indices": m.indices.astype(np.int32),
-        f"{prefix}_indptr": m.indptr.astype(np.int64),
+        f"{prefix}_indices": m.indices.astype(np.int32 if small else np.int64),
+        f"{prefix}_indptr": m.indptr.astype(np.int32 if small else np.int64),
         f"{prefix}_shape": np.asarray(m.shape, dtype=np.int64),
     }
 
@@ -74,3 +78,22 @@ def load(kind: str, blob: bytes) -> dict[str, np.ndarray]:
     if header.get("kind") != kind:
         raise ValueError(f"model blob holds a {header.get('kind')!r} model, not {kind!r}")
     return arrays
+
+
+def unpack_to_dir(kind: str, blob: bytes, path: Path) -> None:
+    """The arrays of a blob made by :func:`save` as uncompressed ``.npy`` files in the new folder ``path``, for
+    :func:`load_dir` to memory-map. ValueError when the blob is anything else."""
+    arrays = load(kind, blob)
+    path.mkdir(parents=True)
+    for name, array in arrays.items():
+        np.save(path / f"{name}.npy", array, allow_pickle=False)
+
+
+def load_dir(path: Path) -> dict[str, np.ndarray]:
+    """The arrays written by :func:`unpack_to_dir`, memory-mapped: processes that load the same folder share one
+    copy of them in the page cache. Copy-on-write (``mmap_mode="c"``), because implicit's solver asks for writable
+    buffers though it never writes: a page would be copied only if written, and the files never change."""
+    try:
+        return {p.stem: np.load(p, mmap_mode="c", allow_pickle=False) for p in sorted(path.glob("*.npy"))}
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read model files in {path}: {exc}") from exc

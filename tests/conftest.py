@@ -47,7 +47,7 @@ def redis_server() -> Iterator[EmbeddedServer]:
 
 
 @pytest.fixture()
-def settings(broker: EmbeddedServer, redis_server: EmbeddedServer) -> Settings:
+def settings(broker: EmbeddedServer, redis_server: EmbeddedServer, tmp_path: Path) -> Settings:
     """Settings isolated per test: own topics, own Redis key prefix, on the session's embedded servers."""
     base = Settings(
         kafka_bootstrap=f"127.0.0.1:{broker.port}",
@@ -56,6 +56,7 @@ def settings(broker: EmbeddedServer, redis_server: EmbeddedServer) -> Settings:
         retrain_check_s=3600.0,  # tests that want the worker to retrain ask for it
         model_poll_s=0.1,
         campaigns_file=str(NO_CAMPAIGNS),  # the shipped demo campaign stays out of tests that do not ask for one
+        api_model_dir=str(tmp_path / "models"),  # the API's memory-mapped model files, removed with the test
     )
     return isolated(base)
 

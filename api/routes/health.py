@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from api.deps import CollectorDep, StoreDep
 from api.models import Liveness, Readiness
+from core import metrics
 from core.errors import StoreUnavailable
 from core.keyspace import Keys
 from core.redis import redis_errors
@@ -63,4 +64,4 @@ async def worker_consuming(store: ProfileStore) -> bool:
 
 @router.get("/metrics", include_in_schema=False)
 async def prometheus_metrics(_: Request) -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(metrics.api_exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -23,6 +23,12 @@ class DatasetFormat(StrEnum):
     orders = "orders"
 
 
+class ScoringName(StrEnum):
+    exact = "exact"
+    candidates = "candidates"
+    both = "both"
+
+
 class ProtocolName(StrEnum):
     leave_one_out = "leave-one-out"
     time_split = "time-split"
@@ -46,6 +52,13 @@ def evaluate(
     ] = 0.8,
     k: Annotated[int, typer.Option(min=1, max=1000, help="Cut-off of the ranking metrics")] = 10,
     progress: Annotated[bool, typer.Option(help="Progress bars on stderr")] = True,
+    scoring: Annotated[
+        ScoringName,
+        typer.Option(
+            help="exact: rank every item; candidates: only the retrieved candidates, as the API does on a large "
+            "catalogue (engine-candidates); both: side by side"
+        ),
+    ] = ScoringName.exact,
 ) -> None:
     """Train on the training part of a split, rank every item for each test user (the API's scoring code),
     and report HR, NDCG, precision, recall, MRR and coverage for the engine and the popularity baseline.
@@ -63,6 +76,7 @@ def evaluate(
             quantile=cutoff_quantile,
             k=k,
             progress=progress,
+            scoring=scoring.value,
         )
     except ValueError as exc:
         typer.echo(error_line(exc), err=True)

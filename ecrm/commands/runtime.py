@@ -44,6 +44,15 @@ def api(
     host: Annotated[str, typer.Option(help="Interface to bind (default: ECRM_API_HOST or 127.0.0.1)")] = "",
     port: Annotated[int, typer.Option(help="Port (default: ECRM_API_PORT or 8000)")] = 0,
     loglevel: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="API processes on the port (about one per core): each maps the shared model files and swaps "
+            "versions on its own; /metrics sums them all",
+        ),
+    ] = 1,
 ) -> None:
     """Run the HTTP API (collector, profiles, recommendations, health, metrics). Without ECRM_API_KEYS the API is
     open and refuses to listen on anything but loopback. With addresses named (ECRM_KAFKA_BOOTSTRAP, ECRM_REDIS_URL
@@ -65,7 +74,20 @@ def api(
     except (ConfigError, ServiceUnavailable) as exc:
         typer.echo(error_line(exc), err=True)
         raise typer.Exit(2) from exc
-    uvicorn.run(app, host=host, port=port or settings.api_port, log_level=loglevel, access_log=False)
+    if workers == 1:
+        uvicorn.run(app, host=host, port=port or settings.api_port, log_level=loglevel, access_log=False)
+        return
+    from runtime.api_processes import metrics_dir
+
+    with metrics_dir():  # before the processes start: they choose the metrics' storage at import
+        uvicorn.run(
+            "api.main:app",  # each process builds its app from the environment (the same settings)
+            host=host,
+            port=port or settings.api_port,
+            workers=workers,
+            log_level=loglevel,
+            access_log=False,
+        )
 
 
 def simulate(
