@@ -101,6 +101,11 @@ class Settings(BaseSettings):
     holdout_min_users: int = Field(
         50, ge=1, description="Below this many holdout users a version is promoted without judging (noise)"
     )
+    holdout_train_users: int = Field(
+        10_000,
+        ge=0,
+        description="Users whose history trains the holdout check's model (the judged users among them; 0: all)",
+    )
     model_poll_s: float = Field(1.0, gt=0, description="How often an API replica looks for a newly promoted version")
     rebuy_window_days: float = Field(
         0.0, ge=0, description="Bought items come back in recommendations after this many days (0: never)"
