@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable, Mapping
 from typing import Annotated
 
@@ -17,8 +18,11 @@ def _progress(as_json: bool) -> Callable[[str], None]:
     return (lambda line: typer.echo(line, err=True)) if as_json else typer.echo
 
 
+_JSON_OUT: list[str] = []  # figures printed once stdout is restored (see _with_servers)
+
+
 def _print_json(figures: Mapping[str, object]) -> None:
-    typer.echo(json.dumps(figures, indent=2))
+    _JSON_OUT.append(json.dumps(figures, indent=2))
 
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the figures as one JSON object (progress on stderr)")]
@@ -61,11 +65,27 @@ def _with_servers(run: Callable[[Settings], None], as_json: bool = False) -> Non
     from runtime.embedded import EmbeddedServer, start_missing
 
     servers: list[EmbeddedServer] = []
+    saved = _stdout_to_stderr() if as_json else None  # child processes (workers) print on the inherited stdout
     try:
         run(start_missing(get_settings(), os.environ, servers, _progress(as_json)))
     finally:
         for server in reversed(servers):
             server.stop()
+        if saved is not None:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+    for text in _JSON_OUT:
+        typer.echo(text)
+    _JSON_OUT.clear()
+
+
+def _stdout_to_stderr() -> int:
+    """Point file descriptor 1 at stderr (inherited by child processes); returns a copy of the old one."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    return saved
 
 
 def train(
@@ -163,3 +183,25 @@ def auth(
             typer.echo(line)
 
     _with_servers(run)
+
+
+def memory(
+    profiles: Annotated[int, typer.Option(help="Profiles written (the figure is measured at this scale)")] = 100_000,
+    events: Annotated[int, typer.Option(help="Events per profile")] = 20,
+    items: Annotated[int, typer.Option(help="Distinct items per profile")] = 10,
+    as_json: JsonOption = False,
+) -> None:
+    """Redis bytes per profile for a typical history, through the worker's write path (target <= 0.5 GiB per
+    1M profiles), and what dominates."""
+    from benchmarks.memory import bench_memory
+
+    def run(settings: Settings) -> None:
+        figures = bench_memory(settings, max(profiles, 1), max(events, 3), max(items, 1), _progress(as_json))
+        if as_json:
+            _print_json(figures.as_json())
+            return
+        typer.echo("")
+        for line in figures.lines():
+            typer.echo(line)
+
+    _with_servers(run, as_json)
