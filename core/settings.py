@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     # Infrastructure
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated")
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL")
+    redis_cluster: bool = Field(
+        False, description="ECRM_REDIS_URL names a node of a Redis Cluster: use the cluster client (docs/deployment.md)"
+    )
     events_topic: str = "ecrm.events"
     dlq_topic: str = "ecrm.events.dlq"
     topic_partitions: int = Field(4, ge=1)
