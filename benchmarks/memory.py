@@ -24,7 +24,7 @@ from core.keyspace import ProfileId
 from core.redis import connect, connect_sync
 from core.settings import Settings, isolated
 from profiles.store import ProfileStore
-from profiles.updates import CartChange, CatalogueUpdate, Interaction, Plan
+from profiles.updates import DIRECT, CartChange, CatalogueUpdate, Interaction, Plan
 
 Echo = Callable[[str], None]
 GIB = 1024**3
@@ -71,6 +71,11 @@ class MemoryFigures:
         }
 
 
+def event_id(profile: int, k: int) -> str:
+    """A 32-hex-digit id (as long as a UUID's hex form), known again when the sample is weighed."""
+    return f"{profile:016x}{k:016x}"
+
+
 def history(profile: int, events: int, items: int) -> list[Plan]:
     """One profile's typical history: views over ``items`` items, two add to carts, one purchase (pure)."""
     pid = ProfileId("c", f"cust-{profile:07d}")
@@ -86,7 +91,7 @@ def history(profile: int, events: int, items: int) -> list[Plan]:
             kind, weight, cart = "add_to_cart", 3.0, (CartChange(item, 1),)
         plans.append(
             Plan(
-                uuid.uuid4().hex,
+                event_id(profile, k),
                 kind,
                 BASE_TS + profile * 1000 + k * 60_000,
                 pid,
@@ -122,14 +127,14 @@ def used_memory(r: redis.Redis) -> int:
     return int(r.info("memory")["used_memory"])
 
 
-def weigh_sample(r: redis.Redis, store: ProfileStore, sample: list[int]) -> dict[str, float]:
+def weigh_sample(r: redis.Redis, store: ProfileStore, sample: list[int], events: int) -> dict[str, float]:
     """Bytes per profile by kind of key, from ``MEMORY USAGE`` of every key of the sampled profiles."""
     totals: dict[str, float] = defaultdict(float)
     for profile in sample:
         pid = ProfileId("c", f"cust-{profile:07d}")
         for part, key in zip(PARTS, store.keys.profile_keys(pid), strict=True):
             totals[part] += r.memory_usage(key, samples=0) or 0
-        markers = list(r.scan_iter(match=f"{store.keys.profile(pid)}:seen:*", count=1000))
+        markers = [store.keys.seen(pid, DIRECT, event_id(profile, k)) for k in range(events)]
         totals["dedupe markers"] += sum(r.memory_usage(k, samples=0) or 0 for k in markers)
         totals["visitors set"] += r.memory_usage(store.keys.visitors(pid.ident), samples=0) or 0
     return {part: size / len(sample) for part, size in totals.items()}
@@ -153,7 +158,8 @@ def bench_memory(base: Settings, profiles: int, events: int, items: int, echo: E
                 echo(f"  {start + step} profiles")
         after = used_memory(r)
         sample = list(range(0, profiles, max(profiles // 200, 1)))
-        parts = weigh_sample(r, store, sample)
+        echo(f"  used_memory grew by {after - before} bytes; weighing a sample of {len(sample)} profiles ...")
+        parts = weigh_sample(r, store, sample, events)
         log_bytes = r.memory_usage(store.keys.interactions, samples=0) or 0
         parts["training log share"] = log_bytes / profiles
         parts["profiles index share"] = (r.memory_usage(store.keys.profiles, samples=0) or 0) / profiles
