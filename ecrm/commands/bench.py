@@ -106,6 +106,7 @@ def train(
                     "holdout_ndcg@10": result.holdout.get("ndcg@10"),
                     "promoted": result.promoted,
                     "reason": result.reason,
+                    "load_avg": list(os.getloadavg()),
                 }
             )
             return
