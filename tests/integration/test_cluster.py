@@ -12,8 +12,9 @@ import pytest
 import redis
 
 from core.keyspace import Keys, ProfileId
-from core.redis import connect_sync
+from core.redis import connect, connect_sync
 from core.settings import Settings
+from profiles.store import ProfileStore
 from runtime.embedded import EmbeddedServer, start_redis_cluster
 
 pytestmark = pytest.mark.integration
@@ -29,11 +30,13 @@ def cluster() -> Iterator[list[EmbeddedServer]]:
 
 
 @pytest.fixture()
-def client(cluster: list[EmbeddedServer], settings: Settings) -> redis.Redis:
-    cluster_settings = settings.model_copy(
-        update={"redis_url": f"redis://127.0.0.1:{cluster[1].port}/0", "redis_cluster": True}
-    )
-    return connect_sync(cluster_settings, decode_responses=True)
+def on_cluster(cluster: list[EmbeddedServer], settings: Settings) -> Settings:
+    return settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{cluster[1].port}/0", "redis_cluster": True})
+
+
+@pytest.fixture()
+def client(on_cluster: Settings) -> redis.Redis:
+    return connect_sync(on_cluster, decode_responses=True)
 
 
 def profile_keys(keys: Keys, pid: ProfileId) -> list[str]:
@@ -67,3 +70,20 @@ def test_profiles_spread_over_the_three_nodes(client: redis.Redis, settings: Set
         for node in client.get_primaries()
     ]
     assert len(per_node) == 3 and sum(per_node) == 300 and min(per_node) > 50, per_node
+
+
+async def test_the_api_reads_a_profile_through_the_cluster_client(client: redis.Redis, on_cluster: Settings) -> None:
+    keys = Keys(on_cluster.key_prefix)
+    pid = ProfileId("c", "reader")
+    client.hset(keys.profile(pid), mapping={"n:product_view": 2, "first_seen": 1_790_000_000_000,
+                                            "last_seen": 1_790_000_060_000})  # fmt: skip
+    client.zadd(keys.recent(pid), {"sku-2": 1_790_000_060_000, "sku-1": 1_790_000_000_000})
+    client.pfadd(keys.sessions(pid), "s1", "s2")
+    store = ProfileStore(connect(on_cluster), on_cluster)
+    try:
+        profile = await store.profile(str(pid))
+    finally:
+        await store.client.aclose()
+    assert profile is not None
+    assert profile["events_total"] == 2 and profile["sessions"] == 2
+    assert [r["item_id"] for r in profile["recent_items"]] == ["sku-2", "sku-1"]
