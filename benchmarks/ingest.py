@@ -1,10 +1,17 @@
-"""``ecrm bench ingest``: throughput and event-to-profile lag of one worker, against a plain aiokafka consumer.
+"""``ecrm bench ingest``: throughput and event-to-profile lag of one worker, against a plain aiokafka consumer and
+a Faust agent that does nothing.
 
-Three measurements in one run, on the same broker, topic and machine, so the ratios mean something:
-1. a plain aiokafka consumer reading the pre-produced topic (the ceiling);
-2. one worker processing the same events into Redis (events per second, from first to last applied);
-3. end-to-end lag at a steady load (half the measured worker rate by default): probe events are produced
-   between the load and their profile is polled in Redis; lag = visible time - produce time.
+Five measurements in one run, on the same broker, topic and machine, so the ratios mean something:
+1. a plain aiokafka consumer reading the pre-produced topic (the ceiling of the client library);
+2. a Faust agent that does nothing (:mod:`benchmarks.noop_agent`) reading the same events with the worker's app
+   settings and batching, in its own group (the ceiling of the framework: ``noop_faust_eps``);
+3. one worker processing the same events into Redis (events per second, from first to last applied: ``worker_eps``;
+   ``ratio`` = worker / no-op agent);
+4. end-to-end lag at a steady load (half the measured worker rate by default): probe events are produced
+   between the load and their profile is polled in Redis; lag = visible time - produce time;
+5. the same lag while a training runs on a generated log of ``--train-interactions`` interactions, started the way
+   the worker starts it (``ecrm train`` as a child process at nice 10, one BLAS thread): a training must not starve
+   ingest (``lag_p99_with_training_ms``).
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import asyncio
 import os
 import statistics
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -27,8 +35,10 @@ from core.kafka import ensure_topics, event_key, make_producer, produce_events
 from core.keyspace import Keys
 from core.redis import connect_sync
 from core.settings import Settings, isolated
-from runtime.local import spawn_role, stop_process
+from runtime.embedded import die_with_parent
+from runtime.local import settings_env, spawn_role, stop_process
 from runtime.simulate import SimulationConfig, simulate
+from stream.retrain import background_child
 
 Echo = Callable[[str], None]
 
@@ -43,18 +53,63 @@ class IngestFigures:
     lag_p99_ms: float
     lag_max_ms: float
     probes: int
+    noop_faust_eps: float = 0.0
+    lag_p50_with_training_ms: float = 0.0
+    lag_p99_with_training_ms: float = 0.0
+    lag_max_with_training_ms: float = 0.0
+    probes_with_training: int = 0
+    training_s: float = 0.0
+    training_exit: int | None = None
+    load_avg: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    @property
+    def ratio(self) -> float:
+        """The worker's rate over the no-op Faust agent's (target >= 0.8)."""
+        return self.worker_eps / self.noop_faust_eps if self.noop_faust_eps else 0.0
 
     def lines(self) -> list[str]:
         ratio = self.worker_eps / self.plain_consumer_eps if self.plain_consumer_eps else 0.0
-        return [
+        out = [
             f"events                      {self.events}",
             f"plain aiokafka consumer     {self.plain_consumer_eps:10.0f} events/s",
-            f"worker (Faust + Redis)      {self.worker_eps:10.0f} events/s   ({ratio:.1%} of the plain consumer)",
+            f"no-op Faust agent           {self.noop_faust_eps:10.0f} events/s",
+            f"worker (Faust + Redis)      {self.worker_eps:10.0f} events/s   ({ratio:.1%} of the plain consumer, "
+            f"{self.ratio:.2f} of the no-op agent)",
             f"steady load for lag         {self.load_eps:10.0f} events/s",
             f"event-to-profile lag p50    {self.lag_p50_ms:10.1f} ms   ({self.probes} probes)",
             f"event-to-profile lag p99    {self.lag_p99_ms:10.1f} ms",
             f"event-to-profile lag max    {self.lag_max_ms:10.1f} ms",
         ]
+        if self.probes_with_training:
+            out += [
+                f"with a training running     p50 {self.lag_p50_with_training_ms:.1f} ms, "
+                f"p99 {self.lag_p99_with_training_ms:.1f} ms, max {self.lag_max_with_training_ms:.1f} ms "
+                f"({self.probes_with_training} probes; the training ran {self.training_s:.1f} s, "
+                f"exit {self.training_exit})",
+            ]
+        out.append(f"machine load (1/5/15 min)   {' '.join(f'{x:.2f}' for x in self.load_avg)}")
+        return out
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "events": self.events,
+            "plain_consumer_eps": round(self.plain_consumer_eps, 1),
+            "noop_faust_eps": round(self.noop_faust_eps, 1),
+            "worker_eps": round(self.worker_eps, 1),
+            "ratio": round(self.ratio, 3),
+            "load_eps": round(self.load_eps, 1),
+            "lag_p50_ms": round(self.lag_p50_ms, 1),
+            "lag_p99_ms": round(self.lag_p99_ms, 1),
+            "lag_max_ms": round(self.lag_max_ms, 1),
+            "probes": self.probes,
+            "lag_p50_with_training_ms": round(self.lag_p50_with_training_ms, 1),
+            "lag_p99_with_training_ms": round(self.lag_p99_with_training_ms, 1),
+            "lag_max_with_training_ms": round(self.lag_max_with_training_ms, 1),
+            "probes_with_training": self.probes_with_training,
+            "training_s": round(self.training_s, 1),
+            "training_exit": self.training_exit,
+            "load_avg": list(self.load_avg),
+        }
 
 
 def generate(n: int) -> list[dict[str, object]]:
@@ -99,18 +154,77 @@ def applied(r: redis.Redis, keys: Keys) -> int:
 def worker_rate(settings: Settings, r: redis.Redis, n: int, proc_holder: list[subprocess.Popen[bytes]]) -> float:
     keys = Keys(settings.key_prefix)
     proc_holder.append(spawn_role(["worker"], settings))
-    while applied(r, keys) == 0:
+    return counted_rate(lambda: applied(r, keys), n, "worker")
+
+
+def counted_rate(count: Callable[[], int], n: int, who: str) -> float:
+    """Events per second from the first count seen to ``n`` (the start-up, a group join, is left out)."""
+    while count() == 0:
         time.sleep(0.005)
-    started, first = time.perf_counter(), applied(r, keys)
-    while (done := applied(r, keys)) < n:
+    started, first = time.perf_counter(), count()
+    while (done := count()) < n:
         if time.perf_counter() - started > 600:
-            raise RuntimeError(f"worker processed only {done} of {n} events in 10 minutes")
+            raise RuntimeError(f"{who} processed only {done} of {n} events in 10 minutes")
         time.sleep(0.01)
     return (n - first) / (time.perf_counter() - started)
 
 
-def steady_lag(settings: Settings, r: redis.Redis, rate: float, seconds: float) -> list[float]:
-    """Produce ``rate`` events/s for ``seconds``; every 50 ms a probe whose profile is polled until visible."""
+def noop_rate(settings: Settings, r: redis.Redis, n: int) -> float:
+    """The rate of a Faust agent that does nothing on the same topic (:mod:`benchmarks.noop_agent`)."""
+    from benchmarks.noop_agent import noop_count_key
+
+    key = noop_count_key(settings)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.noop_agent"],
+        env=settings_env(settings),
+        stdin=subprocess.DEVNULL,
+        preexec_fn=die_with_parent,
+        start_new_session=True,
+    )
+    try:
+        return counted_rate(lambda: int(r.get(key) or 0), n, "the no-op Faust agent")
+    finally:
+        stop_process(proc)
+
+
+def start_training(settings: Settings) -> subprocess.Popen[bytes]:
+    """``ecrm train`` started the way the worker starts it (stream/retrain.py: nice 10, dies with its parent)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "ecrm", "train"],
+        env=settings_env(settings),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        preexec_fn=background_child,
+    )
+
+
+def lag_with_training(
+    settings: Settings, r: redis.Redis, rate: float, interactions: int, echo: Echo
+) -> tuple[list[float], float, int | None]:
+    """Write ``interactions`` generated interactions to the training log, start a training, and probe the lag at
+    ``rate`` while it runs (at most 120 s). Returns the lags, how long the training ran, and its exit code."""
+    from benchmarks.recommender import synthetic_log, write_log
+
+    keys = Keys(settings.key_prefix)
+    echo(f"writing {interactions} generated interactions to the training log ...")
+    log = synthetic_log(interactions, max(interactions // 20, 100), max(interactions // 50, 100), interleaved=True)
+    write_log(r, keys, log, echo)
+    started = time.perf_counter()
+    proc = start_training(settings)
+    try:
+        lags = steady_lag(settings, r, rate, 120.0, until=lambda: proc.poll() is not None)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    return lags, time.perf_counter() - started, proc.returncode
+
+
+def steady_lag(
+    settings: Settings, r: redis.Redis, rate: float, seconds: float, until: Callable[[], bool] | None = None
+) -> list[float]:
+    """Produce ``rate`` events/s for ``seconds`` (or until ``until()`` holds); every 50 ms a probe whose profile is
+    polled until visible."""
     keys = Keys(settings.key_prefix)
     stop = threading.Event()
     background = generate(int(rate * seconds) + 1000)
@@ -136,7 +250,7 @@ def steady_lag(settings: Settings, r: redis.Redis, rate: float, seconds: float) 
     probe_producer = make_producer(settings)
     lags: list[float] = []
     deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
+    while time.perf_counter() < deadline and not (until is not None and until()):
         cid = f"probe-{uuid.uuid4().hex[:10]}"
         event = {"type": "page_view", "event_id": uuid.uuid4().hex, "timestamp": int(time.time() * 1000),
                  "customer_id": cid}  # fmt: skip
@@ -155,7 +269,13 @@ def steady_lag(settings: Settings, r: redis.Redis, rate: float, seconds: float) 
 
 
 def run_ingest_bench(
-    base: Settings, n: int, load_rate: float | None, seconds: float, echo: Echo, with_timers: bool = False
+    base: Settings,
+    n: int,
+    load_rate: float | None,
+    seconds: float,
+    echo: Echo,
+    with_timers: bool = False,
+    train_interactions: int = 1_000_000,
 ) -> IngestFigures:
     settings = isolated(base)
     if not with_timers:
@@ -172,16 +292,31 @@ def run_ingest_bench(
     echo("plain aiokafka consumer ...")
     plain = asyncio.run(plain_consumer_rate(settings, n))
     echo(f"  {plain:.0f} events/s")
+    echo("a Faust agent that does nothing ...")
+    noop = noop_rate(settings, r, n)
+    echo(f"  {noop:.0f} events/s")
     procs: list[subprocess.Popen[bytes]] = []
     try:
         echo("one worker (Faust agent + Redis) ...")
         rate = worker_rate(settings, r, n, procs)
-        echo(f"  {rate:.0f} events/s")
+        echo(f"  {rate:.0f} events/s ({rate / noop:.2f} of the no-op agent)")
         load = load_rate or rate / 2
         echo(f"steady load at {load:.0f} events/s for {seconds:.0f}s with lag probes ...")
         lags = steady_lag(settings, r, load, seconds)
+        trained: tuple[list[float], float, int | None] = ([], 0.0, None)
+        if train_interactions > 0:
+            echo(f"the same load while a training on {train_interactions} interactions runs ...")
+            trained = lag_with_training(settings, r, load, train_interactions, echo)
     finally:
         for proc in procs:
             stop_process(proc)
     quantiles = statistics.quantiles(lags, n=100, method="inclusive")
-    return IngestFigures(n, plain, rate, load, statistics.median(lags), quantiles[98], max(lags), len(lags))
+    figures = IngestFigures(n, plain, rate, load, statistics.median(lags), quantiles[98], max(lags), len(lags), noop)
+    train_lags, figures.training_s, figures.training_exit = trained
+    if len(train_lags) >= 2:
+        figures.lag_p50_with_training_ms = statistics.median(train_lags)
+        figures.lag_p99_with_training_ms = statistics.quantiles(train_lags, n=100, method="inclusive")[98]
+        figures.lag_max_with_training_ms = max(train_lags)
+        figures.probes_with_training = len(train_lags)
+    figures.load_avg = os.getloadavg()
+    return figures

@@ -47,12 +47,16 @@ class SyntheticLog:
     ts: np.ndarray
 
 
-def synthetic_log(n: int, n_users: int, n_items: int, seed: int = 0) -> SyntheticLog:
-    """Power-law item popularity, users with a taste cluster, sessions in time order (numpy, fast)."""
+def synthetic_log(n: int, n_users: int, n_items: int, seed: int = 0, interleaved: bool = False) -> SyntheticLog:
+    """Power-law item popularity, users with a taste cluster, sessions in time order (numpy, fast). With
+    ``interleaved`` the users' interactions are spread over the whole period (as in a shop), so that the most
+    recent slice the holdout check judges holds users with a history before it; else one user after another."""
     rng = np.random.default_rng(seed)
     clusters = 50
     user_cluster = rng.integers(0, clusters, n_users)
-    users = np.sort(rng.integers(0, n_users, n))
+    users = rng.integers(0, n_users, n)
+    if not interleaved:
+        users = np.sort(users)
     popular = (rng.zipf(1.3, n) - 1) % n_items
     in_cluster = (
         user_cluster[users] * (n_items // clusters) + rng.integers(0, max(n_items // clusters, 1), n)
@@ -69,7 +73,7 @@ def write_log(r: redis.Redis, keys: Keys, log: SyntheticLog, echo: Echo) -> None
     for k, (u, i, w, t) in enumerate(
         zip(log.users.tolist(), log.items.tolist(), log.weights.tolist(), log.ts.tolist(), strict=True)
     ):
-        pipe.xadd(keys.interactions, {"d": f"c:u{u}\ti{i}\t{w}\t{t}"})
+        pipe.xadd(keys.interactions, {"p": f"c:u{u}", "i": f"i{i}", "w": w, "t": t})  # as the worker writes
         if k % 20_000 == 19_999:
             pipe.execute()
             if k % 200_000 == 199_999:
@@ -83,7 +87,7 @@ def bench_train(base: Settings, n: int, echo: Echo) -> TrainingResult:
     r = connect_sync(settings)
     keys = Keys(settings.key_prefix)
     echo(f"writing {n} generated interactions to the training log ...")
-    write_log(r, keys, synthetic_log(n, n_users=max(n // 20, 100), n_items=max(n // 50, 100)), echo)
+    write_log(r, keys, synthetic_log(n, n_users=max(n // 20, 100), n_items=max(n // 50, 100), interleaved=True), echo)
     echo("training (data load, holdout check, fit, store, promote) ...")
     return train_once(settings, echo)
 

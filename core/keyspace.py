@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 from urllib.parse import quote
 
@@ -69,8 +70,10 @@ ProfileKind = Literal["c", "a"]
 PROFILE_SUFFIXES: tuple[str, ...] = ("recent", "cart", "aff", "items", "items_ts", "bought", "sess")
 
 
+@lru_cache(maxsize=65_536)
 def encode_id(raw: str) -> str:
-    """An id made safe for a key name: percent-encoded UTF-8 but for letters, digits and ``-._~`` (injective)."""
+    """An id made safe for a key name: percent-encoded UTF-8 but for letters, digits and ``-._~`` (injective).
+    Memoised (bounded): the worker encodes the same ids many times per batch, and ``quote`` is not cheap."""
     return quote(raw, safe="")
 
 

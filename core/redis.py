@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import cast
 
 import redis
 import redis.asyncio as aioredis
@@ -87,21 +88,24 @@ def timeouts(settings: Settings) -> dict[str, float]:
 
 
 def connect(settings: Settings) -> aioredis.Redis:
-    """An asyncio Redis client that decodes strings."""
-    return aioredis.Redis.from_url(
-        settings.redis_url, decode_responses=True, health_check_interval=30, **timeouts(settings)
-    )
+    """An asyncio Redis client that decodes strings (the cluster client with ``ECRM_REDIS_CLUSTER``)."""
+    return _async_client(settings, decode_responses=True)
 
 
 def connect_bytes(settings: Settings) -> aioredis.Redis:
     """An asyncio Redis client that returns bytes (model blobs)."""
-    return aioredis.Redis.from_url(
-        settings.redis_url, decode_responses=False, health_check_interval=30, **timeouts(settings)
-    )
+    return _async_client(settings, decode_responses=False)
 
 
 def connect_sync(settings: Settings, decode_responses: bool = False) -> redis.Redis:
     """A blocking Redis client, returning bytes unless asked to decode (the trainer, the command line, benches)."""
+    if settings.redis_cluster:
+        # The cluster client routes each command to the node holding its keys' slot; it offers the calls the engine
+        # makes of a client (commands, scripts, non-transactional pipelines, scans), not a node's own class.
+        cluster = redis.RedisCluster.from_url(
+            settings.redis_url, decode_responses=decode_responses, **timeouts(settings)
+        )
+        return cast(redis.Redis, cluster)
     return redis.Redis.from_url(settings.redis_url, decode_responses=decode_responses, **timeouts(settings))
 
 
@@ -113,3 +117,14 @@ def probe(settings: Settings) -> None:
             client.ping()
     finally:
         client.close()
+
+
+def _async_client(settings: Settings, decode_responses: bool) -> aioredis.Redis:
+    if settings.redis_cluster:
+        cluster = aioredis.RedisCluster.from_url(
+            settings.redis_url, decode_responses=decode_responses, **timeouts(settings)
+        )
+        return cast(aioredis.Redis, cluster)
+    return aioredis.Redis.from_url(
+        settings.redis_url, decode_responses=decode_responses, health_check_interval=30, **timeouts(settings)
+    )

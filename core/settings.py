@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     # Infrastructure
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated")
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL")
+    redis_cluster: bool = Field(
+        False, description="ECRM_REDIS_URL names a node of a Redis Cluster: use the cluster client (docs/deployment.md)"
+    )
     events_topic: str = "ecrm.events"
     dlq_topic: str = "ecrm.events.dlq"
     topic_partitions: int = Field(4, ge=1)
@@ -102,6 +105,11 @@ class Settings(BaseSettings):
     holdout_max_users: int = Field(1000, ge=10, description="Users evaluated on the holdout slice")
     holdout_min_users: int = Field(
         50, ge=1, description="Below this many holdout users a version is promoted without judging (noise)"
+    )
+    holdout_train_users: int = Field(
+        10_000,
+        ge=0,
+        description="Users whose history trains the holdout check's model (the judged users among them; 0: all)",
     )
     model_poll_s: float = Field(1.0, gt=0, description="How often an API replica looks for a newly promoted version")
     rebuy_window_days: float = Field(

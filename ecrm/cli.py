@@ -37,6 +37,7 @@ from ecrm.commands import bench  # noqa: E402
 
 bench_app.command("ingest")(bench.ingest)
 bench_app.command("train")(bench.train)
+bench_app.command("memory")(bench.memory)
 bench_app.command("api")(bench.api)
 bench_app.command("freshness")(bench.freshness)
 bench_app.command("auth")(bench.auth)

@@ -195,7 +195,7 @@ class ProfileStore:
                 pipe.zrevrange(k.recent(pid), 0, -1, withscores=True)
                 pipe.hgetall(k.cart(pid))
                 pipe.hgetall(k.affinity(pid))
-                pipe.pfcount(k.sessions(pid))
+                pipe.execute_command("PFCOUNT", k.sessions(pid))  # (redis-py's cluster pipeline refuses .pfcount)
                 h, recent, cart, aff, sessions = await pipe.execute()
         if not h:
             return None

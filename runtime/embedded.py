@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import redis
+
 from core.process import die_with_parent
 from core.settings import Settings
 
@@ -158,8 +160,9 @@ def start_broker(port: int | None = None, timeout: float = 20.0) -> EmbeddedServ
     return server
 
 
-def start_redis(port: int | None = None, timeout: float = 20.0) -> EmbeddedServer:
-    """Start Valkey on 127.0.0.1 without persistence. Returns when it accepts connections."""
+def start_redis(port: int | None = None, timeout: float = 20.0, extra: list[str] | None = None) -> EmbeddedServer:
+    """Start Valkey on 127.0.0.1 without persistence (``extra``: more arguments). Returns when it accepts
+    connections."""
     port = claim_port(port)
     workdir = Path(tempfile.mkdtemp(prefix="ecrm-redis-"))
     argv = [
@@ -176,6 +179,7 @@ def start_redis(port: int | None = None, timeout: float = 20.0) -> EmbeddedServe
         str(workdir),
         "--protected-mode",
         "yes",
+        *(extra or []),
     ]
     server = _spawn("redis", argv, port, workdir, timeout)
     log.info("embedded Redis-compatible server (valkey) on 127.0.0.1:%d", port)
@@ -188,6 +192,46 @@ class EmbeddedPorts:
 
     kafka: int | None = None
     redis: int | None = None
+
+
+CLUSTER_SLOTS = 16384
+
+
+def start_redis_cluster(nodes: int = 3, timeout: float = 30.0) -> list[EmbeddedServer]:
+    """Start a Redis Cluster of ``nodes`` Valkey masters on 127.0.0.1 (no replicas), slots split evenly: each node
+    with ``--cluster-enabled yes``, then ``CLUSTER ADDSLOTSRANGE`` and ``CLUSTER MEET`` (no valkey-cli needed).
+    Returns when every node reports ``cluster_state:ok``. Connect with ``ECRM_REDIS_CLUSTER=1`` and any node's URL."""
+    servers: list[EmbeddedServer] = []
+    try:
+        buses = [free_port() for _ in range(nodes)]
+        for bus in buses:
+            servers.append(start_redis(extra=["--cluster-enabled", "yes", "--cluster-port", str(bus),
+                                              "--cluster-node-timeout", "5000"]))  # fmt: skip
+        clients = [redis.Redis(port=server.port, decode_responses=True) for server in servers]
+        bounds = [CLUSTER_SLOTS * i // nodes for i in range(nodes + 1)]
+        for i, client in enumerate(clients):
+            client.execute_command("CLUSTER", "ADDSLOTSRANGE", bounds[i], bounds[i + 1] - 1)
+        for server, bus in zip(servers[1:], buses[1:], strict=True):
+            clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", server.port, bus)
+        deadline = time.monotonic() + timeout
+        while not all(_cluster_ok(client, nodes) for client in clients):
+            if time.monotonic() > deadline:
+                raise EmbeddedError(f"the {nodes}-node cluster did not form in {timeout:.0f}s")
+            time.sleep(0.1)
+        for client in clients:
+            client.close()
+    except BaseException:
+        for server in servers:
+            server.stop()
+        raise
+    log.info("embedded Redis Cluster (valkey) on 127.0.0.1:%s", ",".join(str(s.port) for s in servers))
+    return servers
+
+
+def _cluster_ok(client: redis.Redis, nodes: int) -> bool:
+    info = str(client.execute_command("CLUSTER", "INFO"))
+    fields = dict(line.split(":", 1) for line in info.split() if ":" in line)
+    return fields.get("cluster_state") == "ok" and fields.get("cluster_known_nodes") == str(nodes)
 
 
 def start_missing(

@@ -59,7 +59,7 @@ def register_retraining(app: faust.App, settings: Settings) -> None:
         started[0] = time.monotonic()
         counted[0] = False
         running["proc"] = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "ecrm", "train", stdin=asyncio.subprocess.DEVNULL, preexec_fn=_background_child
+            sys.executable, "-m", "ecrm", "train", stdin=asyncio.subprocess.DEVNULL, preexec_fn=background_child
         )
 
 
@@ -68,7 +68,7 @@ def training_outcome(returncode: int) -> str:
     return {0: "promoted", 1: "refused"}.get(returncode, "failed")
 
 
-def _background_child() -> None:
+def background_child() -> None:
     """The training process yields the CPU to ingestion (nice 10) and dies with the worker."""
     die_with_parent()
     os.nice(10)

@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Mapping
 from typing import Annotated
 
-import orjson
 import typer
 
 from core.settings import Settings, get_settings
+
+
+def _progress(as_json: bool) -> Callable[[str], None]:
+    """Where progress lines go: stdout, or stderr when stdout carries the JSON figures."""
+    return (lambda line: typer.echo(line, err=True)) if as_json else typer.echo
+
+
+_JSON_OUT: list[str] = []  # figures printed once stdout is restored (see _with_servers)
+
+
+def _print_json(figures: Mapping[str, object]) -> None:
+    _JSON_OUT.append(json.dumps(figures, indent=2))
+
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the figures as one JSON object (progress on stderr)")]
 
 
 def ingest(
@@ -19,53 +35,88 @@ def ingest(
     with_timers: Annotated[
         bool, typer.Option("--with-timers", help="Keep the worker's retraining and analytics refresh on")
     ] = False,
+    train_interactions: Annotated[
+        int, typer.Option(help="Size of the training run during the last lag phase (0: no such phase)")
+    ] = 1_000_000,
+    as_json: JsonOption = False,
 ) -> None:
-    """Worker throughput and event-to-profile lag, with a plain aiokafka consumer's rate for the ratio.
+    """Worker throughput against a Faust agent that does nothing (target ratio >= 0.8) and a plain aiokafka
+    consumer, event-to-profile lag, and the lag while a training runs (target p99 <= 250 ms).
 
     Uses the embedded broker and Redis unless ECRM_KAFKA_BOOTSTRAP / ECRM_REDIS_URL name real ones."""
     from benchmarks.ingest import run_ingest_bench
 
     def run(settings: Settings) -> None:
-        figures = run_ingest_bench(settings, events, load_rate or None, seconds, typer.echo, with_timers)
+        figures = run_ingest_bench(
+            settings, events, load_rate or None, seconds, _progress(as_json), with_timers, max(train_interactions, 0)
+        )
+        if as_json:
+            _print_json(figures.as_json())
+            return
         typer.echo("")
         for line in figures.lines():
             typer.echo(line)
 
-    _with_servers(run)
+    _with_servers(run, as_json)
 
 
-def _progress(as_json: bool) -> Callable[[str], None]:
-    """Progress lines: on stderr when stdout carries the JSON."""
-    return (lambda line: typer.echo(line, err=True)) if as_json else typer.echo
-
-
-def _with_servers(run: Callable[[Settings], None], echo: Callable[[str], None] = typer.echo) -> None:
+def _with_servers(run: Callable[[Settings], None], as_json: bool = False) -> None:
     """Run with the embedded broker and Redis unless ECRM_KAFKA_BOOTSTRAP / ECRM_REDIS_URL name real ones."""
     from runtime.embedded import EmbeddedServer, start_missing
 
     servers: list[EmbeddedServer] = []
+    saved = _stdout_to_stderr() if as_json else None  # child processes (workers) print on the inherited stdout
     try:
-        run(start_missing(get_settings(), os.environ, servers, echo))
+        run(start_missing(get_settings(), os.environ, servers, _progress(as_json)))
     finally:
         for server in reversed(servers):
             server.stop()
+        if saved is not None:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+    for text in _JSON_OUT:
+        typer.echo(text)
+    _JSON_OUT.clear()
+
+
+def _stdout_to_stderr() -> int:
+    """Point file descriptor 1 at stderr (inherited by child processes); returns a copy of the old one."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    return saved
 
 
 def train(
     interactions: Annotated[int, typer.Option(help="Generated interactions in the training log")] = 1_000_000,
+    as_json: JsonOption = False,
 ) -> None:
-    """One training end to end on ~1M generated interactions (targets: 30 s in all, fit 10 s, 64 factors)."""
+    """One training end to end on ~1M generated interactions (targets: 15 s in all, fit 10 s, 64 factors)."""
     from benchmarks.recommender import bench_train
 
     def run(settings: Settings) -> None:
-        result = bench_train(settings, interactions, typer.echo)
+        result = bench_train(settings, interactions, _progress(as_json))
+        if as_json:
+            _print_json(
+                {
+                    "interactions": result.interactions,
+                    **{name: round(seconds, 3) for name, seconds in result.timings.items()},
+                    "holdout_users": int(result.holdout.get("users", 0)),
+                    "holdout_ndcg@10": result.holdout.get("ndcg@10"),
+                    "promoted": result.promoted,
+                    "reason": result.reason,
+                    "load_avg": list(os.getloadavg()),
+                }
+            )
+            return
         typer.echo("")
         typer.echo(f"interactions      {result.interactions}")
         for name, seconds in result.timings.items():
             typer.echo(f"{name:<17} {seconds:8.2f} s")
         typer.echo(f"promoted          {result.promoted} ({result.reason})")
 
-    _with_servers(run)
+    _with_servers(run, as_json)
 
 
 def api(
@@ -103,13 +154,13 @@ def api(
         echo = _progress(as_json)
         figures = bench_api(settings, free_port(), items, rps, seconds, echo, workers, exact)
         if as_json:
-            typer.echo(orjson.dumps(figures.as_json()).decode())
+            _print_json(figures.as_json())
             return
         typer.echo("")
         for line in figures.lines():
             typer.echo(line)
 
-    _with_servers(run, _progress(as_json))
+    _with_servers(run, as_json)
 
 
 def freshness(probes: Annotated[int, typer.Option(help="Clicks measured")] = 40) -> None:
@@ -152,21 +203,43 @@ def campaigns(
     items: Annotated[int, typer.Option(help="Catalogue size of the model")] = 20_000,
     rps: Annotated[float, typer.Option(help="Steady request rate in all (half to each API)")] = 400.0,
     seconds: Annotated[float, typer.Option(help="Length of the steady load")] = 15.0,
-    as_json: Annotated[bool, typer.Option("--json", help="The figures as JSON on the last line")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """The API's p50/p99 with a campaign active against none, in one run: two API processes (one with an A/A
     campaign, one without) under one open loop at the same time."""
-    import json
 
     from benchmarks.campaigns import bench_campaigns
     from runtime.embedded import free_port
 
     def run(settings: Settings) -> None:
-        figures = bench_campaigns(settings, (free_port(), free_port()), items, rps, seconds, typer.echo)
+        figures = bench_campaigns(settings, (free_port(), free_port()), items, rps, seconds, _progress(as_json))
+        if as_json:
+            _print_json(figures.as_dict())
+            return
         typer.echo("")
         for line in figures.lines():
             typer.echo(line)
-        if as_json:
-            typer.echo(json.dumps(figures.as_dict()))
 
-    _with_servers(run)
+    _with_servers(run, as_json)
+
+
+def memory(
+    profiles: Annotated[int, typer.Option(help="Profiles written (the figure is measured at this scale)")] = 100_000,
+    events: Annotated[int, typer.Option(help="Events per profile")] = 20,
+    items: Annotated[int, typer.Option(help="Distinct items per profile")] = 10,
+    as_json: JsonOption = False,
+) -> None:
+    """Redis bytes per profile for a typical history, through the worker's write path (target <= 0.5 GiB per
+    1M profiles), and what dominates."""
+    from benchmarks.memory import bench_memory
+
+    def run(settings: Settings) -> None:
+        figures = bench_memory(settings, max(profiles, 1), max(events, 3), max(items, 1), _progress(as_json))
+        if as_json:
+            _print_json(figures.as_json())
+            return
+        typer.echo("")
+        for line in figures.lines():
+            typer.echo(line)
+
+    _with_servers(run, as_json)

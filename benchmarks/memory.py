@@ -1,0 +1,171 @@
+"""``ecrm bench memory``: Redis bytes per profile for a typical history, measured at scale.
+
+Every profile gets the same kind of history, applied through the worker's own write path (``ProfileStore.
+apply_plans``, the ``apply.lua`` script): by default 20 events over 10 items in 3 sessions (17 product views, 2 add
+to carts, 1 purchase of one line) from a catalogue of 10,000 items written first. The figure is the growth of
+Redis' ``used_memory`` from after the catalogue to after the profiles, divided by the number of profiles: it holds
+everything a profile costs, also outside its own keys (its de-duplication markers, its entries in the training log
+and in the profiles index), and the global keys' growth (trending, popular) shared out. A sample of profiles is
+then weighed key by key (``MEMORY USAGE``) to say what dominates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import redis
+
+from core.keyspace import ProfileId
+from core.redis import connect, connect_sync
+from core.settings import Settings, isolated
+from profiles.store import ProfileStore
+from profiles.updates import DIRECT, CartChange, CatalogueUpdate, Interaction, Plan
+
+Echo = Callable[[str], None]
+GIB = 1024**3
+CATALOGUE = 10_000
+BASE_TS = 1_790_000_000_000
+PARTS = ("hash", "recent", "cart", "aff", "items", "items_ts", "bought", "sess")
+
+
+@dataclass
+class MemoryFigures:
+    profiles: int
+    events_per_profile: int
+    items_per_profile: int
+    bytes_per_profile: float
+    parts: dict[str, float] = field(default_factory=dict)  # bytes per profile by kind of key (sampled)
+    used_memory_bytes: int = 0
+    load_avg: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    @property
+    def gib_per_million(self) -> float:
+        return self.bytes_per_profile * 1_000_000 / GIB
+
+    def lines(self) -> list[str]:
+        out = [
+            f"profiles                    {self.profiles} ({self.events_per_profile} events over "
+            f"{self.items_per_profile} items each)",
+            f"bytes per profile           {self.bytes_per_profile:10.0f}",
+            f"GiB per 1M profiles         {self.gib_per_million:10.3f}   (target <= 0.5)",
+            "by kind of key (sampled, MEMORY USAGE, bytes per profile):",
+        ]
+        out += [f"  {name:<24}{size:10.0f}" for name, size in sorted(self.parts.items(), key=lambda kv: -kv[1])]
+        return out
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "profiles": self.profiles,
+            "events_per_profile": self.events_per_profile,
+            "items_per_profile": self.items_per_profile,
+            "bytes_per_profile": round(self.bytes_per_profile, 1),
+            "gib_per_million": round(self.gib_per_million, 4),
+            "parts": {name: round(size, 1) for name, size in self.parts.items()},
+            "used_memory_bytes": self.used_memory_bytes,
+            "load_avg": list(self.load_avg),
+        }
+
+
+def event_id(profile: int, k: int) -> str:
+    """A 32-hex-digit id (as long as a UUID's hex form), known again when the sample is weighed."""
+    return f"{profile:016x}{k:016x}"
+
+
+def history(profile: int, events: int, items: int) -> list[Plan]:
+    """One profile's typical history: views over ``items`` items, two add to carts, one purchase (pure)."""
+    pid = ProfileId("c", f"cust-{profile:07d}")
+    own = [f"sku-{(profile * 7919 + k * 104_729) % CATALOGUE:05d}" for k in range(items)]
+    plans: list[Plan] = []
+    for k in range(events):
+        item = own[k % items]
+        kind, weight, revenue = "product_view", 1.0, None
+        cart: tuple[CartChange, ...] = ()
+        if k == events - 1:
+            kind, weight, cart, revenue = "purchase", 5.0, (CartChange(item, 0),), 19.99
+        elif k >= events - 3:
+            kind, weight, cart = "add_to_cart", 3.0, (CartChange(item, 1),)
+        plans.append(
+            Plan(
+                event_id(profile, k),
+                kind,
+                BASE_TS + profile * 1000 + k * 60_000,
+                pid,
+                session=f"s{profile}-{k * 3 // events}",
+                interactions=(Interaction(item, "", weight),),
+                cart=cart,
+                revenue=revenue,
+            )
+        )
+    return plans
+
+
+def catalogue_plans() -> list[Plan]:
+    return [
+        Plan(
+            uuid.uuid4().hex,
+            "item",
+            BASE_TS,
+            catalogue=CatalogueUpdate(f"sku-{i:05d}", f"Item {i}", f"cat-{i % 50}", 9.99 + i % 90, True),
+        )  # fmt: skip
+        for i in range(CATALOGUE)
+    ]
+
+
+async def apply_all(store: ProfileStore, plans: list[Plan], chunk: int = 500, parallel: int = 4) -> None:
+    """Apply ``plans`` in chunks, ``parallel`` calls in flight (one profile's plans stay in one chunk, in order)."""
+    chunks = [plans[i : i + chunk] for i in range(0, len(plans), chunk)]
+    for start in range(0, len(chunks), parallel):
+        await asyncio.gather(*(store.apply_plans(c) for c in chunks[start : start + parallel]))
+
+
+def used_memory(r: redis.Redis) -> int:
+    return int(r.info("memory")["used_memory"])
+
+
+def weigh_sample(r: redis.Redis, store: ProfileStore, sample: list[int], events: int) -> dict[str, float]:
+    """Bytes per profile by kind of key, from ``MEMORY USAGE`` of every key of the sampled profiles."""
+    totals: dict[str, float] = defaultdict(float)
+    for profile in sample:
+        pid = ProfileId("c", f"cust-{profile:07d}")
+        for part, key in zip(PARTS, store.keys.profile_keys(pid), strict=True):
+            totals[part] += r.memory_usage(key, samples=0) or 0
+        markers = [store.keys.seen(pid, DIRECT, event_id(profile, k)) for k in range(events)]
+        totals["dedupe markers"] += sum(r.memory_usage(k, samples=0) or 0 for k in markers)
+        totals["visitors set"] += r.memory_usage(store.keys.visitors(pid.ident), samples=0) or 0
+    return {part: size / len(sample) for part, size in totals.items()}
+
+
+def bench_memory(base: Settings, profiles: int, events: int, items: int, echo: Echo) -> MemoryFigures:
+    settings = isolated(base)
+    r = connect_sync(settings)
+
+    async def run() -> MemoryFigures:
+        store = ProfileStore(connect(settings), settings)
+        echo(f"writing a catalogue of {CATALOGUE} items ...")
+        await apply_all(store, catalogue_plans())
+        before = used_memory(r)
+        echo(f"applying {profiles} profiles x {events} events through the worker's write path ...")
+        step = 2_000
+        for start in range(0, profiles, step):
+            plans = [p for i in range(start, min(start + step, profiles)) for p in history(i, events, items)]
+            await apply_all(store, plans)
+            if (start + step) % 20_000 == 0:
+                echo(f"  {start + step} profiles")
+        after = used_memory(r)
+        sample = list(range(0, profiles, max(profiles // 200, 1)))
+        echo(f"  used_memory grew by {after - before} bytes; weighing a sample of {len(sample)} profiles ...")
+        parts = weigh_sample(r, store, sample, events)
+        log_bytes = r.memory_usage(store.keys.interactions, samples=0) or 0
+        parts["training log share"] = log_bytes / profiles
+        parts["profiles index share"] = (r.memory_usage(store.keys.profiles, samples=0) or 0) / profiles
+        await store.client.aclose()
+        return MemoryFigures(profiles, events, items, (after - before) / profiles, parts, after)
+
+    figures = asyncio.run(run())
+    figures.load_avg = os.getloadavg()
+    return figures
