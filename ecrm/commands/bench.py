@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from core.settings import Settings, get_settings
+from core.settings import Settings
 
 
 def ingest(
@@ -39,7 +39,7 @@ def _with_servers(run: Callable[[Settings], None]) -> None:
 
     servers: list[EmbeddedServer] = []
     try:
-        run(start_missing(get_settings(), os.environ, servers, typer.echo))
+        run(start_missing(Settings(), os.environ, servers, typer.echo))  # never a running `ecrm up`
     finally:
         for server in reversed(servers):
             server.stop()
