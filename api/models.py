@@ -47,9 +47,6 @@ class FieldProblem(Problem):
     status: int = Field(422, description="HTTP status of this refusal: 413 over the size limit, 422 invalid")
 
 
-Detail = ErrorBody  # an error answered for the request as a whole (a body that is not JSON, too large, no key ...)
-
-
 class CollectResponse(BaseModel):
     """What the collector did with a batch; on a 4xx it is also the error body (``detail`` and ``errors``)."""
 

@@ -52,6 +52,7 @@ def claim_port(port: int | None) -> int:
     if port is None or port == 0:
         return free_port()
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart on the same port: TIME_WAIT is fine
         try:
             sock.bind(("127.0.0.1", port))
         except OSError as exc:

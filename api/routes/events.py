@@ -143,7 +143,8 @@ def document_body(openapi: dict[str, Any], max_batch: int) -> dict[str, Any]:
     operation["requestBody"] = {
         "required": True,
         "description": f"One event, or a JSON array of 1 to {max_batch} events (ECRM_API_MAX_BATCH); each is "
-        "checked on its own, see docs/event-schema.md",
+        "checked on its own, see docs/event-schema.md. The examples can be sent as they are; an `event_id` seen "
+        "before is applied once, so change it to send an example again",
         "content": {
             "application/json": {
                 "schema": {

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from core.settings import Settings, get_settings
+from core.settings import Settings
 
 
 def _progress(as_json: bool) -> Callable[[str], None]:
@@ -67,7 +67,7 @@ def _with_servers(run: Callable[[Settings], None], as_json: bool = False) -> Non
     servers: list[EmbeddedServer] = []
     saved = _stdout_to_stderr() if as_json else None  # child processes (workers) print on the inherited stdout
     try:
-        run(start_missing(get_settings(), os.environ, servers, _progress(as_json)))
+        run(start_missing(Settings(), os.environ, servers, _progress(as_json)))  # never a running `ecrm up`
     finally:
         for server in reversed(servers):
             server.stop()

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from typing import NoReturn
-
-import typer
-
 from core.errors import BrokerUnavailable, DeliveryFailed, StoreUnavailable
 from core.runstate import start_hint
 
@@ -19,9 +15,3 @@ def error_line(exc: BaseException) -> str:
     if isinstance(exc, StoreUnavailable) and exc.reason in ("connection", "timeout"):
         return f"error: {text}; {start_hint('ECRM_REDIS_URL')}"
     return f"error: {text}"
-
-
-def fail(exc: BaseException, code: int = 2) -> NoReturn:
-    """Print :func:`error_line` on stderr and exit with ``code``."""
-    typer.echo(error_line(exc), err=True)
-    raise typer.Exit(code) from exc

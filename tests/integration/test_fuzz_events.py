@@ -371,7 +371,7 @@ def check_keyspace(r: redis.Redis, settings: Settings, model: Model) -> None:
     item_tags = {encode_id(i) for i in model.items}
     categories = {f"{prefix}:category:{encode_id(c)}" for c in model.categories}
     single = {"profiles", "popular", "interactions", "stats:applied", "stats:interactions", "catalogue",
-              "out_of_stock"}  # fmt: skip
+              "out_of_stock", "worker:consuming"}  # fmt: skip
     for key in r.scan_iter(f"{prefix}:*", count=1000):
         rest = key[len(prefix) + 1 :]
         if rest.startswith("p:{"):

@@ -101,7 +101,9 @@ def test_up_serves_is_found_and_a_stop_signal_leaves_nothing_behind(stop_signal:
         topics = second_shell(env, "topics")
         assert (topics.returncode, topics.stdout.strip()) == (0, "topics already exist"), topics.stderr
         models = second_shell(env, "model", "list")
-        assert models.returncode == 0 and "no model version yet" in models.stdout, models.stderr
+        # the worker may already have trained on the one event posted above
+        assert models.returncode == 0, models.stderr
+        assert "no model version yet" in models.stdout or models.stdout.startswith("* v"), models.stdout
         proc.send_signal(stop_signal)
         proc.wait(timeout=60)
         reader.join(timeout=5)

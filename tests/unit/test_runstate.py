@@ -120,3 +120,18 @@ def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def test_an_asked_port_in_use_is_refused_and_a_free_one_is_taken() -> None:
+    import socket
+
+    from runtime.embedded import EmbeddedError, claim_port
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        taken = listener.getsockname()[1]
+        with pytest.raises(EmbeddedError, match=f"port {taken} on 127.0.0.1 is in use"):
+            claim_port(taken)
+    assert claim_port(taken) == taken  # closed now: free again
+    assert claim_port(None) > 0
