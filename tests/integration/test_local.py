@@ -58,6 +58,7 @@ def test_up_serves_is_found_and_a_stop_signal_leaves_nothing_behind(stop_signal:
     port, kafka_port, redis_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ECRM_")}
     env["ECRM_RUNTIME_DIR"] = str(tmp_path / "rt")
+    env["ECRM_CAMPAIGNS_FILE"] = str(tmp_path / "no-campaigns.yaml")  # no variant decides the strategy asserted below
     args = ["--port", str(port), "--kafka-port", str(kafka_port), "--redis-port", str(redis_port), "--no-demo"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "ecrm", "up", *args],
