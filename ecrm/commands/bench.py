@@ -130,9 +130,10 @@ def auth(
 
 
 def campaigns(
-    items: Annotated[int, typer.Option(help="Catalogue size of the model")] = 20_000,
-    rps: Annotated[float, typer.Option(help="Steady request rate in all (half to each API)")] = 400.0,
-    seconds: Annotated[float, typer.Option(help="Length of the steady load")] = 15.0,
+    items: Annotated[int, typer.Option(help="Catalogue size of the model")] = 10_000,
+    rps: Annotated[float, typer.Option(help="Steady request rate in all (half to each API)")] = 100.0,
+    seconds: Annotated[float, typer.Option(help="Length of the steady load of each round")] = 15.0,
+    rounds: Annotated[int, typer.Option(min=1, max=10, help="Rounds, the campaign alternating between the APIs")] = 4,
     as_json: Annotated[bool, typer.Option("--json", help="The figures as JSON on the last line")] = False,
 ) -> None:
     """The API's p50/p99 with a campaign active against none, in one run: two API processes (one with an A/A
@@ -143,7 +144,7 @@ def campaigns(
     from runtime.embedded import free_port
 
     def run(settings: Settings) -> None:
-        figures = bench_campaigns(settings, (free_port(), free_port()), items, rps, seconds, typer.echo)
+        figures = bench_campaigns(settings, (free_port(), free_port()), items, rps, seconds, rounds, typer.echo)
         typer.echo("")
         for line in figures.lines():
             typer.echo(line)
