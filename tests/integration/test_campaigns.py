@@ -380,3 +380,28 @@ async def test_the_simulator_plays_a_campaign_and_the_command_reports_the_differ
     missing = subprocess.run([sys.executable, "-m", "ecrm", "campaign", "report", "nope"], env=env,
                              capture_output=True, text=True, timeout=120)  # fmt: skip
     assert missing.returncode == 1 and "no campaign named 'nope'" in missing.stderr
+
+
+async def test_a_trending_variant_and_a_segment_audience(settings: Settings, tmp_path: Path) -> None:
+    await shop(settings)
+    await apply(settings, [purchase(f"buyer-{i}", [(f"sku-{i % 12:02d}", 1, 20.0)]) for i in range(30)])
+    refresher = make_refresher(settings, AnalyticsSettings())
+    result = await refresher.refresh(force=True)
+    await refresher.store.client.aclose()
+    assert result.outcome is Outcome.REFRESHED, result.message
+    variants = "[{name: hot, weight: 50, strategy: trending}, {name: hot2, weight: 50, strategy: trending}]"
+    text = campaign_yaml(variants, placements="[personal]")
+    s = with_campaigns(settings, tmp_path, text)
+    async with app_client(s) as (app, client):
+        segments = (await client.get("/v1/segments")).json()["segments"]
+        segment = max(segments, key=lambda x: x["customers"])["name"]
+        member = (await client.get(f"/v1/segments/{segment}/customers")).json()["customers"][0]["customer_id"]
+        everyone = await recs(client, "stranger")
+        assert everyone["campaign"] == "exp" and everyone["strategy"] == "trending"
+        Path(str(s.campaigns_file)).write_text(
+            text.replace("placements:", f"audience: {{segment: {segment}}}\n    placements:")
+        )
+        app.state.campaigns.current(force=True)  # (checked every 2 s; a forced check reads it now)
+        inside, outside = await recs(client, member), await recs(client, "stranger-2")
+    assert inside["campaign"] == "exp" and inside["variant"] in ("hot", "hot2")
+    assert outside["campaign"] is None and outside["variant"] is None

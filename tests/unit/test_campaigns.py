@@ -251,3 +251,14 @@ def test_ecrm_campaign_check(tmp_path: Path) -> None:
 def test_the_shipped_file_is_valid() -> None:
     shipped = parse_campaigns((Path(__file__).resolve().parents[2] / "config" / "campaigns.yaml").read_text())
     assert shipped.names == ["engine-vs-popular"]
+
+
+def test_the_control_is_the_holdout_except_for_a_click_goal() -> None:
+    from api.campaigns import control_of
+
+    purchase_goal = parse_campaigns(EXAMPLE).campaigns[0]
+    click_goal = parse_campaigns(EXAMPLE.replace("goal: purchase", "goal: click")).campaigns[0]
+    no_holdout = parse_campaigns(campaign_file("[{name: a, weight: 1}, {name: b, weight: 1}]")).campaigns[0]
+    assert control_of(purchase_goal) == "holdout"
+    assert control_of(click_goal) == "engine"  # a holdout shows nothing, so it cannot be clicked
+    assert control_of(no_holdout) == "a"
