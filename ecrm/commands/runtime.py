@@ -160,7 +160,11 @@ def play_demo_campaign(settings: Settings, base: str, headers: dict[str, str], c
     except ValueError as exc:
         typer.echo(f"campaign demo skipped: {exc}")
         return
-    served, count = play(settings, base, headers, CampaignPlay(rates), customers, typer.echo)
+    try:
+        served, count = play(settings, base, headers, CampaignPlay(rates), customers, typer.echo)
+    except httpx.HTTPError as exc:
+        typer.echo(f"campaign demo stopped: {exc}")
+        return
     typer.echo(f"campaign demo: {len(served)} customers in campaign {name}, {count} events; true rates {rates}")
     typer.echo(f"  {base}/v1/campaigns/{name}/report   (once the worker has applied the events)")
     typer.echo(f"  ECRM_REDIS_URL={settings.redis_url} ecrm campaign report {name}")
