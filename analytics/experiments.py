@@ -71,6 +71,7 @@ class Arm:
             "assigned": n,
             "exposed": self.exposed,
             "lists": self.lists,
+            "lists_per_customer": _ratio(self.lists, n),
             "impressions": self.impressions,
             "clicks": self.clicks,
             "clicking_customers": self.clickers,

@@ -191,9 +191,9 @@ class CampaignService:
                     out.truncated = True
                     break
                 recs = await self.recs.for_profile(pid, n, placement="email", campaign=c.name)
-                sent.append(pid)
-                if recs.variant is None:  # outside the campaign's audience
+                if recs.variant is None:  # outside the campaign's audience: not exported
                     continue
+                sent.append(pid)
                 if not recs.items:
                     out.skipped_holdout += 1
                     continue

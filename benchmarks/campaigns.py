@@ -1,10 +1,12 @@
 """``ecrm bench campaigns``: the API's latency with a campaign active against none, measured in one run.
 
 Two API processes on the same data at the same time: one without campaigns, one with an A/A campaign on the
-personal placement (every request looks up the profile's recorded variant, and records the exposure off the
-request path: the cost a campaign adds, with nothing else changed). One open loop drives both at once, half the
-rate each, so they share the machine's state (the load of other processes, the CPU's clock); the figures are the
-app's own time from its ``server-timing`` header. Loopback only, bounded in count and time.
+personal placement (every request finds the profile's variant, and records the exposure off the request path: the
+cost a campaign adds, with nothing else changed). One open loop drives both at once, half the rate each, so they
+share the machine's state (the load of other processes, the CPU's clock); the campaign moves to the other process
+every round (the campaigns file is re-read), so a difference between the two processes cancels out; the figures
+are medians over the rounds of the app's own time from its ``server-timing`` header. Loopback only, bounded in count
+and time.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ campaigns:
       - {name: a, weight: 50}
       - {name: b, weight: 50}
 """
+NONE = "version: 1\ncampaigns: []\n"
 
 
 @dataclass
@@ -46,6 +49,7 @@ class CampaignFigures:
     items: int
     rps: float
     seconds: float
+    rounds: int
     none_p50_ms: float
     none_p99_ms: float
     campaign_p50_ms: float
@@ -57,7 +61,8 @@ class CampaignFigures:
 
     def lines(self) -> list[str]:
         return [
-            f"{self.items} items, {self.rps:.0f} req/s in all for {self.seconds:.0f}s, split over two API processes",
+            f"{self.items} items, {self.rps:.0f} req/s in all for {self.seconds:.0f}s, split over two API processes; "
+            f"medians of {self.rounds} rounds, the campaign alternating between the processes",
             f"no campaign                 server p50 {self.none_p50_ms:.2f} ms, p99 {self.none_p99_ms:.2f} ms, "
             f"{self.none_errors} errors",
             f"A/A campaign active         server p50 {self.campaign_p50_ms:.2f} ms, p99 {self.campaign_p99_ms:.2f} ms, "
@@ -88,17 +93,22 @@ def _prepare(settings: Settings, items: int, echo: Echo) -> None:
 
 
 def bench_campaigns(
-    base: Settings, ports: tuple[int, int], items: int, rps: float, seconds: float, echo: Echo
+    base: Settings, ports: tuple[int, int], items: int, rps: float, seconds: float, rounds: int, echo: Echo
 ) -> CampaignFigures:
-    settings = isolated(base, model_poll_s=1.0, campaign_metrics_s=0.0)
+    settings = isolated(base, model_poll_s=1.0, campaign_metrics_s=0.0, campaigns_check_interval_s=0.2)
     _prepare(settings, items, echo)
-    path = Path(f"/tmp/ecrm-bench-campaigns-{ports[1]}.yaml")
-    path.write_text(A_A)
-    files = (str(path.with_suffix(".absent")), str(path))
+    paths = [Path(f"/tmp/ecrm-bench-campaigns-{port}.yaml") for port in ports]
     procs = [
-        spawn_role(["api", "--port", str(port)], settings.model_copy(update={"campaigns_file": f, "api_port": port}))
-        for port, f in zip(ports, files, strict=True)
-    ]
+        spawn_role(["api", "--port", str(port)], settings.model_copy(update={"campaigns_file": str(path),
+                                                                          "api_port": port}))
+        for port, path in zip(ports, paths, strict=True)
+    ]  # fmt: skip
+    r = connect_sync(settings, decode_responses=True)
+    stats_key = Keys(settings.key_prefix).campaign_stats("bench-a-a")
+    none: list[tuple[float, float]] = []
+    camp: list[tuple[float, float]] = []
+    errors = [0, 0]
+    lists = requests = 0
     try:
         for port in ports:
             wait_ready(f"http://127.0.0.1:{port}/health/live", 60, procs)
@@ -110,19 +120,32 @@ def bench_campaigns(
         async def both(rate: float, secs: float) -> list[tuple[list[float], list[float], int]]:
             return list(await asyncio.gather(*(open_loop(get(call(p)), rate / 2, secs) for p in ports)))
 
-        asyncio.run(both(100, 2))  # warm-up
-        r = connect_sync(settings, decode_responses=True)
-        r.delete(Keys(settings.key_prefix).campaign_stats("bench-a-a"))
-        echo(f"{rps:.0f} req/s for {seconds:.0f}s, half without a campaign and half with one, at the same time ...")
-        (none, _, none_err), (camp, _, camp_err) = asyncio.run(both(rps, seconds))
-        time.sleep(1.0)  # the last exposures written after their answers
-        stats = r.hgetall(Keys(settings.key_prefix).campaign_stats("bench-a-a"))
-        lists = sum(int(v) for k, v in stats.items() if str(k).endswith(":lists"))
+        for round_ in range(rounds):
+            on = round_ % 2  # the process with the campaign: the other one next round (the file is re-read)
+            paths[on].write_text(A_A)
+            paths[1 - on].write_text(NONE)
+            time.sleep(1.0)
+            asyncio.run(both(100, 2))  # warm-up (and the variants of the customers remembered)
+            time.sleep(0.5)
+            r.delete(stats_key)
+            echo(f"round {round_ + 1}/{rounds}: {rps:.0f} req/s for {seconds:.0f}s, the campaign on API {on + 1} ...")
+            results = asyncio.run(both(rps, seconds))
+            time.sleep(1.0)  # the last exposures written after their answers
+            lists += sum(int(v) for k, v in r.hgetall(stats_key).items() if k.endswith(":lists"))
+            requests += len(results[on][0])
+            for role, (server, _, _) in ((camp, results[on]), (none, results[1 - on])):
+                role.append((statistics.median(server), pct(server, 99)))
+            errors[0] += results[1 - on][2]
+            errors[1] += results[on][2]
+            echo(f"  without: p50 {none[-1][0]:.2f} ms, p99 {none[-1][1]:.2f} ms; "
+                 f"with: p50 {camp[-1][0]:.2f} ms, p99 {camp[-1][1]:.2f} ms")  # fmt: skip
     finally:
         for proc in procs:
             stop_process(proc)
-        path.unlink(missing_ok=True)
+        for path in paths:
+            path.unlink(missing_ok=True)
+    med = statistics.median
     return CampaignFigures(
-        items, rps, seconds, statistics.median(none), pct(none, 99), statistics.median(camp), pct(camp, 99),
-        none_err, camp_err, lists, len(camp),
+        items, rps, seconds, rounds, med(x[0] for x in none), med(x[1] for x in none),
+        med(x[0] for x in camp), med(x[1] for x in camp), errors[0], errors[1], lists, requests,
     )  # fmt: skip

@@ -222,6 +222,8 @@ def run_demo(settings: Settings, cfg: SimulationConfig, shop_url: str | None = N
 def play_demo_campaign(settings: Settings, base: str, headers: dict[str, str], customers: int = 1500) -> None:
     """The running campaign of config/campaigns.yaml played out (its first variant truly converts better), so the
     effect report shows a real difference (docs/campaigns.md)."""
+    import httpx
+
     from runtime.campaign_play import demo_rates, play
     from runtime.simulate import CampaignPlay
 
@@ -231,7 +233,11 @@ def play_demo_campaign(settings: Settings, base: str, headers: dict[str, str], c
         typer.echo(f"campaign demo skipped: {exc}")
         return
     behaviour = CampaignPlay(rates, run_id=uuid.uuid4().hex[:12])  # new event ids on every run
-    served, count = play(settings, base, headers, behaviour, customers, typer.echo)
+    try:
+        served, count = play(settings, base, headers, behaviour, customers, typer.echo)
+    except httpx.HTTPError as exc:
+        typer.echo(f"campaign demo stopped: {exc}")
+        return
     typer.echo(f"campaign demo: {len(served)} customers in campaign {name}, {count} events; true rates {rates}")
     typer.echo(f"  {base}/v1/campaigns/{name}/report   (once the worker has applied the events)")
     typer.echo(f"  ecrm campaign report {name}   (from any shell: the commands find this ecrm up)")

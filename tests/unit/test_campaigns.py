@@ -251,3 +251,42 @@ def test_ecrm_campaign_check(tmp_path: Path) -> None:
 def test_the_shipped_file_is_valid() -> None:
     shipped = parse_campaigns((Path(__file__).resolve().parents[2] / "config" / "campaigns.yaml").read_text())
     assert shipped.names == ["engine-vs-popular"]
+
+
+def test_the_control_is_the_holdout_except_for_a_click_goal() -> None:
+    from api.campaigns import control_of
+
+    purchase_goal = parse_campaigns(EXAMPLE).campaigns[0]
+    click_goal = parse_campaigns(EXAMPLE.replace("goal: purchase", "goal: click")).campaigns[0]
+    no_holdout = parse_campaigns(campaign_file("[{name: a, weight: 1}, {name: b, weight: 1}]")).campaigns[0]
+    assert control_of(purchase_goal) == "holdout"
+    assert control_of(click_goal) == "engine"  # a holdout shows nothing, so it cannot be clicked
+    assert control_of(no_holdout) == "a"
+
+
+async def test_the_exposure_writer_batches_off_the_request_path_and_drops_over_its_bound() -> None:
+    import asyncio
+
+    from api.exposures import ExposureWriter
+    from core import metrics
+    from profiles.campaigns import Exposure
+
+    class SlowStore:
+        def __init__(self) -> None:
+            self.batches: list[int] = []
+            self.gate = asyncio.Event()
+
+        async def record_exposures(self, batch: list[Exposure]) -> None:
+            await self.gate.wait()
+            self.batches.append(len(batch))
+
+    store = SlowStore()
+    writer = ExposureWriter(store, max_pending=3, batch=2)  # type: ignore[arg-type]
+    dropped = metrics.CAMPAIGN_EXPOSURES_DROPPED._value.get()
+    for i in range(6):  # the first goes to the writer at once; 3 wait; 2 are over the bound
+        writer.add(Exposure(f"c:{i}", "exp", "a", 1, True))
+        await asyncio.sleep(0)
+    assert metrics.CAMPAIGN_EXPOSURES_DROPPED._value.get() - dropped == 2
+    store.gate.set()
+    await writer.drain()
+    assert store.batches == [1, 2, 1]
