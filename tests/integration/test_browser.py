@@ -307,7 +307,7 @@ def test_the_page_keeps_its_content_and_shows_no_error_when_the_api_hangs(
     v.page.route("**/v1/**", lambda route: None)  # every API call hangs: never answered
     v.page.goto(stack.shop.url + "/p/sku-00030")
     v.page.wait_for_function("() => window.ecrm")
-    v.page.wait_for_timeout(3500)  # past the widget's 2.5 s timeout
+    v.page.wait_for_timeout(6000)  # past the demo widgets' 5 s timeout
     assert v.page.inner_text("#title") == TITLES["sku-00030"]
     assert v.page.locator("#similar .fallback").is_visible() and cards(v.page, "similar") == []
     assert v.page.locator("#personal .fallback").is_visible()
