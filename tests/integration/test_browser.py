@@ -110,7 +110,10 @@ class Visit:
     sent: list[tuple[dict[str, str], list[dict[str, Any]]]]  # (headers, events) of each POST /v1/events
 
     def events(self, kind: str) -> list[dict[str, Any]]:
-        return [e for _, batch in self.sent for e in batch if e["type"] == kind]
+        """The distinct events of a type sent (an event sent again after a failed attempt, a 503 when the broker is
+        slow, has the same event id: at-least-once delivery, counted once by the worker)."""
+        unique = {e["event_id"]: e for _, batch in self.sent for e in batch if e["type"] == kind}
+        return list(unique.values())
 
 
 @pytest.fixture()
