@@ -27,6 +27,7 @@ from starlette.routing import Route
 from runtime.simulate import CatalogueItem, SimulationConfig, make_catalogue
 
 PAGE_SIZE = 24
+# The widgets' timeout here (the tracker's default is 2.5 s): the demo runs everything on one machine, often busy
 MAX_QUERY = 100  # characters of a search the shop looks at
 MAX_CART_LOOKUP = 100  # items the cart page asks about at once
 SHOP_JS = resources.files("runtime").joinpath("static", "shop.js").read_bytes()
@@ -107,7 +108,8 @@ def _card(item: CatalogueItem) -> str:
 def _personal(heading: str) -> str:
     return (
         f'<h2 id="personal-heading">{escape(heading)}</h2>'
-        '<div id="personal" data-ecrm-widget="personal" data-n="6" data-link="/p/{item_id}">'
+        '<div id="personal" data-ecrm-widget="personal" data-n="6" data-timeout-ms="5000"'
+        ' data-link="/p/{item_id}">'
         '<p class="fallback">Browse a few products: recommendations for you appear here.</p></div>'
     )
 
@@ -149,7 +151,8 @@ data-ecrm-price="{item.price}"><img src="{image_path(item.item_id)}" alt="">
 data-category="{escape(item.category)}">Add to cart</button>
 <p id="added" hidden>Added to your cart.</p></div></div>
 <h2>Customers who viewed this also viewed</h2>
-<div id="similar" data-ecrm-widget="similar" data-item="{ident}" data-n="6" data-link="/p/{{item_id}}">
+<div id="similar" data-ecrm-widget="similar" data-item="{ident}" data-n="6" data-timeout-ms="5000"
+data-link="/p/{{item_id}}">
 <p class="fallback">More from {escape(item.category)}: <a href="/?category={quote(item.category)}">see all</a></p></div>
 {_personal("Because you viewed ...")}"""
         return _page(shop, item.title, body)
@@ -157,7 +160,8 @@ data-category="{escape(item.category)}">Add to cart</button>
     async def cart(_: Request) -> Response:
         body = """<h1>Your cart</h1><ul id="lines"><li class="fallback">Your cart is empty.</li></ul>
 <button id="buy" hidden>Buy</button><p id="bought" hidden>Thank you for your order.</p>
-<h2>Goes well with your cart</h2><div id="cart-recs" data-ecrm-widget="cart" data-n="6" data-link="/p/{item_id}">
+<h2>Goes well with your cart</h2>
+<div id="cart-recs" data-ecrm-widget="cart" data-n="6" data-timeout-ms="5000" data-link="/p/{item_id}">
 <p class="fallback">Add products to your cart to see what goes with them.</p></div>"""
         return _page(shop, "Cart", body)
 

@@ -13,7 +13,7 @@
   var ID = "_ecrm_id", SES = "_ecrm_s", OK = "_ecrm_consent", CART = "_ecrm_cart", PENDING = "_ecrm_pending", VIEWED = "_ecrm_viewed";
   var YEAR = 31536000, SESSION_S = 1800, BATCH = 20, QUEUE_MAX = 200, TIMEOUT_MS = 2500;
   var refreshMs = +opt("refresh-ms", 400);
-  var queue = [], inflight = [], timer = 0, retryTimer = 0, attempt = 0, sending = false, refreshTimer = 0;
+  var queue = [], inflight = [], gone = false, timer = 0, retryTimer = 0, attempt = 0, sending = false, refreshTimer = 0;
 
   function cookie(name, value, maxAge) {
     if (value === undefined) {
@@ -99,6 +99,8 @@
       })
       .catch(function () {
         inflight = inflight.filter(function (b) { return b !== batch; });
+        /* the page went away with the API answering: the browser's keepalive request goes on without the page */
+        if (gone && !attempt) return save();
         queue = batch.concat(queue).slice(-QUEUE_MAX);
         save();
         var delay = Math.min(60000, 1000 * Math.pow(2, attempt++)) * (0.5 + Math.random() / 2);
@@ -109,7 +111,8 @@
   }
   function leave() { if (d.visibilityState === "hidden") flush(true); }
   d.addEventListener("visibilitychange", leave);
-  w.addEventListener("pagehide", function () { flush(true); });
+  w.addEventListener("pagehide", function () { gone = true; flush(true); });
+  w.addEventListener("pageshow", function () { gone = false; });
 
   /* The cart as this browser knows it (item ids), for the cart widget. */
   function cartItems() { try { return JSON.parse(localStorage.getItem(CART) || "[]"); } catch (e) { return []; } }
