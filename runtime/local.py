@@ -54,9 +54,9 @@ def spawn_role(role: list[str], settings: Settings) -> subprocess.Popen[bytes]:
     )
 
 
-def wait_ready(url: str, timeout_s: float, procs: list[subprocess.Popen[bytes]]) -> None:
-    """Wait until ``/health/ready`` answers 200 with ``"worker": true``: the API reads and a worker consumes, so an
-    event posted now reaches its profile at once."""
+def wait_ready(url: str, timeout_s: float, procs: list[subprocess.Popen[bytes]], worker: bool = False) -> None:
+    """Wait until ``url`` answers 200; with ``worker``, until ``/health/ready`` says ``"worker": true``: the API reads
+    and a worker consumes, so an event posted now reaches its profile at once."""
     deadline = time.monotonic() + timeout_s
     last = "no answer"
     while time.monotonic() < deadline:
@@ -65,7 +65,7 @@ def wait_ready(url: str, timeout_s: float, procs: list[subprocess.Popen[bytes]])
                 raise StartupError(f"{proc.args!r} exited with code {proc.returncode}")
         try:
             resp = httpx.get(url, timeout=2.0)
-            if resp.status_code == 200 and resp.json().get("worker"):
+            if resp.status_code == 200 and (not worker or resp.json().get("worker")):
                 return
             last = resp.text
         except httpx.HTTPError as exc:
@@ -150,7 +150,7 @@ def start_stack(
         stack.procs.append(spawn_role(["worker"], settings))
         echo(f"worker started (metrics on http://127.0.0.1:{settings.worker_metrics_port}/metrics)")
         stack.procs.append(spawn_role(["api", "--port", str(settings.api_port)], settings))
-        wait_ready(f"http://127.0.0.1:{settings.api_port}/health/ready", 60.0, stack.procs)
+        wait_ready(f"http://127.0.0.1:{settings.api_port}/health/ready", 60.0, stack.procs, worker=True)
         echo(f"API ready on http://127.0.0.1:{settings.api_port}/docs (the worker is consuming)")
         if shop_port:
             stack.shop = start_demo_shop(f"http://127.0.0.1:{settings.api_port}", settings.api_keys, shop_port)
