@@ -43,7 +43,7 @@ def two_apis(scaled: Settings) -> Iterator[list[str]]:
     try:
         urls = [f"http://127.0.0.1:{port}" for port in ports]
         for url in urls:
-            wait_ready(f"{url}/health/ready", 60, procs, worker=True)
+            wait_ready(f"{url}/health/ready", 60, procs)  # the workers start later, in the test
         yield urls
     finally:
         for proc in procs:
