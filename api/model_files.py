@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from recommender.model import KIND, Engine
 from recommender.serialize import unpack_to_dir
 
 KEEP_VERSIONS = 3
+STALE_S = 3600.0
 META = "meta.json"
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -74,9 +76,13 @@ class ModelFiles:
         return Engine.from_dir(path), meta if isinstance(meta, dict) else {}
 
     def prune(self, serving: str) -> None:
-        """Remove all but the newest ``keep`` versions (by the time they were unpacked), never ``serving``."""
+        """Remove all but the newest ``keep`` versions (by the time they were unpacked), never ``serving``, and
+        what a process killed while unpacking left (private folders older than ``STALE_S``)."""
         if not self.root.is_dir():
             return
+        for staging in self.root.glob(".*"):
+            if staging.is_dir() and time.time() - staging.stat().st_mtime > STALE_S:
+                shutil.rmtree(staging, ignore_errors=True)
         versions = sorted(
             (p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")),
             key=lambda p: p.stat().st_mtime,
