@@ -16,6 +16,7 @@ from api.campaigns import ExportResult, standalone
 from api.routes.campaigns import export_csv
 from core.errors import BadRequest, NotFound, ServiceUnavailable
 from core.settings import get_settings
+from ecrm.commands.errors import refuse_file
 from merchandising.campaign_source import load_campaigns
 from merchandising.campaigns import CampaignsError
 
@@ -28,10 +29,7 @@ def check(path: Annotated[Path, typer.Argument(help="The campaigns file", show_d
     try:
         campaigns = load_campaigns(path)
     except CampaignsError as exc:
-        typer.echo(f"{path}: refused", err=True)
-        for problem in exc.problems:
-            typer.echo(f"  {problem}", err=True)
-        raise typer.Exit(1) from exc
+        raise refuse_file(path, exc.problems) from exc
     typer.echo(f"{path}: valid, {len(campaigns.campaigns)} campaigns")
     for c in campaigns.campaigns:
         shares = ", ".join(f"{v.name} {w:.0%}" for v, w in zip(c.variants, c.weights.values(), strict=True))

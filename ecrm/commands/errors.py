@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
+import typer
+
 from core.errors import BrokerUnavailable, DeliveryFailed, StoreUnavailable
 from core.runstate import start_hint
 
@@ -15,3 +20,12 @@ def error_line(exc: BaseException) -> str:
     if isinstance(exc, StoreUnavailable) and exc.reason in ("connection", "timeout"):
         return f"error: {text}; {start_hint('ECRM_REDIS_URL')}"
     return f"error: {text}"
+
+
+def refuse_file(path: Path, problems: Sequence[str]) -> typer.Exit:
+    """Print why a config file (rules, campaigns) was refused, one problem a line on stderr; the exit (code 1) to
+    raise."""
+    typer.echo(f"{path}: refused", err=True)
+    for problem in problems:
+        typer.echo(f"  {problem}", err=True)
+    return typer.Exit(1)

@@ -15,7 +15,7 @@ from core.errors import ServiceUnavailable
 from core.keyspace import anonymous_pid, customer_pid
 from core.redis import connect
 from core.settings import get_settings
-from ecrm.commands.errors import error_line
+from ecrm.commands.errors import error_line, refuse_file
 from merchandising.rules import ACTIONS, PLACEMENTS, RulesError
 from merchandising.source import DEFAULT_RULES_PATH, RulesSource, load_rules
 
@@ -28,10 +28,7 @@ def check(path: Annotated[Path, typer.Argument(help="The rules file", show_defau
     try:
         rules = load_rules(path)
     except RulesError as exc:
-        typer.echo(f"{path}: refused", err=True)
-        for problem in exc.problems:
-            typer.echo(f"  {problem}", err=True)
-        raise typer.Exit(1) from exc
+        raise refuse_file(path, exc.problems) from exc
     typer.echo(f"{path}: valid, {len(rules.rules)} rules")
     for rule in rules.rules:
         actions = ", ".join(a for a in ACTIONS if getattr(rule.spec, a) is not None)
