@@ -4,7 +4,8 @@ a Faust agent that does nothing.
 Five measurements in one run, on the same broker, topic and machine, so the ratios mean something:
 1. a plain aiokafka consumer reading the pre-produced topic (the ceiling of the client library);
 2. a Faust agent that does nothing (:mod:`benchmarks.noop_agent`) reading the same events with the worker's app
-   settings and batching, in its own group (the ceiling of the framework: ``noop_faust_eps``);
+   settings and batching, in its own group (the ceiling of the framework: ``noop_faust_eps``), once before and once
+   after the worker, each in a new group: the mean of the two brackets the machine's load during the worker's pass;
 3. one worker processing the same events into Redis (events per second, from first to last applied: ``worker_eps``;
    ``ratio`` = worker / no-op agent);
 4. end-to-end lag at a steady load (half the measured worker rate by default): probe events are produced
@@ -61,6 +62,7 @@ class IngestFigures:
     training_s: float = 0.0
     training_exit: int | None = None
     load_avg: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    noop_passes_eps: tuple[float, float] = (0.0, 0.0)  # before and after the worker; noop_faust_eps is their mean
 
     @property
     def ratio(self) -> float:
@@ -72,7 +74,8 @@ class IngestFigures:
         out = [
             f"events                      {self.events}",
             f"plain aiokafka consumer     {self.plain_consumer_eps:10.0f} events/s",
-            f"no-op Faust agent           {self.noop_faust_eps:10.0f} events/s",
+            f"no-op Faust agent           {self.noop_faust_eps:10.0f} events/s   (mean of "
+            f"{self.noop_passes_eps[0]:.0f} before and {self.noop_passes_eps[1]:.0f} after the worker)",
             f"worker (Faust + Redis)      {self.worker_eps:10.0f} events/s   ({ratio:.1%} of the plain consumer, "
             f"{self.ratio:.2f} of the no-op agent)",
             f"steady load for lag         {self.load_eps:10.0f} events/s",
@@ -95,6 +98,7 @@ class IngestFigures:
             "events": self.events,
             "plain_consumer_eps": round(self.plain_consumer_eps, 1),
             "noop_faust_eps": round(self.noop_faust_eps, 1),
+            "noop_passes_eps": [round(x, 1) for x in self.noop_passes_eps],
             "worker_eps": round(self.worker_eps, 1),
             "ratio": round(self.ratio, 3),
             "load_eps": round(self.load_eps, 1),
@@ -221,10 +225,15 @@ def lag_with_training(
 
 
 def steady_lag(
-    settings: Settings, r: redis.Redis, rate: float, seconds: float, until: Callable[[], bool] | None = None
+    settings: Settings,
+    r: redis.Redis,
+    rate: float,
+    seconds: float,
+    until: Callable[[], bool] | None = None,
+    probed: list[float] | None = None,
 ) -> list[float]:
     """Produce ``rate`` events/s for ``seconds`` (or until ``until()`` holds); every 50 ms a probe whose profile is
-    polled until visible."""
+    polled until visible. The lags go to ``probed`` too when given."""
     keys = Keys(settings.key_prefix)
     stop = threading.Event()
     background = generate(int(rate * seconds) + 1000)
@@ -248,7 +257,7 @@ def steady_lag(
     thread = threading.Thread(target=load, daemon=True)
     thread.start()
     probe_producer = make_producer(settings)
-    lags: list[float] = []
+    lags: list[float] = [] if probed is None else probed
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline and not (until is not None and until()):
         cid = f"probe-{uuid.uuid4().hex[:10]}"
@@ -257,8 +266,8 @@ def steady_lag(
         sent_at = time.perf_counter()
         produce_events(probe_producer, settings.events_topic, [event])
         while not r.exists(keys.profile(f"c:{cid}")):
-            if time.perf_counter() - sent_at > 30:
-                raise RuntimeError("a probe event was not visible after 30 s")
+            if time.perf_counter() - sent_at > 60:
+                raise RuntimeError("a probe event was not visible after 60 s")
             time.sleep(0.001)
         lags.append((time.perf_counter() - sent_at) * 1000)
         time.sleep(0.05)
@@ -293,13 +302,22 @@ def run_ingest_bench(
     plain = asyncio.run(plain_consumer_rate(settings, n))
     echo(f"  {plain:.0f} events/s")
     echo("a Faust agent that does nothing ...")
-    noop = noop_rate(settings, r, n)
-    echo(f"  {noop:.0f} events/s")
+    noop_before = noop_rate(settings.model_copy(update={"worker_app_id": f"{settings.worker_app_id}-1"}), r, n)
+    echo(f"  {noop_before:.0f} events/s")
     procs: list[subprocess.Popen[bytes]] = []
+    probed: list[float] = []
     try:
         echo("one worker (Faust agent + Redis) ...")
         rate = worker_rate(settings, r, n, procs)
-        echo(f"  {rate:.0f} events/s ({rate / noop:.2f} of the no-op agent)")
+        echo(f"  {rate:.0f} events/s")
+        stop_process(procs.pop())
+        # The no-op agent again after the worker: the machine's load changes between passes, their mean brackets it.
+        echo("the Faust agent that does nothing, again ...")
+        noop_after = noop_rate(settings.model_copy(update={"worker_app_id": f"{settings.worker_app_id}-2"}), r, n)
+        noop = (noop_before + noop_after) / 2
+        echo(f"  {noop_after:.0f} events/s; worker at {rate / noop:.2f} of their mean")
+        procs.append(spawn_role(["worker"], settings))  # the same group: it resumes at the committed offsets
+        steady_lag(settings, r, 1.0, 60.0, until=lambda: len(probed) > 0, probed=probed)  # until it applies again
         load = load_rate or rate / 2
         echo(f"steady load at {load:.0f} events/s for {seconds:.0f}s with lag probes ...")
         lags = steady_lag(settings, r, load, seconds)
@@ -312,6 +330,7 @@ def run_ingest_bench(
             stop_process(proc)
     quantiles = statistics.quantiles(lags, n=100, method="inclusive")
     figures = IngestFigures(n, plain, rate, load, statistics.median(lags), quantiles[98], max(lags), len(lags), noop)
+    figures.noop_passes_eps = (noop_before, noop_after)
     train_lags, figures.training_s, figures.training_exit = trained
     if len(train_lags) >= 2:
         figures.lag_p50_with_training_ms = statistics.median(train_lags)
