@@ -11,8 +11,8 @@ Five measurements in one run, on the same broker, topic and machine, so the rati
 4. end-to-end lag at a steady load (half the measured worker rate by default): probe events are produced
    between the load and their profile is polled in Redis; lag = visible time - produce time;
 5. the same lag while a training runs on a generated log of ``--train-interactions`` interactions, started the way
-   the worker starts it (``ecrm train`` as a child process at nice 10, one BLAS thread): a training must not starve
-   ingest (``lag_p99_with_training_ms``).
+   the worker starts it (``ecrm train`` as a child process at nice 19 under SCHED_BATCH, one BLAS thread): a
+   training must not starve ingest (``lag_p99_with_training_ms``).
 """
 
 from __future__ import annotations
@@ -192,7 +192,8 @@ def noop_rate(settings: Settings, r: redis.Redis, n: int) -> float:
 
 
 def start_training(settings: Settings) -> subprocess.Popen[bytes]:
-    """``ecrm train`` started the way the worker starts it (stream/retrain.py: nice 10, dies with its parent)."""
+    """``ecrm train`` started the way the worker starts it (stream/retrain.py: nice 19, SCHED_BATCH, dies with its
+    parent)."""
     return subprocess.Popen(
         [sys.executable, "-m", "ecrm", "train"],
         env=settings_env(settings),
