@@ -231,10 +231,9 @@ def steady_lag(
     rate: float,
     seconds: float,
     until: Callable[[], bool] | None = None,
-    probed: list[float] | None = None,
 ) -> list[float]:
     """Produce ``rate`` events/s for ``seconds`` (or until ``until()`` holds); every 50 ms a probe whose profile is
-    polled until visible. The lags go to ``probed`` too when given."""
+    polled until visible."""
     keys = Keys(settings.key_prefix)
     stop = threading.Event()
     background = generate(int(rate * seconds) + 1000)
@@ -258,7 +257,7 @@ def steady_lag(
     thread = threading.Thread(target=load, daemon=True)
     thread.start()
     probe_producer = make_producer(settings)
-    lags: list[float] = [] if probed is None else probed
+    lags: list[float] = []
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline and not (until is not None and until()):
         cid = f"probe-{uuid.uuid4().hex[:10]}"
