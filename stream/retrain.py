@@ -4,6 +4,7 @@ training, and starts ``ecrm train`` as a separate process, so ingestion keeps fl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -75,7 +76,8 @@ def background_child() -> None:
     die_with_parent()
     os.nice(19)
     if hasattr(os, "sched_setscheduler"):  # Linux
-        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+        with contextlib.suppress(OSError):  # a sandbox refusing the call leaves nice 19 alone
+            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
 
 
 def should_retrain(
