@@ -58,3 +58,16 @@ def test_log_entry_forms(fields: list[bytes], expected: tuple[str, str, float, i
 def test_log_entry_without_a_field_is_refused() -> None:
     with pytest.raises(ValueError, match="without field"):
         parse_log_entry([b"p", b"c:a", b"i", b"x", b"w", b"1"])
+
+
+def test_the_training_child_runs_at_the_lowest_priority_as_a_batch_job() -> None:
+    import subprocess
+    import sys
+
+    from stream.retrain import background_child
+
+    probe = "import os; print(os.nice(0), os.sched_getscheduler(0) == os.SCHED_BATCH)"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], preexec_fn=background_child, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["19", "True"]
