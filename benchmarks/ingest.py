@@ -4,14 +4,15 @@ a Faust agent that does nothing.
 Five measurements in one run, on the same broker, topic and machine, so the ratios mean something:
 1. a plain aiokafka consumer reading the pre-produced topic (the ceiling of the client library);
 2. a Faust agent that does nothing (:mod:`benchmarks.noop_agent`) reading the same events with the worker's app
-   settings and batching, in its own group (the ceiling of the framework: ``noop_faust_eps``);
+   settings and batching, in its own group (the ceiling of the framework: ``noop_faust_eps``), once before and once
+   after the worker, each in a new group: the mean of the two brackets the machine's load during the worker's pass;
 3. one worker processing the same events into Redis (events per second, from first to last applied: ``worker_eps``;
    ``ratio`` = worker / no-op agent);
 4. end-to-end lag at a steady load (half the measured worker rate by default): probe events are produced
    between the load and their profile is polled in Redis; lag = visible time - produce time;
 5. the same lag while a training runs on a generated log of ``--train-interactions`` interactions, started the way
-   the worker starts it (``ecrm train`` as a child process at nice 10, one BLAS thread): a training must not starve
-   ingest (``lag_p99_with_training_ms``).
+   the worker starts it (``ecrm train`` as a child process at nice 19 under SCHED_BATCH, one BLAS thread): a
+   training must not starve ingest (``lag_p99_with_training_ms``).
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class IngestFigures:
     training_s: float = 0.0
     training_exit: int | None = None
     load_avg: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    noop_passes_eps: tuple[float, float] = (0.0, 0.0)  # before and after the worker; noop_faust_eps is their mean
 
     @property
     def ratio(self) -> float:
@@ -72,7 +74,8 @@ class IngestFigures:
         out = [
             f"events                      {self.events}",
             f"plain aiokafka consumer     {self.plain_consumer_eps:10.0f} events/s",
-            f"no-op Faust agent           {self.noop_faust_eps:10.0f} events/s",
+            f"no-op Faust agent           {self.noop_faust_eps:10.0f} events/s   (mean of "
+            f"{self.noop_passes_eps[0]:.0f} before and {self.noop_passes_eps[1]:.0f} after the worker)",
             f"worker (Faust + Redis)      {self.worker_eps:10.0f} events/s   ({ratio:.1%} of the plain consumer, "
             f"{self.ratio:.2f} of the no-op agent)",
             f"steady load for lag         {self.load_eps:10.0f} events/s",
@@ -95,6 +98,7 @@ class IngestFigures:
             "events": self.events,
             "plain_consumer_eps": round(self.plain_consumer_eps, 1),
             "noop_faust_eps": round(self.noop_faust_eps, 1),
+            "noop_passes_eps": [round(x, 1) for x in self.noop_passes_eps],
             "worker_eps": round(self.worker_eps, 1),
             "ratio": round(self.ratio, 3),
             "load_eps": round(self.load_eps, 1),
@@ -188,7 +192,8 @@ def noop_rate(settings: Settings, r: redis.Redis, n: int) -> float:
 
 
 def start_training(settings: Settings) -> subprocess.Popen[bytes]:
-    """``ecrm train`` started the way the worker starts it (stream/retrain.py: nice 10, dies with its parent)."""
+    """``ecrm train`` started the way the worker starts it (stream/retrain.py: nice 19, SCHED_BATCH, dies with its
+    parent)."""
     return subprocess.Popen(
         [sys.executable, "-m", "ecrm", "train"],
         env=settings_env(settings),
@@ -221,7 +226,11 @@ def lag_with_training(
 
 
 def steady_lag(
-    settings: Settings, r: redis.Redis, rate: float, seconds: float, until: Callable[[], bool] | None = None
+    settings: Settings,
+    r: redis.Redis,
+    rate: float,
+    seconds: float,
+    until: Callable[[], bool] | None = None,
 ) -> list[float]:
     """Produce ``rate`` events/s for ``seconds`` (or until ``until()`` holds); every 50 ms a probe whose profile is
     polled until visible."""
@@ -257,8 +266,8 @@ def steady_lag(
         sent_at = time.perf_counter()
         produce_events(probe_producer, settings.events_topic, [event])
         while not r.exists(keys.profile(f"c:{cid}")):
-            if time.perf_counter() - sent_at > 30:
-                raise RuntimeError("a probe event was not visible after 30 s")
+            if time.perf_counter() - sent_at > 60:
+                raise RuntimeError("a probe event was not visible after 60 s")
             time.sleep(0.001)
         lags.append((time.perf_counter() - sent_at) * 1000)
         time.sleep(0.05)
@@ -293,13 +302,20 @@ def run_ingest_bench(
     plain = asyncio.run(plain_consumer_rate(settings, n))
     echo(f"  {plain:.0f} events/s")
     echo("a Faust agent that does nothing ...")
-    noop = noop_rate(settings, r, n)
-    echo(f"  {noop:.0f} events/s")
+    noop_before = noop_rate(settings.model_copy(update={"worker_app_id": f"{settings.worker_app_id}-1"}), r, n)
+    echo(f"  {noop_before:.0f} events/s")
     procs: list[subprocess.Popen[bytes]] = []
     try:
         echo("one worker (Faust agent + Redis) ...")
         rate = worker_rate(settings, r, n, procs)
-        echo(f"  {rate:.0f} events/s ({rate / noop:.2f} of the no-op agent)")
+        echo(f"  {rate:.0f} events/s")
+        # The no-op agent again after the worker: the machine's load changes between passes, their mean brackets it.
+        # The worker stays up, idle (caught up): stopping and starting it would rebalance its group during the lag
+        # phase (a member that did not leave in time is dropped only after the session timeout).
+        echo("the Faust agent that does nothing, again (the worker idle) ...")
+        noop_after = noop_rate(settings.model_copy(update={"worker_app_id": f"{settings.worker_app_id}-2"}), r, n)
+        noop = (noop_before + noop_after) / 2
+        echo(f"  {noop_after:.0f} events/s; worker at {rate / noop:.2f} of their mean")
         load = load_rate or rate / 2
         echo(f"steady load at {load:.0f} events/s for {seconds:.0f}s with lag probes ...")
         lags = steady_lag(settings, r, load, seconds)
@@ -312,6 +328,7 @@ def run_ingest_bench(
             stop_process(proc)
     quantiles = statistics.quantiles(lags, n=100, method="inclusive")
     figures = IngestFigures(n, plain, rate, load, statistics.median(lags), quantiles[98], max(lags), len(lags), noop)
+    figures.noop_passes_eps = (noop_before, noop_after)
     train_lags, figures.training_s, figures.training_exit = trained
     if len(train_lags) >= 2:
         figures.lag_p50_with_training_ms = statistics.median(train_lags)

@@ -19,15 +19,15 @@ from stream.app import create_app, events_topic
 
 
 def noop_count_key(settings: Settings) -> str:
-    """The Redis key where the no-op agent counts the events it read."""
-    return f"{settings.key_prefix}:bench:noop"
+    """The Redis key where the no-op agent of these settings (its group) counts the events it read."""
+    return f"{settings.key_prefix}:bench:noop:{settings.worker_app_id}"
 
 
 def build(settings: Settings) -> faust.App:
     """A Faust app with the worker's settings (its own group: ``<ECRM_WORKER_APP_ID>-noop``) and one no-op agent."""
+    key = noop_count_key(settings)
     settings = settings.model_copy(update={"worker_app_id": f"{settings.worker_app_id}-noop"})
     app = create_app(settings)
-    key = noop_count_key(settings)
 
     @app.agent(events_topic(app, settings), name="noop")
     async def noop(stream: faust.StreamT[bytes]) -> None:

@@ -1,11 +1,15 @@
-"""The trainer's pure parts: the holdout check's user sample and the training-log entry forms."""
+"""The trainer's parts: the holdout check's user sample, the training-log entry forms, the training child's priority."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from recommender.data import Interactions
+from stream.retrain import background_child
 from trainer.training import holdout_split, parse_log_entry, sample_users
 
 
@@ -58,3 +62,11 @@ def test_log_entry_forms(fields: list[bytes], expected: tuple[str, str, float, i
 def test_log_entry_without_a_field_is_refused() -> None:
     with pytest.raises(ValueError, match="without field"):
         parse_log_entry([b"p", b"c:a", b"i", b"x", b"w", b"1"])
+
+
+def test_the_training_child_runs_at_the_lowest_priority_as_a_batch_job() -> None:
+    probe = "import os; print(os.nice(0), os.sched_getscheduler(0) == os.SCHED_BATCH)"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], preexec_fn=background_child, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["19", "True"]
