@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Annotated
 
 import typer
@@ -23,6 +23,16 @@ _JSON_OUT: list[str] = []  # figures printed once stdout is restored (see _with_
 
 def _print_json(figures: Mapping[str, object]) -> None:
     _JSON_OUT.append(json.dumps(figures, indent=2))
+
+
+def _report(figures: Mapping[str, object], lines: Iterable[str], as_json: bool) -> None:
+    """The figures of a benchmark: one JSON object (printed once stdout is back), or a blank line and a line each."""
+    if as_json:
+        _print_json(figures)
+        return
+    typer.echo("")
+    for line in lines:
+        typer.echo(line)
 
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the figures as one JSON object (progress on stderr)")]
@@ -50,12 +60,7 @@ def ingest(
         figures = run_ingest_bench(
             settings, events, load_rate or None, seconds, _progress(as_json), with_timers, max(train_interactions, 0)
         )
-        if as_json:
-            _print_json(figures.as_json())
-            return
-        typer.echo("")
-        for line in figures.lines():
-            typer.echo(line)
+        _report(figures.as_json(), figures.lines(), as_json)
 
     _with_servers(run, as_json)
 
@@ -161,12 +166,7 @@ def api(
             return
         echo = _progress(as_json)
         figures = bench_api(settings, free_port(), items, rps, seconds, echo, workers, exact)
-        if as_json:
-            _print_json(figures.as_json())
-            return
-        typer.echo("")
-        for line in figures.lines():
-            typer.echo(line)
+        _report(figures.as_json(), figures.lines(), as_json)
 
     _with_servers(run, as_json)
 
@@ -223,12 +223,7 @@ def campaigns(
     def run(settings: Settings) -> None:
         progress = _progress(as_json)
         figures = bench_campaigns(settings, (free_port(), free_port()), items, rps, seconds, rounds, progress)
-        if as_json:
-            _print_json(figures.as_dict())
-            return
-        typer.echo("")
-        for line in figures.lines():
-            typer.echo(line)
+        _report(figures.as_dict(), figures.lines(), as_json)
 
     _with_servers(run, as_json)
 
@@ -245,11 +240,6 @@ def memory(
 
     def run(settings: Settings) -> None:
         figures = bench_memory(settings, max(profiles, 1), max(events, 3), max(items, 1), _progress(as_json))
-        if as_json:
-            _print_json(figures.as_json())
-            return
-        typer.echo("")
-        for line in figures.lines():
-            typer.echo(line)
+        _report(figures.as_json(), figures.lines(), as_json)
 
     _with_servers(run, as_json)
