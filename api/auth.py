@@ -198,7 +198,9 @@ async def caller(
         rate_key = f"client:{client_address(request)}" if key.scope == Scope.COLLECT else f"key:{key.key_id}"
         found = Caller(key.scope, key.scope.label, rate_key)
     for name in security.scopes:
-        found.require(Scope.named(name), f"{request.method} {request.url.path}")
+        scope = Scope.named(name)
+        if not found.allows(scope):  # the request's URL is built only for the message
+            found.require(scope, f"{request.method} {request.url.path}")
     return found
 
 

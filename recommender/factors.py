@@ -61,7 +61,10 @@ class FactorPart:
         self.alpha = alpha
         self.fold_in_mode: FoldIn = fold_in
         self._solver = _solver(self.item_factors, regularization, alpha)
-        _ = self._solver.YtY  # computed once here, not on the first request
+        # YtY + reg I in float64, computed once here, not on every request (the fold-in and :meth:`explain` add to
+        # a copy of it)
+        dim = self.item_factors.shape[1]
+        self._gram = np.asarray(self._solver.YtY, dtype=np.float64) + regularization * np.eye(dim)
 
     @property
     def n_items(self) -> int:
@@ -83,12 +86,21 @@ class FactorPart:
         users = self._solver.recalculate_user(np.arange(rows), sp.csr_matrix(conf, dtype=np.float32))
         return np.asarray(users, dtype=np.float32).reshape(rows, -1)
 
+    def fold_in_one(self, items: NDArray[np.int32], conf: NDArray[np.float32]) -> FloatMatrix:
+        """One user vector (1 x factors) from one history's items and confidences (zeros left out), as
+        :meth:`fold_in` of that one row, without building a sparse matrix (a request)."""
+        keep = conf != 0
+        items, conf = items[keep], conf[keep].astype(np.float32)
+        if self.fold_in_mode == "mean":
+            return self.fold_in(sp.csr_matrix((conf, items, [0, items.size]), shape=(1, self.n_items)))
+        return self._least_squares(items, conf).reshape(1, -1)
+
     def _least_squares(self, items: NDArray[np.int32], conf: NDArray[np.float32]) -> FloatMatrix:
         """implicit's ALS user step for one user: ``(YtY + reg I + Y' (C - I) Y) u = Y' C p`` with
         ``C = alpha * conf`` on the user's items (``p`` = 1 there; a negative confidence is a negative preference)."""
         c = self.alpha * conf.astype(np.float64)
         y = self.item_factors[items].astype(np.float64)
-        a = np.asarray(self._solver.YtY, dtype=np.float64) + self.regularization * np.eye(y.shape[1])
+        a = self._gram.copy()
         a += (y.T * (np.abs(c) - 1.0)) @ y
         b = y.T @ np.where(c > 0, np.abs(c), 0.0)
         return np.linalg.solve(a, b).astype(np.float32)
@@ -131,7 +143,7 @@ class FactorPart:
         c = (self.alpha * np.clip(conf, 0.0, None)).astype(np.float64)
         used = c > 0
         y_hist = self.item_factors[history].astype(np.float64)
-        a = np.asarray(self._solver.YtY, dtype=np.float64) + self.regularization * np.eye(y_hist.shape[1])
+        a = self._gram.copy()
         a += (y_hist[used].T * (c[used] - 1.0)) @ y_hist[used]
         solved = np.linalg.solve(a, y_hist.T)
         out = (self.item_factors[targets].astype(np.float64) @ solved).T * c[:, None]

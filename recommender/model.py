@@ -26,7 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recommender.base import RecommenderBase
-from recommender.candidates import FactorIndex, SparseRows, pad_rows, row_cap, sparse_rows
+from recommender.candidates import FactorIndex, SparseRows, pad_rows, row_cap, sparse_rows, union_codes
 from recommender.config import RecommenderConfig
 from recommender.data import FloatArray, HistoryBatch, IntArray, Interactions, interactions_batch
 from recommender.errors import NotFittedError
@@ -309,7 +309,11 @@ class Engine(RecommenderBase):
         col: SparseRows | None = None
         if cfg.collaborative_weight > 0:
             if state.factors is not None and state.ann is not None:
-                users = state.factors.fold_in(batch_matrix(batch, conf, n))
+                users = (
+                    state.factors.fold_in_one(batch.items, conf)
+                    if batch.n_rows == 1
+                    else state.factors.fold_in(batch_matrix(batch, conf, n))
+                )
                 near = state.ann.search(state.factors.queries(users), cfg.ann_candidates + want, cfg.ann_probe)
             else:
                 assert state.similarity is not None
@@ -326,7 +330,7 @@ class Engine(RecommenderBase):
                     parts.append(m.columns(r))
             if near is not None:
                 parts.append(near[r][near[r] >= 0])
-            codes = np.unique(np.concatenate(parts))
+            codes = union_codes(parts)
             values = np.zeros(codes.size, dtype=np.float32)
             if seq is not None:
                 part = seq.at(r, codes)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from recommender import Engine, Interactions, RecommenderConfig
-from recommender.candidates import FactorIndex, exclude_candidates, sparse_rows
+from recommender.candidates import FactorIndex, exclude_candidates, sparse_rows, union_codes
 from recommender.data import encode
 from recommender.serialize import load, save, unpack_to_dir
 from recommender.weighting import sparse_scores
@@ -185,3 +185,29 @@ def test_one_user_fold_in_equals_implicits() -> None:
     expected = np.asarray(part._solver.recalculate_user(np.arange(1), conf))
     assert np.allclose(part.fold_in(conf), expected, atol=1e-5)
     assert not np.allclose(expected, 0)
+
+
+@pytest.mark.parametrize("mode", ["least_squares", "mean"])
+def test_fold_in_of_one_history_equals_the_sparse_rows(mode: str) -> None:
+    """A request's fold-in from the history's arrays is exactly the fold-in of its sparse row (zeros left out)."""
+    import scipy.sparse as sp
+
+    from recommender.factors import FactorPart
+
+    rng = np.random.default_rng(6)
+    part = FactorPart((rng.standard_normal((300, 16)) * 0.1).astype(np.float32), None, 0.1, 40.0, fold_in=mode)
+    items = rng.choice(300, 12, replace=False).astype(np.int32)  # newest first, as a batch holds them
+    conf = (rng.random(12) + 0.1).astype(np.float32)
+    conf[3] = 0.0
+    keep = conf != 0
+    row = sp.csr_matrix((conf[keep], items[keep], np.array([0, int(keep.sum())])), shape=(1, 300))
+    assert np.array_equal(part.fold_in_one(items, conf), part.fold_in(row))
+    assert part.fold_in_one(items, conf).shape == (1, 16)
+
+
+def test_union_codes_equals_numpy_unique() -> None:
+    rng = np.random.default_rng(7)
+    parts = [rng.integers(0, 50, size).astype(np.int64) for size in (0, 1, 30, 7)]
+    assert np.array_equal(union_codes(parts), np.unique(np.concatenate(parts)))
+    assert union_codes([np.array([4], dtype=np.int64)]).tolist() == [4]
+    assert union_codes([np.zeros(0, dtype=np.int64)]).size == 0
