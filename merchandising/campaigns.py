@@ -217,12 +217,7 @@ def compile_campaign(spec: CampaignSpec, index: int) -> Campaign:
         end_ms=_ms(spec.until),
         segment=None if isinstance(spec.audience, str) else spec.audience.segment,
         placements=frozenset(spec.placements),
-        variants=tuple(
-            Variant(
-                v.name, v.weight, "" if v.holdout else (v.strategy or "engine"), frozenset(v.rules or ()), v.holdout
-            )
-            for v in spec.variants
-        ),
+        variants=tuple(_variant(v) for v in spec.variants),
         attribution_ms=int(spec.attribution_days * _DAY_MS),
         frequency_cap_ms=int(spec.frequency_cap_days * _DAY_MS),
         min_customers=spec.min_customers,
