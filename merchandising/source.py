@@ -59,7 +59,7 @@ class RulesSource:
 
     def _take(self, path: Path, found: Poll) -> None:
         if isinstance(found.error, FileNotFoundError):
-            if not self._gone or self.error is not None or self.loaded_at is None:
+            if not self._gone:  # once per disappearance (a poll finds it missing until it is back)
                 if self._rules.rules:
                     log.warning("rules file %s is gone: no rules are in force", path)
                 self._set(EMPTY)
