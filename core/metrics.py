@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Iterator
+from functools import cache
 from pathlib import Path
 
 from prometheus_client import (
@@ -264,12 +265,19 @@ def forget_dead_processes(folder: Path) -> None:
             pass
 
 
+@cache
+def _worker_names() -> frozenset[str]:
+    """The names of the worker's metrics: all defined above, so collected once, not on every scrape (a collect
+    also runs the process collector)."""
+    return frozenset(m.name for m in WORKER_REGISTRY.collect())
+
+
 class _ApiOnly:
     """The processes' merged metrics without the worker's (their modules are imported, so their files exist)."""
 
     def __init__(self, folder: Path) -> None:
         self.merged = multiprocess.MultiProcessCollector(None, str(folder))  # type: ignore[no-untyped-call]
-        self.worker = {m.name for m in WORKER_REGISTRY.collect()}
+        self.worker = _worker_names()
 
     def collect(self) -> Iterator[Metric]:
         return (m for m in self.merged.collect() if m.name not in self.worker)  # type: ignore[no-untyped-call]

@@ -287,8 +287,9 @@ local function campaigns(u)
   local ck = KEYS[u.CK]
   for _, c in ipairs(u.cp) do
     local name, sk, win, clicked = c[1], KEYS[c[2]], c[3], c[4]
-    local got = redis.call('HMGET', ck, name, name .. ':t')
-    local v, first = got[1], tonumber(got[2])
+    -- one read per campaign (a click carries no order, so ':lc' read here is the one an order is attributed by)
+    local got = redis.call('HMGET', ck, name, name .. ':t', name .. ':rev', name .. ':lc')
+    local v, first, lc = got[1], tonumber(got[2]), tonumber(got[4])
     if v and first and u.ts >= first then
       if clicked == 1 then
         redis.call('HINCRBY', sk, v .. ':clicks', 1)
@@ -296,14 +297,13 @@ local function campaigns(u)
         hmax(ck, name .. ':lc', u.ts)
       end
       if u.order then
-        local prev = tonumber(redis.call('HGET', ck, name .. ':rev')) or 0
+        local prev = tonumber(got[3]) or 0
         local now = prev + u.order
         redis.call('HSET', ck, name .. ':rev', num(now))
         if redis.call('HSETNX', ck, name .. ':conv', '1') == 1 then redis.call('HINCRBY', sk, v .. ':converters', 1) end
         redis.call('HINCRBY', sk, v .. ':orders', 1)
         redis.call('HINCRBYFLOAT', sk, v .. ':revenue', num(u.order))
         redis.call('HINCRBYFLOAT', sk, v .. ':revenue_sq', num(now * now - prev * prev))
-        local lc = tonumber(redis.call('HGET', ck, name .. ':lc'))
         if lc and u.ts - lc <= win then
           redis.call('HINCRBY', sk, v .. ':attributed_orders', 1)
           redis.call('HINCRBYFLOAT', sk, v .. ':attributed_revenue', num(u.order))

@@ -186,6 +186,8 @@ class RecommenderBase(ABC):
     ) -> list[list[Recommendation]]:
         """The ``n`` best items per row, best first, with their reason items."""
         _check_n(n)
+        if allowed is not None and allowed.allowed.shape != (self.n_items,):
+            raise ValueError("the item mask was built for another model")
         ranked = self._rank_candidates(batch, n, exclude_history, excluded, allowed)
         if ranked is not None:
             scored, idx, vals = ranked
@@ -194,8 +196,6 @@ class RecommenderBase(ABC):
         if allowed is None:
             idx, vals = top_n(scored.values, n)
         else:  # rank the allowed columns only (also avoids argpartition on a row of mostly -inf)
-            if allowed.allowed.shape != (self.n_items,):
-                raise ValueError("the item mask was built for another model")
             idx, vals = top_n(scored.values[:, allowed.codes], n)
             idx = allowed.codes[idx]
         return [self._decode(scored, r, idx[r], vals[r], reasons) for r in range(batch.n_rows)]
@@ -212,8 +212,6 @@ class RecommenderBase(ABC):
         ``n`` items (a narrow category filter), which the caller then ranks over the whole catalogue."""
         if n == 0 or batch.n_rows == 0:
             return None
-        if allowed is not None and allowed.allowed.shape != (self.n_items,):
-            raise ValueError("the item mask was built for another model")
         want = n + _longest(batch, exclude_history) + max((len(e) for e in excluded or ()), default=0)
         scored = self.score_candidates(batch, want)
         if scored is None or scored.codes is None:

@@ -100,11 +100,6 @@ def source_refusal(event: Behaviour | Item, source: str) -> FieldError | None:
     except KeyError:
         return None
     return scope_refusal(event, scope, source)
-    if isinstance(event, Item):
-        return FieldError("type", f"a catalogue event may not come from a {source!r} key (needs admin)")
-    if event.customer_id is not None:
-        return FieldError("customer_id", f"events of a known customer may not come from a {source!r} key")
-    return None
 
 
 def campaign_outcomes(event: Behaviour | Item, campaigns: CampaignSet) -> tuple[CampaignOutcome, ...]:
@@ -210,7 +205,7 @@ class BatchProcessor:
         backfill_ms = self.settings.backfill_after_s * 1000
         processed: Counter[str] = Counter()
         duplicates: Counter[str] = Counter()
-        lag_of = {kind: metrics.EVENT_LAG_SECONDS.labels(kind) for kind in ("live", "backfill")}
+        lag_of = {kind: metrics.EVENT_LAG_SECONDS.labels(kind) for kind in metrics.LAG_KINDS}
         for plan, msg, status in zip(plans, msgs, statuses, strict=True):
             if status == APPLIED:
                 result.applied += 1
