@@ -144,9 +144,7 @@ def api(
     exact: Annotated[
         bool, typer.Option("--exact", help="Score every item (the reference without candidate retrieval)")
     ] = False,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print one JSON object on stdout (progress on stderr)")
-    ] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """API processes under load: max rates of personal recommendations and of /health/live in one run (their
     ``ratio``), then a steady load at half capacity (``p50_ms``, ``p99_ms``; targets at 100k items: ratio 0.30,

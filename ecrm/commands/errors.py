@@ -9,6 +9,7 @@ import typer
 
 from core.errors import BrokerUnavailable, DeliveryFailed, StoreUnavailable
 from core.runstate import start_hint
+from ingest.sink import rejects_beside, unwritable
 
 
 def error_line(exc: BaseException) -> str:
@@ -29,3 +30,13 @@ def refuse_file(path: Path, problems: Sequence[str]) -> typer.Exit:
     for problem in problems:
         typer.echo(f"  {problem}", err=True)
     return typer.Exit(1)
+
+
+def checked_rejects(given: Path | None, source: Path) -> Path:
+    """Where the refused input of ``source`` goes: ``given``, or ``NAME.rejects.tsv`` beside it; prints why and
+    exits (code 2) when that file cannot be created."""
+    path = given or rejects_beside(source)
+    if problem := unwritable(path):
+        typer.echo(f"error: cannot create the rejects file {path}: {problem} (give --rejects FILE)", err=True)
+        raise typer.Exit(2)
+    return path

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from core.errors import BrokerUnavailable
 from core.settings import get_settings
-from ecrm.commands.errors import error_line
+from ecrm.commands.errors import checked_rejects, error_line
 from ingest.orders import (
     DEFAULT_DATE_FORMAT,
     NON_PRODUCT_CODES,
@@ -25,7 +25,7 @@ from ingest.orders import (
     RowReject,
     read_csv,
 )
-from ingest.sink import DryRunSink, EventSink, KafkaSink, RejectsFile, failure_message, rejects_beside, unwritable
+from ingest.sink import DryRunSink, EventSink, KafkaSink, RejectsFile, failure_message
 from schemas import EventLimits
 
 
@@ -65,10 +65,7 @@ def import_orders(
         typer.echo(error_line(exc), err=True)
         raise typer.Exit(2) from exc
     grouper = OrderGrouper(columns, options)
-    rejects_path = rejects or rejects_beside(path)
-    if problem := unwritable(rejects_path):
-        typer.echo(f"error: cannot create the rejects file {rejects_path}: {problem} (give --rejects FILE)", err=True)
-        raise typer.Exit(2)
+    rejects_path = checked_rejects(rejects, path)
     with RejectsFile(rejects_path) as rejected:
         _read(path, encoding, grouper, rejected, progress)
         sink: EventSink = DryRunSink() if dry_run else _kafka_sink(batch_size)

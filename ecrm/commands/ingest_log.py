@@ -14,10 +14,10 @@ from tqdm import tqdm
 
 from core.errors import BrokerUnavailable
 from core.settings import Settings, get_settings
-from ecrm.commands.errors import error_line
+from ecrm.commands.errors import checked_rejects, error_line
 from ingest.access_log import AccessLogMapper, Emit, LogTally, Reject, redact
 from ingest.patterns import PatternError, load_patterns
-from ingest.sink import DryRunSink, EventSink, KafkaSink, RejectsFile, failure_message, rejects_beside, unwritable
+from ingest.sink import DryRunSink, EventSink, KafkaSink, RejectsFile, failure_message
 from ingest.tail import read_lines
 
 SALT_ENV = "ECRM_LOG_SALT"
@@ -78,10 +78,7 @@ def ingest_log(
         session_gap=timedelta(minutes=session_gap),
         limits=settings.event_limits(),
     )
-    rejects_path = rejects or rejects_beside(path)
-    if problem := unwritable(rejects_path):
-        typer.echo(f"error: cannot create the rejects file {rejects_path}: {problem} (give --rejects FILE)", err=True)
-        raise typer.Exit(2)
+    rejects_path = checked_rejects(rejects, path)
     run = _LogRun(path, follow, poll, max_idle, progress)
     sink = _open_sink(settings, dry_run, batch_size)
     with RejectsFile(rejects_path) as rejected:

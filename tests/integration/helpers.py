@@ -12,11 +12,16 @@ from typing import Any
 import httpx
 import redis
 import uvicorn
+from fastapi import FastAPI
 
 from api.main import create_app
 from core.keyspace import Keys
+from core.redis import connect
 from core.settings import Settings
+from profiles.store import ProfileStore
+from profiles.updates import plan_update
 from runtime.embedded import free_port
+from schemas import parse_event_obj
 
 
 def now_ms() -> int:
@@ -55,13 +60,30 @@ def profile_hash(settings: Settings, pid: str) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def api_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The real FastAPI app (lifespan included: Redis client, aiokafka producer) over ASGI."""
+async def app_client(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """The real FastAPI app (lifespan included: Redis client, aiokafka producer), and a client of it over ASGI."""
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield client
+            yield app, client
+
+
+@asynccontextmanager
+async def api_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the real FastAPI app over ASGI (see :func:`app_client`)."""
+    async with app_client(settings) as (_, client):
+        yield client
+
+
+async def apply(settings: Settings, events: list[dict[str, Any]]) -> None:
+    """Apply ``events`` to their profiles directly (no broker); each must be applied once."""
+    store = ProfileStore(connect(settings), settings)
+    try:
+        plans = [plan_update(parse_event_obj(e), settings.event_weights) for e in events]
+        assert set(await store.apply_plans(plans)) == {1}
+    finally:
+        await store.client.aclose()
 
 
 def worker_metrics(port: int, *names: str) -> list[float] | None:

@@ -28,15 +28,12 @@ from core.keyspace import Keys
 from core.metrics import WORKER_REGISTRY
 from core.redis import connect
 from core.settings import Settings
-from profiles.store import ProfileStore
-from profiles.updates import plan_update
 from runtime.embedded import die_with_parent
 from runtime.local import settings_env
-from schemas import parse_event_obj
 from stream.analytics_timer import refresh_if_due, register_analytics
 from stream.app import create_app as create_faust_app
 from tests.conftest import REPO, stop_worker, wait_for
-from tests.integration.helpers import api_client, now_ms, sync_redis
+from tests.integration.helpers import api_client, apply, now_ms, sync_redis
 
 pytestmark = pytest.mark.integration
 DAY = 86_400_000
@@ -147,15 +144,6 @@ def rules_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("ECRM_SEGMENTS_FILE", str(path))
     monkeypatch.setenv("ECRM_SEGMENTS_CHECK_INTERVAL_S", "0")
     return path
-
-
-async def apply(settings: Settings, events: list[dict[str, Any]]) -> None:
-    store = ProfileStore(connect(settings), settings)
-    try:
-        plans = [plan_update(parse_event_obj(e), settings.event_weights) for e in events]
-        assert set(await store.apply_plans(plans)) == {1}
-    finally:
-        await store.client.aclose()
 
 
 def refresher(settings: Settings, rules_path: Path, **overrides: Any) -> Refresher:

@@ -12,30 +12,24 @@ import random
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-from fastapi import FastAPI
 
 from analytics.refresh import Outcome, make_refresher
 from analytics.settings import AnalyticsSettings
-from api.main import create_app
 from core.redis import connect
 from core.settings import Settings
 from merchandising.campaigns import parse_campaigns
 from profiles.campaigns import CampaignStore
 from profiles.store import ProfileStore
-from profiles.updates import plan_update
 from runtime.local import settings_env
 from runtime.simulate import CampaignPlay, Served, campaign_events
-from schemas import parse_event_obj
 from stream.processing import BatchProcessor, RawMessage
-from tests.integration.helpers import now_ms, purchase, view
+from tests.integration.helpers import app_client, apply, now_ms, purchase, view
 
 pytestmark = pytest.mark.integration
 DAY_MS = 86_400_000
@@ -65,24 +59,6 @@ def with_campaigns(settings: Settings, tmp_path: Path, text: str, **extra: Any) 
     path = tmp_path / f"campaigns-{uuid.uuid4().hex[:6]}.yaml"
     path.write_text(text)
     return settings.model_copy(update={"campaigns_file": str(path), "campaign_metrics_s": 0.0, **extra})
-
-
-@asynccontextmanager
-async def app_client(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield app, client
-
-
-async def apply(settings: Settings, events: list[dict[str, Any]]) -> None:
-    store = ProfileStore(connect(settings), settings)
-    try:
-        plans = [plan_update(parse_event_obj(e), settings.event_weights) for e in events]
-        assert set(await store.apply_plans(plans)) == {1}
-    finally:
-        await store.client.aclose()
 
 
 def item(i: int) -> dict[str, Any]:

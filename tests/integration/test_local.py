@@ -53,6 +53,24 @@ def second_shell(env: dict[str, str], *args: str) -> subprocess.CompletedProcess
     return subprocess.run([sys.executable, "-m", "ecrm", *args], env=env, capture_output=True, text=True, timeout=60)
 
 
+def start_up(env: dict[str, str], *args: str, stderr: int) -> tuple[subprocess.Popen[str], list[str], threading.Thread]:
+    """``ecrm up`` started with ``args``; its output lines are gathered in the list by the (returned) thread."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ecrm", "up", *args], env=env, stdout=subprocess.PIPE, stderr=stderr, text=True
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True)
+    reader.start()
+    return proc, lines, reader
+
+
+def said(proc: subprocess.Popen[str], lines: list[str], text: str) -> bool:
+    """Whether ``ecrm up`` printed ``text`` yet; fails the test when it exited."""
+    if proc.poll() is not None:
+        pytest.fail(f"ecrm up exited: {''.join(lines)}")
+    return any(text in line for line in lines)
+
+
 @pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
 def test_up_serves_is_found_and_a_stop_signal_leaves_nothing_behind(stop_signal: int, tmp_path: Path) -> None:
     port, kafka_port, redis_port = free_port(), free_port(), free_port()
@@ -60,24 +78,9 @@ def test_up_serves_is_found_and_a_stop_signal_leaves_nothing_behind(stop_signal:
     env["ECRM_RUNTIME_DIR"] = str(tmp_path / "rt")
     env["ECRM_CAMPAIGNS_FILE"] = str(tmp_path / "no-campaigns.yaml")  # no variant decides the strategy asserted below
     args = ["--port", str(port), "--kafka-port", str(kafka_port), "--redis-port", str(redis_port), "--no-demo"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ecrm", "up", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True)
-    reader.start()
+    proc, lines, reader = start_up(env, *args, stderr=subprocess.STDOUT)
     try:
-
-        def said(text: str) -> bool:
-            if proc.poll() is not None:
-                pytest.fail(f"ecrm up exited: {''.join(lines)}")
-            return any(text in line for line in lines)
-
-        wait_for(lambda: said("API ready"), timeout=90, what="ecrm up to be ready")
+        wait_for(lambda: said(proc, lines, "API ready"), timeout=90, what="ecrm up to be ready")
         # "ready" means a worker consumes: an event posted at once reaches its profile without a group join
         health = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=5).json()
         assert health["worker"] is True and health["status"] == "ok", health
@@ -139,24 +142,9 @@ def test_the_demo_is_complete_when_its_urls_are_printed(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ECRM_")}
     env["ECRM_RUNTIME_DIR"] = str(tmp_path / "rt")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ecrm", "up", "--port", str(port), "--customers", "120"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True)
-    reader.start()
+    proc, lines, _ = start_up(env, "--port", str(port), "--customers", "120", stderr=subprocess.DEVNULL)
     try:
-
-        def said(text: str) -> bool:
-            if proc.poll() is not None:
-                pytest.fail(f"ecrm up exited: {''.join(lines)}")
-            return any(text in line for line in lines)
-
-        wait_for(lambda: said("demo ready"), timeout=240, what="the demo to be ready")
+        wait_for(lambda: said(proc, lines, "demo ready"), timeout=240, what="the demo to be ready")
         out = "".join(lines)
         assert "demo: every event applied" in out and "analytics: refreshed" in out, out
         base = f"http://127.0.0.1:{port}/v1/customers/cust-00000"
