@@ -2,8 +2,9 @@
 business rules).
 
 :meth:`WatchedFile.poll` looks at the file's modification time and size at most every ``check_interval_s`` seconds
-(a ``stat``, never a read, on a hot path) and reads it only when they changed. What the text means, and what to do
-when it is invalid, is the caller's.
+(a ``stat``, never a read, on a hot path) and reads it only when they changed. A file that cannot be looked at
+(missing, unreadable directory) is reported once, when that is found, not on every poll until it is back. What the
+text means, and what to do when it is invalid, is the caller's.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-_Stamp = tuple[int, int]  # (mtime_ns, size)
+_Stamp = tuple[int, int]  # (mtime_ns, size); (-1, errno) while the file cannot be looked at
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +45,10 @@ class WatchedFile:
         try:
             st = os.stat(self.path)
         except OSError as exc:
-            self._stamp = None
+            gone = (-1, exc.errno or 0)
+            if gone == self._stamp:  # still missing (or still unreadable) for the same reason: reported already
+                return None
+            self._stamp = gone
             return Poll(error=exc, gone=True)
         stamp = (st.st_mtime_ns, st.st_size)
         if stamp == self._stamp:

@@ -42,7 +42,6 @@ class RulesSource:
         self.path = path
         self._file = WatchedFile(path, check_interval_s, clock) if path is not None else None
         self._rules: RuleSet = EMPTY
-        self._gone = False  # the file was found missing, and no rules are in force for it
         self.loaded_at: float | None = None
         self.error: str | None = None
         metrics.RULES_FILE_VALID.set(1)
@@ -58,14 +57,11 @@ class RulesSource:
         return RulesStatus(str(self.path) if self.path else "", self.loaded_at, self.error, self._rules.names)
 
     def _take(self, path: Path, found: Poll) -> None:
-        if isinstance(found.error, FileNotFoundError):
-            if not self._gone:  # once per disappearance (a poll finds it missing until it is back)
-                if self._rules.rules:
-                    log.warning("rules file %s is gone: no rules are in force", path)
-                self._set(EMPTY)
-                self._gone = True
+        if isinstance(found.error, FileNotFoundError):  # reported once per disappearance (core.watched)
+            if self._rules.rules:
+                log.warning("rules file %s is gone: no rules are in force", path)
+            self._set(EMPTY)
             return
-        self._gone = False
         if isinstance(found.error, OSError) and found.gone:
             self._refuse(f"{path}: cannot read: {found.error.strerror or found.error}")
             return

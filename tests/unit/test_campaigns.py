@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from analytics.experiments import Arm, compare_means, compare_proportions, effect_report, sample_ratio
 from ecrm.cli import app
+from merchandising.campaign_source import CampaignsSource
 from merchandising.campaigns import CampaignsError, bucket, parse_campaigns, tag_of, tagged_id
 from profiles.campaigns import parse_counters
 from schemas import parse_event_obj
@@ -290,3 +291,22 @@ async def test_the_exposure_writer_batches_off_the_request_path_and_drops_over_i
     store.gate.set()
     await writer.drain()
     assert store.batches == [1, 2, 1]
+
+
+def test_a_removed_campaigns_file_stops_the_campaigns_once_and_a_restored_one_runs_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "campaigns.yaml"
+    path.write_text(EXAMPLE)
+    source = CampaignsSource(path, check_interval_s=0.0)
+    assert [c.name for c in source.current().campaigns] == ["engine-vs-popular"]
+    path.unlink()
+    with caplog.at_level("WARNING"):
+        assert source.current().campaigns == ()
+        loaded_at = source.loaded_at
+        for _ in range(3):
+            assert source.current().campaigns == ()
+    assert sum("is gone" in r.getMessage() for r in caplog.records) == 1
+    assert source.loaded_at == loaded_at  # not reset again on every poll while the file stays away
+    path.write_text(EXAMPLE)
+    assert [c.name for c in source.current().campaigns] == ["engine-vs-popular"]

@@ -28,12 +28,14 @@ def test_a_missing_or_undecodable_file_is_reported(tmp_path: Path) -> None:
     watched = WatchedFile(path, 0.0)
     gone = watched.poll()
     assert gone is not None and gone.gone and isinstance(gone.error, FileNotFoundError)
+    assert watched.poll() is None  # still missing: reported once, not on every poll
     path.write_bytes(b"\xff\xfe\x00bad")
     bad = watched.poll()
     assert bad is not None and not bad.gone and isinstance(bad.error, UnicodeDecodeError)
     stat = os.stat(path)
     os.remove(path)
     assert watched.poll() is not None  # gone
+    assert watched.poll() is None
     path.write_bytes(b"\xff\xfe\x00bad")
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the very same stamp as before it went
     assert watched.poll() is not None  # read again all the same
