@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -18,8 +18,8 @@ import redis
 
 from core.clock import now_ms
 from core.errors import NothingToTrain, TrainingBusy
-from core.keyspace import Keys, ProfileId, parse_pid
-from core.redis import connect_sync, redis_errors
+from core.keyspace import Keys
+from core.redis import connect_sync
 from core.registry import Registry, new_version_id
 from core.settings import Settings
 from recommender.base import RecommenderBase
@@ -28,6 +28,7 @@ from recommender.data import HistoryEntry, IntArray, Interactions, interactions_
 from recommender.evaluation.protocols import Split, time_split
 from recommender.model import Engine
 from recommender.threads import blas_threads
+from trainer.log import read_interactions
 
 Echo = Callable[[str], None]
 
@@ -51,68 +52,6 @@ def load_config(settings: Settings) -> RecommenderConfig:
 
         return RecommenderConfig.from_file(Path(settings.recommender_config_file))
     return RecommenderConfig()
-
-
-def parse_log_entry(fields: list[bytes]) -> tuple[str, str, float, int]:
-    """One training-log entry: fields ``p`` profile, ``i`` item, ``w`` weight, ``t`` time, each its own stream field,
-    so no id (tabs, newlines, anything) can break the log. ValueError for an entry that lacks one."""
-    if len(fields) == 8 and fields[0] == b"p" and fields[2] == b"i" and fields[4] == b"w" and fields[6] == b"t":
-        return fields[1].decode(), fields[3].decode(), float(fields[5]), int(fields[7])  # as the worker writes it
-    entry = dict(zip(fields[0::2], fields[1::2], strict=True))
-    if b"d" in entry and b"p" not in entry:  # the older tab-joined form
-        p, i, w, t = entry[b"d"].decode().split("	")
-        return p, i, float(w), int(t)
-    try:
-        return entry[b"p"].decode(), entry[b"i"].decode(), float(entry[b"w"]), int(entry[b"t"])
-    except KeyError as exc:
-        raise ValueError(f"training log entry without field {exc}") from exc
-
-
-def _stream_records(client: redis.Redis, key: str, chunk: int) -> Iterator[tuple[str, str, float, int]]:
-    """Entries of the training log, read as raw replies (redis-py's per-entry dicts cost more than the data)."""
-    raw = redis.Redis(connection_pool=client.connection_pool)
-    raw.set_response_callback("XRANGE", lambda response, **_: response)
-    start = b"-"
-    while True:
-        with redis_errors("reading the training log"):
-            rows = raw.execute_command("XRANGE", key, start, "+", "COUNT", chunk)
-        if not rows:
-            return
-        for _, fields in rows:
-            yield parse_log_entry(fields)
-        start = b"(" + rows[-1][0]
-
-
-def read_interactions(client: redis.Redis, keys: Keys, chunk: int = 10_000) -> Interactions:
-    """The training log (``{prefix}:interactions``) with visitors who logged in mapped to their customer, and the
-    entries of erased profiles (up to their erasure) left out."""
-    erased = _erasures(client, keys)
-    records = [r for r in _stream_records(client, keys.interactions, chunk) if not _erased(r, erased)]
-    anonymous = sorted({who.ident for who in (parse_pid(p) for p, _, _, _ in records) if who.kind == "a"})
-    alias: dict[str, str] = {}
-    for start in range(0, len(anonymous), 10_000):
-        part = anonymous[start : start + 10_000]
-        with redis_errors("reading visitor aliases"):
-            pipe = client.pipeline(transaction=False)
-            for anon in part:
-                pipe.hget(keys.alias(anon), "c")
-            customers = pipe.execute()
-        for anon, customer in zip(part, customers, strict=True):
-            if customer is not None:
-                alias[str(ProfileId("a", anon))] = str(ProfileId("c", customer.decode()))
-    return Interactions.from_records((alias.get(p, p), i, w, t) for p, i, w, t in records)
-
-
-def _erasures(client: redis.Redis, keys: Keys) -> dict[str, float]:
-    """Erased profile id -> erasure time (ms)."""
-    with redis_errors("reading the erasures"):
-        rows = client.zrange(keys.erasures, 0, -1, withscores=True)
-    return {member.decode(): float(score) for member, score in rows}
-
-
-def _erased(record: tuple[str, str, float, int], erased: dict[str, float]) -> bool:
-    at = erased.get(record[0])
-    return at is not None and record[3] <= at
 
 
 def holdout_split(log: Interactions, fraction: float, max_users: int, train_users: int = 0) -> Split | None:
