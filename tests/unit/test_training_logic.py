@@ -1,4 +1,4 @@
-"""The trainer's parts: the holdout check's user sample, the training child's priority (the training log: test_training_log)."""
+"""The trainer's parts: the holdout check's user sample, the training child's priority."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 from recommender.data import Interactions
 from stream.retrain import background_child
