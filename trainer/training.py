@@ -74,10 +74,12 @@ def holdout_split(log: Interactions, fraction: float, max_users: int, train_user
 def sample_users(log: Interactions, keep: IntArray, total: int, seed: int = 0) -> Interactions:
     """The interactions of the users ``keep`` and of others drawn at random, ``total`` users in all (pure; the id
     spaces unchanged; 0 or more users than the log holds: the whole log)."""
-    present = np.unique(log.users)
-    if total <= 0 or len(present) <= total:
+    present = np.bincount(log.users, minlength=log.n_users) > 0  # a mask, not a sort of the whole log
+    if total <= 0 or int(present.sum()) <= total:
         return log
-    others = np.setdiff1d(present, keep, assume_unique=True)
+    kept = np.zeros(log.n_users, dtype=bool)
+    kept[keep] = True
+    others = np.flatnonzero(present & ~kept)
     extra = max(total - len(keep), 0)
     drawn = np.random.default_rng(seed).choice(others, size=min(extra, len(others)), replace=False)
     chosen = np.zeros(len(log.user_ids), dtype=bool)
