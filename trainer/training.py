@@ -151,7 +151,9 @@ def _train(settings: Settings, client: redis.Redis, registry: Registry, version:
         raise NothingToTrain("no interactions logged yet: nothing to train on")
     echo(f"training on {len(log)} interactions, {log.n_users} users, {log.n_items} items ({config.algorithm})")
     with blas_threads(config.blas_threads):
+        t = time.perf_counter()
         split = holdout_split(log, settings.holdout_fraction, settings.holdout_max_users, settings.holdout_train_users)
+        timings["split_s"] = time.perf_counter() - t
         candidate_metrics: dict[str, float] = {}
         if split is not None:
             t = time.perf_counter()

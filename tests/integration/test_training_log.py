@@ -4,6 +4,8 @@ reading entry by entry."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 
@@ -11,6 +13,7 @@ from core.keyspace import Keys
 from core.redis import connect_sync
 from core.settings import Settings
 from recommender.data import Interactions
+from runtime.embedded import EmbeddedServer, start_redis_cluster
 from tests.integration.helpers import sync_redis
 from trainer.log import read_interactions
 
@@ -18,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 
 def _write(settings: Settings, n: int) -> list[tuple[str, str, float, int]]:
-    r = sync_redis(settings)
+    r = connect_sync(settings, decode_responses=True) if settings.redis_cluster else sync_redis(settings)
     keys = Keys(settings.key_prefix)
     records: list[tuple[str, str, float, int]] = []
     pipe = r.pipeline(transaction=False)
@@ -60,3 +63,22 @@ def test_the_log_reads_back_as_entry_by_entry(settings: Settings, chunk: int, re
 def test_an_empty_log_reads_as_no_interactions(settings: Settings) -> None:
     log = read_interactions(connect_sync(settings), Keys(settings.key_prefix))
     assert len(log) == 0 and log.n_users == 0
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[list[EmbeddedServer]]:
+    servers = start_redis_cluster(3)
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+def test_the_log_reads_back_from_a_cluster_node(cluster: list[EmbeddedServer], settings: Settings) -> None:
+    on_cluster = settings.model_copy(
+        update={"redis_url": f"redis://127.0.0.1:{cluster[0].port}/0", "redis_cluster": True}
+    )
+    records = _write(on_cluster, 300)
+    log = read_interactions(connect_sync(on_cluster), Keys(on_cluster.key_prefix), chunk=40, readers=2)
+    expected = _expected(records)
+    assert log.user_ids == expected.user_ids and log.item_ids == expected.item_ids
+    assert np.array_equal(log.users, expected.users) and np.array_equal(log.ts, expected.ts)
