@@ -13,18 +13,19 @@ import numpy as np
 import scipy.sparse as sp
 
 from recommender.config import RecommenderConfig
-from recommender.data import IntArray, Interactions
+from recommender.data import Int32Array, IntArray, Interactions
 from recommender.weighting import normalise_rows, prune_rows
 
 _HOUR_MS = 3_600_000.0
 
 
-def _collapsed_sequence(interactions: Interactions) -> tuple[IntArray, IntArray, IntArray]:
-    """Users, items and times of the positive events in time order, repeats of an item in a row dropped."""
+def _collapsed_sequence(interactions: Interactions) -> tuple[Int32Array, Int32Array, IntArray]:
+    """Users, items and times of the positive events in time order, repeats of an item in a row dropped (codes as
+    int32: the count matrix takes them without a conversion)."""
     order = interactions.chronological()
     order = order[interactions.weights[order] > 0]
-    users = interactions.users[order].astype(np.int64)
-    items = interactions.items[order].astype(np.int64)
+    users = interactions.users[order].astype(np.int32)
+    items = interactions.items[order].astype(np.int32)
     ts = interactions.ts[order]
     repeat = np.zeros(len(order), dtype=bool)
     repeat[1:] = (users[1:] == users[:-1]) & (items[1:] == items[:-1])
@@ -35,8 +36,8 @@ def transition_counts(interactions: Interactions, config: RecommenderConfig) -> 
     """Distance-decayed counts of ``a`` followed by ``b`` (plus reversed pairs times ``transition_backward``)."""
     users, items, ts = _collapsed_sequence(interactions)
     max_gap = None if config.transition_max_gap_hours is None else config.transition_max_gap_hours * _HOUR_MS
-    sources: list[IntArray] = []
-    targets: list[IntArray] = []
+    sources: list[Int32Array] = []
+    targets: list[Int32Array] = []
     values: list[np.ndarray] = []
     for k in range(1, config.transition_window + 1):
         if k >= len(items):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -18,8 +18,8 @@ import redis
 
 from core.clock import now_ms
 from core.errors import NothingToTrain, TrainingBusy
-from core.keyspace import Keys, ProfileId, parse_pid
-from core.redis import connect_sync, redis_errors
+from core.keyspace import Keys
+from core.redis import connect_sync
 from core.registry import Registry, new_version_id
 from core.settings import Settings
 from recommender.base import RecommenderBase
@@ -28,6 +28,7 @@ from recommender.data import HistoryEntry, IntArray, Interactions, interactions_
 from recommender.evaluation.protocols import Split, time_split
 from recommender.model import Engine
 from recommender.threads import blas_threads
+from trainer.log import read_interactions
 
 Echo = Callable[[str], None]
 
@@ -53,68 +54,6 @@ def load_config(settings: Settings) -> RecommenderConfig:
     return RecommenderConfig()
 
 
-def parse_log_entry(fields: list[bytes]) -> tuple[str, str, float, int]:
-    """One training-log entry: fields ``p`` profile, ``i`` item, ``w`` weight, ``t`` time, each its own stream field,
-    so no id (tabs, newlines, anything) can break the log. ValueError for an entry that lacks one."""
-    if len(fields) == 8 and fields[0] == b"p" and fields[2] == b"i" and fields[4] == b"w" and fields[6] == b"t":
-        return fields[1].decode(), fields[3].decode(), float(fields[5]), int(fields[7])  # as the worker writes it
-    entry = dict(zip(fields[0::2], fields[1::2], strict=True))
-    if b"d" in entry and b"p" not in entry:  # the older tab-joined form
-        p, i, w, t = entry[b"d"].decode().split("	")
-        return p, i, float(w), int(t)
-    try:
-        return entry[b"p"].decode(), entry[b"i"].decode(), float(entry[b"w"]), int(entry[b"t"])
-    except KeyError as exc:
-        raise ValueError(f"training log entry without field {exc}") from exc
-
-
-def _stream_records(client: redis.Redis, key: str, chunk: int) -> Iterator[tuple[str, str, float, int]]:
-    """Entries of the training log, read as raw replies (redis-py's per-entry dicts cost more than the data)."""
-    raw = redis.Redis(connection_pool=client.connection_pool)
-    raw.set_response_callback("XRANGE", lambda response, **_: response)
-    start = b"-"
-    while True:
-        with redis_errors("reading the training log"):
-            rows = raw.execute_command("XRANGE", key, start, "+", "COUNT", chunk)
-        if not rows:
-            return
-        for _, fields in rows:
-            yield parse_log_entry(fields)
-        start = b"(" + rows[-1][0]
-
-
-def read_interactions(client: redis.Redis, keys: Keys, chunk: int = 10_000) -> Interactions:
-    """The training log (``{prefix}:interactions``) with visitors who logged in mapped to their customer, and the
-    entries of erased profiles (up to their erasure) left out."""
-    erased = _erasures(client, keys)
-    records = [r for r in _stream_records(client, keys.interactions, chunk) if not _erased(r, erased)]
-    anonymous = sorted({who.ident for who in (parse_pid(p) for p, _, _, _ in records) if who.kind == "a"})
-    alias: dict[str, str] = {}
-    for start in range(0, len(anonymous), 10_000):
-        part = anonymous[start : start + 10_000]
-        with redis_errors("reading visitor aliases"):
-            pipe = client.pipeline(transaction=False)
-            for anon in part:
-                pipe.hget(keys.alias(anon), "c")
-            customers = pipe.execute()
-        for anon, customer in zip(part, customers, strict=True):
-            if customer is not None:
-                alias[str(ProfileId("a", anon))] = str(ProfileId("c", customer.decode()))
-    return Interactions.from_records((alias.get(p, p), i, w, t) for p, i, w, t in records)
-
-
-def _erasures(client: redis.Redis, keys: Keys) -> dict[str, float]:
-    """Erased profile id -> erasure time (ms)."""
-    with redis_errors("reading the erasures"):
-        rows = client.zrange(keys.erasures, 0, -1, withscores=True)
-    return {member.decode(): float(score) for member, score in rows}
-
-
-def _erased(record: tuple[str, str, float, int], erased: dict[str, float]) -> bool:
-    at = erased.get(record[0])
-    return at is not None and record[3] <= at
-
-
 def holdout_split(log: Interactions, fraction: float, max_users: int, train_users: int = 0) -> Split | None:
     """Train before the most recent ``fraction`` of interactions; test on what came after (None: too little).
     With ``train_users`` > 0 the holdout model learns from the judged users and others drawn at random, that many
@@ -135,10 +74,12 @@ def holdout_split(log: Interactions, fraction: float, max_users: int, train_user
 def sample_users(log: Interactions, keep: IntArray, total: int, seed: int = 0) -> Interactions:
     """The interactions of the users ``keep`` and of others drawn at random, ``total`` users in all (pure; the id
     spaces unchanged; 0 or more users than the log holds: the whole log)."""
-    present = np.unique(log.users)
-    if total <= 0 or len(present) <= total:
+    present = np.bincount(log.users, minlength=log.n_users) > 0  # a mask, not a sort of the whole log
+    if total <= 0 or int(present.sum()) <= total:
         return log
-    others = np.setdiff1d(present, keep, assume_unique=True)
+    kept = np.zeros(log.n_users, dtype=bool)
+    kept[keep] = True
+    others = np.flatnonzero(present & ~kept)
     extra = max(total - len(keep), 0)
     drawn = np.random.default_rng(seed).choice(others, size=min(extra, len(others)), replace=False)
     chosen = np.zeros(len(log.user_ids), dtype=bool)
@@ -210,7 +151,9 @@ def _train(settings: Settings, client: redis.Redis, registry: Registry, version:
         raise NothingToTrain("no interactions logged yet: nothing to train on")
     echo(f"training on {len(log)} interactions, {log.n_users} users, {log.n_items} items ({config.algorithm})")
     with blas_threads(config.blas_threads):
+        t = time.perf_counter()
         split = holdout_split(log, settings.holdout_fraction, settings.holdout_max_users, settings.holdout_train_users)
+        timings["split_s"] = time.perf_counter() - t
         candidate_metrics: dict[str, float] = {}
         if split is not None:
             t = time.perf_counter()

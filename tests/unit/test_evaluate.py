@@ -229,3 +229,13 @@ def test_evaluation_agrees_with_per_request_recommendations(beauty_slice: Path) 
         hits += ids[split.test_items[row]] in recommended
     assert hits > 0
     assert metrics["hr@10"] == pytest.approx(hits / split.n_test_users)
+
+
+@pytest.mark.parametrize("pool_size", [0, 1, 50, 5_000])
+def test_membership_of_keys_matches_numpy_isin(pool_size: int) -> None:
+    from recommender.evaluation.protocols import _member
+
+    rng = np.random.default_rng(pool_size)
+    pool = rng.integers(0, 3_000, pool_size).astype(np.int64)
+    keys = rng.integers(-5, 3_100, 2_000).astype(np.int64)
+    assert np.array_equal(_member(keys, pool), np.isin(keys, pool))

@@ -98,6 +98,26 @@ def test_normalise_and_prune_rows() -> None:
     np.testing.assert_array_equal(pruned, [[4.0, 0.0, 0.0, 3.0], [0.0, 0.0, 0.0, 0.0], [2.0, 0.0, 0.0, 5.0]])
 
 
+def _prune_by_sorting(m: sp.csr_matrix, k: int) -> np.ndarray:
+    """The reference: per row, entries sorted by value (descending), then column; the first ``k`` kept."""
+    dense = np.zeros(m.shape, dtype=np.float32)
+    for r in range(m.shape[0]):
+        cols, vals = m.indices[m.indptr[r] : m.indptr[r + 1]], m.data[m.indptr[r] : m.indptr[r + 1]]
+        for j in np.lexsort((cols, -vals))[:k]:
+            dense[r, cols[j]] = vals[j]
+    return dense
+
+
+@pytest.mark.parametrize("k", [1, 3, 8, 40])
+def test_prune_rows_keeps_the_largest_and_breaks_ties_by_lower_column(k: int) -> None:
+    rng = np.random.default_rng(k)
+    dense = rng.choice(np.array([0, 0, 0, 1, 2, 2, 3, 0.5, -1], dtype=np.float32), size=(30, 50))  # many ties
+    m = sp.csr_matrix(dense)
+    m.sort_indices()
+    np.testing.assert_array_equal(prune_rows(m, k).toarray(), _prune_by_sorting(m, k))
+    assert prune_rows(m, k).has_sorted_indices
+
+
 def test_top_n_orders_by_score_then_code_and_respects_exclusions() -> None:
     scores = np.array([[0.1, 0.9, 0.5, 0.9, 0.0], [1.0, 2.0, 3.0, 4.0, 5.0]], dtype=np.float32)
     batch = aggregate(

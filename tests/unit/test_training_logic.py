@@ -1,4 +1,4 @@
-"""The trainer's parts: the holdout check's user sample, the training-log entry forms, the training child's priority."""
+"""The trainer's parts: the holdout check's user sample, the training child's priority."""
 
 from __future__ import annotations
 
@@ -6,11 +6,10 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 from recommender.data import Interactions
 from stream.retrain import background_child
-from trainer.training import holdout_split, parse_log_entry, sample_users
+from trainer.training import holdout_split, sample_users
 
 
 def _log(users: int, per_user: int) -> Interactions:
@@ -45,23 +44,6 @@ def test_holdout_trains_on_the_sample_and_judges_the_same_users() -> None:
     assert np.array_equal(whole.test_users, sampled.test_users)
     assert len(np.unique(sampled.train.users)) == 100 < len(np.unique(whole.train.users))
     assert set(sampled.test_users.tolist()) <= set(np.unique(sampled.train.users).tolist())
-
-
-@pytest.mark.parametrize(
-    ("fields", "expected"),
-    [
-        ([b"p", b"c:a", b"i", b"x", b"w", b"2.5", b"t", b"7"], ("c:a", "x", 2.5, 7)),
-        ([b"t", b"7", b"w", b"2.5", b"i", b"x", b"p", b"c:a"], ("c:a", "x", 2.5, 7)),
-        ([b"d", b"c:a\tx\t2.5\t7"], ("c:a", "x", 2.5, 7)),
-    ],
-)
-def test_log_entry_forms(fields: list[bytes], expected: tuple[str, str, float, int]) -> None:
-    assert parse_log_entry(fields) == expected
-
-
-def test_log_entry_without_a_field_is_refused() -> None:
-    with pytest.raises(ValueError, match="without field"):
-        parse_log_entry([b"p", b"c:a", b"i", b"x", b"w", b"1"])
 
 
 def test_the_training_child_runs_at_the_lowest_priority_as_a_batch_job() -> None:
