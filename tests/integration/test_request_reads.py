@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 import api.reads as reads_module
 from api.reads import RequestReads
-from core.redis import connect
+from api.serving import ModelHolder
+from core.keyspace import Keys
+from core.redis import connect, connect_sync
 from core.settings import Settings
 from profiles.store import ProfileStore
+from runtime.embedded import EmbeddedServer, start_redis_cluster
 from runtime.simulate import SimulationConfig, simulate
 from tests.integration.helpers import app_client, apply, now_ms
 from trainer.training import train_once
@@ -73,3 +77,48 @@ async def test_lists_match_the_engine_and_the_stock_check_with_a_small_and_a_lar
                     assert served[: len(kept)] == kept and len(served) == 8
                     assert not (await store.out_of_stock(served))
             assert app.state.recs.reads._small is (gone == 2)  # 2 items out of stock, then 7
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[list[EmbeddedServer]]:
+    servers = start_redis_cluster(3)
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+async def test_the_reads_work_on_a_redis_cluster(cluster: list[EmbeddedServer], settings: Settings) -> None:
+    """The profile's keys and the global out-of-stock set live in different slots: the cluster client splits the
+    pipeline by node, and the answer is the same."""
+    on_cluster = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{cluster[0].port}/0",
+                                             "redis_cluster": True})  # fmt: skip
+    keys = Keys(on_cluster.key_prefix)  # written directly: the worker's script does not run on a cluster yet
+    direct = connect_sync(on_cluster, decode_responses=True)
+    direct.hset(keys.items("c:reader"), mapping={"sku-1": 1.0, "sku-2": 3.0})
+    direct.hset(keys.items_ts("c:reader"), mapping={"sku-1": 1_790_000_000_000, "sku-2": 1_790_000_060_000})
+    direct.sadd(keys.out_of_stock, "sku-9")
+    direct.close()
+    store = ProfileStore(connect(on_cluster), on_cluster)
+    try:
+        context, stock = await RequestReads(store).profile("c:reader")
+        assert context == await store.request_context("c:reader")
+        assert context.history == [("sku-2", 3.0, 1_790_000_060_000), ("sku-1", 1.0, 1_790_000_000_000)]
+        assert stock.items == frozenset({"sku-9"}) and stock.among(["sku-1", "sku-9"]) == {"sku-9"}
+    finally:
+        await store.client.aclose()
+
+
+async def test_a_loaded_version_has_its_lookups_built_off_the_event_loop(settings: Settings) -> None:
+    """The item index (seconds at a million items) and the popular items are built in the loading thread, not by
+    the first request after a swap."""
+    await apply(settings, list(simulate(DEMO)))
+    result = await asyncio.to_thread(train_once, settings)
+    holder = ModelHolder(settings)
+    try:
+        assert await holder.refresh()
+        assert holder.served is not None and holder.served.version == result.version
+        model = holder.served.model
+        assert model._index_cache is not None and model._index_cache[0] is model.item_ids
+        assert model._popular_top is not None
+    finally:
+        await holder.client.aclose()
