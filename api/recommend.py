@@ -28,6 +28,7 @@ from cachetools import TTLCache
 
 from api.degraded import PopularCopy, pick
 from api.exposures import ExposureWriter
+from api.reads import RequestReads, Stock
 from api.serving import ModelHolder, Served
 from core import metrics
 from core.errors import ServiceUnavailable, StoreUnavailable
@@ -190,6 +191,7 @@ class RecommendationService:
         self.rules = rules or RulesSource(None)
         self.segment_of = segment_of
         self.campaigns = campaigns or CampaignsSource(None)
+        self.reads = RequestReads(store)
         self.campaign_store = CampaignStore(store.client, store.keys, int(settings.profile_ttl_days * _DAY_MS))
         self.exposures = ExposureWriter(self.campaign_store)
         # (campaign, profile) -> variant: a recorded variant never changes, so a replica need not read it again
@@ -309,7 +311,7 @@ class RecommendationService:
         served = self.holder.served
         if ask.mode == "holdout":
             return await self._finish(ask, Chain(ask.n, set()), self._version(served), pid)
-        ctx = await self.store.request_context(pid)
+        ctx, stock = await self.reads.profile(pid)
         bought, history = ctx.bought, ctx.history
         allowed = await self.store.category_items(category) if category else None
         rebuy = ask.rebuy or self.settings.rebuy_window_days > 0
@@ -328,7 +330,7 @@ class RecommendationService:
         # what they already saw is not news in any step (bought items come back after their re-buy window)
         chain.excluded |= {item for item, _, _ in history if item not in bought}
         categories = [category] if category else ctx.categories
-        await self._fill(chain, categories, ask.mode)
+        await self._fill(chain, categories, ask.mode, stock)
         return await self._finish(ask, chain, self._version(served), pid, note=note)
 
     async def similar(self, item_id: str, n: int, **flags: bool) -> RecList:
@@ -476,12 +478,18 @@ class RecommendationService:
             out.append(Recommended(r.item_id, score, r.reason, extra or None))
         return out
 
-    async def _fill(self, chain: Chain, categories: list[str], mode: str = "engine") -> None:
-        """The popularity steps, then out-of-stock removal (refilled once)."""
+    async def _fill(
+        self, chain: Chain, categories: list[str], mode: str = "engine", stock: Stock | None = None
+    ) -> None:
+        """The popularity steps, then out-of-stock removal (refilled once); ``stock``: the out-of-stock items read
+        with the profile, when they were (else the store is asked about the list's items)."""
         for _ in range(2):
             if not chain.full:
                 await self._popular_steps(chain, categories, mode)
-            oos = await self.store.out_of_stock([r.item_id for r in chain.items])
+            ids = [r.item_id for r in chain.items]
+            oos = stock.among(ids) if stock is not None else None
+            if oos is None:
+                oos = await self.store.out_of_stock(ids)
             chain.items = [r for r in chain.items if r.item_id not in oos]
             if not oos:
                 return

@@ -118,7 +118,7 @@ class ModelHolder:
                 if loaded is None:
                     raise ValueError("it is current but has no stored blob")
                 await asyncio.to_thread(self.files.write, version, loaded.blob, loaded.meta)
-            model, meta = await asyncio.to_thread(self.files.open, version)
+            model, meta = await asyncio.to_thread(self._open, version)
         except StoreUnavailable:
             raise
         # The registry is a trust boundary: numpy, zipfile, zlib and the metadata's JSON each fail in their own way
@@ -130,6 +130,13 @@ class ModelHolder:
             log.error("model version %s cannot be loaded (%s); still serving %s", version, exc, still)
             return None
         return Served(model, version, meta, self.settings.api_mask_cache_size)
+
+    def _open(self, version: str) -> tuple[Engine, dict[str, object]]:
+        """The version's files opened, with what the first request would otherwise build on the event loop (the
+        item id -> code index: seconds at a million items, holding every request meanwhile; the popular items)."""
+        model, meta = self.files.open(version)
+        warm(model)
+        return model, meta
 
     async def start(self) -> None:
         try:
@@ -175,3 +182,9 @@ class ModelHolder:
             age = self.age_s()
             if age is not None:
                 metrics.MODEL_AGE_SECONDS.set(age)
+
+
+def warm(model: Engine) -> None:
+    """Build the model's lazily built lookups now (called in the loading thread, off the event loop)."""
+    if model.n_items:
+        _ = model.index, model.popular_top  # each property builds and caches its value

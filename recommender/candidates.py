@@ -38,6 +38,7 @@ class FactorIndex:
 
     def __init__(self, index: faiss.IndexIVFFlat) -> None:
         self.index = index
+        self._lists = int(index.nlist)  # read once: an attribute of the SWIG object costs microseconds per request
         self._params: dict[int, faiss.SearchParametersIVF] = {}  # per ``probe``: built once, not per request
 
     @property
@@ -50,7 +51,7 @@ class FactorIndex:
 
     @property
     def lists(self) -> int:
-        return int(self.index.nlist)
+        return self._lists
 
     @classmethod
     def build(cls, vectors: FloatMatrix, lists: int | None = None, seed: int = 0) -> FactorIndex:
@@ -186,6 +187,17 @@ def exclude_candidates(
         if excluded is not None:
             drop.append(np.asarray(excluded[r], dtype=np.int64))
         if drop:
-            values[r, np.isin(codes[r], np.concatenate(drop), kind="sort")] = -np.inf
+            values[r, members(codes[r], np.concatenate(drop))] = -np.inf
     if allowed is not None:
         values[~allowed[np.maximum(codes, 0)]] = -np.inf
+
+
+def members(codes: IntArray, items: NDArray[np.integer]) -> NDArray[np.bool_]:
+    """Which of ``codes`` are among ``items``: ``np.isin(codes, items)``, by a binary search in the few ``items``
+    (a request's history and exclusions) instead of sorting both (pure)."""
+    if items.size == 0:
+        return np.zeros(codes.shape, dtype=bool)
+    pool = np.sort(items.astype(np.int64, copy=False))
+    at = np.minimum(np.searchsorted(pool, codes), pool.size - 1)
+    found: NDArray[np.bool_] = pool[at] == codes
+    return found

@@ -66,9 +66,9 @@ class RecommenderConfig(BaseModel):
         20_000, ge=0, description="score only retrieved candidates from this catalogue size on (0: always)"
     )
     ann_candidates: int = Field(
-        200, ge=1, le=10_000, description="items taken from the nearest-neighbour index per request (als, bpr)"
+        100, ge=1, le=10_000, description="items taken from the nearest-neighbour index per request (als, bpr)"
     )
-    ann_probe: int = Field(16, ge=1, le=100_000, description="index lists scanned per request (als, bpr)")
+    ann_probe: int = Field(8, ge=1, le=100_000, description="index lists scanned per request (als, bpr)")
     ann_lists: int | None = Field(None, ge=1, description="index lists (None: about the square root of items)")
 
     # --- resources ---

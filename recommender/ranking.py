@@ -47,6 +47,10 @@ def top_n(scores: FloatMatrix, n: int) -> tuple[IntArray, FloatMatrix]:
     k = min(n, n_items)
     if k == 0:
         return np.zeros((rows, 0), dtype=np.int64), np.zeros((rows, 0), dtype=np.float32)
+    if rows == 1:  # a request: the same selection on one row, without the per-row bookkeeping
+        one = _top_of_row(scores[0], k)
+        if one is not None:
+            return one
     if k < n_items:
         part = np.argpartition(scores, n_items - k, axis=1)[:, n_items - k :]
         _lowest_codes_at_the_cut(scores, part)
@@ -56,6 +60,22 @@ def top_n(scores: FloatMatrix, n: int) -> tuple[IntArray, FloatMatrix]:
     order = np.lexsort((part, -part_scores), axis=1)
     idx = np.take_along_axis(part, order, axis=1).astype(np.int64)
     return idx, np.take_along_axis(part_scores, order, axis=1)
+
+
+def _top_of_row(row: NDArray[np.float32], k: int) -> tuple[IntArray, FloatMatrix] | None:
+    """:func:`top_n` of one row (as 1 x k matrices), or None when items tied at the cut straddle it (the general
+    path then picks the lowest codes among them)."""
+    n_items = row.size
+    if k < n_items:
+        part = np.argpartition(row, n_items - k)[n_items - k :]
+        part_scores = row[part]
+        if np.count_nonzero(row >= part_scores.min()) > k:
+            return None
+    else:
+        part = np.arange(n_items)
+        part_scores = row
+    order = np.lexsort((part, -part_scores))
+    return part[order].astype(np.int64)[None, :], part_scores[order][None, :]
 
 
 def _lowest_codes_at_the_cut(scores: FloatMatrix, part: NDArray[np.intp]) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from recommender import Engine, Interactions, RecommenderConfig
-from recommender.candidates import FactorIndex, exclude_candidates, sparse_rows, union_codes
+from recommender.candidates import FactorIndex, exclude_candidates, members, sparse_rows, union_codes
 from recommender.data import encode
 from recommender.serialize import load, save, unpack_to_dir
 from recommender.weighting import sparse_scores
@@ -211,3 +211,11 @@ def test_union_codes_equals_numpy_unique() -> None:
     assert np.array_equal(union_codes(parts), np.unique(np.concatenate(parts)))
     assert union_codes([np.array([4], dtype=np.int64)]).tolist() == [4]
     assert union_codes([np.zeros(0, dtype=np.int64)]).size == 0
+
+
+def test_members_equals_numpy_isin() -> None:
+    rng = np.random.default_rng(9)
+    for size, pool in [(0, 5), (1, 0), (40, 3), (600, 25), (50, 200)]:
+        codes = rng.integers(-1, 80, size).astype(np.int64)
+        items = rng.integers(0, 80, pool).astype(np.int32)
+        assert np.array_equal(members(codes, items), np.isin(codes, items))

@@ -134,3 +134,20 @@ def test_top_n_orders_by_score_then_code_and_respects_exclusions() -> None:
     assert ranks_of(scores, np.array([0]), np.array([4])).tolist() == [2]
     with pytest.raises(ValueError):
         top_n(scores, -1)
+
+
+def test_top_n_of_one_row_equals_that_row_ranked_in_a_batch() -> None:
+    """A request ranks one row (its own fast path); the same row among others goes the general way: same picks,
+    with ties (straddling the cut or not), -inf entries and rows shorter than n."""
+    rng = np.random.default_rng(11)
+    for trial in range(300):
+        width = int(rng.integers(1, 60))
+        row = rng.integers(0, 6, width).astype(np.float32)  # few distinct values: many ties
+        row[rng.random(width) < 0.3] = -np.inf
+        n = int(rng.integers(1, 70))
+        batch = np.vstack([row, rng.random(width).astype(np.float32)])  # two rows: never the one-row path
+        idx, vals = top_n(row[None, :].copy(), n)
+        ref_idx, ref_vals = top_n(batch, n)
+        assert idx.tolist() == ref_idx[:1].tolist(), trial
+        assert vals.tolist() == ref_vals[:1].tolist(), trial
+        assert idx.dtype == np.int64 and vals.dtype == np.float32
