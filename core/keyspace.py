@@ -134,6 +134,11 @@ class Keys:
         if not PREFIX_PATTERN.match(self.prefix):
             raise ValueError(f"key prefix must be 1-64 letters, digits, '_', '.' or '-': {self.prefix!r}")
 
+    @property
+    def _g(self) -> str:
+        """The start of every key across profiles: they share the hash tag ``{g}`` (one Redis Cluster slot)."""
+        return f"{self.prefix}:{{g}}"
+
     # ----- one profile (one hash tag) -----
 
     def _p(self, pid: str | ProfileId) -> str:
@@ -180,6 +185,10 @@ class Keys:
         """The visitors who logged in as a customer (in the customer's slot)."""
         return f"{self._p(ProfileId('c', customer_id))}:visitors"
 
+    def merging(self, pid: str | ProfileId) -> str:
+        """A scratch key of a profile's slot, present only inside the script merging a visitor into it."""
+        return f"{self._p(pid)}:merging"
+
     def served(self, pid: str | ProfileId) -> str:
         """The last recommendation lists served to a profile (business rules' ``rotate``; a bounded, TTL'd list)."""
         return f"{self._p(pid)}:served"
@@ -194,7 +203,7 @@ class Keys:
 
     @property
     def erasures(self) -> str:
-        return f"{self.prefix}:erasures"
+        return f"{self._g}:erasures"
 
     # ----- catalogue -----
 
@@ -206,88 +215,97 @@ class Keys:
         return f"{self.item(item_id)}:seen:{encode_id(source)}:{encode_id(event_id)}"
 
     def category(self, category: str) -> str:
-        return f"{self.prefix}:category:{encode_id(category)}"
+        return f"{self._g}:category:{encode_id(category)}"
 
     @property
     def catalogue(self) -> str:
-        return f"{self.prefix}:catalogue"
+        return f"{self._g}:catalogue"
 
     @property
     def out_of_stock(self) -> str:
-        return f"{self.prefix}:out_of_stock"
+        return f"{self._g}:out_of_stock"
 
     # ----- across profiles -----
 
     @property
     def profiles(self) -> str:
-        return f"{self.prefix}:profiles"
+        return f"{self._g}:profiles"
 
     def trending(self, era: int) -> str:
-        return f"{self.prefix}:trending:{era}"
+        return f"{self._g}:trending:{era}"
 
     @property
     def popular(self) -> str:
-        return f"{self.prefix}:popular"
+        return f"{self._g}:popular"
 
     @property
     def interactions(self) -> str:
-        return f"{self.prefix}:interactions"
+        return f"{self._g}:interactions"
 
     @property
     def applied_count(self) -> str:
-        return f"{self.prefix}:stats:applied"
+        return f"{self._g}:stats:applied"
 
     @property
     def interactions_count(self) -> str:
-        return f"{self.prefix}:stats:interactions"
+        return f"{self._g}:stats:interactions"
+
+    @property
+    def applied_offsets(self) -> str:
+        """Redis Cluster only: per ``<topic>:<partition>``, the highest offset whose global effects were applied."""
+        return f"{self._g}:offsets"
+
+    def handoff(self, anonymous_id: str) -> str:
+        """Redis Cluster only: a visitor's profile on its way into a customer's at a login (in the visitor's slot)."""
+        return f"{self._p(ProfileId('a', anonymous_id))}:handoff"
 
     @property
     def worker_consuming(self) -> str:
         """Set (with a short expiry) by every worker that holds partitions of the events topic."""
-        return f"{self.prefix}:worker:consuming"
+        return f"{self._g}:worker:consuming"
 
     # ----- model versions -----
 
     @property
     def model_current(self) -> str:
-        return f"{self.prefix}:model:current"
+        return f"{self._g}:model:current"
 
     @property
     def model_versions(self) -> str:
-        return f"{self.prefix}:model:versions"
+        return f"{self._g}:model:versions"
 
     def model_blob(self, version: str) -> str:
-        return f"{self.prefix}:model:blob:{encode_id(version)}"
+        return f"{self._g}:model:blob:{encode_id(version)}"
 
     def model_meta(self, version: str) -> str:
-        return f"{self.prefix}:model:meta:{encode_id(version)}"
+        return f"{self._g}:model:meta:{encode_id(version)}"
 
     @property
     def model_trained(self) -> str:
-        return f"{self.prefix}:model:trained"
+        return f"{self._g}:model:trained"
 
     @property
     def model_lock(self) -> str:
-        return f"{self.prefix}:model:lock"
+        return f"{self._g}:model:lock"
 
     # ----- campaigns -----
 
     def campaign_stats(self, name: str) -> str:
         """A campaign's counters per variant (one hash tag per campaign)."""
-        return f"{self.prefix}:camp:{{{encode_id(name)}}}"
+        return f"{self._g}:camp:{encode_id(name)}"
 
     # ----- analytics -----
 
     @property
     def analytics_state(self) -> str:
-        return f"{self.prefix}:an:state"
+        return f"{self._g}:an:state"
 
     @property
     def analytics_lock(self) -> str:
-        return f"{self.prefix}:an:lock"
+        return f"{self._g}:an:lock"
 
     def snapshot(self, sid: str) -> str:
-        return f"{self.prefix}:an:snap:{encode_id(sid)}"
+        return f"{self._g}:an:snap:{encode_id(sid)}"
 
     def snapshot_members(self, sid: str, index: int) -> str:
         return f"{self.snapshot(sid)}:{index}"
