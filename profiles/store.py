@@ -314,6 +314,18 @@ class ProfileStore:
         and analytics to skip them. Returns the profile ids erased (the customer first)."""
         now = now or now_ms()
         tombstone_ms = int(self.settings.erasure_tombstone_days * _DAY_MS)
+        if self.cluster:
+            pids = await self._forget_on_cluster(customer_id, now, tombstone_ms)
+        else:
+            pids = await self._forget_at_once(customer_id, now, tombstone_ms)
+        await self._forget_markers(pids)
+        with redis_errors(f"erasing the lists served to customer {customer_id!r}"):
+            for pid in pids:  # one slot each
+                await self.client.delete(self.keys.served(pid), self.keys.campaigns(pid))
+        return [str(p) for p in pids]
+
+    async def _forget_at_once(self, customer_id: str, now: int, tombstone_ms: int) -> list[ProfileId]:
+        """One node: the customer, their visitors and the indexes in one script (forget.lua)."""
         for _ in range(MAX_STALE_ROUNDS):
             with redis_errors(f"reading the visitors of customer {customer_id!r}"):
                 visitors = sorted(await self.client.smembers(self.keys.visitors(customer_id)))
@@ -326,11 +338,38 @@ class ProfileStore:
             with redis_errors(f"erasing customer {customer_id!r}"):
                 done = int(await self._forget(keys=keys, args=args))
             if done >= 0:
-                await self._forget_markers(pids)
-                with redis_errors(f"erasing the lists served to customer {customer_id!r}"):
-                    for pid in pids:  # one slot each
-                        await self.client.delete(self.keys.served(pid), self.keys.campaigns(pid))
-                return [str(p) for p in pids]
+                return pids
+        raise StoreUnavailable(f"erasing customer {customer_id!r}: their visitors kept changing", "contention")
+
+    async def _forget_on_cluster(self, customer_id: str, now: int, tombstone_ms: int) -> list[ProfileId]:
+        """Redis Cluster: per slot, idempotent (run again after a failure, it finishes the job). Each profile's
+        tombstone first (its events stop applying), then its keys (and a visitor's login link and hand-off), then
+        the global indexes; the customer's visitors are read again until no login added one meanwhile."""
+        done: list[ProfileId] = []
+        for _ in range(MAX_STALE_ROUNDS):
+            with redis_errors(f"reading the visitors of customer {customer_id!r}"):
+                visitors = sorted(await self.client.smembers(self.keys.visitors(customer_id)))
+            pids = [ProfileId("c", customer_id), *(ProfileId("a", v) for v in visitors)]
+            todo = [pid for pid in pids if pid not in done]
+            if not todo:
+                with redis_errors(f"erasing customer {customer_id!r}"):
+                    await self.client.delete(self.keys.visitors(customer_id))
+                return pids
+            with redis_errors(f"erasing customer {customer_id!r}"):
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for pid in todo:
+                        pipe.set(self.keys.erased(pid), now, px=tombstone_ms)
+                        for key in self.keys.profile_keys(pid):
+                            pipe.delete(key)
+                        if pid.kind == "a":
+                            pipe.delete(self.keys.alias(pid.ident))
+                            pipe.delete(self.keys.handoff(pid.ident))
+                    await pipe.execute()
+                async with self.client.pipeline(transaction=False) as pipe:
+                    pipe.zadd(self.keys.erasures, {str(pid): now for pid in todo})
+                    pipe.zrem(self.keys.profiles, *(str(pid) for pid in todo))
+                    await pipe.execute()
+            done += todo
         raise StoreUnavailable(f"erasing customer {customer_id!r}: their visitors kept changing", "contention")
 
     async def _forget_markers(self, pids: list[ProfileId]) -> None:

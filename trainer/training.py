@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import redis
@@ -68,9 +68,17 @@ def parse_log_entry(fields: list[bytes]) -> tuple[str, str, float, int]:
         raise ValueError(f"training log entry without field {exc}") from exc
 
 
+def _pool_of(client: redis.Redis, key: str) -> redis.ConnectionPool:
+    """The connection pool of the node holding ``key`` (on a Redis Cluster: the node of its slot)."""
+    if isinstance(client, redis.RedisCluster):
+        node = client.get_node_from_key(key)
+        return cast(redis.ConnectionPool, client.get_redis_connection(node).connection_pool)
+    return client.connection_pool
+
+
 def _stream_records(client: redis.Redis, key: str, chunk: int) -> Iterator[tuple[str, str, float, int]]:
     """Entries of the training log, read as raw replies (redis-py's per-entry dicts cost more than the data)."""
-    raw = redis.Redis(connection_pool=client.connection_pool)
+    raw = redis.Redis(connection_pool=_pool_of(client, key))
     raw.set_response_callback("XRANGE", lambda response, **_: response)
     start = b"-"
     while True:
