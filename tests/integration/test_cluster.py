@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +24,7 @@ from profiles.updates import Plan, plan_update
 from runtime.embedded import EmbeddedServer
 from schemas import EventLimits, parse_event_obj
 from tests.conftest import on_cluster as cluster_settings
-from tests.integration import test_serving
+from tests.integration import test_campaigns, test_serving
 
 pytestmark = pytest.mark.integration
 COUNT_KEYS = "return #KEYS"
@@ -190,3 +191,13 @@ async def test_a_model_is_promoted_and_served_through_the_cluster_client(on_clus
 
 async def test_rollback_on_the_cluster(on_cluster: Settings) -> None:
     await test_serving.test_rollback_serves_the_previous_version(on_cluster)
+
+
+async def test_campaign_outcomes_count_once_on_the_cluster(on_cluster: Settings, tmp_path: Path) -> None:
+    await test_campaigns.test_a_known_uplift_is_reported_with_an_interval_containing_it_and_redelivery_changes_nothing(
+        on_cluster, tmp_path
+    )
+
+
+async def test_a_visitors_variant_follows_the_login_on_the_cluster(on_cluster: Settings, tmp_path: Path) -> None:
+    await test_campaigns.test_a_visitor_keeps_the_variant_after_logging_in(on_cluster, tmp_path)
