@@ -10,7 +10,10 @@ the Lua scripts touch (they get them as ``KEYS``, never build one).
 another profile's key or a global key: ``victim:cart`` is ``c:victim%3Acart``, not ``victim``'s cart.
 
 **Hash tags.** All keys of one profile share the hash tag ``{<kind>:<encoded id>}``, so one profile's updates touch
-one Redis Cluster slot.
+one Redis Cluster slot; an item's keys share ``{<encoded id>}``; every key across profiles (indexes, rankings, the
+training log, counters, catalogue sets, models, campaign counters, analytics) shares the tag ``{g}``: one slot, so
+the global effects of a chunk of events are one script call (profiles/apply_global.lua), as are a model's
+promotion and an analytics publication. On a single node the tags change nothing.
 
 | key | type | holds |
 |---|---|---|
@@ -22,33 +25,37 @@ one Redis Cluster slot.
 | ``{p}:p:{T}:items_ts`` | hash | item -> last interaction time (ms) |
 | ``{p}:p:{T}:bought`` | hash | item -> last purchase time (ms) |
 | ``{p}:p:{T}:sess`` | HyperLogLog | session ids |
-| ``{p}:p:{T}:seen:{S}:{E}`` | string | de-duplication marker of an event of this profile from sender ``S`` (TTL) |
+| ``{p}:p:{T}:seen:{S}:{E}`` | string | de-duplication marker of an event applied to this profile from sender ``S`` (TTL): ``1``, or on a Redis Cluster the event's global record (its origin ``<topic>:<partition>`` and offset, its global operations) |
 | ``{p}:p:{a:V}:alias`` | hash | ``c``: the customer visitor ``V`` last logged in as, ``t``: when (ms) |
+| ``{p}:p:{a:V}:handoff`` | hash | Redis Cluster: login -> the visitor's profile on its way into the customer's (until taken; TTL) |
 | ``{p}:p:{c:X}:visitors`` | set | the visitors (anonymous ids) who logged in as customer ``X`` |
+| ``{p}:p:{T}:merging`` | string | scratch key of a login merge, only inside the script |
 | ``{p}:p:{T}:camp`` | hash | per campaign ``c``: ``c`` variant, ``c:t`` first exposure, ``c:rev`` revenue since ... |
 | ``{p}:p:{T}:erased`` | string | erasure tombstone: events of this profile up to this time (ms) are not applied |
-| ``{p}:erasures`` | zset | erased profile id -> erasure time (ms): training and analytics skip them |
-| ``{p}:profiles`` | zset | profile id (``c:``/``a:`` form) -> last seen (ms) |
-| ``{p}:trending:{era}`` | zset | item -> forward-decayed popularity for that era's landmark |
-| ``{p}:popular`` | zset | item -> all-time weight |
+| ``{p}:p:{T}:served`` | list | the last recommendation lists served (business rules' ``rotate``; TTL) |
 | ``{p}:item:{I}`` | hash | catalogue: title, category, price, in_stock, updated |
-| ``{p}:item:{I}:seen:{S}:{E}`` | string | de-duplication marker of a catalogue event from sender ``S`` (TTL) |
-| ``{p}:catalogue`` | set | item ids |
-| ``{p}:out_of_stock`` | set | item ids the catalogue marks as not in stock |
-| ``{p}:category:{C}`` | set | item ids of a category |
-| ``{p}:interactions`` | stream | fields ``p`` profile id, ``i`` item, ``w`` weight, ``t`` time (ms): the training log |
-| ``{p}:stats:applied`` | string | count of events applied (all workers) |
-| ``{p}:stats:interactions`` | string | count of interactions logged (the retraining trigger) |
-| ``{p}:worker:consuming`` | string | a worker holds partitions of the events topic (expires 5 s after its last beat) |
-| ``{p}:model:current`` | string | the served model version |
-| ``{p}:model:versions`` | list | promoted versions, newest first (rollback history) |
-| ``{p}:model:blob:{v}`` / ``{p}:model:meta:{v}`` | string | a version's npz bytes / JSON metadata and metrics |
-| ``{p}:model:trained`` | hash | interaction count and time of the last training |
-| ``{p}:model:lock`` | string | held while a training runs |
-| ``{p}:camp:{N}`` | hash | a campaign's counters ``<variant>:<count>`` (profiles/campaigns.py ``COUNTS``) |
-| ``{p}:an:state`` | string | JSON state of the last analytics refresh |
-| ``{p}:an:lock`` | string | token of the analytics refresh holding the lock (TTL) |
-| ``{p}:an:snap:{s}`` / ``{p}:an:snap:{s}:{i}`` | string / list | a segment snapshot's meta / its i-th segment |
+| ``{p}:item:{I}:seen:{S}:{E}`` | string | de-duplication marker of a catalogue event from sender ``S`` (TTL; as above) |
+| ``{p}:{g}:erasures`` | zset | erased profile id -> erasure time (ms): training and analytics skip them |
+| ``{p}:{g}:profiles`` | zset | profile id (``c:``/``a:`` form) -> last seen (ms) |
+| ``{p}:{g}:trending:{era}`` | zset | item -> forward-decayed popularity for that era's landmark |
+| ``{p}:{g}:popular`` | zset | item -> all-time weight |
+| ``{p}:{g}:catalogue`` | set | item ids |
+| ``{p}:{g}:out_of_stock`` | set | item ids the catalogue marks as not in stock |
+| ``{p}:{g}:category:{C}`` | set | item ids of a category |
+| ``{p}:{g}:interactions`` | stream | fields ``p`` profile id, ``i`` item, ``w`` weight, ``t`` time (ms): the training log |
+| ``{p}:{g}:stats:applied`` | string | count of events applied (all workers) |
+| ``{p}:{g}:stats:interactions`` | string | count of interactions logged (the retraining trigger) |
+| ``{p}:{g}:offsets`` | hash | Redis Cluster: ``<topic>:<partition>`` -> highest offset whose global effects were applied |
+| ``{p}:{g}:worker:consuming`` | string | a worker holds partitions of the events topic (expires 5 s after its last beat) |
+| ``{p}:{g}:model:current`` | string | the served model version |
+| ``{p}:{g}:model:versions`` | list | promoted versions, newest first (rollback history) |
+| ``{p}:{g}:model:blob:{v}`` / ``{p}:{g}:model:meta:{v}`` | string | a version's npz bytes / JSON metadata and metrics |
+| ``{p}:{g}:model:trained`` | hash | interaction count and time of the last training |
+| ``{p}:{g}:model:lock`` | string | held while a training runs |
+| ``{p}:{g}:camp:{N}`` | hash | a campaign's counters ``<variant>:<count>`` (profiles/campaigns.py ``COUNTS``) |
+| ``{p}:{g}:an:state`` | string | JSON state of the last analytics refresh |
+| ``{p}:{g}:an:lock`` | string | token of the analytics refresh holding the lock (TTL) |
+| ``{p}:{g}:an:snap:{s}`` / ``{p}:{g}:an:snap:{s}:{i}`` | string / list | a segment snapshot's meta / its i-th segment |
 
 ``{p}`` is the key prefix (``ECRM_KEY_PREFIX``), ``T`` a profile's tag, ``E``, ``I``, ``C``, ``V``, ``X``, ``N``
 encoded ids (``N`` a campaign's name; the fields of ``camp``: docs/campaigns.md), ``S`` the source of an event (the
@@ -117,6 +124,23 @@ def parse_pid(pid: str | ProfileId) -> ProfileId:
     if not sep or not ident or kind not in ("c", "a"):
         raise ValueError(f"not a profile id (c:<customer> or a:<visitor>): {pid!r}")
     return ProfileId(kind, ident)  # type: ignore[arg-type]
+
+
+_LEGACY_GLOBAL = re.compile(
+    r"^(erasures|catalogue|out_of_stock|profiles|popular|interactions|stats:(applied|interactions)|worker:consuming"
+    r"|model:.+|an:.+|trending:-?[0-9]+|category:[^{}]*|camp:\{[^{}]*\})$"
+)
+
+
+def legacy_global(prefix: str, key: str) -> str | None:
+    """The current name of a global key written before the global keys moved under the hash tag ``{g}``
+    (``ecrm migrate-keys``), None for any other key (pure)."""
+    head = f"{prefix}:"
+    if not key.startswith(head) or not _LEGACY_GLOBAL.match(rest := key[len(head) :]):
+        return None
+    if rest.startswith("camp:"):
+        rest = f"camp:{rest[6:-1]}"  # a campaign's counters had a tag of their own
+    return f"{head}{{g}}:{rest}"
 
 
 def trending_era(ts_ms: int, half_life_ms: float) -> int:

@@ -7,6 +7,8 @@ global call, a login's hand-off interrupted, and a model promoted and served thr
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +24,7 @@ from core.settings import Settings
 from profiles.store import APPLIED, DUPLICATE, ProfileStore
 from profiles.updates import Plan, plan_update
 from runtime.embedded import EmbeddedServer
+from runtime.local import settings_env
 from schemas import EventLimits, parse_event_obj
 from tests.conftest import on_cluster as cluster_settings
 from tests.integration import test_campaigns, test_serving
@@ -201,3 +204,21 @@ async def test_campaign_outcomes_count_once_on_the_cluster(on_cluster: Settings,
 
 async def test_a_visitors_variant_follows_the_login_on_the_cluster(on_cluster: Settings, tmp_path: Path) -> None:
     await test_campaigns.test_a_visitor_keeps_the_variant_after_logging_in(on_cluster, tmp_path)
+
+
+def test_migrate_keys_moves_an_older_layout_under_the_global_tag(settings: Settings) -> None:
+    r = connect_sync(settings, decode_responses=True)
+    p = settings.key_prefix
+    r.zadd(f"{p}:popular", {"sku-1": 3.0})
+    r.hset(f"{p}:camp:{{exp}}", "a:assigned", 2)
+    r.set(f"{p}:model:current", "v1")
+    r.hset(f"{p}:p:{{c:x}}", "n:page_view", 1)  # a profile's key stays
+    r.set(f"{p}:{{g}}:model:current", "v2")  # already written by the current engine: kept
+    env = settings_env(settings)
+    out = subprocess.run([sys.executable, "-m", "ecrm", "migrate-keys"], env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and "moved 2 global keys" in out.stdout, out.stdout + out.stderr
+    keys = Keys(p)
+    assert r.zrange(keys.popular, 0, -1, withscores=True) == [("sku-1", 3.0)]
+    assert r.hgetall(keys.campaign_stats("exp")) == {"a:assigned": "2"}
+    assert r.get(keys.model_current) == "v2" and r.get(f"{p}:model:current") == "v1"
+    assert r.hgetall(keys.profile("c:x")) == {"n:page_view": "1"}
