@@ -25,16 +25,16 @@ promotion and an analytics publication. On a single node the tags change nothing
 | ``{p}:p:{T}:items_ts`` | hash | item -> last interaction time (ms) |
 | ``{p}:p:{T}:bought`` | hash | item -> last purchase time (ms) |
 | ``{p}:p:{T}:sess`` | HyperLogLog | session ids |
-| ``{p}:p:{T}:seen:{S}:{E}`` | string | de-duplication marker of an event applied to this profile from sender ``S`` (TTL): ``1``, or on a Redis Cluster the event's global record (its origin ``<topic>:<partition>`` and offset, its global operations) |
+| ``{p}:p:{T}:seen:{S}:{E}`` | string | de-duplication marker of an event from sender ``S`` (TTL): ``1``, on a cluster (*) |
 | ``{p}:p:{a:V}:alias`` | hash | ``c``: the customer visitor ``V`` last logged in as, ``t``: when (ms) |
-| ``{p}:p:{a:V}:handoff`` | hash | Redis Cluster: login -> the visitor's profile on its way into the customer's (until taken; TTL) |
+| ``{p}:p:{a:V}:handoff`` | hash | cluster: login -> the visitor's profile on its way to the customer (TTL) |
 | ``{p}:p:{c:X}:visitors`` | set | the visitors (anonymous ids) who logged in as customer ``X`` |
 | ``{p}:p:{T}:merging`` | string | scratch key of a login merge, only inside the script |
 | ``{p}:p:{T}:camp`` | hash | per campaign ``c``: ``c`` variant, ``c:t`` first exposure, ``c:rev`` revenue since ... |
 | ``{p}:p:{T}:erased`` | string | erasure tombstone: events of this profile up to this time (ms) are not applied |
 | ``{p}:p:{T}:served`` | list | the last recommendation lists served (business rules' ``rotate``; TTL) |
 | ``{p}:item:{I}`` | hash | catalogue: title, category, price, in_stock, updated |
-| ``{p}:item:{I}:seen:{S}:{E}`` | string | de-duplication marker of a catalogue event from sender ``S`` (TTL; as above) |
+| ``{p}:item:{I}:seen:{S}:{E}`` | string | de-duplication marker of a catalogue event from sender ``S`` (TTL; (*)) |
 | ``{p}:{g}:erasures`` | zset | erased profile id -> erasure time (ms): training and analytics skip them |
 | ``{p}:{g}:profiles`` | zset | profile id (``c:``/``a:`` form) -> last seen (ms) |
 | ``{p}:{g}:trending:{era}`` | zset | item -> forward-decayed popularity for that era's landmark |
@@ -42,11 +42,11 @@ promotion and an analytics publication. On a single node the tags change nothing
 | ``{p}:{g}:catalogue`` | set | item ids |
 | ``{p}:{g}:out_of_stock`` | set | item ids the catalogue marks as not in stock |
 | ``{p}:{g}:category:{C}`` | set | item ids of a category |
-| ``{p}:{g}:interactions`` | stream | fields ``p`` profile id, ``i`` item, ``w`` weight, ``t`` time (ms): the training log |
+| ``{p}:{g}:interactions`` | stream | training log: ``p`` profile id, ``i`` item, ``w`` weight, ``t`` time (ms) |
 | ``{p}:{g}:stats:applied`` | string | count of events applied (all workers) |
 | ``{p}:{g}:stats:interactions`` | string | count of interactions logged (the retraining trigger) |
-| ``{p}:{g}:offsets`` | hash | Redis Cluster: ``<topic>:<partition>`` -> highest offset whose global effects were applied |
-| ``{p}:{g}:worker:consuming`` | string | a worker holds partitions of the events topic (expires 5 s after its last beat) |
+| ``{p}:{g}:offsets`` | hash | cluster: ``<topic>:<partition>`` -> highest offset whose global effects applied |
+| ``{p}:{g}:worker:consuming`` | string | a worker holds partitions of the events topic (expires 5 s after its beat) |
 | ``{p}:{g}:model:current`` | string | the served model version |
 | ``{p}:{g}:model:versions`` | list | promoted versions, newest first (rollback history) |
 | ``{p}:{g}:model:blob:{v}`` / ``{p}:{g}:model:meta:{v}`` | string | a version's npz bytes / JSON metadata and metrics |
@@ -56,6 +56,9 @@ promotion and an analytics publication. On a single node the tags change nothing
 | ``{p}:{g}:an:state`` | string | JSON state of the last analytics refresh |
 | ``{p}:{g}:an:lock`` | string | token of the analytics refresh holding the lock (TTL) |
 | ``{p}:{g}:an:snap:{s}`` / ``{p}:{g}:an:snap:{s}:{i}`` | string / list | a segment snapshot's meta / its i-th segment |
+
+(*) on a Redis Cluster a marker holds the event's global record: its origin (``<topic>:<partition>``, offset) and
+the operations it did on global keys, so that a redelivery can complete a global call a crash cut off.
 
 ``{p}`` is the key prefix (``ECRM_KEY_PREFIX``), ``T`` a profile's tag, ``E``, ``I``, ``C``, ``V``, ``X``, ``N``
 encoded ids (``N`` a campaign's name; the fields of ``camp``: docs/campaigns.md), ``S`` the source of an event (the
