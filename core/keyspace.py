@@ -25,7 +25,7 @@ promotion and an analytics publication. On a single node the tags change nothing
 | ``{p}:p:{T}:items_ts`` | hash | item -> last interaction time (ms) |
 | ``{p}:p:{T}:bought`` | hash | item -> last purchase time (ms) |
 | ``{p}:p:{T}:sess`` | HyperLogLog | session ids |
-| ``{p}:p:{T}:seen:{S}:{E}`` | string | de-duplication marker of an event from sender ``S`` (TTL): ``1``, on a cluster (*) |
+| ``{p}:p:{T}:seen:{S}:{E}`` | string | de-duplication marker of an event from sender ``S`` (TTL; see (*)) |
 | ``{p}:p:{a:V}:alias`` | hash | ``c``: the customer visitor ``V`` last logged in as, ``t``: when (ms) |
 | ``{p}:p:{a:V}:handoff`` | hash | cluster: login -> the visitor's profile on its way to the customer (TTL) |
 | ``{p}:p:{c:X}:visitors`` | set | the visitors (anonymous ids) who logged in as customer ``X`` |
