@@ -222,6 +222,7 @@ class _Context:
 
     def __init__(self, found: Lookups, keys: Keys, params: ScriptParams, table: _KeyTable, cluster: bool) -> None:
         self.found, self.keys, self.params, self.table, self.cluster = found, keys, params, table, cluster
+        self._era_names: dict[int, tuple[str, str]] = {}
 
     def wire(self, plan: Plan, origin: Origin | None) -> dict[str, Any]:
         out = self._catalogue(plan) if plan.catalogue is not None else self._behaviour(plan)
@@ -299,13 +300,20 @@ class _Context:
             "camp": table.index(keys.campaigns(visitor)),
         }
 
+    def _eras(self, era: int) -> tuple[str, str]:
+        """The names of an era's trending key and the next one's (put in the key table on a single node)."""
+        names = self._era_names.get(era)
+        if names is None:
+            names = self._era_names[era] = (f"tr:{era}", f"tr:{era + 1}")
+            if not self.cluster:
+                self.table.named(names[0], self.keys.trending(era))
+                self.table.named(names[1], self.keys.trending(era + 1))
+        return names
+
     def _interaction(self, item: str, category: str, weight: float, ts: int) -> list[Any]:
         keys, table = self.keys, self.table
         era = trending_era(ts, self.params.trending_half_life_ms)
-        names = (f"tr:{era}", f"tr:{era + 1}")
-        if not self.cluster:
-            table.named(names[0], keys.trending(era))
-            table.named(names[1], keys.trending(era + 1))
+        names = self._eras(era)
         if self.cluster:
             category = category or (self.found.categories.get(item) or "")
             item_key = 0
