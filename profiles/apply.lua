@@ -11,10 +11,10 @@
 -- Every key comes in KEYS (built by core/keyspace.py; the layout is written by profiles/script.py): the script
 -- never builds a key name. Plans refer to keys by their index in KEYS, global keys by name through the map in
 -- ARGV[14] (name -> index in KEYS).
--- ARGV: 1 plans (JSON array; on 'global': the global records), 2 de-duplication TTL (ms), 3 recent items kept,
---       4 affinity half-life (ms), 5 trending half-life (ms), 6 half-lives per trending era, 7 training log max
---       length, 8 profile TTL (ms, 0: none), 9 items kept per profile, 10 categories kept per profile,
---       11 cart lines per profile, 12 popular items kept, 13 mode, 14 global keys (JSON object)
+-- ARGV: 1 plans (JSON array; on 'global': the global records; on 'handoff': the logins), 2 de-duplication TTL
+--       (ms), 3 recent items kept, 4 affinity half-life (ms), 5 trending half-life (ms), 6 half-lives per trending
+--       era, 7 training log max length, 8 profile TTL (ms, 0: none), 9 items kept per profile, 10 categories kept
+--       per profile, 11 cart lines per profile, 12 popular items kept, 13 mode, 14 global keys (JSON object)
 --
 -- A plan's target profile was resolved by the caller from what it read (a visitor's alias, an item's category,
 -- tombstones in other slots). Each plan first checks that what was read still holds where it is in this slot;
