@@ -126,7 +126,7 @@ class AnalyticsStore:
             async with self.client.pipeline(transaction=False) as pipe:
                 for pid in pids:
                     pipe.hmget(self.keys.profile(pid), PROFILE_FIELDS)
-                    pipe.pfcount(self.keys.sessions(pid))
+                    pipe.execute_command("PFCOUNT", self.keys.sessions(pid))  # (a cluster pipeline refuses .pfcount)
                 replies = await pipe.execute()
         rows = []
         gone: list[str] = []
@@ -142,9 +142,24 @@ class AnalyticsStore:
 
     async def _prune_index(self, pids: list[str]) -> None:
         """Drop profiles that no longer exist from the profiles index (a profile written meanwhile stays)."""
+        if isinstance(self.client, aioredis.RedisCluster):
+            await self._prune_index_per_slot(pids)
+            return
         keys = [self.keys.profiles, *(self.keys.profile(pid) for pid in pids)]
         with redis_errors("pruning the profiles index"):
             await self._prune(keys=keys, args=pids)
+
+    async def _prune_index_per_slot(self, pids: list[str]) -> None:
+        """Redis Cluster (the profiles are in other slots than the index): checked again, then dropped. A profile
+        written between the two comes back into the index with its next event."""
+        with redis_errors("pruning the profiles index"):
+            async with self.client.pipeline(transaction=False) as pipe:
+                for pid in pids:
+                    pipe.exists(self.keys.profile(pid))
+                there = await pipe.execute()
+            gone = [pid for pid, n in zip(pids, there, strict=True) if not n]
+            if gone:
+                await self.client.zrem(self.keys.profiles, *gone)
 
     async def forget_rows(self, pids: list[str]) -> int:
         """Remove erased profiles' rows from the current segment snapshot (exports in progress skip them).

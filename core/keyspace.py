@@ -10,7 +10,10 @@ the Lua scripts touch (they get them as ``KEYS``, never build one).
 another profile's key or a global key: ``victim:cart`` is ``c:victim%3Acart``, not ``victim``'s cart.
 
 **Hash tags.** All keys of one profile share the hash tag ``{<kind>:<encoded id>}``, so one profile's updates touch
-one Redis Cluster slot.
+one Redis Cluster slot; an item's keys share ``{<encoded id>}``; every key across profiles (indexes, rankings, the
+training log, counters, catalogue sets, models, campaign counters, analytics) shares the tag ``{g}``: one slot, so
+the global effects of a chunk of events are one script call (profiles/apply_global.lua), as are a model's
+promotion and an analytics publication. On a single node the tags change nothing.
 
 | key | type | holds |
 |---|---|---|
@@ -22,33 +25,40 @@ one Redis Cluster slot.
 | ``{p}:p:{T}:items_ts`` | hash | item -> last interaction time (ms) |
 | ``{p}:p:{T}:bought`` | hash | item -> last purchase time (ms) |
 | ``{p}:p:{T}:sess`` | HyperLogLog | session ids |
-| ``{p}:p:{T}:seen:{S}:{E}`` | string | de-duplication marker of an event of this profile from sender ``S`` (TTL) |
+| ``{p}:p:{T}:seen:{S}:{E}`` | string | de-duplication marker of an event from sender ``S`` (TTL; see (*)) |
 | ``{p}:p:{a:V}:alias`` | hash | ``c``: the customer visitor ``V`` last logged in as, ``t``: when (ms) |
+| ``{p}:p:{a:V}:handoff`` | hash | cluster: login -> the visitor's profile on its way to the customer (TTL) |
 | ``{p}:p:{c:X}:visitors`` | set | the visitors (anonymous ids) who logged in as customer ``X`` |
+| ``{p}:p:{T}:merging`` | string | scratch key of a login merge, only inside the script |
 | ``{p}:p:{T}:camp`` | hash | per campaign ``c``: ``c`` variant, ``c:t`` first exposure, ``c:rev`` revenue since ... |
 | ``{p}:p:{T}:erased`` | string | erasure tombstone: events of this profile up to this time (ms) are not applied |
-| ``{p}:erasures`` | zset | erased profile id -> erasure time (ms): training and analytics skip them |
-| ``{p}:profiles`` | zset | profile id (``c:``/``a:`` form) -> last seen (ms) |
-| ``{p}:trending:{era}`` | zset | item -> forward-decayed popularity for that era's landmark |
-| ``{p}:popular`` | zset | item -> all-time weight |
+| ``{p}:p:{T}:served`` | list | the last recommendation lists served (business rules' ``rotate``; TTL) |
 | ``{p}:item:{I}`` | hash | catalogue: title, category, price, in_stock, updated |
-| ``{p}:item:{I}:seen:{S}:{E}`` | string | de-duplication marker of a catalogue event from sender ``S`` (TTL) |
-| ``{p}:catalogue`` | set | item ids |
-| ``{p}:out_of_stock`` | set | item ids the catalogue marks as not in stock |
-| ``{p}:category:{C}`` | set | item ids of a category |
-| ``{p}:interactions`` | stream | fields ``p`` profile id, ``i`` item, ``w`` weight, ``t`` time (ms): the training log |
-| ``{p}:stats:applied`` | string | count of events applied (all workers) |
-| ``{p}:stats:interactions`` | string | count of interactions logged (the retraining trigger) |
-| ``{p}:worker:consuming`` | string | a worker holds partitions of the events topic (expires 5 s after its last beat) |
-| ``{p}:model:current`` | string | the served model version |
-| ``{p}:model:versions`` | list | promoted versions, newest first (rollback history) |
-| ``{p}:model:blob:{v}`` / ``{p}:model:meta:{v}`` | string | a version's npz bytes / JSON metadata and metrics |
-| ``{p}:model:trained`` | hash | interaction count and time of the last training |
-| ``{p}:model:lock`` | string | held while a training runs |
-| ``{p}:camp:{N}`` | hash | a campaign's counters ``<variant>:<count>`` (profiles/campaigns.py ``COUNTS``) |
-| ``{p}:an:state`` | string | JSON state of the last analytics refresh |
-| ``{p}:an:lock`` | string | token of the analytics refresh holding the lock (TTL) |
-| ``{p}:an:snap:{s}`` / ``{p}:an:snap:{s}:{i}`` | string / list | a segment snapshot's meta / its i-th segment |
+| ``{p}:item:{I}:seen:{S}:{E}`` | string | de-duplication marker of a catalogue event from sender ``S`` (TTL; (*)) |
+| ``{p}:{g}:erasures`` | zset | erased profile id -> erasure time (ms): training and analytics skip them |
+| ``{p}:{g}:profiles`` | zset | profile id (``c:``/``a:`` form) -> last seen (ms) |
+| ``{p}:{g}:trending:{era}`` | zset | item -> forward-decayed popularity for that era's landmark |
+| ``{p}:{g}:popular`` | zset | item -> all-time weight |
+| ``{p}:{g}:catalogue`` | set | item ids |
+| ``{p}:{g}:out_of_stock`` | set | item ids the catalogue marks as not in stock |
+| ``{p}:{g}:category:{C}`` | set | item ids of a category |
+| ``{p}:{g}:interactions`` | stream | training log: ``p`` profile id, ``i`` item, ``w`` weight, ``t`` time (ms) |
+| ``{p}:{g}:stats:applied`` | string | count of events applied (all workers) |
+| ``{p}:{g}:stats:interactions`` | string | count of interactions logged (the retraining trigger) |
+| ``{p}:{g}:offsets`` | hash | cluster: ``<topic>:<partition>`` -> highest offset whose global effects applied |
+| ``{p}:{g}:worker:consuming`` | string | a worker holds partitions of the events topic (expires 5 s after its beat) |
+| ``{p}:{g}:model:current`` | string | the served model version |
+| ``{p}:{g}:model:versions`` | list | promoted versions, newest first (rollback history) |
+| ``{p}:{g}:model:blob:{v}`` / ``{p}:{g}:model:meta:{v}`` | string | a version's npz bytes / JSON metadata and metrics |
+| ``{p}:{g}:model:trained`` | hash | interaction count and time of the last training |
+| ``{p}:{g}:model:lock`` | string | held while a training runs |
+| ``{p}:{g}:camp:{N}`` | hash | a campaign's counters ``<variant>:<count>`` (profiles/campaigns.py ``COUNTS``) |
+| ``{p}:{g}:an:state`` | string | JSON state of the last analytics refresh |
+| ``{p}:{g}:an:lock`` | string | token of the analytics refresh holding the lock (TTL) |
+| ``{p}:{g}:an:snap:{s}`` / ``{p}:{g}:an:snap:{s}:{i}`` | string / list | a segment snapshot's meta / its i-th segment |
+
+(*) on a Redis Cluster a marker holds the event's global record: its origin (``<topic>:<partition>``, offset) and
+the operations it did on global keys, so that a redelivery can complete a global call a crash cut off.
 
 ``{p}`` is the key prefix (``ECRM_KEY_PREFIX``), ``T`` a profile's tag, ``E``, ``I``, ``C``, ``V``, ``X``, ``N``
 encoded ids (``N`` a campaign's name; the fields of ``camp``: docs/campaigns.md), ``S`` the source of an event (the
@@ -119,6 +129,23 @@ def parse_pid(pid: str | ProfileId) -> ProfileId:
     return ProfileId(kind, ident)  # type: ignore[arg-type]
 
 
+_LEGACY_GLOBAL = re.compile(
+    r"^(erasures|catalogue|out_of_stock|profiles|popular|interactions|stats:(applied|interactions)|worker:consuming"
+    r"|model:.+|an:.+|trending:-?[0-9]+|category:[^{}]*|camp:\{[^{}]*\})$"
+)
+
+
+def legacy_global(prefix: str, key: str) -> str | None:
+    """The current name of a global key written before the global keys moved under the hash tag ``{g}``
+    (``ecrm migrate-keys``), None for any other key (pure)."""
+    head = f"{prefix}:"
+    if not key.startswith(head) or not _LEGACY_GLOBAL.match(rest := key[len(head) :]):
+        return None
+    if rest.startswith("camp:"):
+        rest = f"camp:{rest[6:-1]}"  # a campaign's counters had a tag of their own
+    return f"{head}{{g}}:{rest}"
+
+
 def trending_era(ts_ms: int, half_life_ms: float) -> int:
     """The era of a time: forward-decay landmarks move once per era so that stored scores never overflow."""
     return int(ts_ms // (half_life_ms * TRENDING_ERA_HALF_LIVES))
@@ -133,6 +160,11 @@ class Keys:
     def __post_init__(self) -> None:
         if not PREFIX_PATTERN.match(self.prefix):
             raise ValueError(f"key prefix must be 1-64 letters, digits, '_', '.' or '-': {self.prefix!r}")
+
+    @property
+    def _g(self) -> str:
+        """The start of every key across profiles: they share the hash tag ``{g}`` (one Redis Cluster slot)."""
+        return f"{self.prefix}:{{g}}"
 
     # ----- one profile (one hash tag) -----
 
@@ -180,6 +212,10 @@ class Keys:
         """The visitors who logged in as a customer (in the customer's slot)."""
         return f"{self._p(ProfileId('c', customer_id))}:visitors"
 
+    def merging(self, pid: str | ProfileId) -> str:
+        """A scratch key of a profile's slot, present only inside the script merging a visitor into it."""
+        return f"{self._p(pid)}:merging"
+
     def served(self, pid: str | ProfileId) -> str:
         """The last recommendation lists served to a profile (business rules' ``rotate``; a bounded, TTL'd list)."""
         return f"{self._p(pid)}:served"
@@ -194,7 +230,7 @@ class Keys:
 
     @property
     def erasures(self) -> str:
-        return f"{self.prefix}:erasures"
+        return f"{self._g}:erasures"
 
     # ----- catalogue -----
 
@@ -206,88 +242,97 @@ class Keys:
         return f"{self.item(item_id)}:seen:{encode_id(source)}:{encode_id(event_id)}"
 
     def category(self, category: str) -> str:
-        return f"{self.prefix}:category:{encode_id(category)}"
+        return f"{self._g}:category:{encode_id(category)}"
 
     @property
     def catalogue(self) -> str:
-        return f"{self.prefix}:catalogue"
+        return f"{self._g}:catalogue"
 
     @property
     def out_of_stock(self) -> str:
-        return f"{self.prefix}:out_of_stock"
+        return f"{self._g}:out_of_stock"
 
     # ----- across profiles -----
 
     @property
     def profiles(self) -> str:
-        return f"{self.prefix}:profiles"
+        return f"{self._g}:profiles"
 
     def trending(self, era: int) -> str:
-        return f"{self.prefix}:trending:{era}"
+        return f"{self._g}:trending:{era}"
 
     @property
     def popular(self) -> str:
-        return f"{self.prefix}:popular"
+        return f"{self._g}:popular"
 
     @property
     def interactions(self) -> str:
-        return f"{self.prefix}:interactions"
+        return f"{self._g}:interactions"
 
     @property
     def applied_count(self) -> str:
-        return f"{self.prefix}:stats:applied"
+        return f"{self._g}:stats:applied"
 
     @property
     def interactions_count(self) -> str:
-        return f"{self.prefix}:stats:interactions"
+        return f"{self._g}:stats:interactions"
+
+    @property
+    def applied_offsets(self) -> str:
+        """Redis Cluster only: per ``<topic>:<partition>``, the highest offset whose global effects were applied."""
+        return f"{self._g}:offsets"
+
+    def handoff(self, anonymous_id: str) -> str:
+        """Redis Cluster only: a visitor's profile on its way into a customer's at a login (in the visitor's slot)."""
+        return f"{self._p(ProfileId('a', anonymous_id))}:handoff"
 
     @property
     def worker_consuming(self) -> str:
         """Set (with a short expiry) by every worker that holds partitions of the events topic."""
-        return f"{self.prefix}:worker:consuming"
+        return f"{self._g}:worker:consuming"
 
     # ----- model versions -----
 
     @property
     def model_current(self) -> str:
-        return f"{self.prefix}:model:current"
+        return f"{self._g}:model:current"
 
     @property
     def model_versions(self) -> str:
-        return f"{self.prefix}:model:versions"
+        return f"{self._g}:model:versions"
 
     def model_blob(self, version: str) -> str:
-        return f"{self.prefix}:model:blob:{encode_id(version)}"
+        return f"{self._g}:model:blob:{encode_id(version)}"
 
     def model_meta(self, version: str) -> str:
-        return f"{self.prefix}:model:meta:{encode_id(version)}"
+        return f"{self._g}:model:meta:{encode_id(version)}"
 
     @property
     def model_trained(self) -> str:
-        return f"{self.prefix}:model:trained"
+        return f"{self._g}:model:trained"
 
     @property
     def model_lock(self) -> str:
-        return f"{self.prefix}:model:lock"
+        return f"{self._g}:model:lock"
 
     # ----- campaigns -----
 
     def campaign_stats(self, name: str) -> str:
         """A campaign's counters per variant (one hash tag per campaign)."""
-        return f"{self.prefix}:camp:{{{encode_id(name)}}}"
+        return f"{self._g}:camp:{encode_id(name)}"
 
     # ----- analytics -----
 
     @property
     def analytics_state(self) -> str:
-        return f"{self.prefix}:an:state"
+        return f"{self._g}:an:state"
 
     @property
     def analytics_lock(self) -> str:
-        return f"{self.prefix}:an:lock"
+        return f"{self._g}:an:lock"
 
     def snapshot(self, sid: str) -> str:
-        return f"{self.prefix}:an:snap:{encode_id(sid)}"
+        return f"{self._g}:an:snap:{encode_id(sid)}"
 
     def snapshot_members(self, sid: str, index: int) -> str:
         return f"{self.snapshot(sid)}:{index}"

@@ -23,6 +23,7 @@ from ecrm.commands import core  # noqa: E402
 
 app.command("schema")(core.schema)
 app.command("topics")(core.topics)
+app.command("migrate-keys")(core.migrate_keys)
 from ecrm.commands import runtime  # noqa: E402
 
 app.command("worker")(runtime.worker)

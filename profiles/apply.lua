@@ -1,23 +1,30 @@
--- Apply a chunk of update plans (profiles/updates.py) to the profiles. Each plan is applied atomically with its
--- de-duplication marker: every value is checked before the plan's first write, and the marker is written with the
--- plan's effects, so a refused plan changes nothing and a chunk redelivered after a crash changes nothing twice.
+-- The profile part of applying a chunk of update plans (profiles/updates.py). Each plan is applied atomically with
+-- its de-duplication marker: every value is checked before the plan's first write, and the marker is written with
+-- the plan's effects, so a refused plan changes nothing and a chunk redelivered after a crash changes nothing twice.
 --
--- Every key comes in KEYS (built by core/keyspace.py; the layout is written by profiles/script.py): this script
--- never builds a key name. Plans refer to keys by their index in KEYS.
---   KEYS[1] profiles index, [2] popular, [3] training log, [4] applied count, [5] interactions count,
---   [6] catalogue, [7] out of stock; then the keys the plans name.
--- ARGV: 1 plans (JSON array), 2 de-duplication TTL (ms), 3 recent items kept, 4 affinity half-life (ms),
---       5 trending half-life (ms), 6 half-lives per trending era, 7 training log max length,
---       8 profile TTL (ms, 0: none), 9 items kept per profile, 10 categories kept per profile,
---       11 cart lines per profile, 12 popular items kept
+-- The script is this file, apply_global.lua (the effects across profiles: trending, popular, the training log,
+-- the profiles index, counters, campaign counters, catalogue sets) and apply_main.lua (which runs them), joined by
+-- profiles/script.py. This part writes only the slot of the plans' profile (or item): its effects on global keys
+-- are recorded as operations (`G`, below) that apply_global.lua applies, in the same call on a single node
+-- (ARGV[13] 'one') or in a second call on the global slot on a Redis Cluster ('profile' then 'global').
 --
--- A plan's target profile was resolved by the caller from what it read (a visitor's alias, an item's category).
--- Each plan first checks that what was read still holds; when it does not, the script stops before that plan
--- and returns the statuses of the plans before it: the caller reads again and sends the rest.
--- Returns one status per plan: 1 applied, 0 duplicate (already applied), 2 skipped (the profile was erased after
--- the event), or a string: the reason the plan was refused (nothing written).
+-- Every key comes in KEYS (built by core/keyspace.py; the layout is written by profiles/script.py): the script
+-- never builds a key name. Plans refer to keys by their index in KEYS, global keys by name through the map in
+-- ARGV[14] (name -> index in KEYS).
+-- ARGV: 1 plans (JSON array; on 'global': the global records; on 'handoff': the logins), 2 de-duplication TTL
+--       (ms), 3 recent items kept, 4 affinity half-life (ms), 5 trending half-life (ms), 6 half-lives per trending
+--       era, 7 training log max length, 8 profile TTL (ms, 0: none), 9 items kept per profile, 10 categories kept
+--       per profile, 11 cart lines per profile, 12 popular items kept, 13 mode, 14 global keys (JSON object)
+--
+-- A plan's target profile was resolved by the caller from what it read (a visitor's alias, an item's category,
+-- tombstones in other slots). Each plan first checks that what was read still holds where it is in this slot;
+-- when it does not, the script stops before that plan and returns the statuses of the plans before it: the
+-- caller reads again and sends the rest.
+-- Status per plan: 1 applied, 0 duplicate (already applied), 2 skipped (the profile was erased after the event),
+-- or a string: the reason the plan was refused (nothing written).
 
-local plans = cjson.decode(ARGV[1])
+local mode = ARGV[13]
+local GK = cjson.decode(ARGV[14])
 local ttl = ARGV[2]
 local recent_max = tonumber(ARGV[3])
 local aff_h = tonumber(ARGV[4])
@@ -29,10 +36,7 @@ local items_max = tonumber(ARGV[9])
 local cats_max = tonumber(ARGV[10])
 local cart_max = tonumber(ARGV[11])
 local popular_max = tonumber(ARGV[12])
-local PROFILES, POPULAR, LOG, APPLIED, LOGGED, CATALOGUE, OOS = 1, 2, 3, 4, 5, 6, 7
 local MAX_INT = 9007199254740991  -- 2^53 - 1: counters and cart quantities stay exact
-local logged = 0  -- interactions written to the training log by this call
-local popular_touched = false
 
 local function num(x) return string.format('%.17g', x) end
 local function int(x) return string.format('%d', x) end
@@ -50,6 +54,14 @@ local function hmax(key, field, v)
   local cur = tonumber(redis.call('HGET', key, field))
   if (not cur) or v > cur then redis.call('HSET', key, field, int(v)) end
 end
+
+-- The global effects of the plan being applied, in order (numbers as exact strings):
+--   {'z', pid, ts} profiles index, {'r', pid} out of it, {'x', pid, item, w, ts} training log,
+--   {'t', item, trending of the era, of the next, increment of each, w} trending and popular,
+--   {'c', campaign, field, delta, 1: a float}, (trending and campaign keys by their name in the map ARGV[14]),
+--   {'k', item, in stock 0/1, old category, new category} catalogue sets.
+local G = {}
+local function emit(op) G[#G + 1] = op end
 
 -- ----- checks: every value a plan would write, before its first write -----
 
@@ -95,8 +107,10 @@ local function refusal(u)
   return nil
 end
 
--- Was the event's profile (or the profile it lands in) erased after the event happened?
+-- Was the event's profile (or the profile it lands in) erased after the event happened? (u.er: tombstones in this
+-- slot; u.erx: the latest tombstone the caller read in other slots, on a Redis Cluster)
 local function erased(u)
+  if u.erx and u.ts <= u.erx then return true end
   if not u.er then return false end
   for _, k in ipairs(u.er) do
     local at = tonumber(redis.call('GET', KEYS[k]))
@@ -137,64 +151,83 @@ end
 
 -- ----- effects -----
 
--- Merge the profile of an anonymous visitor (keys from s, id spid) into a customer's (d, dpid), then delete it.
-local function merge(s, spid, d, dpid, camp_src, camp_dst)
-  if camp_src then  -- the visitor's campaign variants go with them, served or not (the customer's own, if any, stay)
-    local c = redis.call('HGETALL', KEYS[camp_src])
-    for i = 1, #c, 2 do redis.call('HSETNX', KEYS[camp_dst], c[i], c[i + 1]) end
-    redis.call('DEL', KEYS[camp_src])
-  end
-  local sh, dh = pk(s, HASH), pk(d, HASH)
-  local f = redis.call('HGETALL', sh)
+local function hex(s) return (string.gsub(s, '.', function(c) return string.format('%02x', string.byte(c)) end)) end
+local function unhex(h) return (string.gsub(h, '..', function(x) return string.char(tonumber(x, 16)) end)) end
+
+-- A visitor's profile (keys from s, campaign hash camp) as data, deleted from its slot: what a login merges into
+-- the customer's. The session HyperLogLog travels as hex.
+local function take_profile(s, camp)
+  local sess = redis.call('GET', pk(s, SESS))
+  local v = {
+    h = redis.call('HGETALL', pk(s, HASH)), aff = redis.call('HGETALL', pk(s, AFF)),
+    items = redis.call('HGETALL', pk(s, ITEMS)), items_ts = redis.call('HGETALL', pk(s, ITEMS_TS)),
+    bought = redis.call('HGETALL', pk(s, BOUGHT)), cart = redis.call('HGETALL', pk(s, CART)),
+    recent = redis.call('ZRANGE', pk(s, RECENT), 0, -1, 'WITHSCORES'),
+    sess = sess and hex(sess) or '', camp = redis.call('HGETALL', KEYS[camp]),
+  }
+  redis.call('DEL', KEYS[camp])
+  for which = HASH, SESS do redis.call('DEL', pk(s, which)) end
+  return v
+end
+
+-- Merge a visitor's profile v (from take_profile; id spid) into a customer's (keys from d, id dpid).
+-- camp_dst: the customer's campaign hash; tmp: a scratch key of the customer's slot (for the sessions).
+local function merge_from(v, spid, d, dpid, camp_dst, tmp)
+  for i = 1, #v.camp, 2 do redis.call('HSETNX', KEYS[camp_dst], v.camp[i], v.camp[i + 1]) end
+  local f = v.h
   if #f == 0 then return end
-  local src_L = tonumber(redis.call('HGET', sh, 'aff_L'))
+  local dh = pk(d, HASH)
+  local src_L
+  for i = 1, #f, 2 do if f[i] == 'aff_L' then src_L = tonumber(f[i + 1]) end end
   local dst_L = tonumber(redis.call('HGET', dh, 'aff_L'))
   if src_L and not dst_L then
     redis.call('HSET', dh, 'aff_L', int(src_L))
     dst_L = src_L
   end
   for i = 1, #f, 2 do
-    local k, v = f[i], f[i + 1]
+    local k, x = f[i], f[i + 1]
     if string.sub(k, 1, 2) == 'n:' or k == 'orders' then
-      redis.call('HINCRBY', dh, k, v)
+      redis.call('HINCRBY', dh, k, x)
     elseif k == 'revenue' then
-      redis.call('HINCRBYFLOAT', dh, k, v)
+      redis.call('HINCRBYFLOAT', dh, k, x)
     elseif k == 'first_seen' or k == 'first_purchase' then
-      hmin(dh, k, tonumber(v))
+      hmin(dh, k, tonumber(x))
     elseif k == 'last_seen' or k == 'last_purchase' then
-      hmax(dh, k, tonumber(v))
+      hmax(dh, k, tonumber(x))
     end
   end
   if src_L then
     local factor = math.pow(2, (src_L - dst_L) / aff_h)
-    local a = redis.call('HGETALL', pk(s, AFF))
-    for i = 1, #a, 2 do redis.call('HINCRBYFLOAT', pk(d, AFF), a[i], num(tonumber(a[i + 1]) * factor)) end
+    for i = 1, #v.aff, 2 do redis.call('HINCRBYFLOAT', pk(d, AFF), v.aff[i], num(tonumber(v.aff[i + 1]) * factor)) end
   end
-  local items = redis.call('HGETALL', pk(s, ITEMS))
-  for i = 1, #items, 2 do redis.call('HINCRBYFLOAT', pk(d, ITEMS), items[i], items[i + 1]) end
-  for _, which in ipairs({ITEMS_TS, BOUGHT}) do
-    local h = redis.call('HGETALL', pk(s, which))
-    for i = 1, #h, 2 do hmax(pk(d, which), h[i], tonumber(h[i + 1])) end
-  end
-  local cart = redis.call('HGETALL', pk(s, CART))
-  for i = 1, #cart, 2 do redis.call('HINCRBY', pk(d, CART), cart[i], cart[i + 1]) end
-  local recent = redis.call('ZRANGE', pk(s, RECENT), 0, -1, 'WITHSCORES')
-  for i = 1, #recent, 2 do redis.call('ZADD', pk(d, RECENT), 'GT', recent[i + 1], recent[i]) end
+  for i = 1, #v.items, 2 do redis.call('HINCRBYFLOAT', pk(d, ITEMS), v.items[i], v.items[i + 1]) end
+  for i = 1, #v.items_ts, 2 do hmax(pk(d, ITEMS_TS), v.items_ts[i], tonumber(v.items_ts[i + 1])) end
+  for i = 1, #v.bought, 2 do hmax(pk(d, BOUGHT), v.bought[i], tonumber(v.bought[i + 1])) end
+  for i = 1, #v.cart, 2 do redis.call('HINCRBY', pk(d, CART), v.cart[i], v.cart[i + 1]) end
+  for i = 1, #v.recent, 2 do redis.call('ZADD', pk(d, RECENT), 'GT', v.recent[i + 1], v.recent[i]) end
   redis.call('ZREMRANGEBYRANK', pk(d, RECENT), 0, -(recent_max + 1))
-  if redis.call('EXISTS', pk(s, SESS)) == 1 then
-    redis.call('PFMERGE', pk(d, SESS), pk(d, SESS), pk(s, SESS))
+  if v.sess ~= '' then
+    redis.call('SET', KEYS[tmp], unhex(v.sess))
+    redis.call('PFMERGE', pk(d, SESS), pk(d, SESS), KEYS[tmp])
+    redis.call('DEL', KEYS[tmp])
   end
   redis.call('HINCRBY', dh, 'merged_visitors', 1)
-  for which = HASH, SESS do redis.call('DEL', pk(s, which)) end
-  redis.call('ZREM', KEYS[PROFILES], spid)
+  emit({'r', spid})
   local last = redis.call('HGET', dh, 'last_seen')
-  if last then redis.call('ZADD', KEYS[PROFILES], 'GT', last, dpid) end
+  if last then emit({'z', dpid, last}) end
 end
 
 -- A login links the visitor to the customer. The first login merges the visitor's history into the customer's;
--- a later login as another customer (a shared device) moves the link, not the history.
+-- a later login as another customer (a shared device) moves the link, not the history. On a single node the
+-- visitor's keys are here (l.alias); on a Redis Cluster the caller ran `handoff` in the visitor's slot first and
+-- passes its answer (l.linked, l.data).
 local function login(u)
   local l = u.login
+  if not l.alias then
+    if l.linked == 1 then redis.call('SADD', KEYS[l.visitors], l.anon) end
+    if l.data ~= '' then merge_from(cjson.decode(l.data), l.spid, u.P, u.pid, u.CK, u.tmp) end
+    return
+  end
   local cur = redis.call('HMGET', KEYS[l.alias], 'c', 't')
   local first = not cur[1]
   if first or (cur[1] ~= l.customer and u.ts > (tonumber(cur[2]) or 0)) then
@@ -203,19 +236,34 @@ local function login(u)
     if l.previous > 0 then redis.call('SREM', KEYS[l.previous], l.anon) end
   end
   if profile_ttl > 0 then redis.call('PEXPIRE', KEYS[l.alias], profile_ttl) end
-  if first then merge(l.src, l.spid, u.P, u.pid, l.camp, u.CK) end
+  if first then merge_from(take_profile(l.src, l.camp), l.spid, u.P, u.pid, u.CK, u.tmp) end
 end
 
-local touched_eras = {}
-local function add_trending(item, w, ts, era, k1, k2)
-  local trend = {[0] = k1, [1] = k2}
-  for off = 0, 1 do
-    local e = era + off
-    redis.call('ZINCRBY', KEYS[trend[off]], num(w * math.pow(2, (ts - e * era_ms) / tr_h)), item)
-    touched_eras[trend[off]] = true
+-- Redis Cluster, a login's first step, in the visitor's slot: link the visitor to the customer and, at the first
+-- login, hand their profile over (kept under the login's name `by` in the hand-off hash until the customer's
+-- slot took it). Idempotent: the same login again gets the same answer.
+-- e: {alias, hand, customer, ts, by, src, camp}. Returns {linked 0/1, previous customer or '', data or ''}.
+local function handoff(e)
+  local cur = redis.call('HMGET', KEYS[e.alias], 'c', 't')
+  local out
+  if (not cur[1]) or (cur[1] ~= e.customer and e.ts > (tonumber(cur[2]) or 0)) then
+    redis.call('HSET', KEYS[e.alias], 'c', e.customer, 't', int(e.ts))
+    local data = ''
+    if not cur[1] then data = cjson.encode(take_profile(e.src, e.camp)) end
+    out = {1, cur[1] or '', data}
+    redis.call('HSET', KEYS[e.hand], e.by, cjson.encode(out))
+    redis.call('PEXPIRE', KEYS[e.hand], ttl)
+  else
+    local kept = redis.call('HGET', KEYS[e.hand], e.by)
+    if kept then out = cjson.decode(kept) else out = {cur[1] == e.customer and 1 or 0, '', ''} end
   end
-  redis.call('ZINCRBY', KEYS[POPULAR], num(w), item)
-  popular_touched = true
+  if profile_ttl > 0 then redis.call('PEXPIRE', KEYS[e.alias], profile_ttl) end
+  return out
+end
+
+local function add_trending(item, w, ts, era, tr1, tr2)
+  emit({'t', item, tr1, tr2, num(w * math.pow(2, (ts - era * era_ms) / tr_h)),
+        num(w * math.pow(2, (ts - (era + 1) * era_ms) / tr_h)), num(w)})
 end
 
 local function add_affinity(b, cat, w, ts)
@@ -236,22 +284,21 @@ local function apply(u)
   local first, last = tonumber(seen[1]), tonumber(seen[2])
   if (not first) or ts < first then redis.call('HSET', h, 'first_seen', int(ts)) end
   if (not last) or ts > last then redis.call('HSET', h, 'last_seen', int(ts)) end
-  redis.call('ZADD', KEYS[PROFILES], 'GT', int(ts), pid)
+  emit({'z', pid, int(ts)})
   if u.s then redis.call('PFADD', pk(b, SESS), u.s) end
   if u.items then
     for _, it in ipairs(u.items) do
-      local item, cat, w, ik, era, t1, t2 = it[1], it[2], it[3], it[4], it[5], it[6], it[7]
+      local item, cat, w, ik, era, tr1, tr2 = it[1], it[2], it[3], it[4], it[5], it[6], it[7]
       redis.call('ZADD', pk(b, RECENT), 'GT', int(ts), item)
       hmax(pk(b, ITEMS_TS), item, ts)
       if w ~= 0 then
         redis.call('HINCRBYFLOAT', pk(b, ITEMS), item, num(w))
-        redis.call('XADD', KEYS[LOG], 'MAXLEN', '~', maxlen, '*', 'p', pid, 'i', item, 'w', num(w), 't', int(ts))
-        logged = logged + 1
+        emit({'x', pid, item, num(w), int(ts)})
       end
       if w > 0 then
-        if cat == '' then cat = redis.call('HGET', KEYS[ik], 'category') or '' end
+        if cat == '' and ik > 0 then cat = redis.call('HGET', KEYS[ik], 'category') or '' end
         if cat ~= '' then add_affinity(b, cat, w, ts) end
-        add_trending(item, w, ts, era, t1, t2)
+        add_trending(item, w, ts, era, tr1, tr2)
       end
       if u.order then hmax(pk(b, BOUGHT), item, ts) end
     end
@@ -280,39 +327,40 @@ local function apply(u)
 end
 
 -- ----- campaigns (docs/campaigns.md): outcomes for the variant recorded in the profile -----
--- u.CK: the profile's campaign hash; u.cp: {name, counters key, attribution window (ms), 1: a click on its list}.
+-- u.CK: the profile's campaign hash; u.cp: {name, attribution window (ms), 1: a click on its list}.
 -- Only events after the profile's first exposure count; revenue per customer is kept in the profile so the
 -- counters hold the sum and the sum of squares of per-customer revenue (Welch's test in the report).
 local function campaigns(u)
   local ck = KEYS[u.CK]
   for _, c in ipairs(u.cp) do
-    local name, sk, win, clicked = c[1], KEYS[c[2]], c[3], c[4]
+    local name, win, clicked = c[1], c[2], c[3]
     -- one read per campaign (a click carries no order, so ':lc' read here is the one an order is attributed by)
     local got = redis.call('HMGET', ck, name, name .. ':t', name .. ':rev', name .. ':lc')
     local v, first, lc = got[1], tonumber(got[2]), tonumber(got[4])
     if v and first and u.ts >= first then
       if clicked == 1 then
-        redis.call('HINCRBY', sk, v .. ':clicks', 1)
-        if redis.call('HSETNX', ck, name .. ':k', '1') == 1 then redis.call('HINCRBY', sk, v .. ':clickers', 1) end
+        emit({'c', name, v .. ':clicks', '1', 0})
+        if redis.call('HSETNX', ck, name .. ':k', '1') == 1 then emit({'c', name, v .. ':clickers', '1', 0}) end
         hmax(ck, name .. ':lc', u.ts)
       end
       if u.order then
         local prev = tonumber(got[3]) or 0
         local now = prev + u.order
         redis.call('HSET', ck, name .. ':rev', num(now))
-        if redis.call('HSETNX', ck, name .. ':conv', '1') == 1 then redis.call('HINCRBY', sk, v .. ':converters', 1) end
-        redis.call('HINCRBY', sk, v .. ':orders', 1)
-        redis.call('HINCRBYFLOAT', sk, v .. ':revenue', num(u.order))
-        redis.call('HINCRBYFLOAT', sk, v .. ':revenue_sq', num(now * now - prev * prev))
+        if redis.call('HSETNX', ck, name .. ':conv', '1') == 1 then emit({'c', name, v .. ':converters', '1', 0}) end
+        emit({'c', name, v .. ':orders', '1', 0})
+        emit({'c', name, v .. ':revenue', num(u.order), 1})
+        emit({'c', name, v .. ':revenue_sq', num(now * now - prev * prev), 1})
         if lc and u.ts - lc <= win then
-          redis.call('HINCRBY', sk, v .. ':attributed_orders', 1)
-          redis.call('HINCRBYFLOAT', sk, v .. ':attributed_revenue', num(u.order))
+          emit({'c', name, v .. ':attributed_orders', '1', 0})
+          emit({'c', name, v .. ':attributed_revenue', num(u.order), 1})
         end
       end
     end
   end
 end
 
+-- A catalogue event: the item's hash here, its sets (catalogue, out of stock, categories) globally.
 local function catalogue(it, ts)
   local k = KEYS[it.key]
   local cur = tonumber(redis.call('HGET', k, 'updated'))
@@ -322,54 +370,71 @@ local function catalogue(it, ts)
   -- attributes (JSON) and image: an update without them removes them (an item event is the whole entry)
   if it.attrs and it.attrs ~= '' then redis.call('HSET', k, 'attrs', it.attrs) else redis.call('HDEL', k, 'attrs') end
   if it.image and it.image ~= '' then redis.call('HSET', k, 'image', it.image) else redis.call('HDEL', k, 'image') end
-  redis.call('SADD', KEYS[CATALOGUE], it.id)
-  if it.in_stock == 1 then
-    redis.call('SREM', KEYS[OOS], it.id)
-  else
-    redis.call('SADD', KEYS[OOS], it.id)
-  end
-  if it.old_cat > 0 then redis.call('SREM', KEYS[it.old_cat], it.id) end
-  redis.call('SADD', KEYS[it.new_cat], it.id)
+  emit({'k', it.id, it.in_stock, it.old, it.category})
 end
 
--- Does what the caller read still hold? (the customer a visitor logged in as; an item's current category)
+-- Does what the caller read still hold, where it is in this slot? (the customer a visitor logged in as; an item's
+-- current category)
 local function still_holds(u)
   if u.alias and (redis.call('HGET', KEYS[u.alias], 'c') or '') ~= u.expect then return false end
-  if u.login and (redis.call('HGET', KEYS[u.login.alias], 'c') or '') ~= u.login.expect then return false end
+  if u.login and u.login.alias and (redis.call('HGET', KEYS[u.login.alias], 'c') or '') ~= u.login.expect then
+    return false
+  end
   if u.item and (redis.call('HGET', KEYS[u.item.key], 'category') or '') ~= u.item.expect then return false end
   return true
 end
 
-local status = {}
-local applied = 0
-for i, u in ipairs(plans) do
-  if not still_holds(u) then break end
-  if redis.call('EXISTS', KEYS[u.seen]) == 1 then
-    status[i] = 0
-  else
-    local why = refusal(u)
-    if why then
-      status[i] = why
-    elseif erased(u) then
-      status[i] = 2
-    else
-      if u.item then
-        catalogue(u.item, u.ts)
-      else
-        if u.login then login(u) end
-        apply(u)
-        if u.cp then campaigns(u) end
+-- Was the plan applied before? Its marker (in this slot; u.seen2: the visitor's own, where it was applied before
+-- they logged in; u.dup: that one, read by the caller in its slot on a Redis Cluster).
+local function marker(u)
+  if u.dup then return '1' end
+  local m = redis.call('GET', KEYS[u.seen])
+  if (not m) and u.seen2 and redis.call('EXISTS', KEYS[u.seen2]) == 1 then m = '1' end
+  return m
+end
+
+-- Apply plans in this slot. Returns the statuses and, per plan, its global record {f, o, g}: the plan's global
+-- operations g and the delivery (f: '<topic>:<partition>', o: offset) that applied it. With `keep` (Redis Cluster)
+-- the records are JSON, kept in the markers, and given back for a duplicate of the same delivery (a redelivery
+-- whose global call may not have run); else (one call for both parts) they are tables, given for applied plans.
+local function run_profiles(plans, keep)
+  local status, recs = {}, {}
+  for i, u in ipairs(plans) do
+    if not still_holds(u) then break end
+    local m = marker(u)
+    recs[i] = false
+    if m then
+      status[i] = 0
+      if keep and u.f and m ~= '1' then
+        local r = cjson.decode(m)
+        if r.f == u.f and r.o == u.o then recs[i] = m end
       end
-      redis.call('SET', KEYS[u.seen], '1', 'PX', ttl)
-      status[i] = 1
-      applied = applied + 1
+    else
+      local why = refusal(u)
+      if why then
+        status[i] = why
+      elseif erased(u) then
+        status[i] = 2
+      else
+        G = {}
+        if u.item then
+          catalogue(u.item, u.ts)
+        else
+          if u.login then login(u) end
+          apply(u)
+          if u.cp then campaigns(u) end
+        end
+        local rec = {f = u.f, o = u.o, g = G}
+        if keep then
+          rec = cjson.encode(rec)
+          redis.call('SET', KEYS[u.seen], rec, 'PX', ttl)
+        else
+          redis.call('SET', KEYS[u.seen], '1', 'PX', ttl)
+        end
+        status[i] = 1
+        recs[i] = rec
+      end
     end
   end
+  return status, recs
 end
-for key, _ in pairs(touched_eras) do redis.call('PEXPIRE', KEYS[key], int(era_ms * 3)) end
-if popular_touched and redis.call('ZCARD', KEYS[POPULAR]) > popular_max * 1.1 then
-  redis.call('ZREMRANGEBYRANK', KEYS[POPULAR], 0, -(popular_max + 1))
-end
-if applied > 0 then redis.call('INCRBY', KEYS[APPLIED], applied) end
-if logged > 0 then redis.call('INCRBY', KEYS[LOGGED], logged) end
-return status

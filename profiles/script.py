@@ -1,39 +1,58 @@
-"""The contract with ``apply.lua``: a chunk of plans as the script's ``KEYS`` and ``ARGV`` (pure).
+"""The contract with the apply script (``apply.lua`` + ``apply_global.lua`` + ``apply_main.lua``): a chunk of plans
+as the script's ``KEYS`` and ``ARGV`` (pure).
 
-Every key name comes from :class:`core.keyspace.Keys`; the script only indexes ``KEYS``. What decides a key at
-apply time (the customer a visitor logged in as, an item's current category) was read by the store beforehand
-(:class:`Lookups`); the script checks that it still holds before each plan and stops where it does not.
+Every key name comes from :class:`core.keyspace.Keys`; the script only indexes ``KEYS`` (global keys through a map
+of names, ``ARGV[14]``). What decides a key at apply time (the customer a visitor logged in as, an item's current
+category) was read by the store beforehand (:class:`Lookups`); the script checks that it still holds before each
+plan, where it is in the call's slot, and stops where it does not.
+
+On a single node one call does it all (mode ``one``). On a Redis Cluster (``cluster=True``) a call covers the plans
+of one profile (or item) slot (mode ``profile``) and gives back each plan's global record; the records then go to
+the global slot in one call (mode ``global``, :func:`build_globals`); a login first hands the visitor's profile
+over in the visitor's slot (mode ``handoff``, :func:`build_handoffs`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any
 
 import orjson
 
-from core.keyspace import Keys, ProfileId, trending_era
+from core.keyspace import Keys, ProfileId, encode_id, trending_era
 from profiles.updates import Plan
 
-# The first KEYS, in the order apply.lua names them.
-GLOBAL_KEYS = (
-    "profiles",
-    "popular",
-    "interactions",
-    "applied_count",
-    "interactions_count",
-    "catalogue",
-    "out_of_stock",
+SOURCE = "\n".join(
+    resources.files("profiles").joinpath(name).read_text()
+    for name in ("apply.lua", "apply_global.lua", "apply_main.lua")
 )
+
+Origin = tuple[str, int]  # the Kafka message of a plan: ("<topic>:<partition>", offset)
+
+
+@dataclass(frozen=True, slots=True)
+class LoginAnswer:
+    """What a login's hand-off step answered (Redis Cluster): the visitor is linked to the customer, the customer
+    the link moved from (or ""), the visitor's profile as JSON (or "": nothing to merge)."""
+
+    linked: bool
+    previous: str
+    data: str
 
 
 @dataclass(frozen=True, slots=True)
 class Lookups:
-    """What the store read before a call: visitor -> customer id (absent: no login yet), item -> category."""
+    """What the store read before a call: visitor -> customer id (absent: no login yet), item -> category; on a
+    Redis Cluster also visitor -> erasure time, the visitors' markers that exist and the logins' hand-off answers
+    (by :func:`login_name`)."""
 
     aliases: Mapping[str, str | None] = field(default_factory=dict)
     categories: Mapping[str, str | None] = field(default_factory=dict)
+    erased: Mapping[str, int | None] = field(default_factory=dict)
+    markers: frozenset[str] = frozenset()
+    logins: Mapping[str, LoginAnswer] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,20 +70,60 @@ class ScriptParams:
     popular_max: int = 100_000
 
 
-def needed_lookups(plans: Sequence[Plan]) -> tuple[list[str], list[str]]:
-    """The visitors whose alias and the items whose category the store must read before applying ``plans``."""
+def needed_lookups(plans: Sequence[Plan], cluster: bool = False) -> tuple[list[str], list[str]]:
+    """The visitors whose alias and the items whose category the store must read before applying ``plans`` (on a
+    cluster also the items of interactions without a category: the script cannot read their slot)."""
     visitors = {p.profile.ident for p in plans if p.profile is not None and p.profile.kind == "a"}
     visitors |= {p.login for p in plans if p.login is not None}
-    items = sorted({p.catalogue.item_id for p in plans if p.catalogue is not None})
-    return sorted(visitors), items
+    items = {p.catalogue.item_id for p in plans if p.catalogue is not None}
+    if cluster:
+        items |= {i.item_id for p in plans for i in p.interactions if not i.category and i.weight > 0}
+    return sorted(visitors), sorted(items)
+
+
+def target_of(plan: Plan, found: Lookups) -> ProfileId:
+    """The profile a behavioural plan lands in: a visitor's customer once they logged in, else its own."""
+    own = plan.profile
+    assert own is not None
+    if own.kind == "a":
+        customer = found.aliases.get(own.ident)
+        if customer:
+            return ProfileId("c", customer)
+    return own
+
+
+def home_tag(plan: Plan, found: Lookups) -> str:
+    """The hash tag of the slot a plan's profile part runs in (its target profile's, or its item's: an encoded id,
+    which holds no ``:``, so never a profile's)."""
+    if plan.catalogue is not None:
+        return encode_id(plan.catalogue.item_id)
+    return target_of(plan, found).tag
+
+
+def login_name(plan: Plan) -> str:
+    """A login's name in the visitor's hand-off hash: the event's sender and id."""
+    return f"{encode_id(plan.source)}:{encode_id(plan.event_id)}"
 
 
 class _KeyTable:
-    """KEYS, each name once; ``index`` gives its 1-based position."""
+    """KEYS, each name once; ``index`` gives its 1-based position; ``gk`` maps global names to positions."""
 
-    def __init__(self, keys: Keys) -> None:
-        self.names: list[str] = [getattr(keys, name) for name in GLOBAL_KEYS]
-        self._at = {name: i + 1 for i, name in enumerate(self.names)}
+    def __init__(self, keys: Keys, with_globals: bool) -> None:
+        self.names: list[str] = []
+        self._at: dict[str, int] = {}
+        self.gk: dict[str, int] = {}
+        if with_globals:
+            for name, key in (
+                ("profiles", keys.profiles),
+                ("popular", keys.popular),
+                ("interactions", keys.interactions),
+                ("applied", keys.applied_count),
+                ("logged", keys.interactions_count),
+                ("catalogue", keys.catalogue),
+                ("out_of_stock", keys.out_of_stock),
+                ("offsets", keys.applied_offsets),
+            ):
+                self.gk[name] = self.index(key)
 
     def index(self, name: str) -> int:
         at = self._at.get(name)
@@ -72,6 +131,11 @@ class _KeyTable:
             self.names.append(name)
             at = self._at[name] = len(self.names)
         return at
+
+    def named(self, name: str, key: str) -> None:
+        """A global key the records name (``tr:<era>``, ``cat:<category>``, ``camp:<campaign>``)."""
+        if name not in self.gk:
+            self.gk[name] = self.index(key)
 
     def block(self, names: list[str]) -> int:
         """Indexes of a profile's keys (consecutive, so the script adds offsets): the first one."""
@@ -81,12 +145,9 @@ class _KeyTable:
         return first[0]
 
 
-def build_call(plans: Sequence[Plan], found: Lookups, keys: Keys, params: ScriptParams) -> tuple[list[str], list[Any]]:
-    """``(KEYS, ARGV)`` of one ``apply.lua`` call for ``plans``."""
-    table = _KeyTable(keys)
-    wire = [_wire(plan, found, keys, params, table) for plan in plans]
-    args: list[Any] = [
-        orjson.dumps(wire).decode(),
+def _args(wire: str, params: ScriptParams, mode: str, gk: Mapping[str, int]) -> list[Any]:
+    return [
+        wire,
         params.dedupe_ttl_ms,
         params.recent_max,
         params.affinity_half_life_ms,
@@ -98,103 +159,192 @@ def build_call(plans: Sequence[Plan], found: Lookups, keys: Keys, params: Script
         params.categories_max,
         params.cart_lines_max,
         params.popular_max,
-    ]
-    return table.names, args
-
-
-def _wire(plan: Plan, found: Lookups, keys: Keys, params: ScriptParams, table: _KeyTable) -> dict[str, Any]:
-    if plan.catalogue is not None:
-        return _wire_catalogue(plan, found, keys, table)
-    assert plan.profile is not None
-    own = plan.profile
-    seen = keys.seen(own, plan.source, plan.event_id)
-    out: dict[str, Any] = {"t": plan.type, "ts": plan.ts, "seen": table.index(seen)}
-    target = own
-    alive: list[int] = []
-    if own.kind == "a":
-        customer = found.aliases.get(own.ident)
-        out["alias"] = table.index(keys.alias(own.ident))
-        out["expect"] = customer or ""
-        alive.append(out["alias"])
-        if customer:
-            target = ProfileId("c", customer)
-    if plan.login is not None and own.kind == "c":
-        out["login"] = _wire_login(plan.login, own.ident, found, keys, table)
-    out["P"] = table.block(keys.profile_keys(target))
-    out["pid"] = str(target)
-    out["er"] = sorted({table.index(keys.erased(own)), table.index(keys.erased(target))})
-    if target.kind == "c":
-        alive.append(table.index(keys.visitors(target.ident)))
-    if plan.campaigns or plan.login is not None:
-        out["CK"] = table.index(keys.campaigns(target))
-        alive.append(out["CK"])
-    if plan.campaigns:
-        out["cp"] = [[c.name, table.index(keys.campaign_stats(c.name)), c.attribution_ms, 1 if c.clicked else 0]
-                     for c in plan.campaigns]  # fmt: skip
-    out["alive"] = alive
-    if plan.session is not None:
-        out["s"] = plan.session
-    if plan.interactions:
-        out["items"] = [_wire_interaction(i.item_id, i.category, i.weight, plan.ts, keys, params, table)
-                        for i in plan.interactions]  # fmt: skip
-    if plan.cart:
-        out["cart"] = [[c.item_id, c.delta] for c in plan.cart]
-    if plan.revenue is not None:
-        out["order"] = plan.revenue
-    return out
-
-
-def _wire_login(visitor_id: str, customer: str, found: Lookups, keys: Keys, table: _KeyTable) -> dict[str, Any]:
-    """A login: the visitor's alias (and who it pointed at), the customer's visitors, the visitor's profile keys."""
-    visitor = ProfileId("a", visitor_id)
-    previous = found.aliases.get(visitor_id) or ""
-    return {
-        "alias": table.index(keys.alias(visitor_id)),
-        "expect": previous,
-        "customer": customer,
-        "anon": visitor_id,
-        "visitors": table.index(keys.visitors(customer)),
-        "previous": table.index(keys.visitors(previous)) if previous and previous != customer else 0,
-        "src": table.block(keys.profile_keys(visitor)),
-        "spid": str(visitor),
-        "camp": table.index(keys.campaigns(visitor)),
-    }
-
-
-def _wire_interaction(
-    item: str, category: str, weight: float, ts: int, keys: Keys, params: ScriptParams, table: _KeyTable
-) -> list[Any]:
-    era = trending_era(ts, params.trending_half_life_ms)
-    return [
-        item,
-        category,
-        weight,
-        table.index(keys.item(item)),
-        era,
-        table.index(keys.trending(era)),
-        table.index(keys.trending(era + 1)),
+        mode,
+        orjson.dumps(gk).decode() if gk else "{}",
     ]
 
 
-def _wire_catalogue(plan: Plan, found: Lookups, keys: Keys, table: _KeyTable) -> dict[str, Any]:
-    update = plan.catalogue
-    assert update is not None
-    old = found.categories.get(update.item_id) or ""
-    return {
-        "t": plan.type,
-        "ts": plan.ts,
-        "seen": table.index(keys.item_seen(update.item_id, plan.source, plan.event_id)),
-        "item": {
-            "key": table.index(keys.item(update.item_id)),
-            "id": update.item_id,
-            "title": update.title,
-            "category": update.category,
-            "price": update.price,
-            "in_stock": 1 if update.in_stock else 0,
-            "attrs": orjson.dumps(dict(update.attributes)).decode() if update.attributes else "",
-            "image": update.image_url or "",
-            "expect": old,
-            "old_cat": table.index(keys.category(old)) if old and old != update.category else 0,
-            "new_cat": table.index(keys.category(update.category)),
-        },
-    }
+def build_call(
+    plans: Sequence[Plan],
+    found: Lookups,
+    keys: Keys,
+    params: ScriptParams,
+    cluster: bool = False,
+    origins: Sequence[Origin | None] | None = None,
+) -> tuple[list[str], list[Any]]:
+    """``(KEYS, ARGV)`` of one apply call for ``plans``: all effects (single node), or on a Redis Cluster the
+    profile part of plans that share one slot, with their ``origins`` (kept in the markers)."""
+    table = _KeyTable(keys, with_globals=not cluster)
+    ctx = _Context(found, keys, params, table, cluster)
+    wire = [ctx.wire(plan, origins[i] if origins else None) for i, plan in enumerate(plans)]
+    return table.names, _args(orjson.dumps(wire).decode(), params, "profile" if cluster else "one", table.gk)
+
+
+def build_globals(records: Sequence[str], keys: Keys, params: ScriptParams) -> tuple[list[str], list[Any]]:
+    """``(KEYS, ARGV)`` of the global call (Redis Cluster) for the records the profile calls gave (JSON, in plan
+    order)."""
+    table = _KeyTable(keys, with_globals=True)
+    for rec in records:
+        for op in orjson.loads(rec).get("g") or ():
+            if op[0] == "t":
+                for name in (op[2], op[3]):
+                    table.named(name, keys.trending(int(name[3:])))
+            elif op[0] == "c":
+                table.named(f"camp:{op[1]}", keys.campaign_stats(op[1]))
+            elif op[0] == "k":
+                for cat in (op[3], op[4]):
+                    if cat:
+                        table.named(f"cat:{cat}", keys.category(cat))
+    wire = "[" + ",".join(records) + "]"
+    return table.names, _args(wire, params, "global", table.gk)
+
+
+def build_handoffs(logins: Sequence[Plan], keys: Keys, params: ScriptParams) -> tuple[list[str], list[Any]]:
+    """``(KEYS, ARGV)`` of a login's first step on a Redis Cluster, for logins of visitors sharing one slot."""
+    table = _KeyTable(keys, with_globals=False)
+    wire = []
+    for plan in logins:
+        assert plan.login is not None and plan.profile is not None
+        visitor = ProfileId("a", plan.login)
+        wire.append({
+            "alias": table.index(keys.alias(plan.login)),
+            "hand": table.index(keys.handoff(plan.login)),
+            "customer": plan.profile.ident,
+            "ts": plan.ts,
+            "by": login_name(plan),
+            "src": table.block(keys.profile_keys(visitor)),
+            "camp": table.index(keys.campaigns(visitor)),
+        })  # fmt: skip
+    return table.names, _args(orjson.dumps(wire).decode(), params, "handoff", {})
+
+
+class _Context:
+    """Builds the wire form of plans into one key table."""
+
+    def __init__(self, found: Lookups, keys: Keys, params: ScriptParams, table: _KeyTable, cluster: bool) -> None:
+        self.found, self.keys, self.params, self.table, self.cluster = found, keys, params, table, cluster
+        self._era_names: dict[int, tuple[str, str]] = {}
+
+    def wire(self, plan: Plan, origin: Origin | None) -> dict[str, Any]:
+        out = self._catalogue(plan) if plan.catalogue is not None else self._behaviour(plan)
+        if origin is not None:
+            out["f"], out["o"] = origin
+        return out
+
+    def _behaviour(self, plan: Plan) -> dict[str, Any]:
+        keys, table, found = self.keys, self.table, self.found
+        own = plan.profile
+        assert own is not None
+        target = target_of(plan, found)
+        here = own == target or not self.cluster  # the own profile's keys are in this call's slot
+        seen = keys.seen(target, plan.source, plan.event_id)  # in the slot the plan is applied in
+        out: dict[str, Any] = {"t": plan.type, "ts": plan.ts, "seen": table.index(seen)}
+        alive: list[int] = []
+        if own != target:
+            if here:
+                out["seen2"] = table.index(keys.seen(own, plan.source, plan.event_id))
+            else:
+                out["erx"] = found.erased.get(own.ident) or -1
+                if keys.seen(own, plan.source, plan.event_id) in found.markers:
+                    out["dup"] = 1  # applied to the visitor before they logged in
+        if own.kind == "a" and here:
+            out["alias"] = table.index(keys.alias(own.ident))
+            out["expect"] = found.aliases.get(own.ident) or ""
+            alive.append(out["alias"])
+        if plan.login is not None and own.kind == "c":
+            out["login"] = self._login(plan, own.ident)
+        out["P"] = table.block(keys.profile_keys(target))
+        out["pid"] = str(target)
+        out["er"] = sorted({table.index(keys.erased(own)) if here else 0, table.index(keys.erased(target))} - {0})
+        if target.kind == "c":
+            alive.append(table.index(keys.visitors(target.ident)))
+        if plan.campaigns or plan.login is not None:
+            out["CK"] = table.index(keys.campaigns(target))
+            alive.append(out["CK"])
+        if plan.login is not None:
+            out["tmp"] = table.index(keys.merging(target))
+        if plan.campaigns:
+            out["cp"] = [[c.name, c.attribution_ms, 1 if c.clicked else 0] for c in plan.campaigns]
+            if not self.cluster:
+                for c in plan.campaigns:
+                    table.named(f"camp:{c.name}", keys.campaign_stats(c.name))
+        out["alive"] = alive
+        if plan.session is not None:
+            out["s"] = plan.session
+        if plan.interactions:
+            out["items"] = [self._interaction(i.item_id, i.category, i.weight, plan.ts) for i in plan.interactions]
+        if plan.cart:
+            out["cart"] = [[c.item_id, c.delta] for c in plan.cart]
+        if plan.revenue is not None:
+            out["order"] = plan.revenue
+        return out
+
+    def _login(self, plan: Plan, customer: str) -> dict[str, Any]:
+        """A login: on a single node the visitor's alias (and who it pointed at), the customer's visitors, the
+        visitor's profile keys; on a cluster the answer of the hand-off step."""
+        keys, table = self.keys, self.table
+        visitor_id = plan.login
+        assert visitor_id is not None
+        visitor = ProfileId("a", visitor_id)
+        base = {"anon": visitor_id, "spid": str(visitor), "visitors": table.index(keys.visitors(customer))}
+        if self.cluster:
+            answer = self.found.logins.get(login_name(plan), LoginAnswer(False, "", ""))
+            return {**base, "linked": 1 if answer.linked else 0, "data": answer.data}
+        previous = self.found.aliases.get(visitor_id) or ""
+        return {
+            **base,
+            "alias": table.index(keys.alias(visitor_id)),
+            "expect": previous,
+            "customer": customer,
+            "previous": table.index(keys.visitors(previous)) if previous and previous != customer else 0,
+            "src": table.block(keys.profile_keys(visitor)),
+            "camp": table.index(keys.campaigns(visitor)),
+        }
+
+    def _eras(self, era: int) -> tuple[str, str]:
+        """The names of an era's trending key and the next one's (put in the key table on a single node)."""
+        names = self._era_names.get(era)
+        if names is None:
+            names = self._era_names[era] = (f"tr:{era}", f"tr:{era + 1}")
+            if not self.cluster:
+                self.table.named(names[0], self.keys.trending(era))
+                self.table.named(names[1], self.keys.trending(era + 1))
+        return names
+
+    def _interaction(self, item: str, category: str, weight: float, ts: int) -> list[Any]:
+        keys, table = self.keys, self.table
+        era = trending_era(ts, self.params.trending_half_life_ms)
+        names = self._eras(era)
+        if self.cluster:
+            category = category or (self.found.categories.get(item) or "")
+            item_key = 0
+        else:
+            item_key = table.index(keys.item(item))
+        return [item, category, weight, item_key, era, *names]
+
+    def _catalogue(self, plan: Plan) -> dict[str, Any]:
+        keys, table = self.keys, self.table
+        update = plan.catalogue
+        assert update is not None
+        old = self.found.categories.get(update.item_id) or ""
+        if not self.cluster:
+            table.named(f"cat:{update.category}", keys.category(update.category))
+            if old and old != update.category:
+                table.named(f"cat:{old}", keys.category(old))
+        return {
+            "t": plan.type,
+            "ts": plan.ts,
+            "seen": table.index(keys.item_seen(update.item_id, plan.source, plan.event_id)),
+            "item": {
+                "key": table.index(keys.item(update.item_id)),
+                "id": update.item_id,
+                "title": update.title,
+                "category": update.category,
+                "price": update.price,
+                "in_stock": 1 if update.in_stock else 0,
+                "attrs": orjson.dumps(dict(update.attributes)).decode() if update.attributes else "",
+                "image": update.image_url or "",
+                "expect": old,
+                "old": old if old != update.category else "",
+            },
+        }

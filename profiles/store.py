@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis import exceptions as rx
 
 from core.clock import now_ms
 from core.errors import StoreUnavailable
@@ -28,7 +29,19 @@ from core.keyspace import (
 )
 from core.redis import redis_errors
 from core.settings import Settings
-from profiles.script import Lookups, ScriptParams, build_call, needed_lookups
+from profiles.script import (
+    SOURCE,
+    LoginAnswer,
+    Lookups,
+    Origin,
+    ScriptParams,
+    build_call,
+    build_globals,
+    build_handoffs,
+    home_tag,
+    login_name,
+    needed_lookups,
+)
 from profiles.updates import Plan, decayed_now
 
 Status = int | str  # APPLIED, DUPLICATE, ERASED, or the reason a plan was refused
@@ -43,6 +56,27 @@ def _status(reply: object) -> Status:
     if isinstance(reply, int):
         return reply
     return reply.decode() if isinstance(reply, bytes) else str(reply)
+
+
+def _is_login(plan: Plan) -> bool:
+    """A customer's event naming the visitor they were (pure)."""
+    return plan.login is not None and plan.profile is not None and plan.profile.kind == "c"
+
+
+def _run_starts(plans: Sequence[Plan]) -> list[int]:
+    """Where a chunk is cut into runs on a Redis Cluster (pure): the plans of a run are applied together, after the
+    run before. A run starts at a login (its hand-off needs the visitor's events before it applied) and at an
+    interaction whose item's category an earlier plan of the run sets (read once that plan applied)."""
+    starts = [0]
+    described: set[str] = set()
+    for i, plan in enumerate(plans):
+        cut = _is_login(plan) or any(x.item_id in described for x in plan.interactions if not x.category)
+        if cut and i > starts[-1]:
+            starts.append(i)
+            described = set()
+        if plan.catalogue is not None:
+            described.add(plan.catalogue.item_id)
+    return starts
 
 
 def _history(weights: dict[str, str], times: dict[str, str]) -> list[tuple[str, float, int]]:
@@ -100,18 +134,25 @@ class ProfileStore:
             cart_lines_max=settings.cart_lines_max,
             popular_max=settings.popular_items_max,
         )
-        self._apply = client.register_script(resources.files("profiles").joinpath("apply.lua").read_text())
+        self.cluster = settings.redis_cluster
+        self._apply = client.register_script(SOURCE)
+        self._sha: str | None = None  # Redis Cluster: the script, loaded on every primary
         self._forget = client.register_script(resources.files("profiles").joinpath("forget.lua").read_text())
 
     async def ping(self) -> bool:
         with redis_errors(f"Redis unreachable at {self.settings.redis_url}"):
             return bool(await self.client.ping())
 
-    async def apply_plans(self, plans: Sequence[Plan]) -> list[Status]:
+    async def apply_plans(self, plans: Sequence[Plan], origins: Sequence[Origin | None] | None = None) -> list[Status]:
         """Apply plans, each atomically with its de-duplication marker. Returns per plan :data:`APPLIED`,
         :data:`DUPLICATE` (event id seen before), :data:`ERASED` (the profile was erased after the event) or the
         reason it was refused (a string: nothing written). Raises :class:`StoreUnavailable` (retry) or
-        :class:`StoreRefused` (Redis refused the command)."""
+        :class:`StoreRefused` (Redis refused the command).
+
+        On a Redis Cluster ``origins`` (the Kafka message of each plan) make the global effects exact across a
+        crash between the profile calls and the global call: see :meth:`_apply_on_cluster`."""
+        if self.cluster:
+            return await self._apply_on_cluster(plans, origins)
         statuses: list[Status] = []
         rest = list(plans)
         for _ in range(MAX_STALE_ROUNDS):
@@ -128,21 +169,142 @@ class ProfileStore:
         return statuses
 
     async def _lookups(self, plans: Sequence[Plan]) -> Lookups:
-        """What decides the keys of ``plans``: the customers visitors logged in as, the items' categories."""
-        visitors, items = needed_lookups(plans)
+        """What decides the keys of ``plans``: the customers visitors logged in as, the items' categories (on a
+        cluster also the visitors' erasures and markers, in slots the profile calls cannot read)."""
+        visitors, items = needed_lookups(plans, self.cluster)
         if not visitors and not items:
             return Lookups()
+        own = [p for p in plans if p.profile is not None and p.profile.kind == "a"] if self.cluster else []
+        markers = [self.keys.seen(p.profile, p.source, p.event_id) for p in own if p.profile is not None]
         with redis_errors("reading visitors and catalogue before an update"):
             async with self.client.pipeline(transaction=False) as pipe:
                 for visitor in visitors:
                     pipe.hget(self.keys.alias(visitor), "c")
                 for item in items:
                     pipe.hget(self.keys.item(item), "category")
+                if self.cluster:
+                    for visitor in visitors:
+                        pipe.get(self.keys.erased(ProfileId("a", visitor)))
+                    for marker in markers:
+                        pipe.exists(marker)
                 replies = await pipe.execute()
+        n, m = len(visitors), len(items)
+        if not self.cluster:
+            return Lookups(dict(zip(visitors, replies[:n], strict=True)), dict(zip(items, replies[n:], strict=True)))
+        erased = replies[n + m : n + m + n]
         return Lookups(
-            aliases=dict(zip(visitors, replies[: len(visitors)], strict=True)),
-            categories=dict(zip(items, replies[len(visitors) :], strict=True)),
+            aliases=dict(zip(visitors, replies[:n], strict=True)),
+            categories=dict(zip(items, replies[n : n + m], strict=True)),
+            erased={v: int(at) for v, at in zip(visitors, erased, strict=True) if at},
+            markers=frozenset(k for k, hit in zip(markers, replies[n + m + n :], strict=True) if hit),
         )
+
+    # ----- Redis Cluster -----
+
+    async def _apply_on_cluster(self, plans: Sequence[Plan], origins: Sequence[Origin | None] | None) -> list[Status]:
+        """The profile part of every plan in its own slot (one call per slot, pipelined), then the global part of
+        the plans applied in one call on the global slot.
+
+        A profile call keeps each applied plan's global record in its marker with the plan's origin; when the same
+        message comes again (a redelivery after a crash), the duplicate gives its record back, and the global call
+        applies a record only when its offset is above the highest one applied of its partition: exactly once,
+        whether the crash came before or after the global call. A producer's re-send of an event (a new offset) is
+        a plain duplicate. Plans without an origin (not from Kafka) are exact only without a crash in between.
+        A login first hands the visitor's profile over in the visitor's slot (:meth:`_handoffs`)."""
+        origins = list(origins) if origins is not None else [None] * len(plans)
+        statuses: list[Status | None] = [None] * len(plans)
+        records = [""] * len(plans)
+        logins: dict[str, LoginAnswer] = {}
+        starts = _run_starts(plans)
+        for start, end in zip(starts, [*starts[1:], len(plans)], strict=True):
+            logins.update(await self._handoffs(plans[start:end]))
+            await self._profile_part(plans, list(range(start, end)), origins, logins, statuses, records)
+        applied = [rec for rec in records if rec]
+        if applied:
+            await self._script_calls([build_globals(applied, self.keys, self._params)], "applying global effects")
+        await self._finish_logins(plans, statuses, logins)
+        return [s for s in statuses if s is not None]
+
+    async def _profile_part(
+        self,
+        plans: Sequence[Plan],
+        pending: list[int],
+        origins: Sequence[Origin | None],
+        logins: dict[str, LoginAnswer],
+        statuses: list[Status | None],
+        records: list[str],
+    ) -> None:
+        """The profile calls of the plans ``pending`` (one per slot, pipelined; again for those after a stale read),
+        their statuses and global records written at their index."""
+        for _ in range(MAX_STALE_ROUNDS):
+            if not pending:
+                return
+            found = await self._lookups([plans[i] for i in pending])
+            found = Lookups(found.aliases, found.categories, found.erased, found.markers, logins)
+            groups: dict[str, list[int]] = {}
+            for i in pending:
+                groups.setdefault(home_tag(plans[i], found), []).append(i)
+            calls = [
+                build_call([plans[i] for i in idx], found, self.keys, self._params, True, [origins[i] for i in idx])
+                for idx in groups.values()
+            ]
+            replies = await self._script_calls(calls, f"applying {len(pending)} updates")
+            pending = []
+            for idx, (done, recs) in zip(groups.values(), replies, strict=True):
+                for i, status, rec in zip(idx, done, recs, strict=False):
+                    statuses[i], records[i] = _status(status), rec
+                pending += idx[len(done) :]
+            pending.sort()
+        if pending:
+            raise StoreUnavailable(f"{len(pending)} updates kept meeting concurrent logins; retrying", "contention")
+
+    async def _handoffs(self, plans: Sequence[Plan]) -> dict[str, LoginAnswer]:
+        """A login's first step, in the visitor's slot: link the visitor and hand their profile over."""
+        groups: dict[str, list[Plan]] = {}
+        for plan in plans:
+            if plan.login is not None and _is_login(plan):
+                groups.setdefault(ProfileId("a", plan.login).tag, []).append(plan)
+        if not groups:
+            return {}
+        calls = [build_handoffs(group, self.keys, self._params) for group in groups.values()]
+        replies = await self._script_calls(calls, "linking visitors who logged in")
+        out: dict[str, LoginAnswer] = {}
+        for group, answers in zip(groups.values(), replies, strict=True):
+            for plan, (linked, previous, data) in zip(group, answers, strict=True):
+                out[login_name(plan)] = LoginAnswer(int(linked) == 1, previous or "", data or "")
+        return out
+
+    async def _finish_logins(
+        self, plans: Sequence[Plan], statuses: Sequence[Status | None], logins: dict[str, LoginAnswer]
+    ) -> None:
+        """A login's last step: the link out of the previous customer's visitors, the hand-off deleted (kept when
+        the login was refused: nothing took it)."""
+        done = [(p, logins[login_name(p)]) for p, s in zip(plans, statuses, strict=True)
+                if login_name(p) in logins and s in (APPLIED, DUPLICATE, ERASED)]  # fmt: skip
+        if not done:
+            return
+        with redis_errors("finishing logins"):
+            async with self.client.pipeline(transaction=False) as pipe:
+                for plan, answer in done:
+                    assert plan.login is not None and plan.profile is not None
+                    if answer.previous and answer.previous != plan.profile.ident:
+                        pipe.srem(self.keys.visitors(answer.previous), plan.login)
+                    pipe.hdel(self.keys.handoff(plan.login), login_name(plan))
+                await pipe.execute()
+
+    async def _script_calls(self, calls: Sequence[tuple[list[str], list[Any]]], what: str) -> list[Any]:
+        """The apply script once per ``(KEYS, ARGV)``, pipelined (each call's keys in one slot)."""
+        with redis_errors(what):
+            try:
+                if self._sha is None:
+                    self._sha = str(await self.client.script_load(SOURCE))
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for keys, args in calls:
+                        pipe.execute_command("EVALSHA", self._sha, len(keys), *keys, *args)  # (.evalsha: refused)
+                    return list(await pipe.execute())
+            except rx.NoScriptError:
+                self._sha = None  # a node restarted or failed over: load again on the retry
+                raise
 
     # ----- erasure -----
 
@@ -152,6 +314,18 @@ class ProfileStore:
         and analytics to skip them. Returns the profile ids erased (the customer first)."""
         now = now or now_ms()
         tombstone_ms = int(self.settings.erasure_tombstone_days * _DAY_MS)
+        if self.cluster:
+            pids = await self._forget_on_cluster(customer_id, now, tombstone_ms)
+        else:
+            pids = await self._forget_at_once(customer_id, now, tombstone_ms)
+        await self._forget_markers(pids)
+        with redis_errors(f"erasing the lists served to customer {customer_id!r}"):
+            for pid in pids:  # one slot each
+                await self.client.delete(self.keys.served(pid), self.keys.campaigns(pid))
+        return [str(p) for p in pids]
+
+    async def _forget_at_once(self, customer_id: str, now: int, tombstone_ms: int) -> list[ProfileId]:
+        """One node: the customer, their visitors and the indexes in one script (forget.lua)."""
         for _ in range(MAX_STALE_ROUNDS):
             with redis_errors(f"reading the visitors of customer {customer_id!r}"):
                 visitors = sorted(await self.client.smembers(self.keys.visitors(customer_id)))
@@ -164,11 +338,38 @@ class ProfileStore:
             with redis_errors(f"erasing customer {customer_id!r}"):
                 done = int(await self._forget(keys=keys, args=args))
             if done >= 0:
-                await self._forget_markers(pids)
-                with redis_errors(f"erasing the lists served to customer {customer_id!r}"):
-                    for pid in pids:  # one slot each
-                        await self.client.delete(self.keys.served(pid), self.keys.campaigns(pid))
-                return [str(p) for p in pids]
+                return pids
+        raise StoreUnavailable(f"erasing customer {customer_id!r}: their visitors kept changing", "contention")
+
+    async def _forget_on_cluster(self, customer_id: str, now: int, tombstone_ms: int) -> list[ProfileId]:
+        """Redis Cluster: per slot, idempotent (run again after a failure, it finishes the job). Each profile's
+        tombstone first (its events stop applying), then its keys (and a visitor's login link and hand-off), then
+        the global indexes; the customer's visitors are read again until no login added one meanwhile."""
+        done: list[ProfileId] = []
+        for _ in range(MAX_STALE_ROUNDS):
+            with redis_errors(f"reading the visitors of customer {customer_id!r}"):
+                visitors = sorted(await self.client.smembers(self.keys.visitors(customer_id)))
+            pids = [ProfileId("c", customer_id), *(ProfileId("a", v) for v in visitors)]
+            todo = [pid for pid in pids if pid not in done]
+            if not todo:
+                with redis_errors(f"erasing customer {customer_id!r}"):
+                    await self.client.delete(self.keys.visitors(customer_id))
+                return pids
+            with redis_errors(f"erasing customer {customer_id!r}"):
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for pid in todo:
+                        pipe.set(self.keys.erased(pid), now, px=tombstone_ms)
+                        for key in self.keys.profile_keys(pid):
+                            pipe.delete(key)
+                        if pid.kind == "a":
+                            pipe.delete(self.keys.alias(pid.ident))
+                            pipe.delete(self.keys.handoff(pid.ident))
+                    await pipe.execute()
+                async with self.client.pipeline(transaction=False) as pipe:
+                    pipe.zadd(self.keys.erasures, {str(pid): now for pid in todo})
+                    pipe.zrem(self.keys.profiles, *(str(pid) for pid in todo))
+                    await pipe.execute()
+            done += todo
         raise StoreUnavailable(f"erasing customer {customer_id!r}: their visitors kept changing", "contention")
 
     async def _forget_markers(self, pids: list[ProfileId]) -> None:

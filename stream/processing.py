@@ -23,6 +23,7 @@ from core.scopes import Scope, scope_refusal
 from core.settings import Settings
 from merchandising.campaign_source import CampaignsSource, campaigns_path
 from merchandising.campaigns import CampaignSet, tag_of
+from profiles.script import Origin
 from profiles.store import APPLIED, DUPLICATE, ERASED, ProfileStore, Status
 from profiles.updates import DIRECT, CampaignOutcome, Plan, plan_update
 from schemas.events import (
@@ -119,6 +120,13 @@ def campaign_outcomes(event: Behaviour | Item, campaigns: CampaignSet) -> tuple[
         for c in campaigns.campaigns
         if c.running(event.ts_ms) and (tag is None or c.tag == tag)
     )
+
+
+def origin_of(msg: RawMessage) -> Origin | None:
+    """Where a message was read (``("<topic>:<partition>", offset)``), None for one not read from Kafka (pure)."""
+    if not msg.topic or msg.partition < 0 or msg.offset < 0:
+        return None
+    return f"{msg.topic}:{msg.partition}", msg.offset
 
 
 def _event_type(raw: bytes | None) -> str:
@@ -228,13 +236,14 @@ class BatchProcessor:
         dead-letter topic; a state of the server (:class:`StoreUnavailable`: Redis down, out of memory, read-only
         after a failover, busy ...) is retried until it passes, so nothing is acked unapplied or dead-lettered
         for it."""
+        origins = [origin_of(m) for m in msgs] if self.store.cluster else None  # a Redis Cluster keeps them
         try:
-            statuses = await self._retry(plans)
+            statuses = await self._retry(plans, origins)
         except StoreRefused:
             statuses = []
-            for plan in plans:
+            for i, plan in enumerate(plans):
                 try:
-                    statuses.extend(await self._retry([plan]))
+                    statuses.extend(await self._retry([plan], origins[i : i + 1] if origins else None))
                 except StoreRefused as exc:
                     statuses.append(f"could not be applied to the profile store: {exc}")
         for plan, msg, status in zip(plans, msgs, statuses, strict=True):
@@ -243,10 +252,10 @@ class BatchProcessor:
                 result.dead_lettered.append(self._dead_letter(msg, [error], plan.event_id, "store"))
         return statuses
 
-    async def _retry(self, plans: list[Plan]) -> list[Status]:
+    async def _retry(self, plans: list[Plan], origins: list[Origin | None] | None) -> list[Status]:
         while True:
             try:
-                return await self.store.apply_plans(plans)
+                return await self.store.apply_plans(plans, origins)
             except StoreUnavailable as exc:
                 metrics.STORE_RETRIES.labels(exc.reason).inc()
                 log.warning("Redis write failed, retrying in %.1fs: %s", self.retry_delay_s, exc)

@@ -15,7 +15,7 @@ import pytest
 
 from core.kafka import ensure_topics
 from core.settings import Settings, isolated
-from runtime.embedded import EmbeddedServer, die_with_parent, start_broker, start_redis
+from runtime.embedded import EmbeddedServer, die_with_parent, start_broker, start_redis, start_redis_cluster
 from runtime.local import settings_env
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,6 +44,20 @@ def redis_server() -> Iterator[EmbeddedServer]:
     server = start_redis()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[list[EmbeddedServer]]:
+    """A three-node Valkey Redis Cluster, started once for the tests that ask for it."""
+    servers = start_redis_cluster(3)
+    yield servers
+    for server in servers:
+        server.stop()
+
+
+def on_cluster(settings: Settings, servers: list[EmbeddedServer]) -> Settings:
+    """``settings`` on the Redis Cluster (``ECRM_REDIS_CLUSTER``, a node's URL; the key prefix stays the test's)."""
+    return settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{servers[1].port}/0", "redis_cluster": True})
 
 
 @pytest.fixture()

@@ -1,12 +1,14 @@
-"""Small commands: the event schema and topic administration."""
+"""Small commands: the event schema, topic administration and the key layout's migration."""
 
 from __future__ import annotations
 
 import orjson
 import typer
 
-from core.errors import BrokerUnavailable
+from core.errors import BrokerUnavailable, StoreRefused, StoreUnavailable
 from core.kafka import ensure_topics
+from core.keyspace import legacy_global
+from core.redis import connect_sync, redis_errors
 from core.settings import get_settings
 from ecrm.commands.errors import error_line
 from schemas import event_json_schema
@@ -26,3 +28,27 @@ def topics() -> None:
         typer.echo(error_line(exc), err=True)
         raise typer.Exit(2) from exc
     typer.echo(f"created: {', '.join(created)}" if created else "topics already exist")
+
+
+def migrate_keys() -> None:
+    """Move the global keys written by an engine older than the Redis Cluster support (popular, trending, the
+    training log, catalogue sets, models, campaign counters, analytics ...) under the hash tag {g}. Run it once on
+    the single Redis node, with the workers and the API stopped; keys already moved stay as they are."""
+    settings = get_settings()
+    if settings.redis_cluster:
+        typer.echo("error: run migrate-keys on the single node the older engine wrote (not a cluster)", err=True)
+        raise typer.Exit(2)
+    client = connect_sync(settings, decode_responses=True)
+    moved = 0
+    try:
+        with redis_errors("moving the global keys under {g}"):
+            for key in client.scan_iter(match=f"{settings.key_prefix}:*", count=1000):
+                new = legacy_global(settings.key_prefix, key)
+                if new is not None and client.renamenx(key, new):
+                    moved += 1
+    except (StoreUnavailable, StoreRefused) as exc:
+        typer.echo(error_line(exc), err=True)
+        raise typer.Exit(2) from exc
+    finally:
+        client.close()
+    typer.echo(f"moved {moved} global keys under {{g}}")

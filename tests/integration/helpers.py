@@ -16,7 +16,7 @@ from fastapi import FastAPI
 
 from api.main import create_app
 from core.keyspace import Keys
-from core.redis import connect
+from core.redis import connect, connect_sync
 from core.settings import Settings
 from profiles.store import ProfileStore
 from profiles.updates import plan_update
@@ -52,7 +52,8 @@ def purchase(customer: str, lines: list[tuple[str, int, float]], ts: int | None 
 
 
 def sync_redis(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    """A blocking client of the test's Redis (the cluster client on a Redis Cluster), decoding strings."""
+    return connect_sync(settings, decode_responses=True)
 
 
 def profile_hash(settings: Settings, pid: str) -> dict[str, str]:

@@ -1,37 +1,43 @@
 """A three-node Valkey Redis Cluster started by the suite (``runtime.embedded.start_redis_cluster``), reached with
 ``ECRM_REDIS_CLUSTER=1`` through any node's URL: the keyspace puts every key of one profile in one slot (a script
 over all of them runs; one with a global key beside them is refused as CROSSSLOT), and profiles spread over the
-nodes. The worker's write script still joins a profile's keys with global ones in one call: docs/deployment.md
-("Redis Cluster") says what stands in the way of running the pipeline on a cluster."""
+nodes. The pipeline runs there too (tests/integration/test_pipeline.py, test_store.py and test_profile_bounds.py run
+on one node and on this cluster); here, what only a cluster has: a crash between a chunk's profile calls and its
+global call, a login's hand-off interrupted, and a model promoted and served through the cluster client."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import subprocess
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
+from core.errors import StoreUnavailable
 from core.keyspace import Keys, ProfileId
 from core.redis import connect, connect_sync
 from core.settings import Settings
-from profiles.store import ProfileStore
-from runtime.embedded import EmbeddedServer, start_redis_cluster
+from profiles.store import APPLIED, DUPLICATE, ProfileStore
+from profiles.updates import Plan, plan_update
+from runtime.embedded import EmbeddedServer
+from runtime.local import settings_env
+from schemas import EventLimits, parse_event_obj
+from tests.conftest import on_cluster as cluster_settings
+from tests.integration import test_campaigns, test_serving
 
 pytestmark = pytest.mark.integration
 COUNT_KEYS = "return #KEYS"
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[list[EmbeddedServer]]:
-    servers = start_redis_cluster(3)
-    yield servers
-    for server in servers:
-        server.stop()
+T0 = 1_795_424_400_000
+LIMITS = EventLimits(now=datetime.fromtimestamp((T0 + 86_400_000) / 1000, UTC))
 
 
 @pytest.fixture()
-def on_cluster(cluster: list[EmbeddedServer], settings: Settings) -> Settings:
-    return settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{cluster[1].port}/0", "redis_cluster": True})
+def on_cluster(redis_cluster: list[EmbeddedServer], settings: Settings) -> Settings:
+    return cluster_settings(settings, redis_cluster)
 
 
 @pytest.fixture()
@@ -87,3 +93,132 @@ async def test_the_api_reads_a_profile_through_the_cluster_client(client: redis.
     assert profile is not None
     assert profile["events_total"] == 2 and profile["sessions"] == 2
     assert [r["item_id"] for r in profile["recent_items"]] == ["sku-2", "sku-1"]
+
+
+# ----- the pipeline's exactness where a chunk takes several calls -----
+
+
+class CrashingStore(ProfileStore):
+    """A real store whose process "dies" (an error, nothing written) at its first call of the given mode: the apply
+    script's ``global`` call (after the profile calls) or a login's ``profile`` calls (after its hand-off)."""
+
+    def __init__(self, client: Any, settings: Settings, mode: str) -> None:
+        super().__init__(client, settings)
+        self.mode = mode
+
+    async def _script_calls(self, calls: Sequence[tuple[list[str], list[Any]]], what: str) -> list[Any]:
+        if calls[0][1][12] == self.mode:
+            raise StoreUnavailable("the worker died here", "connection")
+        return await super()._script_calls(calls, what)
+
+
+def plans_of(settings: Settings, events: list[dict[str, Any]]) -> list[Plan]:
+    return [plan_update(parse_event_obj(e, LIMITS), settings.event_weights) for e in events]
+
+
+def ev(kind: str, n: int, **fields: Any) -> dict[str, Any]:
+    return {"type": kind, "event_id": f"{kind}-{n}", "timestamp": T0 + n, **fields}
+
+
+def global_state(r: redis.Redis, keys: Keys) -> tuple[Any, ...]:
+    return (
+        r.get(keys.applied_count),
+        r.get(keys.interactions_count),
+        r.xlen(keys.interactions),
+        r.zrange(keys.popular, 0, -1, withscores=True),
+        r.zrange(keys.profiles, 0, -1, withscores=True),
+    )
+
+
+async def test_a_crash_between_the_profile_calls_and_the_global_call_is_repaired_once(
+    on_cluster: Settings, settings: Settings, client: redis.Redis
+) -> None:
+    events = [ev("product_view", n, customer_id=f"c{n % 7}", item_id=f"i{n % 5}") for n in range(40)]
+    events += [ev("purchase", 50 + n, customer_id=f"c{n}", order_id=f"o{n}", currency="EUR",
+                  lines=[{"item_id": "i1", "quantity": 1, "unit_price": 3.0}]) for n in range(3)]  # fmt: skip
+    plans = plans_of(on_cluster, events)
+    origins: list[tuple[str, int] | None] = [("events:0", 100 + n) for n in range(len(plans))]
+    keys = Keys(on_cluster.key_prefix)
+    crashing = CrashingStore(connect(on_cluster), on_cluster, "global")
+    with pytest.raises(StoreUnavailable):
+        await crashing.apply_plans(plans, origins)  # the profiles were written, the global call never ran
+    assert client.get(keys.applied_count) is None and client.xlen(keys.interactions) == 0
+    store = ProfileStore(connect(on_cluster), on_cluster)
+    assert await store.apply_plans(plans, origins) == [DUPLICATE] * len(plans)  # the redelivery completes it
+    after = global_state(client, keys)
+    assert await store.apply_plans(plans, origins) == [DUPLICATE] * len(plans)  # and again: nothing more
+    assert global_state(client, keys) == after
+    resent = [("events:1", n) for n in range(len(plans))]  # a producer sent the events again: new offsets
+    assert await store.apply_plans(plans, resent) == [DUPLICATE] * len(plans)
+    assert global_state(client, keys) == after
+    # the same events on one node, in one call each chunk: the same effects across profiles
+    single = ProfileStore(connect(settings), settings)
+    assert await single.apply_plans(plans) == [APPLIED] * len(plans)
+    one = Keys(settings.key_prefix)
+    assert global_state(connect_sync(settings, decode_responses=True), one) == after
+    assert int(after[0]) == len(plans) and int(after[1]) == after[2] == len(plans)
+    for s in (crashing, store, single):
+        await s.client.aclose()
+
+
+async def test_a_login_interrupted_after_its_hand_off_is_finished_by_the_redelivery(
+    on_cluster: Settings, client: redis.Redis
+) -> None:
+    visitor = [ev("product_view", 1, anonymous_id="v", item_id="a", category="k", session_id="s1"),
+               ev("add_to_cart", 2, anonymous_id="v", item_id="a", quantity=2)]  # fmt: skip
+    login = [ev("page_view", 3, anonymous_id="v", customer_id="c", session_id="s2")]
+    store = ProfileStore(connect(on_cluster), on_cluster)
+    assert await store.apply_plans(plans_of(on_cluster, visitor), [("e:0", 1), ("e:0", 2)]) == [APPLIED] * 2
+    crashing = CrashingStore(connect(on_cluster), on_cluster, "profile")
+    with pytest.raises(StoreUnavailable):
+        await crashing.apply_plans(plans_of(on_cluster, login), [("e:0", 3)])
+    keys = Keys(on_cluster.key_prefix)
+    assert client.hget(keys.alias("v"), "c") == "c" and client.hlen(keys.handoff("v")) == 1  # handed over
+    for _ in range(2):  # redelivered twice: merged once
+        assert await store.apply_plans(plans_of(on_cluster, login), [("e:0", 3)]) in ([APPLIED], [DUPLICATE])
+    assert not client.exists(keys.handoff("v"))
+    assert await store.profile("a:v") is None
+    p = await store.profile("c:c", now=T0 + 10)
+    assert p is not None and p["merged_visitors"] == 1 and p["sessions"] == 2
+    assert p["event_counts"] == {"product_view": 1, "add_to_cart": 1, "page_view": 1}
+    assert p["cart"] == [{"item_id": "a", "quantity": 2}]
+    assert client.smembers(keys.visitors("c")) == {"v"}
+    assert [pid for pid, _ in client.zrange(keys.profiles, 0, -1, withscores=True)] == ["c:c"]
+    for s in (crashing, store):
+        await s.client.aclose()
+
+
+async def test_a_model_is_promoted_and_served_through_the_cluster_client(on_cluster: Settings) -> None:
+    await test_serving.test_promoted_model_is_served_with_fold_in(on_cluster)
+
+
+async def test_rollback_on_the_cluster(on_cluster: Settings) -> None:
+    await test_serving.test_rollback_serves_the_previous_version(on_cluster)
+
+
+async def test_campaign_outcomes_count_once_on_the_cluster(on_cluster: Settings, tmp_path: Path) -> None:
+    await test_campaigns.test_a_known_uplift_is_reported_with_an_interval_containing_it_and_redelivery_changes_nothing(
+        on_cluster, tmp_path
+    )
+
+
+async def test_a_visitors_variant_follows_the_login_on_the_cluster(on_cluster: Settings, tmp_path: Path) -> None:
+    await test_campaigns.test_a_visitor_keeps_the_variant_after_logging_in(on_cluster, tmp_path)
+
+
+def test_migrate_keys_moves_an_older_layout_under_the_global_tag(settings: Settings) -> None:
+    r = connect_sync(settings, decode_responses=True)
+    p = settings.key_prefix
+    r.zadd(f"{p}:popular", {"sku-1": 3.0})
+    r.hset(f"{p}:camp:{{exp}}", "a:assigned", 2)
+    r.set(f"{p}:model:current", "v1")
+    r.hset(f"{p}:p:{{c:x}}", "n:page_view", 1)  # a profile's key stays
+    r.set(f"{p}:{{g}}:model:current", "v2")  # already written by the current engine: kept
+    env = settings_env(settings)
+    out = subprocess.run([sys.executable, "-m", "ecrm", "migrate-keys"], env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and "moved 2 global keys" in out.stdout, out.stdout + out.stderr
+    keys = Keys(p)
+    assert r.zrange(keys.popular, 0, -1, withscores=True) == [("sku-1", 3.0)]
+    assert r.hgetall(keys.campaign_stats("exp")) == {"a:assigned": "2"}
+    assert r.get(keys.model_current) == "v2" and r.get(f"{p}:model:current") == "v1"
+    assert r.hgetall(keys.profile("c:x")) == {"n:page_view": "1"}

@@ -369,7 +369,7 @@ def check_keyspace(r: redis.Redis, settings: Settings, model: Model) -> None:
     prefix = settings.key_prefix
     tags = {ProfileId(p[0], p[2:]).tag for p in [*model.parent, f"c:{BYSTANDER}"]}  # type: ignore[arg-type]
     item_tags = {encode_id(i) for i in model.items}
-    categories = {f"{prefix}:category:{encode_id(c)}" for c in model.categories}
+    categories = {f"{prefix}:{{g}}:category:{encode_id(c)}" for c in model.categories}
     single = {"profiles", "popular", "interactions", "stats:applied", "stats:interactions", "catalogue",
               "out_of_stock", "worker:consuming"}  # fmt: skip
     for key in r.scan_iter(f"{prefix}:*", count=1000):
@@ -378,9 +378,10 @@ def check_keyspace(r: redis.Redis, settings: Settings, model: Model) -> None:
             assert rest[3 : rest.index("}")] in tags, key
         elif rest.startswith("item:{"):
             assert rest[6 : rest.index("}")] in item_tags, key
-        elif rest.startswith("category:"):
+        elif rest.startswith("{g}:category:"):
             assert key in categories, key
         else:
+            rest = rest.removeprefix("{g}:")  # every global key is in the global slot
             assert rest in single or rest.startswith(("trending:", "an:", "model:")), key  # analytics, models
 
 

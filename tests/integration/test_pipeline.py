@@ -1,4 +1,5 @@
-"""End to end on the real embedded broker and Redis-compatible server: collector -> Kafka -> worker -> API."""
+"""End to end on the real embedded broker and Redis-compatible server: collector -> Kafka -> worker -> API, on one
+Redis node and on the three-node Redis Cluster the suite starts (``ECRM_REDIS_CLUSTER``)."""
 
 from __future__ import annotations
 
@@ -17,11 +18,19 @@ from kafka import KafkaConsumer
 from core.kafka import make_producer, produce_events
 from core.keyspace import Keys, customer_pid
 from core.settings import Settings
-from tests.conftest import wait_for
+from tests.conftest import on_cluster, wait_for
 from tests.integration.helpers import api_client, now_ms, profile_hash, purchase, sync_redis, view
 
 pytestmark = pytest.mark.integration
 StartWorker = Callable[[], subprocess.Popen[bytes]]
+
+
+@pytest.fixture(params=["single", "cluster"])
+def settings(settings: Settings, request: pytest.FixtureRequest) -> Settings:
+    """The test's settings on one Redis node, then on the Redis Cluster."""
+    if request.param == "single":
+        return settings
+    return on_cluster(settings, request.getfixturevalue("redis_cluster"))
 
 
 async def wait_async(predicate: Callable[[], object], timeout: float = 60.0, what: str = "") -> None:
@@ -151,6 +160,15 @@ def test_sigkill_mid_stream_neither_loses_nor_double_counts(settings: Settings, 
         h = r.hgetall(keys.profile(customer_pid(c)))
         assert int(h["n:product_view"]) == expected[c], c
         assert int(h["n:purchase"]) == 1 and int(h["orders"]) == 1 and float(h["revenue"]) == 2.5, c
+    # the effects across profiles too (on a cluster, in a second call the kill may have come before)
+    assert int(r.get(keys.applied_count) or 0) == 30_000 + len(customers)
+    assert int(r.get(keys.interactions_count) or 0) == 30_000 + len(customers)
+    assert r.xlen(keys.interactions) == 30_000 + len(customers)
+    assert r.zcard(keys.profiles) == len(customers)
+    popular = dict(r.zrange(keys.popular, 0, -1, withscores=True))
+    weights = settings.event_weights
+    assert popular["sku-1"] == pytest.approx(Counter(i % 97 for i in range(30_000))[1] * weights["product_view"]
+                                             + len(customers) * weights["purchase"])  # fmt: skip
 
 
 async def test_recommendations_for_unknown_and_known_customers(settings: Settings, worker: StartWorker) -> None:

@@ -1,5 +1,6 @@
 """The profile store on the real Redis-compatible server: atomic refusals, bounded structures, login links that
-move, event ids scoped by source, and erasure (with its tombstones against replay)."""
+move, event ids scoped by source, and erasure (with its tombstones against replay); on one Redis node and on the
+three-node Redis Cluster the suite starts."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from ecrm.commands.privacy import erase
 from profiles.store import APPLIED, DUPLICATE, ERASED, ProfileStore, Status
 from profiles.updates import plan_update
 from schemas import parse_event_obj
+from tests.conftest import on_cluster
 from trainer.training import read_interactions
 
 pytestmark = pytest.mark.integration
@@ -30,6 +32,14 @@ def ev(kind: str, n: int | str, ts: int, **fields: Any) -> dict[str, Any]:
 async def apply(store: ProfileStore, events: list[dict[str, Any]], source: str = "direct") -> list[Status]:
     plans = [plan_update(parse_event_obj(e), store.settings.event_weights, source) for e in events]
     return await store.apply_plans(plans)
+
+
+@pytest.fixture(params=["single", "cluster"])
+def settings(settings: Settings, request: pytest.FixtureRequest) -> Settings:
+    """The test's settings on one Redis node, then on the Redis Cluster."""
+    if request.param == "single":
+        return settings
+    return on_cluster(settings, request.getfixturevalue("redis_cluster"))
 
 
 @pytest.fixture()

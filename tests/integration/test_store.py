@@ -1,4 +1,5 @@
-"""The Redis profile store (apply.lua) on the real Redis-compatible server, without Kafka."""
+"""The Redis profile store (apply.lua) on the real Redis-compatible server, without Kafka: every test on one node
+and on the three-node Redis Cluster the suite starts."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from core.settings import Settings
 from profiles.store import ProfileStore
 from profiles.updates import plan_update
 from schemas import EventLimits, parse_event_obj
+from tests.conftest import on_cluster
 
 pytestmark = pytest.mark.integration
 DAY = 86_400_000
@@ -26,6 +28,14 @@ def ev(kind: str, n: int, ts: int, **fields: Any) -> dict[str, Any]:
 
 async def apply(store: ProfileStore, settings: Settings, events: list[dict[str, Any]]) -> list[int]:
     return await store.apply_plans([plan_update(parse_event_obj(e, LIMITS), settings.event_weights) for e in events])
+
+
+@pytest.fixture(params=["single", "cluster"])
+def settings(settings: Settings, request: pytest.FixtureRequest) -> Settings:
+    """The test's settings on one Redis node, then on the Redis Cluster."""
+    if request.param == "single":
+        return settings
+    return on_cluster(settings, request.getfixturevalue("redis_cluster"))
 
 
 @pytest.fixture()

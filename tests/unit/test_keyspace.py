@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.crc import key_slot
 
-from core.keyspace import Keys, ProfileId, customer_pid, encode_id, parse_pid
+from core.keyspace import Keys, ProfileId, customer_pid, encode_id, legacy_global, parse_pid
 
 K = Keys("ecrm")
 HOSTILE = ["victim:cart", "victim}:cart", "{victim}", "a\tb", "a\nb", "vïctim✓", "%3A", ":", "{", "}", "c:x", " "]
@@ -51,6 +51,33 @@ def test_one_profile_is_one_cluster_slot(pid: ProfileId) -> None:
     slots = {key_slot(key.encode()) for key in all_keys(pid)}
     assert len(slots) == 1
     assert all(key.count("{") == 1 and key.count("}") == 1 for key in all_keys(pid))
+
+
+@given(ids, st.integers(min_value=0, max_value=10**6))
+def test_every_global_key_is_in_the_global_slot(name: str, era: int) -> None:
+    named = {K.category(name), K.campaign_stats(name), K.model_blob(name), K.model_meta(name), K.snapshot(name)}
+    keys = GLOBAL | named | {K.trending(era), K.applied_offsets, K.worker_consuming}
+    assert {key_slot(key.encode()) for key in keys} == {key_slot(b"{g}")}
+
+
+@given(ids, st.integers(min_value=0, max_value=10**6))
+def test_the_older_global_keys_map_to_the_current_ones(name: str, era: int) -> None:
+    e = encode_id(name)
+    old = {
+        "ecrm:popular": K.popular,
+        "ecrm:profiles": K.profiles,
+        "ecrm:stats:applied": K.applied_count,
+        f"ecrm:trending:{era}": K.trending(era),
+        f"ecrm:category:{e}": K.category(name),
+        f"ecrm:camp:{{{e}}}": K.campaign_stats(name),
+        f"ecrm:model:blob:{e}": K.model_blob(name),
+        f"ecrm:an:snap:{e}:3": K.snapshot_members(name, 3),
+    }
+    for before, now in old.items():
+        assert legacy_global("ecrm", before) == now
+    pid = ProfileId("c", name)
+    for other in [*all_keys(pid), K.item(name), *GLOBAL, "ecrm:bench:noop:x", "other:popular"]:
+        assert legacy_global("ecrm", other) is None, other
 
 
 @given(ids, ids)
