@@ -134,7 +134,8 @@ def weigh_sample(r: redis.Redis, store: ProfileStore, sample: list[int], events:
         pid = ProfileId("c", f"cust-{profile:07d}")
         for part, key in zip(PARTS, store.keys.profile_keys(pid), strict=True):
             totals[part] += r.memory_usage(key, samples=0) or 0
-        markers = [store.keys.seen(pid, DIRECT, event_id(profile, k)) for k in range(events)]
+        markers = [store.keys.seen(pid, DIRECT, event_id(profile, k)) for k in range(events)]  # on a cluster
+        markers.append(store.keys.seen_set(pid))  # on a single node
         totals["dedupe markers"] += sum(r.memory_usage(k, samples=0) or 0 for k in markers)
         totals["visitors set"] += r.memory_usage(store.keys.visitors(pid.ident), samples=0) or 0
     return {part: size / len(sample) for part, size in totals.items()}

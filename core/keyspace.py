@@ -25,7 +25,8 @@ promotion and an analytics publication. On a single node the tags change nothing
 | ``{p}:p:{T}:items_ts`` | hash | item -> last interaction time (ms) |
 | ``{p}:p:{T}:bought`` | hash | item -> last purchase time (ms) |
 | ``{p}:p:{T}:sess`` | HyperLogLog | session ids |
-| ``{p}:p:{T}:seen:{S}:{E}`` | string | de-duplication marker of an event from sender ``S`` (TTL; see (*)) |
+| ``{p}:p:{T}:seen`` | zset | single node: de-duplication set, ``marker_digest(S, E)`` -> when applied (ms), bounded |
+| ``{p}:p:{T}:seen:{S}:{E}`` | string | cluster: de-duplication marker of an event from sender ``S`` (TTL; see (*)) |
 | ``{p}:p:{a:V}:alias`` | hash | ``c``: the customer visitor ``V`` last logged in as, ``t``: when (ms) |
 | ``{p}:p:{a:V}:handoff`` | hash | cluster: login -> the visitor's profile on its way to the customer (TTL) |
 | ``{p}:p:{c:X}:visitors`` | set | the visitors (anonymous ids) who logged in as customer ``X`` |
@@ -67,6 +68,8 @@ API key scope that sent it, or ``direct`` for a producer writing to Kafka itself
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -109,6 +112,13 @@ class ProfileId:
     def tag(self) -> str:
         """The Redis Cluster hash tag body shared by all of this profile's keys."""
         return f"{self.kind}:{encode_id(self.ident)}"
+
+
+def marker_digest(source: str, event_id: str) -> str:
+    """An event's member in a profile's de-duplication set: 72 bits of BLAKE2b of its sender and id, in 12 base64
+    characters (a sixth of a marker key's size; a collision among a profile's remembered events: ~2**-58)."""
+    raw = hashlib.blake2b(f"{source}\0{event_id}".encode(), digest_size=9).digest()
+    return base64.b64encode(raw).decode("ascii")
 
 
 def customer_pid(customer_id: str) -> str:
@@ -201,8 +211,14 @@ class Keys:
         return [base, *(f"{base}:{suffix}" for suffix in PROFILE_SUFFIXES)]
 
     def seen(self, pid: str | ProfileId, source: str, event_id: str) -> str:
-        """De-duplication marker of an event of a profile, in its sender's namespace (``source``)."""
+        """De-duplication marker of an event of a profile, in its sender's namespace (``source``): a key of its own,
+        holding the event's global record (Redis Cluster)."""
         return f"{self._p(pid)}:seen:{encode_id(source)}:{encode_id(event_id)}"
+
+    def seen_set(self, pid: str | ProfileId) -> str:
+        """The de-duplication set of a profile on a single node: :func:`marker_digest` of each event applied to it
+        -> when (ms); entries older than the de-duplication TTL are dropped as it is written."""
+        return f"{self._p(pid)}:seen"
 
     def alias(self, anonymous_id: str) -> str:
         """The customer a visitor logged in as (in the visitor's slot)."""

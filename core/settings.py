@@ -74,6 +74,13 @@ class Settings(BaseSettings):
     affinity_half_life_days: float = Field(30.0, gt=0)
     trending_half_life_hours: float = Field(24.0, gt=0)
     dedupe_ttl_days: float = Field(14.0, gt=0, description="How long an event id is remembered for de-duplication")
+    dedupe_max_per_profile: int = Field(
+        10_000,
+        ge=100,
+        le=1_000_000,
+        description="Event ids remembered per profile for de-duplication (the newest; single node): redelivery and "
+        "re-sends come within minutes, so only a profile with more events than this within the TTL forgets early",
+    )
     interactions_log_maxlen: int = Field(5_000_000, ge=1000, description="Bounded log of interactions for training")
 
     # Profiles: bounds, sources, erasure (issue 8)

@@ -14,7 +14,8 @@
 -- ARGV: 1 plans (JSON array; on 'global': the global records; on 'handoff': the logins), 2 de-duplication TTL
 --       (ms), 3 recent items kept, 4 affinity half-life (ms), 5 trending half-life (ms), 6 half-lives per trending
 --       era, 7 training log max length, 8 profile TTL (ms, 0: none), 9 items kept per profile, 10 categories kept
---       per profile, 11 cart lines per profile, 12 popular items kept, 13 mode, 14 global keys (JSON object)
+--       per profile, 11 cart lines per profile, 12 popular items kept, 13 mode, 14 global keys (JSON object),
+--       15 event ids kept per profile's de-duplication set (single node)
 --
 -- A plan's target profile was resolved by the caller from what it read (a visitor's alias, an item's category,
 -- tombstones in other slots). Each plan first checks that what was read still holds where it is in this slot;
@@ -36,6 +37,7 @@ local items_max = tonumber(ARGV[9])
 local cats_max = tonumber(ARGV[10])
 local cart_max = tonumber(ARGV[11])
 local popular_max = tonumber(ARGV[12])
+local dedupe_max = tonumber(ARGV[15])
 local MAX_INT = 9007199254740991  -- 2^53 - 1: counters and cart quantities stay exact
 
 local function num(x) return string.format('%.17g', x) end
@@ -385,12 +387,35 @@ local function still_holds(u)
 end
 
 -- Was the plan applied before? Its marker (in this slot; u.seen2: the visitor's own, where it was applied before
--- they logged in; u.dup: that one, read by the caller in its slot on a Redis Cluster).
+-- they logged in; u.dup: that one, read by the caller in its slot on a Redis Cluster). On a single node (u.sd) the
+-- marker is the member u.sd of the profile's de-duplication set; on a cluster a key of its own (it holds a record).
 local function marker(u)
   if u.dup then return '1' end
+  if u.sd then
+    if redis.call('ZSCORE', KEYS[u.seen], u.sd) then return '1' end
+    if u.seen2 and redis.call('ZSCORE', KEYS[u.seen2], u.sd) then return '1' end
+    return nil
+  end
   local m = redis.call('GET', KEYS[u.seen])
   if (not m) and u.seen2 and redis.call('EXISTS', KEYS[u.seen2]) == 1 then m = '1' end
   return m
+end
+
+-- Remember an applied plan in its profile's de-duplication set, scored by when (server time, ms, and 1/1024 more
+-- per plan of the call, so the order of a chunk is kept): entries past the TTL and beyond the newest dedupe_max
+-- go, and the set expires a TTL after its last write.
+local now_ms, seq = nil, 0
+local function remember(u)
+  if not now_ms then
+    local t = redis.call('TIME')
+    now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  seq = seq + 1
+  local k = KEYS[u.seen]
+  redis.call('ZADD', k, num(now_ms + seq / 1024), u.sd)
+  redis.call('ZREMRANGEBYSCORE', k, '-inf', '(' .. int(now_ms - tonumber(ttl)))
+  if redis.call('ZCARD', k) > dedupe_max then redis.call('ZREMRANGEBYRANK', k, 0, -(dedupe_max + 1)) end
+  redis.call('PEXPIRE', k, ttl)
 end
 
 -- Apply plans in this slot. Returns the statuses and, per plan, its global record {f, o, g}: the plan's global
@@ -428,6 +453,8 @@ local function run_profiles(plans, keep)
         if keep then
           rec = cjson.encode(rec)
           redis.call('SET', KEYS[u.seen], rec, 'PX', ttl)
+        elseif u.sd then
+          remember(u)
         else
           redis.call('SET', KEYS[u.seen], '1', 'PX', ttl)
         end

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from core.keyspace import Keys, ProfileId, encode_id, trending_era
+from core.keyspace import Keys, ProfileId, encode_id, marker_digest, trending_era
 from profiles.updates import Plan
 
 SOURCE = "\n".join(
@@ -68,6 +68,7 @@ class ScriptParams:
     categories_max: int = 100
     cart_lines_max: int = 100
     popular_max: int = 100_000
+    dedupe_max: int = 10_000  # event ids kept per profile's de-duplication set (single node)
 
 
 def needed_lookups(plans: Sequence[Plan], cluster: bool = False) -> tuple[list[str], list[str]]:
@@ -161,6 +162,7 @@ def _args(wire: str, params: ScriptParams, mode: str, gk: Mapping[str, int]) -> 
         params.popular_max,
         mode,
         orjson.dumps(gk).decode() if gk else "{}",
+        params.dedupe_max,
     ]
 
 
@@ -237,12 +239,16 @@ class _Context:
         assert own is not None
         target = target_of(plan, found)
         here = own == target or not self.cluster  # the own profile's keys are in this call's slot
-        seen = keys.seen(target, plan.source, plan.event_id)  # in the slot the plan is applied in
-        out: dict[str, Any] = {"t": plan.type, "ts": plan.ts, "seen": table.index(seen)}
+        out: dict[str, Any] = {"t": plan.type, "ts": plan.ts}
+        if self.cluster:  # a marker key of its own, to hold the event's global record
+            out["seen"] = table.index(keys.seen(target, plan.source, plan.event_id))  # in the plan's slot
+        else:  # a member of the profile's de-duplication set
+            out["seen"] = table.index(keys.seen_set(target))
+            out["sd"] = marker_digest(plan.source, plan.event_id)
         alive: list[int] = []
         if own != target:
             if here:
-                out["seen2"] = table.index(keys.seen(own, plan.source, plan.event_id))
+                out["seen2"] = table.index(keys.seen_set(own))  # here: a single node
             else:
                 out["erx"] = found.erased.get(own.ident) or -1
                 if keys.seen(own, plan.source, plan.event_id) in found.markers:

@@ -24,6 +24,7 @@ from core.keyspace import (
     ProfileId,
     anonymous_pid,
     customer_pid,
+    marker_digest,
     parse_pid,
     trending_era,
 )
@@ -133,6 +134,7 @@ class ProfileStore:
             categories_max=settings.profile_categories_max,
             cart_lines_max=settings.cart_lines_max,
             popular_max=settings.popular_items_max,
+            dedupe_max=settings.dedupe_max_per_profile,
         )
         self.cluster = settings.redis_cluster
         self._apply = client.register_script(SOURCE)
@@ -376,6 +378,7 @@ class ProfileStore:
         """The de-duplication markers of erased profiles (encoded ids hold no glob characters)."""
         for pid in pids:
             with redis_errors(f"erasing the markers of {str(pid)!r}"):
+                await self.client.delete(self.keys.seen_set(pid))
                 batch: list[str] = []
                 async for key in self.client.scan_iter(match=f"{self.keys.profile(pid)}:seen:*", count=1000):
                     batch.append(key)
@@ -386,6 +389,13 @@ class ProfileStore:
                     await self.client.delete(*batch)
 
     # ----- reads -----
+
+    async def remembers(self, pid: str | ProfileId, source: str, event_id: str) -> bool:
+        """Whether an event of ``pid`` from ``source`` is remembered as applied (its de-duplication marker)."""
+        with redis_errors("reading a de-duplication marker"):
+            if self.cluster:
+                return bool(await self.client.exists(self.keys.seen(pid, source, event_id)))
+            return await self.client.zscore(self.keys.seen_set(pid), marker_digest(source, event_id)) is not None
 
     async def profile(self, pid: str, now: int | None = None) -> dict[str, Any] | None:
         """The whole live profile of ``pid``, or None when it has never been seen."""

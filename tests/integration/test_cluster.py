@@ -47,7 +47,8 @@ def client(on_cluster: Settings) -> redis.Redis:
 
 def profile_keys(keys: Keys, pid: ProfileId) -> list[str]:
     """Every key of one profile the engine writes."""
-    out = [*keys.profile_keys(pid), keys.seen(pid, "direct", "e1"), keys.erased(pid), keys.served(pid)]
+    out = [*keys.profile_keys(pid), keys.seen(pid, "direct", "e1"), keys.seen_set(pid), keys.erased(pid)]
+    out.append(keys.served(pid))
     out.append(keys.alias(pid.ident) if pid.kind == "a" else keys.visitors(pid.ident))
     return out
 

@@ -39,7 +39,7 @@ import redis
 from kafka import KafkaAdminClient
 
 from core.kafka import ensure_topics, make_producer, produce_events
-from core.keyspace import Keys, customer_pid
+from core.keyspace import Keys, customer_pid, marker_digest
 from core.settings import Settings
 from runtime.embedded import EmbeddedServer, free_port, start_broker, start_redis
 from tests.conftest import wait_for
@@ -230,8 +230,11 @@ async def test_broker_redis_and_api_restarted_under_load(
             await asyncio.wait_for(load, 60)
 
     def missing() -> str:
-        gone = [n for n, e in enumerate(tracker.acked)
-                if not r.exists(keys.seen(customer_pid(e["customer_id"]), "open", e["event_id"]))]  # fmt: skip
+        def remembered(e: dict[str, Any]) -> bool:
+            member = marker_digest("open", e["event_id"])
+            return r.zscore(keys.seen_set(customer_pid(e["customer_id"])), member) is not None
+
+        gone = [n for n, e in enumerate(tracker.acked) if not remembered(e)]
         return f"{applied()} of {expected()}; not applied: {len(gone)}, at {gone[:20]} of the acknowledged; {marks}"
 
     await eventually(lambda: applied() >= expected(), lambda: f"every acknowledged event applied: {missing()}")

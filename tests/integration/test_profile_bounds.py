@@ -68,7 +68,8 @@ async def test_a_refused_plan_changes_nothing(store: ProfileStore) -> None:
     after = {k: await store.client.dump(k) for k in keys.profile_keys("c:c")}
     changed = [k for k in after if before[k] != after[k]]
     assert changed == [keys.profile("c:c")]  # only the page view's count and last_seen
-    assert not await store.client.exists(keys.seen("c:c", "direct", "purchase-2"))  # no marker: not "applied"
+    assert not await store.remembers("c:c", "direct", "purchase-2")  # no marker: not "applied"
+    assert await store.remembers("c:c", "direct", "page_view-3")
     assert (await store.profile("c:c"))["orders"] == 0  # type: ignore[index]
 
 
@@ -192,3 +193,23 @@ async def test_erasure_reaches_the_segment_snapshot(settings: Settings) -> None:
 def test_keys_of_a_profile_share_the_tombstone_slot() -> None:
     k = Keys("t")
     assert k.erased(ProfileId("c", "x")).startswith(k.profile("c:x"))
+
+
+async def test_de_duplication_memory_per_profile_is_bounded_and_keeps_the_newest(settings: Settings) -> None:
+    small = settings.model_copy(update={"dedupe_max_per_profile": 100})
+    store = ProfileStore(connect(small), small)
+    keys = Keys(small.key_prefix)
+    events = [ev("page_view", n, T0 + n, customer_id="d") for n in range(150)]
+    assert await apply(store, events) == [APPLIED] * 150
+    assert await apply(store, events[50:]) == [DUPLICATE] * 100  # the newest are remembered
+    assert await store.remembers("c:d", "direct", "page_view-149")
+    if small.redis_cluster:  # a marker key per event (it holds the event's global record), bounded by the TTL
+        assert await store.remembers("c:d", "direct", "page_view-0")
+    else:  # one set per profile, bounded: the oldest go first
+        assert await store.client.zcard(keys.seen_set("c:d")) == 100
+        assert not await store.remembers("c:d", "direct", "page_view-49")
+        assert await store.remembers("c:d", "direct", "page_view-50")
+        ttl = await store.client.pttl(keys.seen_set("c:d"))
+        assert 0 < ttl <= small.dedupe_ttl_days * 86_400_000
+    assert (await store.profile("c:d"))["event_counts"]["page_view"] == 150  # type: ignore[index]
+    await store.client.aclose()

@@ -17,7 +17,7 @@ profiles = st.builds(ProfileId, kinds, ids)
 
 
 def all_keys(pid: ProfileId) -> set[str]:
-    keys = set(K.profile_keys(pid)) | {K.seen(pid, "direct", "e1"), K.erased(pid)}
+    keys = set(K.profile_keys(pid)) | {K.seen(pid, "direct", "e1"), K.seen_set(pid), K.erased(pid)}
     if pid.kind == "a":
         keys.add(K.alias(pid.ident))
     else:
