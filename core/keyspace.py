@@ -25,7 +25,7 @@ promotion and an analytics publication. On a single node the tags change nothing
 | ``{p}:p:{T}:items_ts`` | hash | item -> last interaction time (ms) |
 | ``{p}:p:{T}:bought`` | hash | item -> last purchase time (ms) |
 | ``{p}:p:{T}:sess`` | HyperLogLog | session ids |
-| ``{p}:p:{T}:seen`` | zset | single node: de-duplication set, ``marker_digest(S, E)`` -> when applied (ms), bounded |
+| ``{p}:p:{T}:seen`` | zset | single node: de-duplication set, ``marker_digest(S, E)`` -> when applied, bounded |
 | ``{p}:p:{T}:seen:{S}:{E}`` | string | cluster: de-duplication marker of an event from sender ``S`` (TTL; see (*)) |
 | ``{p}:p:{a:V}:alias`` | hash | ``c``: the customer visitor ``V`` last logged in as, ``t``: when (ms) |
 | ``{p}:p:{a:V}:handoff`` | hash | cluster: login -> the visitor's profile on its way to the customer (TTL) |
@@ -217,7 +217,7 @@ class Keys:
 
     def seen_set(self, pid: str | ProfileId) -> str:
         """The de-duplication set of a profile on a single node: :func:`marker_digest` of each event applied to it
-        -> when (ms); entries older than the de-duplication TTL are dropped as it is written."""
+        -> when (in 1/1024 ms); entries older than the de-duplication TTL are dropped as it is written."""
         return f"{self._p(pid)}:seen"
 
     def alias(self, anonymous_id: str) -> str:

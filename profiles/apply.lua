@@ -401,9 +401,9 @@ local function marker(u)
   return m
 end
 
--- Remember an applied plan in its profile's de-duplication set, scored by when (server time, ms, and 1/1024 more
--- per plan of the call, so the order of a chunk is kept): entries past the TTL and beyond the newest dedupe_max
--- go, and the set expires a TTL after its last write.
+-- Remember an applied plan in its profile's de-duplication set, scored by when: server time in 1/1024 ms, plus one
+-- per plan of the call, so the order of a chunk is kept (an integer: listpacks store it in a few bytes). Entries
+-- past the TTL and beyond the newest dedupe_max go, and the set expires a TTL after its last write.
 local now_ms, seq = nil, 0
 local function remember(u)
   if not now_ms then
@@ -412,8 +412,8 @@ local function remember(u)
   end
   seq = seq + 1
   local k = KEYS[u.seen]
-  redis.call('ZADD', k, num(now_ms + seq / 1024), u.sd)
-  redis.call('ZREMRANGEBYSCORE', k, '-inf', '(' .. int(now_ms - tonumber(ttl)))
+  redis.call('ZADD', k, int(now_ms * 1024 + seq), u.sd)
+  redis.call('ZREMRANGEBYSCORE', k, '-inf', '(' .. int((now_ms - tonumber(ttl)) * 1024))
   if redis.call('ZCARD', k) > dedupe_max then redis.call('ZREMRANGEBYRANK', k, 0, -(dedupe_max + 1)) end
   redis.call('PEXPIRE', k, ttl)
 end
