@@ -74,7 +74,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 TRENDING_ERA_HALF_LIVES = 64  # one era spans this many half-lives: stored scores stay within 2**±64
 PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
@@ -154,6 +154,20 @@ def legacy_global(prefix: str, key: str) -> str | None:
     if rest.startswith("camp:"):
         rest = f"camp:{rest[6:-1]}"  # a campaign's counters had a tag of their own
     return f"{head}{{g}}:{rest}"
+
+
+_LEGACY_MARKER = re.compile(r"^p:(\{[ca]:[^{}:]*\}):seen:([^:]+):([^:]+)$")
+
+
+def legacy_marker(prefix: str, key: str) -> tuple[str, str] | None:
+    """A single node's de-duplication marker key written before the per-profile set (``ecrm migrate-keys``): the
+    profile's set and the event's member in it, None for any other key (pure; encoded ids hold no ``:``)."""
+    head = f"{prefix}:"
+    found = _LEGACY_MARKER.match(key[len(head) :]) if key.startswith(head) else None
+    if found is None:
+        return None
+    tag, source, event_id = found.groups()
+    return f"{head}p:{tag}:seen", marker_digest(unquote(source), unquote(event_id))
 
 
 def trending_era(ts_ms: int, half_life_ms: float) -> int:

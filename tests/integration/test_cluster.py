@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from core.errors import StoreUnavailable
-from core.keyspace import Keys, ProfileId
+from core.keyspace import Keys, ProfileId, marker_digest
 from core.redis import connect, connect_sync
 from core.settings import Settings
 from profiles.store import APPLIED, DUPLICATE, ProfileStore
@@ -215,11 +215,15 @@ def test_migrate_keys_moves_an_older_layout_under_the_global_tag(settings: Setti
     r.set(f"{p}:model:current", "v1")
     r.hset(f"{p}:p:{{c:x}}", "n:page_view", 1)  # a profile's key stays
     r.set(f"{p}:{{g}}:model:current", "v2")  # already written by the current engine: kept
+    r.set(f"{p}:p:{{c:x}}:seen:open:ev%3A1", "1", px=60_000)  # a marker key per event (of "ev:1" from "open")
     env = settings_env(settings)
     out = subprocess.run([sys.executable, "-m", "ecrm", "migrate-keys"], env=env, capture_output=True, text=True)
     assert out.returncode == 0 and "moved 2 global keys" in out.stdout, out.stdout + out.stderr
+    assert "1 de-duplication markers" in out.stdout
     keys = Keys(p)
     assert r.zrange(keys.popular, 0, -1, withscores=True) == [("sku-1", 3.0)]
     assert r.hgetall(keys.campaign_stats("exp")) == {"a:assigned": "2"}
     assert r.get(keys.model_current) == "v2" and r.get(f"{p}:model:current") == "v1"
     assert r.hgetall(keys.profile("c:x")) == {"n:page_view": "1"}
+    assert r.zscore(keys.seen_set("c:x"), marker_digest("open", "ev:1")) is not None
+    assert not r.exists(f"{p}:p:{{c:x}}:seen:open:ev%3A1")

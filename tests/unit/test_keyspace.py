@@ -7,7 +7,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.crc import key_slot
 
-from core.keyspace import Keys, ProfileId, customer_pid, encode_id, legacy_global, parse_pid
+from core.keyspace import (
+    Keys,
+    ProfileId,
+    customer_pid,
+    encode_id,
+    legacy_global,
+    legacy_marker,
+    marker_digest,
+    parse_pid,
+)
 
 K = Keys("ecrm")
 HOSTILE = ["victim:cart", "victim}:cart", "{victim}", "a\tb", "a\nb", "vïctim✓", "%3A", ":", "{", "}", "c:x", " "]
@@ -108,3 +117,19 @@ def test_parse_pid_refuses_what_is_not_a_profile(bad: str) -> None:
 def test_prefix_is_checked(prefix: str) -> None:
     with pytest.raises(ValueError, match="key prefix"):
         Keys(prefix)
+
+
+def test_a_legacy_marker_maps_to_its_profiles_set_and_digest() -> None:
+    keys = Keys("ecrm")
+    pid = ProfileId("a", "v:{x}\n")
+    old = f"{keys.profile(pid)}:seen:{encode_id('open')}:{encode_id('e:1/ü')}"
+    assert legacy_marker("ecrm", old) == (keys.seen_set(pid), marker_digest("open", "e:1/ü"))
+    assert legacy_marker("ecrm", keys.seen_set(pid)) is None
+    assert legacy_marker("ecrm", keys.item_seen("sku", "open", "e1")) is None  # catalogue markers stay keys
+    assert legacy_marker("other", old) is None
+
+
+def test_marker_digests_are_short_and_depend_on_the_sender_and_the_id() -> None:
+    one = marker_digest("open", "e1")
+    assert len(one) == 12 and one == marker_digest("open", "e1")
+    assert len({one, marker_digest("server", "e1"), marker_digest("open", "e2"), marker_digest("open\0e", "1")}) == 4
