@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import dataclasses
+import functools
 import logging
 import time
 from collections import Counter
@@ -106,11 +106,17 @@ def source_refusal(event: Behaviour | Item, source: str) -> FieldError | None:
     """Why an event may not come from ``source`` (pure). A source named after an API key scope is held to that
     scope, like the collector holds the key (:mod:`core.scopes`); the collector refuses these already, the worker
     checks again for what reaches Kafka another way. ``open`` and ``direct`` producers are trusted."""
+    scope = _scope_named(source)
+    return None if scope is None else scope_refusal(event, scope, source)
+
+
+@functools.lru_cache(maxsize=64)
+def _scope_named(source: str) -> Scope | None:
+    """The scope a source is named after, else None (memoised: every event asks, and a miss raises)."""
     try:
-        scope = Scope.named(source)
+        return Scope.named(source)
     except KeyError:
         return None
-    return scope_refusal(event, scope, source)
 
 
 def campaign_outcomes(event: Behaviour | Item, campaigns: CampaignSet) -> tuple[CampaignOutcome, ...]:
@@ -183,21 +189,21 @@ class BatchProcessor:
         batch = PreparedBatch(len(messages))
         campaigns = self.campaigns.current()
         consumed: Counter[str] = Counter()  # counted per batch: a metric child per event costs more than its work
+        limits, weights, dead = self.limits, self.settings.event_weights, batch.result.dead_lettered
         for msg in messages:
             try:
-                event = parse_event(msg.value or b"", self.limits)
+                event = parse_event(msg.value or b"", limits)
             except InvalidEvent as exc:
                 consumed[_event_type(msg.value)] += 1
-                batch.result.dead_lettered.append(self._dead_letter(msg, exc.errors, exc.event_id, "validation"))
+                dead.append(self._dead_letter(msg, exc.errors, exc.event_id, "validation"))
                 continue
             consumed[event.type] += 1
             refused = source_refusal(event, msg.source)
             if refused is not None:
-                batch.result.dead_lettered.append(self._dead_letter(msg, [refused], event.event_id, "validation"))
+                dead.append(self._dead_letter(msg, [refused], event.event_id, "validation"))
                 continue
-            plan = plan_update(event, self.settings.event_weights, msg.source)
             outcomes = campaign_outcomes(event, campaigns) if campaigns.campaigns else ()
-            batch.plans.append(dataclasses.replace(plan, campaigns=outcomes) if outcomes else plan)
+            batch.plans.append(plan_update(event, weights, msg.source, outcomes))
             batch.plan_msgs.append(msg)
         for event_type, count in consumed.items():
             metrics.EVENTS_CONSUMED.labels(event_type).inc(count)
