@@ -1,6 +1,8 @@
 """One batch of raw Kafka messages -> validated plans -> Redis, and invalid messages -> dead-letter envelopes.
 
-Independent of Faust: the agent (stream/agents.py) only feeds batches in, so this is tested directly too.
+Independent of Faust: the agent (stream/agents.py) only feeds batches in, so this is tested directly too. A batch is
+prepared (validated and planned, no I/O: :meth:`BatchProcessor.prepare`) and then applied (Redis, dead letters:
+:meth:`BatchProcessor.apply`); the agent prepares the next batch while the previous one is applied.
 """
 
 from __future__ import annotations
