@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -43,9 +43,9 @@ log = logging.getLogger(__name__)
 Envelope = dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class RawMessage:
-    """A message as read from Kafka."""
+class RawMessage(NamedTuple):
+    """A message as read from Kafka (a named tuple: immutable, and built for every event at a quarter of a frozen
+    dataclass's cost)."""
 
     value: bytes | None
     key: bytes | None = None
