@@ -2,10 +2,11 @@
 
 Short by design: decode, call the processor, and ack a batch only after it was applied. The agent reads with
 ``noack_take`` and acks each batch itself once written (:class:`WriteBehind`), so a crash redelivers it:
-at-least-once, and the store's de-duplication makes the effects idempotent. While one batch is written to Redis the
-agent reads and prepares the next (Redis and this process work at the same time), and a batch is written only after
-the one before it, so events are applied in the order read. No exception may end the body quietly: bad input is
-dead-lettered, Redis and Kafka outages are retried, and anything else ends the process before the batch is acked.
+at-least-once, and the store's de-duplication makes the effects idempotent. With ``ECRM_WORKER_WRITE_BEHIND`` the
+agent reads and prepares the next batch while one is written to Redis (Redis and this process work at the same time);
+either way a batch is written only after the one before it, so events are applied in the order read. No exception
+may end the body quietly: bad input is dead-lettered, Redis and Kafka outages are retried, and anything else ends the
+process before the batch is acked.
 A cancellation (a graceful stop, SIGTERM) while a batch is read but not yet written withholds its acks and ends the
 process at once, before Faust's shutdown could commit anything more, so the offsets are not committed and the next
 worker reads the batch again.
@@ -86,6 +87,8 @@ def register_agents(app: faust.App, settings: Settings) -> None:
                     log.exception("unexpected error preparing a batch; exiting without acking it")
                     exit_now(70)
                 await writes.submit(prepared, events)
+                if not settings.worker_write_behind:
+                    await writes.written()  # this batch written (and acked) before the next one is read
                 events = ()
         except asyncio.CancelledError:
             unacked = [*writes.unacked(), *events]
@@ -116,7 +119,8 @@ def raw_message(message: Message) -> RawMessage:
 
 
 class WriteBehind:
-    """Writes one prepared batch to Redis while the agent reads and prepares the next.
+    """Writes one prepared batch to Redis while the agent reads and prepares the next (with
+    ``ECRM_WORKER_WRITE_BEHIND``; otherwise the agent waits for each write: :meth:`written`).
 
     Redis runs the batch's scripts on its own core while this process reads on (Faust) and validates and plans the
     next batch, so the two overlap instead of taking turns. At most one batch is written at a time, in the order
@@ -136,6 +140,11 @@ class WriteBehind:
             await self.task
         self.writing = events
         self.task = asyncio.create_task(self._write(batch, events))
+
+    async def written(self) -> None:
+        """Wait until the batch being written is written and acked."""
+        if self.task is not None:
+            await self.task
 
     def unacked(self) -> Sequence[EventT[Any]]:
         """The events of the batch being written (empty once it is written and acked)."""

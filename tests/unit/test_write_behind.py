@@ -80,3 +80,22 @@ async def test_a_cancelled_write_acks_nothing() -> None:
     writes.task.cancel()
     await asyncio.gather(writes.task, return_exceptions=True)
     assert acked == [] and processor.log == ["start 1"]
+
+
+async def test_written_waits_for_the_write_and_its_acks() -> None:
+    processor = RecordingProcessor()
+    acked: list[Any] = []
+
+    async def ack(event: Any) -> bool:
+        acked.append(event)
+        return True
+
+    writes = WriteBehind(cast(BatchProcessor, processor), ack)
+    events = [FakeEvent("a")]
+    await writes.submit(PreparedBatch(1), cast(Any, events))
+    waiting = asyncio.create_task(writes.written())
+    await asyncio.sleep(0.01)
+    assert not waiting.done() and acked == []
+    processor.release.setdefault(1, asyncio.Event()).set()
+    await waiting
+    assert acked == events and processor.log == ["start 1", "end 1"]
