@@ -7,7 +7,9 @@ Five measurements in one run, on the same broker, topic and machine, so the rati
    settings and batching, in its own group (the ceiling of the framework: ``noop_faust_eps``), once before and once
    after the worker, each in a new group: the mean of the two brackets the machine's load during the worker's pass;
 3. one worker processing the same events into Redis (events per second, from first to last applied: ``worker_eps``;
-   ``ratio`` = worker / no-op agent);
+   ``ratio`` = worker / no-op agent), with the CPU per event of the worker process and of Redis over that span, and
+   of the no-op agent's process over its passes (``*_cpu_us_per_event``: less sensitive to the machine's load than
+   the rates);
 4. end-to-end lag at a steady load (half the measured worker rate by default): probe events are produced
    between the load and their profile is polled in Redis; lag = visible time - produce time;
 5. the same lag while a training runs on a generated log of ``--train-interactions`` interactions, started the way
@@ -27,6 +29,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import orjson
 import redis
@@ -63,6 +66,10 @@ class IngestFigures:
     training_exit: int | None = None
     load_avg: tuple[float, float, float] = (0.0, 0.0, 0.0)
     noop_passes_eps: tuple[float, float] = (0.0, 0.0)  # before and after the worker; noop_faust_eps is their mean
+    # CPU per event (microseconds): the worker process, Redis during the worker's pass, the no-op agent's process
+    worker_cpu_us: float = 0.0
+    redis_cpu_us: float = 0.0
+    noop_cpu_us: float = 0.0
 
     @property
     def ratio(self) -> float:
@@ -78,6 +85,8 @@ class IngestFigures:
             f"{self.noop_passes_eps[0]:.0f} before and {self.noop_passes_eps[1]:.0f} after the worker)",
             f"worker (Faust + Redis)      {self.worker_eps:10.0f} events/s   ({ratio:.1%} of the plain consumer, "
             f"{self.ratio:.2f} of the no-op agent)",
+            f"CPU per event               worker {self.worker_cpu_us:.0f} us + Redis {self.redis_cpu_us:.0f} us; "
+            f"no-op agent {self.noop_cpu_us:.0f} us",
             f"steady load for lag         {self.load_eps:10.0f} events/s",
             f"event-to-profile lag p50    {self.lag_p50_ms:10.1f} ms   ({self.probes} probes)",
             f"event-to-profile lag p99    {self.lag_p99_ms:10.1f} ms",
@@ -101,6 +110,9 @@ class IngestFigures:
             "noop_passes_eps": [round(x, 1) for x in self.noop_passes_eps],
             "worker_eps": round(self.worker_eps, 1),
             "ratio": round(self.ratio, 3),
+            "worker_cpu_us_per_event": round(self.worker_cpu_us, 1),
+            "redis_cpu_us_per_event": round(self.redis_cpu_us, 1),
+            "noop_cpu_us_per_event": round(self.noop_cpu_us, 1),
             "load_eps": round(self.load_eps, 1),
             "lag_p50_ms": round(self.lag_p50_ms, 1),
             "lag_p99_ms": round(self.lag_p99_ms, 1),
@@ -155,25 +167,56 @@ def applied(r: redis.Redis, keys: Keys) -> int:
     return int(r.get(keys.applied_count) or 0)
 
 
-def worker_rate(settings: Settings, r: redis.Redis, n: int, proc_holder: list[subprocess.Popen[bytes]]) -> float:
+@dataclass
+class Pass:
+    """One pass over the events: its rate, and the CPU spent per event by the process that read them and by Redis
+    (0 where it could not be read: a process's CPU is read from /proc, Redis's from ``INFO cpu``)."""
+
+    eps: float
+    cpu_us: float = 0.0
+    redis_cpu_us: float = 0.0
+
+
+def worker_rate(settings: Settings, r: redis.Redis, n: int, proc_holder: list[subprocess.Popen[bytes]]) -> Pass:
     keys = Keys(settings.key_prefix)
     proc_holder.append(spawn_role(["worker"], settings))
-    return counted_rate(lambda: applied(r, keys), n, "worker")
+    return counted_rate(lambda: applied(r, keys), n, "worker", proc_holder[-1].pid, r)
 
 
-def counted_rate(count: Callable[[], int], n: int, who: str) -> float:
-    """Events per second from the first count seen to ``n`` (the start-up, a group join, is left out)."""
+def counted_rate(count: Callable[[], int], n: int, who: str, pid: int, r: redis.Redis) -> Pass:
+    """Events per second from the first count seen to ``n`` (the start-up, a group join, is left out), and the CPU
+    spent per event over the same span by process ``pid`` and by Redis."""
     while count() == 0:
         time.sleep(0.005)
-    started, first = time.perf_counter(), count()
+    started, first, cpu, redis_cpu = time.perf_counter(), count(), process_cpu_s(pid), redis_cpu_s(r)
     while (done := count()) < n:
         if time.perf_counter() - started > 600:
             raise RuntimeError(f"{who} processed only {done} of {n} events in 10 minutes")
         time.sleep(0.01)
-    return (n - first) / (time.perf_counter() - started)
+    elapsed, per_event_us = time.perf_counter() - started, 1e6 / (n - first)
+    return Pass(
+        (n - first) / elapsed,
+        max(process_cpu_s(pid) - cpu, 0.0) * per_event_us if cpu else 0.0,
+        max(redis_cpu_s(r) - redis_cpu, 0.0) * per_event_us if redis_cpu else 0.0,
+    )
 
 
-def noop_rate(settings: Settings, r: redis.Redis, n: int) -> float:
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc; 0.0 where it cannot be read)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def redis_cpu_s(r: redis.Redis) -> float:
+    """User + system CPU seconds of the Redis server so far (``INFO cpu``; 0.0 where it does not say)."""
+    info = r.info("cpu")
+    return float(info.get("used_cpu_user", 0.0)) + float(info.get("used_cpu_sys", 0.0))
+
+
+def noop_rate(settings: Settings, r: redis.Redis, n: int) -> Pass:
     """The rate of a Faust agent that does nothing on the same topic (:mod:`benchmarks.noop_agent`)."""
     from benchmarks.noop_agent import noop_count_key
 
@@ -186,7 +229,7 @@ def noop_rate(settings: Settings, r: redis.Redis, n: int) -> float:
         start_new_session=True,
     )
     try:
-        return counted_rate(lambda: int(r.get(key) or 0), n, "the no-op Faust agent")
+        return counted_rate(lambda: int(r.get(key) or 0), n, "the no-op Faust agent", proc.pid, r)
     finally:
         stop_process(proc)
 
@@ -303,19 +346,20 @@ def run_ingest_bench(
     echo(f"  {plain:.0f} events/s")
     echo("a Faust agent that does nothing ...")
     noop_before = noop_rate(settings.model_copy(update={"worker_app_id": f"{settings.worker_app_id}-1"}), r, n)
-    echo(f"  {noop_before:.0f} events/s")
+    echo(f"  {noop_before.eps:.0f} events/s")
     procs: list[subprocess.Popen[bytes]] = []
     try:
         echo("one worker (Faust agent + Redis) ...")
-        rate = worker_rate(settings, r, n, procs)
+        worker = worker_rate(settings, r, n, procs)
+        rate = worker.eps
         echo(f"  {rate:.0f} events/s")
         # The no-op agent again after the worker: the machine's load changes between passes, their mean brackets it.
         # The worker stays up, idle (caught up): stopping and starting it would rebalance its group during the lag
         # phase (a member that did not leave in time is dropped only after the session timeout).
         echo("the Faust agent that does nothing, again (the worker idle) ...")
         noop_after = noop_rate(settings.model_copy(update={"worker_app_id": f"{settings.worker_app_id}-2"}), r, n)
-        noop = (noop_before + noop_after) / 2
-        echo(f"  {noop_after:.0f} events/s; worker at {rate / noop:.2f} of their mean")
+        noop = (noop_before.eps + noop_after.eps) / 2
+        echo(f"  {noop_after.eps:.0f} events/s; worker at {rate / noop:.2f} of their mean")
         load = load_rate or rate / 2
         echo(f"steady load at {load:.0f} events/s for {seconds:.0f}s with lag probes ...")
         lags = steady_lag(settings, r, load, seconds)
@@ -328,7 +372,9 @@ def run_ingest_bench(
             stop_process(proc)
     quantiles = statistics.quantiles(lags, n=100, method="inclusive")
     figures = IngestFigures(n, plain, rate, load, statistics.median(lags), quantiles[98], max(lags), len(lags), noop)
-    figures.noop_passes_eps = (noop_before, noop_after)
+    figures.noop_passes_eps = (noop_before.eps, noop_after.eps)
+    figures.worker_cpu_us, figures.redis_cpu_us = worker.cpu_us, worker.redis_cpu_us
+    figures.noop_cpu_us = (noop_before.cpu_us + noop_after.cpu_us) / 2
     train_lags, figures.training_s, figures.training_exit = trained
     if len(train_lags) >= 2:
         figures.lag_p50_with_training_ms = statistics.median(train_lags)

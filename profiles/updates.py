@@ -9,8 +9,9 @@ key layout is written by :mod:`profiles.script`).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from core.keyspace import ProfileId
 from schemas.events import (
@@ -26,17 +27,16 @@ from schemas.events import (
 DIRECT = "direct"  # the source of events a producer wrote to Kafka itself (no ``source`` header)
 
 
-@dataclass(frozen=True, slots=True)
-class Interaction:
-    """An item the visitor interacted with, and how much it says about their interest."""
+class Interaction(NamedTuple):
+    """An item the visitor interacted with, and how much it says about their interest. (Named tuples here and in
+    :class:`CartChange`: immutable, and built for every event at a quarter of a frozen dataclass's cost.)"""
 
     item_id: str
     category: str  # "" when the event names none: the store then takes the catalogue's
     weight: float
 
 
-@dataclass(frozen=True, slots=True)
-class CartChange:
+class CartChange(NamedTuple):
     item_id: str
     delta: int  # 0 removes the line
 
@@ -90,45 +90,73 @@ def profile_of(event: Behaviour) -> ProfileId:
     return ProfileId("a", event.anonymous_id)
 
 
-def plan_update(event: Behaviour | Item, weights: Mapping[str, float], source: str = DIRECT) -> Plan:
-    """The effects of one event from ``source``, with interactions weighted by ``weights`` (event type -> weight)."""
+def plan_update(
+    event: Behaviour | Item,
+    weights: Mapping[str, float],
+    source: str = DIRECT,
+    campaigns: tuple[CampaignOutcome, ...] = (),
+) -> Plan:
+    """The effects of one event from ``source``, with interactions weighted by ``weights`` (event type -> weight),
+    counting for ``campaigns`` (the running campaigns it may count for: see ``stream.processing``)."""
     if isinstance(event, Item):
         update = CatalogueUpdate(
             event.item_id, event.title, event.category, event.price, event.in_stock, event.attributes, event.image_url
         )
-        return Plan(event.event_id, event.type, event.ts_ms, catalogue=update, source=source)
+        return Plan(event.event_id, event.type, event.ts_ms, catalogue=update, source=source, campaigns=campaigns)
+    customer = event.customer_id
+    shape = _SHAPES.get(type(event))
+    interactions, cart = shape(event, float(weights.get(event.type, 0.0))) if shape is not None else ((), ())
     return Plan(
         event_id=event.event_id,
         type=event.type,
         ts=event.ts_ms,
         profile=profile_of(event),
-        login=event.anonymous_id if event.customer_id is not None else None,
+        login=event.anonymous_id if customer is not None else None,
         session=event.session_id,
-        interactions=_interactions(event, float(weights.get(event.type, 0.0))),
-        cart=_cart_changes(event),
+        interactions=interactions,
+        cart=cart,
         revenue=round(event.revenue, 6) if isinstance(event, Purchase) else None,
         source=source,
+        campaigns=campaigns,
     )
 
 
-def _interactions(event: Behaviour, weight: float) -> tuple[Interaction, ...]:
-    if isinstance(event, Purchase):
-        return tuple(Interaction(line.item_id, line.category or "", weight) for line in event.lines)
-    if isinstance(event, ProductView | AddToCart):
-        return (Interaction(event.item_id, event.category or "", weight),)
-    if isinstance(event, RemoveFromCart | RecommendationClick):
-        return (Interaction(event.item_id, "", weight),)
-    return ()
+Changes = tuple[tuple[Interaction, ...], tuple[CartChange, ...]]
 
 
-def _cart_changes(event: Behaviour) -> tuple[CartChange, ...]:
-    if isinstance(event, AddToCart):
-        return (CartChange(event.item_id, event.quantity),)
-    if isinstance(event, RemoveFromCart):
-        return (CartChange(event.item_id, -event.quantity if event.quantity is not None else 0),)
-    if isinstance(event, Purchase):
-        return tuple(CartChange(line.item_id, 0) for line in event.lines)
-    return ()
+def _viewed(event: ProductView, weight: float) -> Changes:
+    return (Interaction(event.item_id, event.category or "", weight),), ()
+
+
+def _added(event: AddToCart, weight: float) -> Changes:
+    return (Interaction(event.item_id, event.category or "", weight),), (CartChange(event.item_id, event.quantity),)
+
+
+def _removed(event: RemoveFromCart, weight: float) -> Changes:
+    delta = -event.quantity if event.quantity is not None else 0  # 0 removes the line
+    return (Interaction(event.item_id, "", weight),), (CartChange(event.item_id, delta),)
+
+
+def _clicked(event: RecommendationClick, weight: float) -> Changes:
+    return (Interaction(event.item_id, "", weight),), ()
+
+
+def _bought(event: Purchase, weight: float) -> Changes:
+    lines = event.lines
+    return (
+        tuple(Interaction(line.item_id, line.category or "", weight) for line in lines),
+        tuple(CartChange(line.item_id, 0) for line in lines),
+    )
+
+
+# What each behavioural event type does to the visitor's items and cart (the others: neither).
+_SHAPES: dict[type[Behaviour], Callable[[Any, float], Changes]] = {
+    ProductView: _viewed,
+    AddToCart: _added,
+    RemoveFromCart: _removed,
+    RecommendationClick: _clicked,
+    Purchase: _bought,
+}
 
 
 def decay_factor(from_ms: float, to_ms: float, half_life_ms: float) -> float:

@@ -17,13 +17,12 @@ from __future__ import annotations
 import math
 import time
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import (
-    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -32,7 +31,9 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     ValidationInfo,
+    ValidatorFunctionWrapHandler,
     WithJsonSchema,
+    WrapValidator,
     field_validator,
     model_validator,
 )
@@ -79,16 +80,27 @@ class EventLimits:
     floor: datetime = DEFAULT_TIMESTAMP_FLOOR
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     now: datetime | None = None
+    # Derived once (validation reads them for every event): the floor in epoch milliseconds, the pydantic context.
+    floor_ms: float = field(init=False, repr=False, compare=False)
+    _context: dict[str, Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.floor.tzinfo is None:
             raise ValueError("EventLimits.floor must carry a time zone")
+        object.__setattr__(self, "floor_ms", self.floor.timestamp() * 1000)
+        object.__setattr__(self, "_context", {LIMITS_CONTEXT_KEY: self})
 
     def current_time(self) -> datetime:
         return self.now if self.now is not None else datetime.fromtimestamp(time.time(), tz=UTC)
 
+    def too_far_ahead(self, value: datetime) -> bool:
+        """Whether ``value`` lies more than ``max_future_s`` ahead of now."""
+        if self.now is None:  # the clock: compared as epoch seconds (no datetime built per event)
+            return value.timestamp() > time.time() + self.max_future_s
+        return value > self.now + timedelta(seconds=self.max_future_s)
+
     def context(self) -> dict[str, Any]:
-        return {LIMITS_CONTEXT_KEY: self}
+        return self._context
 
 
 DEFAULT_LIMITS = EventLimits()
@@ -103,15 +115,22 @@ def _limits(info: ValidationInfo) -> EventLimits:
 # --- Timestamps --------------------------------------------------------------------------------------------------
 
 
-def _coerce_timestamp(value: Any, info: ValidationInfo) -> Any:
+def _timestamp(value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> datetime:
+    """Epoch milliseconds or an ISO-8601 string with a zone (pydantic's ``AwareDatetime``: ``handler``), within
+    the limits. One validator for both steps: it runs for every event."""
+    limits = _limits(info)
+    number = isinstance(value, int | float)  # bool too: refused there with the reason
+    return _check_timestamp(_coerce_timestamp(value, limits) if number else handler(value), limits)
+
+
+def _coerce_timestamp(value: Any, limits: EventLimits) -> Any:
     """Accept epoch milliseconds (int) as well as ISO-8601 strings; refuse epoch seconds with a clear reason."""
     if isinstance(value, bool):
         raise ValueError("must be an ISO-8601 string with a zone or epoch milliseconds")
     if isinstance(value, int | float):
         if not math.isfinite(value):
             raise ValueError("must be a finite number of epoch milliseconds")
-        floor = _limits(info).floor
-        floor_ms = floor.timestamp() * 1000
+        floor, floor_ms = limits.floor, limits.floor_ms
         if value < floor_ms:
             hint = (
                 "; this looks like epoch seconds: multiply by 1000" if floor_ms <= value * 1000 <= MAX_EPOCH_MS else ""
@@ -126,17 +145,15 @@ def _coerce_timestamp(value: Any, info: ValidationInfo) -> Any:
     return value
 
 
-def _check_timestamp(value: datetime, info: ValidationInfo) -> datetime:
+def _check_timestamp(value: datetime, limits: EventLimits) -> datetime:
     """Not before the floor, not more than ``max_future_s`` ahead of now (ISO strings and numbers alike)."""
-    limits = _limits(info)
     if value < limits.floor:
         raise ValueError(
             f"{value.isoformat()} lies before the oldest accepted time {limits.floor.isoformat()} "
             "(ECRM_TIMESTAMP_FLOOR)"
         )
-    now = limits.current_time()
-    if value > now + timedelta(seconds=limits.max_future_s):
-        ahead = (value - now).total_seconds()
+    if limits.too_far_ahead(value):
+        ahead = (value - limits.current_time()).total_seconds()
         raise ValueError(
             f"{value.isoformat()} lies {ahead:,.0f} s in the future; at most {limits.max_future_s:g} s ahead of "
             "the current time is accepted (ECRM_MAX_FUTURE_S)"
@@ -184,8 +201,7 @@ _TIMESTAMP_JSON_SCHEMA = {
 }
 Timestamp = Annotated[
     AwareDatetime,
-    BeforeValidator(_coerce_timestamp),
-    AfterValidator(_check_timestamp),
+    WrapValidator(_timestamp),
     WithJsonSchema(_TIMESTAMP_JSON_SCHEMA),
 ]
 Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH), BeforeValidator(_check_id)]
@@ -366,6 +382,7 @@ EVENT_TYPES: tuple[str, ...] = (
 )
 
 _ADAPTER: TypeAdapter[Behaviour | Item] = TypeAdapter(Event)  # type: ignore[arg-type,unused-ignore]
+_VALIDATOR = _ADAPTER.validator  # called directly: the adapter's Python wrapper costs a microsecond per event
 
 
 @dataclass(frozen=True, slots=True)
@@ -445,7 +462,8 @@ def parse_event_obj(obj: Any, limits: EventLimits | None = None) -> Behaviour | 
     if not isinstance(obj, dict):
         raise InvalidEvent([FieldError("(event)", f"must be a JSON object, got {type(obj).__name__}")])
     try:
-        return _ADAPTER.validate_python(obj, context=(limits or DEFAULT_LIMITS).context())
+        event: Behaviour | Item = _VALIDATOR.validate_python(obj, context=(limits or DEFAULT_LIMITS).context())
+        return event
     except ValidationError as exc:
         raise InvalidEvent.from_validation(exc, obj) from exc
 
@@ -469,7 +487,8 @@ def parse_event(raw: bytes | str, limits: EventLimits | None = None) -> Behaviou
     except orjson.JSONDecodeError as exc:
         check_size(size, limits)
         raise InvalidEvent([FieldError("(event)", f"not valid JSON: {exc}")]) from exc
-    check_size(size, limits, reported_event_id(obj))  # the event id, when there is one, is reported
+    if size > (limits or DEFAULT_LIMITS).max_event_bytes:
+        check_size(size, limits, reported_event_id(obj))  # the event id, when there is one, is reported
     return parse_event_obj(obj, limits)
 
 

@@ -132,6 +132,19 @@ def test_invalid_message_on_kafka_goes_to_dead_letter_topic(settings: Settings, 
 
 
 def test_sigkill_mid_stream_neither_loses_nor_double_counts(settings: Settings, worker: StartWorker) -> None:
+    sigkill_mid_stream(settings, worker)
+
+
+def test_sigkill_mid_stream_with_write_behind(
+    settings: Settings, worker_factory: Callable[[Settings], subprocess.Popen[bytes]]
+) -> None:
+    """The same with ``ECRM_WORKER_WRITE_BEHIND``: a batch read while the one before it is written is acked only
+    once written itself, so the kill loses nothing and the redelivery counts nothing twice."""
+    behind = settings.model_copy(update={"worker_write_behind": True})
+    sigkill_mid_stream(behind, lambda: worker_factory(behind))
+
+
+def sigkill_mid_stream(settings: Settings, worker: StartWorker) -> None:
     customers = [f"k{i}" for i in range(40)]
     events = [view(customers[i % len(customers)], f"sku-{i % 97}") for i in range(30_000)]
     events += [purchase(c, [("sku-1", 1, 2.5)]) for c in customers]
