@@ -1,5 +1,5 @@
-"""What a personal recommendation reads of Redis, in one round trip: the profile (the same reads and parsing as
-:meth:`profiles.store.ProfileStore.request_context`) and, while it is small, the whole out-of-stock set.
+"""What a personal recommendation reads of Redis, in one round trip
+(:meth:`profiles.store.ProfileStore.request_context`): the profile and, while it is small, the whole out-of-stock set.
 
 A list is built by the engine *after* the profile is read, so the stock of its items cannot be asked for in the same
 round trip. The out-of-stock set is usually short, so while it holds at most ``SMALL_STOCK_SET`` items it is read
@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.redis import redis_errors
-from profiles.store import ProfileStore, RequestContext, _history
+from profiles.store import ProfileStore, RequestContext
 
 SMALL_STOCK_SET = 256  # out-of-stock items read whole with every request (more: counted, then checked per list)
 
@@ -42,25 +41,9 @@ class RequestReads:
     async def profile(self, pid: str) -> tuple[RequestContext, Stock]:
         """The profile's history, purchases and top categories, and the out-of-stock items. Raises
         StoreUnavailable."""
-        keys = self.store.keys
-        with redis_errors(f"reading profile {pid!r}"):
-            async with self.store.client.pipeline(transaction=False) as pipe:
-                pipe.hgetall(keys.items(pid))
-                pipe.hgetall(keys.items_ts(pid))
-                pipe.hgetall(keys.bought(pid))
-                pipe.hgetall(keys.affinity(pid))
-                if self._small:
-                    pipe.smembers(keys.out_of_stock)
-                else:
-                    pipe.scard(keys.out_of_stock)
-                weights, times, bought, aff, stock = await pipe.execute()
-        context = RequestContext(
-            history=_history(weights, times),
-            bought={item: int(ts) for item, ts in bought.items()},
-            categories=[cat for cat, _ in sorted(aff.items(), key=lambda kv: -float(kv[1]))[:3]],
-        )
+        context, stock = await self.store.request_context(pid, whole_stock=self._small)
         if isinstance(stock, int):  # only counted
             self._small = stock <= SMALL_STOCK_SET
             return context, Stock(frozenset() if stock == 0 else None)
         self._small = len(stock) <= SMALL_STOCK_SET
-        return context, Stock(frozenset(stock))
+        return context, Stock(stock)

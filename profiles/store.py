@@ -440,20 +440,26 @@ class ProfileStore:
             flags = await self.client.smismember(self.keys.out_of_stock, items)
         return {item for item, flag in zip(items, flags, strict=True) if flag}
 
-    async def request_context(self, pid: str) -> RequestContext:
-        """Everything a recommendation request needs of a profile, in one round trip."""
+    async def request_context(self, pid: str, whole_stock: bool) -> tuple[RequestContext, frozenset[str] | int]:
+        """Everything a recommendation request needs of a profile and the out-of-stock set, in one round trip:
+        the set's items (``whole_stock``) or only their count."""
         with redis_errors(f"reading profile {pid!r}"):
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.hgetall(self.keys.items(pid))
                 pipe.hgetall(self.keys.items_ts(pid))
                 pipe.hgetall(self.keys.bought(pid))
                 pipe.hgetall(self.keys.affinity(pid))
-                weights, times, bought, aff = await pipe.execute()
-        return RequestContext(
+                if whole_stock:
+                    pipe.smembers(self.keys.out_of_stock)
+                else:
+                    pipe.scard(self.keys.out_of_stock)
+                weights, times, bought, aff, stock = await pipe.execute()
+        context = RequestContext(
             history=_history(weights, times),
             bought={item: int(ts) for item, ts in bought.items()},
             categories=[cat for cat, _ in sorted(aff.items(), key=lambda kv: -float(kv[1]))[:3]],
         )
+        return context, stock if isinstance(stock, int) else frozenset(stock)
 
     async def resolve_visitor(self, anonymous_id: str) -> str:
         """The profile of a visitor: their customer's when they logged in, else their own."""

@@ -1,4 +1,4 @@
-"""A personal recommendation's reads in one round trip (api/reads.py): the same profile as the store's own read,
+"""A personal recommendation's reads in one round trip (api/reads.py): the same profile whichever way the stock is read,
 and the same lists as the engine's ranking filtered by the store's stock check, with a small and a large
 out-of-stock set."""
 
@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,8 +17,9 @@ from core.keyspace import Keys
 from core.redis import connect, connect_sync
 from core.settings import Settings
 from profiles.store import ProfileStore
-from runtime.embedded import EmbeddedServer, start_redis_cluster
+from runtime.embedded import EmbeddedServer
 from runtime.simulate import SimulationConfig, simulate
+from tests.conftest import on_cluster as cluster_settings
 from tests.integration.helpers import app_client, apply, now_ms
 from trainer.training import train_once
 
@@ -43,7 +43,7 @@ async def test_one_round_trip_reads_the_profile_as_the_store_does(settings: Sett
         reads = RequestReads(store)
         for pid in ["c:cust-00000", "c:cust-00007", "c:cust-00042", "c:nobody"]:
             context, stock = await reads.profile(pid)
-            assert context == await store.request_context(pid)
+            assert context == (await store.request_context(pid, whole_stock=True))[0]
             assert stock.items == frozenset()  # nothing is out of stock yet
     finally:
         await store.client.aclose()
@@ -67,7 +67,7 @@ async def test_lists_match_the_engine_and_the_stock_check_with_a_small_and_a_lar
             for _ in range(2):  # the first request learns the set's size, the second reads accordingly
                 for customer in customers:
                     body = (await client.get(f"/v1/customers/{customer}/recommendations", params={"n": 8})).json()
-                    context = await store.request_context(f"c:{customer}")
+                    context = (await store.request_context(f"c:{customer}", whole_stock=True))[0]
                     if body["strategy"] != "personal":
                         continue
                     ranked = [r.item_id for r in model.recommend(context.history, 18, exclude=set(context.bought))]
@@ -79,20 +79,11 @@ async def test_lists_match_the_engine_and_the_stock_check_with_a_small_and_a_lar
             assert app.state.recs.reads._small is (gone == 2)  # 2 items out of stock, then 7
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[list[EmbeddedServer]]:
-    servers = start_redis_cluster(3)
-    yield servers
-    for server in servers:
-        server.stop()
-
-
-async def test_the_reads_work_on_a_redis_cluster(cluster: list[EmbeddedServer], settings: Settings) -> None:
+async def test_the_reads_work_on_a_redis_cluster(redis_cluster: list[EmbeddedServer], settings: Settings) -> None:
     """The profile's keys and the global out-of-stock set live in different slots: the cluster client splits the
     pipeline by node, and the answer is the same."""
-    on_cluster = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{cluster[0].port}/0",
-                                             "redis_cluster": True})  # fmt: skip
-    keys = Keys(on_cluster.key_prefix)  # written directly: the worker's script does not run on a cluster yet
+    on_cluster = cluster_settings(settings, redis_cluster)
+    keys = Keys(on_cluster.key_prefix)  # written directly: only the reads are under test
     direct = connect_sync(on_cluster, decode_responses=True)
     direct.hset(keys.items("c:reader"), mapping={"sku-1": 1.0, "sku-2": 3.0})
     direct.hset(keys.items_ts("c:reader"), mapping={"sku-1": 1_790_000_000_000, "sku-2": 1_790_000_060_000})
@@ -101,7 +92,7 @@ async def test_the_reads_work_on_a_redis_cluster(cluster: list[EmbeddedServer], 
     store = ProfileStore(connect(on_cluster), on_cluster)
     try:
         context, stock = await RequestReads(store).profile("c:reader")
-        assert context == await store.request_context("c:reader")
+        assert context == (await store.request_context("c:reader", whole_stock=True))[0]
         assert context.history == [("sku-2", 3.0, 1_790_000_060_000), ("sku-1", 1.0, 1_790_000_000_000)]
         assert stock.items == frozenset({"sku-9"}) and stock.among(["sku-1", "sku-9"]) == {"sku-9"}
     finally:

@@ -4,8 +4,6 @@ reading entry by entry."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 
@@ -13,7 +11,8 @@ from core.keyspace import Keys
 from core.redis import connect_sync
 from core.settings import Settings
 from recommender.data import Interactions
-from runtime.embedded import EmbeddedServer, start_redis_cluster
+from runtime.embedded import EmbeddedServer
+from tests.conftest import on_cluster as cluster_settings
 from tests.integration.helpers import sync_redis
 from trainer.log import read_interactions
 
@@ -65,18 +64,8 @@ def test_an_empty_log_reads_as_no_interactions(settings: Settings) -> None:
     assert len(log) == 0 and log.n_users == 0
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[list[EmbeddedServer]]:
-    servers = start_redis_cluster(3)
-    yield servers
-    for server in servers:
-        server.stop()
-
-
-def test_the_log_reads_back_from_a_cluster_node(cluster: list[EmbeddedServer], settings: Settings) -> None:
-    on_cluster = settings.model_copy(
-        update={"redis_url": f"redis://127.0.0.1:{cluster[0].port}/0", "redis_cluster": True}
-    )
+def test_the_log_reads_back_from_a_cluster_node(redis_cluster: list[EmbeddedServer], settings: Settings) -> None:
+    on_cluster = cluster_settings(settings, redis_cluster)
     records = _write(on_cluster, 300)
     log = read_interactions(connect_sync(on_cluster), Keys(on_cluster.key_prefix), chunk=40, readers=2)
     expected = _expected(records)
