@@ -11,6 +11,9 @@
 * ``repeat``: the time split for repeat purchases: a user's test items are every item they interacted with at
   or after the cut-off, **including items of their training history** (a consumable bought again is a hit), and
   the models rank every item, the user's own history included.
+* ``rolling``: what a shop lives: several consecutive time windows, each predicted from everything before it
+  (:func:`rolling_windows` gives their bounds, :func:`window_splits` the two views of one window: new items
+  only, as ``time-split``, and every item, as ``repeat``).
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ import numpy as np
 
 from recommender.data import IntArray, Interactions
 
-Protocol = Literal["leave-one-out", "time-split", "repeat"]
-PROTOCOLS: tuple[Protocol, ...] = ("leave-one-out", "time-split", "repeat")
+Protocol = Literal["leave-one-out", "time-split", "repeat", "rolling"]
+PROTOCOLS: tuple[Protocol, ...] = ("leave-one-out", "time-split", "repeat", "rolling")
+View = Literal["time-split", "repeat"]
+VIEWS: tuple[View, ...] = ("time-split", "repeat")
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +125,54 @@ def time_split(
     test_users, starts = np.unique(users, return_index=True)
     indptr = np.append(starts, len(users)).astype(np.int64)
     return Split(train, test_users.astype(np.int64), indptr, items.astype(np.int64), skipped, cutoff)
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """One window of the rolling protocol: train on ``ts < start``, test on ``start <= ts < end`` (epoch ms, or
+    positions for position-timed data)."""
+
+    index: int
+    start: int
+    end: int
+
+
+def rolling_windows(
+    log: Interactions, *, windows: int = 4, quantile: float = 0.8, window_ms: int | None = None
+) -> list[Window]:
+    """``windows`` consecutive windows ending after the newest interaction. Their length is ``window_ms``, or by
+    default the span from the ``quantile`` of event times to the newest one, cut in ``windows`` equal parts; a
+    window whose training part would be empty is left out (so fewer may come back)."""
+    if windows < 1:
+        raise ValueError(f"windows must be at least 1, got {windows}")
+    if len(log) == 0:
+        raise ValueError("no interactions to split")
+    newest = int(log.ts.max())
+    end = newest + 1
+    if window_ms is None:
+        if not 0.0 < quantile < 1.0:
+            raise ValueError(f"quantile must be between 0 and 1, got {quantile}")
+        first = int(np.quantile(log.ts, quantile))
+        window_ms = max((end - first) // windows, 1)
+    if window_ms < 1:
+        raise ValueError(f"the window length must be positive, got {window_ms}")
+    oldest = int(log.ts.min())
+    bounds = [(end - (windows - i) * window_ms, end - (windows - i - 1) * window_ms) for i in range(windows)]
+    kept = [(start, stop) for start, stop in bounds if start > oldest]
+    return [Window(i, start, stop) for i, (start, stop) in enumerate(kept)]
+
+
+def window_splits(log: Interactions, window: Window) -> dict[View, Split] | None:
+    """The window's two views over the same training log: ``time-split`` (each user's new items in the window)
+    and ``repeat`` (every item of the window). None when the window holds no test interaction."""
+    sub = log.select(log.ts < window.end)
+    try:
+        return {
+            "time-split": time_split(sub, cutoff_ts=window.start),
+            "repeat": time_split(sub, cutoff_ts=window.start, repeats=True),
+        }
+    except ValueError:
+        return None
 
 
 def _last_of_user(sorted_users: np.ndarray) -> np.ndarray:

@@ -177,7 +177,7 @@ def test_cli_json_shape(beauty_slice: Path) -> None:
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)  # exactly one JSON object on stdout (progress goes to stderr)
     assert report["dataset"] == "beauty_2000.txt" and report["protocol"] == "leave-one-out"
-    assert set(report["models"]) == {"engine", "popularity"}
+    assert set(report["models"]) == {"engine", "popularity", "trending"}  # personal baselines: history excluded
     keys = {"hr@10", "ndcg@10", "precision@10", "recall@10", "mrr", "coverage@10"}
     for metrics in report["models"].values():
         assert keys <= set(metrics)
@@ -186,6 +186,11 @@ def test_cli_json_shape(beauty_slice: Path) -> None:
     engine, popularity = report["models"]["engine"], report["models"]["popularity"]
     assert engine["ndcg@10"] > popularity["ndcg@10"]  # a thin slice; the full file is in docs/recommender.md
     assert engine["coverage@10"] > popularity["coverage@10"]
+    best = max(("popularity", "trending"), key=lambda name: report["models"][name]["ndcg@10"])
+    assert report["best_baseline"] == best
+    best_figures = report["models"][best]
+    assert report["engine_ratio"]["ndcg@10"] == pytest.approx(engine["ndcg@10"] / best_figures["ndcg@10"], abs=1e-4)
+    assert report["engine_ratio"]["hr@10"] == pytest.approx(engine["hr@10"] / best_figures["hr@10"], abs=1e-4)
 
 
 def test_cli_table_time_split_and_errors(beauty_slice: Path, tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ def test_repeats_are_answers_only_in_the_repeat_protocol(tmp_path: Path) -> None
     repeat = time_split(data.interactions, quantile=0.7, repeats=True)
     assert plain.n_test_users == 0 < repeat.n_test_users == 30
     report = evaluate(data, "repeat", quantile=0.7)
-    assert set(report.models) == {"engine", "popularity", "buy-again"}
+    assert set(report.models) == {"engine", "popularity", "trending", "buy-again", "recently-viewed"}
     assert report.models["buy-again"].metrics["hr@10"] == 1.0
     assert report.extra["repeat_share"] == 1.0
 
