@@ -5,6 +5,10 @@
       -> trending in the customer's (or the item's) categories
       -> trending (time-decayed popularity) -> all-time popular -> catalogue
 
+When the retraining gate found that a simple baseline beats the engine on the newest window, that baseline takes
+the personal step's place (``strategy: "baseline:<name>"``: popularity and trending from Redis, buy-again and
+recently viewed from the profile's history) until a version beats it.
+
 Each step only fills what the steps before it left empty; ``strategy`` names the first step that served items,
 each item's ``reason`` says why it is there. Bought items (within the re-buy window), items out of stock and
 items already shown are excluded throughout. The list is never empty while the catalogue is not.
@@ -41,7 +45,7 @@ from merchandising.engine import excluded_purchases as purchases_in_window
 from merchandising.rules import EMPTY, ItemInfo, Rule, RuleSet
 from merchandising.source import RulesSource
 from profiles.campaigns import CampaignStore, Exposure
-from profiles.store import CatalogueEntry, ProfileStore, catalogue_sample
+from profiles.store import CatalogueEntry, ProfileStore, ScoredItem, catalogue_sample
 from recommender.base import Recommendation
 
 log = logging.getLogger(__name__)
@@ -52,6 +56,8 @@ CANDIDATE_POOL = 300
 ASSIGNMENT_CACHE_SIZE = 100_000  # campaign variants of profiles a replica remembers ...
 ASSIGNMENT_CACHE_S = 60.0  # ... for this long (a visitor's variant handed to a customer at login shows within it)
 _DAY_MS = 86_400_000
+BASELINE_PREFIX = "baseline:"
+PERSONAL_BASELINES = frozenset({"buy-again", "recently-viewed"})  # lists of the customer's own items
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +108,28 @@ class Chain:
             taken.add(item_id)
         if self.strategy is None and len(self.items) > before:
             self.strategy = strategy
+
+
+def baseline_items(
+    baseline: str,
+    history: Iterable[tuple[str, float, int]],
+    popular: Iterable[ScoredItem],
+    trending: Iterable[ScoredItem],
+) -> list[tuple[str, float, str]]:
+    """A baseline's list (pure): ``popular`` / ``trending`` as read from Redis (items with ``item_id`` and
+    ``score``); the history's items by summed weight then time (``buy-again``) or by time (``recently-viewed``)."""
+    if baseline == "popularity":
+        return [(p.item_id, p.score, "popular") for p in popular]
+    if baseline == "trending":
+        return [(t.item_id, t.score, "trending") for t in trending]
+    entries = list(history)
+    if baseline == "buy-again":
+        ranked = sorted(entries, key=lambda e: (-e[1], -e[2], e[0]))
+        return [(item, weight, "buy again") for item, weight, _ in ranked]
+    if baseline == "recently-viewed":
+        ranked = sorted(entries, key=lambda e: (-e[2], e[0]))
+        return [(item, 1.0 / (k + 1), "you viewed this recently") for k, (item, _, _) in enumerate(ranked)]
+    return []
 
 
 def excluded_purchases(bought: dict[str, int], now_ms: int, rebuy_window_days: float) -> set[str]:
@@ -319,7 +347,12 @@ class RecommendationService:
         excluded = purchases_in_window(bought, ask.now_ms, self.settings.rebuy_window_days, ask.active, cats)
         chain = Chain(ask.pool, excluded, allowed)
         note = f"no item has the category {category!r}" if allowed is not None and not allowed else None
-        if served is not None and ask.mode == "engine" and served.model.knows_any(item for item, _, _ in history):
+        baseline = self.holder.baseline if ask.mode == "engine" else None
+        if baseline is not None:  # the gate found the simple list better than the engine on the newest window
+            if baseline not in PERSONAL_BASELINES:  # as the engine: what they already saw is not news
+                chain.excluded |= {item for item, _, _ in history if item not in bought}
+            chain.add(BASELINE_PREFIX + baseline, await self._baseline_items(baseline, history))
+        elif served is not None and ask.mode == "engine" and served.model.knows_any(item for item, _, _ in history):
             mask = served.mask(f"cat:{category}", allowed) if allowed is not None else None
             if rebuy:  # bought items past their window may come back: the history alone does not exclude them
                 seen = chain.excluded | {item for item, _, _ in history if item not in bought}
@@ -332,6 +365,18 @@ class RecommendationService:
         categories = [category] if category else ctx.categories
         await self._fill(chain, categories, ask.mode, stock)
         return await self._finish(ask, chain, self._version(served), pid, note=note)
+
+    async def _baseline_items(
+        self, baseline: str, history: list[tuple[str, float, int]]
+    ) -> list[tuple[str, float, str]]:
+        """The candidates of the baseline the gate serves: the shop's popular or trending items, or the customer's
+        own items by frequency then recency (``buy-again``) or by recency (``recently-viewed``)."""
+        return baseline_items(
+            baseline,
+            history,
+            await self.store.popular(CANDIDATE_POOL) if baseline == "popularity" else [],
+            await self.store.trending(CANDIDATE_POOL) if baseline == "trending" else [],
+        )
 
     async def similar(self, item_id: str, n: int, **flags: bool) -> RecList:
         """Cross-sell on a product page: customers who viewed this also viewed ..."""

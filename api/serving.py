@@ -13,6 +13,10 @@ a bounded LRU cache (``ECRM_API_MASK_CACHE_SIZE`` entries, each fresh for ``MASK
 A version is loaded through :mod:`api.model_files`: unpacked once per host into memory-mapped files, which every
 API process of the host (``ecrm api --workers N``) maps instead of holding its own copy; each process polls and
 swaps on its own.
+
+Each poll also reads which baseline, if any, the retraining gate serves for personal lists instead of the engine
+(``holder.baseline``: ``popularity``, ``trending``, ``buy-again``, ``recently-viewed`` or None), and sets
+``ecrm_model_baseline_served`` accordingly.
 """
 
 from __future__ import annotations
@@ -73,11 +77,14 @@ class ModelHolder:
         self.files = ModelFiles(root, settings.key_prefix)
         self.served: Served | None = None
         self.rejected: str | None = None  # the last version that could not be loaded (not tried again)
+        self.baseline: str | None = None  # the baseline the gate serves for personal lists (None: the engine)
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
     async def refresh(self) -> bool:
-        """Load the current version if it changed. Returns True when a new version is now served."""
+        """Load the current version if it changed (and read the baseline the gate serves, if any). Returns True
+        when a new version is now served."""
+        await self.refresh_baseline()
         version = await self.registry.current()
         if version is None:
             if self.served is not None:
@@ -108,6 +115,16 @@ class ModelHolder:
         if age is not None:  # at once, not at the next poll: a gauge at 0 would say "brand new"
             metrics.MODEL_AGE_SECONDS.set(age)
         return True
+
+    async def refresh_baseline(self) -> None:
+        """Read which baseline the retraining gate serves for personal lists (None: the engine)."""
+        record = await self.registry.baseline()
+        baseline = record["baseline"] if record is not None and record["baseline"] in metrics.GATE_BASELINES else None
+        if baseline != self.baseline:
+            log.info("personal lists now served by %s", f"the {baseline} baseline" if baseline else "the engine")
+        self.baseline = baseline
+        for name in metrics.GATE_BASELINES:
+            metrics.MODEL_BASELINE_SERVED.labels(name).set(1 if name == baseline else 0)
 
     async def _load(self, version: str) -> Served | None:
         """The version loaded, or None when its blob is missing or cannot be read (logged, counted, and not tried

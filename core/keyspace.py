@@ -53,6 +53,7 @@ promotion and an analytics publication. On a single node the tags change nothing
 | ``{p}:{g}:model:blob:{v}`` / ``{p}:{g}:model:meta:{v}`` | string | a version's npz bytes / JSON metadata and metrics |
 | ``{p}:{g}:model:trained`` | hash | interaction count and time of the last training |
 | ``{p}:{g}:model:lock`` | string | held while a training runs |
+| ``{p}:{g}:model:baseline`` | string | JSON: the baseline the gate serves instead of the engine (absent: the engine) |
 | ``{p}:{g}:camp:{N}`` | hash | a campaign's counters ``<variant>:<count>`` (profiles/campaigns.py ``COUNTS``) |
 | ``{p}:{g}:an:state`` | string | JSON state of the last analytics refresh |
 | ``{p}:{g}:an:lock`` | string | token of the analytics refresh holding the lock (TTL) |
@@ -344,6 +345,11 @@ class Keys:
     @property
     def model_lock(self) -> str:
         return f"{self._g}:model:lock"
+
+    @property
+    def model_baseline(self) -> str:
+        """The baseline the retraining gate serves for personal lists instead of the engine, and why (JSON)."""
+        return f"{self._g}:model:baseline"
 
     # ----- campaigns -----
 

@@ -173,6 +173,16 @@ MODEL_AGE_SECONDS = Gauge(
 MODEL_HOLDOUT_NDCG = Gauge(
     "ecrm_model_holdout_ndcg", "Holdout NDCG@10 of a model version", ["version"], multiprocess_mode="livemax"
 )
+MODEL_BASELINE_SERVED = Gauge(
+    "ecrm_model_baseline_served",
+    "1 for the baseline the retraining gate serves for personal lists because it beat the engine on the newest window "
+    "(all 0: the engine serves)",
+    ["baseline"],
+    multiprocess_mode="livemax",
+)
+GATE_BASELINES = ("popularity", "trending", "buy-again", "recently-viewed")  # recommender/evaluation/baselines.py
+for _baseline in GATE_BASELINES:
+    MODEL_BASELINE_SERVED.labels(_baseline).set(0)
 MODEL_TRAINING_SECONDS = Gauge(
     "ecrm_model_training_seconds", "Training duration of a model version", ["version"], multiprocess_mode="livemax"
 )

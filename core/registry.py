@@ -2,7 +2,10 @@
 
 A version is its npz bytes plus JSON metadata (training info, holdout metrics, promotion decision). Promoted
 versions form a list, newest first; ``current`` names the one served. The last K promoted versions are kept;
-``rollback`` serves the previous one again. The registry also keeps the training bookkeeping: the lock one
+``rollback`` serves the previous one again. When the retraining gate finds that a simple baseline (popularity,
+trending, buy-again, recently viewed) beats the engine on the newest window, the registry records which one serves
+the personal lists instead, and why (:meth:`Registry.serve_baseline`), until a version beats it
+(:meth:`Registry.clear_baseline`). The registry also keeps the training bookkeeping: the lock one
 training holds, and the interaction count and time of the last one (the worker's retraining trigger).
 
 :class:`Registry` is the blocking side (the trainer, the command line); :class:`AsyncRegistry` the asyncio side
@@ -37,6 +40,17 @@ def new_version_id(now: float | None = None) -> str:
 
 def _text(value: Any) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _baseline_record(raw: Any) -> dict[str, Any] | None:
+    """The stored record, or None when absent or unreadable (then the engine serves: never worse than before)."""
+    if raw is None:
+        return None
+    try:
+        record = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("baseline"), str) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +154,29 @@ class Registry:
                 pipe.execute()
         return dropped
 
+    # ----- the baseline the gate serves instead of the engine -----
+
+    def baseline(self) -> dict[str, Any] | None:
+        """The gate's record of the baseline served for personal lists (``baseline``, ``reason``, ``since``, ...),
+        or None while the engine serves."""
+        with redis_errors("reading the served baseline"):
+            raw = self.client.get(self.keys.model_baseline)
+        return _baseline_record(raw)
+
+    def serve_baseline(self, record: dict[str, Any]) -> None:
+        """Serve ``record["baseline"]`` instead of the engine for personal lists (``record``: why, figures); the
+        time it began is kept while the same baseline stays served."""
+        previous = self.baseline()
+        since = previous.get("since") if previous and previous.get("baseline") == record.get("baseline") else None
+        record = {**record, "since": since or datetime.now(tz=UTC).isoformat()}
+        with redis_errors("recording the served baseline"):
+            self.client.set(self.keys.model_baseline, orjson.dumps(record))
+
+    def clear_baseline(self) -> None:
+        """The engine serves the personal lists again."""
+        with redis_errors("clearing the served baseline"):
+            self.client.delete(self.keys.model_baseline)
+
     # ----- training bookkeeping -----
 
     def acquire_training_lock(self, token: str) -> bool:
@@ -181,6 +218,12 @@ class AsyncRegistry:
             return None
         raw = blob if isinstance(blob, bytes) else str(blob).encode()
         return LoadedVersion(version, raw, orjson.loads(meta) if meta else {})
+
+    async def baseline(self) -> dict[str, Any] | None:
+        """The gate's record of the baseline served instead of the engine, or None (see :meth:`Registry.baseline`)."""
+        with redis_errors("reading the served baseline"):
+            raw = await self.client.get(self.keys.model_baseline)
+        return _baseline_record(raw)
 
     async def training_status(self) -> TrainingStatus:
         with redis_errors("reading the training status"):

@@ -1,5 +1,11 @@
 """One training run (``ecrm train``, or started by the worker): read the interaction log from Redis, fit, check the
-new version on a held-out slice of the most recent interactions against the served one, promote or refuse.
+new version on the newest window of interactions against the served one and against every simple baseline, promote
+or refuse, and decide what serves the personal lists: the engine, or the best baseline when it beats the engine.
+
+The gate (:func:`gate`, pure) never lets the shop be served worse than the simple list: when popularity, trending,
+buy-again or recently viewed beats the candidate on the newest window, that baseline serves the personal lists
+(recorded in the registry, read by every API replica) until a later version beats it. With too little data to
+judge (a young shop, the demo) the engine's blend serves, with the reason recorded.
 
 Runs in its own process, never inside the Faust event loop.
 """
@@ -8,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -25,12 +31,16 @@ from core.settings import Settings
 from recommender.base import RecommenderBase
 from recommender.config import RecommenderConfig
 from recommender.data import HistoryEntry, IntArray, Interactions, interactions_batch
+from recommender.evaluation.baselines import baselines_for, best_baseline, make_baseline
 from recommender.evaluation.protocols import Split, time_split
 from recommender.model import Engine
 from recommender.threads import blas_threads
 from trainer.log import read_interactions
 
 Echo = Callable[[str], None]
+ENGINE = "engine"
+SCORE_CELLS_PER_BATCH = 16_000_000  # users x items scored at once by the holdout check (64 MB of float32)
+_DAY_MS = 86_400_000
 
 __all__ = ["NothingToTrain", "TrainingBusy", "TrainingResult", "read_interactions", "train_once"]
 
@@ -44,6 +54,8 @@ class TrainingResult:
     holdout: dict[str, float] = field(default_factory=dict)
     current_holdout: dict[str, float] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    serve: str = ENGINE  # what serves the personal lists after this run: the engine or a baseline's name
+    baselines: dict[str, dict[str, float]] = field(default_factory=dict)  # each baseline's figures on the window
 
 
 def load_config(settings: Settings) -> RecommenderConfig:
@@ -54,15 +66,28 @@ def load_config(settings: Settings) -> RecommenderConfig:
     return RecommenderConfig()
 
 
-def holdout_split(log: Interactions, fraction: float, max_users: int, train_users: int = 0) -> Split | None:
-    """Train before the most recent ``fraction`` of interactions; test on what came after (None: too little).
-    With ``train_users`` > 0 the holdout model learns from the judged users and others drawn at random, that many
-    users in all: the check then costs a fraction of a fit instead of a whole one (the gate compares figures
-    measured the same way, so the sample does not bias the decision)."""
+def holdout_split(
+    log: Interactions,
+    fraction: float,
+    max_users: int,
+    train_users: int = 0,
+    *,
+    window_ms: int | None = None,
+    repeats: bool = False,
+) -> Split | None:
+    """Train before the newest window, test on it (None: too little): the window is the last ``window_ms`` of
+    time, or by default the most recent ``fraction`` of interactions. ``repeats``: a user's test items include
+    those of their history (a shop serving re-buys). With ``train_users`` > 0 the holdout model learns from the
+    judged users and others drawn at random, that many users in all: the check then costs a fraction of a fit
+    instead of a whole one (the gate compares figures measured the same way, so the sample does not bias the
+    decision)."""
     if len(log) < 20:
         return None
     try:
-        split = time_split(log, quantile=1.0 - fraction)
+        if window_ms:
+            split = time_split(log, cutoff_ts=int(log.ts.max()) + 1 - window_ms, repeats=repeats)
+        else:
+            split = time_split(log, quantile=1.0 - fraction, repeats=repeats)
     except ValueError:
         return None
     if not split.n_test_users:
@@ -88,8 +113,12 @@ def sample_users(log: Interactions, keep: IntArray, total: int, seed: int = 0) -
     return log.select(chosen[log.users])
 
 
-def holdout_metrics(model: RecommenderBase, split: Split, k: int = 10) -> dict[str, float]:
-    """HR@k and NDCG@k of ``model`` on the split, through the serving code (``rank_batch`` on item-id histories)."""
+def holdout_metrics(
+    model: RecommenderBase, split: Split, k: int = 10, *, exclude_history: bool = True
+) -> dict[str, float]:
+    """HR@k and NDCG@k of ``model`` on the split, through the serving code (``rank_batch`` on item-id histories,
+    in batches of at most ``SCORE_CELLS_PER_BATCH`` scores); ``exclude_history=False`` where the history may be
+    the answer."""
     batch = interactions_batch(split.train)
     ids = split.train.item_ids
     histories: list[list[HistoryEntry]] = []
@@ -104,7 +133,14 @@ def holdout_metrics(model: RecommenderBase, split: Split, k: int = 10) -> dict[s
         )
         lo, hi = split.test_indptr[row], split.test_indptr[row + 1]
         relevant.append({ids[i] for i in split.test_items[lo:hi].tolist()})
-    ranked = model.rank_batch(model.encode(histories), k, exclude_history=True, reasons=False)
+    step = max(1, SCORE_CELLS_PER_BATCH // max(model.n_items, 1))
+    ranked = [
+        recs
+        for start in range(0, len(histories), step)
+        for recs in model.rank_batch(
+            model.encode(histories[start : start + step]), k, exclude_history=exclude_history, reasons=False
+        )
+    ]
     hits, ndcg = 0.0, 0.0
     for recs, truth in zip(ranked, relevant, strict=True):
         ranks = [r for r, rec in enumerate(recs) if rec.item_id in truth]
@@ -125,6 +161,65 @@ def decide(candidate: float | None, current: float | None, margin: float) -> tup
     if candidate >= floor:
         return True, f"holdout NDCG@10 {candidate:.4f} >= {floor:.4f} (served {current:.4f}, margin {margin:.0%})"
     return False, f"holdout NDCG@10 {candidate:.4f} < {floor:.4f} (served {current:.4f}, margin {margin:.0%})"
+
+
+@dataclass(frozen=True, slots=True)
+class GateDecision:
+    """The gate's verdict: whether the candidate version is promoted, what serves the personal lists (``engine`` or
+    a baseline's name), and why."""
+
+    promote: bool
+    serve: str
+    reason: str
+
+
+def gate(
+    candidate: float | None,
+    current: float | None,
+    baselines: Mapping[str, float],
+    *,
+    margin: float,
+    baseline_margin: float = 0.0,
+    baseline_served: str | None = None,
+    unjudged_reason: str | None = None,
+) -> GateDecision:
+    """Promotion and what serves (pure). ``candidate``: the candidate's NDCG@10 on the newest window (None: too
+    little data, ``unjudged_reason`` says why: the engine's blend serves); ``current``: the figure the served
+    version earned when it was trained; ``baselines``: each baseline's NDCG@10 on the same window.
+
+    The candidate is promoted as :func:`decide` says. The engine serves the personal lists only when the candidate
+    reaches the best baseline's figure times ``1 + baseline_margin``; otherwise that baseline serves. While a
+    baseline serves, a candidate that beats it is promoted even if it is below the served version's old figure:
+    what the shop sees is the baseline, and the candidate beat that on today's window."""
+    if candidate is None:
+        reason = unjudged_reason or decide(None, current, margin)[1]
+        return GateDecision(True, ENGINE, f"{reason}: promoted as trained, the engine's blend serves")
+    promote, why = decide(candidate, current, margin)
+    best = best_baseline(dict(baselines))
+    if best is None:
+        return GateDecision(promote, ENGINE, why)
+    name, value = best
+    bar = value * (1.0 + baseline_margin)
+    versus = f"best baseline {name} {value:.4f}" + (f" (+{baseline_margin:.0%}: {bar:.4f})" if baseline_margin else "")
+    if candidate >= bar:
+        if not promote and baseline_served is not None:
+            return GateDecision(
+                True, ENGINE, f"{why}, but it beats the served baseline: {candidate:.4f} >= {versus}; the engine serves"
+            )
+        return GateDecision(promote, ENGINE, f"{why}; {candidate:.4f} >= {versus}")
+    return GateDecision(promote, name, f"{why}; {candidate:.4f} < {versus}: {name} serves the personal lists")
+
+
+def baseline_figures(
+    split: Split, names: tuple[str, ...], half_life_hours: float, *, exclude_history: bool
+) -> dict[str, dict[str, float]]:
+    """Each baseline fitted on the split's training part and scored on its test users like the candidate."""
+    return {
+        name: holdout_metrics(
+            make_baseline(name, half_life_hours).fit(split.train), split, exclude_history=exclude_history
+        )
+        for name in names
+    }
 
 
 def train_once(settings: Settings, echo: Echo = lambda _: None, client: redis.Redis | None = None) -> TrainingResult:
@@ -150,26 +245,50 @@ def _train(settings: Settings, client: redis.Redis, registry: Registry, version:
     if len(log) == 0:
         raise NothingToTrain("no interactions logged yet: nothing to train on")
     echo(f"training on {len(log)} interactions, {log.n_users} users, {log.n_items} items ({config.algorithm})")
+    repeats = settings.rebuy_window_days > 0  # bought items come back: the history may be the answer
+    window_ms = round(settings.gate_window_days * _DAY_MS) if settings.gate_window_days > 0 else None
     with blas_threads(config.blas_threads):
         t = time.perf_counter()
-        split = holdout_split(log, settings.holdout_fraction, settings.holdout_max_users, settings.holdout_train_users)
+        split = holdout_split(
+            log,
+            settings.holdout_fraction,
+            settings.holdout_max_users,
+            settings.holdout_train_users,
+            window_ms=window_ms,
+            repeats=repeats,
+        )
         timings["split_s"] = time.perf_counter() - t
         candidate_metrics: dict[str, float] = {}
         if split is not None:
             t = time.perf_counter()
-            candidate_metrics = holdout_metrics(Engine(config).fit(split.train), split)
+            candidate_metrics = holdout_metrics(Engine(config).fit(split.train), split, exclude_history=not repeats)
             timings["holdout_s"] = time.perf_counter() - t
         # The served version is judged by the holdout figure it earned when it was trained: scoring it on today's
         # slice would flatter it, since it was trained on most of those interactions.
         current = registry.current()
         current_metrics = dict(registry.info(current).meta.get("holdout", {})) if current is not None else {}
-        judged = candidate_metrics.get("users", 0) >= settings.holdout_min_users
-        promoted, reason = decide(
+        users = int(candidate_metrics.get("users", 0))
+        judged = split is not None and users >= settings.holdout_min_users
+        baselines: dict[str, dict[str, float]] = {}
+        if judged and split is not None:
+            t = time.perf_counter()
+            names = baselines_for(repeats)
+            baselines = baseline_figures(split, names, settings.trending_half_life_hours, exclude_history=not repeats)
+            timings["baselines_s"] = time.perf_counter() - t
+        served_baseline = registry.baseline()
+        decision = gate(
             candidate_metrics.get("ndcg@10") if judged else None,
             current_metrics.get("ndcg@10") if current is not None else None,
-            settings.promotion_margin,
+            {name: figures["ndcg@10"] for name, figures in baselines.items()},
+            margin=settings.promotion_margin,
+            baseline_margin=settings.gate_baseline_margin,
+            baseline_served=served_baseline["baseline"] if served_baseline else None,
+            unjudged_reason=None if judged else unjudged(split, users, settings.holdout_min_users),
         )
-        result = TrainingResult(version, promoted, reason, len(log), candidate_metrics, current_metrics, timings)
+        promoted, reason = decision.promote, decision.reason
+        result = TrainingResult(
+            version, promoted, reason, len(log), candidate_metrics, current_metrics, timings, decision.serve, baselines
+        )
         meta: dict[str, Any] = {
             "version": version,
             "created_at": datetime.now(tz=UTC).isoformat(),
@@ -179,6 +298,12 @@ def _train(settings: Settings, client: redis.Redis, registry: Registry, version:
             "served_version": current,
             "decision": reason,
             "promoted": promoted,
+            "gate": {
+                "serve": decision.serve,
+                "view": "repeat" if repeats else "time-split",
+                "window_days": settings.gate_window_days or None,
+                "baselines": baselines,
+            },
             "config": config.model_dump(),
         }
         if promoted:
@@ -192,7 +317,34 @@ def _train(settings: Settings, client: redis.Redis, registry: Registry, version:
             timings["store_s"] = time.perf_counter() - t
         else:
             registry.record_rejected(version, meta | {"timings": timings})
+        if decision.serve == ENGINE:
+            registry.clear_baseline()
+        else:
+            registry.serve_baseline(
+                {
+                    "baseline": decision.serve,
+                    "reason": reason,
+                    "decided_by": version,
+                    "figures": baselines.get(decision.serve, {}),
+                    "engine": candidate_metrics,
+                }
+            )
     registry.record_training(count_at_start, now_ms())
     timings["total_s"] = time.perf_counter() - started
     echo(f"{version}: {'promoted' if promoted else 'refused'} — {reason}")
+    if decision.serve != ENGINE:
+        echo(f"the {decision.serve} baseline serves the personal lists until a version beats it")
     return result
+
+
+def unjudged(split: Split | None, users: int, min_users: int) -> str:
+    """Why the newest window cannot judge the candidate (a young or quiet shop)."""
+    if split is None:
+        return (
+            "too little data to judge: fewer than 20 interactions, or no user with a history before the newest "
+            "window acts in it"
+        )
+    return (
+        f"too little recent data to judge: {users} users in the newest window, fewer than "
+        f"ECRM_HOLDOUT_MIN_USERS ({min_users})"
+    )

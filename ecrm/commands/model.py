@@ -28,17 +28,22 @@ def train() -> None:
         raise typer.Exit(2) from exc
     timings = ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
     typer.echo(f"holdout {result.holdout or 'n/a'}; served version's {result.current_holdout or 'n/a'}")
+    if result.baselines:
+        figures = ", ".join(f"{name} {values.get('ndcg@10', 0.0):.4f}" for name, values in result.baselines.items())
+        typer.echo(f"baselines on the same window (NDCG@10): {figures}; personal lists: {result.serve}")
     typer.echo(f"timings: {timings}")
     if not result.promoted:
         raise typer.Exit(1)
 
 
 def list_versions() -> None:
-    """The promoted versions kept, newest first; the served one is marked with *."""
+    """The promoted versions kept, newest first; the served one is marked with *; the last line says what serves the
+    personal lists: the engine, or the baseline the retraining gate chose instead (since when, and why)."""
     registry = _registry(get_settings())
     try:
         current = registry.current()
         versions = registry.promoted()
+        baseline = registry.baseline()
         if not versions:
             typer.echo("no model version yet (run `ecrm train`)")
             return
@@ -46,9 +51,20 @@ def list_versions() -> None:
             info = registry.info(version)
             mark = "*" if version == current else " "
             meta = info.meta
+            gate = meta.get("gate", {})
+            serve = gate.get("serve", "engine") if isinstance(gate, dict) else "engine"
             typer.echo(
                 f"{mark} {version}  interactions={meta.get('interactions')}  "
-                f"holdout ndcg@10={info.ndcg if info.ndcg is not None else 'n/a'}  {meta.get('created_at', '')}"
+                f"holdout ndcg@10={info.ndcg if info.ndcg is not None else 'n/a'}  gate={serve}  "
+                f"{meta.get('created_at', '')}"
+            )
+        if baseline is None:
+            typer.echo("personal lists: the engine serves")
+        else:
+            typer.echo(
+                f"personal lists: the {baseline['baseline']} baseline serves instead of the engine since "
+                f"{baseline.get('since', '?')} (gate of {baseline.get('decided_by', '?')}: "
+                f"{baseline.get('reason', '')})"
             )
     except (RegistryError, StoreUnavailable) as exc:
         typer.echo(error_line(exc), err=True)
