@@ -245,46 +245,22 @@ def _train(settings: Settings, client: redis.Redis, registry: Registry, version:
     if len(log) == 0:
         raise NothingToTrain("no interactions logged yet: nothing to train on")
     echo(f"training on {len(log)} interactions, {log.n_users} users, {log.n_items} items ({config.algorithm})")
-    repeats = settings.rebuy_window_days > 0  # bought items come back: the history may be the answer
-    window_ms = round(settings.gate_window_days * _DAY_MS) if settings.gate_window_days > 0 else None
     with blas_threads(config.blas_threads):
-        t = time.perf_counter()
-        split = holdout_split(
-            log,
-            settings.holdout_fraction,
-            settings.holdout_max_users,
-            settings.holdout_train_users,
-            window_ms=window_ms,
-            repeats=repeats,
-        )
-        timings["split_s"] = time.perf_counter() - t
-        candidate_metrics: dict[str, float] = {}
-        if split is not None:
-            t = time.perf_counter()
-            candidate_metrics = holdout_metrics(Engine(config).fit(split.train), split, exclude_history=not repeats)
-            timings["holdout_s"] = time.perf_counter() - t
         # The served version is judged by the holdout figure it earned when it was trained: scoring it on today's
         # slice would flatter it, since it was trained on most of those interactions.
         current = registry.current()
         current_metrics = dict(registry.info(current).meta.get("holdout", {})) if current is not None else {}
-        users = int(candidate_metrics.get("users", 0))
-        judged = split is not None and users >= settings.holdout_min_users
-        baselines: dict[str, dict[str, float]] = {}
-        if judged and split is not None:
-            t = time.perf_counter()
-            names = baselines_for(repeats)
-            baselines = baseline_figures(split, names, settings.trending_half_life_hours, exclude_history=not repeats)
-            timings["baselines_s"] = time.perf_counter() - t
         served_baseline = registry.baseline()
-        decision = gate(
-            candidate_metrics.get("ndcg@10") if judged else None,
+        judgement = judge(
+            log,
+            config,
+            settings,
             current_metrics.get("ndcg@10") if current is not None else None,
-            {name: figures["ndcg@10"] for name, figures in baselines.items()},
-            margin=settings.promotion_margin,
-            baseline_margin=settings.gate_baseline_margin,
-            baseline_served=served_baseline["baseline"] if served_baseline else None,
-            unjudged_reason=None if judged else unjudged(split, users, settings.holdout_min_users),
+            served_baseline["baseline"] if served_baseline else None,
+            timings,
         )
+        decision, candidate_metrics, baselines = judgement.decision, judgement.candidate, judgement.baselines
+        repeats = judgement.view == "repeat"
         promoted, reason = decision.promote, decision.reason
         result = TrainingResult(
             version, promoted, reason, len(log), candidate_metrics, current_metrics, timings, decision.serve, baselines
@@ -335,6 +311,65 @@ def _train(settings: Settings, client: redis.Redis, registry: Registry, version:
     if decision.serve != ENGINE:
         echo(f"the {decision.serve} baseline serves the personal lists until a version beats it")
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    """What the gate saw on the newest window and what it decided."""
+
+    decision: GateDecision
+    candidate: dict[str, float]  # the candidate's hr@10, ndcg@10 and users on the window ({}: no window)
+    baselines: dict[str, dict[str, float]]  # each baseline's figures there ({}: not judged)
+    view: str  # "time-split" (new items only, as the API serves) or "repeat" (with a re-buy window)
+
+
+def judge(
+    log: Interactions,
+    config: RecommenderConfig,
+    settings: Settings,
+    current: float | None,
+    baseline_served: str | None,
+    timings: dict[str, float] | None = None,
+) -> Judgement:
+    """The gate on the log's newest window (no Redis): the candidate (``Engine(config)``, whatever ranks inside it)
+    fitted before the window and scored on it, every baseline likewise, then :func:`gate`. ``current``: the served
+    version's recorded NDCG@10; ``baseline_served``: the baseline serving now, if any."""
+    timings = timings if timings is not None else {}
+    repeats = settings.rebuy_window_days > 0  # bought items come back: the history may be the answer
+    window_ms = round(settings.gate_window_days * _DAY_MS) if settings.gate_window_days > 0 else None
+    t = time.perf_counter()
+    split = holdout_split(
+        log,
+        settings.holdout_fraction,
+        settings.holdout_max_users,
+        settings.holdout_train_users,
+        window_ms=window_ms,
+        repeats=repeats,
+    )
+    timings["split_s"] = time.perf_counter() - t
+    candidate: dict[str, float] = {}
+    if split is not None:
+        t = time.perf_counter()
+        candidate = holdout_metrics(Engine(config).fit(split.train), split, exclude_history=not repeats)
+        timings["holdout_s"] = time.perf_counter() - t
+    users = int(candidate.get("users", 0))
+    judged = split is not None and users >= settings.holdout_min_users
+    baselines: dict[str, dict[str, float]] = {}
+    if judged and split is not None:
+        t = time.perf_counter()
+        names = baselines_for(repeats)
+        baselines = baseline_figures(split, names, settings.trending_half_life_hours, exclude_history=not repeats)
+        timings["baselines_s"] = time.perf_counter() - t
+    decision = gate(
+        candidate.get("ndcg@10") if judged else None,
+        current,
+        {name: figures["ndcg@10"] for name, figures in baselines.items()},
+        margin=settings.promotion_margin,
+        baseline_margin=settings.gate_baseline_margin,
+        baseline_served=baseline_served,
+        unjudged_reason=None if judged else unjudged(split, users, settings.holdout_min_users),
+    )
+    return Judgement(decision, candidate, baselines, "repeat" if repeats else "time-split")
 
 
 def unjudged(split: Split | None, users: int, min_users: int) -> str:

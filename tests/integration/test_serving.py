@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from core.kafka import make_producer, produce_events
@@ -204,3 +205,66 @@ def env_of(settings: Settings) -> dict[str, str]:
     from runtime.local import settings_env
 
     return settings_env(settings)
+
+
+def _popular_world(start_ms: int, days: int, users: int = 300, items: int = 200) -> list[dict[str, Any]]:
+    """Customers who view items at random from one strongly skewed distribution: nothing to learn but popularity."""
+    rng = np.random.default_rng(5)
+    p = 1.0 / np.arange(1, items + 1) ** 1.3
+    p /= p.sum()
+    return [
+        view(f"pop-{u}", f"sku-p{rng.choice(items, p=p)}", start_ms + int(t))
+        for u in range(users)
+        for t in np.sort(rng.integers(0, days * 86_400_000, 10))
+    ]
+
+
+def _cluster_world(
+    start_ms: int, days: int, users: int = 300, clusters: int = 15, size: int = 8
+) -> list[dict[str, Any]]:
+    """Customers who walk through their own cluster's items in order: the engine learns it, popularity cannot."""
+    rng = np.random.default_rng(6)
+    events = []
+    for u in range(users):
+        first = int(rng.integers(size))
+        for k, t in enumerate(np.sort(rng.integers(0, days * 86_400_000, 10))):
+            events.append(view(f"clu-{u}", f"sku-c{u % clusters}-{(first + k) % size}", start_ms + int(t)))
+    return events
+
+
+async def test_the_served_strategy_follows_the_gate(settings: Settings) -> None:
+    day = 86_400_000
+    settings = settings.model_copy(update={"holdout_min_users": 20})
+    await load(settings, _popular_world(now_ms() - 30 * day, 26))
+    first = await asyncio.to_thread(train_once, settings)
+    assert first.serve in {"popularity", "trending"}, first.reason
+    assert first.promoted and f"{first.serve} serves the personal lists" in first.reason
+    async with api_client(settings) as client:
+        body = (await client.get("/v1/customers/pop-1/recommendations", params={"n": 5})).json()
+        assert body["strategy"] == f"baseline:{first.serve}" and len(body["items"]) == 5
+        history = {e["item_id"] for e in _popular_world(now_ms() - 30 * day, 26) if e["customer_id"] == "pop-1"}
+        assert history.isdisjoint(i["item_id"] for i in body["items"])  # what they saw is not news
+        similar = (await client.get("/v1/items/sku-p0/similar", params={"n": 3})).json()
+        assert similar["strategy"] == "item-based"  # the engine still serves the item lists
+        exposition = (await client.get("/metrics")).text
+        assert f'ecrm_model_baseline_served{{baseline="{first.serve}"}} 1.0' in exposition
+        listing = subprocess.run([*ECRM, "model", "list"], env=env_of(settings), capture_output=True, text=True)
+        assert listing.returncode == 0, listing.stderr
+        assert f"personal lists: the {first.serve} baseline serves instead of the engine" in listing.stdout
+        assert f"gate={first.serve}" in listing.stdout
+
+        # newer customers with strong structure fill the newest window: a version beats the baseline
+        await load(settings, _cluster_world(now_ms() - 3 * day, 3))
+        second = await asyncio.to_thread(train_once, settings)
+        assert (second.promoted, second.serve) == (True, "engine"), second.reason
+        deadline = time.monotonic() + 20
+        while True:
+            body = (await client.get("/v1/customers/clu-1/recommendations", params={"n": 5})).json()
+            if body["strategy"] == "personal" and body["model_version"] == second.version:
+                break
+            assert time.monotonic() < deadline, body
+            await asyncio.sleep(0.1)
+        exposition = (await client.get("/metrics")).text
+        assert f'ecrm_model_baseline_served{{baseline="{first.serve}"}} 0.0' in exposition
+    listing = subprocess.run([*ECRM, "model", "list"], env=env_of(settings), capture_output=True, text=True)
+    assert "personal lists: the engine serves" in listing.stdout
