@@ -118,8 +118,10 @@ class Recommendations(BaseModel):
 
     recommendation_id: str = Field(description="Unique id: send it back in recommendation_click events")
     strategy: str = Field(
-        description="Which step of the fallback chain served the list; `degraded` when Redis was away and the list "
-        "comes from the replica's in-memory copy of the popular items"
+        description="Which step of the fallback chain served the list; `baseline:<name>` (popularity, trending, "
+        "buy-again, recently-viewed) when the retraining gate found that baseline better than the engine on the "
+        "newest window; `degraded` when Redis was away and the list comes from the replica's in-memory copy of the "
+        "popular items"
     )
     model_version: str
     items: list[RecommendedItem]
