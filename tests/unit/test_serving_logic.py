@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from api.recommend import Chain, excluded_purchases, personal_reason
+from api.recommend import Chain, baseline_items, excluded_purchases, personal_reason
+from profiles.store import ScoredItem
 from recommender.base import Recommendation
 from stream.retrain import should_retrain
 from trainer.training import decide
@@ -58,3 +59,21 @@ def test_reasons_a_person_can_read() -> None:
     assert personal_reason(Recommendation("i", 1.0, "x"), {"x": 1}) == "because you bought x"
     assert personal_reason(Recommendation("i", 1.0, "y"), {}) == "because you viewed y"
     assert personal_reason(Recommendation("i", 1.0, None), {}) == "recommended for you"
+
+
+def test_the_baseline_the_gate_serves_is_computed_from_redis_and_the_profile() -> None:
+    history = [("a", 1.0, 30), ("b", 5.0, 10), ("c", 5.0, 20), ("d", 2.0, 40)]
+    popular = [ScoredItem("p1", 9.0), ScoredItem("p2", 4.0)]
+    trending = [ScoredItem("t1", 2.5)]
+    assert baseline_items("popularity", history, popular, trending) == [("p1", 9.0, "popular"), ("p2", 4.0, "popular")]
+    assert baseline_items("trending", history, popular, trending) == [("t1", 2.5, "trending")]
+    # buy-again: by summed weight, the newest first among equals
+    assert [i for i, _, _ in baseline_items("buy-again", history, [], [])] == ["c", "b", "d", "a"]
+    # recently viewed: the newest first
+    recent = baseline_items("recently-viewed", history, [], [])
+    assert [i for i, _, _ in recent] == ["d", "a", "c", "b"]
+    assert [s for _, s, _ in recent] == sorted((s for _, s, _ in recent), reverse=True)
+    assert baseline_items("unknown", history, popular, trending) == []
+    chain = Chain(n=3, excluded={"c"})  # bought within the re-buy window: stays out
+    chain.add("baseline:buy-again", baseline_items("buy-again", history, [], []))
+    assert [r.item_id for r in chain.items] == ["b", "d", "a"] and chain.strategy == "baseline:buy-again"
