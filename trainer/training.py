@@ -213,10 +213,11 @@ def gate(
 def baseline_figures(
     split: Split, names: tuple[str, ...], half_life_hours: float, *, exclude_history: bool
 ) -> dict[str, dict[str, float]]:
-    """Each baseline fitted on the split's training part and scored on its test users like the candidate."""
+    """Each baseline fitted on the split's training part and scored on its test users like the candidate, ranked
+    as the API would serve it (popularity and trending by summed event weight, as the Redis lists)."""
     return {
         name: holdout_metrics(
-            make_baseline(name, half_life_hours).fit(split.train), split, exclude_history=exclude_history
+            make_baseline(name, half_life_hours, served=True).fit(split.train), split, exclude_history=exclude_history
         )
         for name in names
     }

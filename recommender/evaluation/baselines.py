@@ -3,14 +3,19 @@ engine's interface (:class:`~recommender.base.RecommenderBase`), so ``ecrm evalu
 them through the same code as the engine:
 
 * ``popularity``: the items most training users interacted with (:class:`recommender.popularity.Popularity`);
-* ``trending``: time-decayed popularity at the cut-off (the newest training time), each interaction's weight halved
-  every ``half_life_hours`` (the engine's ``ECRM_TRENDING_HALF_LIFE_HOURS``), as the live ``trending`` list;
+* ``trending``: time-decayed popularity at the cut-off (the newest training time): each user who interacted with
+  an item counts ``2 ** (-age / half_life)``, the age of their latest interaction with it, ``half_life_hours``
+  the engine's ``ECRM_TRENDING_HALF_LIFE_HOURS``;
 * ``buy-again``: the customer's own items by how often (summed weight), the newest first among equals
   (:class:`recommender.evaluation.buy_again.BuyAgain`);
 * ``recently-viewed``: the customer's own last distinct items, the newest first.
 
 The last two recommend only items of the customer's history, so they are scored only where the history may be the
 answer (the ``repeat`` protocol, the rolling protocol's ``repeat`` view, a gate serving re-buys).
+
+``served=True`` (:func:`make_baseline`) gives the lists exactly as the API would serve them, for the retraining
+gate: the live ``popular`` and ``trending`` lists in Redis sum event weights (every event counts, a heavy user's
+repeated views too), so there ``popularity`` is the all-time weight and ``trending`` its decayed form.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Self
 import numpy as np
 
 from recommender.base import FloatMatrix, RecommenderBase
-from recommender.data import FloatArray, HistoryBatch, IntArray, Interactions
+from recommender.data import FloatArray, HistoryBatch, IntArray, Interactions, interactions_batch
 from recommender.errors import NotFittedError
 from recommender.evaluation.buy_again import BuyAgain
 from recommender.popularity import Popularity
@@ -57,13 +62,16 @@ class _EvaluationOnly(RecommenderBase):
 
 
 class Trending(_EvaluationOnly):
-    """Scores an item by its time-decayed weight at the newest training time: each positive interaction counts
-    ``weight * 2 ** (-age / half_life)``. Every user gets the same list."""
+    """Scores an item by its time-decayed popularity at the newest training time: each user who interacted with it
+    (positive summed weight) counts ``2 ** (-age / half_life)``, the age of their latest interaction with it. With
+    ``distinct=False`` each positive interaction counts ``weight * 2 ** (-age / half_life)`` instead (the live
+    Redis lists); ``half_life_hours=None``: no decay. Every user gets the same list."""
 
-    def __init__(self, half_life_hours: float = DEFAULT_HALF_LIFE_HOURS) -> None:
-        if not half_life_hours > 0:
+    def __init__(self, half_life_hours: float | None = DEFAULT_HALF_LIFE_HOURS, *, distinct: bool = True) -> None:
+        if half_life_hours is not None and not half_life_hours > 0:
             raise ValueError(f"half_life_hours must be positive, got {half_life_hours}")
         self.half_life_hours = half_life_hours
+        self.distinct = distinct
         self._items: tuple[str, ...] | None = None
         self._scores: FloatArray | None = None
 
@@ -82,13 +90,18 @@ class Trending(_EvaluationOnly):
     def fit(self, interactions: Interactions) -> Self:
         if len(interactions) == 0:
             raise ValueError("cannot fit on an empty interaction log")
-        positive = interactions.weights > 0
-        age_ms = (int(interactions.ts.max()) - interactions.ts[positive]).astype(np.float64)
-        decayed = interactions.weights[positive].astype(np.float64) * np.exp2(
-            -age_ms / (self.half_life_hours * _HOUR_MS)
-        )
+        if self.distinct:  # one entry per (user, item): summed weight, latest time
+            batch = interactions_batch(interactions)
+            items, weights, ts = batch.items, (batch.weights > 0).astype(np.float64), batch.ts
+        else:
+            items, weights, ts = interactions.items, interactions.weights.astype(np.float64), interactions.ts
+        positive = weights > 0
+        decay = np.ones(int(positive.sum()), dtype=np.float64)
+        if self.half_life_hours is not None:
+            age_ms = (int(interactions.ts.max()) - ts[positive]).astype(np.float64)
+            decay = np.exp2(-age_ms / (self.half_life_hours * _HOUR_MS))
         self._scores = np.bincount(
-            interactions.items[positive], weights=decayed, minlength=interactions.n_items
+            items[positive], weights=weights[positive] * decay, minlength=interactions.n_items
         ).astype(np.float32)
         self._items = interactions.item_ids
         return self
@@ -122,12 +135,15 @@ class RecentlyViewed(_EvaluationOnly):
         return _Scores(values)
 
 
-def make_baseline(name: str, half_life_hours: float = DEFAULT_HALF_LIFE_HOURS) -> RecommenderBase:
-    """An unfitted baseline by name (ValueError for an unknown one)."""
+def make_baseline(
+    name: str, half_life_hours: float = DEFAULT_HALF_LIFE_HOURS, *, served: bool = False
+) -> RecommenderBase:
+    """An unfitted baseline by name (ValueError for an unknown one); ``served``: popularity and trending as the
+    API's Redis lists rank them (summed event weights, not distinct users)."""
     if name == POPULARITY:
-        return Popularity()
+        return Trending(None, distinct=False) if served else Popularity()
     if name == TRENDING:
-        return Trending(half_life_hours)
+        return Trending(half_life_hours, distinct=not served)
     if name == BUY_AGAIN:
         return BuyAgain()
     if name == RECENTLY_VIEWED:

@@ -49,10 +49,17 @@ def test_trending_halves_an_interaction_s_weight_every_half_life() -> None:
         Trending(0)
 
 
-def test_trending_ignores_negative_weights() -> None:
-    log = Interactions.from_records([("u", "a", 1.0, 0), ("u", "b", 5.0, 0), ("v", "b", -5.0, 0)])
-    scores = _scores(Trending(24).fit(log), log, "u")
-    assert scores["b"] == pytest.approx(5.0) and scores["a"] == pytest.approx(1.0)
+def test_trending_counts_customers_and_the_served_lists_count_weights() -> None:
+    # u viewed a once and b five times; w viewed b once at hour 24; v's weights on b sum to a negative
+    log = Interactions.from_records(
+        [("u", "a", 1.0, 0), *[("u", "b", 1.0, 0)] * 5, ("v", "b", -5.0, 0), ("w", "b", 1.0, 24 * HOUR)]
+    )
+    scores = _scores(Trending(24).fit(log), log, "u")  # one per customer, at their latest time
+    assert scores["a"] == pytest.approx(0.5) and scores["b"] == pytest.approx(0.5 + 1.0)
+    served = _scores(make_baseline("trending", 24, served=True).fit(log), log, "u")  # as the Redis list: weights
+    assert served["a"] == pytest.approx(0.5) and served["b"] == pytest.approx(5 * 0.5 + 1.0)
+    popular = _scores(make_baseline("popularity", served=True).fit(log), log, "u")  # all-time weight, no decay
+    assert popular["a"] == pytest.approx(1.0) and popular["b"] == pytest.approx(6.0)
 
 
 def test_recently_viewed_ranks_the_customer_s_own_items_newest_first() -> None:
