@@ -96,3 +96,11 @@ async def test_events_count_as_collected_only_once_the_broker_acknowledged_them(
     collector.producer = FakeProducer(fail=False)  # type: ignore[assignment]
     assert (await collector.collect(body, Caller(Scope.COLLECT, "collect", "t"))).accepted == 1
     assert collected("search") == before + 1
+
+
+def test_the_api_says_which_baseline_the_gate_serves_from_the_start() -> None:
+    api = generate_latest(metrics.API_REGISTRY).decode()
+    worker = generate_latest(metrics.WORKER_REGISTRY).decode()
+    for baseline in ("popularity", "trending", "buy-again", "recently-viewed"):
+        assert f'ecrm_model_baseline_served{{baseline="{baseline}"}} 0.0' in api
+    assert "ecrm_model_baseline_served" not in worker
