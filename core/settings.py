@@ -123,6 +123,10 @@ class Settings(BaseSettings):
         ge=0,
         description="Users whose history trains the holdout check's model (the judged users among them; 0: all)",
     )
+    model_poll_s: float = Field(1.0, gt=0, description="How often an API replica looks for a newly promoted version")
+    rebuy_window_days: float = Field(
+        0.0, ge=0, description="Bought items come back in recommendations after this many days (0: never)"
+    )
     gate_window_days: float = Field(
         0.0,
         ge=0,
@@ -134,10 +138,6 @@ class Settings(BaseSettings):
         le=10,
         description="The engine serves only if its NDCG@10 beats the best baseline's by this fraction; else the "
         "baseline serves",
-    )
-    model_poll_s: float = Field(1.0, gt=0, description="How often an API replica looks for a newly promoted version")
-    rebuy_window_days: float = Field(
-        0.0, ge=0, description="Bought items come back in recommendations after this many days (0: never)"
     )
 
     # API
