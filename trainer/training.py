@@ -30,8 +30,8 @@ from core.registry import Registry, new_version_id
 from core.settings import Settings
 from recommender.base import RecommenderBase
 from recommender.config import RecommenderConfig
-from recommender.data import HistoryEntry, IntArray, Interactions, interactions_batch
-from recommender.evaluation.baselines import baselines_for, best_baseline, make_baseline
+from recommender.data import FloatArray, HistoryEntry, IntArray, Interactions, interactions_batch
+from recommender.evaluation.baselines import baselines_for, best_baseline, global_scores, make_baseline
 from recommender.evaluation.protocols import Split, time_split
 from recommender.model import Engine
 from recommender.threads import blas_threads
@@ -113,12 +113,15 @@ def sample_users(log: Interactions, keep: IntArray, total: int, seed: int = 0) -
     return log.select(chosen[log.users])
 
 
-def holdout_metrics(
-    model: RecommenderBase, split: Split, k: int = 10, *, exclude_history: bool = True
-) -> dict[str, float]:
-    """HR@k and NDCG@k of ``model`` on the split, through the serving code (``rank_batch`` on item-id histories,
-    in batches of at most ``SCORE_CELLS_PER_BATCH`` scores); ``exclude_history=False`` where the history may be
-    the answer."""
+@dataclass(frozen=True, slots=True)
+class HoldoutCases:
+    """The judged users of a split as the API sees them: each one's history (item ids) and the items they took."""
+
+    histories: list[list[HistoryEntry]]
+    relevant: list[set[str]]
+
+
+def holdout_cases(split: Split) -> HoldoutCases:
     batch = interactions_batch(split.train)
     ids = split.train.item_ids
     histories: list[list[HistoryEntry]] = []
@@ -133,17 +136,59 @@ def holdout_metrics(
         )
         lo, hi = split.test_indptr[row], split.test_indptr[row + 1]
         relevant.append({ids[i] for i in split.test_items[lo:hi].tolist()})
+    return HoldoutCases(histories, relevant)
+
+
+def holdout_metrics(
+    model: RecommenderBase,
+    split: Split,
+    k: int = 10,
+    *,
+    exclude_history: bool = True,
+    cases: HoldoutCases | None = None,
+) -> dict[str, float]:
+    """HR@k and NDCG@k of ``model`` on the split, through the serving code (``rank_batch`` on item-id histories,
+    in batches of at most ``SCORE_CELLS_PER_BATCH`` scores); ``exclude_history=False`` where the history may be
+    the answer; ``cases``: the split's :func:`holdout_cases` when already built."""
+    cases = cases or holdout_cases(split)
     step = max(1, SCORE_CELLS_PER_BATCH // max(model.n_items, 1))
     ranked = [
-        recs
-        for start in range(0, len(histories), step)
+        [rec.item_id for rec in recs]
+        for start in range(0, len(cases.histories), step)
         for recs in model.rank_batch(
-            model.encode(histories[start : start + step]), k, exclude_history=exclude_history, reasons=False
+            model.encode(cases.histories[start : start + step]), k, exclude_history=exclude_history, reasons=False
         )
     ]
+    return list_metrics(ranked, cases.relevant)
+
+
+def global_list_metrics(
+    scores: FloatArray, item_ids: tuple[str, ...], cases: HoldoutCases, k: int = 10, *, exclude_history: bool = True
+) -> dict[str, float]:
+    """:func:`holdout_metrics` of a list that is the same for everyone (popularity, trending): one sort, then each
+    user's first ``k`` items that are not in their history (the same picks as ``rank_batch``, without a dense
+    users x items matrix)."""
+    longest = max((len(h) for h in cases.histories), default=0) if exclude_history else 0
+    order = np.argsort(-scores, kind="stable")[: k + longest]
+    head = [item_ids[i] for i in order.tolist()]
+    ranked: list[list[str]] = []
+    for history in cases.histories:
+        seen = {item for item, _, _ in history} if exclude_history else set()
+        picks: list[str] = []
+        for item in head:
+            if item not in seen:
+                picks.append(item)
+                if len(picks) == k:
+                    break
+        ranked.append(picks)
+    return list_metrics(ranked, cases.relevant)
+
+
+def list_metrics(ranked: list[list[str]], relevant: list[set[str]]) -> dict[str, float]:
+    """HR@k and NDCG@k (the first hit's discount) of ranked lists against each user's relevant items."""
     hits, ndcg = 0.0, 0.0
     for recs, truth in zip(ranked, relevant, strict=True):
-        ranks = [r for r, rec in enumerate(recs) if rec.item_id in truth]
+        ranks = [r for r, item in enumerate(recs) if item in truth]
         if ranks:
             hits += 1
             ndcg += 1.0 / math.log2(ranks[0] + 2)
@@ -215,12 +260,16 @@ def baseline_figures(
 ) -> dict[str, dict[str, float]]:
     """Each baseline fitted on the split's training part and scored on its test users like the candidate, ranked
     as the API would serve it (popularity and trending by summed event weight, as the Redis lists)."""
-    return {
-        name: holdout_metrics(
-            make_baseline(name, half_life_hours, served=True).fit(split.train), split, exclude_history=exclude_history
-        )
-        for name in names
-    }
+    cases = holdout_cases(split)
+    figures: dict[str, dict[str, float]] = {}
+    for name in names:
+        model = make_baseline(name, half_life_hours, served=True).fit(split.train)
+        scores = global_scores(model)
+        if scores is not None:
+            figures[name] = global_list_metrics(scores, model.item_ids, cases, exclude_history=exclude_history)
+        else:
+            figures[name] = holdout_metrics(model, split, exclude_history=exclude_history, cases=cases)
+    return figures
 
 
 def train_once(settings: Settings, echo: Echo = lambda _: None, client: redis.Redis | None = None) -> TrainingResult:

@@ -151,6 +151,16 @@ def make_baseline(
     raise ValueError(f"unknown baseline {name!r}; expected one of {', '.join(BASELINES)}")
 
 
+def global_scores(model: RecommenderBase) -> FloatArray | None:
+    """The one score vector of a baseline that gives everyone the same list (popularity, trending); None for the
+    personal ones and any other model."""
+    if isinstance(model, Trending):
+        return model.scores
+    if isinstance(model, Popularity):
+        return model.counts
+    return None
+
+
 def baselines_for(history_may_answer: bool) -> tuple[str, ...]:
     """The baselines worth scoring: the personal ones only where the customer's history may be the answer."""
     return BASELINES if history_may_answer else tuple(b for b in BASELINES if b not in PERSONAL_BASELINES)

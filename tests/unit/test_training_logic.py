@@ -11,8 +11,18 @@ import numpy as np
 from core.settings import Settings
 from recommender.config import RecommenderConfig
 from recommender.data import Interactions
+from recommender.evaluation.baselines import global_scores, make_baseline
 from stream.retrain import background_child
-from trainer.training import ENGINE, gate, holdout_split, judge, sample_users
+from trainer.training import (
+    ENGINE,
+    gate,
+    global_list_metrics,
+    holdout_cases,
+    holdout_metrics,
+    holdout_split,
+    judge,
+    sample_users,
+)
 
 DAY_MS = 86_400_000
 T0 = 1_700_000_000_000
@@ -156,3 +166,18 @@ def test_the_gate_window_is_the_newest_days_when_set() -> None:
     split = holdout_split(log, 0.1, 1000, window_ms=3 * DAY_MS)
     assert split is not None and split.cutoff_ts == int(log.ts.max()) + 1 - 3 * DAY_MS
     assert judge(log, RecommenderConfig(), settings, None, None).candidate["users"] == split.n_test_users
+
+
+def test_a_list_the_same_for_everyone_is_judged_as_rank_batch_judges_it() -> None:
+    log = popular_world()
+    split = holdout_split(log, 0.1, 1000)
+    assert split is not None
+    cases = holdout_cases(split)
+    for name in ("popularity", "trending"):
+        model = make_baseline(name, 24, served=True).fit(split.train)
+        scores = global_scores(model)
+        assert scores is not None
+        for exclude in (True, False):
+            fast = global_list_metrics(scores, model.item_ids, cases, exclude_history=exclude)
+            assert fast == holdout_metrics(model, split, exclude_history=exclude, cases=cases)
+            assert fast["hr@10"] > 0
