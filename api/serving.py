@@ -36,7 +36,7 @@ from core.errors import StoreUnavailable
 from core.keyspace import Keys
 from core.redis import connect_bytes
 from core.registry import AsyncRegistry
-from core.settings import Settings
+from core.settings import GATE_BASELINES, Settings
 from recommender.base import ItemMask
 from recommender.model import Engine
 
@@ -119,11 +119,11 @@ class ModelHolder:
     async def refresh_baseline(self) -> None:
         """Read which baseline the retraining gate serves for personal lists (None: the engine)."""
         record = await self.registry.baseline()
-        baseline = record["baseline"] if record is not None and record["baseline"] in metrics.GATE_BASELINES else None
+        baseline = record["baseline"] if record is not None and record["baseline"] in GATE_BASELINES else None
         if baseline != self.baseline:
             log.info("personal lists now served by %s", f"the {baseline} baseline" if baseline else "the engine")
         self.baseline = baseline
-        for name in metrics.GATE_BASELINES:
+        for name in GATE_BASELINES:
             metrics.MODEL_BASELINE_SERVED.labels(name).set(1 if name == baseline else 0)
 
     async def _load(self, version: str) -> Served | None:

@@ -58,7 +58,7 @@ def _prepare(settings: Settings, items: int, echo: Echo) -> None:
     keys = Keys(settings.key_prefix)
     echo(f"training a model over a {items}-item catalogue ...")
     write_log(r, keys, synthetic_log(items * 5, n_users=max(items // 2, 100), n_items=items, seed=1), echo)
-    result = train_once(settings.model_copy(update={"holdout_max_users": 200}))
+    result = train_once(settings.model_copy(update={"holdout_max_users": 200, "gate_baselines": ""}))  # engine path
     echo(f"  {result.version}")
     pipe = r.pipeline(transaction=False)
     rng = np.random.default_rng(2)

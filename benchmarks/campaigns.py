@@ -82,7 +82,7 @@ def _prepare(settings: Settings, items: int, echo: Echo) -> None:
     keys = Keys(settings.key_prefix)
     echo(f"training a model over a {items}-item catalogue ...")
     write_log(r, keys, synthetic_log(items * 5, n_users=items // 2, n_items=items, seed=1), echo)
-    train_once(settings.model_copy(update={"holdout_max_users": 200}))
+    train_once(settings.model_copy(update={"holdout_max_users": 200, "gate_baselines": ""}))  # engine path
     rng = np.random.default_rng(2)
     pipe = r.pipeline(transaction=False)
     for c in range(CUSTOMERS):

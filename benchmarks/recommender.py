@@ -176,7 +176,7 @@ def _bench_api(
     echo(f"training a model over a {items}-item catalogue ({n} generated interactions) ...")
     log = synthetic_log(n, n_users=items // 2, n_items=items, seed=1)
     write_log(r, keys, log, echo)
-    result = train_once(settings.model_copy(update={"holdout_max_users": 200}))
+    result = train_once(settings.model_copy(update={"holdout_max_users": 200, "gate_baselines": ""}))  # engine path
     echo(f"  {result.version} ({result.timings.get('fit_s', 0):.1f}s fit)")
     customers = 2000
     pipe = r.pipeline(transaction=False)

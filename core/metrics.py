@@ -38,6 +38,7 @@ from prometheus_client import (
 )
 from prometheus_client.metrics_core import Metric
 
+from core.settings import GATE_BASELINES
 from schemas.events import EVENT_TYPES
 
 API_REGISTRY = REGISTRY  # the default registry: the process and platform collectors are already in it
@@ -180,7 +181,6 @@ MODEL_BASELINE_SERVED = Gauge(
     ["baseline"],
     multiprocess_mode="livemax",
 )
-GATE_BASELINES = ("popularity", "trending", "buy-again", "recently-viewed")  # recommender/evaluation/baselines.py
 for _baseline in GATE_BASELINES:
     MODEL_BASELINE_SERVED.labels(_baseline).set(0)
 MODEL_TRAINING_SECONDS = Gauge(

@@ -18,6 +18,12 @@ from core.keyspace import PREFIX_PATTERN
 from schemas.events import DEFAULT_MAX_EVENT_BYTES, DEFAULT_MAX_FUTURE_S, DEFAULT_TIMESTAMP_FLOOR, EventLimits
 from schemas.weights import DEFAULT_EVENT_WEIGHTS
 
+GATE_BASELINES = ("popularity", "trending", "buy-again", "recently-viewed")  # recommender/evaluation/baselines.py
+
+
+def _names(value: str) -> list[str]:
+    return [name.strip() for name in value.split(",") if name.strip()]
+
 
 class Settings(BaseSettings):
     """Engine configuration. Each field is the environment variable ``ECRM_<FIELD>`` (case-insensitive)."""
@@ -139,6 +145,11 @@ class Settings(BaseSettings):
         description="The engine serves only if its NDCG@10 beats the best baseline's by this fraction; else the "
         "baseline serves",
     )
+    gate_baselines: str = Field(
+        ",".join(GATE_BASELINES),
+        description="Baselines the retraining gate may serve instead of the engine, comma-separated (empty: none, "
+        "the engine always serves)",
+    )
 
     # API
     api_host: str = "127.0.0.1"
@@ -247,6 +258,20 @@ class Settings(BaseSettings):
     campaign_metrics_s: float = Field(
         15.0, ge=0, description="How often an API replica reads the campaigns' counters into its gauges (0: off)"
     )
+
+    @field_validator("gate_baselines")
+    @classmethod
+    def _known_baselines(cls, value: str) -> str:
+        unknown = [name for name in _names(value) if name not in GATE_BASELINES]
+        if unknown:
+            raise ValueError(f"unknown baseline(s) {', '.join(unknown)}; expected some of {', '.join(GATE_BASELINES)}")
+        return value
+
+    @property
+    def gate_baseline_names(self) -> tuple[str, ...]:
+        """The baselines the gate may serve, in the documented order."""
+        wanted = set(_names(self.gate_baselines))
+        return tuple(name for name in GATE_BASELINES if name in wanted)
 
     @field_validator("timestamp_floor")
     @classmethod

@@ -407,7 +407,7 @@ def judge(
     baselines: dict[str, dict[str, float]] = {}
     if judged and split is not None:
         t = time.perf_counter()
-        names = baselines_for(repeats)
+        names = tuple(name for name in baselines_for(repeats) if name in settings.gate_baseline_names)
         baselines = baseline_figures(split, names, settings.trending_half_life_hours, exclude_history=not repeats)
         timings["baselines_s"] = time.perf_counter() - t
     decision = gate(

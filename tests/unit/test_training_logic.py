@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from core.settings import Settings
 from recommender.config import RecommenderConfig
@@ -181,3 +182,14 @@ def test_a_list_the_same_for_everyone_is_judged_as_rank_batch_judges_it() -> Non
             fast = global_list_metrics(scores, model.item_ids, cases, exclude_history=exclude)
             assert fast == holdout_metrics(model, split, exclude_history=exclude, cases=cases)
             assert fast["hr@10"] > 0
+
+
+def test_the_gate_considers_only_the_baselines_it_may_serve() -> None:
+    only_trending = Settings(holdout_min_users=20, gate_baselines=" trending ")
+    assert only_trending.gate_baseline_names == ("trending",)
+    result = judge(popular_world(), RecommenderConfig(), only_trending, None, None)
+    assert set(result.baselines) == {"trending"}
+    none = judge(popular_world(), RecommenderConfig(), Settings(holdout_min_users=20, gate_baselines=""), None, None)
+    assert none.baselines == {} and none.decision.serve == ENGINE  # popularity would have won: not allowed
+    with pytest.raises(ValueError, match="unknown baseline"):
+        Settings(gate_baselines="popularity,random")
