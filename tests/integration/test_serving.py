@@ -14,7 +14,7 @@ import pytest
 
 from core.kafka import make_producer, produce_events
 from core.keyspace import Keys
-from core.redis import connect
+from core.redis import connect, connect_sync
 from core.settings import Settings
 from profiles.store import ProfileStore
 from profiles.updates import plan_update
@@ -268,3 +268,26 @@ async def test_the_served_strategy_follows_the_gate(settings: Settings) -> None:
         assert f'ecrm_model_baseline_served{{baseline="{first.serve}"}} 0.0' in exposition
     listing = subprocess.run([*ECRM, "model", "list"], env=env_of(settings), capture_output=True, text=True)
     assert "personal lists: the engine serves" in listing.stdout
+
+
+def test_the_registry_keeps_when_a_baseline_began_and_ignores_a_broken_record(settings: Settings) -> None:
+    from core.registry import Registry
+
+    r = sync_redis(settings)
+    keys = Keys(settings.key_prefix)
+    registry = Registry(connect_sync(settings), keys, settings.model_keep_versions)
+    assert registry.baseline() is None
+    registry.serve_baseline({"baseline": "trending", "reason": "first"})
+    first = registry.baseline()
+    assert first is not None and first["reason"] == "first"
+    time.sleep(0.01)
+    registry.serve_baseline({"baseline": "trending", "reason": "again"})
+    again = registry.baseline()
+    assert again is not None and again["reason"] == "again" and again["since"] == first["since"]
+    registry.serve_baseline({"baseline": "popularity", "reason": "another"})
+    other = registry.baseline()
+    assert other is not None and other["since"] > first["since"]
+    r.set(keys.model_baseline, "{not json")
+    assert registry.baseline() is None  # the engine serves: never worse than before
+    registry.clear_baseline()
+    assert r.get(keys.model_baseline) is None
