@@ -204,7 +204,8 @@ def test_cli_table_time_split_and_errors(beauty_slice: Path, tmp_path: Path) -> 
     lines = result.stdout.splitlines()
     assert "protocol time-split: 100 test users" in lines[0]
     assert lines[1].split()[:3] == ["model", "hr@10", "ndcg@10"]
-    assert lines[2].startswith("engine") and lines[3].startswith("popularity")
+    assert lines[2].startswith("engine") and lines[3].startswith("popularity") and lines[4].startswith("trending")
+    assert lines[5].startswith("best baseline: ") and "engine / " in lines[5] and "NDCG@10 " in lines[5]
     missing = _runner().invoke(app, ["evaluate", "--dataset", str(tmp_path / "none.txt"), "--json"])
     assert missing.exit_code == 2 and "not found" in missing.stderr and missing.stdout == ""
     config.write_text("algorithm: svd\n")
