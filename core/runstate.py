@@ -31,16 +31,21 @@ class RunState(BaseModel):
     events_topic: str
     dlq_topic: str
     key_prefix: str
+    campaigns_file: str | None = None  # the demo's own campaigns file, when ``ecrm up`` plays it
 
     def addresses(self) -> dict[str, str]:
-        """The settings fields that locate the engine (for ``Settings.model_copy(update=...)``)."""
-        return {
+        """The settings fields that locate the engine (for ``Settings.model_copy(update=...)``), and the campaigns
+        file the running engine reads (so ``ecrm campaign report`` of another shell sees the demo's campaign)."""
+        found = {
             "kafka_bootstrap": self.kafka_bootstrap,
             "redis_url": self.redis_url,
             "events_topic": self.events_topic,
             "dlq_topic": self.dlq_topic,
             "key_prefix": self.key_prefix,
         }
+        if self.campaigns_file is not None:
+            found["campaigns_file"] = self.campaigns_file
+        return found
 
 
 def runtime_dir(env: Mapping[str, str] | None = None) -> Path:

@@ -69,7 +69,7 @@ def settings(broker: EmbeddedServer, redis_server: EmbeddedServer, tmp_path: Pat
         topic_partitions=2,
         retrain_check_s=3600.0,  # tests that want the worker to retrain ask for it
         model_poll_s=0.1,
-        campaigns_file=str(NO_CAMPAIGNS),  # the shipped demo campaign stays out of tests that do not ask for one
+        campaigns_file=str(NO_CAMPAIGNS),  # no campaign in tests that do not ask for one
         api_model_dir=str(tmp_path / "models"),  # the API's memory-mapped model files, removed with the test
     )
     return isolated(base)

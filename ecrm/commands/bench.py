@@ -76,7 +76,7 @@ def _with_servers(run: Callable[[Settings], None], as_json: bool = False) -> Non
 
     servers: list[EmbeddedServer] = []
     settings = Settings()
-    if "ECRM_CAMPAIGNS_FILE" not in os.environ:  # the shipped demo campaign stays out of the figures
+    if "ECRM_CAMPAIGNS_FILE" not in os.environ:  # no campaign in the figures
         settings = settings.model_copy(update={"campaigns_file": NO_CAMPAIGNS_FILE})
     saved = _stdout_to_stderr() if as_json else None  # child processes (workers) print on the inherited stdout
     try:

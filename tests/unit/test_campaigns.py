@@ -12,6 +12,7 @@ from scipy import stats
 from typer.testing import CliRunner
 
 from analytics.experiments import Arm, compare_means, compare_proportions, effect_report, sample_ratio
+from core.settings import Settings
 from ecrm.cli import app
 from merchandising.campaign_source import CampaignsSource
 from merchandising.campaigns import CampaignsError, bucket, parse_campaigns, tag_of, tagged_id
@@ -249,9 +250,19 @@ def test_ecrm_campaign_check(tmp_path: Path) -> None:
     assert "campaign 'engine-vs-popular': variants.2.weight: Input should be greater than 0" in refused.output
 
 
-def test_the_shipped_file_is_valid() -> None:
-    shipped = parse_campaigns((Path(__file__).resolve().parents[2] / "config" / "campaigns.yaml").read_text())
-    assert shipped.names == ["engine-vs-popular"]
+def test_the_shipped_file_runs_no_campaign_and_the_demo_plays_its_own() -> None:
+    from runtime.demo import DEMO_CAMPAIGNS, demo_settings
+
+    shipped_path = Path(__file__).resolve().parents[2] / "config" / "campaigns.yaml"
+    shipped = shipped_path.read_text()
+    assert parse_campaigns(shipped).names == []
+    example = shipped.split("# campaigns:", 1)[1].split("\nversion:", 1)[0].replace("\n# ", "\n").split("\n")
+    example[0] = "campaigns:"
+    assert parse_campaigns("\n".join(["version: 1", *example])).names == ["engine-vs-popular"], "a valid example"
+    assert parse_campaigns(DEMO_CAMPAIGNS.read_text()).names == ["engine-vs-popular"]
+    base = Settings()
+    assert demo_settings(base, {}).campaigns_file == str(DEMO_CAMPAIGNS)
+    assert demo_settings(base, {"ECRM_CAMPAIGNS_FILE": "/x.yaml"}).campaigns_file == base.campaigns_file
 
 
 def test_the_control_is_the_holdout_except_for_a_click_goal() -> None:
