@@ -138,7 +138,8 @@ class CampaignService:
         return {"campaign": describe(c, now_ms), "generated_at": _iso(now_ms), **report}
 
     async def refresh_metrics(self) -> None:
-        """The counters of every campaign in the file into the Prometheus gauges (each replica reads Redis)."""
+        """The counters of every campaign in the file into the Prometheus gauges (each replica reads Redis). No money:
+        revenue stays behind the admin report (``/metrics`` needs no key)."""
         for c in self.current().campaigns:
             counters = await self.store.counters(c.name)
             for arm in arms_of(c, counters):
@@ -149,7 +150,6 @@ class CampaignService:
                 for kind, value in (("impressions", arm.impressions), ("clicks", arm.clicks), ("orders", arm.orders),
                                     ("attributed_orders", arm.attributed_orders)):  # fmt: skip
                     metrics.CAMPAIGN_EVENTS.labels(*labels, kind).set(value)
-                metrics.CAMPAIGN_REVENUE.labels(*labels).set(arm.revenue)
 
     async def _members(self, segment: str) -> AsyncIterator[list[str]]:
         """The customer ids of a segment (the last analytics refresh), a page at a time."""

@@ -26,12 +26,14 @@ from api.campaigns import CampaignService
 from api.collector import Collector
 from api.degraded import PopularCopy
 from api.errors import install_error_handlers
+from api.guard import OpenModeGuard
 from api.ratelimit import RateLimiter
 from api.recommend import RecommendationService
 from api.routes import campaigns, customers, events, health, recommendations, rules, segments, tracker
-from api.serving import ModelHolder
+from api.serving import ModelHolder, model_root
 from core import __version__, metrics
 from core.errors import ConfigError, ServiceUnavailable
+from core.private_dir import private_dir
 from core.redis import connect
 from core.settings import Settings, get_settings
 from merchandising.campaign_source import CampaignsSource, campaigns_path
@@ -100,6 +102,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     keys = parse_keys(settings.api_keys)
     rate_limiter = RateLimiter(settings.rate_limit)
     origins = cors_origins(settings.cors_origins)
+    # the model files' folder: this user's own, 0700 (UnsafeDirectory, a ConfigError, when another user owns it)
+    private_dir(model_root(settings), "the model folder (ECRM_API_MODEL_DIR)")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -185,6 +189,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type"],
             max_age=600,
         )
+    if keys.open:  # loopback Host names and JSON bodies only (api/guard.py): no cross-site or rebinding requests
+        app.add_middleware(OpenModeGuard)
     app.add_middleware(LatencyMiddleware)
     schema = app.openapi
     app.openapi = lambda: openapi.finish(schema(), settings, open_mode=keys.open)  # type: ignore[method-assign]

@@ -224,12 +224,6 @@ CAMPAIGN_CUSTOMERS = Gauge(
     ["campaign", "variant", "kind"],
     multiprocess_mode="livemax",
 )
-CAMPAIGN_REVENUE = Gauge(
-    "ecrm_campaign_revenue",
-    "Revenue of a variant's assigned customers after their first exposure (read from Redis)",
-    ["campaign", "variant"],
-    multiprocess_mode="livemax",
-)
 CAMPAIGN_EVENTS = Gauge(
     "ecrm_campaign_events",
     "Counts of a variant: impressions, clicks, orders, attributed_orders (read from Redis)",

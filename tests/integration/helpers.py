@@ -66,7 +66,7 @@ async def app_client(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.A
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             yield app, client
 
 

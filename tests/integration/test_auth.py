@@ -213,7 +213,7 @@ async def test_rate_limit_per_client_for_collect_keys_and_per_key_for_server_key
 
         def client(address: str) -> httpx.AsyncClient:
             transport = httpx.ASGITransport(app=app, client=(address, 40000))
-            return httpx.AsyncClient(transport=transport, base_url="http://test")
+            return httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1")
 
         async with client("10.0.0.1") as first, client("10.0.0.2") as second:
 

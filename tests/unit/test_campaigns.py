@@ -321,3 +321,17 @@ def test_a_removed_campaigns_file_stops_the_campaigns_once_and_a_restored_one_ru
     assert source.loaded_at == loaded_at  # not reset again on every poll while the file stays away
     path.write_text(EXAMPLE)
     assert [c.name for c in source.current().campaigns] == ["engine-vs-popular"]
+
+
+def test_the_csv_export_escapes_cells_a_spreadsheet_would_run() -> None:
+    from api.campaigns import ExportResult
+    from api.routes.campaigns import csv_cell, export_csv
+
+    for hostile in ("=HYPERLINK(\"http://x\")", "+1", "-2+3", "@SUM(A1)", "\tx", "\rx"):
+        assert csv_cell(hostile) == "'" + hostile
+    assert csv_cell("cust-1") == "cust-1" and csv_cell("") == ""
+    row = {"customer_id": "=cmd|' /C calc'!A0", "campaign": "c", "variant": "v", "recommendation_id": "r-1",
+           "item_ids": ["@a", "b"]}  # fmt: skip
+    result = ExportResult("c", "Champions", [row])
+    lines = export_csv(result).splitlines()
+    assert lines[1] == "'=cmd|' /C calc'!A0,c,v,r-1,'@a b"
