@@ -22,6 +22,7 @@ from analytics.store import AnalyticsStore
 from api import openapi
 from api.auth import parse_keys, warn_if_open
 from api.background import cancel_and_wait
+from api.breaker import RedisBreaker
 from api.campaigns import CampaignService
 from api.collector import Collector
 from api.degraded import PopularCopy
@@ -113,6 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.keys = keys
         app.state.rate_limiter = rate_limiter
         warn_if_open(keys)
+        app.state.breaker = RedisBreaker(settings.redis_retry_s)  # when requests try Redis again (api/breaker.py)
         app.state.store = ProfileStore(client, settings)
         app.state.collector = Collector(settings)
         app.state.models = ModelHolder(settings)
@@ -142,6 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.rules,
             segment_of,
             app.state.campaigns,
+            app.state.breaker,
         )
         app.state.campaign_service = CampaignService(
             app.state.campaigns,

@@ -145,6 +145,19 @@ class Settings(BaseSettings):
         gt=0,
         description="Longest POST /v1/events waits for the broker to take a batch; then 503 with Retry-After",
     )
+    request_deadline_ms: float = Field(
+        150.0,
+        gt=0,
+        le=60_000,
+        description="One time budget for all the Redis reads of a recommendation request (and of /health/ready): "
+        "past it the request answers degraded at once (docs/deployment.md, 'Degraded modes')",
+    )
+    redis_retry_s: float = Field(
+        1.0,
+        gt=0,
+        description="After Redis failed or missed a request deadline, requests do not try it for this long; then one "
+        "request tries again (the API process's breaker)",
+    )
     api_degraded_items: int = Field(
         200, ge=1, description="Popular items each API replica keeps in memory to answer while Redis is away"
     )

@@ -226,6 +226,29 @@ def campaigns(
     _with_servers(run, as_json)
 
 
+def hung_redis(
+    seconds: Annotated[
+        float, typer.Option(min=0.5, max=60, help="How long requests are timed while Redis hangs")
+    ] = 3.0,
+    as_json: JsonOption = False,
+) -> None:
+    """How long a recommendation request and /health/ready take when Redis hangs (SIGSTOP), against the request
+    deadline (target: the first request within ECRM_REQUEST_DEADLINE_MS + 50 ms). Starts its own Valkey."""
+    import logging
+
+    from benchmarks.hung_redis import bench_hung_redis
+
+    logging.disable(logging.ERROR)  # the API logs every Redis failure and the missing broker: expected here
+    settings = Settings()
+    if "ECRM_CAMPAIGNS_FILE" not in os.environ:
+        settings = settings.model_copy(update={"campaigns_file": NO_CAMPAIGNS_FILE})
+    figures = bench_hung_redis(settings, seconds, _progress(as_json))
+    if as_json:
+        typer.echo(json.dumps(figures.as_json(), indent=2))
+        return
+    _report(figures.as_json(), figures.lines(), as_json)
+
+
 def memory(
     profiles: Annotated[int, typer.Option(help="Profiles written (the figure is measured at this scale)")] = 100_000,
     events: Annotated[int, typer.Option(help="Events per profile")] = 20,

@@ -163,12 +163,11 @@ def up(
     name real ones), topics, a worker, the API (ECRM_API_HOST, 127.0.0.1 by default; open unless ECRM_API_KEYS is
     set) and the demo clickstream. The other commands, in any shell, find it (a state file in ECRM_RUNTIME_DIR,
     else $XDG_RUNTIME_DIR/ecrm). Ctrl-C or SIGTERM stops it all."""
-    from runtime.embedded import EmbeddedError, EmbeddedPorts
-    from runtime.local import StartupError, start_stack, wait_until_stopped
-
     import os
 
     from runtime.demo import demo_settings
+    from runtime.embedded import EmbeddedError, EmbeddedPorts
+    from runtime.local import StartupError, start_stack, wait_until_stopped
 
     settings = Settings().model_copy(update={"api_port": port})  # its own servers, never another up's
     if not no_demo:  # the demo's own campaign (runtime/demo_campaigns.yaml) unless ECRM_CAMPAIGNS_FILE is set
