@@ -170,8 +170,8 @@ def test_a_state_file_in_someone_elses_folder_is_not_trusted(tmp_path: Path) -> 
     planted = tmp_path / "run"
     planted.mkdir()
     env = {"ECRM_RUNTIME_DIR": str(planted)}
-    state = runstate.RunState(pid=os.getpid(), kafka_bootstrap="127.0.0.1:1", redis_url="redis://127.0.0.1:1/0",
-                              api_url="http://127.0.0.1:1", events_topic="e", dlq_topic="d", key_prefix="p")  # fmt: skip
+    where = {"kafka_bootstrap": "127.0.0.1:1", "redis_url": "redis://127.0.0.1:1/0", "api_url": "http://127.0.0.1:1"}
+    state = runstate.RunState(pid=os.getpid(), events_topic="e", dlq_topic="d", key_prefix="p", **where)
     assert runstate.write_state(state, env) is not None and runstate.read_state(env) == state
     if os.getuid() == 0:
         os.chown(planted, 65534, 65534)  # as another user would have planted it
