@@ -28,7 +28,7 @@ from api.collector import Collector
 from api.degraded import PopularCopy
 from api.errors import install_error_handlers
 from api.guard import OpenModeGuard
-from api.ratelimit import RateLimiter
+from api.ratelimit import EntryLimits
 from api.recommend import RecommendationService
 from api.routes import campaigns, customers, events, health, recommendations, rules, segments, tracker
 from api.serving import ModelHolder, model_root
@@ -101,7 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """The app. Raises :class:`ConfigError` for bad access-control settings (keys, CORS origins, rate limit)."""
     settings = settings or get_settings()
     keys = parse_keys(settings.api_keys)
-    rate_limiter = RateLimiter(settings.rate_limit)
+    entry_limits = EntryLimits(settings)  # ConfigError for a bad ECRM_RATE_LIMIT / ECRM_VISITOR_RATE_LIMIT
     origins = cors_origins(settings.cors_origins)
     # the model files' folder: this user's own, 0700 (UnsafeDirectory, a ConfigError, when another user owns it)
     private_dir(model_root(settings), "the model folder (ECRM_API_MODEL_DIR)")
@@ -112,7 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         client = connect(settings)
         app.state.settings = settings
         app.state.keys = keys
-        app.state.rate_limiter = rate_limiter
+        app.state.entry_limits = entry_limits
         warn_if_open(keys)
         app.state.breaker = RedisBreaker(settings.redis_retry_s)  # when requests try Redis again (api/breaker.py)
         app.state.store = ProfileStore(client, settings)

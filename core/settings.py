@@ -184,9 +184,14 @@ class Settings(BaseSettings):
         "", description="Origins allowed to call the API from a browser (CORS), comma-separated; none when empty"
     )
     rate_limit: str = Field(
-        "100/second",
-        description="Limit of POST /v1/events per client address (collect keys, open mode) or per server/admin key, "
-        "e.g. 100/second;3000/minute; empty turns it off",
+        "1000/second",
+        description="Events POST /v1/events takes per client address (collect keys, open mode) or per server/admin "
+        "key (a batch counts each of its events), e.g. 1000/second;30000/minute; empty turns it off",
+    )
+    visitor_rate_limit: str = Field(
+        "30/minute",
+        description="Events one anonymous_id may send with a collect key, whatever its address (over it: refused by "
+        "index and dead-lettered); keep the windows short, its counters are kept per visitor; empty turns it off",
     )
 
     # Bounded input and safe delivery: limits every entry point checks (schemas/events.py), dead letters, producers

@@ -36,7 +36,7 @@ from analytics.settings import AnalyticsSettings
 from api.main import create_app
 from core.kafka import ensure_topics
 from core.settings import Settings
-from tests.integration.helpers import now_ms, purchase, view
+from tests.integration.helpers import BROWSER_UA, now_ms, purchase, view
 from tests.integration.test_auth import KEYS, SECRETS
 from tests.integration.test_degradation import load, shop
 from trainer.training import train_once
@@ -138,7 +138,7 @@ def run_operation(operation: Any, mode: GenerationMode, known: dict[str, list[st
         if keyed and not header_is_negative:
             (case.headers or {}).pop("Authorization", None)
             scope = data.draw(st.sampled_from(sorted(SECRETS)), label="key scope")
-            headers = {"Authorization": f"Bearer {SECRETS[scope]}"}
+            headers = {"Authorization": f"Bearer {SECRETS[scope]}", "User-Agent": BROWSER_UA}
         response = None
         try:
             response = case.call(headers=headers, base_url=f"http://{LOOPBACK_HOST}")

@@ -141,6 +141,69 @@ async def test_rate_limiter_counts_each_key_on_its_own() -> None:
         await RateLimiter("").hit("client:a")  # off: never refuses
 
 
+async def test_the_rate_limit_counts_events() -> None:
+    limiter = RateLimiter("10/minute")
+    await limiter.hit("client:a", 7)
+    await limiter.check("client:a")  # 3 left: not refused, nothing counted
+    with pytest.raises(RateLimited, match="rate limit of 10 events per 1 minute exceeded"):
+        await limiter.hit("client:a", 4)  # a batch of 4 does not fit
+    await limiter.hit("client:a", 3)
+    with pytest.raises(RateLimited):
+        await limiter.check("client:a")
+    with pytest.raises(ConfigError, match="ECRM_VISITOR_RATE_LIMIT='x' is not a rate limit"):
+        RateLimiter("x", "ECRM_VISITOR_RATE_LIMIT")
+
+
+@pytest.mark.parametrize(
+    ("user_agent", "bot"),
+    [
+        (
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+            False,
+        ),
+        (
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Version/17.0 Mobile Safari/604.1",
+            False,
+        ),
+        ("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)", True),
+        ("Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)", True),
+        (
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/131.0 Safari/537.36",
+            True,
+        ),
+        ("curl/8.5.0", True),
+        ("python-requests/2.32.3", True),
+        ("", True),
+        (None, True),
+    ],
+)
+def test_bots_are_recognised_on_collect_keys_only(user_agent: str | None, bot: bool) -> None:
+    from api.ratelimit import EntryLimits, is_bot
+    from core.settings import Settings
+
+    assert is_bot(user_agent) is bot
+    limits = EntryLimits(Settings())
+    collect, server = Caller(Scope.COLLECT, "collect", "client:x"), Caller(Scope.SERVER, "server", "key:x")
+    reason = limits.bot(collect, user_agent)
+    assert (reason is not None) is bot and (reason is None or "bot" in reason)
+    assert limits.bot(server, user_agent) is None  # the shop's back end may send what it likes
+    assert limits.bot(Caller(Scope.ADMIN, "open", "client:x"), user_agent) is None  # open mode: local
+
+
+async def test_a_visitor_is_counted_across_addresses_with_a_collect_key_only() -> None:
+    from api.ratelimit import EntryLimits
+    from core.settings import Settings
+
+    limits = EntryLimits(Settings(visitor_rate_limit="2/minute"))
+    first, second = Caller(Scope.COLLECT, "collect", "client:a"), Caller(Scope.COLLECT, "collect", "client:b")
+    assert await limits.visitor(first, "v1") is None and await limits.visitor(second, "v1") is None
+    over = await limits.visitor(first, "v1")
+    assert over is not None and "per visitor" in str(over) and over.retry_after_s >= 1
+    assert await limits.visitor(first, "v2") is None  # another visitor, another budget
+    server = Caller(Scope.SERVER, "server", "key:s")
+    assert all([await limits.visitor(server, "v1") is None for _ in range(5)])
+
+
 def test_cors_origins_setting() -> None:
     assert cors_origins("") == []
     assert cors_origins("https://shop.example, http://127.0.0.1:8080/") == [
