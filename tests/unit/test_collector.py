@@ -45,9 +45,10 @@ def test_an_entry_refusal_is_dead_lettered_in_the_workers_shape() -> None:
     from core.scopes import Scope
 
     event = view(0)
-    refused = refusal(3, event, "anonymous_id", "refused: rate limit of 30 events per 1 minute per visitor", 429)
-    assert refused == {"index": 3, "event_id": event["event_id"], "field": "anonymous_id",
-                       "reason": "refused: rate limit of 30 events per 1 minute per visitor", "status": 429}  # fmt: skip
+    reason = "refused: rate limit of 30 events per 1 minute per visitor"
+    refused = refusal(3, event, "anonymous_id", reason, 429)
+    assert refused == {"index": 3, "event_id": event["event_id"], "field": "anonymous_id", "reason": reason,
+                       "status": 429}  # fmt: skip
     sender = Caller(Scope.COLLECT, "collect", "client:1.2.3.4")
     letter = entry_dead_letter(event, refused, sender, "v1", 16)
     assert letter["stage"] == "collector" and letter["source"] == {"api": "collect"} and letter["key"] == "v1"
