@@ -414,12 +414,11 @@ class RecommendationService:
         if ask.campaign is None or ask.variant is None or pid is None:
             return RecList(uuid.uuid4().hex, strategy, version, items, applied, note=note)
         campaign, variant = ask.campaign.name, ask.variant.name
-        if ask.remember:
+        recommendation_id = tagged_id(uuid.uuid4().hex, campaign)
+        if ask.remember:  # the exposure knows the list's id: a click counts only on a list served to the profile
             metrics.CAMPAIGN_LISTS.labels(campaign, variant).inc()
-            self.exposures.add(Exposure(pid, campaign, variant, ask.now_ms, bool(items)))
-        return RecList(
-            tagged_id(uuid.uuid4().hex, campaign), strategy, version, items, applied, campaign, variant, note
-        )
+            self.exposures.add(Exposure(pid, campaign, variant, ask.now_ms, bool(items), recommendation_id))
+        return RecList(recommendation_id, strategy, version, items, applied, campaign, variant, note)
 
     def _remember_later(self, pid: str, now_ms: int, items: list[str]) -> None:
         """Remember what was served for ``rotate`` without making the answer wait for the write."""

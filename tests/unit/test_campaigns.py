@@ -16,7 +16,7 @@ from core.settings import Settings
 from ecrm.cli import app
 from merchandising.campaign_source import CampaignsSource
 from merchandising.campaigns import CampaignsError, bucket, parse_campaigns, tag_of, tagged_id
-from profiles.campaigns import parse_counters
+from profiles.campaigns import parse_counters, served_digest
 from schemas import parse_event_obj
 from stream.processing import campaign_outcomes
 
@@ -143,8 +143,22 @@ def test_which_events_count_for_which_campaign() -> None:
     click = _event("click", inside, recommendation_id=tagged_id("abc", c.name))
     (outcome,) = campaign_outcomes(click, campaigns)  # type: ignore[arg-type]
     assert outcome.clicked and outcome.attribution_ms == 7 * 86_400_000
+    assert outcome.served == served_digest(tagged_id("abc", c.name)) and len(outcome.served) == 12
     assert campaign_outcomes(_event("click", inside, recommendation_id="abc"), campaigns) == ()  # type: ignore[arg-type]
     assert campaign_outcomes(_event("click", outside, recommendation_id=tagged_id("a", c.name)), campaigns) == ()  # type: ignore[arg-type]
+
+
+def test_the_exposure_record_keeps_the_newest_served_ids() -> None:
+    from profiles.campaigns import SERVED_IDS_KEPT, remember_served
+
+    ids = [served_digest(f"{i:032x}-t") for i in range(SERVED_IDS_KEPT + 10)]
+    assert len(set(ids)) == len(ids) and served_digest("x-t") != served_digest("y-t")
+    field = remember_served(None, ids[:3])
+    assert field.split() == [ids[2], ids[1], ids[0]]  # newest first
+    field = remember_served(field, ids[3:])
+    kept = field.split()
+    assert len(kept) == SERVED_IDS_KEPT and kept[0] == ids[-1] and ids[0] not in kept  # the oldest forgotten
+    assert remember_served(field, [ids[-1]]).split() == kept  # served again: once
 
 
 def test_counters_parse_per_variant() -> None:
