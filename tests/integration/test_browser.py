@@ -22,7 +22,7 @@ from runtime.embedded import EmbeddedServer, free_port
 from runtime.shop import ShopServer, build_shop, demo_catalogue
 from runtime.simulate import SimulationConfig, simulate
 from tests.conftest import start_worker, stop_worker, wait_for
-from tests.integration.helpers import ApiServer
+from tests.integration.helpers import BROWSER_UA, ApiServer
 from trainer.training import train_once
 
 pytestmark = pytest.mark.integration
@@ -121,7 +121,9 @@ def visit(stack: Stack) -> Iterator[Callable[[], Visit]]:
     contexts: list[BrowserContext] = []
 
     def new() -> Visit:
-        context = stack.browser.new_context()
+        # a shopper's browser: headless Chromium's own user agent ("HeadlessChrome") is a bot's, refused on a
+        # collect key (api/ratelimit.py; test_a_headless_browser_is_a_bot below)
+        context = stack.browser.new_context(user_agent=BROWSER_UA)
         contexts.append(context)
         page = context.new_page()
         page.set_default_timeout(WAIT_MS)
@@ -170,11 +172,29 @@ def test_the_demo_page_loads_with_no_console_error_and_sends_its_page_view_with_
     until(v, lambda: bool(v.events("page_view")), "the page view sent")
     headers, _ = v.sent[0]
     assert headers["authorization"] == f"Bearer {COLLECT_SECRET}"
+    assert headers["content-type"] == "application/json"  # JSON with its type (an open API refuses others: 415)
     visitor = v.page.evaluate("ecrm.anonymousId()")
     assert v.events("page_view")[0]["anonymous_id"] == visitor
     assert any(c["name"] == "_ecrm_id" and c["value"] == visitor for c in v.context.cookies())
     until(v, lambda: stack.counts(visitor).get("page_view") == 1, "the page view in the profile")
     assert v.errors == []
+
+
+def test_a_headless_browser_is_a_bot_and_its_events_count_nothing(stack: Stack) -> None:
+    context = stack.browser.new_context()  # headless Chromium's own user agent: "HeadlessChrome/..."
+    try:
+        page = context.new_page()
+        page.set_default_timeout(WAIT_MS)
+        with page.expect_response(lambda r: r.url.endswith("/v1/events")) as answered:
+            page.goto(stack.shop.url + "/")
+        response = answered.value
+        assert response.status == 403
+        assert all(e["field"] == "user_agent" and "bot" in e["reason"] for e in response.json()["errors"])
+        visitor = page.evaluate("ecrm.anonymousId()")
+        page.wait_for_timeout(500)
+        assert stack.counts(visitor) == {}  # nothing reached the visitor's profile
+    finally:
+        context.close()
 
 
 def test_a_visitors_clicks_reach_their_profile(stack: Stack, visit: Callable[[], Visit]) -> None:
