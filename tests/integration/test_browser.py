@@ -185,7 +185,7 @@ def test_a_headless_browser_is_a_bot_and_its_events_count_nothing(stack: Stack) 
     try:
         page = context.new_page()
         page.set_default_timeout(WAIT_MS)
-        with page.expect_response(lambda r: r.url.endswith("/v1/events")) as answered:
+        with page.expect_response(lambda r: r.url.endswith("/v1/events") and r.request.method == "POST") as answered:
             page.goto(stack.shop.url + "/")
         response = answered.value
         assert response.status == 403
