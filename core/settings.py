@@ -189,7 +189,7 @@ class Settings(BaseSettings):
         "key (a batch counts each of its events), e.g. 1000/second;30000/minute; empty turns it off",
     )
     visitor_rate_limit: str = Field(
-        "30/minute",
+        "120/minute",
         description="Events one anonymous_id may send with a collect key, whatever its address (over it: refused by "
         "index and dead-lettered); keep the windows short, its counters are kept per visitor; empty turns it off",
     )
