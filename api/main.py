@@ -22,7 +22,7 @@ from analytics.store import AnalyticsStore
 from api import openapi
 from api.auth import parse_keys, warn_if_open
 from api.background import cancel_and_wait
-from api.breaker import RedisBreaker
+from api.breaker import PROBE_DEADLINES, RedisBreaker
 from api.campaigns import CampaignService
 from api.collector import Collector
 from api.degraded import PopularCopy
@@ -114,8 +114,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.keys = keys
         app.state.entry_limits = entry_limits
         warn_if_open(keys)
-        app.state.breaker = RedisBreaker(settings.redis_retry_s)  # when requests try Redis again (api/breaker.py)
         app.state.store = ProfileStore(client, settings)
+        deadline_s = settings.request_deadline_ms / 1000
+        app.state.breaker = RedisBreaker(  # when requests try Redis again (api/breaker.py)
+            settings.redis_retry_s, probe=app.state.store.ping, probe_timeout_s=PROBE_DEADLINES * deadline_s
+        )
         app.state.collector = Collector(settings)
         app.state.models = ModelHolder(settings)
         app.state.popular = PopularCopy(app.state.store, settings)
@@ -163,6 +166,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await cancel_and_wait(campaign_gauges)
+            await app.state.breaker.close()
             await app.state.recs.drain()
             await app.state.popular.stop()
             await app.state.models.stop()

@@ -143,3 +143,34 @@ async def test_reads_share_one_deadline_and_a_miss_opens_the_breaker() -> None:
     assert not breaker.closed
     clock.now += 1.5
     assert await within(breaker, 0.05, lambda: reads([])) == "ok" and breaker.closed
+
+
+async def test_a_missed_deadline_opens_the_breaker_only_when_redis_is_found_slow() -> None:
+    import asyncio
+
+    from api.breaker import DeadlineExceeded, RedisBreaker, within
+
+    async def slow() -> str:
+        await asyncio.sleep(0.2)
+        return "late"
+
+    async def quick() -> bool:
+        return True
+
+    async def hung() -> bool:
+        await asyncio.sleep(10)
+        return True
+
+    busy_host = RedisBreaker(retry_s=1.0, probe=quick, probe_timeout_s=0.05)  # the request was late, Redis is not
+    with pytest.raises(DeadlineExceeded):
+        await within(busy_host, 0.02, slow)
+    await asyncio.sleep(0.03)
+    assert busy_host.closed
+    hung_redis = RedisBreaker(retry_s=1.0, probe=hung, probe_timeout_s=0.05)
+    with pytest.raises(DeadlineExceeded):
+        await within(hung_redis, 0.02, slow)
+    assert hung_redis.closed  # the probe decides, in the background ...
+    await asyncio.sleep(0.1)
+    assert not hung_redis.closed  # ... and found Redis hung
+    await busy_host.close()
+    await hung_redis.close()
