@@ -41,7 +41,9 @@ class Settings(BaseSettings):
     # Worker
     worker_app_id: str = "ecrm-worker"
     worker_data_dir: str = Field(
-        "", description="Faust's state directory (no tables are kept there); default: a folder in the temp dir"
+        "",
+        description="Faust's state directory (no tables are kept there); default: ecrm-faust-<uid>/<app id> in the "
+        "temp dir (0700, refused when another user owns it)",
     )
     worker_batch_size: int = Field(500, ge=1, description="Events per Redis pipeline")
     store_chunk_size: int = Field(
