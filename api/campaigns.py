@@ -89,6 +89,13 @@ class ExportResult:
     truncated: bool = False  # the limit was reached before the end of the segment
 
 
+CLICK_RULE = (
+    "a recommendation_click counts only for a recommendation_id served to that profile under the campaign (the "
+    "exposure record keeps the newest 50 per profile); an id of the campaign's form that was never served to it "
+    "counts nothing"
+)
+
+
 class CampaignService:
     def __init__(
         self,
@@ -135,10 +142,12 @@ class CampaignService:
         c = self.campaign(name)
         arms = arms_of(c, await self.store.counters(c.name))
         report = effect_report(c.goal, arms, control_of(c), c.min_customers)
-        return {"campaign": describe(c, now_ms), "generated_at": _iso(now_ms), **report}
+        counting = {**report.get("counting", {}), "clicks": CLICK_RULE}  # the rules the counters follow
+        return {"campaign": describe(c, now_ms), "generated_at": _iso(now_ms), **report, "counting": counting}
 
     async def refresh_metrics(self) -> None:
-        """The counters of every campaign in the file into the Prometheus gauges (each replica reads Redis)."""
+        """The counters of every campaign in the file into the Prometheus gauges (each replica reads Redis). No money:
+        revenue stays behind the admin report (``/metrics`` needs no key)."""
         for c in self.current().campaigns:
             counters = await self.store.counters(c.name)
             for arm in arms_of(c, counters):
@@ -149,7 +158,6 @@ class CampaignService:
                 for kind, value in (("impressions", arm.impressions), ("clicks", arm.clicks), ("orders", arm.orders),
                                     ("attributed_orders", arm.attributed_orders)):  # fmt: skip
                     metrics.CAMPAIGN_EVENTS.labels(*labels, kind).set(value)
-                metrics.CAMPAIGN_REVENUE.labels(*labels).set(arm.revenue)
 
     async def _members(self, segment: str) -> AsyncIterator[list[str]]:
         """The customer ids of a segment (the last analytics refresh), a page at a time."""

@@ -2,13 +2,19 @@
 
 Each event is also checked against the sender's key (:func:`api.auth.event_refusal`): an event the key may not send
 is refused by index like an invalid one. Every record carries a Kafka header ``source`` naming the scope of the key
-that sent it (``open`` when no keys are configured), for the worker to decide what it may trust."""
+that sent it (``open`` when no keys are configured), for the worker to decide what it may trust.
+
+The abuse limits (:mod:`api.ratelimit`) come first: the sender's events counted (429 over the limit), a collect
+key's request from a bot refused, a visitor's events over its own limit refused; those refusals are dead-lettered
+here, with the reason, on the same topic as the worker's (``ECRM_DLQ_TOPIC``, ``stage: "collector"``)."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +23,7 @@ from aiokafka import AIOKafkaProducer
 
 from api.auth import Caller, event_refusal
 from api.background import cancel_and_wait
+from api.ratelimit import EntryLimits
 from core import metrics
 from core.errors import BadRequest, BrokerUnavailable, PayloadTooLarge
 from core.kafka import broker_errors
@@ -30,6 +37,33 @@ log = logging.getLogger(__name__)
 class CollectResult:
     accepted: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
+    retry_after_s: int | None = None  # some events were refused by a rate limit: when to send them again
+
+
+def entry_dead_letter(
+    obj: Any, refusal: dict[str, Any], sender: Caller, key: str | None, max_original_bytes: int
+) -> dict[str, Any]:
+    """The dead-letter record of an event the collector's abuse limits refused: the worker's shape
+    (docs/event-schema.md), ``stage: "collector"``, ``source`` the key's scope (pure but for the clock)."""
+    original = orjson.dumps(obj)
+    kept = original[:max_original_bytes]
+    fields = obj if isinstance(obj, dict) else {}
+    kind = fields.get("type")
+    event_id = fields.get("event_id")
+    return {
+        "reason": f"{refusal['field']}: {refusal['reason']}",
+        "errors": [{"field": refusal["field"], "reason": refusal["reason"]}],
+        "stage": "collector",
+        "event_id": event_id if isinstance(event_id, str) else None,
+        "type": kind if isinstance(kind, str) else None,
+        "source": {"api": sender.source},
+        "key": key[:1024] if key else None,
+        "original_b64": base64.b64encode(kept).decode(),
+        "original": kept.decode("utf-8", "replace"),
+        "original_size": len(original),
+        "original_truncated": len(kept) < len(original),
+        "dead_lettered_at": int(time.time() * 1000),
+    }
 
 
 def decode_batch(body: bytes, max_batch: int) -> list[Any]:
@@ -89,6 +123,23 @@ def response_status(accepted: int, errors: list[dict[str, Any]]) -> int:
     if len(statuses) == 1:
         return int(statuses.pop())
     return 403 if 403 in statuses else 422
+
+
+@dataclass
+class Screened:
+    """What the collector sends on: records (key, value), their types; the refusals by index."""
+
+    records: list[tuple[str, bytes]]
+    errors: list[dict[str, Any]]
+    types: list[str]
+    retry_after_s: int | None = None
+
+
+def refusal(index: int, obj: Any, field_name: str, reason: str, status: int) -> dict[str, Any]:
+    """One refusal by index, as the collector reports it (pure)."""
+    event_id = obj.get("event_id") if isinstance(obj, dict) else None
+    return {"index": index, "event_id": event_id if isinstance(event_id, str) else None, "field": field_name,
+            "reason": reason, "status": status}  # fmt: skip
 
 
 RECONNECT_FIRST_S = 0.2
@@ -172,15 +223,77 @@ class Collector:
         except BrokerUnavailable:
             return False
 
-    async def collect(self, body: bytes, sender: Caller) -> CollectResult:
+    async def collect(
+        self, body: bytes, sender: Caller, entry: EntryLimits | None = None, user_agent: str | None = None
+    ) -> CollectResult:
         batch = decode_batch(body, self.settings.api_max_batch)
-        records, errors, types = validate_typed(batch, sender, self.limits)
+        screened = await self._screened(batch, sender, entry, user_agent)
+        records, errors, types = screened.records, screened.errors, screened.types
         metrics.EVENTS_REJECTED.inc(len(batch) - len(records))
         if records:
             await self._produce(records, sender.source)  # a failure is counted by api/errors.py
             for event_type in types:  # counted once the broker acknowledged them
                 metrics.EVENTS_COLLECTED.labels(event_type).inc()
-        return CollectResult(accepted=len(records), errors=errors)
+        return CollectResult(accepted=len(records), errors=errors, retry_after_s=screened.retry_after_s)
+
+    async def _screened(
+        self, batch: list[Any], sender: Caller, entry: EntryLimits | None, user_agent: str | None
+    ) -> Screened:
+        """The batch through the abuse limits and the schema: 429 (raised) when the sender is over its rate limit;
+        every event refused (403, dead-lettered) when a collect key's request comes from a bot; the valid events
+        of a visitor over its own limit refused (429, dead-lettered)."""
+        if entry is None:
+            return Screened(*validate_typed(batch, sender, self.limits))
+        await entry.admit(sender, len(batch))
+        bot = entry.bot(sender, user_agent)
+        if bot is not None:
+            refusals = [refusal(i, obj, "user_agent", bot, 403) for i, obj in enumerate(batch)]
+            metrics.COLLECTOR_REFUSED.labels("bot").inc(len(batch))
+            await self._dead_letter([entry_dead_letter(obj, r, sender, None, self._dlq_bytes) for obj, r in
+                                     zip(batch, refusals, strict=True)], sender.source)  # fmt: skip
+            return Screened([], refusals, [])
+        records, errors, types = validate_typed(batch, sender, self.limits)
+        invalid = {e["index"] for e in errors}
+        indices = [i for i in range(len(batch)) if i not in invalid]  # the records', in order
+        kept: Screened = Screened([], errors, [])
+        dead: list[dict[str, Any]] = []
+        for index, record, kind in zip(indices, records, types, strict=True):
+            over = await entry.visitor(sender, record[0])  # a collect key's events are keyed by anonymous_id
+            if over is None:
+                kept.records.append(record)
+                kept.types.append(kind)
+                continue
+            refused = refusal(index, batch[index], "anonymous_id", f"refused: {over}", 429)
+            kept.errors.append(refused)
+            dead.append(entry_dead_letter(batch[index], refused, sender, record[0], self._dlq_bytes))
+            kept.retry_after_s = max(kept.retry_after_s or 0, over.retry_after_s)
+        if dead:
+            metrics.COLLECTOR_REFUSED.labels("visitor_rate_limit").inc(len(dead))
+            await self._dead_letter(dead, sender.source)
+        return kept
+
+    @property
+    def _dlq_bytes(self) -> int:
+        return self.settings.dlq_max_original_bytes
+
+    async def _dead_letter(self, envelopes: list[dict[str, Any]], source: str) -> None:
+        """Produce the collector's dead letters, within the produce budget: BrokerUnavailable otherwise."""
+        producer = self.producer
+        topic = self.settings.dlq_topic
+        if producer is None:
+            raise BrokerUnavailable(f"not connected to Kafka at {self.settings.kafka_bootstrap} yet (retrying)")
+        headers = [("source", source.encode())]
+        budget = self.settings.api_produce_timeout_s
+        with broker_errors(f"could not produce to {topic!r} within {budget}s"):
+            async with asyncio.timeout(budget):
+                futures = [
+                    await producer.send(topic, value=orjson.dumps(e), key=(e["key"] or "").encode() or None,
+                                        headers=headers)
+                    for e in envelopes
+                ]  # fmt: skip
+                await asyncio.gather(*futures)
+        for envelope in envelopes:
+            log.info("dead-lettered at the collector %s: %s", envelope["event_id"], envelope["reason"])
 
     async def _produce(self, records: list[tuple[str, bytes]], source: str) -> None:
         """Produce with the sender's ``source`` header and wait for every delivery, within the budget:

@@ -22,16 +22,19 @@ from analytics.store import AnalyticsStore
 from api import openapi
 from api.auth import parse_keys, warn_if_open
 from api.background import cancel_and_wait
+from api.breaker import PROBE_DEADLINES, RedisBreaker
 from api.campaigns import CampaignService
 from api.collector import Collector
 from api.degraded import PopularCopy
 from api.errors import install_error_handlers
-from api.ratelimit import RateLimiter
+from api.guard import OpenModeGuard
+from api.ratelimit import EntryLimits
 from api.recommend import RecommendationService
 from api.routes import campaigns, customers, events, health, recommendations, rules, segments, tracker
-from api.serving import ModelHolder
+from api.serving import ModelHolder, model_root
 from core import __version__, metrics
 from core.errors import ConfigError, ServiceUnavailable
+from core.private_dir import private_dir
 from core.redis import connect
 from core.settings import Settings, get_settings
 from merchandising.campaign_source import CampaignsSource, campaigns_path
@@ -98,8 +101,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """The app. Raises :class:`ConfigError` for bad access-control settings (keys, CORS origins, rate limit)."""
     settings = settings or get_settings()
     keys = parse_keys(settings.api_keys)
-    rate_limiter = RateLimiter(settings.rate_limit)
+    entry_limits = EntryLimits(settings)  # ConfigError for a bad ECRM_RATE_LIMIT / ECRM_VISITOR_RATE_LIMIT
     origins = cors_origins(settings.cors_origins)
+    # the model files' folder: this user's own, 0700 (UnsafeDirectory, a ConfigError, when another user owns it)
+    private_dir(model_root(settings), "the model folder (ECRM_API_MODEL_DIR)")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -107,9 +112,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         client = connect(settings)
         app.state.settings = settings
         app.state.keys = keys
-        app.state.rate_limiter = rate_limiter
+        app.state.entry_limits = entry_limits
         warn_if_open(keys)
         app.state.store = ProfileStore(client, settings)
+        deadline_s = settings.request_deadline_ms / 1000
+        app.state.breaker = RedisBreaker(  # when requests try Redis again (api/breaker.py)
+            settings.redis_retry_s, probe=app.state.store.ping, probe_timeout_s=PROBE_DEADLINES * deadline_s
+        )
         app.state.collector = Collector(settings)
         app.state.models = ModelHolder(settings)
         app.state.popular = PopularCopy(app.state.store, settings)
@@ -138,6 +147,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.rules,
             segment_of,
             app.state.campaigns,
+            app.state.breaker,
         )
         app.state.campaign_service = CampaignService(
             app.state.campaigns,
@@ -156,6 +166,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await cancel_and_wait(campaign_gauges)
+            await app.state.breaker.close()
             await app.state.recs.drain()
             await app.state.popular.stop()
             await app.state.models.stop()
@@ -185,6 +196,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type"],
             max_age=600,
         )
+    if keys.open:  # loopback Host names and JSON bodies only (api/guard.py): no cross-site or rebinding requests
+        app.add_middleware(OpenModeGuard)
     app.add_middleware(LatencyMiddleware)
     schema = app.openapi
     app.openapi = lambda: openapi.finish(schema(), settings, open_mode=keys.open)  # type: ignore[method-assign]

@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from core.private_dir import private_dir
 from recommender.model import KIND, Engine
 from recommender.serialize import unpack_to_dir
 
@@ -39,6 +40,7 @@ class ModelFiles:
     """The versions unpacked under one folder (one per key prefix, so deployments sharing a host stay apart)."""
 
     def __init__(self, root: Path, prefix: str, keep: int = KEEP_VERSIONS) -> None:
+        self.base = root
         self.root = root / prefix
         self.keep = keep
 
@@ -53,7 +55,8 @@ class ModelFiles:
     def write(self, version: str, blob: bytes, meta: dict[str, Any]) -> None:
         """Unpack a version's blob (ValueError when it is corrupt); a no-op when another process was first."""
         final = self.path(version)
-        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dir(self.base, "the model folder (ECRM_API_MODEL_DIR)")
+        self.root.mkdir(mode=0o700, exist_ok=True)
         staging = self.root / f".{version}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
         try:
             unpack_to_dir(KIND, blob, staging)

@@ -22,6 +22,8 @@ def finish(openapi: dict[str, Any], settings: Settings, open_mode: bool) -> dict
     """The whole document: request body, scopes, error bodies, configured limits."""
     events.document_body(openapi, settings.api_max_batch)
     document_scopes(openapi, open_mode=open_mode)
+    if open_mode:
+        document_open_mode(openapi)
     document_errors(openapi)
     document_limits(openapi, settings.recommendations_max_n)
     return openapi
@@ -48,6 +50,19 @@ def document_errors(openapi: dict[str, Any]) -> dict[str, Any]:
         for status, response in responses.items():
             if status.isdigit() and int(status) >= 400 and not _has_own_model(response):
                 response["content"] = {"application/json": {"schema": {"$ref": ERROR_REF}}}
+    return openapi
+
+
+def document_open_mode(openapi: dict[str, Any]) -> dict[str, Any]:
+    """In open mode (api/guard.py) every operation may answer 400 for a Host that is not a loopback name, and one
+    with a body 415 for a body that is not ``application/json``."""
+    for _, operation in _operations(openapi):
+        responses = operation.setdefault("responses", {})
+        host = "open mode: the Host header is not a loopback name"
+        body = "The body is not valid JSON, or (" + host + ")"
+        responses.setdefault("400", {"description": body if "requestBody" in operation else host.capitalize()})
+        if "requestBody" in operation:
+            responses.setdefault("415", {"description": "Open mode: the body is not sent as application/json"})
     return openapi
 
 

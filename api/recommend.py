@@ -15,8 +15,10 @@ items already shown are excluded throughout. The list is never empty while the c
 
 When Redis cannot serve (down, a timeout ...), the whole chain is replaced by the replica's in-memory copy of
 the popular items (:mod:`api.degraded`), with ``strategy: "degraded"``: a recommendation request never fails
-because of Redis. For ``DEGRADED_PROBE_S`` after such a failure requests go straight to the copy, so a hung
-Redis does not hold every request for the socket timeout.
+because of Redis. All the Redis reads of a request (its campaign and segment, the profile, the popularity steps,
+the rules' catalogue reads) share one budget, ``ECRM_REQUEST_DEADLINE_MS``: past it the request answers degraded
+at once. After a failure the process's breaker (:mod:`api.breaker`) sends requests straight to the copy for
+``ECRM_REDIS_RETRY_S``, then lets one request try Redis again, so a hung Redis never holds a page for seconds.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from dataclasses import dataclass, field
 
 from cachetools import TTLCache
 
+from api.breaker import BreakerOpen, RedisBreaker, within
 from api.degraded import PopularCopy, pick
 from api.exposures import ExposureWriter
 from api.reads import RequestReads, Stock
@@ -51,7 +54,6 @@ from recommender.base import Recommendation
 log = logging.getLogger(__name__)
 POPULARITY_VERSION = "popularity"
 DEGRADED = "degraded"
-DEGRADED_PROBE_S = 1.0
 CANDIDATE_POOL = 300
 ASSIGNMENT_CACHE_SIZE = 100_000  # campaign variants of profiles a replica remembers ...
 ASSIGNMENT_CACHE_S = 60.0  # ... for this long (a visitor's variant handed to a customer at login shows within it)
@@ -211,6 +213,7 @@ class RecommendationService:
         rules: RulesSource | None = None,
         segment_of: SegmentOf | None = None,
         campaigns: CampaignsSource | None = None,
+        breaker: RedisBreaker | None = None,
     ) -> None:
         self.store = store
         self.holder = holder
@@ -228,7 +231,8 @@ class RecommendationService:
         self._catalogue: TTLCache[str, CatalogueEntry | None] = TTLCache(
             maxsize=settings.rules_catalogue_cache_size, ttl=settings.rules_catalogue_cache_s
         )
-        self._skip_redis_until = 0.0
+        self.breaker = breaker or RedisBreaker(settings.redis_retry_s)
+        self.deadline_s = settings.request_deadline_ms / 1000
         self._writes: set[asyncio.Task[None]] = set()  # what was served, written after the answer left
 
     def _version(self, served: Served | None) -> str:
@@ -283,17 +287,18 @@ class RecommendationService:
         return None, None
 
     async def _or_degraded(
-        self, serve: Callable[[], Awaitable[RecList]], ask: Ask, excluded: set[str], category: str | None = None
+        self, serve: Callable[[], Awaitable[RecList]], n: int, excluded: set[str], category: str | None = None
     ) -> RecList:
-        """``serve()``, or the in-memory popular items when Redis cannot serve it (strategy ``degraded``)."""
-        if time.monotonic() >= self._skip_redis_until:
-            try:
-                return await serve()
-            except StoreUnavailable as exc:
-                metrics.DEPENDENCY_ERRORS.labels("redis").inc()  # ops: Redis errors seen by the API
-                self._skip_redis_until = time.monotonic() + DEGRADED_PROBE_S
-                log.warning("recommendations degraded to the in-memory popular items: %s", exc)
-        chain = Chain(ask.n, excluded)
+        """``serve()`` within the request deadline, or the in-memory popular items when Redis cannot serve it in
+        time or the breaker says not to try (strategy ``degraded``)."""
+        try:
+            return await within(self.breaker, self.deadline_s, serve)
+        except BreakerOpen:
+            pass
+        except StoreUnavailable as exc:
+            metrics.DEPENDENCY_ERRORS.labels("redis").inc()  # ops: Redis errors seen by the API
+            log.warning("recommendations degraded to the in-memory popular items: %s", exc)
+        chain = Chain(n, excluded)
         chain.add(DEGRADED, pick(self.popular.items, excluded, category))
         return RecList(uuid.uuid4().hex, DEGRADED, POPULARITY_VERSION, chain.items)
 
@@ -310,18 +315,21 @@ class RecommendationService:
         """A customer's (``step="personal"``) or a visitor session's (``step="session"``) recommendations; the
         business rules of ``placement`` (default: the step; ``email`` for a campaign's list) apply, and the first
         running campaign covering it (``campaign``: that one only)."""
-        ask = await self._ask_or_none(placement or step, n, pid, flags, campaign)
-        return await self._or_degraded(lambda: self._for_profile(pid, ask, category, step), ask, set(), category)
+
+        async def serve() -> RecList:
+            ask = await self._ask_or_none(placement or step, n, pid, flags, campaign)
+            return await self._for_profile(pid, ask, category, step)
+
+        return await self._or_degraded(serve, n, set(), category)
 
     async def for_visitor(self, anonymous_id: str, n: int, follow_login: bool = True, **flags: bool) -> RecList:
         """A visitor's session recommendations; their customer's once they logged in when ``follow_login``."""
-        ask = Ask("session", n, int(time.time() * 1000))
 
         async def serve() -> RecList:
             pid = await self.store.resolve_visitor(anonymous_id) if follow_login else anonymous_pid(anonymous_id)
             return await self._for_profile(pid, await self._ask_or_none("session", n, pid, flags), None, "session")
 
-        return await self._or_degraded(serve, ask, set())
+        return await self._or_degraded(serve, n, set())
 
     async def _ask_or_none(
         self, placement: str, n: int, pid: str | None, flags: dict[str, bool], campaign: str | None = None
@@ -380,8 +388,11 @@ class RecommendationService:
 
     async def similar(self, item_id: str, n: int, **flags: bool) -> RecList:
         """Cross-sell on a product page: customers who viewed this also viewed ..."""
-        ask = await self._ask_or_none("similar", n, None, flags)
-        return await self._or_degraded(lambda: self._similar(item_id, ask), ask, {item_id})
+
+        async def serve() -> RecList:
+            return await self._similar(item_id, await self._ask_or_none("similar", n, None, flags))
+
+        return await self._or_degraded(serve, n, {item_id})
 
     async def _similar(self, item_id: str, ask: Ask) -> RecList:
         served = self.holder.served
@@ -400,8 +411,11 @@ class RecommendationService:
     async def cart(self, item_ids: list[str], customer_id: str | None, n: int, **flags: bool) -> RecList:
         """Complements for a cart (up-selling and cross-selling at checkout)."""
         pid = customer_pid(customer_id) if customer_id else None
-        ask = await self._ask_or_none("cart", n, pid, flags)
-        return await self._or_degraded(lambda: self._cart(item_ids, pid, ask), ask, set(item_ids))
+
+        async def serve() -> RecList:
+            return await self._cart(item_ids, pid, await self._ask_or_none("cart", n, pid, flags))
+
+        return await self._or_degraded(serve, n, set(item_ids))
 
     async def _cart(self, item_ids: list[str], pid: str | None, ask: Ask) -> RecList:
         served = self.holder.served
@@ -445,12 +459,11 @@ class RecommendationService:
         if ask.campaign is None or ask.variant is None or pid is None:
             return RecList(uuid.uuid4().hex, strategy, version, items, applied, note=note)
         campaign, variant = ask.campaign.name, ask.variant.name
-        if ask.remember:
+        recommendation_id = tagged_id(uuid.uuid4().hex, campaign)
+        if ask.remember:  # the exposure knows the list's id: a click counts only on a list served to the profile
             metrics.CAMPAIGN_LISTS.labels(campaign, variant).inc()
-            self.exposures.add(Exposure(pid, campaign, variant, ask.now_ms, bool(items)))
-        return RecList(
-            tagged_id(uuid.uuid4().hex, campaign), strategy, version, items, applied, campaign, variant, note
-        )
+            self.exposures.add(Exposure(pid, campaign, variant, ask.now_ms, bool(items), recommendation_id))
+        return RecList(recommendation_id, strategy, version, items, applied, campaign, variant, note)
 
     def _remember_later(self, pid: str, now_ms: int, items: list[str]) -> None:
         """Remember what was served for ``rotate`` without making the answer wait for the write."""

@@ -68,13 +68,17 @@ class Served:
         return mask
 
 
+def model_root(settings: Settings) -> Path:
+    """The host's model folder (``ECRM_API_MODEL_DIR``, else ``ecrm-models-<uid>`` in the temp dir)."""
+    return Path(settings.api_model_dir) if settings.api_model_dir else default_root()
+
+
 class ModelHolder:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.client = connect_bytes(settings)
         self.registry = AsyncRegistry(self.client, Keys(settings.key_prefix))
-        root = Path(settings.api_model_dir) if settings.api_model_dir else default_root()
-        self.files = ModelFiles(root, settings.key_prefix)
+        self.files = ModelFiles(model_root(settings), settings.key_prefix)
         self.served: Served | None = None
         self.rejected: str | None = None  # the last version that could not be loaded (not tried again)
         self.baseline: str | None = None  # the baseline the gate serves for personal lists (None: the engine)

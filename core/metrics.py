@@ -164,6 +164,13 @@ EVENTS_COLLECTED = Counter(
 )
 zero(EVENTS_COLLECTED, EVENT_TYPES)
 EVENTS_REJECTED = Counter("ecrm_events_rejected_total", "Events refused by the HTTP collector")
+COLLECTOR_REFUSED = Counter(
+    "ecrm_collector_refused_total",
+    "Events refused by the collector's abuse limits: rate_limit (a sender over ECRM_RATE_LIMIT, 429), "
+    "visitor_rate_limit (an anonymous_id over ECRM_VISITOR_RATE_LIMIT), bot (a collect key's request from a bot)",
+    ["reason"],
+)
+zero(COLLECTOR_REFUSED, ("rate_limit", "visitor_rate_limit", "bot"))
 RECOMMENDATIONS = Counter("ecrm_recommendations_total", "Recommendation lists served", ["endpoint", "strategy"])
 MODEL_VERSION = Gauge("ecrm_model_info", "Model version served (value 1)", ["version"], multiprocess_mode="livemax")
 MODEL_AGE_SECONDS = Gauge(
@@ -232,12 +239,6 @@ CAMPAIGN_CUSTOMERS = Gauge(
     "ecrm_campaign_customers",
     "Profiles of a campaign's variant: assigned, exposed (shown items), clicked, converted (read from Redis)",
     ["campaign", "variant", "kind"],
-    multiprocess_mode="livemax",
-)
-CAMPAIGN_REVENUE = Gauge(
-    "ecrm_campaign_revenue",
-    "Revenue of a variant's assigned customers after their first exposure (read from Redis)",
-    ["campaign", "variant"],
     multiprocess_mode="livemax",
 )
 CAMPAIGN_EVENTS = Gauge(

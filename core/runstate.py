@@ -4,17 +4,24 @@ shell find its broker, Redis and API without any variable.
 ``ecrm up`` writes ``up.json`` (its pid and the addresses of its servers) once it is ready and removes it when it
 stops. Every other command reads it through :func:`core.settings.get_settings` when no address variable
 (``ECRM_KAFKA_BOOTSTRAP``, ``ECRM_REDIS_URL``) is set; a file whose pid is dead is ignored. The directory is
-``$ECRM_RUNTIME_DIR``, else ``$XDG_RUNTIME_DIR/ecrm``, else ``ecrm-<uid>`` in the temporary directory (mode 0700).
+``$ECRM_RUNTIME_DIR``, else ``$XDG_RUNTIME_DIR/ecrm``, else ``ecrm-<uid>`` in the temporary directory: created 0700,
+refused when another user owns it (:mod:`core.private_dir`). A state file in a folder not private to this user is
+not read either.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
+
+from core.private_dir import foreign_dir, private_dir
+
+log = logging.getLogger(__name__)
 
 STATE_FILE = "up.json"
 ADDRESS_VARIABLES = ("ECRM_KAFKA_BOOTSTRAP", "ECRM_REDIS_URL")
@@ -31,16 +38,21 @@ class RunState(BaseModel):
     events_topic: str
     dlq_topic: str
     key_prefix: str
+    campaigns_file: str | None = None  # the demo's own campaigns file, when ``ecrm up`` plays it
 
     def addresses(self) -> dict[str, str]:
-        """The settings fields that locate the engine (for ``Settings.model_copy(update=...)``)."""
-        return {
+        """The settings fields that locate the engine (for ``Settings.model_copy(update=...)``), and the campaigns
+        file the running engine reads (so ``ecrm campaign report`` of another shell sees the demo's campaign)."""
+        found = {
             "kafka_bootstrap": self.kafka_bootstrap,
             "redis_url": self.redis_url,
             "events_topic": self.events_topic,
             "dlq_topic": self.dlq_topic,
             "key_prefix": self.key_prefix,
         }
+        if self.campaigns_file is not None:
+            found["campaigns_file"] = self.campaigns_file
+        return found
 
 
 def runtime_dir(env: Mapping[str, str] | None = None) -> Path:
@@ -72,7 +84,12 @@ def pid_alive(pid: int) -> bool:
 
 
 def read_state(env: Mapping[str, str] | None = None) -> RunState | None:
-    """The state of a live ``ecrm up``, or None (no file, an unreadable one, or one left by a dead process)."""
+    """The state of a live ``ecrm up``, or None (no file, an unreadable one, one left by a dead process, or one in a
+    folder that is not this user's own: that is logged, the file is not trusted)."""
+    problem = foreign_dir(runtime_dir(env))
+    if problem is not None:
+        log.warning("%s; the running engine is not looked up there", problem)
+        return None
     try:
         state = RunState.model_validate_json(state_path(env).read_bytes())
     except (OSError, ValidationError):
@@ -86,8 +103,7 @@ def write_state(state: RunState, env: Mapping[str, str] | None = None) -> Path |
     other = read_state(env)
     if other is not None and other.pid != state.pid:
         return None
-    directory = runtime_dir(env)
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory = private_dir(runtime_dir(env), "the runtime folder (ECRM_RUNTIME_DIR)")
     path = directory / STATE_FILE
     tmp = directory / f".{STATE_FILE}.{state.pid}"
     tmp.write_text(state.model_dump_json(indent=2))

@@ -47,7 +47,9 @@ class Settings(BaseSettings):
     # Worker
     worker_app_id: str = "ecrm-worker"
     worker_data_dir: str = Field(
-        "", description="Faust's state directory (no tables are kept there); default: a folder in the temp dir"
+        "",
+        description="Faust's state directory (no tables are kept there); default: ecrm-faust-<uid>/<app id> in the "
+        "temp dir (0700, refused when another user owns it)",
     )
     worker_batch_size: int = Field(500, ge=1, description="Events per Redis pipeline")
     store_chunk_size: int = Field(
@@ -168,6 +170,19 @@ class Settings(BaseSettings):
         gt=0,
         description="Longest POST /v1/events waits for the broker to take a batch; then 503 with Retry-After",
     )
+    request_deadline_ms: float = Field(
+        150.0,
+        gt=0,
+        le=60_000,
+        description="One time budget for all the Redis reads of a recommendation request (and of /health/ready): "
+        "past it the request answers degraded at once (docs/deployment.md, 'Degraded modes')",
+    )
+    redis_retry_s: float = Field(
+        1.0,
+        gt=0,
+        description="After Redis failed or missed a request deadline, requests do not try it for this long; then one "
+        "request tries again (the API process's breaker)",
+    )
     api_degraded_items: int = Field(
         200, ge=1, description="Popular items each API replica keeps in memory to answer while Redis is away"
     )
@@ -194,9 +209,14 @@ class Settings(BaseSettings):
         "", description="Origins allowed to call the API from a browser (CORS), comma-separated; none when empty"
     )
     rate_limit: str = Field(
-        "100/second",
-        description="Limit of POST /v1/events per client address (collect keys, open mode) or per server/admin key, "
-        "e.g. 100/second;3000/minute; empty turns it off",
+        "1000/second",
+        description="Events POST /v1/events takes per client address (collect keys, open mode) or per server/admin "
+        "key (a batch counts each of its events), e.g. 1000/second;30000/minute; empty turns it off",
+    )
+    visitor_rate_limit: str = Field(
+        "120/minute",
+        description="Events one anonymous_id may send with a collect key, whatever its address (over it: refused by "
+        "index and dead-lettered); keep the windows short, its counters are kept per visitor; empty turns it off",
     )
 
     # Bounded input and safe delivery: limits every entry point checks (schemas/events.py), dead letters, producers

@@ -36,6 +36,7 @@ from runtime.embedded import die_with_parent, free_port
 
 HERE = Path(__file__).resolve().parent
 LOCUSTFILE = HERE / "locustfile.py"
+SHIPPED_CAMPAIGNS = HERE.parent / "config" / "campaigns.yaml"
 MAX_USERS = 200
 MAX_RUN_TIME_S = 600
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -265,7 +266,8 @@ def start_stack(args: argparse.Namespace, out: Path, children: list[Child]) -> s
     print(f"starting ecrm up on {base} with the demo ({args.customers} customers); log: {log}")
     up = [sys.executable, "-m", "ecrm", "up", "--port", str(port), "--customers", str(args.customers)]
     # every simulated user comes from 127.0.0.1, one client for the collector's rate limit: lift it (unless set)
-    env = {"ECRM_RATE_LIMIT": "100000/second", **os.environ}
+    # and run with the shipped files: the shipped campaigns file (no campaign), not the demo's own campaign
+    env = {"ECRM_RATE_LIMIT": "100000/second", "ECRM_CAMPAIGNS_FILE": str(SHIPPED_CAMPAIGNS), **os.environ}
     children.append(Child.start("ecrm up", up, env, log))
     started = time.monotonic()
     try:

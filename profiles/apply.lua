@@ -329,18 +329,25 @@ local function apply(u)
 end
 
 -- ----- campaigns (docs/campaigns.md): outcomes for the variant recorded in the profile -----
--- u.CK: the profile's campaign hash; u.cp: {name, attribution window (ms), 1: a click on its list}.
--- Only events after the profile's first exposure count; revenue per customer is kept in the profile so the
--- counters hold the sum and the sum of squares of per-customer revenue (Welch's test in the report).
+-- u.CK: the profile's campaign hash; u.cp: {name, attribution window (ms), 1: a click on its list, the click's
+-- recommendation_id digest}. Only events after the profile's first exposure count; a click only on a list served
+-- to this profile (its digest among the newest ones the API recorded in ':r', profiles/campaigns.py); revenue per
+-- customer is kept in the profile so the counters hold the sum and the sum of squares of per-customer revenue
+-- (Welch's test in the report).
+local function served_here(list, digest)
+  return digest ~= nil and digest ~= '' and list ~= false and list ~= nil
+    and string.find(' ' .. list .. ' ', ' ' .. digest .. ' ', 1, true) ~= nil
+end
+
 local function campaigns(u)
   local ck = KEYS[u.CK]
   for _, c in ipairs(u.cp) do
     local name, win, clicked = c[1], c[2], c[3]
     -- one read per campaign (a click carries no order, so ':lc' read here is the one an order is attributed by)
-    local got = redis.call('HMGET', ck, name, name .. ':t', name .. ':rev', name .. ':lc')
+    local got = redis.call('HMGET', ck, name, name .. ':t', name .. ':rev', name .. ':lc', name .. ':r')
     local v, first, lc = got[1], tonumber(got[2]), tonumber(got[4])
     if v and first and u.ts >= first then
-      if clicked == 1 then
+      if clicked == 1 and served_here(got[5], c[4]) then
         emit({'c', name, v .. ':clicks', '1', 0})
         if redis.call('HSETNX', ck, name .. ':k', '1') == 1 then emit({'c', name, v .. ':clickers', '1', 0}) end
         hmax(ck, name .. ':lc', u.ts)

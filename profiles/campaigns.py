@@ -1,13 +1,17 @@
 """Redis adapter for campaigns: a profile's recorded variants (in the profile's slot) and a campaign's counters.
 
-The API records exposures here, off the request path (:meth:`CampaignStore.record_exposure`); the worker counts
-outcomes (clicks, purchases, revenue) inside ``apply.lua``, atomically with each event's de-duplication marker, so
-a redelivered event never counts twice. Key names: :meth:`core.keyspace.Keys.campaigns` (per profile) and
+The API records exposures here, off the request path (:meth:`CampaignStore.record_exposure`), with a digest of each
+list's ``recommendation_id`` (the newest ``SERVED_IDS_KEPT`` per profile and campaign, field ``<campaign>:r``); the
+worker counts outcomes (clicks, purchases, revenue) inside ``apply.lua``, atomically with each event's
+de-duplication marker, so a redelivered event never counts twice. A ``recommendation_click`` counts as a
+campaign click only when its id's digest is among those served to the profile: an id made up in the campaign's
+form (``anything-<tag>``) counts nothing. Key names: :meth:`core.keyspace.Keys.campaigns` (per profile) and
 :meth:`core.keyspace.Keys.campaign_stats` (per campaign). See docs/campaigns.md.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,15 +36,33 @@ COUNTS = (
 )
 
 
+SERVED_IDS_KEPT = 50  # recommendation ids (digests) remembered per profile and campaign: a click on an older list
+# (50 lists of the campaign later) counts no more (about 650 bytes per profile in a campaign)
+
+
+def served_digest(recommendation_id: str) -> str:
+    """A list's ``recommendation_id`` as the exposure record keeps it: 12 hex characters (pure)."""
+    return hashlib.blake2b(recommendation_id.encode("utf-8", "surrogateescape"), digest_size=6).hexdigest()
+
+
+def remember_served(current: str | None, digests: Sequence[str], kept: int = SERVED_IDS_KEPT) -> str:
+    """The ``<campaign>:r`` field with ``digests`` (newest last) in front of ``current``, the newest ``kept`` only
+    (pure)."""
+    ids = [*reversed(digests), *(current or "").split()]
+    return " ".join(list(dict.fromkeys(ids))[:kept])
+
+
 @dataclass(frozen=True, slots=True)
 class Exposure:
-    """One list served under a campaign: to whom, which variant, when (ms), and whether it had items."""
+    """One list served under a campaign: to whom, which variant, when (ms), whether it had items, and its
+    ``recommendation_id`` (a click counts only on a list served to the profile)."""
 
     pid: str
     campaign: str
     variant: str
     ts_ms: int
     shown: bool
+    recommendation_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +100,8 @@ class CampaignStore:
     async def record_exposures(self, batch: Sequence[Exposure]) -> None:
         """Lists served under campaigns, in two round trips for the whole batch. The first list of a profile records
         its assignment and its time; counters: ``lists``, ``impressions`` (lists with items), ``assigned`` (first
-        list), ``exposed`` (first list with items; a holdout's lists have none)."""
+        list), ``exposed`` (first list with items; a holdout's lists have none). The digest of each shown list's
+        ``recommendation_id`` joins the profile's served ids (``<campaign>:r``, the newest ``SERVED_IDS_KEPT``)."""
         if not batch:
             return
         per: list[int] = []
@@ -97,13 +120,18 @@ class CampaignStore:
                     if self.profile_ttl_ms > 0:
                         pipe.pexpire(ck, self.profile_ttl_ms)
                         n += 1
-                    per.append(n)
+                    pipe.hget(ck, f"{e.campaign}:r")  # the served ids, last in each exposure's replies
+                    per.append(n + 1)
                 replies = await pipe.execute()
             at = 0
+            served: dict[tuple[str, str], tuple[str | None, list[str]]] = {}  # (profile, campaign) -> (read, new)
             async with self.client.pipeline(transaction=False) as pipe:
                 queued = 0
                 for e, n in zip(batch, per, strict=True):
                     new, first_shown = replies[at], replies[at + 2]
+                    current = served.setdefault((e.pid, e.campaign), (replies[at + n - 1], []))
+                    if e.shown and e.recommendation_id:
+                        current[1].append(served_digest(e.recommendation_id))
                     at += n
                     sk = self.keys.campaign_stats(e.campaign)
                     if new:
@@ -111,6 +139,10 @@ class CampaignStore:
                         queued += 1
                     if e.shown and first_shown:
                         pipe.hincrby(sk, f"{e.variant}:exposed", 1)
+                        queued += 1
+                for (pid, campaign), (read, digests) in served.items():
+                    if digests:
+                        pipe.hset(self.keys.campaigns(pid), f"{campaign}:r", remember_served(read, digests))
                         queued += 1
                 if queued:
                     await pipe.execute()

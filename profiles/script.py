@@ -270,7 +270,7 @@ class _Context:
         if plan.login is not None:
             out["tmp"] = table.index(keys.merging(target))
         if plan.campaigns:
-            out["cp"] = [[c.name, c.attribution_ms, 1 if c.clicked else 0] for c in plan.campaigns]
+            out["cp"] = [[c.name, c.attribution_ms, 1 if c.clicked else 0, c.served] for c in plan.campaigns]
             if not self.cluster:
                 for c in plan.campaigns:
                     table.named(f"camp:{c.name}", keys.campaign_stats(c.name))

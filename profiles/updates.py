@@ -60,6 +60,7 @@ class CampaignOutcome:
     name: str
     attribution_ms: int  # a purchase within this long of a click on the campaign's list is attributed to it
     clicked: bool = False  # a recommendation_click on a list of this campaign
+    served: str = ""  # the click's recommendation_id digest: it counts only if that list was served to the profile
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import httpx
 
@@ -24,6 +25,15 @@ from core.settings import Settings
 from trainer.training import train_once
 
 Echo = Callable[[str], None]
+DEMO_CAMPAIGNS = Path(__file__).resolve().with_name("demo_campaigns.yaml")
+
+
+def demo_settings(settings: Settings, env: Mapping[str, str]) -> Settings:
+    """The demo's own settings over ``settings``: its campaign (``runtime/demo_campaigns.yaml``) unless
+    ``ECRM_CAMPAIGNS_FILE`` names a file. The shipped ``config/campaigns.yaml`` runs no campaign (pure)."""
+    if "ECRM_CAMPAIGNS_FILE" in env:
+        return settings
+    return settings.model_copy(update={"campaigns_file": str(DEMO_CAMPAIGNS)})
 
 
 def applied_count(settings: Settings) -> int:

@@ -104,6 +104,7 @@ class LocalStack:
             events_topic=self.settings.events_topic,
             dlq_topic=self.settings.dlq_topic,
             key_prefix=self.settings.key_prefix,
+            campaigns_file=self.settings.campaigns_file,
         )
         self.state_file = runstate.write_state(state)
         if self.state_file is None:

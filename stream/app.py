@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from core.private_dir import private_dir
 from core.settings import Settings
 
 
@@ -35,8 +37,12 @@ def create_app(settings: Settings) -> faust.App:
     """A Faust app for the worker role. The web server is off or bound to 127.0.0.1; no exactly-once."""
     web_port = settings.worker_web_port
     set_fetch_max_wait(settings.consumer_fetch_max_wait_ms)
-    datadir = Path(settings.worker_data_dir or Path(tempfile.gettempdir()) / "ecrm-faust" / settings.worker_app_id)
-    datadir.mkdir(parents=True, exist_ok=True)
+    if settings.worker_data_dir:
+        datadir = Path(settings.worker_data_dir)
+        datadir.mkdir(parents=True, exist_ok=True)
+    else:  # this user's own folder in the shared temp dir: 0700, refused when another user owns it
+        base = private_dir(Path(tempfile.gettempdir()) / f"ecrm-faust-{os.getuid()}", "the worker's data folder")
+        datadir = private_dir(base / settings.worker_app_id, "the worker's data folder")
     return faust.App(
         settings.worker_app_id,
         datadir=str(datadir),

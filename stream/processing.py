@@ -25,6 +25,7 @@ from core.scopes import Scope, scope_refusal
 from core.settings import Settings
 from merchandising.campaign_source import CampaignsSource, campaigns_path
 from merchandising.campaigns import CampaignSet, tag_of
+from profiles.campaigns import served_digest
 from profiles.script import Origin
 from profiles.store import APPLIED, DUPLICATE, ERASED, ProfileStore, Status
 from profiles.updates import DIRECT, CampaignOutcome, Plan, plan_update
@@ -125,17 +126,20 @@ def _scope_named(source: str) -> Scope | None:
 def campaign_outcomes(event: Behaviour | Item, campaigns: CampaignSet) -> tuple[CampaignOutcome, ...]:
     """The running campaigns an event may count for (pure): a purchase, for every campaign running at its time
     (the store counts it for the profile's recorded variant, if any); a recommendation click, for the campaign its
-    ``recommendation_id`` names (:func:`merchandising.campaigns.tagged_id`)."""
+    ``recommendation_id`` names (:func:`merchandising.campaigns.tagged_id`), carrying the id's digest: the store
+    counts it only when that list was served to the profile (:func:`profiles.campaigns.served_digest`)."""
+    served = ""
     if isinstance(event, RecommendationClick):
         tag = tag_of(event.recommendation_id)
         if tag is None:
             return ()
+        served = served_digest(event.recommendation_id)
     elif isinstance(event, Purchase):
         tag = None
     else:
         return ()
     return tuple(
-        CampaignOutcome(c.name, c.attribution_ms, clicked=tag is not None)
+        CampaignOutcome(c.name, c.attribution_ms, clicked=tag is not None, served=served)
         for c in campaigns.campaigns
         if c.running(event.ts_ms) and (tag is None or c.tag == tag)
     )

@@ -48,14 +48,25 @@ class ExportRequest(BaseModel):
     limit: int = Field(10_000, ge=1, le=100_000, description="Most customers in this export")
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: str) -> str:
+    """A cell a spreadsheet will not run as a formula: one starting with ``= + - @``, a tab or a carriage return
+    gets a leading ``'`` (OWASP's CSV injection advice; pure)."""
+    return f"'{value}" if value.startswith(FORMULA_STARTS) else value
+
+
 def export_csv(result: ExportResult) -> str:
-    """One row per customer: customer_id, campaign, variant, recommendation_id, item_ids (space-separated)."""
+    """One row per customer: customer_id, campaign, variant, recommendation_id, item_ids (space-separated); a cell
+    that a spreadsheet would read as a formula is escaped (:func:`csv_cell`)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["customer_id", "campaign", "variant", "recommendation_id", "item_ids"])
     for row in result.rows:
-        writer.writerow([row["customer_id"], row["campaign"], row["variant"], row["recommendation_id"],
-                         " ".join(row["item_ids"])])  # fmt: skip
+        cells = [row["customer_id"], row["campaign"], row["variant"], row["recommendation_id"],
+                 " ".join(row["item_ids"])]  # fmt: skip
+        writer.writerow([csv_cell(str(cell)) for cell in cells])
     return out.getvalue()
 
 

@@ -43,7 +43,7 @@ async def read_limited(request: Request, limit: int) -> bytes:
         413: {"model": CollectResponse | ErrorBody},
         401: {"model": ErrorBody},
         400: {"model": ErrorBody},
-        429: {"model": ErrorBody},
+        429: {"model": CollectResponse | ErrorBody},
         503: {"model": ErrorBody},
     },
     summary="Collect one event or a batch (up to the configured limit, 500 by default)",
@@ -57,9 +57,13 @@ async def collect(
     Any key may post, and each event is checked against its scope: anonymous visitors' behavioural events need
     `collect`, an event with a `customer_id` (a login links a visitor to a customer) needs `server`, an `item`
     event needs `admin`. Events the key may not send are refused by index with a reason starting with
-    `forbidden` (403 when none is accepted). The collector is rate limited (429 with `Retry-After`)."""
+    `forbidden` (403 when none is accepted). The collector counts events against its rate limits (429 with
+    `Retry-After`: per client address or key, and per `anonymous_id` of a `collect` key, whose events over its limit
+    are refused by index); a `collect` key's request from a bot's user agent is refused (403 by index). Those
+    refusals go to the dead-letter topic with the reason."""
     body = await read_limited(request, settings.api_max_body_bytes)
-    result = await collector.collect(body, sender)
+    entry = request.app.state.entry_limits  # the abuse limits (api/ratelimit.py)
+    result = await collector.collect(body, sender, entry, request.headers.get("user-agent"))
     rejected = len({e["index"] for e in result.errors})
     payload = {
         "detail": collect_summary(result.accepted, rejected),
@@ -67,7 +71,9 @@ async def collect(
         "rejected": rejected,
         "errors": result.errors,
     }
-    return JSONResponse(payload, status_code=response_status(result.accepted, result.errors))
+    status = response_status(result.accepted, result.errors)
+    retry = {"Retry-After": str(result.retry_after_s)} if status == 429 and result.retry_after_s else None
+    return JSONResponse(payload, status_code=status, headers=retry)
 
 
 def collect_summary(accepted: int, rejected: int) -> str:

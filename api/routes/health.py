@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from api.breaker import within
 from api.deps import CollectorDep, StoreDep
 from api.models import Liveness, Readiness
 from core import metrics
@@ -33,13 +36,21 @@ async def ready(request: Request, store: StoreDep, collector: CollectorDep) -> J
     (``status`` is then ``degraded`` and ``POST /v1/events`` answers 503); 503 when Redis is away. ``auth`` says
     whether API keys are required (``keys``) or the API is open (``open``, loopback only). ``rules`` is ``refused``
     when the last edit of the business rules file was refused (the previous rules stay in force; see GET /v1/rules).
-    ``worker`` says whether a stream worker consumes the events now (its heartbeat in Redis is fresh)."""
-    try:
+    ``worker`` says whether a stream worker consumes the events now (its heartbeat in Redis is fresh). Redis is
+    asked within the request deadline (``ECRM_REQUEST_DEADLINE_MS``): a hung Redis is ``reads: false`` at once."""
+    settings = request.app.state.settings
+
+    async def redis_reads() -> tuple[bool, bool]:
         reads = await store.ping()
-        worker = reads and await worker_consuming(store)
-    except StoreUnavailable:
-        reads = worker = False
-    writes = await collector.ready()
+        return reads, reads and await worker_consuming(store)
+
+    async def redis_state() -> tuple[bool, bool]:
+        try:  # within the request deadline, told to the breaker (api/breaker.py)
+            return await within(request.app.state.breaker, settings.request_deadline_ms / 1000, redis_reads, True)
+        except StoreUnavailable:
+            return False, False
+
+    (reads, worker), writes = await asyncio.gather(redis_state(), collector.ready())
     status = "ok" if reads and writes else "degraded" if reads else "unavailable"
     return JSONResponse(
         {

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 
-from api.auth import CollectCaller, ServerCaller
+from api.auth import Caller, CollectCaller, ServerCaller
 from api.deps import RecsDep, SettingsDep
 from api.models import Recommendations
 from api.recommend import RecList
@@ -34,8 +34,20 @@ def checked_n(n: int, settings: Settings, where: tuple[str, ...] = ("query", "n"
 
 Explain = Annotated[
     bool,
-    Query(description="Add to each item the raw model score, the final score after the rules, and the rules applied"),
+    Query(
+        description="Add to each item the raw model score, the final score after the rules, and the rules applied "
+        "(needs a `server` key: rule names and scores are the shop's own)"
+    ),
 ]
+
+
+def check_explain(explain: bool, who: Caller) -> bool:
+    """``explain=true`` reveals the rules' names and the scores: a ``server`` key's (403 for a ``collect`` key)."""
+    if explain:
+        who.require(Scope.SERVER, "explain=true")
+    return explain
+
+
 Attributes = Annotated[
     bool, Query(description="Add to each item its catalogue title, price, category, attributes and image_url")
 ]
@@ -97,7 +109,7 @@ async def for_session(
     """For a visitor who is not logged in, from the session's views. With a `server` key, a visitor who logged in
     gets the customer's; a `collect` key gets the visitor's own views only (nothing of a known customer)."""
     n = checked_n(n, settings)
-    flags = {"explain": explain, "attributes": attributes}
+    flags = {"explain": check_explain(explain, who), "attributes": attributes}
     result = await recs.for_visitor(anonymous_id, n, follow_login=who.allows(Scope.SERVER), **flags)
     return _respond("session", result)
 
@@ -107,13 +119,14 @@ async def similar(
     item_id: str,
     recs: RecsDep,
     settings: SettingsDep,
-    _: CollectCaller,
+    who: CollectCaller,
     n: N = 10,
     explain: Explain = False,
     attributes: Attributes = False,
 ) -> Response:
     """ "Customers who viewed this also viewed": cross-selling on product pages."""
     n = checked_n(n, settings)
+    explain = check_explain(explain, who)
     return _respond("similar", await recs.similar(item_id, n, explain=explain, attributes=attributes))
 
 
@@ -140,6 +153,7 @@ async def cart(
     a `customer_id`; with one (the customer's purchases are left out) it needs `server`."""
     if body.customer_id is not None:
         who.require(Scope.SERVER, "a cart with a customer_id")
+    explain = check_explain(explain, who)
     n = checked_n(body.n, settings, ("body", "n"))
     result = await recs.cart(body.item_ids, body.customer_id, n, explain=explain, attributes=attributes)
     return _respond("cart", result)

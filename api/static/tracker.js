@@ -81,11 +81,8 @@
   }
   function flush(leaving) {
     if (!queue.length || (sending && !leaving)) return;
+    if (!w.fetch) return;  /* JSON with its content type, or nothing: the API refuses other bodies */
     var batch = queue.splice(0, BATCH);
-    if (leaving && !w.fetch && navigator.sendBeacon && !key) {
-      navigator.sendBeacon(api + "/v1/events", new Blob([body(batch)], { type: "text/plain" }));
-      return flush(leaving);
-    }
     sending = true;
     if (!leaving || attempt) inflight.push(batch);  /* leaving with the API well: keepalive delivers it */
     save();

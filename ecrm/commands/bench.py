@@ -76,7 +76,7 @@ def _with_servers(run: Callable[[Settings], None], as_json: bool = False) -> Non
 
     servers: list[EmbeddedServer] = []
     settings = Settings()
-    if "ECRM_CAMPAIGNS_FILE" not in os.environ:  # the shipped demo campaign stays out of the figures
+    if "ECRM_CAMPAIGNS_FILE" not in os.environ:  # no campaign in the figures
         settings = settings.model_copy(update={"campaigns_file": NO_CAMPAIGNS_FILE})
     saved = _stdout_to_stderr() if as_json else None  # child processes (workers) print on the inherited stdout
     try:
@@ -224,6 +224,29 @@ def campaigns(
         _report(figures.as_dict(), figures.lines(), as_json)
 
     _with_servers(run, as_json)
+
+
+def hung_redis(
+    seconds: Annotated[
+        float, typer.Option(min=0.5, max=60, help="How long requests are timed while Redis hangs")
+    ] = 3.0,
+    as_json: JsonOption = False,
+) -> None:
+    """How long a recommendation request and /health/ready take when Redis hangs (SIGSTOP), against the request
+    deadline (target: the first request within ECRM_REQUEST_DEADLINE_MS + 50 ms). Starts its own Valkey."""
+    import logging
+
+    from benchmarks.hung_redis import bench_hung_redis
+
+    logging.disable(logging.ERROR)  # the API logs every Redis failure and the missing broker: expected here
+    settings = Settings()
+    if "ECRM_CAMPAIGNS_FILE" not in os.environ:
+        settings = settings.model_copy(update={"campaigns_file": NO_CAMPAIGNS_FILE})
+    figures = bench_hung_redis(settings, seconds, _progress(as_json))
+    if as_json:
+        typer.echo(json.dumps(figures.as_json(), indent=2))
+        return
+    _report(figures.as_json(), figures.lines(), as_json)
 
 
 def memory(

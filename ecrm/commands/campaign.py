@@ -111,6 +111,8 @@ def render(r: dict[str, Any]) -> str:
     flag = "MISMATCH" if srm["flagged"] else "ok"
     lines.append(f"split vs weights: {flag} (chi-square p={_num(srm['p_value'], 4)})")
     lines.append(f"verdict: {r['verdict']}")
+    for what, rule in r.get("counting", {}).items():
+        lines.append(f"counting {what}: {rule}")
     return "\n".join(lines)
 
 

@@ -163,10 +163,15 @@ def up(
     name real ones), topics, a worker, the API (ECRM_API_HOST, 127.0.0.1 by default; open unless ECRM_API_KEYS is
     set) and the demo clickstream. The other commands, in any shell, find it (a state file in ECRM_RUNTIME_DIR,
     else $XDG_RUNTIME_DIR/ecrm). Ctrl-C or SIGTERM stops it all."""
+    import os
+
+    from runtime.demo import demo_settings
     from runtime.embedded import EmbeddedError, EmbeddedPorts
     from runtime.local import StartupError, start_stack, wait_until_stopped
 
     settings = Settings().model_copy(update={"api_port": port})  # its own servers, never another up's
+    if not no_demo:  # the demo's own campaign (runtime/demo_campaigns.yaml) unless ECRM_CAMPAIGNS_FILE is set
+        settings = demo_settings(settings, os.environ)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops it like Ctrl-C, during start-up too
     try:
         stack = start_stack(settings, typer.echo, ports=EmbeddedPorts(kafka_port, redis_port), shop=not no_demo)
@@ -220,8 +225,9 @@ def run_demo(settings: Settings, cfg: SimulationConfig, shop_url: str | None = N
 
 
 def play_demo_campaign(settings: Settings, base: str, headers: dict[str, str], customers: int = 1500) -> None:
-    """The running campaign of config/campaigns.yaml played out (its first variant truly converts better), so the
-    effect report shows a real difference (docs/campaigns.md)."""
+    """The running campaign (the demo's, runtime/demo_campaigns.yaml, unless ECRM_CAMPAIGNS_FILE names a file)
+    played out (its first variant truly converts better), so the effect report shows a real difference
+    (docs/campaigns.md)."""
     import httpx
 
     from runtime.campaign_play import demo_rates, play

@@ -60,13 +60,18 @@ def profile_hash(settings: Settings, pid: str) -> dict[str, str]:
     return sync_redis(settings).hgetall(Keys(settings.key_prefix).profile(pid))  # type: ignore[no-any-return]
 
 
+# What a shop's page sends with a collect key comes from a browser: the collector refuses a bot's user agent on a
+# collect key (api/ratelimit.py), and httpx's own ("python-httpx/...") is a bot's for crawlerdetect.
+BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+
+
 @asynccontextmanager
 async def app_client(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     """The real FastAPI app (lifespan included: Redis client, aiokafka producer), and a client of it over ASGI."""
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             yield app, client
 
 

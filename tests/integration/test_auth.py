@@ -29,7 +29,7 @@ from runtime.embedded import free_port
 from runtime.local import settings_env
 from schemas import parse_event_obj
 from tests.conftest import wait_for
-from tests.integration.helpers import api_client, now_ms, view
+from tests.integration.helpers import BROWSER_UA, api_client, now_ms, view
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +44,7 @@ def headers(who: str) -> dict[str, str]:
         return {}
     if who == "bad":
         return {"Authorization": "Bearer " + "not-a-configured-key-0000"}
-    return {"Authorization": f"Bearer {SECRETS[who]}"}
+    return {"Authorization": f"Bearer {SECRETS[who]}", "User-Agent": BROWSER_UA}
 
 
 def anonymous_view(visitor: str = "v1", item: str = "sku-1") -> dict[str, Any]:
@@ -60,7 +60,7 @@ def item_event(item: str = "sku-1") -> dict[str, Any]:
 @pytest.fixture()
 def keyed(settings: Settings) -> Settings:
     ensure_topics(settings)
-    return settings.model_copy(update={"api_keys": KEYS, "rate_limit": ""})
+    return settings.model_copy(update={"api_keys": KEYS, "rate_limit": "", "visitor_rate_limit": ""})
 
 
 # (method, path, body, scope needed, status when allowed)
@@ -213,7 +213,7 @@ async def test_rate_limit_per_client_for_collect_keys_and_per_key_for_server_key
 
         def client(address: str) -> httpx.AsyncClient:
             transport = httpx.ASGITransport(app=app, client=(address, 40000))
-            return httpx.AsyncClient(transport=transport, base_url="http://test")
+            return httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1")
 
         async with client("10.0.0.1") as first, client("10.0.0.2") as second:
 
@@ -224,7 +224,7 @@ async def test_rate_limit_per_client_for_collect_keys_and_per_key_for_server_key
             refused = await post(first, "collect")
             assert refused.status_code == 429
             assert 1 <= int(refused.headers["retry-after"]) <= 60
-            assert "rate limit of 3 per 1 minute exceeded" in refused.json()["detail"]
+            assert "rate limit of 3 events per 1 minute exceeded" in refused.json()["detail"]
             # the collect key is public: another address has its own budget
             assert (await post(second, "collect")).status_code == 202
             # a server key is counted by key, wherever it comes from
@@ -234,6 +234,72 @@ async def test_rate_limit_per_client_for_collect_keys_and_per_key_for_server_key
             assert (await post(first, "admin")).status_code == 202  # another key, another budget
             # reads are not rate limited
             assert (await first.get("/v1/items/sku-1/similar", headers=headers("collect"))).status_code == 200
+
+
+async def test_the_rate_limit_counts_events_not_requests(keyed: Settings) -> None:
+    limited = keyed.model_copy(update={"rate_limit": "5/minute"})
+    before = refused_count("rate_limit")
+    async with api_client(limited) as client:
+        batch = [anonymous_view(f"v{i}") for i in range(4)]
+        assert (await client.post("/v1/events", json=batch, headers=headers("collect"))).status_code == 202
+        two = [anonymous_view("v9"), anonymous_view("v9")]  # 4 + 2 > 5: the whole batch is refused
+        refused = await client.post("/v1/events", json=two, headers=headers("collect"))
+        assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+        assert "rate limit of 5 events per 1 minute exceeded" in refused.json()["detail"]
+        assert (await client.post("/v1/events", json=two[:1], headers=headers("collect"))).status_code == 202
+        # no event left: refused before its body is read
+        assert (await client.post("/v1/events", json=two[1:], headers=headers("collect"))).status_code == 429
+    assert refused_count("rate_limit") - before == 3  # 2 events, then 1 request refused before reading it
+
+
+def refused_count(reason: str) -> float:
+    from core import metrics
+
+    return float(metrics.COLLECTOR_REFUSED.labels(reason)._value.get())
+
+
+async def test_a_visitor_and_a_bot_are_limited_at_the_entry_and_dead_lettered(keyed: Settings) -> None:
+    from tests.integration.test_bounded_input import read_dead_letters
+
+    limited = keyed.model_copy(update={"visitor_rate_limit": "3/minute"})
+    visitor_before, bot_before = refused_count("visitor_rate_limit"), refused_count("bot")
+    async with api_client(limited) as client:
+        flood = [anonymous_view("flooder", f"sku-{i}") for i in range(5)] + [anonymous_view("other")]
+        resp = await client.post("/v1/events", json=flood, headers=headers("collect"))
+        body = resp.json()
+        assert resp.status_code == 202 and body["accepted"] == 4 and body["rejected"] == 2
+        found = [(e["index"], e["field"], e["status"]) for e in body["errors"]]
+        assert found == [(3, "anonymous_id", 429), (4, "anonymous_id", 429)]
+        assert "rate limit of 3 events per 1 minute per visitor exceeded" in body["errors"][0]["reason"]
+        again = await client.post("/v1/events", json=flood[:1], headers=headers("collect"))
+        assert again.status_code == 429 and int(again.headers["retry-after"]) >= 1  # every event refused: 429
+        # a server key's events are the shop's: no visitor limit
+        server = [view("c-1", "sku-1") | {"anonymous_id": "flooder"}]
+        assert (await client.post("/v1/events", json=server, headers=headers("server"))).status_code == 202
+        # a bot's user agent on a collect key: every event refused, whatever it is
+        bot = {
+            **headers("collect"),
+            "User-Agent": "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+        }
+        crawled = await client.post("/v1/events", json=[anonymous_view("crawler"), {"type": "?"}], headers=bot)
+        assert crawled.status_code == 403
+        found = [(e["index"], e["field"], e["status"]) for e in crawled.json()["errors"]]
+        assert found == [(0, "user_agent", 403), (1, "user_agent", 403)]
+        assert "Googlebot" in crawled.json()["errors"][0]["reason"]
+        no_agent = {**headers("collect"), "User-Agent": ""}
+        assert (await client.post("/v1/events", json=[anonymous_view("x")], headers=no_agent)).status_code == 403
+        # the same user agent with a server key is the shop's back end: taken
+        server_bot = {**headers("server"), "User-Agent": "python-httpx/0.28"}
+        assert (await client.post("/v1/events", json=[anonymous_view("y")], headers=server_bot)).status_code == 202
+    assert refused_count("visitor_rate_limit") - visitor_before == 3
+    assert refused_count("bot") - bot_before == 3
+    letters = read_dead_letters(limited, 6)
+    assert sorted((d["stage"], d["errors"][0]["field"], d["source"]["api"]) for d in letters) == sorted(
+        [("collector", "anonymous_id", "collect")] * 3 + [("collector", "user_agent", "collect")] * 3
+    )
+    flooded = [d for d in letters if d["key"] == "flooder"]
+    assert len(flooded) == 3 and all(orjson.loads(d["original"])["anonymous_id"] == "flooder" for d in flooded)
+    assert {d["event_id"] for d in flooded} == {flood[3]["event_id"], flood[4]["event_id"], flood[0]["event_id"]}
 
 
 async def test_open_mode_says_so(settings: Settings, caplog: pytest.LogCaptureFixture) -> None:

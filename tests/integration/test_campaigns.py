@@ -174,7 +174,9 @@ async def play(
     settings: Settings, customers: int, rates: dict[str, float], seed: int, order_value: float = 40.0
 ) -> tuple[dict[str, Any], dict[str, dict[str, int]], list[RawMessage]]:
     """Serve every customer once through the API, then let a share of each variant click and buy (events through
-    the worker's batch processor and apply.lua). Returns the report, what was simulated, and the messages."""
+    the worker's batch processor and apply.lua); every fifth customer also sends forged clicks (an id of the
+    campaign's form never served, another customer's list), which count nothing. Returns the report, what was
+    simulated, and the messages."""
     rng = random.Random(seed)
     truth: dict[str, dict[str, int]] = {}
     events: list[dict[str, Any]] = []
@@ -191,6 +193,10 @@ async def play(
             if clicked:
                 events.append(click(customer, body["recommendation_id"], ts))
                 t["clicks"] += 1
+            if k % 5 == 0:  # forged clicks count nothing: an id of the campaign's form never served, another's id
+                forged = body["recommendation_id"].replace(body["recommendation_id"][:8], "f0f0f0f0", 1)
+                events.append(click(customer, forged, ts + 1))
+                events.append(click(customer, served[(k + 1) % len(served)][1]["recommendation_id"], ts + 2))
             if rng.random() < rates[body["variant"]]:
                 events.append(purchase(customer, [("sku-01", 1, order_value)], ts + 10))
                 t["converters"] += 1

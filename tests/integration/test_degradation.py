@@ -219,6 +219,25 @@ async def test_a_redis_that_never_answers_fails_fast(settings: Settings) -> None
             assert ready.status_code == 503 and ready.json()["reads"] is False and elapsed < 1.5
 
 
+async def test_a_hung_redis_never_holds_a_page_for_the_socket_timeout(settings: Settings) -> None:
+    """Redis stopped with SIGSTOP (connections accepted, nothing answers): the first recommendation request answers
+    degraded at the request deadline, not after two socket timeouts (4 s before the deadline existed), the next ones
+    at once while the breaker is open, /health/ready within the deadline too; continued, Redis serves again within
+    the breaker's retry interval. The figures themselves: ``ecrm bench hung-redis`` (README, measured figures)."""
+    from benchmarks.hung_redis import bench_hung_redis
+
+    settings = settings.model_copy(update={"request_deadline_ms": 150.0})  # the default
+    assert settings.redis_socket_timeout_s >= 2 * settings.request_deadline_ms / 1000
+    figures = await asyncio.to_thread(bench_hung_redis, settings, 1.5, lambda _: None)
+    print(figures.lines())
+    assert figures.first_strategy == "degraded"
+    assert figures.first_ms < settings.redis_socket_timeout_s * 1000 / 2  # the deadline decided, not the socket
+    assert figures.next_requests > 5 and figures.next_degraded == figures.next_requests
+    assert figures.next_max_ms < settings.redis_socket_timeout_s * 1000 / 2  # the trials too
+    assert figures.ready_status == 503 and figures.ready_ms < settings.redis_socket_timeout_s * 1000 / 2
+    assert figures.recovered_s < settings.redis_retry_s + 5
+
+
 # ----- a corrupt model -----
 
 

@@ -49,7 +49,7 @@ from profiles.updates import profile_of
 from runtime.embedded import free_port
 from schemas.events import Item, Purchase, parse_event_obj
 from tests.conftest import wait_for
-from tests.integration.helpers import api_client, now_ms, sync_redis, view, worker_metrics
+from tests.integration.helpers import BROWSER_UA, api_client, now_ms, sync_redis, view, worker_metrics
 from tests.integration.test_auth import KEYS, SECRETS
 from tests.integration.test_bounded_input import read_dead_letters
 from tests.integration.test_degradation import load
@@ -399,7 +399,9 @@ class Run:
 
 def test_generated_events_through_the_collector_and_the_worker(settings: Settings, worker_factory: StartWorker) -> None:
     metrics_port = free_port()
-    settings = settings.model_copy(update={"api_keys": KEYS, "rate_limit": "", "worker_metrics_port": metrics_port})
+    settings = settings.model_copy(
+        update={"api_keys": KEYS, "rate_limit": "", "visitor_rate_limit": "", "worker_metrics_port": metrics_port}
+    )
     keys = Keys(settings.key_prefix)
     r = sync_redis(settings)
     asyncio.run(load(settings, [view(BYSTANDER, "sku-1"), view(BYSTANDER, "victim", session_id="s1")]))
@@ -434,7 +436,8 @@ def test_generated_events_through_the_collector_and_the_worker(settings: Setting
                 body = [event for event, _, _ in generated]
                 response = runner.run(
                     client.post("/v1/events", content=orjson.dumps(body), headers={
-                        "Authorization": f"Bearer {SECRETS[scope]}", "content-type": "application/json"})
+                        "Authorization": f"Bearer {SECRETS[scope]}", "content-type": "application/json",
+                        "User-Agent": BROWSER_UA})
                 )  # fmt: skip
                 assert response.status_code in (202, 403, 413, 422), response.text
                 errors: dict[int, list[dict[str, Any]]] = {}

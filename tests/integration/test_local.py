@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -76,7 +77,7 @@ def test_up_serves_is_found_and_a_stop_signal_leaves_nothing_behind(stop_signal:
     port, kafka_port, redis_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ECRM_")}
     env["ECRM_RUNTIME_DIR"] = str(tmp_path / "rt")
-    env["ECRM_CAMPAIGNS_FILE"] = str(tmp_path / "no-campaigns.yaml")  # no variant decides the strategy asserted below
+    # the shipped config/campaigns.yaml: no campaign runs (only the demo plays its own)
     args = ["--port", str(port), "--kafka-port", str(kafka_port), "--redis-port", str(redis_port), "--no-demo"]
     proc, lines, reader = start_up(env, *args, stderr=subprocess.STDOUT)
     try:
@@ -97,6 +98,7 @@ def test_up_serves_is_found_and_a_stop_signal_leaves_nothing_behind(stop_signal:
         assert listening(port) == {"0100007F"}  # the open demo API listens on 127.0.0.1 only
         recs = httpx.get(f"http://127.0.0.1:{port}/v1/customers/x/recommendations", timeout=5)
         assert recs.status_code == 200 and recs.json()["strategy"] == "trending"  # the one event posted above
+        assert recs.json()["campaign"] is None and recs.json()["variant"] is None
         assert [i["item_id"] for i in recs.json()["items"]] == ["sku-1"]
         state = runstate.read_state(env)
         assert state is not None and state.pid == proc.pid
@@ -154,6 +156,11 @@ def test_the_demo_is_complete_when_its_urls_are_printed(tmp_path: Path) -> None:
         assert profile["lifetime_value"] is not None or analytics["reason"], analytics
         recs = httpx.get(f"{base}/recommendations", params={"n": 5}, timeout=5).json()
         assert recs["strategy"] == "personal" and recs["model_version"] != "popularity", (recs, out)
+        assert recs["campaign"] == "engine-vs-popular", recs  # the demo's own campaign (runtime/demo_campaigns.yaml)
+        # another shell's command finds the demo's campaigns file through the running ecrm up
+        report = second_shell(env, "campaign", "report", "engine-vs-popular", "--json")
+        assert report.returncode == 0, report.stderr
+        assert json.loads(report.stdout)["campaign"]["name"] == "engine-vs-popular"
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -66,7 +66,7 @@ def test_the_alert_rules_pass_their_unit_tests() -> None:
 def test_the_prometheus_config_loads_the_rules() -> None:
     result = promtool("check", "config", str(DEPLOY / "prometheus.yml"))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "13 rules found" in result.stdout
+    assert "14 rules found" in result.stdout
 
 
 @pytest.mark.parametrize("source", ["rules", "dashboard"])

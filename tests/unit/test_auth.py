@@ -141,6 +141,69 @@ async def test_rate_limiter_counts_each_key_on_its_own() -> None:
         await RateLimiter("").hit("client:a")  # off: never refuses
 
 
+async def test_the_rate_limit_counts_events() -> None:
+    limiter = RateLimiter("10/minute")
+    await limiter.hit("client:a", 7)
+    await limiter.check("client:a")  # 3 left: not refused, nothing counted
+    with pytest.raises(RateLimited, match="rate limit of 10 events per 1 minute exceeded"):
+        await limiter.hit("client:a", 4)  # a batch of 4 does not fit
+    await limiter.hit("client:a", 3)
+    with pytest.raises(RateLimited):
+        await limiter.check("client:a")
+    with pytest.raises(ConfigError, match="ECRM_VISITOR_RATE_LIMIT='x' is not a rate limit"):
+        RateLimiter("x", "ECRM_VISITOR_RATE_LIMIT")
+
+
+@pytest.mark.parametrize(
+    ("user_agent", "bot"),
+    [
+        (
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+            False,
+        ),
+        (
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Mobile Safari/604.1",
+            False,
+        ),
+        ("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)", True),
+        ("Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)", True),
+        (
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/131.0 Safari/537.36",
+            True,
+        ),
+        ("curl/8.5.0", True),
+        ("python-requests/2.32.3", True),
+        ("", True),
+        (None, True),
+    ],
+)
+def test_bots_are_recognised_on_collect_keys_only(user_agent: str | None, bot: bool) -> None:
+    from api.ratelimit import EntryLimits, is_bot
+    from core.settings import Settings
+
+    assert is_bot(user_agent) is bot
+    limits = EntryLimits(Settings())
+    collect, server = Caller(Scope.COLLECT, "collect", "client:x"), Caller(Scope.SERVER, "server", "key:x")
+    reason = limits.bot(collect, user_agent)
+    assert (reason is not None) is bot and (reason is None or "bot" in reason)
+    assert limits.bot(server, user_agent) is None  # the shop's back end may send what it likes
+    assert limits.bot(Caller(Scope.ADMIN, "open", "client:x"), user_agent) is None  # open mode: local
+
+
+async def test_a_visitor_is_counted_across_addresses_with_a_collect_key_only() -> None:
+    from api.ratelimit import EntryLimits
+    from core.settings import Settings
+
+    limits = EntryLimits(Settings(visitor_rate_limit="2/minute"))
+    first, second = Caller(Scope.COLLECT, "collect", "client:a"), Caller(Scope.COLLECT, "collect", "client:b")
+    assert await limits.visitor(first, "v1") is None and await limits.visitor(second, "v1") is None
+    over = await limits.visitor(first, "v1")
+    assert over is not None and "per visitor" in str(over) and over.retry_after_s >= 1
+    assert await limits.visitor(first, "v2") is None  # another visitor, another budget
+    server = Caller(Scope.SERVER, "server", "key:s")
+    assert all([await limits.visitor(server, "v1") is None for _ in range(5)])
+
+
 def test_cors_origins_setting() -> None:
     assert cors_origins("") == []
     assert cors_origins("https://shop.example, http://127.0.0.1:8080/") == [
@@ -184,3 +247,81 @@ def test_the_openapi_document_says_who_may_call_and_what_the_collector_reads(key
     assert one["discriminator"]["propertyName"] == "type" and batch["maxItems"] == 7 and batch["items"] == one
     assert {"PageView", "Purchase", "OrderLine", "Item"} <= set(schema["components"]["schemas"])
     assert schema == create_app(Settings(api_keys=keys, api_max_batch=7)).openapi()  # documented once, the same
+
+
+# --- open mode: loopback Host names and JSON bodies only (api/guard.py) ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed"),
+    [
+        ("127.0.0.1:8000", True),
+        ("localhost", True),
+        ("LOCALHOST:1", True),
+        ("[::1]:8000", True),
+        ("[::1]", True),
+        ("127.0.0.2:80", True),
+        ("evil.example", False),
+        ("evil.example:8000", False),
+        ("localhost.evil.example", False),
+        ("127.0.0.1.nip.io:8000", False),
+        ("10.0.0.1:8000", False),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_open_mode_answers_loopback_host_names_only(host: str | None, allowed: bool) -> None:
+    from api.guard import host_refusal
+
+    refusal = host_refusal(host)
+    assert (refusal is None) == allowed, refusal
+    if refusal is not None:
+        assert "loopback" in refusal and "ECRM_API_KEYS" in refusal
+
+
+def test_open_mode_takes_json_bodies_only() -> None:
+    from api.guard import body_refusal
+
+    assert body_refusal("POST", "application/json") is None
+    assert body_refusal("POST", "Application/JSON; charset=utf-8") is None
+    assert body_refusal("GET", None) is None and body_refusal("DELETE", None) is None
+    for sent in ("text/plain", "text/plain;charset=UTF-8", "application/x-www-form-urlencoded", "multipart/form-data"):
+        refusal = body_refusal("POST", sent)
+        assert refusal is not None and sent.split(";")[0].lower() in refusal and "application/json" in refusal
+    assert "no content type" in (body_refusal("POST", None) or "")
+
+
+@pytest.mark.parametrize("keys", ["", f"collect:{COLLECT}"])
+async def test_the_open_api_refuses_cross_site_bodies_and_foreign_hosts(keys: str) -> None:
+    import httpx
+
+    from api.main import create_app
+    from core.settings import Settings
+
+    app = create_app(Settings(api_keys=keys, rate_limit=""))  # the guard answers before any route: no lifespan
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as client:
+        if not keys:  # with keys the route answers (a key is needed): tests/integration/test_auth.py
+            beacon = await client.post("/v1/events", content=b'{"type":"item"}', headers={"content-type": "text/plain"})
+            assert beacon.status_code == 415
+            assert "application/json" in beacon.json()["detail"] and beacon.json()["errors"] == []
+            form = await client.post("/v1/events", data={"a": "b"})
+            assert form.status_code == 415
+            assert (await client.get("/health/live")).status_code == 200
+    async with httpx.AsyncClient(transport=transport, base_url="http://rebound.example:8000") as client:
+        live = await client.get("/health/live")
+        assert live.status_code == (400 if not keys else 200)
+        if not keys:
+            assert "rebound.example" in live.json()["detail"]
+    async with httpx.AsyncClient(transport=transport, base_url="http://[::1]:9") as client:
+        assert (await client.get("/health/live")).status_code == 200
+
+
+def test_explain_needs_a_server_key() -> None:
+    from api.routes.recommendations import check_explain
+
+    collect = Caller(Scope.COLLECT, "collect", "client:x")
+    assert check_explain(False, collect) is False
+    with pytest.raises(Forbidden, match="explain=true needs a key with the server scope"):
+        check_explain(True, collect)
+    assert check_explain(True, Caller(Scope.SERVER, "server", "key:x")) is True

@@ -12,10 +12,11 @@ from scipy import stats
 from typer.testing import CliRunner
 
 from analytics.experiments import Arm, compare_means, compare_proportions, effect_report, sample_ratio
+from core.settings import Settings
 from ecrm.cli import app
 from merchandising.campaign_source import CampaignsSource
 from merchandising.campaigns import CampaignsError, bucket, parse_campaigns, tag_of, tagged_id
-from profiles.campaigns import parse_counters
+from profiles.campaigns import parse_counters, served_digest
 from schemas import parse_event_obj
 from stream.processing import campaign_outcomes
 
@@ -142,8 +143,22 @@ def test_which_events_count_for_which_campaign() -> None:
     click = _event("click", inside, recommendation_id=tagged_id("abc", c.name))
     (outcome,) = campaign_outcomes(click, campaigns)  # type: ignore[arg-type]
     assert outcome.clicked and outcome.attribution_ms == 7 * 86_400_000
+    assert outcome.served == served_digest(tagged_id("abc", c.name)) and len(outcome.served) == 12
     assert campaign_outcomes(_event("click", inside, recommendation_id="abc"), campaigns) == ()  # type: ignore[arg-type]
     assert campaign_outcomes(_event("click", outside, recommendation_id=tagged_id("a", c.name)), campaigns) == ()  # type: ignore[arg-type]
+
+
+def test_the_exposure_record_keeps_the_newest_served_ids() -> None:
+    from profiles.campaigns import SERVED_IDS_KEPT, remember_served
+
+    ids = [served_digest(f"{i:032x}-t") for i in range(SERVED_IDS_KEPT + 10)]
+    assert len(set(ids)) == len(ids) and served_digest("x-t") != served_digest("y-t")
+    field = remember_served(None, ids[:3])
+    assert field.split() == [ids[2], ids[1], ids[0]]  # newest first
+    field = remember_served(field, ids[3:])
+    kept = field.split()
+    assert len(kept) == SERVED_IDS_KEPT and kept[0] == ids[-1] and ids[0] not in kept  # the oldest forgotten
+    assert remember_served(field, [ids[-1]]).split() == kept  # served again: once
 
 
 def test_counters_parse_per_variant() -> None:
@@ -249,9 +264,19 @@ def test_ecrm_campaign_check(tmp_path: Path) -> None:
     assert "campaign 'engine-vs-popular': variants.2.weight: Input should be greater than 0" in refused.output
 
 
-def test_the_shipped_file_is_valid() -> None:
-    shipped = parse_campaigns((Path(__file__).resolve().parents[2] / "config" / "campaigns.yaml").read_text())
-    assert shipped.names == ["engine-vs-popular"]
+def test_the_shipped_file_runs_no_campaign_and_the_demo_plays_its_own() -> None:
+    from runtime.demo import DEMO_CAMPAIGNS, demo_settings
+
+    shipped_path = Path(__file__).resolve().parents[2] / "config" / "campaigns.yaml"
+    shipped = shipped_path.read_text()
+    assert parse_campaigns(shipped).names == []
+    example = shipped.split("# campaigns:", 1)[1].split("\nversion:", 1)[0].replace("\n# ", "\n").split("\n")
+    example[0] = "campaigns:"
+    assert parse_campaigns("\n".join(["version: 1", *example])).names == ["engine-vs-popular"], "a valid example"
+    assert parse_campaigns(DEMO_CAMPAIGNS.read_text()).names == ["engine-vs-popular"]
+    base = Settings()
+    assert demo_settings(base, {}).campaigns_file == str(DEMO_CAMPAIGNS)
+    assert demo_settings(base, {"ECRM_CAMPAIGNS_FILE": "/x.yaml"}).campaigns_file == base.campaigns_file
 
 
 def test_the_control_is_the_holdout_except_for_a_click_goal() -> None:
@@ -310,3 +335,17 @@ def test_a_removed_campaigns_file_stops_the_campaigns_once_and_a_restored_one_ru
     assert source.loaded_at == loaded_at  # not reset again on every poll while the file stays away
     path.write_text(EXAMPLE)
     assert [c.name for c in source.current().campaigns] == ["engine-vs-popular"]
+
+
+def test_the_csv_export_escapes_cells_a_spreadsheet_would_run() -> None:
+    from api.campaigns import ExportResult
+    from api.routes.campaigns import csv_cell, export_csv
+
+    for hostile in ('=HYPERLINK("http://x")', "+1", "-2+3", "@SUM(A1)", "\tx", "\rx"):
+        assert csv_cell(hostile) == "'" + hostile
+    assert csv_cell("cust-1") == "cust-1" and csv_cell("") == ""
+    row = {"customer_id": "=cmd|' /C calc'!A0", "campaign": "c", "variant": "v", "recommendation_id": "r-1",
+           "item_ids": ["@a", "b"]}  # fmt: skip
+    result = ExportResult("c", "Champions", [row])
+    lines = export_csv(result).splitlines()
+    assert lines[1] == "'=cmd|' /C calc'!A0,c,v,r-1,'@a b"

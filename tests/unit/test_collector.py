@@ -37,3 +37,24 @@ def test_the_response_status() -> None:
     assert response_status(0, [too_big, {**too_big, "index": 1}]) == 413
     assert response_status(0, [too_big, invalid]) == 422
     assert response_status(0, [invalid]) == 422
+
+
+def test_an_entry_refusal_is_dead_lettered_in_the_workers_shape() -> None:
+    from api.auth import Caller
+    from api.collector import entry_dead_letter, refusal
+    from core.scopes import Scope
+
+    event = view(0)
+    reason = "refused: rate limit of 30 events per 1 minute per visitor"
+    refused = refusal(3, event, "anonymous_id", reason, 429)
+    assert refused == {"index": 3, "event_id": event["event_id"], "field": "anonymous_id", "reason": reason,
+                       "status": 429}  # fmt: skip
+    sender = Caller(Scope.COLLECT, "collect", "client:1.2.3.4")
+    letter = entry_dead_letter(event, refused, sender, "v1", 16)
+    assert letter["stage"] == "collector" and letter["source"] == {"api": "collect"} and letter["key"] == "v1"
+    assert letter["reason"] == "anonymous_id: refused: rate limit of 30 events per 1 minute per visitor"
+    assert letter["event_id"] == event["event_id"] and letter["type"] == event["type"]
+    assert letter["original_truncated"] and len(letter["original"]) == 16 and letter["original_size"] > 16
+    assert "1.2.3.4" not in str(letter)  # the sender's address is not kept
+    odd = entry_dead_letter(["not", "an", "event"], refusal(0, [], "user_agent", "bot", 403), sender, None, 1024)
+    assert odd["event_id"] is None and odd["type"] is None and odd["original"] == '["not","an","event"]'

@@ -135,3 +135,46 @@ def test_an_asked_port_in_use_is_refused_and_a_free_one_is_taken() -> None:
             claim_port(taken)
     assert claim_port(taken) == taken  # closed now: free again
     assert claim_port(None) > 0
+
+
+def test_runtime_folders_are_private_and_refused_when_someone_else_owns_them(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from core.private_dir import UnsafeDirectory, foreign_dir, private_dir
+
+    made = private_dir(tmp_path / "ecrm-1000")
+    assert stat.S_IMODE(made.stat().st_mode) == 0o700
+    loose = tmp_path / "loose"
+    loose.mkdir(mode=0o777)
+    loose.chmod(0o777)
+    assert stat.S_IMODE(private_dir(loose).stat().st_mode) == 0o700  # our own folder: tightened
+    link = tmp_path / "link"
+    link.symlink_to(made)
+    with pytest.raises(UnsafeDirectory, match="is a symbolic link"):
+        private_dir(link)
+    other = tmp_path / "planted"
+    other.mkdir(mode=0o777)
+    if os.getuid() == 0:
+        os.chown(other, 65534, 65534)  # as another user would have planted it
+    else:
+        other = Path("/")  # owned by root, not by this user
+    with pytest.raises(UnsafeDirectory, match=r"belongs to user id \d+, not to this user"):
+        private_dir(other, "the runtime folder")
+    assert foreign_dir(other) is not None and foreign_dir(made) is None and foreign_dir(tmp_path / "none") is None
+
+
+def test_a_state_file_in_someone_elses_folder_is_not_trusted(tmp_path: Path) -> None:
+    import os
+
+    planted = tmp_path / "run"
+    planted.mkdir()
+    env = {"ECRM_RUNTIME_DIR": str(planted)}
+    where = {"kafka_bootstrap": "127.0.0.1:1", "redis_url": "redis://127.0.0.1:1/0", "api_url": "http://127.0.0.1:1"}
+    state = runstate.RunState(pid=os.getpid(), events_topic="e", dlq_topic="d", key_prefix="p", **where)
+    assert runstate.write_state(state, env) is not None and runstate.read_state(env) == state
+    if os.getuid() == 0:
+        os.chown(planted, 65534, 65534)  # as another user would have planted it
+    else:
+        env = {"ECRM_RUNTIME_DIR": "/"}  # owned by root, not by this user
+    assert runstate.read_state(env) is None
