@@ -135,6 +135,12 @@ class ProfileStore:
             cart_lines_max=settings.cart_lines_max,
             popular_max=settings.popular_items_max,
             dedupe_max=settings.dedupe_max_per_profile,
+            anonymous_ttl_ms=int(settings.anonymous_ttl_days * _DAY_MS),
+            trending_max=settings.trending_items_max,
+            shared_period_ms=int(settings.shared_period_hours * _HOUR_MS),
+            shared_per_visitor=settings.shared_items_per_visitor,
+            shared_per_client=settings.shared_items_per_client,
+            catalogue_only=not settings.serve_uncatalogued,
         )
         self.cluster = settings.redis_cluster
         self._apply = client.register_script(SOURCE)
