@@ -19,7 +19,7 @@ from analytics.fit import ModelFitError, check_enough, fit_purchases, fit_spend
 from analytics.rules import SegmentRules
 from analytics.rules_file import RulesSource
 from analytics.settings import AnalyticsSettings
-from analytics.snapshot import Models, ProfileRow, Snapshot, build_snapshot, fit_input
+from analytics.snapshot import Models, ProfileRow, Snapshot, build_snapshot, customers_only, fit_input
 from analytics.state import AnalyticsState
 from analytics.store import AnalyticsStore
 from core import metrics
@@ -73,7 +73,7 @@ def fit_models(buyers: Sequence[ProfileRow], cfg: AnalyticsSettings, now: int) -
 
 def compute(rows: Sequence[ProfileRow], rules: SegmentRules, cfg: AnalyticsSettings, now: int) -> Snapshot:
     """Everything a refresh computes from the rows it read."""
-    models = fit_models([row for row in rows if row.is_buyer], cfg, now)
+    models = fit_models([row for row in customers_only(rows) if row.is_buyer], cfg, now)
     return build_snapshot(rows, rules, models, now)
 
 

@@ -446,6 +446,19 @@ class ProfileStore:
             flags = await self.client.smismember(self.keys.out_of_stock, items)
         return {item for item, flag in zip(items, flags, strict=True) if flag}
 
+    async def not_in_catalogue(self, items: list[str]) -> set[str]:
+        """Items the catalogue does not hold, once it holds any (an empty catalogue: none). One round trip."""
+        if not items:
+            return set()
+        with redis_errors("reading the catalogue"):
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.scard(self.keys.catalogue)
+                pipe.smismember(self.keys.catalogue, items)
+                size, flags = await pipe.execute()
+        if not size:
+            return set()
+        return {item for item, flag in zip(items, flags, strict=True) if not flag}
+
     async def request_context(self, pid: str, whole_stock: bool) -> tuple[RequestContext, frozenset[str] | int]:
         """Everything a recommendation request needs of a profile and the out-of-stock set, in one round trip:
         the set's items (``whole_stock``) or only their count."""
