@@ -30,6 +30,9 @@ from core.settings import Settings
 log = logging.getLogger(__name__)
 
 
+ERASURE_CLOCK_MARGIN_MS = 60_000  # erasures this long before a refresh began count as during it (clock skew)
+
+
 class Outcome(StrEnum):
     REFRESHED = "refreshed"
     NOT_DUE = "not due"
@@ -117,6 +120,7 @@ class Refresher:
         started = time.perf_counter()
         rules = self.rules.current(force=True)
         now = self.clock()
+        started = now_ms()  # the erasures' clock (the wall clock), whatever ``clock`` says
         rows = [row async for batch in self.store.scan_profiles(self.cfg.analytics_scan_count) for row in batch]
         snap = await asyncio.to_thread(compute, rows, rules, self.cfg, now)
         keep_s = self.cfg.analytics_snapshot_keep_s
@@ -127,6 +131,13 @@ class Refresher:
         if not await self.store.publish(state, token, keep_s):
             log.warning("analytics refresh not published: the lock expired meanwhile")
             return RefreshResult(Outcome.LOCK_LOST)
+        # An erasure while this refresh ran may have read its profiles before they were deleted: their rows leave
+        # the published snapshot now (an erasure after this point removes them itself).
+        erased = await self.store.erased_since(started - ERASURE_CLOCK_MARGIN_MS)
+        if erased:
+            removed = await self.store.forget_rows(erased)
+            if removed:
+                log.info("analytics refresh: %d row(s) of profiles erased meanwhile removed", removed)
         observe(state)
         log.info(RefreshResult(Outcome.REFRESHED, state).message)
         return RefreshResult(Outcome.REFRESHED, state)

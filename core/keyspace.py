@@ -40,7 +40,7 @@ promotion and an analytics publication. On a single node the tags change nothing
 | ``{p}:{g}:profiles`` | zset | profile id (``c:``/``a:`` form) -> last seen (ms) |
 | ``{p}:{g}:trending:{era}`` | zset | item -> forward-decayed popularity for that era's landmark |
 | ``{p}:{g}:popular`` | zset | item -> all-time weight |
-| ``{p}:{g}:shared:{n}`` | hash | browsers' bounds in period ``n``: ``v|<pid>|<item>``, ``c|<client>|<item>`` -> weight counted |
+| ``{p}:{g}:shared:{n}`` | hash | browsers' bounds, period ``n``: ``v|pid|item``, ``c|client|item`` -> weight |
 | ``{p}:{g}:catalogue`` | set | item ids |
 | ``{p}:{g}:out_of_stock`` | set | item ids the catalogue marks as not in stock |
 | ``{p}:{g}:category:{C}`` | set | item ids of a category |

@@ -113,6 +113,17 @@ class ScoredItem:
     score: float
 
 
+LOG_ERASE_CHUNK = 10_000  # training-log entries read per round trip by an erasure
+
+
+@dataclass(frozen=True, slots=True)
+class Erased:
+    """What an erasure deleted: the profile ids (the customer first), the training-log entries."""
+
+    pids: list[str]
+    log_entries: int
+
+
 class ProfileStore:
     """Profiles, catalogue and popularity in Redis (key layout: :mod:`core.keyspace`)."""
 
@@ -317,9 +328,14 @@ class ProfileStore:
     # ----- erasure -----
 
     async def forget(self, customer_id: str, now: int | None = None) -> list[str]:
+        """:meth:`erase`, returning the profile ids erased (the customer first)."""
+        return (await self.erase(customer_id, now)).pids
+
+    async def erase(self, customer_id: str, now: int | None = None) -> Erased:
         """Erase a customer and the visitors who logged in as them: profiles, login links, de-duplication markers.
         A tombstone per profile keeps their older events, replayed from Kafka, from coming back, and tells training
-        and analytics to skip them. Returns the profile ids erased (the customer first)."""
+        and analytics to skip them; their training-log entries are deleted. Returns the profile ids erased (the
+        customer first) and the training-log entries deleted."""
         now = now or now_ms()
         tombstone_ms = int(self.settings.erasure_tombstone_days * _DAY_MS)
         if self.cluster:
@@ -330,7 +346,25 @@ class ProfileStore:
         with redis_errors(f"erasing the lists served to customer {customer_id!r}"):
             for pid in pids:  # one slot each
                 await self.client.delete(self.keys.served(pid), self.keys.campaigns(pid))
-        return [str(p) for p in pids]
+        erased = [str(p) for p in pids]
+        return Erased(erased, await self.forget_logged(erased))
+
+    async def forget_logged(self, pids: list[str]) -> int:
+        """Delete the training-log entries of ``pids`` (the stream read in chunks, theirs deleted; their events
+        stopped applying with the tombstones, so none comes after). Returns the entries deleted."""
+        wanted = set(pids)
+        key = self.keys.interactions
+        deleted = 0
+        start = "-"
+        while True:
+            with redis_errors("erasing training-log entries"):
+                rows = await self.client.xrange(key, min=start, count=LOG_ERASE_CHUNK)
+                ids = [entry for entry, fields in rows if fields.get("p") in wanted]
+                if ids:
+                    deleted += int(await self.client.xdel(key, *ids))
+            if len(rows) < LOG_ERASE_CHUNK:
+                return deleted
+            start = "(" + rows[-1][0]
 
     async def _forget_at_once(self, customer_id: str, now: int, tombstone_ms: int) -> list[ProfileId]:
         """One node: the customer, their visitors and the indexes in one script (forget.lua)."""

@@ -141,8 +141,13 @@ async def test_erasure_removes_everything_and_replays_stay_out(store: ProfileSto
     ]  # fmt: skip
     await apply(store, old)
     settings = store.settings
-    pids, _ = await erase(settings, "gone")
+    logged_before = await store.client.xlen(store.keys.interactions)
+    pids, _, logged = await erase(settings, "gone")
     assert pids == ["c:gone", "a:v1"]
+    # the training log's entries of the customer and their visitor are deleted, not only skipped (issue 18)
+    assert logged == 2 and await store.client.xlen(store.keys.interactions) == logged_before - 2
+    stream = await store.client.xrange(store.keys.interactions)
+    assert {fields["p"] for _, fields in stream} == {"c:stays"}
     keys = store.keys
     for pid in pids:
         assert not any([await store.client.exists(k) for k in keys.profile_keys(pid)]), pid
@@ -185,8 +190,48 @@ async def test_erasure_reaches_the_segment_snapshot(settings: Settings) -> None:
         return out
 
     assert "c:k3" in await exported()
-    pids, rows = await erase(settings, "k3")
+    pids, rows, _ = await erase(settings, "k3")
     assert rows == 1 and "c:k3" not in await exported() and "c:k2" in await exported()
+    await store.client.aclose()
+
+
+async def test_a_refresh_running_during_an_erasure_brings_no_row_back(settings: Settings) -> None:
+    """Issue 18: the refresh read the customer before the erasure deleted them; its snapshot, published after the
+    erasure, does not list them (nor does the snapshot it replaced)."""
+    from analytics.refresh import make_refresher
+    from analytics.settings import AnalyticsSettings
+
+    store = ProfileStore(connect(settings), settings)
+    events = [ev("purchase", i, T0 + i, customer_id=f"r{i}", order_id=f"o{i}", currency="EUR",
+                 lines=[{"item_id": "a", "quantity": 1, "unit_price": 5.0 + i}]) for i in range(6)]  # fmt: skip
+    await apply(store, events)
+    cfg = AnalyticsSettings(analytics_min_customers=1000, analytics_scan_count=10)
+    first = make_refresher(settings, cfg)
+    assert (await first.refresh(force=True)).state is not None
+    await first.store.client.aclose()
+    refresher = make_refresher(settings, cfg)
+    scan = refresher.store.scan_profiles
+    erased: list[int] = []
+
+    async def scan_then_erase(count: int = 1000) -> Any:
+        async for batch in scan(count):
+            yield batch
+            if not erased:  # every row read, the customer among them, before the erasure ends
+                rows = [r async for b in scan(count) for r in b]
+                assert "c:r3" in {r.pid for r in rows}
+                erased.append((await erase(settings, "r3"))[1])
+
+    refresher.store.scan_profiles = scan_then_erase  # type: ignore[method-assign]
+    result = await refresher.refresh(force=True)
+    assert result.state is not None and erased == [1]  # the erasure removed the row of the snapshot then current
+    analytics = refresher.store
+    state = await analytics.state()
+    assert state is not None and state.snapshot_id == result.state.snapshot_id
+    listed: set[str] = set()
+    for index in range(len(state.segments)):
+        listed |= {row["profile_id"] for row in await analytics.members(state.snapshot_id, index, 0, 1000)}
+    assert "c:r3" not in listed and "c:r2" in listed
+    await refresher.store.client.aclose()
     await store.client.aclose()
 
 

@@ -144,6 +144,11 @@ def test_which_events_count_for_which_campaign() -> None:
     assert outcome.clicked and outcome.attribution_ms == 7 * 86_400_000
     assert campaign_outcomes(_event("click", inside, recommendation_id="abc"), campaigns) == ()  # type: ignore[arg-type]
     assert campaign_outcomes(_event("click", outside, recommendation_id=tagged_id("a", c.name)), campaigns) == ()  # type: ignore[arg-type]
+    # conversions only from purchases the shop's server confirmed: a browser's (collect) purchase converts nothing
+    bought = _event("purchase", inside)
+    for source in ("server", "admin", "open", "direct"):
+        assert len(campaign_outcomes(bought, campaigns, source)) == 1  # type: ignore[arg-type]
+    assert campaign_outcomes(bought, campaigns, "collect") == ()  # type: ignore[arg-type]
 
 
 def test_counters_parse_per_variant() -> None:

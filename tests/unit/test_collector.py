@@ -37,3 +37,26 @@ def test_the_response_status() -> None:
     assert response_status(0, [too_big, {**too_big, "index": 1}]) == 413
     assert response_status(0, [too_big, invalid]) == 422
     assert response_status(0, [invalid]) == 422
+
+
+def test_a_browsers_purchase_has_few_lines_and_its_sender_a_client_digest() -> None:
+    """Issue 18: a collect key's purchase is capped at ECRM_COLLECT_MAX_LINES lines (422 naming the setting); a
+    server key's is not; a collect key's events carry a digest of the sender's address, other keys' none."""
+    from api.auth import Caller
+    from api.collector import client_of
+    from core.scopes import Scope
+
+    limits = EventLimits(now=datetime(2026, 11, 23, 12, 0, tzinfo=UTC), collect_max_lines=3)
+    lines = [{"item_id": f"i{k}", "quantity": 1, "unit_price": 1.0} for k in range(4)]
+    buy = {"type": "purchase", "event_id": "p", "timestamp": "2026-11-23T10:00:00Z", "anonymous_id": "v",
+           "order_id": "o", "currency": "EUR", "lines": lines}  # fmt: skip
+    browser = Caller(Scope.COLLECT, "collect", "client:203.0.113.9")
+    shop = Caller(Scope.SERVER, "server", "key:1")
+    records, errors = validate_batch([buy, {**buy, "lines": lines[:3]}], browser, limits)
+    assert len(records) == 1 and [(e["index"], e["field"], e["status"]) for e in errors] == [(0, "lines", 422)]
+    assert "ECRM_COLLECT_MAX_LINES" in errors[0]["reason"]
+    assert len(validate_batch([buy], shop, limits)[0]) == 1
+    digest = client_of(browser)
+    assert digest is not None and len(digest) == 16 and "203.0.113.9" not in digest
+    assert client_of(Caller(Scope.COLLECT, "collect", "client:203.0.113.10")) != digest
+    assert client_of(shop) is None
