@@ -15,7 +15,7 @@ over in the visitor's slot (mode ``handoff``, :func:`build_handoffs`).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -78,9 +78,12 @@ class ScriptParams:
     catalogue_only: bool = True  # once the catalogue has items, only they enter popular and trending
 
 
+clock: Callable[[], float] = time.time  # the period's clock (a test replaying history day by day sets its own)
+
+
 def shared_period(params: ScriptParams, now_ms: float | None = None) -> int:
     """The current period of the browsers' bounds on shared state (by the clock: a browser chooses no period)."""
-    return int((time.time() * 1000 if now_ms is None else now_ms) // params.shared_period_ms)
+    return int((clock() * 1000 if now_ms is None else now_ms) // params.shared_period_ms)
 
 
 def needed_lookups(plans: Sequence[Plan], cluster: bool = False) -> tuple[list[str], list[str]]:

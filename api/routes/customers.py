@@ -56,7 +56,10 @@ async def forget(customer_id: str, store: StoreDep, analytics: AnalyticsDep, _: 
     erased = await store.erase(customer_id)
     rows = await analytics.store.forget_rows(erased.pids)
     return Erasure(
-        customer_id=customer_id, erased_profiles=erased.pids, snapshot_rows=rows, training_log_entries=erased.log_entries
+        customer_id=customer_id,
+        erased_profiles=erased.pids,
+        snapshot_rows=rows,
+        training_log_entries=erased.log_entries,
     )
 
 
