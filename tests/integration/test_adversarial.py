@@ -8,7 +8,7 @@ browses as an anonymous visitor (``collect``, one network address each) and buys
 visitor's last item is held out to judge the recommender.
 
 The attacker sends 100 of the heaviest requests a collect key may (500 events each, from one address): forged
-purchases (as real customers' logged-in visitors and as new ids, the most lines a browser may send, on the items
+purchases (as their own logged-in account's browser and as new ids, the most lines a browser may send, on the items
 just below the top ten and on junk ids), floods of one item by one id, thousands of new ids with the longest ids
 allowed, forged campaign clicks. Rate limits are set out of the way: this tests the bounds of shared state.
 
@@ -158,8 +158,9 @@ async def apply_history(
     monkeypatch.undo()
 
 
-def attack_requests(campaign_tag: str, popular: list[str], visitors: list[str], rare: str) -> list[list[dict]]:
-    """The attacker's 100 requests, 500 events each, four kinds."""
+def attack_requests(popular: list[str], visitor: str, rare: str) -> list[list[dict[str, Any]]]:
+    """The attacker's 100 requests, 500 events each, four kinds; ``visitor``: the attacker's own visitor id, logged
+    in to their own customer account (the shop's server linked it)."""
     now = now_ms()
     below_top = popular[10:30]  # the items an attacker would push into the top ten
     requests: list[list[dict[str, Any]]] = []
@@ -170,7 +171,7 @@ def attack_requests(campaign_tag: str, popular: list[str], visitors: list[str], 
             eid = f"atk-{r}-{k}-{uuid.uuid4().hex[:6]}"
             ts = now - k
             if kind == 0:  # forged purchases: a real customer's logged-in visitor, or a new id; 20 lines each
-                who = visitors[k % len(visitors)] if k % 2 == 0 else f"buyer-{r}-{k}"
+                who = visitor if k % 2 == 0 else f"buyer-{r}-{k}"
                 lines = [{"item_id": it, "quantity": 100, "unit_price": 9_999.0} for it in below_top[:10]]
                 lines += [{"item_id": f"junk-{r}-{k}-{j}", "quantity": 100, "unit_price": 9_999.0} for j in range(10)]
                 batch.append({"type": "purchase", "event_id": eid, "timestamp": ts, "anonymous_id": who,
@@ -189,17 +190,21 @@ def attack_requests(campaign_tag: str, popular: list[str], visitors: list[str], 
                 item = below_top[k % len(below_top)] if k % 2 == 0 else f"junk-item-{r}-{k}".ljust(200, "j")
                 batch.append({"type": "add_to_cart", "event_id": eid, "timestamp": ts, "anonymous_id": who,
                               "item_id": item, "session_id": who, "quantity": 1})  # fmt: skip
-            else:  # forged campaign clicks, as real customers' visitors
-                batch.append({"type": "recommendation_click", "event_id": eid, "timestamp": ts,
-                              "anonymous_id": visitors[k % len(visitors)], "item_id": below_top[k % 10],
-                              "recommendation_id": tagged_id(f"forged{k}", "exp")})  # fmt: skip
+            else:  # forged campaign clicks, as the attacker's logged-in browser and as new ids
+                who = visitor if k % 2 == 0 else f"clicker-{r}-{k}"
+                forged = tagged_id(f"forged{k}", "exp")
+                batch.append({"type": "recommendation_click", "event_id": eid, "timestamp": ts, "anonymous_id": who,
+                              "item_id": below_top[k % 10], "recommendation_id": forged})  # fmt: skip
         requests.append(batch)
-    assert campaign_tag
     return requests
 
 
-def holdout_ndcg(log: Interactions, truth: dict[str, str]) -> float:
-    """NDCG@10 of the held-out items of the real visitors, by a model trained on ``log`` (the engine's defaults)."""
+SEEDS = (0, 1, 2, 3, 4)  # NDCG@10 is averaged over factor seeds: one fit's seed moves it more than 2% by itself
+
+
+def holdout_ndcg(log: Interactions, truth: dict[str, str]) -> list[float]:
+    """NDCG@10 of the held-out items of the real visitors, by models trained on ``log`` (the engine's defaults, one
+    per seed)."""
     import numpy as np
 
     users = {u: n for n, u in enumerate(log.user_ids)}
@@ -212,7 +217,7 @@ def holdout_ndcg(log: Interactions, truth: dict[str, str]) -> float:
         test_items=np.array([i for _, i in judged], dtype=np.int64),
         skipped_users=0,
     )
-    return holdout_metrics(Engine(RecommenderConfig()).fit(log), split)["ndcg@10"]
+    return [holdout_metrics(Engine(RecommenderConfig(random_state=seed)).fit(log), split)["ndcg@10"] for seed in SEEDS]
 
 
 def used_memory(client: redis.Redis) -> int:
@@ -268,6 +273,10 @@ async def test_a_collect_key_moves_nothing_that_everyone_sees(
     sync = connect_sync(s, decode_responses=True)
     store = ProfileStore(connect(s), s)
     history, truth, _ = shop_events(datasets / "taobao_user_behavior_sample.csv")
+    # the attacker has an account of their own: the shop's server logged their browser in once
+    login = {"type": "page_view", "event_id": "login-mallory", "timestamp": now_ms() - 3_600_000,
+             "customer_id": "mallory", "anonymous_id": "mallory-device"}  # fmt: skip
+    history.append((login, "server", None))
     started = time.perf_counter()
     await apply_history(store, history, monkeypatch)
     customers = sorted({f"c:{e['customer_id']}" for e, _, _ in history if e.get("customer_id")})
@@ -275,7 +284,7 @@ async def test_a_collect_key_moves_nothing_that_everyone_sees(
     assert len(customers) >= 700 and len(truth) >= 300
 
     async with app_client(s) as (app, client):
-        for pid in customers[:200]:  # the campaign's exposures: 200 customers get a list
+        for pid in ["c:mallory", *customers[:200]]:  # the campaign's exposures: the attacker and 200 customers
             got = await client.get(f"/v1/customers/{pid[2:]}/recommendations", headers=SERVER)
             assert got.status_code == 200 and got.json()["campaign"] == "exp"
         await app.state.recs.drain()
@@ -284,6 +293,7 @@ async def test_a_collect_key_moves_nothing_that_everyone_sees(
         popular = [p.item_id for p in await store.popular(40)]
         top_popular = popular[:10]
         top_trending = [t.item_id for t in await store.trending(10)]
+        trending_all = {t.item_id: t.score for t in await store.trending(100_000)}
         popular_scores = {p.item_id: p.score for p in await store.popular(100_000)}
         money_before = money(sync, keys, customers)
         clock = now_ms()
@@ -295,7 +305,7 @@ async def test_a_collect_key_moves_nothing_that_everyone_sees(
         setup_s = time.perf_counter() - started
 
         worker_factory(s)
-        attack = attack_requests("exp", popular, visitors[:100], rare)
+        attack = attack_requests(popular, "mallory-device", rare)
         accepted = 0
         for batch in attack:
             body = orjson.dumps(batch)
@@ -318,7 +328,8 @@ async def test_a_collect_key_moves_nothing_that_everyone_sees(
     money_after = money(sync, keys, customers)
     rfm_after = await rfm_rows(s, clock)
     log_after = read_interactions(connect_sync(s), keys)
-    ndcg_before, ndcg_after = holdout_ndcg(log_before, truth), holdout_ndcg(log_after, truth)
+    ndcg_seeds_before, ndcg_seeds_after = holdout_ndcg(log_before, truth), holdout_ndcg(log_after, truth)
+    ndcg_before, ndcg_after = sum(ndcg_seeds_before) / len(SEEDS), sum(ndcg_seeds_after) / len(SEEDS)
     await store.client.aclose()
 
     moved = {i: popular_after.get(i, 0.0) - popular_scores.get(i, 0.0) for i in popular_after}
@@ -331,8 +342,11 @@ async def test_a_collect_key_moves_nothing_that_everyone_sees(
         "customers": len(customers),
         "history_events": len(history),
         "attack_events_accepted": accepted,
-        "top10_popular_changed": top_popular != top_popular_after,
-        "top10_trending_changed": top_trending != top_trending_after,
+        "top10_popular_positions_changed": sum(a != b for a, b in zip(top_popular, top_popular_after, strict=True)),
+        "top10_popular_items_replaced": len(set(top_popular) - set(top_popular_after)),
+        "top10_trending_positions_changed": sum(a != b for a, b in zip(top_trending, top_trending_after, strict=True)),
+        "top10_trending_items_replaced": len(set(top_trending) - set(top_trending_after)),
+        "popular_10th_score_before": popular_scores[top_popular[-1]],
         "items_whose_popularity_moved": len(moved),
         "largest_popularity_gain": round(max(moved.values(), default=0.0), 3),
         "junk_items_in_popular": sum(1 for i in popular_after if i.startswith("junk")),
@@ -342,14 +356,23 @@ async def test_a_collect_key_moves_nothing_that_everyone_sees(
         "memory_per_request_bytes": round(per_request),
         "holdout_ndcg10_without_attack": round(ndcg_before, 6),
         "holdout_ndcg10_with_attack": round(ndcg_after, 6),
+        "holdout_ndcg10_per_seed_without": ndcg_seeds_before,
+        "holdout_ndcg10_per_seed_with": ndcg_seeds_after,
         "holdout_users": len(truth),
         "setup_s": round(setup_s, 1),
     }
     print("\nadversarial figures:", orjson.dumps(figures, option=orjson.OPT_INDENT_2).decode())
 
-    assert top_popular_after == top_popular and top_trending_after == top_trending
-    # one address weighs like one visitor: at most the heaviest event's weight per item, on catalogue items only
-    assert max(moved.values(), default=0.0) <= max(s.event_weights.values()) + 1e-6
+    # One address weighs like one visitor: at most the heaviest event's weight per item, on catalogue items only.
+    # So the top ten can change only where the real visitors' own scores are within one visitor of each other: an
+    # item enters the top ten only if one real visitor more would have put it there.
+    one_visitor = max(s.event_weights.values())
+    assert max(moved.values(), default=0.0) <= one_visitor + 1e-6
+    tenth = popular_scores[top_popular[-1]]
+    assert all(popular_scores.get(i, 0.0) + one_visitor >= tenth for i in top_popular_after), top_popular_after
+    tenth = trending_all[top_trending[-1]]
+    # (trending is read decayed to now: the attack's events, a minute old, weigh at most one visitor's weight)
+    assert all(trending_all.get(i, 0.0) + one_visitor * 1.01 >= tenth for i in top_trending_after), top_trending_after
     assert figures["junk_items_in_popular"] == 0 and not any(i.startswith("junk") for i in top_trending_after)
     assert revenue_changed == [] and rfm_changed == [] and len(rfm_after) == len(rfm_before)
     # no conversion, order or revenue from the attack (forged clicks are the click rule's, counted apart)
