@@ -385,7 +385,8 @@ def check_keyspace(r: redis.Redis, settings: Settings, model: Model) -> None:
             assert key in categories, key
         else:
             rest = rest.removeprefix("{g}:")  # every global key is in the global slot
-            assert rest in single or rest.startswith(("trending:", "an:", "model:")), key  # analytics, models
+            # analytics, models, the browsers' per-period bounds
+            assert rest in single or rest.startswith(("trending:", "an:", "model:", "shared:")), key
 
 
 # ----- the test -----
