@@ -149,6 +149,8 @@ def test_which_events_count_for_which_campaign() -> None:
     for source in ("server", "admin", "open", "direct"):
         assert len(campaign_outcomes(bought, campaigns, source)) == 1  # type: ignore[arg-type]
     assert campaign_outcomes(bought, campaigns, "collect") == ()  # type: ignore[arg-type]
+    report = effect_report("purchase", [Arm("control", 0.5), Arm("b", 0.5)], "control", 10)
+    assert "server" in report["counting"]["conversions"] and "collect" in report["counting"]["conversions"]
 
 
 def test_counters_parse_per_variant() -> None:
