@@ -37,7 +37,12 @@ class Erasure(BaseModel):
     model_config = {
         "json_schema_extra": {
             "examples": [
-                {"customer_id": "cust-00000", "erased_profiles": ["c:cust-00000", "a:anon-00001"], "snapshot_rows": 1}
+                {
+                    "customer_id": "cust-00000",
+                    "erased_profiles": ["c:cust-00000", "a:anon-00001"],
+                    "snapshot_rows": 1,
+                    "training_log_entries": 12,
+                }
             ]
         }
     }
