@@ -305,6 +305,7 @@ async def test_a_collect_key_moves_nothing_that_everyone_sees(
         setup_s = time.perf_counter() - started
 
         worker_factory(s)
+        attack_started = time.perf_counter()
         attack = attack_requests(popular, "mallory-device", rare)
         accepted = 0
         for batch in attack:
@@ -320,6 +321,7 @@ async def test_a_collect_key_moves_nothing_that_everyone_sees(
             what="the worker to apply the attack",
         )
 
+        attack_s = time.perf_counter() - attack_started
         report_after = await campaign_store.counters("exp")
     memory_after = used_memory(sync)
     popular_after = {p.item_id: p.score for p in await store.popular(100_000)}
@@ -328,7 +330,9 @@ async def test_a_collect_key_moves_nothing_that_everyone_sees(
     money_after = money(sync, keys, customers)
     rfm_after = await rfm_rows(s, clock)
     log_after = read_interactions(connect_sync(s), keys)
+    judged = time.perf_counter()
     ndcg_seeds_before, ndcg_seeds_after = holdout_ndcg(log_before, truth), holdout_ndcg(log_after, truth)
+    judge_s = time.perf_counter() - judged
     ndcg_before, ndcg_after = sum(ndcg_seeds_before) / len(SEEDS), sum(ndcg_seeds_after) / len(SEEDS)
     await store.client.aclose()
 
@@ -360,6 +364,8 @@ async def test_a_collect_key_moves_nothing_that_everyone_sees(
         "holdout_ndcg10_per_seed_with": ndcg_seeds_after,
         "holdout_users": len(truth),
         "setup_s": round(setup_s, 1),
+        "attack_sent_and_applied_s": round(attack_s, 1),
+        "models_s": round(judge_s, 1),
     }
     print("\nadversarial figures:", orjson.dumps(figures, option=orjson.OPT_INDENT_2).decode())
 
