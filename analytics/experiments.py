@@ -230,6 +230,13 @@ def verdict(goal: str, arms: Sequence[Arm], comparisons: Sequence[dict[str, Any]
     return "no significant difference"
 
 
+# What the counters count, stated in every report (issue 18).
+COUNTING_RULES = {
+    "conversions": "orders, revenue and converters count only purchases the shop's server confirmed (a server or "
+    "admin key, or an importer); a purchase a browser reports with the collect key converts nothing",
+}
+
+
 def effect_report(goal: str, arms: Sequence[Arm], control: str, min_customers: int) -> dict[str, Any]:
     """Per variant the counts and rates; each variant against ``control``; the split check; the verdict."""
     by_name = {a.name: a for a in arms}
@@ -246,4 +253,5 @@ def effect_report(goal: str, arms: Sequence[Arm], control: str, min_customers: i
         "confidence": 1 - ALPHA,
         "significance": f"p < {ALPHA} / {max(1, len(comparisons))} comparisons (Bonferroni)",
         "verdict": verdict(goal, arms, comparisons, srm, min_customers),
+        "counting": dict(COUNTING_RULES),
     }

@@ -19,7 +19,7 @@ from analytics.fit import ModelFitError, check_enough, fit_purchases, fit_spend
 from analytics.rules import SegmentRules
 from analytics.rules_file import RulesSource
 from analytics.settings import AnalyticsSettings
-from analytics.snapshot import Models, ProfileRow, Snapshot, build_snapshot, fit_input
+from analytics.snapshot import Models, ProfileRow, Snapshot, build_snapshot, customers_only, fit_input
 from analytics.state import AnalyticsState
 from analytics.store import AnalyticsStore
 from core import metrics
@@ -28,6 +28,9 @@ from core.redis import connect
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+ERASURE_CLOCK_MARGIN_MS = 60_000  # erasures this long before a refresh began count as during it (clock skew)
 
 
 class Outcome(StrEnum):
@@ -73,7 +76,7 @@ def fit_models(buyers: Sequence[ProfileRow], cfg: AnalyticsSettings, now: int) -
 
 def compute(rows: Sequence[ProfileRow], rules: SegmentRules, cfg: AnalyticsSettings, now: int) -> Snapshot:
     """Everything a refresh computes from the rows it read."""
-    models = fit_models([row for row in rows if row.is_buyer], cfg, now)
+    models = fit_models([row for row in customers_only(rows) if row.is_buyer], cfg, now)
     return build_snapshot(rows, rules, models, now)
 
 
@@ -117,6 +120,7 @@ class Refresher:
         started = time.perf_counter()
         rules = self.rules.current(force=True)
         now = self.clock()
+        started = now_ms()  # the erasures' clock (the wall clock), whatever ``clock`` says
         rows = [row async for batch in self.store.scan_profiles(self.cfg.analytics_scan_count) for row in batch]
         snap = await asyncio.to_thread(compute, rows, rules, self.cfg, now)
         keep_s = self.cfg.analytics_snapshot_keep_s
@@ -127,6 +131,13 @@ class Refresher:
         if not await self.store.publish(state, token, keep_s):
             log.warning("analytics refresh not published: the lock expired meanwhile")
             return RefreshResult(Outcome.LOCK_LOST)
+        # An erasure while this refresh ran may have read its profiles before they were deleted: their rows leave
+        # the published snapshot now (an erasure after this point removes them itself).
+        erased = await self.store.erased_since(started - ERASURE_CLOCK_MARGIN_MS)
+        if erased:
+            removed = await self.store.forget_rows(erased)
+            if removed:
+                log.info("analytics refresh: %d row(s) of profiles erased meanwhile removed", removed)
         observe(state)
         log.info(RefreshResult(Outcome.REFRESHED, state).message)
         return RefreshResult(Outcome.REFRESHED, state)

@@ -139,6 +139,12 @@ def prospect_row(row: ProfileRow, rules: SegmentRules) -> dict[str, Any]:
     return {**_ids(row.pid), "segment": rules.non_buyers.name, **_engagement(row)}
 
 
+def customers_only(rows: Sequence[ProfileRow]) -> list[ProfileRow]:
+    """The rows of known customers (``c:`` profiles): RFM cut-offs, segments, exports and the lifetime-value model
+    are about customers, never about anonymous visitors (pure)."""
+    return [row for row in rows if row.pid.startswith("c:")]
+
+
 def population_breakpoints(rows: Iterable[ProfileRow]) -> Breakpoints | None:
     """The quintile breakpoints of the buyers among ``rows`` (None without buyers)."""
     buyers = [row.raw_rfm() for row in rows if row.is_buyer]
@@ -146,15 +152,18 @@ def population_breakpoints(rows: Iterable[ProfileRow]) -> Breakpoints | None:
 
 
 def build_snapshot(rows: Sequence[ProfileRow], rules: SegmentRules, models: Models, now_ms: int) -> Snapshot:
-    """Score every buyer against the quintiles of all buyers in ``rows``, and put every profile in a segment.
+    """Score every buyer among the customers against the quintiles of all buyers among them, and put every
+    customer in a segment. Anonymous visitors are not customers: they are counted in ``profiles`` but neither
+    move the cut-offs nor appear in segments or exports (:func:`customers_only`).
 
     Buyers are listed by revenue (highest first), non-buyers by last visit (latest first), ties by profile id.
     """
+    profiles = len(rows)
+    rows = customers_only(rows)
     bp = population_breakpoints(rows)
     grouped: dict[str, list[tuple[ProfileRow, dict[str, Any]]]] = defaultdict(list)
-    profiles = scored = 0
+    scored = 0
     for row in rows:
-        profiles += 1
         if row.is_buyer and bp is not None:
             scored += 1
             out = buyer_row(row, bp, models, rules, now_ms)

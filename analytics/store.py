@@ -162,23 +162,39 @@ class AnalyticsStore:
                 await self.client.zrem(self.keys.profiles, *gone)
 
     async def forget_rows(self, pids: list[str]) -> int:
-        """Remove erased profiles' rows from the current segment snapshot (exports in progress skip them).
-        Returns the rows removed."""
+        """Remove erased profiles' rows from every segment snapshot: the current one, the previous one kept for
+        exports in progress, and one a refresh is writing (its publication removes them again:
+        :meth:`erased_since`). Returns the rows removed."""
         state = await self.state()
-        if state is None:
-            return 0
+        sids = {state.snapshot_id: len(state.segments)} if state is not None else {}
+        prefix = self.keys.snapshot("")
+        with redis_errors("listing the segment snapshots"):
+            async for key in self.client.scan_iter(match=f"{prefix}*", count=1000):
+                sid = key[len(prefix) :]
+                if ":" not in sid and sid not in sids:
+                    meta = await self.snapshot_meta(sid)
+                    if meta is not None:
+                        sids[sid] = len(meta.get("segments", []))
         wanted = set(pids)
         removed = 0
-        for index in range(len(state.segments)):
-            key = self.keys.snapshot_members(state.snapshot_id, index)
-            with redis_errors("erasing rows of a segment snapshot"):
-                rows = await self.client.lrange(key, 0, -1)
-                for raw in rows:
-                    if orjson.loads(raw).get("profile_id") in wanted:
-                        removed += int(await self.client.lrem(key, 0, raw))
-        if removed:
-            await self._resize_snapshot(state.snapshot_id, len(state.segments))
+        for sid, segments in sids.items():
+            here = 0
+            for index in range(segments):
+                key = self.keys.snapshot_members(sid, index)
+                with redis_errors("erasing rows of a segment snapshot"):
+                    rows = await self.client.lrange(key, 0, -1)
+                    for raw in rows:
+                        if orjson.loads(raw).get("profile_id") in wanted:
+                            here += int(await self.client.lrem(key, 0, raw))
+            if here:
+                await self._resize_snapshot(sid, segments)
+            removed += here
         return removed
+
+    async def erased_since(self, since_ms: int) -> list[str]:
+        """The profiles erased at or after ``since_ms`` (the erasures index)."""
+        with redis_errors("reading the erasures"):
+            return list(await self.client.zrangebyscore(self.keys.erasures, since_ms, "+inf"))
 
     async def _resize_snapshot(self, sid: str, segments: int) -> None:
         meta = await self.snapshot_meta(sid)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -27,8 +28,11 @@ from api.ratelimit import EntryLimits
 from core import metrics
 from core.errors import BadRequest, BrokerUnavailable, PayloadTooLarge
 from core.kafka import broker_errors
+from core.scopes import claim_refusal
 from core.settings import Settings
 from schemas.events import EventLimits, EventTooLarge, InvalidEvent, encode_event
+
+DEFAULT_LIMITS = EventLimits()
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +110,11 @@ def validate_typed(
                 errors.append({"index": index, "event_id": exc.event_id, **err.as_dict(), "status": status})
             continue
         refusal = event_refusal(event, sender) if sender is not None else None
+        if refusal is None and sender is not None:
+            refusal = claim_refusal(event, sender.source, (limits or DEFAULT_LIMITS).collect_max_lines)
+            if refusal is not None:
+                errors.append({"index": index, "event_id": event.event_id, **refusal.as_dict(), "status": 422})
+                continue
         if refusal is not None:
             errors.append({"index": index, "event_id": event.event_id, **refusal.as_dict(), "status": 403})
             continue
@@ -146,6 +155,15 @@ RECONNECT_FIRST_S = 0.2
 RECONNECT_MAX_S = 2.0
 FIRST_ATTEMPT_S = 5.0
 PRODUCER_REQUEST_TIMEOUT_MS = 5_000
+
+
+def client_of(sender: Caller) -> str | None:
+    """The ``client`` header of a collect key's events: a digest of what the rate limit counts the sender by (its
+    network address), so the worker counts a browser's events in shared state at most once per client and item
+    (docs/tracker.md); None for other keys (pure)."""
+    if sender.source != "collect":
+        return None
+    return hashlib.blake2b(sender.rate_key.encode(), digest_size=8, person=b"ecrm-client").hexdigest()
 
 
 class Collector:
@@ -231,7 +249,7 @@ class Collector:
         records, errors, types = screened.records, screened.errors, screened.types
         metrics.EVENTS_REJECTED.inc(len(batch) - len(records))
         if records:
-            await self._produce(records, sender.source)  # a failure is counted by api/errors.py
+            await self._produce(records, sender.source, client_of(sender))  # a failure is counted by api/errors.py
             for event_type in types:  # counted once the broker acknowledged them
                 metrics.EVENTS_COLLECTED.labels(event_type).inc()
         return CollectResult(accepted=len(records), errors=errors, retry_after_s=screened.retry_after_s)
@@ -295,14 +313,16 @@ class Collector:
         for envelope in envelopes:
             log.info("dead-lettered at the collector %s: %s", envelope["event_id"], envelope["reason"])
 
-    async def _produce(self, records: list[tuple[str, bytes]], source: str) -> None:
-        """Produce with the sender's ``source`` header and wait for every delivery, within the budget:
-        BrokerUnavailable otherwise."""
+    async def _produce(self, records: list[tuple[str, bytes]], source: str, client: str | None = None) -> None:
+        """Produce with the sender's ``source`` header (and ``client`` for a collect key) and wait for every
+        delivery, within the budget: BrokerUnavailable otherwise."""
         producer = self.producer
         topic = self.settings.events_topic
         if producer is None:
             raise BrokerUnavailable(f"not connected to Kafka at {self.settings.kafka_bootstrap} yet (retrying)")
         headers = [("source", source.encode())]
+        if client is not None:
+            headers.append(("client", client.encode()))
         budget = self.settings.api_produce_timeout_s
         with broker_errors(f"could not produce to {topic!r} within {budget}s"):
             async with asyncio.timeout(budget):

@@ -540,7 +540,8 @@ class RecommendationService:
         self, chain: Chain, categories: list[str], mode: str = "engine", stock: Stock | None = None
     ) -> None:
         """The popularity steps, then out-of-stock removal (refilled once); ``stock``: the out-of-stock items read
-        with the profile, when they were (else the store is asked about the list's items)."""
+        with the profile, when they were (else the store is asked about the list's items). Items not in the
+        catalogue go too once the catalogue has items (unless ``ECRM_SERVE_UNCATALOGUED``)."""
         for _ in range(2):
             if not chain.full:
                 await self._popular_steps(chain, categories, mode)
@@ -548,6 +549,8 @@ class RecommendationService:
             oos = stock.among(ids) if stock is not None else None
             if oos is None:
                 oos = await self.store.out_of_stock(ids)
+            if not self.settings.serve_uncatalogued:  # once there is a catalogue, only its items are served
+                oos = oos | await self.store.not_in_catalogue(ids)
             chain.items = [r for r in chain.items if r.item_id not in oos]
             if not oos:
                 return

@@ -40,6 +40,7 @@ promotion and an analytics publication. On a single node the tags change nothing
 | ``{p}:{g}:profiles`` | zset | profile id (``c:``/``a:`` form) -> last seen (ms) |
 | ``{p}:{g}:trending:{era}`` | zset | item -> forward-decayed popularity for that era's landmark |
 | ``{p}:{g}:popular`` | zset | item -> all-time weight |
+| ``{p}:{g}:shared:{n}`` | hash | browsers' bounds, period ``n``: ``v|pid|item``, ``c|client|item`` -> weight |
 | ``{p}:{g}:catalogue`` | set | item ids |
 | ``{p}:{g}:out_of_stock`` | set | item ids the catalogue marks as not in stock |
 | ``{p}:{g}:category:{C}`` | set | item ids of a category |
@@ -295,6 +296,11 @@ class Keys:
     @property
     def popular(self) -> str:
         return f"{self._g}:popular"
+
+    def shared_counts(self, period: int) -> str:
+        """What browsers' (collect) events counted in shared state during ``period`` (per visitor and per client:
+        items and weights), for the per-period bounds (expires two periods on)."""
+        return f"{self._g}:shared:{period}"
 
     @property
     def interactions(self) -> str:

@@ -106,6 +106,40 @@ class Settings(BaseSettings):
     profile_categories_max: int = Field(100, ge=1, description="Category affinities kept per profile (strongest)")
     cart_lines_max: int = Field(100, ge=1, description="Cart lines per profile: an add beyond it is refused")
     popular_items_max: int = Field(100_000, ge=100, description="Items kept in the all-time popularity ranking")
+    anonymous_ttl_days: float = Field(
+        30.0,
+        ge=0,
+        description="An anonymous visitor's profile (one who never logged in) expires after this many days without "
+        "events (0: ECRM_PROFILE_TTL_DAYS applies); a login merges it into the customer's, which keeps the longer TTL",
+    )
+
+    # What a browser may influence (issue 18): collect-key events are claims about that visitor only
+    collect_max_lines: int = Field(
+        20, ge=1, le=1000, description="Most lines of a purchase sent with a collect key (more is refused, 422)"
+    )
+    shared_period_hours: float = Field(
+        24.0,
+        gt=0,
+        description="The period over which a browser's (collect) events count at most once per visitor and item in "
+        "trending, popular and the training log",
+    )
+    shared_items_per_visitor: int = Field(
+        50, ge=1, description="Distinct items a visitor's collect events may count for in shared state per period"
+    )
+    shared_items_per_client: int = Field(
+        200,
+        ge=1,
+        description="Distinct items the collect events of one client (network address) may count for in shared "
+        "state per period, whatever visitor ids it sends; each item at most once per client and period",
+    )
+    trending_items_max: int = Field(
+        10_000, ge=100, description="Items kept in each trending era's ranking (the lowest trimmed)"
+    )
+    serve_uncatalogued: bool = Field(
+        False,
+        description="Serve items that are not in the catalogue even once the catalogue has items (off: only "
+        "catalogue items are served, and only they enter popular and trending)",
+    )
     erasure_tombstone_days: float = Field(
         400.0, gt=0, description="How long an erased profile's older events are refused on replay (>= Kafka retention)"
     )
@@ -301,7 +335,10 @@ class Settings(BaseSettings):
     def event_limits(self) -> EventLimits:
         """The schema's limits as configured (the clock's now)."""
         return EventLimits(
-            max_future_s=self.max_future_s, floor=self.timestamp_floor, max_event_bytes=self.max_event_bytes
+            max_future_s=self.max_future_s,
+            floor=self.timestamp_floor,
+            max_event_bytes=self.max_event_bytes,
+            collect_max_lines=self.collect_max_lines,
         )
 
 

@@ -15,7 +15,9 @@
 --       (ms), 3 recent items kept, 4 affinity half-life (ms), 5 trending half-life (ms), 6 half-lives per trending
 --       era, 7 training log max length, 8 profile TTL (ms, 0: none), 9 items kept per profile, 10 categories kept
 --       per profile, 11 cart lines per profile, 12 popular items kept, 13 mode, 14 global keys (JSON object),
---       15 event ids kept per profile's de-duplication set (single node)
+--       15 event ids kept per profile's de-duplication set (single node), 16 anonymous profile TTL (ms, 0: none),
+--       17 items kept per trending era, 18 period of the browsers' bounds (ms), 19 items per visitor and period,
+--       20 items per client and period, 21 '1': once the catalogue has items, only they enter popular and trending
 --
 -- A plan's target profile was resolved by the caller from what it read (a visitor's alias, an item's category,
 -- tombstones in other slots). Each plan first checks that what was read still holds where it is in this slot;
@@ -38,6 +40,12 @@ local cats_max = tonumber(ARGV[10])
 local cart_max = tonumber(ARGV[11])
 local popular_max = tonumber(ARGV[12])
 local dedupe_max = tonumber(ARGV[15])
+local anon_ttl = tonumber(ARGV[16])
+local trending_max = tonumber(ARGV[17])
+local shared_ms = tonumber(ARGV[18])
+local per_visitor = tonumber(ARGV[19])
+local per_client = tonumber(ARGV[20])
+local catalogue_only = ARGV[21] == '1'
 local MAX_INT = 9007199254740991  -- 2^53 - 1: counters and cart quantities stay exact
 
 local function num(x) return string.format('%.17g', x) end
@@ -60,6 +68,8 @@ end
 -- The global effects of the plan being applied, in order (numbers as exact strings):
 --   {'z', pid, ts} profiles index, {'r', pid} out of it, {'x', pid, item, w, ts} training log,
 --   {'t', item, trending of the era, of the next, increment of each, w} trending and popular,
+--   {'b', pid, client, item, w, trending of the era, of the next, era factor of each, ts} a browser's interaction:
+--   the training log, trending and popular, within the per-period bounds of its visitor and client,
 --   {'c', campaign, field, delta, 1: a float}, (trending and campaign keys by their name in the map ARGV[14]),
 --   {'k', item, in stock 0/1, old category, new category} catalogue sets.
 local G = {}
@@ -145,10 +155,12 @@ local function trim_categories(b)
   for i = math.floor(cats_max * 0.9) + 1, #rows do redis.call('HDEL', pk(b, AFF), rows[i][1]) end
 end
 
-local function keep_alive(b, extra)
-  if profile_ttl <= 0 then return end
-  for which = HASH, SESS do redis.call('PEXPIRE', pk(b, which), profile_ttl) end
-  for _, k in ipairs(extra or {}) do redis.call('PEXPIRE', KEYS[k], profile_ttl) end
+local function keep_alive(b, extra, anonymous)
+  local t = profile_ttl
+  if anonymous then t = anon_ttl end
+  if t <= 0 then return end
+  for which = HASH, SESS do redis.call('PEXPIRE', pk(b, which), t) end
+  for _, k in ipairs(extra or {}) do redis.call('PEXPIRE', KEYS[k], t) end
 end
 
 -- ----- effects -----
@@ -295,14 +307,19 @@ local function apply(u)
       hmax(pk(b, ITEMS_TS), item, ts)
       if w ~= 0 then
         redis.call('HINCRBYFLOAT', pk(b, ITEMS), item, num(w))
-        emit({'x', pid, item, num(w), int(ts)})
+        if not u.bd then emit({'x', pid, item, num(w), int(ts)}) end
       end
       if w > 0 then
         if cat == '' and ik > 0 then cat = redis.call('HGET', KEYS[ik], 'category') or '' end
         if cat ~= '' then add_affinity(b, cat, w, ts) end
-        add_trending(item, w, ts, era, tr1, tr2)
+        if u.bd then
+          emit({'b', pid, u.bd, item, num(w), tr1, tr2, num(math.pow(2, (ts - era * era_ms) / tr_h)),
+                num(math.pow(2, (ts - (era + 1) * era_ms) / tr_h)), int(ts)})
+        else
+          add_trending(item, w, ts, era, tr1, tr2)
+        end
       end
-      if u.order then hmax(pk(b, BOUGHT), item, ts) end
+      if u.bo then hmax(pk(b, BOUGHT), item, ts) end
     end
     redis.call('ZREMRANGEBYRANK', pk(b, RECENT), 0, -(recent_max + 1))
     trim_by_time(b, ITEMS_TS, ITEMS, items_max)
@@ -325,7 +342,7 @@ local function apply(u)
     hmin(h, 'first_purchase', ts)
     hmax(h, 'last_purchase', ts)
   end
-  keep_alive(b, u.alive)
+  keep_alive(b, u.alive, u.an)
 end
 
 -- ----- campaigns (docs/campaigns.md): outcomes for the variant recorded in the profile -----

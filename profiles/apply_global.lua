@@ -1,11 +1,75 @@
 -- The global part of applying update plans (after apply.lua): the operations a plan records for keys across
 -- profiles (trending, popular, the training log, the profiles index, counters, campaign counters, catalogue sets),
 -- all in the global slot. Keys by name through the map GK (ARGV[14]): profiles, popular, interactions, applied,
--- logged, catalogue, out_of_stock, offsets, 'tr:<era>', 'cat:<category>', 'camp:<campaign>'.
+-- logged, catalogue, out_of_stock, offsets, 'tr:<era>', 'cat:<category>', 'camp:<campaign>', 'shared' (this period's
+-- bounds of browsers' events).
 
 local logged = 0  -- interactions written to the training log by this call
 local popular_touched = false
 local touched_eras = {}
+local shared_touched = false
+local catalogue_size = nil
+
+-- May the item enter popular and trending? Once the catalogue has items, only catalogue items do (ARGV[21]).
+local function listed(item)
+  if not catalogue_only then return true end
+  if catalogue_size == nil then catalogue_size = redis.call('SCARD', KEYS[GK.catalogue]) end
+  return catalogue_size == 0 or redis.call('SISMEMBER', KEYS[GK.catalogue], item) == 1
+end
+
+-- How much of weight w a browser's event may still add for `who` ('v|<profile>' or 'c|<client>') and the item in
+-- this period: up to the highest weight of its events for the item (a view, then a cart add, then a purchase of
+-- one item count like the purchase alone), for at most cap distinct items. Returns the allowance and whether the
+-- item would be new for `who`.
+local function allowance(who, item, w, cap)
+  local sk = KEYS[GK.shared]
+  local cur = tonumber(redis.call('HGET', sk, who .. '|' .. item))
+  if cur then return math.max(0, w - cur), false end
+  if (tonumber(redis.call('HGET', sk, who)) or 0) >= cap then return 0, false end
+  return w, true
+end
+
+local function counted(who, item, inc, new)
+  local sk = KEYS[GK.shared]
+  redis.call('HINCRBYFLOAT', sk, who .. '|' .. item, num(inc))
+  if new then redis.call('HINCRBY', sk, who, 1) end
+end
+
+local function log_interaction(pid, item, w, ts)
+  redis.call('XADD', KEYS[GK.interactions], 'MAXLEN', '~', maxlen, '*', 'p', pid, 'i', item, 'w', w, 't', ts)
+  logged = logged + 1
+end
+
+local function add_popularity(item, t1, t2, inc1, inc2, w)
+  redis.call('ZINCRBY', KEYS[t1], inc1, item)
+  redis.call('ZINCRBY', KEYS[t2], inc2, item)
+  touched_eras[t1] = true
+  touched_eras[t2] = true
+  redis.call('ZINCRBY', KEYS[GK.popular], w, item)
+  popular_touched = true
+end
+
+-- A browser's interaction (op 'b', apply.lua): counted within its visitor's and its client's bounds; an item not
+-- in the catalogue (once there is one) does not count at all.
+local function bounded_op(op)
+  local pid, client, item, w = op[2], op[3], op[4], tonumber(op[5])
+  if not listed(item) then return end
+  local v = 'v|' .. pid
+  local inc, newv = allowance(v, item, w, per_visitor)
+  local c, newc = nil, false
+  if client ~= '' and inc > 0 then
+    c = 'c|' .. client
+    local incc
+    incc, newc = allowance(c, item, w, per_client)
+    inc = math.min(inc, incc)
+  end
+  if inc <= 0 then return end
+  counted(v, item, inc, newv)
+  if c then counted(c, item, inc, newc) end
+  shared_touched = true
+  log_interaction(pid, item, num(inc), op[10])
+  add_popularity(item, GK[op[6]], GK[op[7]], num(inc * tonumber(op[8])), num(inc * tonumber(op[9])), num(inc))
+end
 
 local function global_op(op)
   local kind = op[1]
@@ -14,17 +78,11 @@ local function global_op(op)
   elseif kind == 'r' then
     redis.call('ZREM', KEYS[GK.profiles], op[2])
   elseif kind == 'x' then
-    redis.call('XADD', KEYS[GK.interactions], 'MAXLEN', '~', maxlen, '*', 'p', op[2], 'i', op[3], 'w', op[4],
-      't', op[5])
-    logged = logged + 1
+    log_interaction(op[2], op[3], op[4], op[5])
   elseif kind == 't' then
-    local t1, t2 = GK[op[3]], GK[op[4]]
-    redis.call('ZINCRBY', KEYS[t1], op[5], op[2])
-    redis.call('ZINCRBY', KEYS[t2], op[6], op[2])
-    touched_eras[t1] = true
-    touched_eras[t2] = true
-    redis.call('ZINCRBY', KEYS[GK.popular], op[7], op[2])
-    popular_touched = true
+    if listed(op[2]) then add_popularity(op[2], GK[op[3]], GK[op[4]], op[5], op[6], op[7]) end
+  elseif kind == 'b' then
+    bounded_op(op)
   elseif kind == 'c' then
     local sk = KEYS[GK['camp:' .. op[2]]]
     if op[5] == 1 then redis.call('HINCRBYFLOAT', sk, op[3], op[4]) else redis.call('HINCRBY', sk, op[3], op[4]) end
@@ -74,7 +132,13 @@ end
 
 -- After the records: expiries of the trending eras, the bound of the popular ranking, the counters.
 local function global_finish(applied)
-  for key, _ in pairs(touched_eras) do redis.call('PEXPIRE', KEYS[key], string.format('%d', era_ms * 3)) end
+  for key, _ in pairs(touched_eras) do
+    redis.call('PEXPIRE', KEYS[key], string.format('%d', era_ms * 3))
+    if redis.call('ZCARD', KEYS[key]) > trending_max * 1.1 then
+      redis.call('ZREMRANGEBYRANK', KEYS[key], 0, -(trending_max + 1))
+    end
+  end
+  if shared_touched then redis.call('PEXPIRE', KEYS[GK.shared], string.format('%d', shared_ms * 2)) end
   if popular_touched and redis.call('ZCARD', KEYS[GK.popular]) > popular_max * 1.1 then
     redis.call('ZREMRANGEBYRANK', KEYS[GK.popular], 0, -(popular_max + 1))
   end

@@ -14,7 +14,8 @@ over in the visitor's slot (mode ``handoff``, :func:`build_handoffs`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -69,6 +70,20 @@ class ScriptParams:
     cart_lines_max: int = 100
     popular_max: int = 100_000
     dedupe_max: int = 10_000  # event ids kept per profile's de-duplication set (single node)
+    anonymous_ttl_ms: int = 0  # an anonymous visitor's profile (0: profile_ttl_ms)
+    trending_max: int = 10_000  # items kept per trending era
+    shared_period_ms: int = 86_400_000  # browsers' events count once per visitor, client and item per period ...
+    shared_per_visitor: int = 50  # ... for at most this many items per visitor
+    shared_per_client: int = 200  # ... and per client
+    catalogue_only: bool = True  # once the catalogue has items, only they enter popular and trending
+
+
+clock: Callable[[], float] = time.time  # the period's clock (a test replaying history day by day sets its own)
+
+
+def shared_period(params: ScriptParams, now_ms: float | None = None) -> int:
+    """The current period of the browsers' bounds on shared state (by the clock: a browser chooses no period)."""
+    return int((clock() * 1000 if now_ms is None else now_ms) // params.shared_period_ms)
 
 
 def needed_lookups(plans: Sequence[Plan], cluster: bool = False) -> tuple[list[str], list[str]]:
@@ -163,6 +178,12 @@ def _args(wire: str, params: ScriptParams, mode: str, gk: Mapping[str, int]) -> 
         mode,
         orjson.dumps(gk).decode() if gk else "{}",
         params.dedupe_max,
+        params.anonymous_ttl_ms or params.profile_ttl_ms,
+        params.trending_max,
+        params.shared_period_ms,
+        params.shared_per_visitor,
+        params.shared_per_client,
+        1 if params.catalogue_only else 0,
     ]
 
 
@@ -191,6 +212,10 @@ def build_globals(records: Sequence[str], keys: Keys, params: ScriptParams) -> t
             if op[0] == "t":
                 for name in (op[2], op[3]):
                     table.named(name, keys.trending(int(name[3:])))
+            elif op[0] == "b":
+                table.named(op[5], keys.trending(int(op[5][3:])))
+                table.named(op[6], keys.trending(int(op[6][3:])))
+                table.named("shared", keys.shared_counts(shared_period(params)))
             elif op[0] == "c":
                 table.named(f"camp:{op[1]}", keys.campaign_stats(op[1]))
             elif op[0] == "k":
@@ -239,7 +264,16 @@ class _Context:
         assert own is not None
         target = target_of(plan, found)
         here = own == target or not self.cluster  # the own profile's keys are in this call's slot
-        out: dict[str, Any] = {"t": plan.type, "ts": plan.ts}
+        # a browser's purchase is counted apart from the orders: it is a claim
+        out: dict[str, Any] = {"t": plan.type if plan.trusted or not plan.bought else "claimed_purchase", "ts": plan.ts}
+        if target.kind == "a":
+            out["an"] = 1  # an anonymous visitor's profile: its shorter TTL
+        if plan.bought and (plan.trusted or target.kind == "a"):
+            out["bo"] = 1  # the lines are the profile's bought items (a browser's claim: only a visitor's own)
+        if not plan.trusted:  # a browser's claim: bounded in shared state, per visitor and per client
+            out["bd"] = plan.client or ""
+            if not self.cluster:
+                self.table.named("shared", keys.shared_counts(shared_period(self.params)))
         if self.cluster:  # a marker key of its own, to hold the event's global record
             out["seen"] = table.index(keys.seen(target, plan.source, plan.event_id))  # in the plan's slot
         else:  # a member of the profile's de-duplication set

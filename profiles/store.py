@@ -113,6 +113,17 @@ class ScoredItem:
     score: float
 
 
+LOG_ERASE_CHUNK = 10_000  # training-log entries read per round trip by an erasure
+
+
+@dataclass(frozen=True, slots=True)
+class Erased:
+    """What an erasure deleted: the profile ids (the customer first), the training-log entries."""
+
+    pids: list[str]
+    log_entries: int
+
+
 class ProfileStore:
     """Profiles, catalogue and popularity in Redis (key layout: :mod:`core.keyspace`)."""
 
@@ -135,6 +146,12 @@ class ProfileStore:
             cart_lines_max=settings.cart_lines_max,
             popular_max=settings.popular_items_max,
             dedupe_max=settings.dedupe_max_per_profile,
+            anonymous_ttl_ms=int(settings.anonymous_ttl_days * _DAY_MS),
+            trending_max=settings.trending_items_max,
+            shared_period_ms=int(settings.shared_period_hours * _HOUR_MS),
+            shared_per_visitor=settings.shared_items_per_visitor,
+            shared_per_client=settings.shared_items_per_client,
+            catalogue_only=not settings.serve_uncatalogued,
         )
         self.cluster = settings.redis_cluster
         self._apply = client.register_script(SOURCE)
@@ -311,9 +328,14 @@ class ProfileStore:
     # ----- erasure -----
 
     async def forget(self, customer_id: str, now: int | None = None) -> list[str]:
+        """:meth:`erase`, returning the profile ids erased (the customer first)."""
+        return (await self.erase(customer_id, now)).pids
+
+    async def erase(self, customer_id: str, now: int | None = None) -> Erased:
         """Erase a customer and the visitors who logged in as them: profiles, login links, de-duplication markers.
         A tombstone per profile keeps their older events, replayed from Kafka, from coming back, and tells training
-        and analytics to skip them. Returns the profile ids erased (the customer first)."""
+        and analytics to skip them; their training-log entries are deleted. Returns the profile ids erased (the
+        customer first) and the training-log entries deleted."""
         now = now or now_ms()
         tombstone_ms = int(self.settings.erasure_tombstone_days * _DAY_MS)
         if self.cluster:
@@ -324,7 +346,25 @@ class ProfileStore:
         with redis_errors(f"erasing the lists served to customer {customer_id!r}"):
             for pid in pids:  # one slot each
                 await self.client.delete(self.keys.served(pid), self.keys.campaigns(pid))
-        return [str(p) for p in pids]
+        erased = [str(p) for p in pids]
+        return Erased(erased, await self.forget_logged(erased))
+
+    async def forget_logged(self, pids: list[str]) -> int:
+        """Delete the training-log entries of ``pids`` (the stream read in chunks, theirs deleted; their events
+        stopped applying with the tombstones, so none comes after). Returns the entries deleted."""
+        wanted = set(pids)
+        key = self.keys.interactions
+        deleted = 0
+        start = "-"
+        while True:
+            with redis_errors("erasing training-log entries"):
+                rows = await self.client.xrange(key, min=start, count=LOG_ERASE_CHUNK)
+                ids = [entry for entry, fields in rows if fields.get("p") in wanted]
+                if ids:
+                    deleted += int(await self.client.xdel(key, *ids))
+            if len(rows) < LOG_ERASE_CHUNK:
+                return deleted
+            start = "(" + rows[-1][0]
 
     async def _forget_at_once(self, customer_id: str, now: int, tombstone_ms: int) -> list[ProfileId]:
         """One node: the customer, their visitors and the indexes in one script (forget.lua)."""
@@ -439,6 +479,19 @@ class ProfileStore:
         with redis_errors("reading the catalogue"):
             flags = await self.client.smismember(self.keys.out_of_stock, items)
         return {item for item, flag in zip(items, flags, strict=True) if flag}
+
+    async def not_in_catalogue(self, items: list[str]) -> set[str]:
+        """Items the catalogue does not hold, once it holds any (an empty catalogue: none). One round trip."""
+        if not items:
+            return set()
+        with redis_errors("reading the catalogue"):
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.scard(self.keys.catalogue)
+                pipe.smismember(self.keys.catalogue, items)
+                size, flags = await pipe.execute()
+        if not size:
+            return set()
+        return {item for item, flag in zip(items, flags, strict=True) if not flag}
 
     async def request_context(self, pid: str, whole_stock: bool) -> tuple[RequestContext, frozenset[str] | int]:
         """Everything a recommendation request needs of a profile and the out-of-stock set, in one round trip:

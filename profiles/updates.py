@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from core.keyspace import ProfileId
+from core.scopes import trusted
 from schemas.events import (
     AddToCart,
     Behaviour,
@@ -81,6 +82,12 @@ class Plan:
     catalogue: CatalogueUpdate | None = None
     source: str = DIRECT
     campaigns: tuple[CampaignOutcome, ...] = ()
+    # A browser's claim (a ``collect`` source) is not a fact: no order or revenue (``revenue`` None), a purchase
+    # marks the items bought only in an anonymous visitor's own profile, and its weight in trending, popular and
+    # the training log is bounded per visitor and per ``client`` (the collector's digest of the sender's address).
+    trusted: bool = True
+    bought: bool = False  # a purchase: its lines are the visitor's bought items
+    client: str | None = None
 
 
 def profile_of(event: Behaviour) -> ProfileId:
@@ -96,15 +103,19 @@ def plan_update(
     weights: Mapping[str, float],
     source: str = DIRECT,
     campaigns: tuple[CampaignOutcome, ...] = (),
+    client: str | None = None,
 ) -> Plan:
     """The effects of one event from ``source``, with interactions weighted by ``weights`` (event type -> weight),
-    counting for ``campaigns`` (the running campaigns it may count for: see ``stream.processing``)."""
+    counting for ``campaigns`` (the running campaigns it may count for: see ``stream.processing``). A purchase adds
+    an order and revenue only from a trusted source (:func:`core.scopes.trusted`)."""
     if isinstance(event, Item):
         update = CatalogueUpdate(
             event.item_id, event.title, event.category, event.price, event.in_stock, event.attributes, event.image_url
         )
         return Plan(event.event_id, event.type, event.ts_ms, catalogue=update, source=source, campaigns=campaigns)
     customer = event.customer_id
+    is_fact = trusted(source)
+    bought = isinstance(event, Purchase)
     shape = _SHAPES.get(type(event))
     interactions, cart = shape(event, float(weights.get(event.type, 0.0))) if shape is not None else ((), ())
     return Plan(
@@ -116,9 +127,12 @@ def plan_update(
         session=event.session_id,
         interactions=interactions,
         cart=cart,
-        revenue=round(event.revenue, 6) if isinstance(event, Purchase) else None,
+        revenue=round(event.revenue, 6) if isinstance(event, Purchase) and is_fact else None,
         source=source,
-        campaigns=campaigns,
+        campaigns=campaigns if is_fact else tuple(c for c in campaigns if c.clicked),
+        trusted=is_fact,
+        bought=bought,
+        client=client,
     )
 
 

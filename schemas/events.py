@@ -80,6 +80,7 @@ class EventLimits:
     floor: datetime = DEFAULT_TIMESTAMP_FLOOR
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     now: datetime | None = None
+    collect_max_lines: int = 20  # lines of a purchase sent with a collect key (core.scopes.claim_refusal)
     # Derived once (validation reads them for every event): the floor in epoch milliseconds, the pydantic context.
     floor_ms: float = field(init=False, repr=False, compare=False)
     _context: dict[str, Any] = field(init=False, repr=False, compare=False)

@@ -46,6 +46,15 @@ def source_of(headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None)
     return DIRECT
 
 
+def client_of(headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None) -> str | None:
+    """The ``client`` header of a message (a digest the collector sets for a collect key's events), else None."""
+    pairs = headers.items() if isinstance(headers, Mapping) else headers or []
+    for name, value in pairs:
+        if name == "client" and isinstance(value, bytes) and 0 < len(value) <= 32:
+            return value.decode("ascii", "replace")
+    return None
+
+
 def record_time_ms(timestamp: float | None) -> float | None:
     """Faust's record timestamp (seconds) in milliseconds; None when the broker gave none."""
     return timestamp * 1000.0 if timestamp else None
@@ -115,6 +124,7 @@ def raw_message(message: Message) -> RawMessage:
         message.offset,
         source_of(message.headers),
         record_time_ms(message.timestamp),
+        client_of(message.headers),
     )
 
 

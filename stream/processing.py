@@ -21,7 +21,7 @@ import orjson
 
 from core import metrics
 from core.errors import StoreRefused, StoreUnavailable
-from core.scopes import Scope, scope_refusal
+from core.scopes import Scope, claim_refusal, scope_refusal, trusted
 from core.settings import Settings
 from merchandising.campaign_source import CampaignsSource, campaigns_path
 from merchandising.campaigns import CampaignSet, tag_of
@@ -56,6 +56,7 @@ class RawMessage(NamedTuple):
     offset: int = -1
     source: str = DIRECT  # the ``source`` header: the API key scope that sent it, else a producer of its own
     timestamp_ms: float | None = None  # the record's timestamp (when it was produced), if the broker gave one
+    client: str | None = None  # the ``client`` header: a digest of a collect key's sender (its network address)
 
 
 @dataclass
@@ -123,10 +124,13 @@ def _scope_named(source: str) -> Scope | None:
         return None
 
 
-def campaign_outcomes(event: Behaviour | Item, campaigns: CampaignSet) -> tuple[CampaignOutcome, ...]:
-    """The running campaigns an event may count for (pure): a purchase, for every campaign running at its time
-    (the store counts it for the profile's recorded variant, if any); a recommendation click, for the campaign its
-    ``recommendation_id`` names (:func:`merchandising.campaigns.tagged_id`), carrying the id's digest: the store
+def campaign_outcomes(
+    event: Behaviour | Item, campaigns: CampaignSet, source: str = DIRECT
+) -> tuple[CampaignOutcome, ...]:
+    """The running campaigns an event may count for (pure): a purchase the shop's server confirmed (a trusted
+    ``source``: :func:`core.scopes.trusted`; a browser's claim converts nothing), for every campaign running at its
+    time (the store counts it for the profile's recorded variant, if any); a recommendation click, for the campaign
+    its ``recommendation_id`` names (:func:`merchandising.campaigns.tagged_id`), carrying the id's digest: the store
     counts it only when that list was served to the profile (:func:`profiles.campaigns.served_digest`)."""
     served = ""
     if isinstance(event, RecommendationClick):
@@ -134,7 +138,7 @@ def campaign_outcomes(event: Behaviour | Item, campaigns: CampaignSet) -> tuple[
         if tag is None:
             return ()
         served = served_digest(event.recommendation_id)
-    elif isinstance(event, Purchase):
+    elif isinstance(event, Purchase) and trusted(source):
         tag = None
     else:
         return ()
@@ -212,12 +216,12 @@ class BatchProcessor:
                 dead.append(self._dead_letter(msg, exc.errors, exc.event_id, "validation"))
                 continue
             consumed[event.type] += 1
-            refused = source_refusal(event, msg.source)
+            refused = source_refusal(event, msg.source) or claim_refusal(event, msg.source, limits.collect_max_lines)
             if refused is not None:
                 dead.append(self._dead_letter(msg, [refused], event.event_id, "validation"))
                 continue
-            outcomes = campaign_outcomes(event, campaigns) if campaigns.campaigns else ()
-            batch.plans.append(plan_update(event, weights, msg.source, outcomes))
+            outcomes = campaign_outcomes(event, campaigns, msg.source) if campaigns.campaigns else ()
+            batch.plans.append(plan_update(event, weights, msg.source, outcomes, msg.client))
             batch.plan_msgs.append(msg)
         for event_type, count in consumed.items():
             metrics.EVENTS_CONSUMED.labels(event_type).inc(count)

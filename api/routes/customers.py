@@ -37,24 +37,35 @@ class Erasure(BaseModel):
     model_config = {
         "json_schema_extra": {
             "examples": [
-                {"customer_id": "cust-00000", "erased_profiles": ["c:cust-00000", "a:anon-00001"], "snapshot_rows": 1}
+                {
+                    "customer_id": "cust-00000",
+                    "erased_profiles": ["c:cust-00000", "a:anon-00001"],
+                    "snapshot_rows": 1,
+                    "training_log_entries": 12,
+                }
             ]
         }
     }
 
     customer_id: str
     erased_profiles: list[str] = Field(description="The customer's profile id and those of the visitors who logged in")
-    snapshot_rows: int = Field(description="Rows removed from the current segment snapshot")
+    snapshot_rows: int = Field(description="Rows removed from the segment snapshots")
+    training_log_entries: int = Field(0, description="Entries of the training log deleted")
 
 
 @router.delete("/{customer_id}", response_model=Erasure)
 async def forget(customer_id: str, store: StoreDep, analytics: AnalyticsDep, _: AdminCaller) -> Erasure:
     """Erase a customer (the right to erasure): the profile, the visitors who logged in as them, their rows in the
-    segment snapshot. Training skips their logged interactions; their older events are not applied again when the
+    segment snapshots, their entries of the training log; their older events are not applied again when the
     topic is replayed. Idempotent. The same as ``ecrm forget``."""
-    pids = await store.forget(customer_id)
-    rows = await analytics.store.forget_rows(pids)
-    return Erasure(customer_id=customer_id, erased_profiles=pids, snapshot_rows=rows)
+    erased = await store.erase(customer_id)
+    rows = await analytics.store.forget_rows(erased.pids)
+    return Erasure(
+        customer_id=customer_id,
+        erased_profiles=erased.pids,
+        snapshot_rows=rows,
+        training_log_entries=erased.log_entries,
+    )
 
 
 def with_analytics(profile: dict[str, Any], live: dict[str, Any]) -> dict[str, Any]:

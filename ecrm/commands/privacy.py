@@ -21,20 +21,24 @@ def forget(
     """Erase a customer: their profile, the visitors who logged in as them, their rows in the segment snapshot.
     Training skips their logged interactions, and their older events are not applied again on a replay."""
     try:
-        pids, rows = asyncio.run(erase(get_settings(), customer_id))
+        pids, rows, logged = asyncio.run(erase(get_settings(), customer_id))
     except ServiceUnavailable as exc:
         typer.echo(error_line(exc), err=True)
         raise typer.Exit(2) from exc
     visitors = len(pids) - 1
-    typer.echo(f"erased customer {customer_id!r}: {visitors} visitor profile(s), {rows} segment snapshot row(s)")
+    typer.echo(
+        f"erased customer {customer_id!r}: {visitors} visitor profile(s), {rows} segment snapshot row(s), "
+        f"{logged} training-log entr{'y' if logged == 1 else 'ies'}"
+    )
 
 
-async def erase(settings: Settings, customer_id: str) -> tuple[list[str], int]:
-    """Erase ``customer_id`` everywhere; returns the profile ids erased and the snapshot rows removed."""
+async def erase(settings: Settings, customer_id: str) -> tuple[list[str], int, int]:
+    """Erase ``customer_id`` everywhere; returns the profile ids erased, the snapshot rows and the training-log
+    entries removed."""
     client = connect(settings)
     try:
-        pids = await ProfileStore(client, settings).forget(customer_id)
-        rows = await AnalyticsStore(client, settings.key_prefix).forget_rows(pids)
+        erased = await ProfileStore(client, settings).erase(customer_id)
+        rows = await AnalyticsStore(client, settings.key_prefix).forget_rows(erased.pids)
     finally:
         await client.aclose()
-    return pids, rows
+    return erased.pids, rows, erased.log_entries

@@ -409,7 +409,9 @@ async def test_an_admin_key_erases_a_customer(keyed: Settings) -> None:
         assert (await client.get("/v1/customers/gone/profile", headers=headers("server"))).status_code == 200
         resp = await client.delete("/v1/customers/gone", headers=headers("admin"))
         assert resp.status_code == 200, resp.text
-        assert resp.json() == {"customer_id": "gone", "erased_profiles": ["c:gone"], "snapshot_rows": 0}
+        assert resp.json() == {
+            "customer_id": "gone", "erased_profiles": ["c:gone"], "snapshot_rows": 0, "training_log_entries": 1
+        }  # fmt: skip
         assert (await client.get("/v1/customers/gone/profile", headers=headers("server"))).status_code == 404
         assert (await client.get("/v1/customers/kept/profile", headers=headers("server"))).status_code == 200
     await store.client.aclose()

@@ -13,7 +13,8 @@ kept across examples like Redis is, predicts every outcome:
 * every accepted event is applied once or found a duplicate (same sender, same profile or item, same event id),
   never dead-lettered, never lost: the applied counter and the worker's duplicate counter match the model
   exactly after each example, and nothing more arrives later;
-* each profile's counts, orders and revenue are the model's (for visitors who logged in, summed over the visitor
+* each profile's counts, orders and revenue are the model's (a collect key's purchase adds no order or revenue and
+  counts as ``claimed_purchase``; for visitors who logged in, summed over the visitor
   and the customers they logged in as: which of them an event lands in depends on the order across partitions);
 * no other profile is touched: the profiles index and every key hold only the generated ids, and a bystander
   customer whose id the hostile ids imitate is left exactly as it was;
@@ -304,8 +305,10 @@ class Model:
         self.seen.add(key)
         self.applied += 1
         if not isinstance(event, Item):
-            self.counts.setdefault(str(profile_of(event)), Counter())[event.type] += 1
-            if isinstance(event, Purchase):
+            claimed = isinstance(event, Purchase) and scope == "collect"  # a browser's claim: no order, no money
+            kind = "claimed_purchase" if claimed else event.type
+            self.counts.setdefault(str(profile_of(event)), Counter())[kind] += 1
+            if isinstance(event, Purchase) and not claimed:
                 self.revenue[str(profile_of(event))] += event.revenue
                 self.counts[str(profile_of(event))]["orders"] += 1
         return "applied"
@@ -382,7 +385,8 @@ def check_keyspace(r: redis.Redis, settings: Settings, model: Model) -> None:
             assert key in categories, key
         else:
             rest = rest.removeprefix("{g}:")  # every global key is in the global slot
-            assert rest in single or rest.startswith(("trending:", "an:", "model:")), key  # analytics, models
+            # analytics, models, the browsers' per-period bounds
+            assert rest in single or rest.startswith(("trending:", "an:", "model:", "shared:")), key
 
 
 # ----- the test -----

@@ -141,8 +141,13 @@ async def test_erasure_removes_everything_and_replays_stay_out(store: ProfileSto
     ]  # fmt: skip
     await apply(store, old)
     settings = store.settings
-    pids, _ = await erase(settings, "gone")
+    logged_before = await store.client.xlen(store.keys.interactions)
+    pids, _, logged = await erase(settings, "gone")
     assert pids == ["c:gone", "a:v1"]
+    # the training log's entries of the customer and their visitor are deleted, not only skipped (issue 18)
+    assert logged == 2 and await store.client.xlen(store.keys.interactions) == logged_before - 2
+    stream = await store.client.xrange(store.keys.interactions)
+    assert {fields["p"] for _, fields in stream} == {"c:stays"}
     keys = store.keys
     for pid in pids:
         assert not any([await store.client.exists(k) for k in keys.profile_keys(pid)]), pid
@@ -185,8 +190,48 @@ async def test_erasure_reaches_the_segment_snapshot(settings: Settings) -> None:
         return out
 
     assert "c:k3" in await exported()
-    pids, rows = await erase(settings, "k3")
+    pids, rows, _ = await erase(settings, "k3")
     assert rows == 1 and "c:k3" not in await exported() and "c:k2" in await exported()
+    await store.client.aclose()
+
+
+async def test_a_refresh_running_during_an_erasure_brings_no_row_back(settings: Settings) -> None:
+    """Issue 18: the refresh read the customer before the erasure deleted them; its snapshot, published after the
+    erasure, does not list them (nor does the snapshot it replaced)."""
+    from analytics.refresh import make_refresher
+    from analytics.settings import AnalyticsSettings
+
+    store = ProfileStore(connect(settings), settings)
+    events = [ev("purchase", i, T0 + i, customer_id=f"r{i}", order_id=f"o{i}", currency="EUR",
+                 lines=[{"item_id": "a", "quantity": 1, "unit_price": 5.0 + i}]) for i in range(6)]  # fmt: skip
+    await apply(store, events)
+    cfg = AnalyticsSettings(analytics_min_customers=1000, analytics_scan_count=10)
+    first = make_refresher(settings, cfg)
+    assert (await first.refresh(force=True)).state is not None
+    await first.store.client.aclose()
+    refresher = make_refresher(settings, cfg)
+    scan = refresher.store.scan_profiles
+    erased: list[int] = []
+
+    async def scan_then_erase(count: int = 1000) -> Any:
+        async for batch in scan(count):
+            yield batch
+            if not erased:  # every row read, the customer among them, before the erasure ends
+                rows = [r async for b in scan(count) for r in b]
+                assert "c:r3" in {r.pid for r in rows}
+                erased.append((await erase(settings, "r3"))[1])
+
+    refresher.store.scan_profiles = scan_then_erase  # type: ignore[method-assign]
+    result = await refresher.refresh(force=True)
+    assert result.state is not None and erased == [1]  # the erasure removed the row of the snapshot then current
+    analytics = refresher.store
+    state = await analytics.state()
+    assert state is not None and state.snapshot_id == result.state.snapshot_id
+    listed: set[str] = set()
+    for index in range(len(state.segments)):
+        listed |= {row["profile_id"] for row in await analytics.members(state.snapshot_id, index, 0, 1000)}
+    assert "c:r3" not in listed and "c:r2" in listed
+    await refresher.store.client.aclose()
     await store.client.aclose()
 
 
@@ -213,3 +258,75 @@ async def test_de_duplication_memory_per_profile_is_bounded_and_keeps_the_newest
         assert 0 < ttl <= small.dedupe_ttl_days * 86_400_000
     assert (await store.profile("c:d"))["event_counts"]["page_view"] == 150  # type: ignore[index]
     await store.client.aclose()
+
+
+async def claims(store: ProfileStore, events: list[dict[str, Any]], client: str | None) -> list[Status]:
+    """Apply events as a browser's (collect key) from network address ``client``."""
+    weights = store.settings.event_weights
+    plans = [plan_update(parse_event_obj(e), weights, "collect", (), client) for e in events]
+    return await store.apply_plans(plans)
+
+
+async def test_a_browser_weighs_like_one_visitor_in_shared_state(store: ProfileStore) -> None:
+    """Issue 18: a collect key's events count once per visitor, address and item per period in popular, trending
+    and the training log, for a bounded number of items; its purchases add no money; only catalogue items count
+    once there is a catalogue; a trusted source counts every event."""
+    keys = store.keys
+    now = now_ms()
+    catalogue = [ev("item", f"i{n}", now - 60_000, item_id=f"sku-{n}", title="t", category="k", price=1.0)
+                 for n in range(80)]  # fmt: skip
+    assert await apply(store, catalogue, source="admin") == [APPLIED] * 80
+    flood = [ev("product_view", f"f{n}", now - 1000 + n, anonymous_id="v", item_id="sku-0") for n in range(50)]
+    flood += [ev("add_to_cart", "c1", now, anonymous_id="v", item_id="sku-0", quantity=1)]
+    buy = ev("purchase", "p1", now, anonymous_id="v", order_id="o", currency="EUR",
+             lines=[{"item_id": "sku-0", "quantity": 9, "unit_price": 999.0}])  # fmt: skip
+    assert await claims(store, [*flood, buy], "addr-1") == [APPLIED] * 52
+    assert await store.client.zscore(keys.popular, "sku-0") == 5.0  # the heaviest event's weight, once
+    stream = await store.client.xrange(keys.interactions)
+    assert [(f["p"], f["i"], float(f["w"])) for _, f in stream] == [("a:v", "sku-0", w) for w in (1.0, 2.0, 2.0)]
+    visitor = await store.client.hgetall(keys.profile("a:v"))
+    assert "revenue" not in visitor and "orders" not in visitor and "last_purchase" not in visitor
+    assert visitor["n:claimed_purchase"] == "1" and visitor["n:product_view"] == "50"
+    assert await store.client.hget(keys.bought("a:v"), "sku-0") is not None  # the visitor's own lists know it
+    assert float(await store.client.hget(keys.items("a:v"), "sku-0") or 0) == 50 * 1.0 + 3.0 + 5.0  # unbounded there
+    # a thousand new ids from the same address, and junk ids: the address has counted sku-0 already
+    sybils = [ev("add_to_cart", f"s{n}", now, anonymous_id=f"new-{n}", item_id="sku-0", quantity=1) for n in range(30)]
+    junk = [ev("product_view", f"j{n}", now, anonymous_id=f"new-{n}", item_id=f"junk-{n}") for n in range(30)]
+    assert await claims(store, [*sybils, *junk], "addr-1") == [APPLIED] * 60
+    assert await store.client.zscore(keys.popular, "sku-0") == 5.0
+    assert not [i for i, _ in await store.client.zrange(keys.popular, 0, -1, withscores=True) if i.startswith("junk")]
+    # one visitor counts for at most ECRM_SHARED_ITEMS_PER_VISITOR items, one address for ECRM_SHARED_ITEMS_PER_CLIENT
+    many = [ev("product_view", f"m{n}", now, anonymous_id="w", item_id=f"sku-{n}") for n in range(1, 80)]
+    assert await claims(store, many, "addr-2") == [APPLIED] * 79
+    counted = [i for i in (f"sku-{n}" for n in range(1, 80)) if await store.client.zscore(keys.popular, i)]
+    assert len(counted) == store.settings.shared_items_per_visitor
+    # the shop's server is trusted: each of its events counts, and its purchase is an order
+    served = [ev("product_view", f"t{n}", now, customer_id="c", item_id="sku-79") for n in range(3)]
+    paid = ev("purchase", "tp", now, customer_id="c", order_id="o2", currency="EUR",
+              lines=[{"item_id": "sku-79", "quantity": 1, "unit_price": 10.0}])  # fmt: skip
+    assert await apply(store, [*served, paid], source="server") == [APPLIED] * 4
+    assert await store.client.zscore(keys.popular, "sku-79") == 3.0 + 5.0
+    customer = await store.client.hgetall(keys.profile("c:c"))
+    assert customer["orders"] == "1" and float(customer["revenue"]) == 10.0
+    trending = {t.item_id for t in await store.trending(1000)}
+    assert "sku-0" in trending and not any(i.startswith("junk") for i in trending)
+
+
+async def test_a_logged_in_browser_adds_no_money_to_the_customer(store: ProfileStore) -> None:
+    keys = store.keys
+    now = now_ms()
+    login = ev("page_view", "l", now - 5000, customer_id="k", anonymous_id="dev")
+    paid = ev("purchase", "p0", now - 4000, customer_id="k", order_id="o0", currency="EUR",
+              lines=[{"item_id": "a", "quantity": 1, "unit_price": 10.0}])  # fmt: skip
+    assert await apply(store, [login, paid], source="server") == [APPLIED] * 2
+    before = await store.client.hgetall(keys.profile("c:k"))
+    forged = ev("purchase", "p1", now, anonymous_id="dev", order_id="o1", currency="EUR",
+                lines=[{"item_id": "b", "quantity": 100, "unit_price": 9999.0}])  # fmt: skip
+    view = ev("product_view", "v1", now, anonymous_id="dev", item_id="c")
+    assert await claims(store, [forged, view], "addr-9") == [APPLIED] * 2
+    after = await store.client.hgetall(keys.profile("c:k"))
+    for figure in ("orders", "revenue", "first_purchase", "last_purchase"):
+        assert after[figure] == before[figure], figure
+    assert after["n:claimed_purchase"] == "1" and after["n:product_view"] == "1"  # the signals follow the person
+    assert await store.client.hget(keys.bought("c:k"), "b") is None  # not a customer's bought item
+    assert await store.client.zscore(keys.recent("c:k"), "c") is not None

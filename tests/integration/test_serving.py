@@ -291,3 +291,22 @@ def test_the_registry_keeps_when_a_baseline_began_and_ignores_a_broken_record(se
     assert registry.baseline() is None  # the engine serves: never worse than before
     registry.clear_baseline()
     assert r.get(keys.model_baseline) is None
+
+
+async def test_items_outside_the_catalogue_are_not_served_once_it_has_items(settings: Settings) -> None:
+    """Issue 18: an id someone made up (seen before the catalogue had items, so in the popular ranking) is not
+    served once the catalogue has items, unless ECRM_SERVE_UNCATALOGUED says so; later it does not even enter."""
+    now = now_ms()
+    ghosts = [view(f"fan-{k}", "ghost", now - 5000 + k) for k in range(5)]
+    await load(settings, ghosts)
+    item = {"type": "item", "timestamp": now - 1000, "title": "t", "category": "k", "price": 1.0}
+    await load(settings, [{**item, "event_id": f"i{n}", "item_id": f"sku-{n}"} for n in range(3)])
+    await load(settings, [view("fan-9", "sku-1", now), view("fan-9", "ghost-2", now + 1)])
+    keys = Keys(settings.key_prefix)
+    popular = set(sync_redis(settings).zrange(keys.popular, 0, -1))
+    assert "ghost" in popular and "ghost-2" not in popular  # only catalogue items enter once there is a catalogue
+    for serve, expected in ((False, False), (True, True)):
+        async with api_client(settings.model_copy(update={"serve_uncatalogued": serve})) as client:
+            body = (await client.get("/v1/customers/nobody/recommendations", params={"n": 10})).json()
+            assert ("ghost" in [i["item_id"] for i in body["items"]]) is expected, body
+            assert "sku-1" in [i["item_id"] for i in body["items"]]

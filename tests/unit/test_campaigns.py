@@ -146,6 +146,13 @@ def test_which_events_count_for_which_campaign() -> None:
     assert outcome.served == served_digest(tagged_id("abc", c.name)) and len(outcome.served) == 12
     assert campaign_outcomes(_event("click", inside, recommendation_id="abc"), campaigns) == ()  # type: ignore[arg-type]
     assert campaign_outcomes(_event("click", outside, recommendation_id=tagged_id("a", c.name)), campaigns) == ()  # type: ignore[arg-type]
+    # conversions only from purchases the shop's server confirmed: a browser's (collect) purchase converts nothing
+    bought = _event("purchase", inside)
+    for source in ("server", "admin", "open", "direct"):
+        assert len(campaign_outcomes(bought, campaigns, source)) == 1  # type: ignore[arg-type]
+    assert campaign_outcomes(bought, campaigns, "collect") == ()  # type: ignore[arg-type]
+    report = effect_report("purchase", [Arm("control", 0.5), Arm("b", 0.5)], "control", 10)
+    assert "server" in report["counting"]["conversions"] and "collect" in report["counting"]["conversions"]
 
 
 def test_the_exposure_record_keeps_the_newest_served_ids() -> None:

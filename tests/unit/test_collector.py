@@ -58,3 +58,26 @@ def test_an_entry_refusal_is_dead_lettered_in_the_workers_shape() -> None:
     assert "1.2.3.4" not in str(letter)  # the sender's address is not kept
     odd = entry_dead_letter(["not", "an", "event"], refusal(0, [], "user_agent", "bot", 403), sender, None, 1024)
     assert odd["event_id"] is None and odd["type"] is None and odd["original"] == '["not","an","event"]'
+
+
+def test_a_browsers_purchase_has_few_lines_and_its_sender_a_client_digest() -> None:
+    """Issue 18: a collect key's purchase is capped at ECRM_COLLECT_MAX_LINES lines (422 naming the setting); a
+    server key's is not; a collect key's events carry a digest of the sender's address, other keys' none."""
+    from api.auth import Caller
+    from api.collector import client_of
+    from core.scopes import Scope
+
+    limits = EventLimits(now=datetime(2026, 11, 23, 12, 0, tzinfo=UTC), collect_max_lines=3)
+    lines = [{"item_id": f"i{k}", "quantity": 1, "unit_price": 1.0} for k in range(4)]
+    buy = {"type": "purchase", "event_id": "p", "timestamp": "2026-11-23T10:00:00Z", "anonymous_id": "v",
+           "order_id": "o", "currency": "EUR", "lines": lines}  # fmt: skip
+    browser = Caller(Scope.COLLECT, "collect", "client:203.0.113.9")
+    shop = Caller(Scope.SERVER, "server", "key:1")
+    records, errors = validate_batch([buy, {**buy, "lines": lines[:3]}], browser, limits)
+    assert len(records) == 1 and [(e["index"], e["field"], e["status"]) for e in errors] == [(0, "lines", 422)]
+    assert "ECRM_COLLECT_MAX_LINES" in errors[0]["reason"]
+    assert len(validate_batch([buy], shop, limits)[0]) == 1
+    digest = client_of(browser)
+    assert digest is not None and len(digest) == 16 and "203.0.113.9" not in digest
+    assert client_of(Caller(Scope.COLLECT, "collect", "client:203.0.113.10")) != digest
+    assert client_of(shop) is None

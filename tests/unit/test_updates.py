@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 
 from core.keyspace import ProfileId
-from profiles.updates import CartChange, CatalogueUpdate, Interaction, Plan, decay_factor, decayed_now, plan_update
+from profiles.updates import (
+    CampaignOutcome,
+    CartChange,
+    CatalogueUpdate,
+    Interaction,
+    Plan,
+    decay_factor,
+    decayed_now,
+    plan_update,
+)
 from schemas import parse_event_obj
 from schemas.weights import DEFAULT_EVENT_WEIGHTS
 
@@ -83,3 +92,34 @@ def test_configurable_weights() -> None:
 def test_forward_decay_halves_per_half_life() -> None:
     assert decay_factor(0, 10, 10) == pytest.approx(2.0)
     assert decayed_now(8.0, landmark_ms=0, now_ms=30, half_life_ms=10) == pytest.approx(1.0)
+
+
+PURCHASE = {
+    "type": "purchase",
+    "anonymous_id": "v",
+    "order_id": "o",
+    "currency": "EUR",
+    "lines": [{"item_id": "a", "quantity": 2, "unit_price": 1.25}],
+}
+
+
+@pytest.mark.parametrize("source", ["server", "admin", "open", "direct"])
+def test_a_purchase_from_the_shop_is_an_order(source: str) -> None:
+    p = plan_update(parse_event_obj({"event_id": "e", "timestamp": TS, **PURCHASE}), DEFAULT_EVENT_WEIGHTS, source)
+    assert p.trusted and p.bought and p.revenue == 2.5
+
+
+def test_a_browsers_purchase_is_a_claim_without_money() -> None:
+    """Issue 18: a collect purchase tells the visitor's own profile what they bought, and adds no revenue."""
+    outcome = CampaignOutcome("spring", 86_400_000)
+    clicked = CampaignOutcome("spring", 86_400_000, clicked=True)
+    event = parse_event_obj({"event_id": "e", "timestamp": TS, **PURCHASE})
+    p = plan_update(event, DEFAULT_EVENT_WEIGHTS, "collect", (outcome,), client="c0ffee")
+    assert not p.trusted and p.revenue is None and p.bought and p.client == "c0ffee"
+    assert p.interactions == (Interaction("a", "", 5.0),)
+    assert p.campaigns == ()  # no conversion from a claim
+    click = parse_event_obj({
+        "event_id": "k", "timestamp": TS, "type": "recommendation_click", "anonymous_id": "v", "item_id": "a",
+        "recommendation_id": "r-x",
+    })  # fmt: skip
+    assert plan_update(click, DEFAULT_EVENT_WEIGHTS, "collect", (clicked,)).campaigns == (clicked,)
