@@ -31,10 +31,12 @@ class RunState(BaseModel):
     events_topic: str
     dlq_topic: str
     key_prefix: str
+    erasure_log_file: str = ""  # ecrm up --data-dir: the erasure log file of its data folder (read by ecrm restore)
 
     def addresses(self) -> dict[str, str]:
         """The settings fields that locate the engine (for ``Settings.model_copy(update=...)``)."""
-        return {
+        extra = {"erasure_log_file": self.erasure_log_file} if self.erasure_log_file else {}
+        return extra | {
             "kafka_bootstrap": self.kafka_bootstrap,
             "redis_url": self.redis_url,
             "events_topic": self.events_topic,

@@ -57,6 +57,10 @@ app.command("evaluate")(evaluate_cmd.evaluate)
 from ecrm.commands import privacy  # noqa: E402
 
 app.command("forget")(privacy.forget)
+from ecrm.commands import backup as backup_cmd  # noqa: E402
+
+app.command("backup")(backup_cmd.backup)
+app.command("restore")(backup_cmd.restore)
 from ecrm.commands import rules as rules_cmd  # noqa: E402
 
 app.add_typer(rules_cmd.app, name="rules")

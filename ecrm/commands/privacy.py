@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from analytics.store import AnalyticsStore
+from core import erasure_log
 from core.errors import ServiceUnavailable
 from core.redis import connect
 from core.settings import Settings, get_settings
@@ -33,7 +34,9 @@ async def erase(settings: Settings, customer_id: str) -> tuple[list[str], int]:
     """Erase ``customer_id`` everywhere; returns the profile ids erased and the snapshot rows removed."""
     client = connect(settings)
     try:
-        pids = await ProfileStore(client, settings).forget(customer_id)
+        store = ProfileStore(client, settings)
+        await erasure_log.record(client, store.keys, customer_id, settings.erasure_log_file)  # read by ecrm restore
+        pids = await store.forget(customer_id)
         rows = await AnalyticsStore(client, settings.key_prefix).forget_rows(pids)
     finally:
         await client.aclose()
