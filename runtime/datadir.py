@@ -40,7 +40,7 @@ def engine_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        return version("ecrm")
+        return version("ecrm-engine")
     except PackageNotFoundError:  # pragma: no cover - the project is installed in development
         return "0+unknown"
 
