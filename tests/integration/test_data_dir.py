@@ -135,7 +135,7 @@ def test_a_restart_on_the_data_folder_serves_what_was_there(tmp_path: Path) -> N
         for stop in ("SIGTERM", "SIGKILL"):
             poster = Poster(port, prefix=stop)
             poster.start()
-            wait_for(lambda: len(poster.acked) >= 200, timeout=60, interval=0.05, what="ingest under way")
+            wait_for(lambda p=poster: len(p.acked) >= 200, timeout=60, interval=0.05, what="ingest under way")
             stopped_at = time.monotonic()
             if stop == "SIGTERM":
                 family = children_of(proc.pid) | {proc.pid}
@@ -143,7 +143,7 @@ def test_a_restart_on_the_data_folder_serves_what_was_there(tmp_path: Path) -> N
                 proc.wait(timeout=60)
             else:
                 family = stop_hard(proc)
-            wait_for(lambda: not any(alive(p) for p in family), timeout=30, what="every process to be gone")
+            wait_for(lambda f=family: not any(alive(p) for p in f), timeout=30, what="every process to be gone")
             poster.stop.set()
             poster.join(timeout=10)
             acked = {c: t for c, t in poster.acked.items() if t <= stopped_at}
