@@ -473,4 +473,3 @@ def write_config(path: Path, manifest: Manifest, settings: Settings) -> list[str
             tmp.replace(target)
             written.append(str(target))
     return written
-

@@ -120,9 +120,7 @@ class EmbeddedServer:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def _spawn(
-    name: str, argv: list[str], port: int, workdir: Path, timeout: float, keep: bool = False
-) -> EmbeddedServer:
+def _spawn(name: str, argv: list[str], port: int, workdir: Path, timeout: float, keep: bool = False) -> EmbeddedServer:
     log_path = workdir / f"{name}.log"
     with open(log_path, "wb") as out:
         proc = subprocess.Popen(
@@ -194,9 +192,16 @@ def start_redis(
     ]
     server = _spawn("redis", argv, port, workdir, timeout, keep=data_dir is not None)
     if data_dir is not None:
-        wait_loaded(server, timeout)
+        try:
+            wait_loaded(server, LOAD_TIMEOUT_S)
+        except BaseException:
+            server.stop()
+            raise
     log.info("embedded Redis-compatible server (valkey) on 127.0.0.1:%d", port)
     return server
+
+
+LOAD_TIMEOUT_S = 900.0  # a large append-only file takes a while to load (about 10 s per GB here)
 
 
 def wait_loaded(server: EmbeddedServer, timeout: float) -> None:

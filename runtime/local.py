@@ -102,7 +102,7 @@ class LocalStack:
             pid=os.getpid(),
             kafka_bootstrap=self.settings.kafka_bootstrap,
             redis_url=self.settings.redis_url,
-            api_url=f"http://127.0.0.1:{self.settings.api_port}",
+            api_url=api_base(self.settings),
             events_topic=self.settings.events_topic,
             dlq_topic=self.settings.dlq_topic,
             key_prefix=self.settings.key_prefix,
@@ -161,16 +161,26 @@ def start_stack(
         stack.procs.append(spawn_role(["worker"], settings))
         echo(f"worker started (metrics on http://127.0.0.1:{settings.worker_metrics_port}/metrics)")
         stack.procs.append(spawn_role(["api", "--port", str(settings.api_port)], settings))
-        wait_ready(f"http://127.0.0.1:{settings.api_port}/health/ready", 60.0, stack.procs, worker=True)
-        echo(f"API ready on http://127.0.0.1:{settings.api_port}/docs (the worker is consuming)")
+        wait_ready(f"{api_base(settings)}/health/ready", 60.0, stack.procs, worker=True)
+        echo(f"API ready on {api_base(settings)}/docs (the worker is consuming)")
         if shop_port:
-            stack.shop = start_demo_shop(f"http://127.0.0.1:{settings.api_port}", settings.api_keys, shop_port)
+            stack.shop = start_demo_shop(api_base(settings), settings.api_keys, shop_port)
             echo(f"demo shop on {stack.shop.url}/ (tracker and widgets: docs/tracker.md)")
         stack.publish(echo)
     except BaseException:
         stack.stop()
         raise
     return stack
+
+
+def api_base(settings: Settings) -> str:
+    """Where this machine reaches the API: loopback when it listens there or on every interface, else its host."""
+    host = settings.api_host
+    if host in ("", "0.0.0.0", "::", "127.0.0.1", "localhost"):
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.api_port}"
 
 
 def with_data_dir(settings: Settings, data_dir: DataDir, env: dict[str, str]) -> Settings:

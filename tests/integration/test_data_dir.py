@@ -110,8 +110,8 @@ def test_a_restart_on_the_data_folder_serves_what_was_there(tmp_path: Path) -> N
     base = f"http://127.0.0.1:{port}"
     try:
         held = subprocess.run(
-            [sys.executable, "-m", "ecrm", "up", "--no-demo", "--data-dir", str(data), "--port", str(free_port())],
-            env=env, capture_output=True, text=True, timeout=60,
+            [sys.executable, "-m", "ecrm", "up", "--no-demo", "--port", str(free_port())],
+            env=env | {"ECRM_DATA_DIR": str(data)}, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert held.returncode == 2 and f"in use by another running engine (pid {proc.pid})" in held.stderr, held
 
@@ -174,3 +174,11 @@ def test_a_restart_on_the_data_folder_serves_what_was_there(tmp_path: Path) -> N
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def test_the_production_shape_refuses_to_start_without_keys(tmp_path: Path) -> None:
+    env = engine_env(tmp_path)
+    args = ["up", "--no-demo", "--data-dir", str(tmp_path / "data"), "--host", "0.0.0.0", "--port", str(free_port())]
+    done = subprocess.run([sys.executable, "-m", "ecrm", *args], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "refusing to listen on '0.0.0.0' without access control" in done.stderr, done
+    assert not (tmp_path / "data").exists()  # refused before anything started
