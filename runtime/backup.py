@@ -30,8 +30,9 @@ backup of a busy shop, take it when no events arrive (the API keeps reading), or
 **Restore** (:func:`restore`) refuses a file of a newer format or key layout; reads the erasure log (Redis, and
 ``ECRM_ERASURE_LOG_FILE``) before anything else; deletes every key under the prefix but the live ones; writes the
 backup's keys (``RESTORE ... REPLACE ABSTTL``, so keys keep their expiry and the already expired are not written;
-under another prefix when the settings name one); upgrades an older key layout with ``ecrm migrate-keys``' code; then
-erases again every customer erased since the backup started. Both directions stream: memory stays bounded by one
+nor the keys of a customer erased since; under another prefix when the settings name one); upgrades an older key
+layout with ``ecrm migrate-keys``' code; then reads the log again and erases again every customer erased since the
+backup started. Both directions stream: memory stays bounded by one
 page of keys (and the largest key).
 """
 
@@ -58,8 +59,8 @@ import redis
 from analytics.settings import AnalyticsSettings
 from analytics.store import AnalyticsStore
 from core import erasure_log
-from core.errors import ConfigError
-from core.keyspace import KEY_LAYOUT_VERSION, Keys
+from core.errors import ConfigError, StoreRefused, StoreUnavailable
+from core.keyspace import KEY_LAYOUT_VERSION, Keys, encode_id
 from core.redis import connect, connect_sync, redis_errors
 from core.settings import Settings
 from merchandising.campaign_source import campaigns_path
@@ -368,17 +369,15 @@ def restore(
     client = connect_sync(settings)
     try:
         with redis_errors("restoring the engine's keys"):
-            since = manifest.started_ms
-            log_file = Path(settings.erasure_log_file) if settings.erasure_log_file else None
-            erasures = erasure_log.merged(
-                erasure_log.read_stream(client, keys, since),
-                erasure_log.read_file(log_file, since) if log_file else [],
-            )
+            erasures = logged_erasures(client, settings, manifest.started_ms)
             phase(f"erasures logged since the backup: {len(erasures)}")
             live = {k.encode() for k in keys.live_only}
             deleted = sum(wipe(node, settings.key_prefix, live) for node in primaries(client, settings))
             phase(f"deleted {deleted} keys under {settings.key_prefix}:")
-            written, expired = write_keys(client, path, manifest.key_prefix, settings.key_prefix, progress)
+            erased_tags = {profile_tag(e.customer_id) for e in erasures}  # not written at all
+            written, expired = write_keys(client, path, manifest.key_prefix, settings.key_prefix, progress, erased_tags)
+            # and those erased while the restore ran (the log in Redis was kept)
+            erasures = erasure_log.merged(erasures, logged_erasures(client, settings, manifest.started_ms))
         migrated = None
         if upgrade:
             text = connect_sync(settings, decode_responses=True)
@@ -386,11 +385,28 @@ def restore(
                 migrated = migrate_layout(text, settings.key_prefix, settings.dedupe_ttl_days)
             finally:
                 text.close()
-        erased = asyncio.run(erase_again(settings, erasures))
+        try:
+            erased = asyncio.run(erase_again(settings, erasures))
+        except (StoreUnavailable, StoreRefused) as exc:
+            raise StoreUnavailable(
+                f"{exc}; the customers erased since the backup may not all be erased again: run the restore again",
+                exc.reason if isinstance(exc, StoreUnavailable) else "refused",
+            ) from exc
         written_config = write_config(path, manifest, settings) if with_config else []
     finally:
         client.close()
     return Restored(manifest, deleted, written, expired, migrated, erased, written_config)
+
+
+def logged_erasures(client: redis.Redis, settings: Settings, since_ms: int) -> list[erasure_log.Erasure]:
+    """The erasures logged at or after ``since_ms``: in Redis, and in ``ECRM_ERASURE_LOG_FILE`` when set."""
+    from_file = erasure_log.read_file(Path(settings.erasure_log_file), since_ms) if settings.erasure_log_file else []
+    return erasure_log.merged(erasure_log.read_stream(client, Keys(settings.key_prefix), since_ms), from_file)
+
+
+def profile_tag(customer_id: str) -> bytes:
+    """The start of the names of a customer's keys after the prefix (``p:{c:<encoded id>}``)."""
+    return f"p:{{c:{encode_id(customer_id)}}}".encode()
 
 
 def wipe(node: redis.Redis, prefix: str, keep: set[bytes]) -> int:
@@ -406,8 +422,11 @@ def wipe(node: redis.Redis, prefix: str, keep: set[bytes]) -> int:
     return deleted
 
 
-def write_keys(client: redis.Redis, path: Path, old: str, new: str, progress: Progress) -> tuple[int, int]:
-    """Write the backup's keys (renamed from prefix ``old`` to ``new``); returns (written, already expired)."""
+def write_keys(
+    client: redis.Redis, path: Path, old: str, new: str, progress: Progress, skip_tags: set[bytes]
+) -> tuple[int, int]:
+    """Write the backup's keys (renamed from prefix ``old`` to ``new``), but those of the profiles in ``skip_tags``
+    (:func:`profile_tag`); returns (written, already expired or skipped)."""
     written = expired = 0
     old_head, new_head = f"{old}:".encode(), f"{new}:".encode()
     with tarfile.open(path, "r:gz") as tar:
@@ -424,6 +443,10 @@ def write_keys(client: redis.Redis, path: Path, old: str, new: str, progress: Pr
                 continue
             if not key.startswith(old_head):
                 raise BackupError(f"the backup holds a key outside its prefix {old!r}: {key[:80]!r}")
+            rest = key[len(old_head) :]
+            if skip_tags and rest.startswith(b"p:{c:") and rest[: rest.find(b"}") + 1] in skip_tags:
+                expired += 1  # an erased customer's key: never written back
+                continue
             pipe.restore(new_head + key[len(old_head) :], max(expiry, 0), payload, replace=True, absttl=expiry != -1)
             queued += 1
             size += len(payload)

@@ -121,8 +121,8 @@ async def roundtrip(settings: Settings, tmp_path: Path, log_file: bool) -> None:
         for c in SAMPLE[:2]:
             assert (await client.get(f"/v1/customers/{c}/profile")).status_code == 404
     # a second restore of the same file still erases them (the log stays, outside the backup)
-    again = ecrm(settings, "restore", str(file))
-    assert again.returncode == 0 and "erased again 2 customer(s)" in again.stdout, again.stdout
+    again = await asyncio.to_thread(bk.restore, settings, file)
+    assert sorted(again.erased_again) == sorted(SAMPLE[:2]) and again.expired >= 2  # their keys not written
 
 
 async def test_backup_wipe_restore_on_one_node(settings: Settings, tmp_path: Path) -> None:
