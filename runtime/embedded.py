@@ -106,9 +106,11 @@ class EmbeddedServer:
     port: int
     proc: subprocess.Popen[bytes]
     workdir: Path | None = None  # removed when the server stops (a temporary folder)
+    stop_timeout_s: float = 5.0  # longer with a data folder: Valkey fsyncs and saves a last snapshot as it stops
     _log_file: object | None = field(default=None, repr=False)
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float | None = None) -> None:
+        timeout = self.stop_timeout_s if timeout is None else timeout
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -192,6 +194,7 @@ def start_redis(
     ]
     server = _spawn("redis", argv, port, workdir, timeout, keep=data_dir is not None)
     if data_dir is not None:
+        server.stop_timeout_s = 60.0
         try:
             wait_loaded(server, LOAD_TIMEOUT_S)
         except BaseException:
