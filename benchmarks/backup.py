@@ -1,5 +1,6 @@
 """``ecrm bench backup``: how long ``ecrm backup`` and ``ecrm restore`` take for a shop of N profiles, the file's
-size, and the memory the command needs (bounded: it streams keys).
+size, and the memory each command needs (bounded: it streams keys): both run as the real commands, in processes of
+their own.
 
 The profiles are written as ``ecrm bench memory`` writes them (benchmarks/memory.py: the same typical history
 through the worker's write path, after a catalogue of 10,000 items). Then the backup is taken (runtime/backup.py),
@@ -12,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import os
 import resource
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,6 +28,7 @@ from core.redis import connect, connect_sync
 from core.settings import Settings, isolated
 from profiles.store import ProfileStore
 from runtime import backup as bk
+from runtime.local import settings_env
 
 Echo = Callable[[str], None]
 
@@ -38,7 +42,8 @@ class BackupFigures:
     backup_s: float
     restore_s: float
     file_bytes: int
-    max_rss_mb: float
+    backup_rss_mb: float
+    restore_rss_mb: float
     sample_equal: bool
     load_avg: tuple[float, float, float]
 
@@ -49,7 +54,8 @@ class BackupFigures:
             f"restore                 {self.restore_s:8.1f} s   ({self.keys / self.restore_s:,.0f} keys/s; "
             "deleting first included)",
             f"file                    {self.file_bytes / 1e6:8.1f} MB",
-            f"command's peak memory   {self.max_rss_mb:8.0f} MB (resident, this process)",
+            f"peak memory             {self.backup_rss_mb:8.0f} MB (ecrm backup), {self.restore_rss_mb:.0f} MB "
+            "(ecrm restore, or backup if more)",
             f"sample equal after      {self.sample_equal}",
             f"load average            {' '.join(f'{x:.1f}' for x in self.load_avg)}",
         ]
@@ -63,7 +69,8 @@ class BackupFigures:
             "backup_s": round(self.backup_s, 2),
             "restore_s": round(self.restore_s, 2),
             "file_bytes": self.file_bytes,
-            "max_rss_mb": round(self.max_rss_mb, 1),
+            "backup_rss_mb": round(self.backup_rss_mb, 1),
+            "restore_rss_mb": round(self.restore_rss_mb, 1),
             "sample_equal": self.sample_equal,
             "load_avg": list(self.load_avg),
         }
@@ -101,15 +108,12 @@ def bench_backup(base: Settings, profiles: int, events: int, echo: Echo) -> Back
     before = asyncio.run(sample(settings, profiles))
     with tempfile.TemporaryDirectory(prefix="ecrm-bench-backup-") as folder:
         file = Path(folder) / "shop.tar.gz"
-        echo("backing up ...")
-        started = time.perf_counter()
-        manifest = bk.backup(settings, file)
-        backup_s = time.perf_counter() - started
+        echo("ecrm backup ...")
+        backup_s, backup_rss = command(settings, "backup", str(file))
+        manifest = bk.read_manifest(file)
         size = file.stat().st_size
-        echo(f"  {manifest.counts['keys']} keys, {size / 1e6:.1f} MB in {backup_s:.1f} s; restoring ...")
-        started = time.perf_counter()
-        bk.restore(settings, file)
-        restore_s = time.perf_counter() - started
+        echo(f"  {manifest.counts['keys']} keys, {size / 1e6:.1f} MB in {backup_s:.1f} s; ecrm restore ...")
+        restore_s, restore_rss = command(settings, "restore", str(file))
     after = asyncio.run(sample(settings, profiles))
     client = connect_sync(settings)
     try:  # the bench's keys are removed again
@@ -117,6 +121,15 @@ def bench_backup(base: Settings, profiles: int, events: int, echo: Echo) -> Back
             bk.wipe(node, settings.key_prefix, set())
     finally:
         client.close()
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return BackupFigures(profiles, events, int(manifest.counts["keys"]), write_s, backup_s, restore_s, size,
-                         rss_mb, before == after, os.getloadavg())  # fmt: skip
+                         backup_rss, restore_rss, before == after, os.getloadavg())  # fmt: skip
+
+
+def command(settings: Settings, *args: str) -> tuple[float, float]:
+    """Run ``ecrm <args>`` on ``settings``; its wall time (s) and peak resident memory (MB). Exits on failure."""
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "ecrm", *args], env=settings_env(settings), capture_output=True)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"ecrm {' '.join(args)} failed: {done.stderr.decode(errors='replace')[-2000:]}")
+    return elapsed, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest child so far
