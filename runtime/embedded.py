@@ -171,7 +171,7 @@ one change, five minutes with 100, a minute with 10,000."""
 
 
 def start_redis(
-    port: int | None = None, timeout: float = 60.0, extra: list[str] | None = None, data_dir: Path | None = None
+    port: int | None = None, timeout: float = 20.0, extra: list[str] | None = None, data_dir: Path | None = None
 ) -> EmbeddedServer:
     """Start Valkey on 127.0.0.1 (``extra``: more arguments). Without ``data_dir`` nothing is kept (a temporary
     folder, removed when it stops); with it, the append-only file and snapshots live there and are loaded again on

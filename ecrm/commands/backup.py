@@ -75,7 +75,8 @@ def restore(
     typer.echo(
         f"restored {done.written} keys from {file} (taken {_when(done.manifest.started_ms)} by engine "
         f"{done.manifest.engine_version}, key layout {done.manifest.key_layout}) in "
-        f"{time.perf_counter() - started:.1f}s; {done.deleted} keys deleted first, {done.expired} not written (expired, or of a customer erased since)"
+        f"{time.perf_counter() - started:.1f}s; {done.deleted} keys deleted first, "
+        f"{done.expired} not written (expired, or of a customer erased since)"
     )
     if done.migrated is not None:
         typer.echo(f"upgraded the key layout: {done.migrated[0]} global keys, {done.migrated[1]} markers moved")
