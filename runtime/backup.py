@@ -18,8 +18,9 @@
 the erasure log, the worker's heartbeat, the training and analytics locks). The model files of ``ECRM_API_MODEL_DIR``
 are a cache of the model versions in Redis, made again from them.
 
-**Point in time.** Each node is copied by ``SCAN`` pages, each page's keys by one pipeline of ``PTTL`` + ``DUMP``:
-each key is copied whole as it was at one instant, between ``started_ms`` and ``finished_ms``. Writers are not
+**Point in time.** Each node is copied by ``SCAN`` pages, each page's keys by one pipeline of ``PTTL`` + ``DUMP`` (on
+one node in one ``MULTI``, so a page's keys are copied at one instant; a cluster refuses a transaction over several
+slots): each key is copied whole as it was at one instant, between ``started_ms`` and ``finished_ms``. Writers are not
 paused (the API and the workers keep serving), so a backup taken while events are applied may hold an event in one
 key and not yet in another (a profile but not the shop-wide counters); the manifest says so (``quiet: false``, and
 ``ecrm backup`` prints a note). A backup with ``quiet: true`` is exact: no event was applied between its first key
@@ -201,7 +202,8 @@ def backup(settings: Settings, out: Path, progress: Progress = lambda _: None) -
             models = [v.decode() for v in client.lrange(keys.model_versions, 0, -1)]
             with tempfile.TemporaryFile(dir=out.parent) as raw:
                 for node in primaries(client, settings):
-                    per_node.append(copy_node(node, settings.key_prefix, skip, raw, counts, progress))
+                    atomic = not settings.redis_cluster  # a cluster refuses a transaction over several slots
+                    per_node.append(copy_node(node, settings.key_prefix, skip, raw, counts, progress, atomic))
                 finished, after = server_ms(client), applied(client, keys)
                 counts["nodes"] = len(per_node)
                 manifest = Manifest(
@@ -224,14 +226,21 @@ def backup(settings: Settings, out: Path, progress: Progress = lambda _: None) -
 
 
 def copy_node(
-    node: redis.Redis, prefix: str, skip: set[bytes], out: IO[bytes], counts: Counter[str], progress: Progress
+    node: redis.Redis,
+    prefix: str,
+    skip: set[bytes],
+    out: IO[bytes],
+    counts: Counter[str],
+    progress: Progress,
+    atomic: bool,
 ) -> int:
-    """Append every key of one node under ``prefix`` (but ``skip``) to ``out``; returns how many."""
+    """Append every key of one node under ``prefix`` (but ``skip``) to ``out``, a SCAN page at a time (with
+    ``atomic``, each page in one MULTI: its keys as they were at one instant); returns how many."""
     head = len(prefix) + 1
     done = 0
     for page in scan_pages(node, prefix):
         page = [k for k in page if k not in skip]
-        pipe = node.pipeline(transaction=False)
+        pipe = node.pipeline(transaction=atomic)
         for key in page:
             pipe.pttl(key)
             pipe.dump(key)
