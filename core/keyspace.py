@@ -37,6 +37,7 @@ promotion and an analytics publication. On a single node the tags change nothing
 | ``{p}:item:{I}`` | hash | catalogue: title, category, price, in_stock, updated |
 | ``{p}:item:{I}:seen:{S}:{E}`` | string | de-duplication marker of a catalogue event from sender ``S`` (TTL; (*)) |
 | ``{p}:{g}:erasures`` | zset | erased profile id -> erasure time (ms): training and analytics skip them |
+| ``{p}:{g}:erasure_log`` | stream | erasures asked for (``c``: the id), append-only; ``ecrm restore`` keeps it |
 | ``{p}:{g}:profiles`` | zset | profile id (``c:``/``a:`` form) -> last seen (ms) |
 | ``{p}:{g}:trending:{era}`` | zset | item -> forward-decayed popularity for that era's landmark |
 | ``{p}:{g}:popular`` | zset | item -> all-time weight |
@@ -78,6 +79,9 @@ from functools import lru_cache
 from typing import Literal
 from urllib.parse import quote, unquote
 
+KEY_LAYOUT_VERSION = 2
+"""The version of this key layout, written in backups and data folders: 1 before the global hash tag ``{g}`` and the
+per-profile de-duplication set (what ``ecrm migrate-keys`` upgrades), 2 since."""
 TRENDING_ERA_HALF_LIVES = 64  # one era spans this many half-lives: stored scores stay within 2**±64
 PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
@@ -259,6 +263,17 @@ class Keys:
     def erased(self, pid: str | ProfileId) -> str:
         """The erasure tombstone of a profile (in its slot)."""
         return f"{self._p(pid)}:erased"
+
+    @property
+    def erasure_log(self) -> str:
+        """Every erasure asked for, append-only (a stream: ``c`` the customer id; the entry id holds the time)."""
+        return f"{self._g}:erasure_log"
+
+    @property
+    def live_only(self) -> tuple[str, ...]:
+        """Keys that belong to the running engine, not to its data: a backup leaves them out and a restore keeps
+        the live ones (the erasure log, the worker's heartbeat, the training and analytics locks)."""
+        return (self.erasure_log, self.worker_consuming, self.model_lock, self.analytics_lock)
 
     @property
     def erasures(self) -> str:

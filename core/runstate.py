@@ -39,10 +39,12 @@ class RunState(BaseModel):
     dlq_topic: str
     key_prefix: str
     campaigns_file: str | None = None  # the demo's own campaigns file, when ``ecrm up`` plays it
+    erasure_log_file: str = ""  # ecrm up --data-dir: the erasure log file of its data folder (read by ecrm restore)
 
     def addresses(self) -> dict[str, str]:
-        """The settings fields that locate the engine (for ``Settings.model_copy(update=...)``), and the campaigns
-        file the running engine reads (so ``ecrm campaign report`` of another shell sees the demo's campaign)."""
+        """The settings fields that locate the engine (for ``Settings.model_copy(update=...)``), the campaigns
+        file the running engine reads (so ``ecrm campaign report`` of another shell sees the demo's campaign) and
+        its erasure log file (read by ``ecrm restore``)."""
         found = {
             "kafka_bootstrap": self.kafka_bootstrap,
             "redis_url": self.redis_url,
@@ -52,6 +54,8 @@ class RunState(BaseModel):
         }
         if self.campaigns_file is not None:
             found["campaigns_file"] = self.campaigns_file
+        if self.erasure_log_file:
+            found["erasure_log_file"] = self.erasure_log_file
         return found
 
 

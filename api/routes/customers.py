@@ -8,10 +8,11 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from api.auth import AdminCaller, ServerCaller
-from api.deps import StoreDep
+from api.deps import SettingsDep, StoreDep
 from api.errors import NotFound
 from api.models import Profile
 from api.routes.segments import AnalyticsDep
+from core import erasure_log
 from core.clock import now_ms
 from core.keyspace import customer_pid
 
@@ -54,10 +55,14 @@ class Erasure(BaseModel):
 
 
 @router.delete("/{customer_id}", response_model=Erasure)
-async def forget(customer_id: str, store: StoreDep, analytics: AnalyticsDep, _: AdminCaller) -> Erasure:
+async def forget(
+    customer_id: str, store: StoreDep, analytics: AnalyticsDep, settings: SettingsDep, _: AdminCaller
+) -> Erasure:
     """Erase a customer (the right to erasure): the profile, the visitors who logged in as them, their rows in the
     segment snapshots, their entries of the training log; their older events are not applied again when the
-    topic is replayed. Idempotent. The same as ``ecrm forget``."""
+    topic is replayed. Idempotent. The same as ``ecrm forget``. Logged first (core/erasure_log.py), so a restore
+    of an older backup erases the customer again."""
+    await erasure_log.record(store.client, store.keys, customer_id, settings.erasure_log_file)
     erased = await store.erase(customer_id)
     rows = await analytics.store.forget_rows(erased.pids)
     return Erasure(

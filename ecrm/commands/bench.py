@@ -68,6 +68,22 @@ def ingest(
 NO_CAMPAIGNS_FILE = "/nonexistent/ecrm-bench-no-campaigns.yaml"
 
 
+def backup(
+    profiles: Annotated[int, typer.Option(help="Profiles written, then backed up and restored")] = 100_000,
+    events: Annotated[int, typer.Option(help="Events per profile")] = 20,
+    as_json: JsonOption = False,
+) -> None:
+    """How long `ecrm backup` and `ecrm restore` take for N profiles (written as `ecrm bench memory` writes them),
+    the file's size and the command's peak memory."""
+    from benchmarks.backup import bench_backup
+
+    def run(settings: Settings) -> None:
+        figures = bench_backup(settings, max(profiles, 1), max(events, 3), _progress(as_json))
+        _report(figures.as_json(), figures.lines(), as_json)
+
+    _with_servers(run, as_json)
+
+
 def _with_servers(run: Callable[[Settings], None], as_json: bool = False) -> None:
     """Run with the embedded broker and Redis unless ECRM_KAFKA_BOOTSTRAP / ECRM_REDIS_URL name real ones (never a
     running `ecrm up`), and without campaigns unless ECRM_CAMPAIGNS_FILE names a file (``bench campaigns`` brings

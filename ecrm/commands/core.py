@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import time
-
 import orjson
 import typer
 
 from core.errors import BrokerUnavailable, StoreRefused, StoreUnavailable
 from core.kafka import ensure_topics
-from core.keyspace import legacy_global, legacy_marker
-from core.redis import connect_sync, redis_errors
+from core.redis import connect_sync
 from core.settings import get_settings
 from ecrm.commands.errors import error_line
+from runtime.migrate import migrate_layout
 from schemas import event_json_schema
 
 
@@ -42,21 +40,8 @@ def migrate_keys() -> None:
         typer.echo("error: run migrate-keys on the single node the older engine wrote (not a cluster)", err=True)
         raise typer.Exit(2)
     client = connect_sync(settings, decode_responses=True)
-    moved = markers = 0
-    ttl_ms = int(settings.dedupe_ttl_days * 86_400_000)
-    now = int(time.time() * 1000) * 1024  # the set's score: when, in 1/1024 ms (profiles/apply.lua)
     try:
-        with redis_errors("moving the global keys under {g}"):
-            for key in client.scan_iter(match=f"{settings.key_prefix}:*", count=1000):
-                new = legacy_global(settings.key_prefix, key)
-                if new is not None and client.renamenx(key, new):
-                    moved += 1
-                marker = legacy_marker(settings.key_prefix, key)
-                if marker is not None:
-                    pipe = client.pipeline(transaction=True)
-                    pipe.zadd(marker[0], {marker[1]: now}, nx=True).pexpire(marker[0], ttl_ms).delete(key)
-                    pipe.execute()
-                    markers += 1
+        moved, markers = migrate_layout(client, settings.key_prefix, settings.dedupe_ttl_days)
     except (StoreUnavailable, StoreRefused) as exc:
         typer.echo(error_line(exc), err=True)
         raise typer.Exit(2) from exc

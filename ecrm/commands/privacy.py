@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from analytics.store import AnalyticsStore
+from core import erasure_log
 from core.errors import ServiceUnavailable
 from core.redis import connect
 from core.settings import Settings, get_settings
@@ -37,7 +38,9 @@ async def erase(settings: Settings, customer_id: str) -> tuple[list[str], int, i
     entries removed."""
     client = connect(settings)
     try:
-        erased = await ProfileStore(client, settings).erase(customer_id)
+        store = ProfileStore(client, settings)
+        await erasure_log.record(client, store.keys, customer_id, settings.erasure_log_file)  # read by ecrm restore
+        erased = await store.erase(customer_id)
         rows = await AnalyticsStore(client, settings.key_prefix).forget_rows(erased.pids)
     finally:
         await client.aclose()

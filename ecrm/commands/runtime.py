@@ -158,23 +158,52 @@ def up(
     ] = None,
     no_demo: Annotated[bool, typer.Option("--no-demo", help="Do not replay the simulated demo clickstream")] = False,
     customers: Annotated[int, typer.Option(help="Demo customers")] = 200,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="ECRM_DATA_DIR",
+            help="Keep the data here (Redis append-only file and snapshots, model files, erasure log): a restart on "
+            "the same folder serves what was there. Default: nothing is kept",
+            show_default=False,
+        ),
+    ] = None,
+    host: Annotated[
+        str, typer.Option(help="Interface of the API (default: ECRM_API_HOST or 127.0.0.1; others need ECRM_API_KEYS)")
+    ] = "",
 ) -> None:
     """Start everything on 127.0.0.1: embedded broker and Redis (unless ECRM_KAFKA_BOOTSTRAP / ECRM_REDIS_URL
     name real ones), topics, a worker, the API (ECRM_API_HOST, 127.0.0.1 by default; open unless ECRM_API_KEYS is
     set) and the demo clickstream. The other commands, in any shell, find it (a state file in ECRM_RUNTIME_DIR,
-    else $XDG_RUNTIME_DIR/ecrm). Ctrl-C or SIGTERM stops it all."""
+    else $XDG_RUNTIME_DIR/ecrm). Ctrl-C or SIGTERM stops it all. With --data-dir the data survives a restart (the
+    demo is replayed only into an empty folder)."""
     import os
 
+    from api.auth import check_bind, parse_keys
+    from runtime.datadir import DataDirError, open_data_dir
     from runtime.demo import demo_settings
     from runtime.embedded import EmbeddedError, EmbeddedPorts
     from runtime.local import StartupError, start_stack, wait_until_stopped
 
     settings = Settings().model_copy(update={"api_port": port})  # its own servers, never another up's
-    if not no_demo:  # the demo's own campaign (runtime/demo_campaigns.yaml) unless ECRM_CAMPAIGNS_FILE is set
-        settings = demo_settings(settings, os.environ)
+    if host:
+        settings = settings.model_copy(update={"api_host": host})
+    try:
+        check_bind(settings.api_host, parse_keys(settings.api_keys))  # before anything starts
+        folder = open_data_dir(data_dir) if data_dir is not None else None
+    except (ConfigError, DataDirError) as exc:
+        typer.echo(error_line(exc), err=True)
+        raise typer.Exit(2) from exc
+    if not no_demo:  # the demo's own campaign (runtime/demo_campaigns.yaml) unless ECRM_CAMPAIGNS_FILE is set; also
+        settings = demo_settings(settings, os.environ)  # on a demo folder restarted (its campaign goes on)
+    if folder is not None and not folder.fresh and not no_demo:
+        typer.echo(f"data folder {folder.root} holds data: the demo is not replayed")
+        no_demo = True
+    elif folder is not None:
+        typer.echo(f"data folder {folder.root} ({'new' if folder.fresh else 'restarted'})")
     previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops it like Ctrl-C, during start-up too
     try:
-        stack = start_stack(settings, typer.echo, ports=EmbeddedPorts(kafka_port, redis_port), shop=not no_demo)
+        ports = EmbeddedPorts(kafka_port, redis_port)
+        stack = start_stack(settings, typer.echo, ports=ports, shop=not no_demo, data_dir=folder)
     except (StartupError, EmbeddedError, BrokerUnavailable) as exc:
         typer.echo(error_line(exc), err=True)
         raise typer.Exit(2) from exc
