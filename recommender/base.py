@@ -107,6 +107,10 @@ class RecommenderBase(ABC):
         None (the default) when this model or catalogue is scored in full."""
         return None
 
+    def rerank(self, scored: Scored, batch: HistoryBatch) -> None:  # noqa: B027 - an optional stage
+        """Re-order the best finite scores of each row in place after the exclusions (a learned ranking stage);
+        the default leaves them as they are."""
+
     # ----- built on the above -----
 
     @property
@@ -172,6 +176,7 @@ class RecommenderBase(ABC):
             excluded=excluded,
             allowed=None if allowed is None else allowed.allowed,
         )
+        self.rerank(scored, batch)
         return scored
 
     def rank_batch(
@@ -225,6 +230,7 @@ class RecommenderBase(ABC):
             excluded=excluded,
             allowed=None if allowed is None else allowed.allowed,
         )
+        self.rerank(scored, batch)
         idx, vals = top_n(scored.values, n)
         if int(np.isfinite(vals).sum(axis=1).min()) < min(n, self.n_items):
             return None
