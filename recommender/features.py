@@ -172,22 +172,23 @@ def _rank_in_row(rows: IntArray, values: FloatArray) -> FloatArray:
     return ranks
 
 
-def _last_item_transition(transitions: sp.csr_matrix, batch: HistoryBatch, rows: IntArray, items: IntArray) -> FloatArray:
-    lengths = np.diff(batch.indptr)
+def _last_item_transition(
+    transitions: sp.csr_matrix, batch: HistoryBatch, rows: IntArray, items: IntArray
+) -> FloatArray:
+    """Per pair, the transition weight from its row's newest history item to the item (rows ascending)."""
     out = np.zeros(rows.size, dtype=np.float32)
-    has = lengths[rows] > 0
-    if not has.any():
-        return out
-    newest = batch.items[batch.indptr[:-1].clip(max=max(batch.items.size - 1, 0))].astype(np.int64)
-    src, dst = newest[rows[has]], items[has]
+    lengths = np.diff(batch.indptr)
+    bounds = np.searchsorted(rows, np.arange(batch.n_rows + 1))
     indptr, indices, data = transitions.indptr, transitions.indices, transitions.data
-    values = np.zeros(src.size, dtype=np.float32)
-    for k in range(src.size):  # a binary search in the newest item's sorted row
-        lo, hi = int(indptr[src[k]]), int(indptr[src[k] + 1])
-        at = lo + int(np.searchsorted(indices[lo:hi], dst[k]))
-        if at < hi and indices[at] == dst[k]:
-            values[k] = data[at]
-    out[has] = values
+    for r in np.flatnonzero((lengths > 0) & (bounds[1:] > bounds[:-1])).tolist():
+        src = int(batch.items[batch.indptr[r]])
+        lo, hi = int(indptr[src]), int(indptr[src + 1])
+        if lo == hi:
+            continue
+        row_cols = indices[lo:hi]  # sorted within the row
+        dst = items[bounds[r] : bounds[r + 1]]
+        at = np.searchsorted(row_cols, dst).clip(max=hi - lo - 1)
+        out[bounds[r] : bounds[r + 1]] = np.where(row_cols[at] == dst, data[lo:hi][at], 0.0)
     return out
 
 

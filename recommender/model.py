@@ -25,6 +25,7 @@ from typing import Any, Self
 
 import numpy as np
 import scipy.sparse as sp
+from numpy.typing import NDArray
 
 from recommender.base import RecommenderBase, Scored
 from recommender.candidates import (
@@ -216,7 +217,7 @@ class Engine(RecommenderBase):
         self.metrics: dict[str, Any] = {}
         self._state: _Fitted | None = None
         self._popular_top: IntArray | None = None
-        self._trending_top: IntArray | None = None
+        self._stage_items: IntArray | None = None
 
     @property
     def state(self) -> _Fitted:
@@ -239,6 +240,7 @@ class Engine(RecommenderBase):
             raise ValueError("cannot fit on an empty interaction log")
         cfg = self.config
         started = time.perf_counter()
+        cpu_started = time.process_time()
         with blas_threads(cfg.blas_threads):
             history = interactions_batch(interactions)
             conf = confidence(history, half_life_ms(cfg.half_life_days))
@@ -257,7 +259,7 @@ class Engine(RecommenderBase):
                 similarity = fit_similarity(matrix, cfg)
             if factors is not None:
                 ann = FactorIndex.build(factors.index_vectors(), cfg.ann_lists, cfg.random_state or 0)
-            base_s = time.perf_counter() - started
+            base_s = time.process_time() - cpu_started
             stats = ItemStats.fit(interactions)
             from recommender.ranking_stage import fit_ranker  # the stage fits an Engine of its own
 
@@ -271,7 +273,7 @@ class Engine(RecommenderBase):
             trained_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
             duration_s=round(time.perf_counter() - started, 3),
         )
-        self._trending_top = None
+        self._stage_items = None
         self._state = _Fitted(
             interactions.item_ids, popularity, transitions, factors, similarity, info, ann, stats, ranker, ranker_info
         )
@@ -305,13 +307,16 @@ class Engine(RecommenderBase):
         return self.config.ranker and state.ranker is not None and state.stats is not None
 
     @property
-    def trending_top(self) -> IntArray:
+    def stage_items(self) -> IntArray:
+        """The most trending and the most popular items: candidates of every re-ranked request."""
         state = self.state
         if state.stats is None or not self.config.ranker:
             return np.zeros(0, dtype=np.int64)
-        if self._trending_top is None:
-            self._trending_top = state.stats.top_trending(self.config.ranker_trending)
-        return self._trending_top
+        if self._stage_items is None:
+            k = self.config.ranker_trending
+            popular = np.lexsort((np.arange(state.popularity.size), -state.popularity))[:k]
+            self._stage_items = union_codes([state.stats.top_trending(k), popular.astype(np.int64)])
+        return self._stage_items
 
     # ----- the learned ranking stage -----
 
@@ -320,35 +325,52 @@ class Engine(RecommenderBase):
         cells score the ranker's score, every other finite cell keeps its order below them."""
         if not self.uses_ranker or not isinstance(scored, EngineScores) or batch.n_rows == 0:
             return
-        rows, cols, x = self.candidate_features(scored, batch)
-        if rows.size == 0:
+        rows, cols, history, x = self.candidate_features(scored, batch)
+        views = self.ranker_views
+        repeat_rows = np.bincount(rows[history], minlength=batch.n_rows) > 0  # history items may be served
+        use = np.where(repeat_rows, views.get("repeat", False), views.get("new", False))
+        keep = use[rows]
+        if not keep.any():
             return
+        rows, cols, x = rows[keep], cols[keep], x[keep]
         ranked = self.state.ranker.scores(x)  # type: ignore[union-attr]
         values = scored.values
         low = np.zeros(batch.n_rows, dtype=np.float32)
         np.minimum.at(low, rows, ranked)
         finite = np.isfinite(values)
         below = low[:, None] - 2.0 + 1.0 / (1.0 + np.exp(-np.clip(values, -30, 30)))
-        np.copyto(values, below.astype(np.float32), where=finite)
+        np.copyto(values, below.astype(np.float32), where=finite & use[:, None])
         values[rows, cols] = ranked
 
-    def candidate_features(self, scored: EngineScores, batch: HistoryBatch) -> tuple[IntArray, IntArray, FloatMatrix]:
-        """The cells the ranker re-orders (row, column) and their features."""
+    @property
+    def ranker_views(self) -> dict[str, bool]:
+        """Where the ranker re-orders: ``repeat`` (lists that may hold the user's own items), ``new`` (lists of
+        items new to the user); each only where it beat the blend on the validation users."""
+        views = (self.state.ranker_info or {}).get("views", {})
+        return {k: bool(v) for k, v in views.items()} if isinstance(views, dict) else {}
+
+    def candidate_features(
+        self, scored: EngineScores, batch: HistoryBatch
+    ) -> tuple[IntArray, IntArray, NDArray[np.bool_], FloatMatrix]:
+        """The cells the ranker re-orders (row, column), whether each is a history item, and their features."""
         state, cfg = self.state, self.config
         assert state.stats is not None
-        rows, cols = select_candidates(scored.values, scored.codes, batch, cfg.ranker_candidates, self.trending_top)
+        rows, cols, history = select_candidates(
+            scored.values, scored.codes, batch, cfg.ranker_candidates, self.stage_items
+        )
         items = cols if scored.codes is None else scored.codes[rows, cols]
         blend = scored.values[rows, cols]
         seq = scored.sequence_at(rows, items)
         cands = Candidates(rows, items, blend, seq)
-        return rows, cols, features(state.stats, state.transitions, batch, cands, reference_now(state.stats, batch))
+        x = features(state.stats, state.transitions, batch, cands, reference_now(state.stats, batch))
+        return rows, cols, history, x
 
     def explain(
         self, history: Iterable[HistoryEntry], item_ids: Sequence[str], *, exclude_history: bool = True, top: int = 5
     ) -> dict[str, list[dict[str, float | str]]]:
         """Per item id (among the re-ranked candidates of this history) the ``top`` features by the size of their
         contribution to the ranker's score: name, value (None: missing) and contribution. {} without a ranker."""
-        if not self.uses_ranker or not item_ids:
+        if not self.uses_ranker or not item_ids or not self.ranker_views.get("new" if exclude_history else "repeat"):
             return {}
         batch = self.encode([list(history)])
         found = self.score_candidates(batch, len(item_ids) + int(np.diff(batch.indptr)[0]))
@@ -357,7 +379,7 @@ class Engine(RecommenderBase):
             exclude(scored.values, batch, exclude_history=exclude_history)
         else:
             exclude_candidates(scored.values, scored.codes, batch, exclude_history=exclude_history)
-        rows, cols, x = self.candidate_features(scored, batch)
+        rows, cols, _, x = self.candidate_features(scored, batch)
         items = cols if scored.codes is None else scored.codes[rows, cols]
         wanted = {code: item for item, code in ((i, self.index.get(i)) for i in item_ids) if code is not None}
         at = [k for k, code in enumerate(items.tolist()) if code in wanted]
@@ -443,7 +465,7 @@ class Engine(RecommenderBase):
                 assert state.similarity is not None
                 col = sparse_rows(batch, seq_w, state.similarity)
         popular = self.popular_top[:want] if cfg.popularity_weight > 0 else np.zeros(0, dtype=np.int64)
-        trending = self.trending_top if self.uses_ranker else np.zeros(0, dtype=np.int64)
+        trending = self.stage_items if self.uses_ranker else np.zeros(0, dtype=np.int64)
         seq_coef = np.zeros(batch.n_rows, dtype=np.float32)
         col_coef = np.zeros(batch.n_rows, dtype=np.float32)
         row_codes: list[IntArray] = []

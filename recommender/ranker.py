@@ -21,6 +21,7 @@ import lightgbm as lgb
 import numpy as np
 from numpy.typing import NDArray
 
+from recommender.candidates import members
 from recommender.data import FloatArray, HistoryBatch, IntArray
 from recommender.features import NAMES
 
@@ -29,7 +30,7 @@ FloatMatrix = NDArray[np.float32]
 
 @dataclass(frozen=True, slots=True)
 class RankerParams:
-    trees: int = 150
+    trees: int = 100
     leaves: int = 15
     learning_rate: float = 0.05
     min_child_samples: int = 20
@@ -37,34 +38,32 @@ class RankerParams:
 
 
 def select_candidates(values: FloatMatrix, codes: IntArray | None, batch: HistoryBatch, k: int,
-                      trending: IntArray) -> tuple[IntArray, IntArray]:  # fmt: skip
+                      extra: IntArray) -> tuple[IntArray, IntArray, NDArray[np.bool_]]:  # fmt: skip
     """(row, column) of the cells to re-rank, rows ascending: per row the ``k`` best finite cells outside its
-    history, the finite cells of its history and of the ``trending`` item codes. ``codes``: the item of each
-    column (candidate path), None when column = item code."""
+    history, the finite cells of its history and of the ``extra`` item codes (trending, popular). ``codes``: the
+    item of each column (candidate path), None when column = item code. Also per cell whether it is a history
+    item."""
     n_rows, width = values.shape
     mark = np.zeros((n_rows, width), dtype=bool)
-    finite = np.isfinite(values)
-    hist_rows, hist_items = batch.rows, batch.items.astype(np.int64)
+    in_history = np.zeros((n_rows, width), dtype=bool)
     if codes is None:
-        in_history = np.zeros((n_rows, width), dtype=bool)
-        in_history[hist_rows, hist_items] = True
-        mark[:, trending[trending < width]] = True
+        in_history[batch.rows, batch.items] = True
+        mark[:, extra[extra < width]] = True
     else:
-        in_history = np.zeros((n_rows, width), dtype=bool)
         for r in range(n_rows):
-            sl = batch.row(r)
-            in_history[r] = np.isin(codes[r], batch.items[sl])
-        mark |= np.isin(codes, trending)
+            in_history[r] = members(codes[r], batch.items[batch.row(r)])
+        mark |= np.isin(codes, extra)
     mark |= in_history
     blend = np.where(in_history, -np.inf, values)
     kk = min(k, width)
-    if kk > 0:
-        top = np.argpartition(-blend, kk - 1, axis=1)[:, :kk] if kk < width else np.broadcast_to(
-            np.arange(width), (n_rows, width))  # fmt: skip
-        mark[np.repeat(np.arange(n_rows), top.shape[1]), top.ravel()] = True
-    mark &= finite
+    if 0 < kk < width:
+        top = np.argpartition(-blend, kk - 1, axis=1)[:, :kk]
+        mark[np.repeat(np.arange(n_rows), kk), top.ravel()] = True
+    elif kk:
+        mark[:] = True
+    mark &= np.isfinite(values)
     rows, cols = np.nonzero(mark)
-    return rows.astype(np.int64), cols.astype(np.int64)
+    return rows.astype(np.int64), cols.astype(np.int64), in_history[rows, cols]
 
 
 @dataclass
@@ -102,11 +101,11 @@ def train(
 ) -> tuple[Ranker, bool]:
     """Fit a LambdaMART ranker on rows grouped by ``groups`` (sizes); stops adding trees once ``budget_s`` seconds
     have passed. Returns the ranker and whether the budget cut it short."""
-    started = time.perf_counter()
+    started = time.process_time()
     stopped: list[bool] = []
 
     def out_of_time(env: lgb.callback.CallbackEnv) -> None:
-        if time.perf_counter() - started > budget_s:
+        if time.process_time() - started > budget_s:
             stopped.append(True)
             raise lgb.callback.EarlyStopException(env.iteration, [])
 
@@ -121,6 +120,7 @@ def train(
             "learning_rate": params.learning_rate,
             "min_child_samples": params.min_child_samples,
             "lambdarank_truncation_level": 20,
+            "max_bin": 63,
             "deterministic": True,
             "force_row_wise": True,
             "num_threads": 1,
@@ -134,15 +134,26 @@ def train(
     return Ranker(booster), bool(stopped)
 
 
-def ndcg(scores: FloatArray, labels: NDArray[np.integer], groups: IntArray, k: int = 10) -> float:
-    """Mean NDCG@k over the groups (consecutive rows, sizes ``groups``); groups without a relevant row count 0."""
-    total, start = 0.0, 0
+def ndcg(scores: FloatArray, labels: NDArray[np.integer], groups: IntArray, k: int = 10) -> NDArray[np.float64]:
+    """NDCG@k of each group (consecutive rows, sizes ``groups``); a group without a relevant row scores 0."""
+    out = np.zeros(len(groups), dtype=np.float64)
+    start = 0
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    for size in groups.tolist():
+    for g, size in enumerate(groups.tolist()):
         s, y = scores[start : start + size], labels[start : start + size]
         start += size
         order = np.lexsort((np.arange(size), -s))[:k]
         gains = (2.0 ** y[order] - 1) @ discounts[: order.size]
         ideal = (2.0 ** np.sort(y)[::-1][:k] - 1) @ discounts[: min(k, size)]
-        total += float(gains / ideal) if ideal > 0 else 0.0
-    return total / max(len(groups), 1)
+        out[g] = float(gains / ideal) if ideal > 0 else 0.0
+    return out
+
+
+def wins(ranker: NDArray[np.float64], blend: NDArray[np.float64], z: float) -> bool:
+    """Whether the ranker's per-group NDCG beats the blend's: the mean paired gain is positive and at least ``z``
+    standard errors above zero (a one-sided paired test; few or noisy validation users keep the blend)."""
+    if ranker.size < 2:
+        return False
+    gain = ranker - blend
+    stderr = float(gain.std(ddof=1)) / np.sqrt(gain.size)
+    return bool(float(gain.mean()) > z * stderr and float(gain.mean()) > 0)

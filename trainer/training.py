@@ -47,11 +47,20 @@ class TrainingResult:
 
 
 def load_config(settings: Settings) -> RecommenderConfig:
+    """The recommender configuration (the file's, else the defaults) with the ranking stage's time share of the
+    settings (``ECRM_RANKER_TIME_SHARE``)."""
+    config = RecommenderConfig()
     if settings.recommender_config_file:
         from pathlib import Path
 
-        return RecommenderConfig.from_file(Path(settings.recommender_config_file))
-    return RecommenderConfig()
+        config = RecommenderConfig.from_file(Path(settings.recommender_config_file))
+    return RecommenderConfig.from_mapping({**config.model_dump(), "ranker_time_share": settings.ranker_time_share})
+
+
+def holdout_config(config: RecommenderConfig) -> RecommenderConfig:
+    """The holdout check's configuration: its ranking stage keeps to its time share, with no minimum (the check
+    fits on a sample; the served version's own stage gets the full budget)."""
+    return RecommenderConfig.from_mapping({**config.model_dump(), "ranker_min_seconds": 0.0})
 
 
 def holdout_split(log: Interactions, fraction: float, max_users: int, train_users: int = 0) -> Split | None:
@@ -157,7 +166,7 @@ def _train(settings: Settings, client: redis.Redis, registry: Registry, version:
         candidate_metrics: dict[str, float] = {}
         if split is not None:
             t = time.perf_counter()
-            candidate_metrics = holdout_metrics(Engine(config).fit(split.train), split)
+            candidate_metrics = holdout_metrics(Engine(holdout_config(config)).fit(split.train), split)
             timings["holdout_s"] = time.perf_counter() - t
         # The served version is judged by the holdout figure it earned when it was trained: scoring it on today's
         # slice would flatter it, since it was trained on most of those interactions.
@@ -186,6 +195,9 @@ def _train(settings: Settings, client: redis.Redis, registry: Registry, version:
             model = Engine(config).fit(log)
             timings["fit_s"] = time.perf_counter() - t
             meta["training"] = model.info.as_dict()
+            meta["ranker"] = model.ranker_info
+            echo(f"ranking stage: {'used' if model.ranker_info.get('used') else 'not used'} — "
+                 f"{model.ranker_info.get('reason', '')}")  # fmt: skip
             t = time.perf_counter()
             blob = model.to_bytes()
             registry.promote(version, blob, meta | {"timings": timings, "bytes": len(blob)})

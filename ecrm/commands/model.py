@@ -50,6 +50,10 @@ def list_versions() -> None:
                 f"{mark} {version}  interactions={meta.get('interactions')}  "
                 f"holdout ndcg@10={info.ndcg if info.ndcg is not None else 'n/a'}  {meta.get('created_at', '')}"
             )
+            ranker = meta.get("ranker")
+            if isinstance(ranker, dict):
+                state = "used" if ranker.get("used") else "not used"
+                typer.echo(f"    ranking stage {state}: {ranker.get('reason', 'n/a')}")
     except (RegistryError, StoreUnavailable) as exc:
         typer.echo(error_line(exc), err=True)
         raise typer.Exit(2) from exc
