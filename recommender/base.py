@@ -107,9 +107,9 @@ class RecommenderBase(ABC):
         None (the default) when this model or catalogue is scored in full."""
         return None
 
-    def rerank(self, scored: Scored, batch: HistoryBatch) -> None:  # noqa: B027 - an optional stage
-        """Re-order the best finite scores of each row in place after the exclusions (a learned ranking stage);
-        the default leaves them as they are."""
+    def rerank(self, scored: Scored, batch: HistoryBatch, exclude_history: bool) -> None:  # noqa: B027
+        """Re-order the best scores of each row in place, before the exclusions (a learned ranking stage; so an
+        exclusion removes an item and moves no other); the default leaves them as they are."""
 
     # ----- built on the above -----
 
@@ -169,6 +169,7 @@ class RecommenderBase(ABC):
             if found is None:
                 raise ValueError("this model scores its whole catalogue (no candidate path for it)")
             scored = found.widened(self.n_items)
+        self.rerank(scored, batch, exclude_history)
         exclude(
             scored.values,
             batch,
@@ -176,7 +177,6 @@ class RecommenderBase(ABC):
             excluded=excluded,
             allowed=None if allowed is None else allowed.allowed,
         )
-        self.rerank(scored, batch)
         return scored
 
     def rank_batch(
@@ -222,6 +222,7 @@ class RecommenderBase(ABC):
         if scored is None or scored.codes is None:
             return None
         codes = scored.codes
+        self.rerank(scored, batch, exclude_history)
         exclude_candidates(
             scored.values,
             codes,
@@ -230,7 +231,6 @@ class RecommenderBase(ABC):
             excluded=excluded,
             allowed=None if allowed is None else allowed.allowed,
         )
-        self.rerank(scored, batch)
         idx, vals = top_n(scored.values, n)
         if int(np.isfinite(vals).sum(axis=1).min()) < min(n, self.n_items):
             return None

@@ -84,7 +84,9 @@ class RecommenderConfig(BaseModel):
     ranker_min_queries: int = Field(
         100, ge=1, description="users with a labelled future needed to learn a ranker (fewer: the blend alone)"
     )
-    ranker_max_queries: int = Field(20_000, ge=1, description="users (queries) the ranker learns from at most")
+    ranker_max_queries: int = Field(
+        5_000, ge=1, description="users (queries) per cut-off the ranker learns from at most"
+    )
     ranker_train_users: int = Field(
         10_000, ge=0, description="users of the past log the ranker's base model learns from (0: all)"
     )

@@ -15,6 +15,7 @@ LightGBM treats as missing.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -88,7 +89,8 @@ class ItemStats:
         first = np.full(n, until, dtype=np.int64)
         np.minimum.at(first, log.items, log.ts)
         counts = np.stack(columns, axis=1).astype(np.float32)
-        return cls(counts, trend.astype(np.float32), first, until, _ranks(counts[:, -1]), _ranks(trend))
+        trend32 = trend.astype(np.float32)  # ranked as stored, so a loaded model ranks the same
+        return cls(counts, trend32, first, until, _ranks(counts[:, -1]), _ranks(trend32))
 
     def top_trending(self, k: int) -> IntArray:
         """Codes of the ``k`` most trending items, most first (ties: lower code first)."""
@@ -114,7 +116,7 @@ class ItemStats:
         return cls(counts, trend, first, until, _ranks(counts[:, -1]), _ranks(trend))
 
 
-def _ranks(values: NDArray[np.floating]) -> FloatArray:
+def _ranks(values: NDArray[np.number[Any]]) -> FloatArray:
     order = np.lexsort((np.arange(values.size), -values))
     ranks = np.empty(values.size, dtype=np.float32)
     ranks[order] = np.arange(values.size, dtype=np.float32)

@@ -31,7 +31,6 @@ from recommender.base import RecommenderBase, Scored
 from recommender.candidates import (
     FactorIndex,
     SparseRows,
-    exclude_candidates,
     pad_rows,
     row_cap,
     sparse_rows,
@@ -44,7 +43,6 @@ from recommender.factors import FactorPart, FloatMatrix, fit_als, fit_bpr
 from recommender.features import NAMES, Candidates, ItemStats, features, reference_now
 from recommender.neighbours import fit_similarity
 from recommender.ranker import Ranker, select_candidates
-from recommender.ranking import exclude
 from recommender.sequence import transition_matrix
 from recommender.serialize import (
     load,
@@ -320,26 +318,25 @@ class Engine(RecommenderBase):
 
     # ----- the learned ranking stage -----
 
-    def rerank(self, scored: Scored, batch: HistoryBatch) -> None:
-        """Re-order each row's best candidates by the ranker, in place (after the exclusions): the re-ranked
-        cells score the ranker's score, every other finite cell keeps its order below them."""
+    def rerank(self, scored: Scored, batch: HistoryBatch, exclude_history: bool) -> None:
+        """Re-order each row's best candidates by the ranker, in place (before the exclusions): the re-ranked
+        cells score the ranker's score, every other finite cell keeps its order below them. Lists without the
+        user's own items (``exclude_history``) and lists with them are re-ranked where the ranker won each."""
         if not self.uses_ranker or not isinstance(scored, EngineScores) or batch.n_rows == 0:
             return
-        rows, cols, history, x = self.candidate_features(scored, batch)
-        views = self.ranker_views
-        repeat_rows = np.bincount(rows[history], minlength=batch.n_rows) > 0  # history items may be served
-        use = np.where(repeat_rows, views.get("repeat", False), views.get("new", False))
-        keep = use[rows]
-        if not keep.any():
+        if not self.ranker_views.get("new" if exclude_history else "repeat"):
             return
-        rows, cols, x = rows[keep], cols[keep], x[keep]
+        rows, cols, _, x = self.candidate_features(scored, batch)
+        if rows.size == 0:
+            return
         ranked = self.state.ranker.scores(x)  # type: ignore[union-attr]
         values = scored.values
-        low = np.zeros(batch.n_rows, dtype=np.float32)
+        low = np.full(batch.n_rows, np.inf, dtype=np.float32)
         np.minimum.at(low, rows, ranked)
+        low[~np.isfinite(low)] = 0.0
         finite = np.isfinite(values)
         below = low[:, None] - 2.0 + 1.0 / (1.0 + np.exp(-np.clip(values, -30, 30)))
-        np.copyto(values, below.astype(np.float32), where=finite & use[:, None])
+        np.copyto(values, below.astype(np.float32), where=finite)
         values[rows, cols] = ranked
 
     @property
@@ -367,7 +364,7 @@ class Engine(RecommenderBase):
 
     def explain(
         self, history: Iterable[HistoryEntry], item_ids: Sequence[str], *, exclude_history: bool = True, top: int = 5
-    ) -> dict[str, list[dict[str, float | str]]]:
+    ) -> dict[str, list[dict[str, float | str | None]]]:
         """Per item id (among the re-ranked candidates of this history) the ``top`` features by the size of their
         contribution to the ranker's score: name, value (None: missing) and contribution. {} without a ranker."""
         if not self.uses_ranker or not item_ids or not self.ranker_views.get("new" if exclude_history else "repeat"):
@@ -375,10 +372,6 @@ class Engine(RecommenderBase):
         batch = self.encode([list(history)])
         found = self.score_candidates(batch, len(item_ids) + int(np.diff(batch.indptr)[0]))
         scored = found if found is not None else self.score_batch(batch)
-        if scored.codes is None:
-            exclude(scored.values, batch, exclude_history=exclude_history)
-        else:
-            exclude_candidates(scored.values, scored.codes, batch, exclude_history=exclude_history)
         rows, cols, _, x = self.candidate_features(scored, batch)
         items = cols if scored.codes is None else scored.codes[rows, cols]
         wanted = {code: item for item, code in ((i, self.index.get(i)) for i in item_ids) if code is not None}
@@ -386,7 +379,7 @@ class Engine(RecommenderBase):
         if not at:
             return {}
         contrib = self.state.ranker.contributions(x[at])  # type: ignore[union-attr]
-        out: dict[str, list[dict[str, float | str]]] = {}
+        out: dict[str, list[dict[str, float | str | None]]] = {}
         for j, k in enumerate(at):
             order = np.argsort(-np.abs(contrib[j, : len(NAMES)]), kind="stable")[:top]
             out[wanted[int(items[k])]] = [

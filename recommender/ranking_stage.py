@@ -30,6 +30,7 @@ from recommender.model import Engine, EngineScores
 from recommender.ranker import Ranker, RankerParams, ndcg, train, wins
 
 SCORE_CELLS = 8_000_000  # users x items per scored chunk while gathering training rows
+EPOCH_2000_MS = 946_684_800_000  # the event schema's timestamp floor (ECRM_TIMESTAMP_FLOOR)
 VALIDATION_EVERY = 5  # every fifth query validates
 WIN_Z = 1.64  # the ranker serves a kind of list only where it beats the blend by this many standard errors
 
@@ -41,6 +42,9 @@ def fit_ranker(log: Interactions, cfg: RecommenderConfig, base_s: float) -> tupl
     info: dict[str, Any] = {"used": False, "budget_s": round(budget, 3)}
     if not cfg.ranker:
         return None, info | {"reason": "off in the configuration (ranker: false)"}
+    if len(log) and int(log.ts.min()) < EPOCH_2000_MS:
+        return None, info | {"reason": "the log has no real times (before 2000-01-01, e.g. positions in a sequence): "
+                             "the ranking stage learns from time windows"}  # fmt: skip
     try:
         ranker, more = _fit(log, cfg, budget, started)
     except _TooLittle as exc:
@@ -53,13 +57,15 @@ class _TooLittle(Exception):
     pass
 
 
-def _fit(log: Interactions, cfg: RecommenderConfig, budget: float, started: float) -> tuple[Ranker | None, dict[str, Any]]:
+def _fit(
+    log: Interactions, cfg: RecommenderConfig, budget: float, started: float
+) -> tuple[Ranker | None, dict[str, Any]]:
     need = cfg.ranker_min_queries
     if len(log) < 10 * need:
         raise _TooLittle(f"{len(log)} interactions (the ranking stage needs at least {10 * need})")
     parts: list[_Rows] = []
     cutoffs: list[int] = []
-    deadline = started + 0.6 * budget
+    deadline = started + 0.45 * budget
     for k in range(cfg.ranker_cutoffs):
         if parts and time.process_time() > deadline:
             break
@@ -116,7 +122,9 @@ class _Rows:
     groups: IntArray
 
 
-def _cutoff_rows(log: Interactions, cfg: RecommenderConfig, cutoff: int, end: int | None, deadline: float) -> _Rows | None:
+def _cutoff_rows(
+    log: Interactions, cfg: RecommenderConfig, cutoff: int, end: int | None, deadline: float
+) -> _Rows | None:
     """The labelled candidate rows of one cut-off (labels: positive interactions from it until ``end``)."""
     before = log.ts < cutoff
     if not before.any() or before.all():

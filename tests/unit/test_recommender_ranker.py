@@ -94,7 +94,9 @@ def test_features_offline_equal_features_online() -> None:
     ids = log.item_ids
     for r in (0, 1):
         sl = batch.row(r)
-        history = [(ids[i], float(w), int(t)) for i, w, t in zip(batch.items[sl], batch.weights[sl], batch.ts[sl], strict=True)]
+        history = [
+            (ids[i], float(w), int(t)) for i, w, t in zip(batch.items[sl], batch.weights[sl], batch.ts[sl], strict=True)
+        ]
         online_batch = model.encode([history])
         online = model.score_batch(online_batch)
         assert isinstance(online, EngineScores)
