@@ -73,7 +73,7 @@ class RecommenderConfig(BaseModel):
 
     # --- the learned ranking stage (recommender/ranker.py, docs/recommender.md "Ranking stage") ---
     ranker: bool = Field(True, description="learn a LambdaMART ranking stage at every fit when the log allows it")
-    ranker_candidates: int = Field(50, ge=1, le=1000, description="the blend's best items re-ranked per request")
+    ranker_candidates: int = Field(100, ge=1, le=1000, description="the blend's best items re-ranked per request")
     ranker_trending: int = Field(20, ge=0, le=1000, description="the most trending items added as candidates")
     ranker_window: float = Field(
         0.2, gt=0, lt=1, description="share of the log (the newest interactions) whose items label the cut-off"
@@ -95,6 +95,9 @@ class RecommenderConfig(BaseModel):
     ranker_learning_rate: float = Field(0.05, gt=0, le=1)
     ranker_time_share: float = Field(
         0.5, ge=0, description="the ranking stage may take this share of the base fit's time (ECRM_RANKER_TIME_SHARE)"
+    )
+    ranker_gate: bool = Field(
+        True, description="use the ranker only where it beats the blend on validation users (false: everywhere)"
     )
     ranker_min_seconds: float = Field(5.0, ge=0, description="... but at least this many (CPU) seconds")
 

@@ -94,6 +94,8 @@ def _fit(
     params = RankerParams(cfg.ranker_trees, cfg.ranker_leaves, cfg.ranker_learning_rate, seed=cfg.random_state or 0)
     ranker, cut_short = train(tx, ty, tg, params, remaining)
     figures, views = _validate(ranker, x[row_valid], labels[row_valid], history[row_valid], groups[valid])
+    if not cfg.ranker_gate:
+        views = {"repeat": True, "new": True}
     gains = ranker.booster.feature_importance(importance_type="gain")
     top = [NAMES[k] for k in np.argsort(-gains, kind="stable")[:5].tolist() if gains[k] > 0]
     info: dict[str, Any] = {
