@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.typing import NDArray
 
-from recommender.base import RecommenderBase, Scored
+from recommender.base import Recommendation, RecommenderBase, Scored
 from recommender.candidates import (
     FactorIndex,
     SparseRows,
@@ -216,6 +216,7 @@ class Engine(RecommenderBase):
         self._state: _Fitted | None = None
         self._popular_top: IntArray | None = None
         self._stage_items: IntArray | None = None
+        self._blend_only: Engine | None = None
 
     @property
     def state(self) -> _Fitted:
@@ -288,6 +289,24 @@ class Engine(RecommenderBase):
         other._state = self.state
         other._index_cache = self._index_cache
         return other
+
+    def similar_items(self, item_id: str, n: int = 10) -> list[Recommendation]:
+        """As :meth:`RecommenderBase.similar_items`, by the blend: the ranking stage learned customers' histories,
+        not one item."""
+        return super(Engine, self.blend_only).similar_items(item_id, n)
+
+    def cart_items(self, item_ids: Iterable[str], n: int = 10) -> list[Recommendation]:
+        """As :meth:`RecommenderBase.cart_items`, by the blend (a cart is not a history with times)."""
+        return super(Engine, self.blend_only).cart_items(item_ids, n)
+
+    @property
+    def blend_only(self) -> Engine:
+        """This model without its ranking stage (built once)."""
+        if not self.uses_ranker:
+            return self
+        if self._blend_only is None or self._blend_only.state is not self.state:
+            self._blend_only = self.with_scoring(ranker=False)
+        return self._blend_only
 
     @property
     def ranker_info(self) -> dict[str, Any]:

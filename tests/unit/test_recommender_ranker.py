@@ -183,3 +183,11 @@ def test_the_candidate_path_is_re_ranked_too(candidates_min_items: int) -> None:
         history, 5, exclude_history=False
     )
     assert [r.item_id for r in via_candidates] == [r.item_id for r in exact]
+
+
+def test_item_and_cart_lists_come_from_the_blend() -> None:
+    model = fitted()
+    assert model.uses_ranker
+    blend = model.with_scoring(ranker=False)
+    assert model.similar_items("i3", 5) == blend.similar_items("i3", 5)
+    assert model.cart_items(["i3", "i9"], 5) == blend.cart_items(["i3", "i9"], 5)
