@@ -99,7 +99,7 @@ class RecommenderConfig(BaseModel):
     ranker_gate: bool = Field(
         True, description="use the ranker only where it beats the blend on validation users (false: everywhere)"
     )
-    ranker_min_seconds: float = Field(5.0, ge=0, description="... but at least this many (CPU) seconds")
+    ranker_min_seconds: float = Field(4.0, ge=0, description="... but at least this many (CPU) seconds")
 
     # --- resources ---
     num_threads: int = Field(1, ge=0, description="threads of implicit's fit (0: all cores)")

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from recommender.config import RecommenderConfig
-from recommender.data import FloatArray, IntArray, Interactions, interactions_batch
+from recommender.data import IntArray, Interactions, interactions_batch
 from recommender.features import NAMES, ItemStats
 from recommender.model import Engine, EngineScores
 from recommender.ranker import Ranker, RankerParams, ndcg, train, wins
@@ -41,7 +41,7 @@ def fit_ranker(log: Interactions, cfg: RecommenderConfig, base_s: float) -> tupl
     budget = max(cfg.ranker_time_share * base_s, cfg.ranker_min_seconds)
     info: dict[str, Any] = {"used": False, "budget_s": round(budget, 3)}
     if not cfg.ranker:
-        return None, info | {"reason": "off in the configuration (ranker: false)"}
+        return None, info | {"reason": "off in the configuration (ranker: false)", "seconds": 0.0}
     if len(log) and int(log.ts.min()) < EPOCH_2000_MS:
         return None, info | {"reason": "the log has no real times (before 2000-01-01, e.g. positions in a sequence): "
                              "the ranking stage learns from time windows"}  # fmt: skip
@@ -253,6 +253,3 @@ def _sample_users(log: Interactions, keep: IntArray, total: int, seed: int) -> I
     extra = max(total - int(chosen.sum()), 0)
     chosen[np.random.default_rng(seed).choice(others, size=min(extra, others.size), replace=False)] = True
     return log.select(chosen[log.users])
-
-
-__all__ = ["FloatArray", "fit_ranker"]
