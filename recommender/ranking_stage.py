@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import lightgbm as lgb
 import numpy as np
 
 from recommender.config import RecommenderConfig
@@ -49,6 +50,8 @@ def fit_ranker(log: Interactions, cfg: RecommenderConfig, base_s: float) -> tupl
         ranker, more = _fit(log, cfg, budget, started)
     except _TooLittle as exc:
         ranker, more = None, {"reason": f"too little data: {exc}"}
+    except lgb.basic.LightGBMError as exc:  # the blend still serves: a ranker is an improvement, not a must
+        ranker, more = None, {"reason": f"LightGBM could not learn a ranker: {exc}"}
     more["seconds"] = round(time.process_time() - started, 3)
     return ranker, info | more
 
@@ -86,6 +89,8 @@ def _fit(
     history = np.concatenate([p.history for p in parts])
     groups = np.concatenate([p.groups for p in parts])
     valid = (np.arange(groups.size) % VALIDATION_EVERY) == 0
+    if valid.all():
+        raise _TooLittle(f"{found} users with a later interaction among their candidates: none left to train on")
     row_valid = np.repeat(valid, groups)
     remaining = budget - (time.process_time() - started)
     if remaining <= 0:

@@ -155,6 +155,15 @@ def test_too_little_data_serves_the_blend_with_a_reason() -> None:
     assert Engine.from_bytes(model.to_bytes()).ranker_info == info
 
 
+def test_a_single_query_user_is_too_little_and_fails_nothing() -> None:
+    log = staples_log(users=40, seed=5)
+    model = Engine(RecommenderConfig(**{**FAST, "ranker_min_queries": 1, "ranker_cutoffs": 1})).fit(
+        log.select(np.isin(log.users, [0, 1]) | (log.ts < np.quantile(log.ts, 0.8)))
+    )
+    assert not model.uses_ranker or model.ranker_info["used"]
+    assert model.recommend([("i1", 5.0, T0)], 3)
+
+
 def test_the_ranker_can_be_switched_off_when_scoring() -> None:
     model = fitted()
     off = model.with_scoring(ranker=False)
