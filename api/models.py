@@ -78,6 +78,12 @@ class CollectResponse(BaseModel):
     errors: list[FieldProblem]
 
 
+class RankerFeature(BaseModel):
+    feature: str = Field(description="The feature's name (docs/recommender.md, the ranking stage's features)")
+    value: float | None = Field(description="Its value for this customer and item (null: missing)")
+    contribution: float = Field(description="What it added to the ranker's score (SHAP value)")
+
+
 class RecommendedItem(BaseModel):
     item_id: str
     score: float = Field(description="The model's (or the fallback step's) score; 0 for an item a rule added")
@@ -85,6 +91,11 @@ class RecommendedItem(BaseModel):
     model_score: float | None = Field(None, description="explain=true: the raw score (null: added by a rule)")
     final_score: float | None = Field(None, description="explain=true: the normalised score after the rules")
     rules: list[str] | None = Field(None, description="explain=true: the rules that touched the item")
+    ranker: list[RankerFeature] | None = Field(
+        None,
+        description="explain=true: the learned ranking stage's top features of the item, largest contribution "
+        "first (null: the stage did not order it)",
+    )
     attributes: dict[str, str | int | float] | None = Field(None, description="attributes=true: catalogue attributes")
     image_url: str | None = Field(None, description="attributes=true: the catalogue image")
     title: str | None = Field(None, description="attributes=true: the catalogue title")

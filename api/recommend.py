@@ -91,6 +91,7 @@ class Chain:
     allowed: set[str] | None = None
     items: list[Recommended] = field(default_factory=list)
     strategy: str | None = None
+    explained: dict[str, list[dict[str, float | str | None]]] = field(default_factory=dict)  # explain=true: ranker
 
     @property
     def full(self) -> bool:
@@ -368,6 +369,10 @@ class RecommendationService:
             else:
                 recs = served.model.recommend(history, ask.pool + 10, exclude=chain.excluded, allowed=mask)
             chain.add(step, ((r.item_id, r.score, personal_reason(r, bought)) for r in recs))
+            if ask.explain:  # the ranking stage's top features of each item it ordered
+                chain.explained = served.model.explain(
+                    history, [r.item_id for r in chain.items], exclude_history=not rebuy
+                )
         # what they already saw is not news in any step (bought items come back after their re-buy window)
         chain.excluded |= {item for item, _, _ in history if item not in bought}
         categories = [category] if category else ctx.categories
@@ -529,6 +534,7 @@ class RecommendationService:
             extra: dict[str, object] = {}
             if ask.explain:
                 extra.update(model_score=r.model_score, final_score=round(r.final_score, 6), rules=r.rules)
+                extra["ranker"] = chain.explained.get(r.item_id)
             if ask.attributes:
                 e = entries.get(r.item_id)
                 extra.update(card_fields(e))

@@ -208,4 +208,4 @@ class ModelHolder:
 def warm(model: Engine) -> None:
     """Build the model's lazily built lookups now (called in the loading thread, off the event loop)."""
     if model.n_items:
-        _ = model.index, model.popular_top  # each property builds and caches its value
+        _ = model.index, model.popular_top, model.stage_items  # each property builds and caches its value

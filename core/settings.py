@@ -170,6 +170,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Users whose history trains the holdout check's model (the judged users among them; 0: all)",
     )
+    ranker_time_share: float = Field(
+        0.5,
+        ge=0,
+        description="The learned ranking stage may take this share of the base model's fit time (at least "
+        "ranker_min_seconds of the recommender configuration); 0: that minimum only",
+    )
     model_poll_s: float = Field(1.0, gt=0, description="How often an API replica looks for a newly promoted version")
     rebuy_window_days: float = Field(
         0.0, ge=0, description="Bought items come back in recommendations after this many days (0: never)"

@@ -107,6 +107,10 @@ class RecommenderBase(ABC):
         None (the default) when this model or catalogue is scored in full."""
         return None
 
+    def rerank(self, scored: Scored, batch: HistoryBatch, exclude_history: bool) -> None:  # noqa: B027
+        """Re-order the best scores of each row in place, before the exclusions (a learned ranking stage; so an
+        exclusion removes an item and moves no other); the default leaves them as they are."""
+
     # ----- built on the above -----
 
     @property
@@ -165,6 +169,7 @@ class RecommenderBase(ABC):
             if found is None:
                 raise ValueError("this model scores its whole catalogue (no candidate path for it)")
             scored = found.widened(self.n_items)
+        self.rerank(scored, batch, exclude_history)
         exclude(
             scored.values,
             batch,
@@ -217,6 +222,7 @@ class RecommenderBase(ABC):
         if scored is None or scored.codes is None:
             return None
         codes = scored.codes
+        self.rerank(scored, batch, exclude_history)
         exclude_candidates(
             scored.values,
             codes,

@@ -71,6 +71,36 @@ class RecommenderConfig(BaseModel):
     ann_probe: int = Field(8, ge=1, le=100_000, description="index lists scanned per request (als, bpr)")
     ann_lists: int | None = Field(None, ge=1, description="index lists (None: about the square root of items)")
 
+    # --- the learned ranking stage (recommender/ranker.py, docs/recommender.md "Ranking stage") ---
+    ranker: bool = Field(True, description="learn a LambdaMART ranking stage at every fit when the log allows it")
+    ranker_candidates: int = Field(100, ge=1, le=1000, description="the blend's best items re-ranked per request")
+    ranker_trending: int = Field(20, ge=0, le=1000, description="the most trending items added as candidates")
+    ranker_window: float = Field(
+        0.2, gt=0, lt=1, description="share of the log (the newest interactions) whose items label the cut-off"
+    )
+    ranker_cutoffs: int = Field(
+        3, ge=1, le=10, description="past cut-offs the ranker learns from (each labelled by the window after it)"
+    )
+    ranker_min_queries: int = Field(
+        100, ge=1, description="users with a labelled future needed to learn a ranker (fewer: the blend alone)"
+    )
+    ranker_max_queries: int = Field(
+        5_000, ge=1, description="users (queries) per cut-off the ranker learns from at most"
+    )
+    ranker_train_users: int = Field(
+        10_000, ge=0, description="users of the past log the ranker's base model learns from (0: all)"
+    )
+    ranker_trees: int = Field(100, ge=1, le=5000, description="boosting rounds")
+    ranker_leaves: int = Field(15, ge=2, le=1024, description="leaves per tree")
+    ranker_learning_rate: float = Field(0.05, gt=0, le=1)
+    ranker_time_share: float = Field(
+        0.5, ge=0, description="the ranking stage may take this share of the base fit's time (ECRM_RANKER_TIME_SHARE)"
+    )
+    ranker_gate: bool = Field(
+        True, description="use the ranker only where it beats the blend on validation users (false: everywhere)"
+    )
+    ranker_min_seconds: float = Field(4.0, ge=0, description="... but at least this many (CPU) seconds")
+
     # --- resources ---
     num_threads: int = Field(1, ge=0, description="threads of implicit's fit (0: all cores)")
     blas_threads: int = Field(1, ge=1, description="BLAS threads while training and evaluating")

@@ -17,6 +17,7 @@ The reason item of a recommended item is the history item with the largest share
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,14 +25,24 @@ from typing import Any, Self
 
 import numpy as np
 import scipy.sparse as sp
+from numpy.typing import NDArray
 
-from recommender.base import RecommenderBase
-from recommender.candidates import FactorIndex, SparseRows, pad_rows, row_cap, sparse_rows, union_codes
+from recommender.base import Recommendation, RecommenderBase, Scored
+from recommender.candidates import (
+    FactorIndex,
+    SparseRows,
+    pad_rows,
+    row_cap,
+    sparse_rows,
+    union_codes,
+)
 from recommender.config import RecommenderConfig
-from recommender.data import FloatArray, HistoryBatch, IntArray, Interactions, interactions_batch
+from recommender.data import FloatArray, HistoryBatch, HistoryEntry, IntArray, Interactions, interactions_batch
 from recommender.errors import NotFittedError
 from recommender.factors import FactorPart, FloatMatrix, fit_als, fit_bpr
+from recommender.features import NAMES, Candidates, ItemStats, features, reference_now
 from recommender.neighbours import fit_similarity
+from recommender.ranker import Ranker, select_candidates
 from recommender.sequence import transition_matrix
 from recommender.serialize import (
     load,
@@ -66,6 +77,9 @@ SCORING_FIELDS = frozenset(
         "candidates_min_items",
         "ann_candidates",
         "ann_probe",
+        "ranker",
+        "ranker_candidates",
+        "ranker_trending",
     }
 )
 POPULAR_CANDIDATES = 1024  # the most popular items kept as candidates of every request (the popularity term)
@@ -119,6 +133,9 @@ class _Fitted:
     similarity: sp.csr_matrix | None
     info: TrainingInfo
     ann: FactorIndex | None = None  # the candidate index over the item factors (als, bpr)
+    stats: ItemStats | None = None  # item counters of the ranking stage (None: a model from before it)
+    ranker: Ranker | None = None  # the learned ranking stage (None: the blend alone, see ranker_info)
+    ranker_info: dict[str, Any] | None = None  # whether the ranking stage is used, why, and its figures
 
     def check(self) -> None:
         n = len(self.item_ids)
@@ -156,6 +173,19 @@ class EngineScores:
         dense[rows, self.codes[rows, cols]] = self.values[rows, cols]
         return replace(self, values=dense, codes=None)
 
+    def sequence_at(self, rows: IntArray, items: IntArray) -> FloatArray:
+        """The sequential part of the scores at the cells (rows[k], item items[k]), as weighted in the blend."""
+        out = np.zeros(rows.size, dtype=np.float32)
+        if self.config.sequence_weight <= 0 or rows.size == 0:
+            return out
+        bounds = np.searchsorted(rows, np.arange(self.batch.n_rows + 1))
+        for r in np.unique(rows).tolist():
+            lo, hi = int(bounds[r]), int(bounds[r + 1])
+            sl = self.batch.row(r)
+            block = sparse_block(self.state.transitions, self.batch.items[sl], items[lo:hi])
+            out[lo:hi] = (self.seq_w[sl] @ block) * self.seq_coef[r]
+        return out
+
     def reasons(self, row: int, targets: IntArray) -> IntArray:
         sl = self.batch.row(row)
         history = self.batch.items[sl]
@@ -185,6 +215,8 @@ class Engine(RecommenderBase):
         self.metrics: dict[str, Any] = {}
         self._state: _Fitted | None = None
         self._popular_top: IntArray | None = None
+        self._stage_items: IntArray | None = None
+        self._blend_only: Engine | None = None
 
     @property
     def state(self) -> _Fitted:
@@ -207,6 +239,7 @@ class Engine(RecommenderBase):
             raise ValueError("cannot fit on an empty interaction log")
         cfg = self.config
         started = time.perf_counter()
+        cpu_started = time.process_time()
         with blas_threads(cfg.blas_threads):
             history = interactions_batch(interactions)
             conf = confidence(history, half_life_ms(cfg.half_life_days))
@@ -225,6 +258,11 @@ class Engine(RecommenderBase):
                 similarity = fit_similarity(matrix, cfg)
             if factors is not None:
                 ann = FactorIndex.build(factors.index_vectors(), cfg.ann_lists, cfg.random_state or 0)
+            base_s = time.process_time() - cpu_started
+            stats = ItemStats.fit(interactions)
+            from recommender.ranking_stage import fit_ranker  # the stage fits an Engine of its own
+
+            ranker, ranker_info = fit_ranker(interactions, cfg, base_s)
         info = TrainingInfo(
             algorithm=cfg.algorithm,
             params=cfg.model_dump(),
@@ -234,7 +272,10 @@ class Engine(RecommenderBase):
             trained_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
             duration_s=round(time.perf_counter() - started, 3),
         )
-        self._state = _Fitted(interactions.item_ids, popularity, transitions, factors, similarity, info, ann)
+        self._stage_items = None
+        self._state = _Fitted(
+            interactions.item_ids, popularity, transitions, factors, similarity, info, ann, stats, ranker, ranker_info
+        )
         self._popular_top = None
         self.metrics = {}
         return self
@@ -248,6 +289,123 @@ class Engine(RecommenderBase):
         other._state = self.state
         other._index_cache = self._index_cache
         return other
+
+    def similar_items(self, item_id: str, n: int = 10) -> list[Recommendation]:
+        """As :meth:`RecommenderBase.similar_items`, by the blend: the ranking stage learned customers' histories,
+        not one item."""
+        return super(Engine, self.blend_only).similar_items(item_id, n)
+
+    def cart_items(self, item_ids: Iterable[str], n: int = 10) -> list[Recommendation]:
+        """As :meth:`RecommenderBase.cart_items`, by the blend (a cart is not a history with times)."""
+        return super(Engine, self.blend_only).cart_items(item_ids, n)
+
+    @property
+    def blend_only(self) -> Engine:
+        """This model without its ranking stage (built once)."""
+        if not self.uses_ranker:
+            return self
+        if self._blend_only is None or self._blend_only.state is not self.state:
+            self._blend_only = self.with_scoring(ranker=False)
+        return self._blend_only
+
+    @property
+    def ranker_info(self) -> dict[str, Any]:
+        """Whether the learned ranking stage is used and why (``{"used": bool, "reason": str, ...}``)."""
+        info = self.state.ranker_info
+        if info is None:
+            return {"used": False, "reason": "trained before the ranking stage existed"}
+        if info.get("used") and not self.config.ranker:
+            return {**info, "used": False, "reason": "switched off when scoring (ranker: false)"}
+        return info
+
+    @property
+    def uses_ranker(self) -> bool:
+        state = self.state
+        return self.config.ranker and state.ranker is not None and state.stats is not None
+
+    @property
+    def stage_items(self) -> IntArray:
+        """The most trending and the most popular items: candidates of every re-ranked request."""
+        state = self.state
+        if state.stats is None or not self.config.ranker:
+            return np.zeros(0, dtype=np.int64)
+        if self._stage_items is None:
+            k = self.config.ranker_trending
+            popular = np.lexsort((np.arange(state.popularity.size), -state.popularity))[:k]
+            self._stage_items = union_codes([state.stats.top_trending(k), popular.astype(np.int64)])
+        return self._stage_items
+
+    # ----- the learned ranking stage -----
+
+    def rerank(self, scored: Scored, batch: HistoryBatch, exclude_history: bool) -> None:
+        """Re-order each row's best candidates by the ranker, in place (before the exclusions): the re-ranked
+        cells score the ranker's score, every other finite cell keeps its order below them. Lists without the
+        user's own items (``exclude_history``) and lists with them are re-ranked where the ranker won each."""
+        if not self.uses_ranker or not isinstance(scored, EngineScores) or batch.n_rows == 0:
+            return
+        if not self.ranker_views.get("new" if exclude_history else "repeat"):
+            return
+        rows, cols, _, x = self.candidate_features(scored, batch)
+        if rows.size == 0:
+            return
+        ranked = self.state.ranker.scores(x)  # type: ignore[union-attr]
+        values = scored.values
+        low = np.full(batch.n_rows, np.inf, dtype=np.float32)
+        np.minimum.at(low, rows, ranked)
+        low[~np.isfinite(low)] = 0.0
+        finite = np.isfinite(values)
+        below = low[:, None] - 2.0 + 1.0 / (1.0 + np.exp(-np.clip(values, -30, 30)))
+        np.copyto(values, below.astype(np.float32), where=finite)
+        values[rows, cols] = ranked
+
+    @property
+    def ranker_views(self) -> dict[str, bool]:
+        """Where the ranker re-orders: ``repeat`` (lists that may hold the user's own items), ``new`` (lists of
+        items new to the user); each only where it beat the blend on the validation users."""
+        views = (self.state.ranker_info or {}).get("views", {})
+        return {k: bool(v) for k, v in views.items()} if isinstance(views, dict) else {}
+
+    def candidate_features(
+        self, scored: EngineScores, batch: HistoryBatch
+    ) -> tuple[IntArray, IntArray, NDArray[np.bool_], FloatMatrix]:
+        """The cells the ranker re-orders (row, column), whether each is a history item, and their features."""
+        state, cfg = self.state, self.config
+        assert state.stats is not None
+        rows, cols, history = select_candidates(
+            scored.values, scored.codes, batch, cfg.ranker_candidates, self.stage_items
+        )
+        items = cols if scored.codes is None else scored.codes[rows, cols]
+        blend = scored.values[rows, cols]
+        seq = scored.sequence_at(rows, items)
+        cands = Candidates(rows, items, blend, seq)
+        x = features(state.stats, state.transitions, batch, cands, reference_now(state.stats, batch))
+        return rows, cols, history, x
+
+    def explain(
+        self, history: Iterable[HistoryEntry], item_ids: Sequence[str], *, exclude_history: bool = True, top: int = 5
+    ) -> dict[str, list[dict[str, float | str | None]]]:
+        """Per item id (among the re-ranked candidates of this history) the ``top`` features by the size of their
+        contribution to the ranker's score: name, value (None: missing) and contribution. {} without a ranker."""
+        if not self.uses_ranker or not item_ids or not self.ranker_views.get("new" if exclude_history else "repeat"):
+            return {}
+        batch = self.encode([list(history)])
+        found = self.score_candidates(batch, len(item_ids) + int(np.diff(batch.indptr)[0]))
+        scored = found if found is not None else self.score_batch(batch)
+        rows, cols, _, x = self.candidate_features(scored, batch)
+        items = cols if scored.codes is None else scored.codes[rows, cols]
+        wanted = {code: item for item, code in ((i, self.index.get(i)) for i in item_ids) if code is not None}
+        at = [k for k, code in enumerate(items.tolist()) if code in wanted]
+        if not at:
+            return {}
+        contrib = self.state.ranker.contributions(x[at])  # type: ignore[union-attr]
+        out: dict[str, list[dict[str, float | str | None]]] = {}
+        for j, k in enumerate(at):
+            order = np.argsort(-np.abs(contrib[j, : len(NAMES)]), kind="stable")[:top]
+            out[wanted[int(items[k])]] = [
+                {"feature": NAMES[f], "value": _plain(x[k, f]), "contribution": round(float(contrib[j, f]), 6)}
+                for f in order.tolist()
+            ]
+        return out
 
     # ----- scoring -----
 
@@ -319,12 +477,13 @@ class Engine(RecommenderBase):
                 assert state.similarity is not None
                 col = sparse_rows(batch, seq_w, state.similarity)
         popular = self.popular_top[:want] if cfg.popularity_weight > 0 else np.zeros(0, dtype=np.int64)
+        trending = self.stage_items if self.uses_ranker else np.zeros(0, dtype=np.int64)
         seq_coef = np.zeros(batch.n_rows, dtype=np.float32)
         col_coef = np.zeros(batch.n_rows, dtype=np.float32)
         row_codes: list[IntArray] = []
         row_values: list[FloatArray] = []
         for r in range(batch.n_rows):
-            parts = [popular, batch.items[batch.row(r)].astype(np.int64)]
+            parts = [popular, trending, batch.items[batch.row(r)].astype(np.int64)]
             for m in (seq, col):
                 if m is not None:
                     parts.append(m.columns(r))
@@ -370,6 +529,11 @@ class Engine(RecommenderBase):
             arrays["ann_index"] = state.ann.to_array()
         if state.similarity is not None:
             arrays.update(pack_csr("similarity", state.similarity))
+        if state.stats is not None:
+            arrays.update(state.stats.arrays())
+            arrays["ranker_info"] = pack_json(state.ranker_info or {})
+        if state.ranker is not None:
+            arrays["ranker_model"] = state.ranker.to_array()
         return save(KIND, arrays)
 
     @classmethod
@@ -393,14 +557,25 @@ class Engine(RecommenderBase):
             if factors is not None and "ann_index" in arrays:
                 dim = factors.item_factors.shape[1] + (factors.item_bias is not None)
                 ann = FactorIndex.from_array(arrays["ann_index"], factors.n_items, dim)
+            item_ids = unpack_strings(arrays)
+            stats = ItemStats.from_arrays(arrays, len(item_ids)) if "stats_counts" in arrays else None
+            ranker_info = unpack_json(arrays["ranker_info"]) if "ranker_info" in arrays else None
+            ranker = (
+                Ranker.from_array(arrays["ranker_model"], ranker_info or {})
+                if stats is not None and "ranker_model" in arrays
+                else None
+            )
             state = _Fitted(
-                item_ids=unpack_strings(arrays),
+                item_ids=item_ids,
                 popularity=arrays["popularity"].astype(np.float32),
                 transitions=unpack_csr("transitions", arrays),
                 factors=factors,
                 similarity=similarity,
                 info=TrainingInfo.from_dict(unpack_json(arrays["info"])),
                 ann=ann,
+                stats=stats,
+                ranker=ranker,
+                ranker_info=ranker_info if isinstance(ranker_info, dict) else None,
             )
             metrics = unpack_json(arrays["metrics"])
         except (KeyError, TypeError, UnicodeDecodeError) as exc:
@@ -411,3 +586,9 @@ class Engine(RecommenderBase):
         model._state = state
         model.metrics = metrics if isinstance(metrics, dict) else {}
         return model
+
+
+def _plain(value: np.floating[Any]) -> float | None:
+    """A feature value for JSON: None when missing."""
+    v = float(value)
+    return None if np.isnan(v) else round(v, 6)

@@ -59,11 +59,20 @@ class TrainingResult:
 
 
 def load_config(settings: Settings) -> RecommenderConfig:
+    """The recommender configuration (the file's, else the defaults) with the ranking stage's time share of the
+    settings (``ECRM_RANKER_TIME_SHARE``)."""
+    config = RecommenderConfig()
     if settings.recommender_config_file:
         from pathlib import Path
 
-        return RecommenderConfig.from_file(Path(settings.recommender_config_file))
-    return RecommenderConfig()
+        config = RecommenderConfig.from_file(Path(settings.recommender_config_file))
+    return RecommenderConfig.from_mapping({**config.model_dump(), "ranker_time_share": settings.ranker_time_share})
+
+
+def holdout_config(config: RecommenderConfig) -> RecommenderConfig:
+    """The holdout check's configuration: its ranking stage keeps to its time share, with no minimum (the check
+    fits on a sample; the served version's own stage gets the full budget)."""
+    return RecommenderConfig.from_mapping({**config.model_dump(), "ranker_min_seconds": 0.0})
 
 
 def holdout_split(
@@ -337,6 +346,9 @@ def _train(settings: Settings, client: redis.Redis, registry: Registry, version:
             model = Engine(config).fit(log)
             timings["fit_s"] = time.perf_counter() - t
             meta["training"] = model.info.as_dict()
+            meta["ranker"] = model.ranker_info
+            echo(f"ranking stage: {'used' if model.ranker_info.get('used') else 'not used'} — "
+                 f"{model.ranker_info.get('reason', '')}")  # fmt: skip
             t = time.perf_counter()
             blob = model.to_bytes()
             registry.promote(version, blob, meta | {"timings": timings, "bytes": len(blob)})
@@ -400,7 +412,7 @@ def judge(
     candidate: dict[str, float] = {}
     if split is not None:
         t = time.perf_counter()
-        candidate = holdout_metrics(Engine(config).fit(split.train), split, exclude_history=not repeats)
+        candidate = holdout_metrics(Engine(holdout_config(config)).fit(split.train), split, exclude_history=not repeats)
         timings["holdout_s"] = time.perf_counter() - t
     users = int(candidate.get("users", 0))
     judged = split is not None and users >= settings.holdout_min_users

@@ -66,6 +66,10 @@ def list_versions() -> None:
                 f"{baseline.get('since', '?')} (gate of {baseline.get('decided_by', '?')}: "
                 f"{baseline.get('reason', '')})"
             )
+            ranker = meta.get("ranker")
+            if isinstance(ranker, dict):
+                state = "used" if ranker.get("used") else "not used"
+                typer.echo(f"    ranking stage {state}: {ranker.get('reason', 'n/a')}")
     except (RegistryError, StoreUnavailable) as exc:
         typer.echo(error_line(exc), err=True)
         raise typer.Exit(2) from exc
