@@ -223,7 +223,7 @@ async def test_a_hung_redis_never_holds_a_page_for_the_socket_timeout(settings: 
     """Redis stopped with SIGSTOP (connections accepted, nothing answers): the first recommendation request answers
     degraded at the request deadline, not after two socket timeouts (4 s before the deadline existed), the next ones
     at once while the breaker is open, /health/ready within the deadline too; continued, Redis serves again within
-    the breaker's retry interval. The figures themselves: ``ecrm bench hung-redis`` (README, measured figures)."""
+    the breaker's retry interval. The figures themselves: ``ecrm bench hung-redis`` (docs/benchmarks.md, Hung Redis)."""
     from benchmarks.hung_redis import bench_hung_redis
 
     settings = settings.model_copy(update={"request_deadline_ms": 150.0})  # the default

@@ -145,4 +145,4 @@ def test_the_benchmark_file_has_twenty_valid_rules_and_the_engine_stays_cheap() 
     rules = parse_rules(twenty_rules())
     assert len(rules.rules) == 20
     p50, p99 = engine_cost(rules, 2000, runs=300)
-    assert 0 < p50 <= p99 < 50  # generous: a shared machine; the figure itself is in the README
+    assert 0 < p50 <= p99 < 50  # generous: a shared machine; the figure itself is in docs/benchmarks.md
