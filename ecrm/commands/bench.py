@@ -171,12 +171,12 @@ def api(
 
     def run(settings: Settings) -> None:
         if rules:
+            from dataclasses import asdict
+
             from benchmarks.rules import bench_rules
 
-            cost = bench_rules(settings, free_port(), items, rps or 1000.0, seconds, typer.echo)
-            typer.echo("")
-            for line in cost.lines():
-                typer.echo(line)
+            cost = bench_rules(settings, free_port(), items, rps or 1000.0, seconds, _progress(as_json))
+            _report(asdict(cost), cost.lines(), as_json)
             return
         echo = _progress(as_json)
         figures = bench_api(settings, free_port(), items, rps, seconds, echo, workers, exact)
@@ -185,7 +185,7 @@ def api(
     _with_servers(run, as_json)
 
 
-def freshness(probes: Annotated[int, typer.Option(help="Clicks measured")] = 40) -> None:
+def freshness(probes: Annotated[int, typer.Option(help="Clicks measured")] = 40, as_json: JsonOption = False) -> None:
     """Time from a product_view produced to Kafka until the recommendations change (target p99 1 s)."""
     import statistics
 
@@ -193,13 +193,14 @@ def freshness(probes: Annotated[int, typer.Option(help="Clicks measured")] = 40)
     from runtime.embedded import free_port
 
     def run(settings: Settings) -> None:
-        lags = sorted(bench_freshness(settings, free_port(), probes, typer.echo))
-        p99 = statistics.quantiles(lags, n=100, method="inclusive")[98]
-        typer.echo("")
-        typer.echo(f"click -> changed recommendations: p50 {statistics.median(lags) * 1000:.0f} ms, "
-                   f"p99 {p99 * 1000:.0f} ms, max {lags[-1] * 1000:.0f} ms ({len(lags)} clicks)")  # fmt: skip
+        lags = sorted(bench_freshness(settings, free_port(), probes, _progress(as_json)))
+        p50, p99 = statistics.median(lags) * 1000, statistics.quantiles(lags, n=100, method="inclusive")[98] * 1000
+        figures = {"clicks": len(lags), "p50_ms": round(p50, 1), "p99_ms": round(p99, 1),
+                   "max_ms": round(lags[-1] * 1000, 1), "target_p99_ms": 1000}  # fmt: skip
+        line = f"click -> changed recommendations: p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {lags[-1] * 1000:.0f} ms"
+        _report(figures, [f"{line} ({len(lags)} clicks)"], as_json)
 
-    _with_servers(run)
+    _with_servers(run, as_json)
 
 
 def auth(
@@ -207,18 +208,19 @@ def auth(
     rps: Annotated[float, typer.Option(help="Steady request rate per endpoint")] = 100.0,
     seconds: Annotated[float, typer.Option(help="Length of each steady load")] = 10.0,
     rounds: Annotated[int, typer.Option(help="Rounds of off then on (the figures are compared by median)")] = 2,
+    as_json: JsonOption = False,
 ) -> None:
     """The API's max rate and p99 with access control (keys, scopes, rate limit) on against off, in one run."""
+    from dataclasses import asdict
+
     from benchmarks.auth import bench_auth, lines
     from runtime.embedded import free_port
 
     def run(settings: Settings) -> None:
-        figures = bench_auth(settings, free_port(), items, rps, seconds, max(1, min(rounds, 5)), typer.echo)
-        typer.echo("")
-        for line in lines(figures, rps):
-            typer.echo(line)
+        figures = bench_auth(settings, free_port(), items, rps, seconds, max(1, min(rounds, 5)), _progress(as_json))
+        _report({"rps": rps, "runs": [asdict(f) for f in figures]}, lines(figures, rps), as_json)
 
-    _with_servers(run)
+    _with_servers(run, as_json)
 
 
 def campaigns(
