@@ -49,7 +49,7 @@ from profiles.updates import profile_of
 from runtime.embedded import free_port
 from schemas.events import Item, Purchase, parse_event_obj
 from tests.conftest import wait_for
-from tests.integration.helpers import api_client, now_ms, sync_redis, view, worker_metrics
+from tests.integration.helpers import api_client, now_ms, sync_redis, view, wait_committed, worker_metrics
 from tests.integration.test_auth import KEYS, SECRETS
 from tests.integration.test_bounded_input import read_dead_letters
 from tests.integration.test_degradation import load
@@ -480,7 +480,7 @@ def test_generated_events_through_the_collector_and_the_worker(settings: Setting
         finally:
             runner.run(stack.aclose())  # (api/background.py: the app's tasks stop for sure)
 
-    time.sleep(1.5)  # anything applied twice or late would show now
+    wait_committed(settings, sum(model.accepted_ids.values()))  # all acked: anything twice or late would show now
     duplicates, dead, consumed = counted(metrics_port)
     assert (applied(), duplicates, dead) == (model.applied, model.duplicates, 0)
     assert consumed == model.applied + model.duplicates
@@ -503,7 +503,7 @@ def test_generated_events_through_the_collector_and_the_worker(settings: Setting
     for letter, (event, fields) in zip(letters, model.refused, strict=True):
         assert letter["original_size"] == len(orjson.dumps(event)), letter["event_id"]
         assert {e["field"] for e in letter["errors"]} == fields, (event, letter["errors"])
-    time.sleep(0.5)
+    wait_committed(settings, sum(model.accepted_ids.values()) + len(model.refused))  # the refused ones read too
     assert applied() == model.applied  # none of them was applied
     assert set(MUTATIONS) <= set(run.kinds), set(MUTATIONS) - set(run.kinds)  # every mutation was tried
     print(
