@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PORT   ?= 8000
 # pytest-xdist workers: on 2 cores 3 pays, as much of a test is waiting (group joins, subprocesses, servers)
 PYTEST_WORKERS ?= 3
-PYTEST_ARGS    ?= -n $(PYTEST_WORKERS) --dist loadfile --durations=15
+PYTEST_ARGS    ?= -n $(PYTEST_WORKERS) --dist load --durations=15
 
 .PHONY: run test lint typecheck unit integration bench clean prometheus chromium
 

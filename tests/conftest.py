@@ -4,8 +4,10 @@ started once per test session (per pytest-xdist worker) on free loopback ports. 
 from __future__ import annotations
 
 import fcntl
+import functools
 import itertools
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -14,7 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import pytest
 
@@ -81,6 +83,35 @@ def free_port() -> int:
 # every free port the suite takes, in the tests and in the code they run in this process (the embedded servers)
 runtime.embedded.free_port = free_port
 runtime.local.free_port = free_port  # type: ignore[attr-defined]
+
+
+# Under pytest-xdist the Makefile asks for ``--dist load``: tests are handed out one by one to whichever worker is
+# free, so a long module does not hold one worker while the others idle. A module that shares a fixture wider than a
+# test (``scope="module"``, ``"class"`` or ``"package"``: a stack started once for the module) goes whole to one
+# worker instead, so that fixture is set up once. (pytest-xdist's own ``xdist_group`` marker does not group on
+# pytest 9.2: pytest-dev/pytest-xdist#1386.) The scheduler runs in the controller, which does not collect: the
+# module's source tells.
+_WIDER_FIXTURE = re.compile(r"""scope\s*=\s*["'](?:module|class|package)["']""")
+
+
+@functools.cache
+def shares_a_fixture(module: str) -> bool:
+    """Whether the test module at ``module`` (a path from the repository root) declares a fixture wider than a test."""
+    path = REPO / module
+    return path.is_file() and _WIDER_FIXTURE.search(path.read_text()) is not None
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    if config.getvalue("dist") != "load":
+        return None  # pytest-xdist's own scheduling
+    from xdist.scheduler import LoadScopeScheduling
+
+    class OneByOneButSharedModulesWhole(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if shares_a_fixture(module) else nodeid
+
+    return OneByOneButSharedModulesWhole(config, log)
 
 
 def pytest_sessionfinish() -> None:
