@@ -101,6 +101,7 @@ def shares_a_fixture(module: str) -> bool:
     return path.is_file() and _WIDER_FIXTURE.search(path.read_text()) is not None
 
 
+@pytest.hookimpl(optionalhook=True)  # (a hook of pytest-xdist: none without it, `-p no:xdist`)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     if config.getvalue("dist") != "load":
         return None  # pytest-xdist's own scheduling
