@@ -4,6 +4,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PORT   ?= 8000
+# pytest-xdist workers: on 2 cores 3 pays, as much of a test is waiting (group joins, subprocesses, servers)
+PYTEST_WORKERS ?= 3
+PYTEST_ARGS    ?= -n $(PYTEST_WORKERS) --dist load --durations=15
 
 .PHONY: run test lint typecheck unit integration bench clean prometheus chromium
 
@@ -43,14 +46,21 @@ chromium:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
-test: $(STAMP) prometheus chromium lint typecheck
-	$(BIN)/pytest -q
+# Lint first (seconds), then the type check beside the tests: its report is printed after theirs, and either failing
+# fails `make test` (the last line names which).
+test: $(STAMP) prometheus chromium lint
+	@$(BIN)/mypy > $(VENV)/mypy.log 2>&1 & mypy=$$!; trap 'kill $$mypy 2>/dev/null' EXIT; \
+	$(BIN)/pytest -q $(PYTEST_ARGS); tests=$$?; \
+	wait $$mypy; types=$$?; trap - EXIT; \
+	echo "typecheck (mypy, run beside the tests):"; cat $(VENV)/mypy.log; \
+	if [ $$tests -ne 0 ] || [ $$types -ne 0 ]; then \
+	  echo "make test FAILED: tests exit $$tests, typecheck exit $$types"; exit 1; fi
 
 unit: $(STAMP) prometheus
-	$(BIN)/pytest -q tests/unit
+	$(BIN)/pytest -q $(PYTEST_ARGS) tests/unit
 
 integration: $(STAMP) prometheus chromium
-	$(BIN)/pytest -q tests/integration
+	$(BIN)/pytest -q $(PYTEST_ARGS) tests/integration
 
 bench: $(STAMP)
 	$(BIN)/ecrm bench ingest

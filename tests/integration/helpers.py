@@ -13,6 +13,7 @@ import httpx
 import redis
 import uvicorn
 from fastapi import FastAPI
+from kafka import KafkaAdminClient
 
 from api.main import create_app
 from core.keyspace import Keys
@@ -22,6 +23,7 @@ from profiles.store import ProfileStore
 from profiles.updates import plan_update
 from runtime.embedded import free_port
 from schemas import parse_event_obj
+from tests.conftest import wait_for
 
 
 def now_ms() -> int:
@@ -90,6 +92,24 @@ async def apply(settings: Settings, events: list[dict[str, Any]]) -> None:
         assert set(await store.apply_plans(plans)) == {1}
     finally:
         await store.client.aclose()
+
+
+def committed(settings: Settings) -> int:
+    """The offsets the worker's consumer group committed on the events topic, summed over its partitions: the number
+    of records it read, wrote and acknowledged (offsets count records from 0 on each partition)."""
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap.split(","))
+    try:
+        offsets = admin.list_group_offsets(settings.worker_app_id).get(settings.worker_app_id, {})
+    finally:
+        admin.close()
+    return sum(meta.offset for tp, meta in offsets.items() if tp.topic == settings.events_topic and meta.offset > 0)
+
+
+def wait_committed(settings: Settings, records: int, timeout: float = 60.0) -> None:
+    """Wait until the worker's group has acknowledged all ``records`` of the events topic. A worker acks a record only
+    once it is written, and only unacknowledged records are delivered again: from then on nothing more can land (no
+    duplicate, nothing late), so a test checks "nothing counted twice" here instead of after a fixed sleep."""
+    wait_for(lambda: committed(settings) == records, timeout=timeout, interval=0.2, what=f"{records} records acked")
 
 
 def worker_metrics(port: int, *names: str) -> list[float] | None:

@@ -22,7 +22,7 @@ from core.kafka import make_producer
 from core.keyspace import Keys
 from core.settings import Settings
 from tests.conftest import wait_for
-from tests.integration.helpers import api_client, now_ms, purchase, sync_redis, view
+from tests.integration.helpers import api_client, now_ms, purchase, sync_redis, view, wait_committed
 
 pytestmark = pytest.mark.integration
 StartWorker = Callable[[], subprocess.Popen[bytes]]
@@ -151,7 +151,7 @@ def test_the_worker_dead_letters_what_another_producer_sent(settings: Settings, 
     (huge_letter,) = [x for x in letters if x["event_id"] == huge["event_id"]]
     assert huge_letter["original_truncated"] and len(orjson.dumps(huge_letter)) < 200_000
 
-    time.sleep(1)  # anything else would land now
+    wait_committed(settings, len(valid) + len(bad_events))  # every record acked: anything else would have landed
     assert int(r.get(keys.applied_count) or 0) == len(valid)
 
     async def read_profile() -> dict[str, Any]:

@@ -36,14 +36,13 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from kafka import KafkaAdminClient
 
 from core.kafka import ensure_topics, make_producer, produce_events
 from core.keyspace import Keys, customer_pid, marker_digest
 from core.settings import Settings
 from runtime.embedded import EmbeddedServer, free_port, start_broker, start_redis
 from tests.conftest import wait_for
-from tests.integration.helpers import now_ms, serve_api, view, worker_metrics
+from tests.integration.helpers import committed, now_ms, serve_api, view, wait_committed, worker_metrics
 from tests.integration.test_graceful_stop import RestartableRedis
 
 pytestmark = pytest.mark.integration
@@ -263,16 +262,6 @@ def valkey() -> Iterator[EmbeddedServer]:
     server.stop()
 
 
-def committed(settings: Settings) -> int:
-    """The offsets the worker's group committed on the events topic, summed over its partitions."""
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap.split(","))
-    try:
-        offsets = admin.list_group_offsets(settings.worker_app_id).get(settings.worker_app_id, {})
-    finally:
-        admin.close()
-    return sum(meta.offset for tp, meta in offsets.items() if tp.topic == settings.events_topic and meta.offset > 0)
-
-
 def blocked_writes(client: redis.Redis) -> int:
     """Clients whose script call waits on the pause."""
     return sum(1 for c in client.client_list() if "b" in c["flags"] and c["cmd"].startswith("eval"))
@@ -319,10 +308,9 @@ def test_sigterm_while_a_write_waits_on_a_paused_redis(
 
     worker_factory(settings)
     wait_for(lambda: applied() >= len(before) + len(during), timeout=90, what="the batch left unacked")
-    time.sleep(2)  # a duplicate would land now
+    wait_committed(settings, len(before) + len(during))  # the batch committed: a duplicate would have landed
     assert applied() == len(before) + len(during)
     expected = Counter(e["customer_id"] for e in before + during)
     for customer in customers:
         assert int(r.hget(keys.profile(customer_pid(customer)), "n:product_view") or 0) == expected[customer]
-    wait_for(lambda: committed(settings) == len(before) + len(during), timeout=30, what="the batch committed")
     print(f"\nSIGTERM while paused: the worker stopped in {stopped_s:.1f}s without acking; applied once after")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import tempfile
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from core.keyspace import Keys, customer_pid
 from core.settings import Settings
 from runtime.embedded import die_with_parent, free_port, valkey_binary, wait_for_port
 from tests.conftest import wait_for
-from tests.integration.helpers import now_ms, view
+from tests.integration.helpers import now_ms, view, wait_committed
 
 pytestmark = pytest.mark.integration
 StartWorker = Callable[[Settings], subprocess.Popen[bytes]]
@@ -116,7 +115,7 @@ def test_sigterm_while_redis_is_unreachable_leaves_the_batch_for_the_next_worker
     assert applied() == len(before)  # nothing of the batch was written during the outage
     worker_factory(settings.model_copy(update={"worker_metrics_port": 0}))
     wait_for(lambda: applied() >= len(before) + len(during), timeout=90, what="the batch left unacked")
-    time.sleep(2)  # a duplicate would land now
+    wait_committed(settings, len(before) + len(during))  # every record acked: a duplicate would have landed
     assert applied() == len(before) + len(during)
     expected = Counter(e["customer_id"] for e in before + during)
     client = restartable_redis.client()

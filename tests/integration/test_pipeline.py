@@ -19,7 +19,7 @@ from core.kafka import make_producer, produce_events
 from core.keyspace import Keys, customer_pid
 from core.settings import Settings
 from tests.conftest import on_cluster, wait_for
-from tests.integration.helpers import api_client, now_ms, profile_hash, purchase, sync_redis, view
+from tests.integration.helpers import api_client, now_ms, profile_hash, purchase, sync_redis, view, wait_committed
 
 pytestmark = pytest.mark.integration
 StartWorker = Callable[[], subprocess.Popen[bytes]]
@@ -167,7 +167,7 @@ def sigkill_mid_stream(settings: Settings, worker: StartWorker) -> None:
     assert 0 < at_kill < 30_000, f"the kill should land mid-stream, processed {at_kill}"
     worker()
     wait_for(lambda: processed() >= 30_000, timeout=180, what="the restarted worker to finish")
-    time.sleep(2)  # any redelivered duplicates would land now
+    wait_committed(settings, len(events))  # every record acked: any redelivered duplicate would have landed
     expected = Counter(customers[i % len(customers)] for i in range(30_000))
     for c in customers:
         h = r.hgetall(keys.profile(customer_pid(c)))

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -20,7 +19,7 @@ from core.settings import Settings
 from runtime.embedded import free_port
 from runtime.local import spawn_role, stop_process, wait_ready
 from tests.conftest import wait_for
-from tests.integration.helpers import sync_redis, view, worker_metrics
+from tests.integration.helpers import sync_redis, view, wait_committed, worker_metrics
 
 pytestmark = pytest.mark.integration
 StartWorker = Callable[[Settings], subprocess.Popen[bytes]]
@@ -85,7 +84,7 @@ def test_two_workers_four_partitions_two_apis_sigkill(
     assert at_kill < EVENTS, f"the kill should land mid-stream, applied {at_kill}"
     worker_factory(scaled)  # a replacement joins the group beside the survivor
     wait_for(lambda: applied() >= EVENTS, timeout=240, what=f"every event applied (at {applied()} of {EVENTS})")
-    time.sleep(2)  # redelivered duplicates would land now
+    wait_committed(scaled, EVENTS + 2 * BATCH)  # every record acked: a redelivered duplicate would have landed
     assert applied() == EVENTS
     expected = Counter(e["customer_id"] for e in events)
     for customer in CUSTOMERS:
