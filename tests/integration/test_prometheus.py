@@ -133,7 +133,7 @@ def test_the_dashboard_shows_dead_letters_lag_requests_and_the_model(stack: Loca
     producer.close()
 
     rules = httpx.get(f"{prometheus}/api/v1/rules", timeout=5).json()["data"]["groups"]
-    assert sum(len(g["rules"]) for g in rules) == 13
+    assert sum(len(g["rules"]) for g in rules) == 14
 
     dead = panel_expr("Dead letters by type")
     until(

@@ -42,7 +42,11 @@ async def test_the_ranker_is_trained_stored_served_and_explained(settings: Setti
     config = tmp_path / "recommender.yaml"
     config.write_text("factors: 8\niterations: 5\nranker_min_queries: 20\nranker_trees: 40\n")
     settings = settings.model_copy(
-        update={"recommender_config_file": str(config), "rebuy_window_days": 0.0001}  # bought items come back
+        update={
+            "recommender_config_file": str(config),
+            "rebuy_window_days": 0.0001,  # bought items come back
+            "gate_baselines": "",  # the engine serves: the gate's choice of a baseline is test_serving.py's
+        }
     )
     await apply(settings, staples_shop())
     lines: list[str] = []
