@@ -14,11 +14,12 @@ over in the visitor's slot (mode ``handoff``, :func:`build_handoffs`).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -121,12 +122,40 @@ def login_name(plan: Plan) -> str:
     return f"{encode_id(plan.source)}:{encode_id(plan.event_id)}"
 
 
+class _Names(NamedTuple):
+    """The key names of one profile a plan needs (every one from :class:`core.keyspace.Keys`)."""
+
+    block: tuple[str, ...]  # Keys.profile_keys: consecutive in KEYS
+    seen_set: str
+    erased: str
+    visitors: str  # a customer's (a visitor's: unused)
+    alias: str  # a visitor's (a customer's: unused)
+    campaigns: str
+    pid: str  # the profile id's string form (``c:<id>`` / ``a:<id>``)
+
+
+@functools.lru_cache(maxsize=16_384)
+def _names(keys: Keys, pid: ProfileId) -> _Names:
+    """A profile's key names, memoised (bounded): a visitor's events come in bursts (a session), and building the
+    names costs the worker several microseconds per event."""
+    return _Names(
+        tuple(keys.profile_keys(pid)),
+        keys.seen_set(pid),
+        keys.erased(pid),
+        keys.visitors(pid.ident),
+        keys.alias(pid.ident),
+        keys.campaigns(pid),
+        str(pid),
+    )
+
+
 class _KeyTable:
     """KEYS, each name once; ``index`` gives its 1-based position; ``gk`` maps global names to positions."""
 
     def __init__(self, keys: Keys, with_globals: bool) -> None:
         self.names: list[str] = []
         self._at: dict[str, int] = {}
+        self._blocks: dict[str, tuple[Sequence[str], int]] = {}  # first name -> the block, its first index
         self.gk: dict[str, int] = {}
         if with_globals:
             for name, key in (
@@ -153,8 +182,27 @@ class _KeyTable:
         if name not in self.gk:
             self.gk[name] = self.index(key)
 
-    def block(self, names: list[str]) -> int:
+    def block(self, names: Sequence[str]) -> int:
         """Indexes of a profile's keys (consecutive, so the script adds offsets): the first one."""
+        known = self._blocks.get(names[0])
+        if known is not None and (known[0] is names or known[0] == names):
+            return known[1]
+        at = self._block(names)
+        self._blocks[names[0]] = (names, at)
+        return at
+
+    def _block(self, names: Sequence[str]) -> int:
+        at = self._at.get(names[0])
+        if at is None:  # new to this call: appended in order
+            at = len(self.names) + 1
+            for offset, name in enumerate(names):
+                if name in self._at:  # seen before without the block's first key: never
+                    raise AssertionError("profile keys must be consecutive in KEYS")
+                self._at[name] = at + offset
+            self.names.extend(names)
+            return at
+        if all(self._at.get(name) == at + offset for offset, name in enumerate(names)):
+            return at  # the block is in the table already
         first = [self.index(n) for n in names]
         if first != list(range(first[0], first[0] + len(first))):  # seen before in another order: never
             raise AssertionError("profile keys must be consecutive in KEYS")
@@ -263,7 +311,10 @@ class _Context:
         own = plan.profile
         assert own is not None
         target = target_of(plan, found)
-        here = own == target or not self.cluster  # the own profile's keys are in this call's slot
+        names = _names(keys, target)
+        same = own is target or own == target
+        own_names = names if same else _names(keys, own)
+        here = same or not self.cluster  # the own profile's keys are in this call's slot
         # a browser's purchase is counted apart from the orders: it is a claim
         out: dict[str, Any] = {"t": plan.type if plan.trusted or not plan.bought else "claimed_purchase", "ts": plan.ts}
         if target.kind == "a":
@@ -277,29 +328,29 @@ class _Context:
         if self.cluster:  # a marker key of its own, to hold the event's global record
             out["seen"] = table.index(keys.seen(target, plan.source, plan.event_id))  # in the plan's slot
         else:  # a member of the profile's de-duplication set
-            out["seen"] = table.index(keys.seen_set(target))
+            out["seen"] = table.index(names.seen_set)
             out["sd"] = marker_digest(plan.source, plan.event_id)
         alive: list[int] = []
-        if own != target:
+        if not same:
             if here:
-                out["seen2"] = table.index(keys.seen_set(own))  # here: a single node
+                out["seen2"] = table.index(own_names.seen_set)  # here: a single node
             else:
                 out["erx"] = found.erased.get(own.ident) or -1
                 if keys.seen(own, plan.source, plan.event_id) in found.markers:
                     out["dup"] = 1  # applied to the visitor before they logged in
         if own.kind == "a" and here:
-            out["alias"] = table.index(keys.alias(own.ident))
+            out["alias"] = table.index(own_names.alias)
             out["expect"] = found.aliases.get(own.ident) or ""
             alive.append(out["alias"])
         if plan.login is not None and own.kind == "c":
             out["login"] = self._login(plan, own.ident)
-        out["P"] = table.block(keys.profile_keys(target))
-        out["pid"] = str(target)
-        out["er"] = sorted({table.index(keys.erased(own)) if here else 0, table.index(keys.erased(target))} - {0})
+        out["P"] = table.block(names.block)
+        out["pid"] = names.pid
+        out["er"] = sorted({table.index(own_names.erased) if here else 0, table.index(names.erased)} - {0})
         if target.kind == "c":
-            alive.append(table.index(keys.visitors(target.ident)))
+            alive.append(table.index(names.visitors))
         if plan.campaigns or plan.login is not None:
-            out["CK"] = table.index(keys.campaigns(target))
+            out["CK"] = table.index(names.campaigns)
             alive.append(out["CK"])
         if plan.login is not None:
             out["tmp"] = table.index(keys.merging(target))

@@ -87,3 +87,46 @@ def test_a_chunk_is_cut_at_logins_and_after_an_items_description() -> None:
     ]
     assert _run_starts(plans) == [0, 3, 4]
     assert _run_starts(plans[:3]) == [0]
+
+
+PEOPLE = st.sampled_from(["a", "b", "{x}", "a:b"])
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from("ac"), PEOPLE, st.none() | PEOPLE, st.booleans()), min_size=1, max_size=12),
+    st.dictionaries(PEOPLE, st.none() | PEOPLE, max_size=3),
+    st.booleans(),
+)
+def test_every_index_of_a_call_names_the_key_keys_gives(
+    people: list[tuple[str, str, str | None, bool]], aliases: dict[str, str | None], cluster: bool
+) -> None:
+    """The names a call puts in KEYS (memoised per profile, a profile's block once per call) are the ones
+    :class:`core.keyspace.Keys` gives, at every index the wire names, for repeated profiles, visitors who logged in
+    and visitors whose alias points at a customer."""
+    plans = [
+        behaviour(n, kind, ident, login if kind == "c" and flag else None)
+        for n, (kind, ident, login, flag) in enumerate(people)
+    ]
+    found = Lookups(aliases=aliases)
+    if cluster:
+        plans = plans[:1]  # a profile call of a cluster holds one slot's plans
+        found = Lookups(aliases=aliases, logins={login_name(plans[0]): LoginAnswer(True, "", "")})
+    names, args = build_call(plans, found, K, P, cluster)
+    assert len(names) == len(set(names))
+    for plan, wire in zip(plans, orjson.loads(args[0]), strict=True):
+        assert plan.profile is not None
+        own = plan.profile
+        customer = aliases.get(own.ident) if own.kind == "a" else None
+        target = ProfileId("c", customer) if customer else own
+        block = K.profile_keys(target)
+        assert names[wire["P"] - 1 : wire["P"] - 1 + len(block)] == block and wire["pid"] == str(target)
+        if not cluster:
+            assert names[wire["seen"] - 1] == K.seen_set(target)
+            assert {names[i - 1] for i in wire["er"]} == {K.erased(own), K.erased(target)}
+            if own != target:
+                assert names[wire["seen2"] - 1] == K.seen_set(own)
+        if own.kind == "a" and (own == target or not cluster):  # on a cluster: only in the visitor's own slot
+            assert names[wire["alias"] - 1] == K.alias(own.ident)
+        alive = {names[i - 1] for i in wire["alive"]}
+        assert (K.visitors(target.ident) in alive) == (target.kind == "c")
+        assert names[wire["CK"] - 1] == K.campaigns(target)
