@@ -349,6 +349,13 @@ class Engine(RecommenderBase):
         if rows.size == 0:
             return
         ranked = self.state.ranker.scores(x)  # type: ignore[union-attr]
+        self.apply_ranked(scored, batch, rows, cols, ranked)
+
+    @staticmethod
+    def apply_ranked(scored: EngineScores, batch: HistoryBatch, rows: IntArray, cols: IntArray,
+                     ranked: FloatArray) -> None:  # fmt: skip
+        """The ranker's scores of the cells (rows, cols) written in place; every other finite cell of a row keeps
+        its order below that row's lowest ranker score."""
         values = scored.values
         low = np.full(batch.n_rows, np.inf, dtype=np.float32)
         np.minimum.at(low, rows, ranked)
