@@ -163,8 +163,8 @@ def bench_api(
     ranker: str = "auto",
 ) -> ApiFigures:
     """``rps`` 0: the steady load runs at half the measured max rate of recommendations. ``ranker``: ``auto`` (the
-    model's own gate decides), ``forced`` (``ranker_gate: false``: the stage orders every list; the generated log
-    gives the gate too few validation users to use it), ``off`` (the blend alone)."""
+    model's own gate decides), ``forced`` (``ranker_gate: false``, ``ranker_min_queries: 10``: the stage orders
+    every list; the generated log has too few labelled users for the gate or the default minimum), ``off`` (the blend alone)."""
     with tempfile.TemporaryDirectory(prefix="ecrm-bench-") as tmp:
         settings = isolated(base, api_port=port, model_poll_s=1.0, api_model_dir=str(Path(tmp) / "models"))
         lines = [*(["candidates_min_items: 1000000000"] if exact else []), *RANKER_MODES[ranker]]
@@ -177,7 +177,11 @@ def bench_api(
         return figures
 
 
-RANKER_MODES: dict[str, list[str]] = {"auto": [], "forced": ["ranker_gate: false"], "off": ["ranker: false"]}
+RANKER_MODES: dict[str, list[str]] = {
+    "auto": [],
+    "forced": ["ranker_gate: false", "ranker_min_queries: 10"],  # as benchmarks.api_stages.FORCED
+    "off": ["ranker: false"],
+}
 
 
 def _bench_api(

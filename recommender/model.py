@@ -39,7 +39,7 @@ from recommender.candidates import (
 from recommender.config import RecommenderConfig
 from recommender.data import FloatArray, HistoryBatch, HistoryEntry, IntArray, Interactions, interactions_batch
 from recommender.errors import NotFittedError
-from recommender.factors import FactorPart, FloatMatrix, fit_als, fit_bpr
+from recommender.factors import FactorPart, FloatMatrix, HistorySolve, fit_als, fit_bpr
 from recommender.features import NAMES, Candidates, ItemStats, features, reference_now
 from recommender.neighbours import fit_similarity
 from recommender.ranker import Ranker, select_candidates
@@ -163,6 +163,7 @@ class EngineScores:
     state: _Fitted
     config: RecommenderConfig
     codes: IntArray | None = None  # candidate path: the item code of each column (-1: padding)
+    solved: HistorySolve | None = None  # a request of one: its fold-in's solved system, reused for the reasons
 
     def widened(self, n_items: int) -> EngineScores:
         """Candidate scores as a dense rows x items matrix (-inf where an item was not a candidate)."""
@@ -197,7 +198,11 @@ class EngineScores:
             contrib += seq_w * sparse_block(self.state.transitions, history, targets) * self.seq_coef[row]
         if self.config.collaborative_weight > 0:
             if self.state.factors is not None:
-                part = self.state.factors.explain(history, self.conf[sl], targets)
+                part = (
+                    self.state.factors.explain_solved(self.solved, targets)
+                    if self.solved is not None and self.batch.n_rows == 1
+                    else self.state.factors.explain(history, self.conf[sl], targets)
+                )
             else:
                 assert self.state.similarity is not None
                 part = seq_w * sparse_block(self.state.similarity, history, targets)
@@ -424,6 +429,7 @@ class Engine(RecommenderBase):
         total = np.zeros((batch.n_rows, n), dtype=np.float32)
         seq_coef = np.zeros(batch.n_rows, dtype=np.float32)
         col_coef = np.zeros(batch.n_rows, dtype=np.float32)
+        solved: HistorySolve | None = None
         if cfg.sequence_weight > 0:
             seq = sparse_scores(batch, seq_w, state.transitions)
             seq_coef = (cfg.sequence_weight / row_max(seq)).astype(np.float32)
@@ -431,7 +437,11 @@ class Engine(RecommenderBase):
             total = seq
         if cfg.collaborative_weight > 0:
             if state.factors is not None:
-                col = state.factors.scores(state.factors.fold_in(batch_matrix(batch, conf, n)))
+                if batch.n_rows == 1:
+                    users, solved = state.factors.fold_in_solved(batch.items, conf)
+                else:
+                    users = state.factors.fold_in(batch_matrix(batch, conf, n))
+                col = state.factors.scores(users)
                 col_coef = (cfg.collaborative_weight / row_max(col, absolute=True)).astype(np.float32)
             else:
                 assert state.similarity is not None
@@ -441,7 +451,7 @@ class Engine(RecommenderBase):
             total += col
         if cfg.popularity_weight > 0:
             total += np.float32(cfg.popularity_weight) * state.popularity
-        return EngineScores(total, batch, conf, seq_w, seq_coef, col_coef, state, cfg)
+        return EngineScores(total, batch, conf, seq_w, seq_coef, col_coef, state, cfg, solved=solved)
 
     # ----- candidate path (large catalogues) -----
 
@@ -470,15 +480,15 @@ class Engine(RecommenderBase):
         seq_w = sequence_weights(batch, conf, cfg.recency_decay, cfg.max_history)
         seq = sparse_rows(batch, seq_w, state.transitions) if cfg.sequence_weight > 0 else None
         users: FloatMatrix | None = None
+        solved: HistorySolve | None = None
         near: IntArray | None = None
         col: SparseRows | None = None
         if cfg.collaborative_weight > 0:
             if state.factors is not None and state.ann is not None:
-                users = (
-                    state.factors.fold_in_one(batch.items, conf)
-                    if batch.n_rows == 1
-                    else state.factors.fold_in(batch_matrix(batch, conf, n))
-                )
+                if batch.n_rows == 1:  # a request: one solve for the fold-in and the reason items
+                    users, solved = state.factors.fold_in_solved(batch.items, conf)
+                else:
+                    users = state.factors.fold_in(batch_matrix(batch, conf, n))
                 near = state.ann.search(state.factors.queries(users), cfg.ann_candidates + want, cfg.ann_probe)
             else:
                 assert state.similarity is not None
@@ -516,7 +526,7 @@ class Engine(RecommenderBase):
             row_codes.append(codes)
             row_values.append(values)
         codes_matrix, values_matrix = pad_rows(row_codes, row_values)
-        return EngineScores(values_matrix, batch, conf, seq_w, seq_coef, col_coef, state, cfg, codes_matrix)
+        return EngineScores(values_matrix, batch, conf, seq_w, seq_coef, col_coef, state, cfg, codes_matrix, solved)
 
     # ----- serialisation -----
 
