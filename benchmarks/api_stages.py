@@ -103,7 +103,7 @@ def histories(items: int, count: int) -> list[list[HistoryEntry]]:
 
 def bench_stages(items: int, requests: int, echo: Echo, n: int = 20) -> StageFigures:
     model = stage_model(items, echo)
-    hist = histories(items, requests)
+    hist = histories(items, 3 * requests + 50)  # each timed call its own history: no call warms another's rows
     figures = StageFigures(items, requests, model.uses_ranker)
     blend = model.with_scoring(ranker=False)
     for h in hist[:50]:  # warm caches (index, popular items, stage items)
@@ -115,12 +115,13 @@ def bench_stages(items: int, requests: int, echo: Echo, n: int = 20) -> StageFig
     lgb_times: list[float] = []
     rows_ranked: list[int] = []
     ranker = model.state.ranker
-    for h in hist:
+    for k in range(requests):
+        h = hist[50 + 3 * k]
         t0 = time.perf_counter()
-        model.recommend(h, n)
+        model.recommend(hist[51 + 3 * k], n)
         whole.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        blend.recommend(h, n)
+        blend.recommend(hist[52 + 3 * k], n)
         whole_blend.append(time.perf_counter() - t0)
         for name, seconds in _one_request(model, h, n).items():
             samples.setdefault(name, []).append(seconds)
@@ -170,7 +171,7 @@ def _one_request(model: Engine, history: list[HistoryEntry], n: int) -> dict[str
         lap("stage: choose candidates")
         items = scored.codes[rows, cols]
         blend = scored.values[rows, cols]
-        seq = scored.sequence_at(rows, items)
+        seq = scored.sequence_at(rows, items) if scored.seq_values is None else scored.seq_values[rows, cols]
         lap("stage: sequential part")
         x = features(state.stats, state.transitions, batch, Candidates(rows, items, blend, seq),
                      reference_now(state.stats, batch))  # fmt: skip

@@ -164,6 +164,7 @@ class EngineScores:
     config: RecommenderConfig
     codes: IntArray | None = None  # candidate path: the item code of each column (-1: padding)
     solved: HistorySolve | None = None  # a request of one: its fold-in's solved system, reused for the reasons
+    seq_values: FloatMatrix | None = None  # candidate path: the sequential part of each cell, as weighted in the blend
 
     def widened(self, n_items: int) -> EngineScores:
         """Candidate scores as a dense rows x items matrix (-inf where an item was not a candidate)."""
@@ -172,7 +173,7 @@ class EngineScores:
         dense = np.full((self.batch.n_rows, n_items), -np.inf, dtype=np.float32)
         rows, cols = np.nonzero(self.codes >= 0)
         dense[rows, self.codes[rows, cols]] = self.values[rows, cols]
-        return replace(self, values=dense, codes=None)
+        return replace(self, values=dense, codes=None, seq_values=None)
 
     def sequence_at(self, rows: IntArray, items: IntArray) -> FloatArray:
         """The sequential part of the scores at the cells (rows[k], item items[k]), as weighted in the blend."""
@@ -388,7 +389,8 @@ class Engine(RecommenderBase):
         )
         items = cols if scored.codes is None else scored.codes[rows, cols]
         blend = scored.values[rows, cols]
-        seq = scored.sequence_at(rows, items)
+        # the candidate path computed the sequential part of every candidate already: read, not recomputed
+        seq = scored.sequence_at(rows, items) if scored.seq_values is None else scored.seq_values[rows, cols]
         cands = Candidates(rows, items, blend, seq)
         x = features(state.stats, state.transitions, batch, cands, reference_now(state.stats, batch))
         return rows, cols, history, x
@@ -499,6 +501,7 @@ class Engine(RecommenderBase):
         col_coef = np.zeros(batch.n_rows, dtype=np.float32)
         row_codes: list[IntArray] = []
         row_values: list[FloatArray] = []
+        row_seq: list[FloatArray] = []
         for r in range(batch.n_rows):
             parts = [popular, trending, batch.items[batch.row(r)].astype(np.int64)]
             for m in (seq, col):
@@ -511,7 +514,11 @@ class Engine(RecommenderBase):
             if seq is not None:
                 part = seq.at(r, codes)
                 seq_coef[r] = cfg.sequence_weight / row_cap(part)
-                values += part * seq_coef[r]
+                part *= seq_coef[r]
+                values += part
+                row_seq.append(part)
+            else:
+                row_seq.append(np.zeros_like(values))
             if users is not None:
                 assert state.factors is not None
                 part = state.factors.scores_at(users[r], codes)
@@ -526,7 +533,9 @@ class Engine(RecommenderBase):
             row_codes.append(codes)
             row_values.append(values)
         codes_matrix, values_matrix = pad_rows(row_codes, row_values)
-        return EngineScores(values_matrix, batch, conf, seq_w, seq_coef, col_coef, state, cfg, codes_matrix, solved)
+        seq_matrix = pad_rows(row_codes, row_seq)[1]
+        return EngineScores(values_matrix, batch, conf, seq_w, seq_coef, col_coef, state, cfg, codes_matrix, solved,
+                            seq_matrix)  # fmt: skip
 
     # ----- serialisation -----
 

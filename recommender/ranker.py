@@ -125,26 +125,28 @@ class Trees:
             walk(t, info["tree_structure"], 0)
         self.values = np.asarray(values, dtype=np.float64)
         self.leaf_offset = np.asarray(offsets, dtype=np.int64)
-        everything = (1 << 64) - 1
-        blocks: list[NDArray[np.uint64]] = []
+        leaves = int(np.diff(np.append(self.leaf_offset, len(values))).max(initial=1))
+        dtype = np.uint16 if leaves <= 16 else np.uint32 if leaves <= 32 else np.uint64  # less to gather
+        everything = (1 << (8 * np.dtype(dtype).itemsize)) - 1
+        blocks: list[NDArray[np.unsignedinteger[Any]]] = []
         self.thresholds: list[NDArray[np.float64]] = []
         base: list[int] = []
         nan_row: list[int] = []
         at = 0
         for f in range(self.n_features):
             own = sorted((s for s in splits if s[1] == f), key=lambda s: s[2])
-            block = np.full((len(own) + 2, n_trees), everything, dtype=np.uint64)  # row p: the first p fail
+            block = np.full((len(own) + 2, n_trees), everything, dtype=dtype)  # row p: the first p fail
             for p, (tree_no, _, _, left_leaves, nan_fails) in enumerate(own):
                 block[p + 1] = block[p]
-                block[p + 1, tree_no] &= np.uint64(everything ^ left_leaves)
+                block[p + 1, tree_no] &= dtype(everything ^ left_leaves)
                 if nan_fails:  # the last row: a NaN
-                    block[-1, tree_no] &= np.uint64(everything ^ left_leaves)
+                    block[-1, tree_no] &= dtype(everything ^ left_leaves)
             self.thresholds.append(np.asarray([s[2] for s in own], dtype=np.float64))
             blocks.append(block)
             base.append(at)
             nan_row.append(at + len(own) + 1)
             at += len(own) + 2
-        self.table = np.concatenate(blocks) if blocks else np.zeros((0, n_trees), dtype=np.uint64)
+        self.table = np.concatenate(blocks) if blocks else np.zeros((0, n_trees), dtype=dtype)
         self.base = np.asarray(base, dtype=np.int64)
         self.nan_row = np.asarray(nan_row, dtype=np.int64)
 
@@ -167,7 +169,7 @@ class Trees:
             return np.zeros(rows, dtype=np.float64)
         if x.shape[1] != self.n_features:
             raise ValueError(f"{x.shape[1]} features, the trees use {self.n_features}")
-        xd = np.asarray(x, dtype=np.float64).T  # features x rows
+        xd = np.array(x.T, dtype=np.float64, order="C")  # features x rows, each feature's values contiguous
         idx = np.empty((self.n_features, rows), dtype=np.int64)
         for f in range(self.n_features):
             idx[f] = np.searchsorted(self.thresholds[f], xd[f], side="left")
@@ -176,10 +178,10 @@ class Trees:
         if nan.any():
             idx = np.where(nan, self.nan_row[:, None], idx)
         masks = np.bitwise_and.reduce(self.table[idx], axis=0)  # rows x trees: the leaves still possible
-        lowest = masks & (~masks + np.uint64(1))  # the leftmost of them
+        lowest = masks & (~masks + masks.dtype.type(1))  # the leftmost of them
         leaf = np.frexp(lowest.astype(np.float64))[1] - 1
-        leaf_values = self.values[(leaf + self.leaf_offset).T]  # trees x rows
-        out: NDArray[np.float64] = np.cumsum(leaf_values, axis=0)[-1]  # tree by tree, as LightGBM adds them
+        leaf_values = self.values[leaf + self.leaf_offset]  # rows x trees
+        out: NDArray[np.float64] = np.cumsum(leaf_values, axis=1)[:, -1]  # tree by tree, as LightGBM adds them
         return out
 
 
