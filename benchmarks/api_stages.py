@@ -21,13 +21,14 @@ import numpy as np
 
 from benchmarks.recommender import synthetic_log
 from recommender.base import _longest
-from recommender.candidates import exclude_candidates
+from recommender.candidates import exclude_candidates, sparse_rows
 from recommender.config import RecommenderConfig
 from recommender.data import HistoryEntry, Interactions
 from recommender.features import Candidates, features, reference_now
 from recommender.model import Engine, EngineScores
 from recommender.ranker import select_candidates
 from recommender.ranking import top_n
+from recommender.weighting import confidence, half_life_ms, sequence_weights
 
 Echo = Callable[[str], None]
 HISTORY = 20  # items per history, as the bench's customers
@@ -46,6 +47,7 @@ class StageFigures:
     recommend_blend_us: float = 0.0  # the same model without the stage
     predict_lightgbm_us: float = 0.0  # LightGBM's own predict of the same rows (the reference the trees replace)
     rows_ranked: float = 0.0
+    retrieval_us: dict[str, float] = field(default_factory=dict)  # "retrieve + score candidates", part by part
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -54,6 +56,7 @@ class StageFigures:
             "ranker": self.ranker,
             "stages_us": {k: round(v, 1) for k, v in self.stages_us.items()},
             "stages_sum_us": round(sum(self.stages_us.values()), 1),
+            "retrieval_parts_us": {k: round(v, 1) for k, v in self.retrieval_us.items()},
             "recommend_us": round(self.recommend_us, 1),
             "recommend_without_stage_us": round(self.recommend_blend_us, 1),
             "lightgbm_predict_us": round(self.predict_lightgbm_us, 1),
@@ -63,8 +66,9 @@ class StageFigures:
     def lines(self) -> list[str]:
         out = [f"engine per request, {self.items} items, median of {self.requests} requests (µs)"]
         out += [f"  {name:<28} {us:8.1f}" for name, us in self.stages_us.items()]
+        out += [f"  {'sum of the stages':<28} {sum(self.stages_us.values()):8.1f}", "retrieval, part by part (µs)"]
+        out += [f"  {name:<28} {us:8.1f}" for name, us in self.retrieval_us.items()]
         out += [
-            f"  {'sum of the stages':<28} {sum(self.stages_us.values()):8.1f}",
             f"recommend() whole              {self.recommend_us:8.1f}",
             f"recommend() without the stage  {self.recommend_blend_us:8.1f}",
             f"LightGBM predict, same rows    {self.predict_lightgbm_us:8.1f} ({self.rows_ranked:.0f} rows)",
@@ -131,7 +135,12 @@ def bench_stages(items: int, requests: int, echo: Echo, n: int = 20) -> StageFig
             t0 = time.perf_counter()
             ranker.booster.predict(x, num_threads=1)
             lgb_times.append(time.perf_counter() - t0)
+    parts: dict[str, list[float]] = {}
+    for h in histories(items, requests + 1)[1:]:  # the retrieval's own parts, on histories of their own
+        for name, seconds in _retrieval_parts(model, h, n).items():
+            parts.setdefault(name, []).append(seconds)
     figures.stages_us = {k: statistics.median(v) * 1e6 for k, v in samples.items()}
+    figures.retrieval_us = {k: statistics.median(v) * 1e6 for k, v in parts.items()}
     figures.recommend_us = statistics.median(whole) * 1e6
     figures.recommend_blend_us = statistics.median(whole_blend) * 1e6
     figures.predict_lightgbm_us = statistics.median(lgb_times) * 1e6 if lgb_times else 0.0
@@ -186,4 +195,31 @@ def _one_request(model: Engine, history: list[HistoryEntry], n: int) -> dict[str
     codes = np.take_along_axis(scored.codes, idx, axis=1)
     model._decode(scored, 0, codes[0], vals[0], True)
     lap("reason items + decode")
+    return out
+
+
+def _retrieval_parts(model: Engine, history: list[HistoryEntry], n: int) -> dict[str, float]:
+    """The parts of :meth:`Engine.score_candidates` for a request of one (the same calls), then the rest of it."""
+    state, cfg = model.state, model.config
+    assert state.factors is not None and state.ann is not None
+    batch = model.encode([history])
+    want = n + _longest(batch, True)
+    out: dict[str, float] = {}
+    t0 = time.perf_counter()
+    conf = confidence(batch, half_life_ms(cfg.half_life_days))
+    seq_w = sequence_weights(batch, conf, cfg.recency_decay, cfg.max_history)
+    t1 = time.perf_counter()
+    sparse_rows(batch, seq_w, state.transitions)
+    t2 = time.perf_counter()
+    users, _ = state.factors.fold_in_solved(batch.items, conf)
+    t3 = time.perf_counter()
+    state.ann.search(state.factors.queries(users), cfg.ann_candidates + want, cfg.ann_probe)
+    t4 = time.perf_counter()
+    model.score_candidates(batch, want)
+    t5 = time.perf_counter()
+    out["confidence, recency"] = t1 - t0
+    out["transitions of the history"] = t2 - t1
+    out["fold-in (one solve)"] = t3 - t2
+    out["factor index search"] = t4 - t3
+    out["whole (warm: parts above again)"] = t5 - t4
     return out

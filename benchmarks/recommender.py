@@ -192,7 +192,7 @@ def _bench_api(
     keys = Keys(settings.key_prefix)
     n = items * 5
     echo(f"training a model over a {items}-item catalogue ({n} generated interactions) ...")
-    log = synthetic_log(n, n_users=items // 2, n_items=items, seed=1)
+    log = synthetic_log(n, n_users=items // 2, n_items=items, seed=1, interleaved=True)  # users over the period
     write_log(r, keys, log, echo)
     result = train_once(settings.model_copy(update={"holdout_max_users": 200, "gate_baselines": ""}))  # engine path
     stage = Registry(r, keys, keep=100).info(result.version).meta.get("ranker") or {}

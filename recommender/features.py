@@ -167,6 +167,10 @@ def features(
 
 def _rank_in_row(rows: IntArray, values: FloatArray) -> FloatArray:
     """0 for the best value of each row, 1 for the next ... (rows ascending; ties by position)."""
+    if rows.size and rows[0] == rows[-1]:  # one row (a request): the same order by one stable sort
+        ranks_one = np.empty(rows.size, dtype=np.float32)
+        ranks_one[np.argsort(-values, kind="stable")] = np.arange(rows.size, dtype=np.float32)
+        return ranks_one
     order = np.lexsort((np.arange(rows.size), -values, rows))
     starts = np.searchsorted(rows[order], rows[order], side="left")
     ranks = np.empty(rows.size, dtype=np.float32)

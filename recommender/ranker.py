@@ -52,7 +52,7 @@ def select_candidates(values: FloatMatrix, codes: IntArray | None, batch: Histor
     else:
         for r in range(n_rows):
             in_history[r] = members(codes[r], batch.items[batch.row(r)])
-        mark |= np.isin(codes, extra)
+        mark |= members(codes, extra)  # np.isin by a binary search in the few extra items
     mark |= in_history
     blend = np.where(in_history, -np.inf, values)
     kk = min(k, width)
