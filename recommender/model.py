@@ -363,8 +363,11 @@ class Engine(RecommenderBase):
         """The ranker's scores of the cells (rows, cols) written in place; every other finite cell of a row keeps
         its order below that row's lowest ranker score."""
         values = scored.values
-        low = np.full(batch.n_rows, np.inf, dtype=np.float32)
-        np.minimum.at(low, rows, ranked)
+        if batch.n_rows == 1:  # a request: the row's minimum without np.minimum.at
+            low = np.asarray([ranked.min() if ranked.size else np.inf], dtype=np.float32)
+        else:
+            low = np.full(batch.n_rows, np.inf, dtype=np.float32)
+            np.minimum.at(low, rows, ranked)
         low[~np.isfinite(low)] = 0.0
         finite = np.isfinite(values)
         below = low[:, None] - 2.0 + 1.0 / (1.0 + np.exp(-np.clip(values, -30, 30)))
