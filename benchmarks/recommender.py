@@ -164,7 +164,8 @@ def bench_api(
 ) -> ApiFigures:
     """``rps`` 0: the steady load runs at half the measured max rate of recommendations. ``ranker``: ``auto`` (the
     model's own gate decides), ``forced`` (``ranker_gate: false``, ``ranker_min_queries: 10``: the stage orders
-    every list; the generated log has too few labelled users for the gate or the default minimum), ``off`` (the blend alone)."""
+    every list; the generated log has too few labelled users for the gate or the default minimum), ``off`` (the
+    blend alone)."""
     with tempfile.TemporaryDirectory(prefix="ecrm-bench-") as tmp:
         settings = isolated(base, api_port=port, model_poll_s=1.0, api_model_dir=str(Path(tmp) / "models"))
         lines = [*(["candidates_min_items: 1000000000"] if exact else []), *RANKER_MODES[ranker]]
