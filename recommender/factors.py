@@ -131,7 +131,7 @@ class FactorPart:
         a = self._gram.copy()
         a += (y.T * (c[used] - 1.0)) @ y
         solved = np.linalg.solve(a, y.T) if y.shape[0] else np.zeros((a.shape[0], 0), dtype=np.float64)
-        return HistorySolve(used, c[used], solved)
+        return HistorySolve(used, c[used], np.asarray(solved, dtype=np.float64))
 
     def explain_solved(self, solved: HistorySolve, targets: NDArray[np.int64]) -> FloatMatrix:
         """:meth:`explain` from the history's solved system (no second factorisation)."""
