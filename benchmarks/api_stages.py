@@ -6,7 +6,7 @@ false``, ``ranker_min_queries: 10``: a random log has few users to learn from), 
 (``recommend(history, n + 10)`` of a 20-item history, reason items included) timed stage by stage with the engine's
 own functions, in the order a request runs them, next to ``recommend`` timed whole (with and without the stage) and
 LightGBM's own predict of the same rows. No Redis, no HTTP: what is left of a request's cost (the ``ecrm bench api``
-rates) is the web server, the Redis round trip and the service's own Python.
+rates) is the web server, the Redis round trips and the service's own Python.
 """
 
 from __future__ import annotations
