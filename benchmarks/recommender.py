@@ -32,6 +32,7 @@ import redis
 from benchmarks.load import alternating_rates, get, open_loop, pct
 from core.keyspace import Keys
 from core.redis import connect_sync
+from core.registry import Registry
 from core.settings import Settings, isolated
 from runtime.local import spawn_role, stop_process, wait_ready
 from trainer.training import TrainingResult, train_once
@@ -109,6 +110,8 @@ class ApiFigures:
     workers: int = 1
     scoring: str = "candidates"
     load_avg: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    ranker: str = "auto"
+    ranker_used: bool | None = None  # whether the served model's ranking stage orders personal lists
 
     def as_json(self) -> dict[str, object]:
         """``ecrm bench api --json``: the issue's names (latencies server-side, at the steady load)."""
@@ -116,6 +119,8 @@ class ApiFigures:
             "items": self.items,
             "workers": self.workers,
             "scoring": self.scoring,
+            "ranker": self.ranker,
+            "ranker_used": self.ranker_used,
             "rec_max_rps": round(self.recs_max_rps, 1),
             "live_max_rps": round(self.health_rps, 1),
             "ratio": round(self.recs_max_rps / self.health_rps, 4) if self.health_rps else None,
@@ -155,15 +160,29 @@ def bench_api(
     echo: Echo,
     workers: int = 1,
     exact: bool = False,
+    ranker: str = "auto",
 ) -> ApiFigures:
-    """``rps`` 0: the steady load runs at half the measured max rate of recommendations."""
+    """``rps`` 0: the steady load runs at half the measured max rate of recommendations. ``ranker``: ``auto`` (the
+    model's own gate decides), ``forced`` (``ranker_gate: false``, ``ranker_min_queries: 10``: the stage orders
+    every list; the generated log has too few labelled users for the gate or the default minimum), ``off`` (the
+    blend alone)."""
     with tempfile.TemporaryDirectory(prefix="ecrm-bench-") as tmp:
         settings = isolated(base, api_port=port, model_poll_s=1.0, api_model_dir=str(Path(tmp) / "models"))
-        if exact:  # the reference: every item scored, as before candidate retrieval
-            config = Path(tmp) / "exact.yaml"
-            config.write_text("candidates_min_items: 1000000000\n")
+        lines = [*(["candidates_min_items: 1000000000"] if exact else []), *RANKER_MODES[ranker]]
+        if lines:  # exact: the reference, every item scored, as before candidate retrieval
+            config = Path(tmp) / "recommender.yaml"
+            config.write_text("".join(f"{line}\n" for line in lines))
             settings = settings.model_copy(update={"recommender_config_file": str(config)})
-        return _bench_api(settings, items, rps, seconds, echo, workers, "exact" if exact else "candidates")
+        figures = _bench_api(settings, items, rps, seconds, echo, workers, "exact" if exact else "candidates")
+        figures.ranker = ranker
+        return figures
+
+
+RANKER_MODES: dict[str, list[str]] = {
+    "auto": [],
+    "forced": ["ranker_gate: false", "ranker_min_queries: 10"],  # as benchmarks.api_stages.FORCED
+    "off": ["ranker: false"],
+}
 
 
 def _bench_api(
@@ -174,10 +193,13 @@ def _bench_api(
     keys = Keys(settings.key_prefix)
     n = items * 5
     echo(f"training a model over a {items}-item catalogue ({n} generated interactions) ...")
-    log = synthetic_log(n, n_users=items // 2, n_items=items, seed=1)
+    log = synthetic_log(n, n_users=items // 2, n_items=items, seed=1, interleaved=True)  # users over the period
     write_log(r, keys, log, echo)
     result = train_once(settings.model_copy(update={"holdout_max_users": 200, "gate_baselines": ""}))  # engine path
-    echo(f"  {result.version} ({result.timings.get('fit_s', 0):.1f}s fit)")
+    stage = Registry(r, keys, keep=100).info(result.version).meta.get("ranker") or {}
+    ranker_used = bool(stage.get("used"))
+    echo(f"  {result.version} ({result.timings.get('fit_s', 0):.1f}s fit); ranking stage: "
+         f"{'used' if ranker_used else 'not used'} ({stage.get('reason')})")  # fmt: skip
     customers = 2000
     pipe = r.pipeline(transaction=False)
     rng = np.random.default_rng(2)
@@ -225,6 +247,7 @@ def _bench_api(
         workers=workers,
         scoring=scoring,
         load_avg=os.getloadavg(),
+        ranker_used=ranker_used,
     )
 
 

@@ -13,6 +13,7 @@ user need not have been in training:
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -38,6 +39,19 @@ def _solver(item_factors: FloatMatrix, regularization: float, alpha: float) -> A
         )
     solver.item_factors = item_factors
     return solver
+
+
+@dataclass(frozen=True, slots=True)
+class HistorySolve:
+    """One history's least-squares system solved once (:meth:`FactorPart.solve_history`)."""
+
+    used: NDArray[np.bool_]  # per history entry: positive confidence (the others add nothing)
+    c: NDArray[np.float64]  # alpha * confidence of the used entries
+    solved: NDArray[np.float64]  # factors x used entries: A^-1 y_i
+
+    def user(self) -> FloatMatrix:
+        """The user vector ``A^-1 sum_i c_i y_i``."""
+        return (self.solved @ self.c).astype(np.float32)
 
 
 class FactorPart:
@@ -89,15 +103,47 @@ class FactorPart:
     def fold_in_one(self, items: NDArray[np.int32], conf: NDArray[np.float32]) -> FloatMatrix:
         """One user vector (1 x factors) from one history's items and confidences (zeros left out), as
         :meth:`fold_in` of that one row, without building a sparse matrix (a request)."""
+        return self.fold_in_solved(items, conf)[0]
+
+    def fold_in_solved(
+        self, items: NDArray[np.int32], conf: NDArray[np.float32]
+    ) -> tuple[FloatMatrix, HistorySolve | None]:
+        """:meth:`fold_in_one`, and the history's solved system that :meth:`explain_solved` reuses for the reason
+        items (None for the mean fold-in or negative confidences)."""
         keep = conf != 0
-        items, conf = items[keep], conf[keep].astype(np.float32)
+        kept_items, kept = items[keep], conf[keep].astype(np.float32)
         if self.fold_in_mode == "mean":
-            return self.fold_in(sp.csr_matrix((conf, items, [0, items.size]), shape=(1, self.n_items)))
-        return self._least_squares(items, conf).reshape(1, -1)
+            sums = sp.csr_matrix((kept, kept_items, [0, kept_items.size]), shape=(1, self.n_items))
+            return self.fold_in(sums), None
+        if kept.size and float(kept.min()) < 0:
+            return self._least_squares(kept_items, kept).reshape(1, -1), None
+        solved = self.solve_history(items, conf)
+        return solved.user().reshape(1, -1), solved
+
+    def solve_history(self, items: NDArray[np.int32], conf: NDArray[np.float32]) -> HistorySolve:
+        """The one factorisation of a request: ``A^-1 y_i`` for each history item of positive confidence, with
+        ``A = YtY + reg I + sum_i (c_i - 1) y_i y_i'`` (``c = alpha * conf``; ``YtY + reg I`` computed once per model
+        load). The fold-in is ``u = sum_i c_i A^-1 y_i`` (:meth:`HistorySolve.user`) and item ``i``'s share of
+        target ``t``'s score is ``c_i y_t . A^-1 y_i`` (:meth:`explain_solved`): both from one solve."""
+        c = self.alpha * np.clip(conf, 0.0, None).astype(np.float64)
+        used = c > 0
+        y = self.item_factors[items[used]].astype(np.float64)
+        a = self._gram.copy()
+        a += (y.T * (c[used] - 1.0)) @ y
+        solved = np.linalg.solve(a, y.T) if y.shape[0] else np.zeros((a.shape[0], 0), dtype=np.float64)
+        return HistorySolve(used, c[used], np.asarray(solved, dtype=np.float64))
+
+    def explain_solved(self, solved: HistorySolve, targets: NDArray[np.int64]) -> FloatMatrix:
+        """:meth:`explain` from the history's solved system (no second factorisation)."""
+        out = np.zeros((solved.used.size, targets.size), dtype=np.float64)
+        out[solved.used] = (self.item_factors[targets].astype(np.float64) @ solved.solved).T * solved.c[:, None]
+        return out.astype(np.float32)
 
     def _least_squares(self, items: NDArray[np.int32], conf: NDArray[np.float32]) -> FloatMatrix:
         """implicit's ALS user step for one user: ``(YtY + reg I + Y' (C - I) Y) u = Y' C p`` with
         ``C = alpha * conf`` on the user's items (``p`` = 1 there; a negative confidence is a negative preference)."""
+        if conf.size and float(conf.min()) >= 0:  # as a request computes it (:meth:`solve_history`)
+            return self.solve_history(items, conf).user()
         c = self.alpha * conf.astype(np.float64)
         y = self.item_factors[items].astype(np.float64)
         a = self._gram.copy()

@@ -167,6 +167,10 @@ def features(
 
 def _rank_in_row(rows: IntArray, values: FloatArray) -> FloatArray:
     """0 for the best value of each row, 1 for the next ... (rows ascending; ties by position)."""
+    if rows.size and rows[0] == rows[-1]:  # one row (a request): the same order by one stable sort
+        ranks_one = np.empty(rows.size, dtype=np.float32)
+        ranks_one[np.argsort(-values, kind="stable")] = np.arange(rows.size, dtype=np.float32)
+        return ranks_one
     order = np.lexsort((np.arange(rows.size), -values, rows))
     starts = np.searchsorted(rows[order], rows[order], side="left")
     ranks = np.empty(rows.size, dtype=np.float32)
@@ -199,17 +203,20 @@ def _history_features(out: FloatMatrix, batch: HistoryBatch, rows: IntArray, ite
     out[:, COLUMN["history_items"]] = lengths[rows]
     latest = row_latest(batch)
     out[:, COLUMN["user_idle_days"]] = np.where(lengths[rows] > 0, (at - latest[rows]) / DAY_MS, np.nan)
-    n_items = np.int64(max(int(items.max(initial=0)), int(batch.items.max(initial=0))) + 1)
-    keys = batch.rows * n_items + batch.items
+    batch_rows = batch.rows
+    if batch.n_rows == 1:  # a request: the keys are the item codes themselves (the same order, fewer steps)
+        keys, wanted = batch.items.astype(np.int64), items
+    else:
+        n_items = np.int64(max(int(items.max(initial=0)), int(batch.items.max(initial=0))) + 1)
+        keys, wanted = batch_rows * n_items + batch.items, rows * n_items + items
     order = np.argsort(keys, kind="stable")
     sorted_keys = keys[order]
-    wanted = rows * n_items + items
     pos = np.searchsorted(sorted_keys, wanted).clip(max=max(sorted_keys.size - 1, 0))
     found = (sorted_keys[pos] == wanted) if sorted_keys.size else np.zeros(rows.size, dtype=bool)
     entry = order[pos[found]]
     weights = np.zeros(rows.size, dtype=np.float32)
     weights[found] = batch.weights[entry]
-    total = np.bincount(batch.rows, weights=np.clip(batch.weights, 0, None), minlength=batch.n_rows)
+    total = np.bincount(batch_rows, weights=np.clip(batch.weights, 0, None), minlength=batch.n_rows)
     out[:, COLUMN["user_item_weight"]] = weights
     out[:, COLUMN["user_weight_share"]] = np.where(total[rows] > 0, weights / np.maximum(total[rows], 1e-9), 0.0)
     days = np.full(rows.size, np.nan, dtype=np.float32)

@@ -39,7 +39,7 @@ from recommender.candidates import (
 from recommender.config import RecommenderConfig
 from recommender.data import FloatArray, HistoryBatch, HistoryEntry, IntArray, Interactions, interactions_batch
 from recommender.errors import NotFittedError
-from recommender.factors import FactorPart, FloatMatrix, fit_als, fit_bpr
+from recommender.factors import FactorPart, FloatMatrix, HistorySolve, fit_als, fit_bpr
 from recommender.features import NAMES, Candidates, ItemStats, features, reference_now
 from recommender.neighbours import fit_similarity
 from recommender.ranker import Ranker, select_candidates
@@ -163,6 +163,8 @@ class EngineScores:
     state: _Fitted
     config: RecommenderConfig
     codes: IntArray | None = None  # candidate path: the item code of each column (-1: padding)
+    solved: HistorySolve | None = None  # a request of one: its fold-in's solved system, reused for the reasons
+    seq_values: FloatMatrix | None = None  # candidate path: the sequential part of each cell, as weighted in the blend
 
     def widened(self, n_items: int) -> EngineScores:
         """Candidate scores as a dense rows x items matrix (-inf where an item was not a candidate)."""
@@ -171,7 +173,7 @@ class EngineScores:
         dense = np.full((self.batch.n_rows, n_items), -np.inf, dtype=np.float32)
         rows, cols = np.nonzero(self.codes >= 0)
         dense[rows, self.codes[rows, cols]] = self.values[rows, cols]
-        return replace(self, values=dense, codes=None)
+        return replace(self, values=dense, codes=None, seq_values=None)
 
     def sequence_at(self, rows: IntArray, items: IntArray) -> FloatArray:
         """The sequential part of the scores at the cells (rows[k], item items[k]), as weighted in the blend."""
@@ -197,7 +199,11 @@ class EngineScores:
             contrib += seq_w * sparse_block(self.state.transitions, history, targets) * self.seq_coef[row]
         if self.config.collaborative_weight > 0:
             if self.state.factors is not None:
-                part = self.state.factors.explain(history, self.conf[sl], targets)
+                part = (
+                    self.state.factors.explain_solved(self.solved, targets)
+                    if self.solved is not None and self.batch.n_rows == 1
+                    else self.state.factors.explain(history, self.conf[sl], targets)
+                )
             else:
                 assert self.state.similarity is not None
                 part = seq_w * sparse_block(self.state.similarity, history, targets)
@@ -349,9 +355,19 @@ class Engine(RecommenderBase):
         if rows.size == 0:
             return
         ranked = self.state.ranker.scores(x)  # type: ignore[union-attr]
+        self.apply_ranked(scored, batch, rows, cols, ranked)
+
+    @staticmethod
+    def apply_ranked(scored: EngineScores, batch: HistoryBatch, rows: IntArray, cols: IntArray,
+                     ranked: FloatArray) -> None:  # fmt: skip
+        """The ranker's scores of the cells (rows, cols) written in place; every other finite cell of a row keeps
+        its order below that row's lowest ranker score."""
         values = scored.values
-        low = np.full(batch.n_rows, np.inf, dtype=np.float32)
-        np.minimum.at(low, rows, ranked)
+        if batch.n_rows == 1:  # a request: the row's minimum without np.minimum.at
+            low = np.asarray([ranked.min() if ranked.size else np.inf], dtype=np.float32)
+        else:
+            low = np.full(batch.n_rows, np.inf, dtype=np.float32)
+            np.minimum.at(low, rows, ranked)
         low[~np.isfinite(low)] = 0.0
         finite = np.isfinite(values)
         below = low[:, None] - 2.0 + 1.0 / (1.0 + np.exp(-np.clip(values, -30, 30)))
@@ -376,7 +392,8 @@ class Engine(RecommenderBase):
         )
         items = cols if scored.codes is None else scored.codes[rows, cols]
         blend = scored.values[rows, cols]
-        seq = scored.sequence_at(rows, items)
+        # the candidate path computed the sequential part of every candidate already: read, not recomputed
+        seq = scored.sequence_at(rows, items) if scored.seq_values is None else scored.seq_values[rows, cols]
         cands = Candidates(rows, items, blend, seq)
         x = features(state.stats, state.transitions, batch, cands, reference_now(state.stats, batch))
         return rows, cols, history, x
@@ -417,6 +434,7 @@ class Engine(RecommenderBase):
         total = np.zeros((batch.n_rows, n), dtype=np.float32)
         seq_coef = np.zeros(batch.n_rows, dtype=np.float32)
         col_coef = np.zeros(batch.n_rows, dtype=np.float32)
+        solved: HistorySolve | None = None
         if cfg.sequence_weight > 0:
             seq = sparse_scores(batch, seq_w, state.transitions)
             seq_coef = (cfg.sequence_weight / row_max(seq)).astype(np.float32)
@@ -424,7 +442,11 @@ class Engine(RecommenderBase):
             total = seq
         if cfg.collaborative_weight > 0:
             if state.factors is not None:
-                col = state.factors.scores(state.factors.fold_in(batch_matrix(batch, conf, n)))
+                if batch.n_rows == 1:
+                    users, solved = state.factors.fold_in_solved(batch.items, conf)
+                else:
+                    users = state.factors.fold_in(batch_matrix(batch, conf, n))
+                col = state.factors.scores(users)
                 col_coef = (cfg.collaborative_weight / row_max(col, absolute=True)).astype(np.float32)
             else:
                 assert state.similarity is not None
@@ -434,7 +456,7 @@ class Engine(RecommenderBase):
             total += col
         if cfg.popularity_weight > 0:
             total += np.float32(cfg.popularity_weight) * state.popularity
-        return EngineScores(total, batch, conf, seq_w, seq_coef, col_coef, state, cfg)
+        return EngineScores(total, batch, conf, seq_w, seq_coef, col_coef, state, cfg, solved=solved)
 
     # ----- candidate path (large catalogues) -----
 
@@ -463,15 +485,15 @@ class Engine(RecommenderBase):
         seq_w = sequence_weights(batch, conf, cfg.recency_decay, cfg.max_history)
         seq = sparse_rows(batch, seq_w, state.transitions) if cfg.sequence_weight > 0 else None
         users: FloatMatrix | None = None
+        solved: HistorySolve | None = None
         near: IntArray | None = None
         col: SparseRows | None = None
         if cfg.collaborative_weight > 0:
             if state.factors is not None and state.ann is not None:
-                users = (
-                    state.factors.fold_in_one(batch.items, conf)
-                    if batch.n_rows == 1
-                    else state.factors.fold_in(batch_matrix(batch, conf, n))
-                )
+                if batch.n_rows == 1:  # a request: one solve for the fold-in and the reason items
+                    users, solved = state.factors.fold_in_solved(batch.items, conf)
+                else:
+                    users = state.factors.fold_in(batch_matrix(batch, conf, n))
                 near = state.ann.search(state.factors.queries(users), cfg.ann_candidates + want, cfg.ann_probe)
             else:
                 assert state.similarity is not None
@@ -482,6 +504,7 @@ class Engine(RecommenderBase):
         col_coef = np.zeros(batch.n_rows, dtype=np.float32)
         row_codes: list[IntArray] = []
         row_values: list[FloatArray] = []
+        row_seq: list[FloatArray] = []
         for r in range(batch.n_rows):
             parts = [popular, trending, batch.items[batch.row(r)].astype(np.int64)]
             for m in (seq, col):
@@ -494,7 +517,11 @@ class Engine(RecommenderBase):
             if seq is not None:
                 part = seq.at(r, codes)
                 seq_coef[r] = cfg.sequence_weight / row_cap(part)
-                values += part * seq_coef[r]
+                part *= seq_coef[r]
+                values += part
+                row_seq.append(part)
+            else:
+                row_seq.append(np.zeros_like(values))
             if users is not None:
                 assert state.factors is not None
                 part = state.factors.scores_at(users[r], codes)
@@ -509,7 +536,9 @@ class Engine(RecommenderBase):
             row_codes.append(codes)
             row_values.append(values)
         codes_matrix, values_matrix = pad_rows(row_codes, row_values)
-        return EngineScores(values_matrix, batch, conf, seq_w, seq_coef, col_coef, state, cfg, codes_matrix)
+        seq_matrix = pad_rows(row_codes, row_seq)[1]
+        return EngineScores(values_matrix, batch, conf, seq_w, seq_coef, col_coef, state, cfg, codes_matrix, solved,
+                            seq_matrix)  # fmt: skip
 
     # ----- serialisation -----
 

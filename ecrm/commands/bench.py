@@ -160,14 +160,34 @@ def api(
     exact: Annotated[
         bool, typer.Option("--exact", help="Score every item (the reference without candidate retrieval)")
     ] = False,
+    ranker: Annotated[
+        str,
+        typer.Option(help="The ranking stage: auto (the model's own gate), forced (used everywhere), off (the blend)"),
+    ] = "auto",
+    stages: Annotated[
+        bool,
+        typer.Option("--stages", help="Instead: the engine's cost per request stage by stage (in process, µs)"),
+    ] = False,
+    requests: Annotated[int, typer.Option(help="--stages: requests timed")] = 1000,
     as_json: JsonOption = False,
 ) -> None:
     """API processes under load: max rates of personal recommendations and of /health/live in one run (their
     ``ratio``), then a steady load at half capacity (``p50_ms``, ``p99_ms``; targets at 100k items: ratio 0.30,
     p99 10 ms; at 1M items p99 25 ms). With ``--rules``: the same load without rules then with a 20-rule file,
     and the engine's cost alone."""
-    from benchmarks.recommender import bench_api
+    from benchmarks.recommender import RANKER_MODES, bench_api
     from runtime.embedded import free_port
+
+    if ranker not in RANKER_MODES:
+        raise typer.BadParameter(f"--ranker must be one of {', '.join(RANKER_MODES)}, not {ranker!r}")
+    if stages:
+        from benchmarks.api_stages import bench_stages
+
+        figures_in = bench_stages(items, requests, _progress(as_json))
+        _report(figures_in.as_json(), figures_in.lines(), as_json)
+        if as_json:
+            typer.echo(_JSON_OUT.pop())
+        return
 
     def run(settings: Settings) -> None:
         if rules:
@@ -179,7 +199,7 @@ def api(
             _report(asdict(cost), cost.lines(), as_json)
             return
         echo = _progress(as_json)
-        figures = bench_api(settings, free_port(), items, rps, seconds, echo, workers, exact)
+        figures = bench_api(settings, free_port(), items, rps, seconds, echo, workers, exact, ranker)
         _report(figures.as_json(), figures.lines(), as_json)
 
     _with_servers(run, as_json)

@@ -22,3 +22,25 @@ def test_json_names_and_ratio() -> None:
         [5.0, 4.0, 3.0],
     )
     assert "2" in figures.lines()[1] and "candidates scoring" in figures.lines()[0]
+
+
+def test_json_names_the_ranking_stage() -> None:
+    figures = ApiFigures(
+        requests=10, errors=0, seconds=1.0, target_rps=10.0, server_p50_ms=1.0, server_p99_ms=2.0,
+        client_p50_ms=1.5, client_p99_ms=2.5, health_rps=1000.0, recs_max_rps=100.0, model_version="v1",
+        ranker="forced", ranker_used=True,
+    )  # fmt: skip
+    out = figures.as_json()
+    assert (out["ranker"], out["ranker_used"], out["ratio"]) == ("forced", True, 0.1)
+
+
+def test_stage_figures_add_up() -> None:
+    from benchmarks.api_stages import StageFigures
+
+    figures = StageFigures(items=100, requests=3, ranker=True, stages_us={"encode history": 10.0, "stage: x": 5.25},
+                           recommend_us=20.0, retrieval_us={"fold-in (one solve)": 4.0})  # fmt: skip
+    out = figures.as_json()
+    assert out["stages_sum_us"] == round(15.25, 1)
+    assert out["stages_us"] == {"encode history": 10.0, "stage: x": 5.2}
+    assert out["retrieval_parts_us"] == {"fold-in (one solve)": 4.0}
+    assert any("sum of the stages" in line and "15.2" in line for line in figures.lines())
