@@ -29,7 +29,7 @@ import numpy as np
 from recommender.base import FloatMatrix, RecommenderBase
 from recommender.data import FloatArray, HistoryBatch, IntArray, Interactions, interactions_batch
 from recommender.errors import NotFittedError
-from recommender.evaluation.buy_again import BuyAgain
+from recommender.evaluation.buy_again import BuyAgain, OwnHistory
 from recommender.popularity import Popularity
 
 POPULARITY = "popularity"
@@ -110,21 +110,8 @@ class Trending(_EvaluationOnly):
         return _Scores(np.tile(self.scores, (batch.n_rows, 1)))
 
 
-class RecentlyViewed(_EvaluationOnly):
+class RecentlyViewed(_EvaluationOnly, OwnHistory):
     """Scores the items of a customer's own history by recency (the newest highest); every other item -inf."""
-
-    def __init__(self) -> None:
-        self._items: tuple[str, ...] | None = None
-
-    @property
-    def item_ids(self) -> tuple[str, ...]:
-        if self._items is None:
-            raise NotFittedError("the model has not been fitted")
-        return self._items
-
-    def fit(self, interactions: Interactions) -> Self:
-        self._items = interactions.item_ids
-        return self
 
     def score_batch(self, batch: HistoryBatch) -> _Scores:
         values = np.full((batch.n_rows, self.n_items), -np.inf, dtype=np.float32)

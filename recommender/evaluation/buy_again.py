@@ -20,9 +20,9 @@ class BuyAgainScores:
         return targets.astype(np.int64)
 
 
-class BuyAgain(RecommenderBase):
-    """Scores the items of a customer's own history by their summed weight (how often bought), the newest first
-    among equals; every other item is not recommended (-inf)."""
+class OwnHistory(RecommenderBase):
+    """A list made of the customer's own history: fitting only learns the item ids (the scores come from the
+    history given at scoring time)."""
 
     def __init__(self) -> None:
         self._items: tuple[str, ...] | None = None
@@ -36,6 +36,11 @@ class BuyAgain(RecommenderBase):
     def fit(self, interactions: Interactions) -> Self:
         self._items = interactions.item_ids
         return self
+
+
+class BuyAgain(OwnHistory):
+    """Scores the items of a customer's own history by their summed weight (how often bought), the newest first
+    among equals; every other item is not recommended (-inf)."""
 
     def score_batch(self, batch: HistoryBatch) -> BuyAgainScores:
         values = np.full((batch.n_rows, self.n_items), -np.inf, dtype=np.float32)
