@@ -18,14 +18,14 @@ promotion and an analytics publication. On a single node the tags change nothing
 | key | type | holds |
 |---|---|---|
 | ``{p}:p:{T}`` | hash | counts ``n:<type>``, ``first_seen``, ``last_seen``, ``orders``, ``revenue``, ... |
-| ``{p}:p:{T}:recent`` | zset | item -> last interaction time (ms), bounded, newest first |
 | ``{p}:p:{T}:cart`` | hash | item -> quantity |
 | ``{p}:p:{T}:aff`` | hash | category -> forward-decayed affinity (landmark ``aff_L`` in the profile hash) |
 | ``{p}:p:{T}:items`` | hash | item -> summed interaction weight (recommender input) |
-| ``{p}:p:{T}:items_ts`` | hash | item -> last interaction time (ms) |
+| ``{p}:p:{T}:items_ts`` | hash | item -> last interaction time (ms) (also the recent items, newest first) |
 | ``{p}:p:{T}:bought`` | hash | item -> last purchase time (ms) |
 | ``{p}:p:{T}:sess`` | HyperLogLog | session ids |
-| ``{p}:p:{T}:seen`` | zset | single node: de-duplication set, ``marker_digest(S, E)`` -> when applied, bounded |
+| ``{p}:p:{T}:seen`` | zset | single node: de-duplication set, ``marker_digest(S, E)`` -> when applied, for the
+window ``ECRM_DEDUPE_WINDOW_S``, bounded |
 | ``{p}:p:{T}:seen:{S}:{E}`` | string | cluster: de-duplication marker of an event from sender ``S`` (TTL; see (*)) |
 | ``{p}:p:{a:V}:alias`` | hash | ``c``: the customer visitor ``V`` last logged in as, ``t``: when (ms) |
 | ``{p}:p:{a:V}:handoff`` | hash | cluster: login -> the visitor's profile on its way to the customer (TTL) |
@@ -46,7 +46,9 @@ promotion and an analytics publication. On a single node the tags change nothing
 | ``{p}:{g}:interactions`` | stream | training log: ``p`` profile id, ``i`` item, ``w`` weight, ``t`` time (ms) |
 | ``{p}:{g}:stats:applied`` | string | count of events applied (all workers) |
 | ``{p}:{g}:stats:interactions`` | string | count of interactions logged (the retraining trigger) |
-| ``{p}:{g}:offsets`` | hash | cluster: ``<topic>:<partition>`` -> highest offset whose global effects applied |
+| ``{p}:{g}:offsets`` | hash | ``<topic>:<partition>`` -> highest offset applied (on a cluster: whose global
+effects applied) |
+| ``{p}:{g}:refused`` | zset | single node: ``<topic>:<partition>:<offset>`` of events the script refused -> when |
 | ``{p}:{g}:worker:consuming`` | string | a worker holds partitions of the events topic (expires 5 s after its beat) |
 | ``{p}:{g}:model:current`` | string | the served model version |
 | ``{p}:{g}:model:versions`` | list | promoted versions, newest first (rollback history) |
@@ -80,7 +82,8 @@ TRENDING_ERA_HALF_LIVES = 64  # one era spans this many half-lives: stored score
 PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
 ProfileKind = Literal["c", "a"]
-PROFILE_SUFFIXES: tuple[str, ...] = ("recent", "cart", "aff", "items", "items_ts", "bought", "sess")
+PROFILE_SUFFIXES: tuple[str, ...] = ("cart", "aff", "items", "items_ts", "bought", "sess")
+LEGACY_PROFILE_SUFFIXES: tuple[str, ...] = ("recent",)  # written by older engines; ``ecrm migrate-keys`` folds them
 
 
 @lru_cache(maxsize=65_536)
@@ -170,6 +173,21 @@ def legacy_marker(prefix: str, key: str) -> tuple[str, str] | None:
     return f"{head}p:{tag}:seen", marker_digest(unquote(source), unquote(event_id))
 
 
+_PROFILE_KEY = re.compile(r"^p:(\{[ca]:[^{}:]*\}):(recent|seen)$")
+
+
+def legacy_profile_key(prefix: str, key: str) -> tuple[str, str] | None:
+    """A profile key ``ecrm migrate-keys`` upgrades: an older engine's recent items (``("recent", items_ts key)``:
+    folded into ``items_ts``) or a de-duplication set (``("seen", key)``: cut to the window), None for any other key
+    (pure)."""
+    head = f"{prefix}:"
+    found = _PROFILE_KEY.match(key[len(head) :]) if key.startswith(head) else None
+    if found is None:
+        return None
+    tag, kind = found.groups()
+    return (kind, f"{head}p:{tag}:items_ts") if kind == "recent" else (kind, key)
+
+
 def trending_era(ts_ms: int, half_life_ms: float) -> int:
     """The era of a time: forward-decay landmarks move once per era so that stored scores never overflow."""
     return int(ts_ms // (half_life_ms * TRENDING_ERA_HALF_LIVES))
@@ -199,6 +217,8 @@ class Keys:
         return self._p(pid)
 
     def recent(self, pid: str | ProfileId) -> str:
+        """Older engines' recent items (a zset, item -> time, the same entries as ``items_ts``): ``ecrm migrate-keys``
+        folds it into ``items_ts`` and deletes it; erasure deletes it too."""
         return f"{self._p(pid)}:recent"
 
     def cart(self, pid: str | ProfileId) -> str:
@@ -309,8 +329,15 @@ class Keys:
 
     @property
     def applied_offsets(self) -> str:
-        """Redis Cluster only: per ``<topic>:<partition>``, the highest offset whose global effects were applied."""
+        """Per ``<topic>:<partition>``, the highest offset applied (single node; on a Redis Cluster: the highest
+        offset whose global effects were applied): a redelivered message at or below it is a duplicate."""
         return f"{self._g}:offsets"
+
+    @property
+    def refused_offsets(self) -> str:
+        """Single node: the messages (``<topic>:<partition>:<offset>``) whose plan the script refused, at or below the
+        applied offset of their partition: a redelivery of one is judged again (bounded, pruned by age)."""
+        return f"{self._g}:refused"
 
     def handoff(self, anonymous_id: str) -> str:
         """Redis Cluster only: a visitor's profile on its way into a customer's at a login (in the visitor's slot)."""

@@ -12,7 +12,8 @@
 -- never builds a key name. Plans refer to keys by their index in KEYS, global keys by name through the map in
 -- ARGV[14] (name -> index in KEYS).
 -- ARGV: 1 plans (JSON array; on 'global': the global records; on 'handoff': the logins), 2 de-duplication TTL
---       (ms), 3 recent items kept, 4 affinity half-life (ms), 5 trending half-life (ms), 6 half-lives per trending
+--       (ms; single node: the window ECRM_DEDUPE_WINDOW_S), 3 recent items kept (read side only), 4 affinity
+--       half-life (ms), 5 trending half-life (ms), 6 half-lives per trending
 --       era, 7 training log max length, 8 profile TTL (ms, 0: none), 9 items kept per profile, 10 categories kept
 --       per profile, 11 cart lines per profile, 12 popular items kept, 13 mode, 14 global keys (JSON object),
 --       15 event ids kept per profile's de-duplication set (single node)
@@ -27,7 +28,6 @@
 local mode = ARGV[13]
 local GK = cjson.decode(ARGV[14])
 local ttl = ARGV[2]
-local recent_max = tonumber(ARGV[3])
 local aff_h = tonumber(ARGV[4])
 local tr_h = tonumber(ARGV[5])
 local era_ms = tr_h * tonumber(ARGV[6])
@@ -44,8 +44,9 @@ local function num(x) return string.format('%.17g', x) end
 local function int(x) return string.format('%d', x) end
 local function finite(x) return type(x) == 'number' and x == x and x ~= math.huge and x ~= -math.huge end
 
--- A profile's keys start at index b: hash, recent, cart, aff, items, items_ts, bought, sess.
-local HASH, RECENT, CART, AFF, ITEMS, ITEMS_TS, BOUGHT, SESS = 0, 1, 2, 3, 4, 5, 6, 7
+-- A profile's keys start at index b: hash, cart, aff, items, items_ts, bought, sess (the recent items are the
+-- newest of items_ts).
+local HASH, CART, AFF, ITEMS, ITEMS_TS, BOUGHT, SESS = 0, 1, 2, 3, 4, 5, 6
 local function pk(b, which) return KEYS[b + which] end
 
 local function hmin(key, field, v)
@@ -164,7 +165,6 @@ local function take_profile(s, camp)
     h = redis.call('HGETALL', pk(s, HASH)), aff = redis.call('HGETALL', pk(s, AFF)),
     items = redis.call('HGETALL', pk(s, ITEMS)), items_ts = redis.call('HGETALL', pk(s, ITEMS_TS)),
     bought = redis.call('HGETALL', pk(s, BOUGHT)), cart = redis.call('HGETALL', pk(s, CART)),
-    recent = redis.call('ZRANGE', pk(s, RECENT), 0, -1, 'WITHSCORES'),
     sess = sess and hex(sess) or '', camp = redis.call('HGETALL', KEYS[camp]),
   }
   redis.call('DEL', KEYS[camp])
@@ -206,8 +206,10 @@ local function merge_from(v, spid, d, dpid, camp_dst, tmp)
   for i = 1, #v.items_ts, 2 do hmax(pk(d, ITEMS_TS), v.items_ts[i], tonumber(v.items_ts[i + 1])) end
   for i = 1, #v.bought, 2 do hmax(pk(d, BOUGHT), v.bought[i], tonumber(v.bought[i + 1])) end
   for i = 1, #v.cart, 2 do redis.call('HINCRBY', pk(d, CART), v.cart[i], v.cart[i + 1]) end
-  for i = 1, #v.recent, 2 do redis.call('ZADD', pk(d, RECENT), 'GT', v.recent[i + 1], v.recent[i]) end
-  redis.call('ZREMRANGEBYRANK', pk(d, RECENT), 0, -(recent_max + 1))
+  if v.recent then  -- a hand-off written by an older engine (Redis Cluster): the same entries as items_ts
+    for i = 1, #v.recent, 2 do hmax(pk(d, ITEMS_TS), v.recent[i], tonumber(v.recent[i + 1])) end
+  end
+  trim_by_time(d, ITEMS_TS, ITEMS, items_max)
   if v.sess ~= '' then
     redis.call('SET', KEYS[tmp], unhex(v.sess))
     redis.call('PFMERGE', pk(d, SESS), pk(d, SESS), KEYS[tmp])
@@ -291,7 +293,6 @@ local function apply(u)
   if u.items then
     for _, it in ipairs(u.items) do
       local item, cat, w, ik, era, tr1, tr2 = it[1], it[2], it[3], it[4], it[5], it[6], it[7]
-      redis.call('ZADD', pk(b, RECENT), 'GT', int(ts), item)
       hmax(pk(b, ITEMS_TS), item, ts)
       if w ~= 0 then
         redis.call('HINCRBYFLOAT', pk(b, ITEMS), item, num(w))
@@ -304,7 +305,6 @@ local function apply(u)
       end
       if u.order then hmax(pk(b, BOUGHT), item, ts) end
     end
-    redis.call('ZREMRANGEBYRANK', pk(b, RECENT), 0, -(recent_max + 1))
     trim_by_time(b, ITEMS_TS, ITEMS, items_max)
     trim_by_time(b, BOUGHT, nil, items_max)
     trim_categories(b)
@@ -418,6 +418,40 @@ local function remember(u)
   redis.call('PEXPIRE', k, ttl)
 end
 
+-- Single node: a plan read from Kafka (u.f '<topic>:<partition>', u.o offset) at or below the highest offset applied
+-- of its partition ({g}:offsets) is a redelivery, so a duplicate whatever its age: the worker applies each partition
+-- in offset order and acks only what was written. A refused plan changes nothing, so its offset is remembered apart
+-- ({g}:refused, the newest 100,000) and a redelivery of it is judged again.
+local high = {}  -- partition -> highest offset applied, as read and raised by this call
+local high_changed = {}
+local REFUSED_MAX = 100000
+local function offset_seen(u)
+  if not u.f then return false end
+  local cur = high[u.f]
+  if cur == nil then
+    cur = tonumber(redis.call('HGET', KEYS[GK.offsets], u.f)) or -1
+    high[u.f] = cur
+  end
+  if u.o > cur then return false end
+  return not redis.call('ZSCORE', KEYS[GK.refused], u.f .. ':' .. int(u.o))
+end
+local function offset_done(u, refused)
+  if not u.f then return end
+  if refused then
+    local t = redis.call('TIME')
+    redis.call('ZADD', KEYS[GK.refused], t[1], u.f .. ':' .. int(u.o))
+    if redis.call('ZCARD', KEYS[GK.refused]) > REFUSED_MAX then
+      redis.call('ZREMRANGEBYRANK', KEYS[GK.refused], 0, -(REFUSED_MAX + 1))
+    end
+  elseif u.o > high[u.f] then
+    high[u.f] = u.o
+    high_changed[u.f] = true
+  end
+end
+local function offsets_finish()
+  for f, _ in pairs(high_changed) do redis.call('HSET', KEYS[GK.offsets], f, int(high[f])) end
+end
+
 -- Apply plans in this slot. Returns the statuses and, per plan, its global record {f, o, g}: the plan's global
 -- operations g and the delivery (f: '<topic>:<partition>', o: offset) that applied it. With `keep` (Redis Cluster)
 -- the records are JSON, kept in the markers, and given back for a duplicate of the same delivery (a redelivery
@@ -426,10 +460,12 @@ local function run_profiles(plans, keep)
   local status, recs = {}, {}
   for i, u in ipairs(plans) do
     if not still_holds(u) then break end
-    local m = marker(u)
+    local m
+    if keep then m = marker(u) else m = (offset_seen(u) and '1') or marker(u) end
     recs[i] = false
     if m then
       status[i] = 0
+      if not keep then offset_done(u, false) end
       if keep and u.f and m ~= '1' then
         local r = cjson.decode(m)
         if r.f == u.f and r.o == u.o then recs[i] = m end
@@ -438,8 +474,10 @@ local function run_profiles(plans, keep)
       local why = refusal(u)
       if why then
         status[i] = why
+        if not keep then offset_done(u, true) end
       elseif erased(u) then
         status[i] = 2
+        if not keep then offset_done(u, false) end
       else
         G = {}
         if u.item then
@@ -460,8 +498,10 @@ local function run_profiles(plans, keep)
         end
         status[i] = 1
         recs[i] = rec
+        if not keep then offset_done(u, false) end
       end
     end
   end
+  if not keep then offsets_finish() end
   return status, recs
 end

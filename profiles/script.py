@@ -69,6 +69,7 @@ class ScriptParams:
     cart_lines_max: int = 100
     popular_max: int = 100_000
     dedupe_max: int = 10_000  # event ids kept per profile's de-duplication set (single node)
+    dedupe_window_ms: int = 0  # single node: how long event ids are remembered (0: dedupe_ttl_ms)
 
 
 def needed_lookups(plans: Sequence[Plan], cluster: bool = False) -> tuple[list[str], list[str]]:
@@ -123,6 +124,7 @@ class _KeyTable:
                 ("catalogue", keys.catalogue),
                 ("out_of_stock", keys.out_of_stock),
                 ("offsets", keys.applied_offsets),
+                ("refused", keys.refused_offsets),
             ):
                 self.gk[name] = self.index(key)
 
@@ -149,7 +151,7 @@ class _KeyTable:
 def _args(wire: str, params: ScriptParams, mode: str, gk: Mapping[str, int]) -> list[Any]:
     return [
         wire,
-        params.dedupe_ttl_ms,
+        (params.dedupe_window_ms or params.dedupe_ttl_ms) if mode == "one" else params.dedupe_ttl_ms,
         params.recent_max,
         params.affinity_half_life_ms,
         params.trending_half_life_ms,

@@ -135,6 +135,7 @@ class ProfileStore:
             cart_lines_max=settings.cart_lines_max,
             popular_max=settings.popular_items_max,
             dedupe_max=settings.dedupe_max_per_profile,
+            dedupe_window_ms=int(settings.dedupe_window_s * 1000),
         )
         self.cluster = settings.redis_cluster
         self._apply = client.register_script(SOURCE)
@@ -151,21 +152,26 @@ class ProfileStore:
         reason it was refused (a string: nothing written). Raises :class:`StoreUnavailable` (retry) or
         :class:`StoreRefused` (Redis refused the command).
 
-        On a Redis Cluster ``origins`` (the Kafka message of each plan) make the global effects exact across a
-        crash between the profile calls and the global call: see :meth:`_apply_on_cluster`."""
+        ``origins`` (the Kafka message of each plan, in offset order per partition) make a redelivery exact
+        whatever its age: on one node a plan at or below the highest offset applied of its partition is a duplicate
+        (the de-duplication set then only has to catch re-sends, for ``ECRM_DEDUPE_WINDOW_S``); on a Redis Cluster
+        they make the global effects exact across a crash between the profile calls and the global call: see
+        :meth:`_apply_on_cluster`."""
         if self.cluster:
             return await self._apply_on_cluster(plans, origins)
         statuses: list[Status] = []
         rest = list(plans)
+        rest_origins = list(origins) if origins is not None else None
         for _ in range(MAX_STALE_ROUNDS):
             if not rest:
                 return statuses
             found = await self._lookups(rest)
-            keys, args = build_call(rest, found, self.keys, self._params)
+            keys, args = build_call(rest, found, self.keys, self._params, origins=rest_origins)
             with redis_errors(f"applying {len(rest)} updates"):
                 done = [_status(x) for x in await self._apply(keys=keys, args=args)]
             statuses += done
             rest = rest[len(done) :]
+            rest_origins = rest_origins[len(done) :] if rest_origins is not None else None
         if rest:
             raise StoreUnavailable(f"{len(rest)} updates kept meeting concurrent logins; retrying", "contention")
         return statuses
@@ -333,8 +339,8 @@ class ProfileStore:
                 visitors = sorted(await self.client.smembers(self.keys.visitors(customer_id)))
             pids = [ProfileId("c", customer_id), *(ProfileId("a", v) for v in visitors)]
             keys = [self.keys.visitors(customer_id), self.keys.erasures, self.keys.profiles]
-            for pid in pids:
-                keys += [*self.keys.profile_keys(pid), self.keys.erased(pid)]
+            for pid in pids:  # forget.lua: 8 keys to delete (the profile's and an older engine's), the tombstone
+                keys += [*self.keys.profile_keys(pid), self.keys.recent(pid), self.keys.erased(pid)]
             keys += [self.keys.alias(v) for v in visitors]
             args = [now, tombstone_ms, orjson.dumps([str(p) for p in pids]).decode(), orjson.dumps(visitors).decode()]
             with redis_errors(f"erasing customer {customer_id!r}"):
@@ -361,7 +367,7 @@ class ProfileStore:
                 async with self.client.pipeline(transaction=False) as pipe:
                     for pid in todo:
                         pipe.set(self.keys.erased(pid), now, px=tombstone_ms)
-                        for key in self.keys.profile_keys(pid):
+                        for key in [*self.keys.profile_keys(pid), self.keys.recent(pid)]:
                             pipe.delete(key)
                         if pid.kind == "a":
                             pipe.delete(self.keys.alias(pid.ident))
@@ -403,13 +409,14 @@ class ProfileStore:
         with redis_errors(f"reading profile {pid!r}"):
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.hgetall(k.profile(pid))
-                pipe.zrevrange(k.recent(pid), 0, -1, withscores=True)
+                pipe.hgetall(k.items_ts(pid))
                 pipe.hgetall(k.cart(pid))
                 pipe.hgetall(k.affinity(pid))
                 pipe.execute_command("PFCOUNT", k.sessions(pid))  # (redis-py's cluster pipeline refuses .pfcount)
-                h, recent, cart, aff, sessions = await pipe.execute()
+                h, times, cart, aff, sessions = await pipe.execute()
         if not h:
             return None
+        recent = recent_items(times, self.settings.recent_items_max)
         return build_profile(pid, h, recent, cart, aff, sessions, now or now_ms(), self._aff_half_life_ms)
 
     async def bought(self, pid: str) -> dict[str, int]:
@@ -535,6 +542,13 @@ class ProfileStore:
     async def category_items(self, category: str) -> set[str]:
         with redis_errors(f"reading category {category!r}"):
             return set(await self.client.smembers(self.keys.category(category)))
+
+
+def recent_items(times: dict[str, str], n: int) -> list[tuple[str, float]]:
+    """The ``n`` newest items of a profile's item -> last time hash, newest first (ties: the greater id first, as
+    a sorted set's reverse range), as ``(item, time)`` (pure)."""
+    rows = sorted(((item, float(ts)) for item, ts in times.items()), key=lambda row: (row[1], row[0]), reverse=True)
+    return rows[:n]
 
 
 def _served(row: str) -> tuple[int, frozenset[str]]:

@@ -267,7 +267,7 @@ class BatchProcessor:
         dead-letter topic; a state of the server (:class:`StoreUnavailable`: Redis down, out of memory, read-only
         after a failover, busy ...) is retried until it passes, so nothing is acked unapplied or dead-lettered
         for it."""
-        origins = [origin_of(m) for m in msgs] if self.store.cluster else None  # a Redis Cluster keeps them
+        origins = [origin_of(m) for m in msgs]  # a redelivery is known by its offset
         try:
             statuses = await self._retry(plans, origins)
         except StoreRefused:

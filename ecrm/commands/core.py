@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 import orjson
 import typer
@@ -13,6 +14,7 @@ from core.keyspace import legacy_global, legacy_marker
 from core.redis import connect_sync, redis_errors
 from core.settings import get_settings
 from ecrm.commands.errors import error_line
+from profiles.migrate import upgrade_profile_key
 from schemas import event_json_schema
 
 
@@ -33,33 +35,44 @@ def topics() -> None:
 
 
 def migrate_keys() -> None:
-    """Move the global keys written by an engine older than the Redis Cluster support (popular, trending, the
-    training log, catalogue sets, models, campaign counters, analytics ...) under the hash tag {g}, and the
-    de-duplication markers of older engines (a key per event) into their profile's set. Run it once on the single
-    Redis node, with the workers and the API stopped; keys already moved stay as they are."""
+    """Upgrade the keys an older engine wrote, on a single node or a Redis Cluster (every node is scanned): the
+    recent items folded into ``items_ts`` (the same entries), the de-duplication sets cut to ECRM_DEDUPE_WINDOW_S; on
+    a single node also the global keys of engines before the Redis Cluster support (popular, trending, the training
+    log, catalogue sets, models, campaign counters, analytics ...) moved under the hash tag {g}, and the
+    de-duplication markers of older engines (a key per event) into their profile's set. Each step is atomic and
+    idempotent: it may run beside the workers and the API of the new engine, and again after a stop."""
     settings = get_settings()
-    if settings.redis_cluster:
-        typer.echo("error: run migrate-keys on the single node the older engine wrote (not a cluster)", err=True)
-        raise typer.Exit(2)
     client = connect_sync(settings, decode_responses=True)
     moved = markers = 0
-    ttl_ms = int(settings.dedupe_ttl_days * 86_400_000)
+    done: Counter[str] = Counter()
+    ttl_ms = int(settings.dedupe_window_s * 1000)
     now = int(time.time() * 1000) * 1024  # the set's score: when, in 1/1024 ms (profiles/apply.lua)
+    prefix = settings.key_prefix
     try:
-        with redis_errors("moving the global keys under {g}"):
-            for key in client.scan_iter(match=f"{settings.key_prefix}:*", count=1000):
-                new = legacy_global(settings.key_prefix, key)
-                if new is not None and client.renamenx(key, new):
-                    moved += 1
-                marker = legacy_marker(settings.key_prefix, key)
-                if marker is not None:
-                    pipe = client.pipeline(transaction=True)
-                    pipe.zadd(marker[0], {marker[1]: now}, nx=True).pexpire(marker[0], ttl_ms).delete(key)
-                    pipe.execute()
-                    markers += 1
+        with redis_errors("upgrading the key layout"):
+            for n, key in enumerate(client.scan_iter(match=f"{prefix}:*", count=1000), start=1):
+                step = upgrade_profile_key(client, prefix, key, ttl_ms)
+                if step is not None:
+                    done[step] += 1
+                elif not settings.redis_cluster:  # a cluster never held the layouts before the tag {g}
+                    new = legacy_global(prefix, key)
+                    if new is not None and client.renamenx(key, new):
+                        moved += 1
+                    marker = legacy_marker(prefix, key)
+                    if marker is not None:
+                        pipe = client.pipeline(transaction=True)
+                        pipe.zadd(marker[0], {marker[1]: now}, nx=True).pexpire(marker[0], ttl_ms).delete(key)
+                        pipe.execute()
+                        markers += 1
+                if n % 100_000 == 0:
+                    typer.echo(f"  {n} keys looked at", err=True)
     except (StoreUnavailable, StoreRefused) as exc:
         typer.echo(error_line(exc), err=True)
         raise typer.Exit(2) from exc
     finally:
         client.close()
-    typer.echo(f"moved {moved} global keys under {{g}}, {markers} de-duplication markers into their profiles' sets")
+    typer.echo(
+        f"moved {moved} global keys under {{g}}, {markers} de-duplication markers into their profiles' sets; "
+        f"folded {done['recent']} recent-items keys into items_ts, cut {done['seen']} de-duplication sets to the "
+        f"window"
+    )

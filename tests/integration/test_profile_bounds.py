@@ -102,7 +102,7 @@ async def test_profiles_expire_without_events(store: ProfileStore) -> None:
     await apply(store, [ev("product_view", 1, T0, customer_id="c", item_id="a", session_id="s")])
     ttl_ms = store.settings.profile_ttl_days * 86_400_000
     existing = [key for key in store.keys.profile_keys("c:c") if await store.client.exists(key)]
-    assert len(existing) == 5  # hash, recent, items, items_ts, sessions (no cart, category or purchase)
+    assert len(existing) == 4  # hash, items, items_ts (also the recent items), sessions (no cart, category, purchase)
     for key in existing:
         assert 0 < await store.client.pttl(key) <= ttl_ms, key
 
@@ -210,6 +210,6 @@ async def test_de_duplication_memory_per_profile_is_bounded_and_keeps_the_newest
         assert not await store.remembers("c:d", "direct", "page_view-49")
         assert await store.remembers("c:d", "direct", "page_view-50")
         ttl = await store.client.pttl(keys.seen_set("c:d"))
-        assert 0 < ttl <= small.dedupe_ttl_days * 86_400_000
+        assert 0 < ttl <= small.dedupe_window_s * 1000
     assert (await store.profile("c:d"))["event_counts"]["page_view"] == 150  # type: ignore[index]
     await store.client.aclose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core.keyspace import ProfileId
+from profiles.store import recent_items
 from profiles.updates import CartChange, CatalogueUpdate, Interaction, Plan, decay_factor, decayed_now, plan_update
 from schemas import parse_event_obj
 from schemas.weights import DEFAULT_EVENT_WEIGHTS
@@ -83,3 +84,9 @@ def test_configurable_weights() -> None:
 def test_forward_decay_halves_per_half_life() -> None:
     assert decay_factor(0, 10, 10) == pytest.approx(2.0)
     assert decayed_now(8.0, landmark_ms=0, now_ms=30, half_life_ms=10) == pytest.approx(1.0)
+
+
+def test_the_recent_items_are_the_newest_of_the_item_times() -> None:
+    times = {"a": "1000", "b": "3000", "c": "2000", "d": "3000", "e": "500"}
+    assert recent_items(times, 3) == [("d", 3000.0), ("b", 3000.0), ("c", 2000.0)]  # ties: as ZREVRANGE orders them
+    assert recent_items(times, 10)[-1] == ("e", 500.0) and recent_items({}, 5) == []

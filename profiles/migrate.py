@@ -1,0 +1,57 @@
+"""Upgrading the profile keys an older engine wrote (``ecrm migrate-keys``), one key at a time, each step atomic in
+its profile's slot and idempotent, so it runs on a live single node or Redis Cluster beside the workers:
+
+* an older engine's recent items (``{p}:p:{T}:recent``, a sorted set item -> last time) hold the same entries as
+  ``items_ts``, which now also gives the recent items: folded into ``items_ts`` (the later time wins), then deleted;
+* a single node's de-duplication set is cut to the window ``ECRM_DEDUPE_WINDOW_S`` (entries older go, and the set
+  expires a window after now at the latest): a redelivery is recognised by its partition offset now.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import redis
+
+from core.keyspace import legacy_profile_key
+
+FOLD_RECENT = """
+local rows = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local existed = redis.call('EXISTS', KEYS[2])
+for i = 1, #rows, 2 do
+  local cur = tonumber(redis.call('HGET', KEYS[2], rows[i]))
+  local v = tonumber(rows[i + 1])
+  if (not cur) or v > cur then redis.call('HSET', KEYS[2], rows[i], string.format('%d', v)) end
+end
+local ttl = redis.call('PTTL', KEYS[1])
+if existed == 0 and #rows > 0 and ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+redis.call('DEL', KEYS[1])
+return #rows / 2
+"""
+
+CUT_SEEN = """
+if redis.call('TYPE', KEYS[1])['ok'] ~= 'zset' then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[1])
+local gone = redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. string.format('%d', (now - window) * 1024))
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 or ttl > window then redis.call('PEXPIRE', KEYS[1], window) end
+return gone
+"""
+
+Step = Literal["recent", "seen"]
+
+
+def upgrade_profile_key(client: redis.Redis, prefix: str, key: str, window_ms: int) -> Step | None:
+    """Upgrade one key if it is an older profile key (:func:`core.keyspace.legacy_profile_key`): what was done, or
+    None (any other key; a cluster's marker keys are left as they are: they hold the events' global records)."""
+    found = legacy_profile_key(prefix, key)
+    if found is None:
+        return None
+    kind, target = found
+    if kind == "recent":
+        client.eval(FOLD_RECENT, 2, key, target)
+        return "recent"
+    client.eval(CUT_SEEN, 1, key, window_ms)
+    return "seen"
