@@ -13,7 +13,9 @@ from typing import Literal
 
 import redis
 
-from core.keyspace import legacy_profile_key
+from core.keyspace import Keys, legacy_profile_key
+from core.redis import connect_sync, redis_errors
+from core.settings import Settings
 
 FOLD_RECENT = """
 local rows = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
@@ -55,3 +57,24 @@ def upgrade_profile_key(client: redis.Redis, prefix: str, key: str, window_ms: i
         return "recent"
     client.eval(CUT_SEEN, 1, key, window_ms)
     return "seen"
+
+
+def forget_offsets(client: redis.Redis, applied_offsets: str, topic: str) -> int:
+    """Forget the applied offsets of ``topic``'s partitions (``{p}:{g}:offsets``): a topic created again starts at
+    offset 0, and its messages must not pass for redeliveries of the old one's. Returns how many were forgotten."""
+    fields = [
+        f
+        for f in client.hkeys(applied_offsets)
+        if (f.decode() if isinstance(f, bytes) else f).rpartition(":")[0] == topic
+    ]
+    return int(client.hdel(applied_offsets, *fields)) if fields else 0
+
+
+def forget_topic_offsets(settings: Settings) -> int:
+    """:func:`forget_offsets` of the events topic, on the configured Redis."""
+    client = connect_sync(settings)
+    try:
+        with redis_errors("forgetting the applied offsets of the events topic created"):
+            return forget_offsets(client, Keys(settings.key_prefix).applied_offsets, settings.events_topic)
+    finally:
+        client.close()

@@ -132,6 +132,7 @@ def start_stack(
     worker and the API; with ``shop`` the demo shop on a free port (its origin added to the API's
     ``ECRM_CORS_ORIGINS``); then publish the state file."""
     from core.kafka import ensure_topics
+    from profiles.migrate import forget_topic_offsets
 
     env = dict(os.environ) if env is None else env
     stack = LocalStack(settings)
@@ -146,6 +147,8 @@ def start_stack(
             settings = settings.model_copy(update={"cors_origins": allow_shop_origin(settings.cors_origins, shop_port)})
         stack.settings = settings
         created = ensure_topics(settings)
+        if settings.events_topic in created:  # a new topic: offsets Redis may remember are of an older one
+            forget_topic_offsets(settings)
         echo(f"topics ready ({', '.join(created) if created else 'already there'})")
         stack.procs.append(spawn_role(["worker"], settings))
         echo(f"worker started (metrics on http://127.0.0.1:{settings.worker_metrics_port}/metrics)")

@@ -14,7 +14,7 @@ from core.keyspace import legacy_global, legacy_marker
 from core.redis import connect_sync, redis_errors
 from core.settings import get_settings
 from ecrm.commands.errors import error_line
-from profiles.migrate import upgrade_profile_key
+from profiles.migrate import forget_topic_offsets, upgrade_profile_key
 from schemas import event_json_schema
 
 
@@ -24,13 +24,20 @@ def schema() -> None:
 
 
 def topics() -> None:
-    """Create the events and dead-letter topics on ECRM_KAFKA_BOOTSTRAP if they are missing."""
+    """Create the events and dead-letter topics on ECRM_KAFKA_BOOTSTRAP if they are missing (an events topic created
+    again: the offsets Redis remembers of the old one are forgotten)."""
     settings = get_settings()
     try:
         created = ensure_topics(settings)
     except BrokerUnavailable as exc:
         typer.echo(error_line(exc), err=True)
         raise typer.Exit(2) from exc
+    if settings.events_topic in created:
+        try:
+            forget_topic_offsets(settings)
+        except (StoreUnavailable, StoreRefused) as exc:
+            typer.echo(error_line(exc), err=True)
+            raise typer.Exit(2) from exc
     typer.echo(f"created: {', '.join(created)}" if created else "topics already exist")
 
 

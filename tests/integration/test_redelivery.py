@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from core.keyspace import Keys
-from core.redis import connect
+from core.redis import connect, connect_sync
 from core.settings import Settings
+from profiles.migrate import forget_offsets
 from profiles.script import Origin
 from profiles.store import APPLIED, DUPLICATE, ProfileStore, Status
 from profiles.updates import plan_update
@@ -88,3 +89,20 @@ async def test_a_refused_plan_is_judged_again_when_it_comes_back(store: ProfileS
     assert again[0] == DUPLICATE and isinstance(again[1], str) and again[2] == DUPLICATE
     profile = await store.profile("c:r")
     assert profile is not None and profile["cart"] == [{"item_id": "sku-0", "quantity": 1}]
+
+
+async def test_a_topic_created_again_starts_with_no_applied_offsets(store: ProfileStore) -> None:
+    keys = Keys(store.settings.key_prefix)
+    event = [ev("product_view", 1, item_id="sku-1")]
+    assert await apply(store, event, [("t.events:0", 50)]) == [APPLIED]
+    await store.client.hset(keys.applied_offsets, mapping={"t.events:1": 9, "t.events.dlq:0": 3, "other:0": 4})
+    sync = connect_sync(store.settings)
+    try:
+        assert forget_offsets(sync, keys.applied_offsets, "t.events") == 2
+    finally:
+        sync.close()
+    assert await store.client.hgetall(keys.applied_offsets) == {"t.events.dlq:0": "3", "other:0": "4"}
+    await window_passes(store)
+    fresh = [ev("product_view", 2, item_id="sku-2")]  # offset 0 of the new topic: applied, not a redelivery
+    assert await apply(store, fresh, [("t.events:0", 0)]) == [APPLIED]
+    assert await views(store) == 2
