@@ -20,8 +20,8 @@ promotion and an analytics publication. On a single node the tags change nothing
 | ``{p}:p:{T}`` | hash | counts ``n:<type>``, ``first_seen``, ``last_seen``, ``orders``, ``revenue``, ... |
 | ``{p}:p:{T}:cart`` | hash | item -> quantity |
 | ``{p}:p:{T}:aff`` | hash | category -> forward-decayed affinity (landmark ``aff_L`` in the profile hash) |
-| ``{p}:p:{T}:items`` | hash | item -> summed interaction weight (recommender input) |
-| ``{p}:p:{T}:items_ts`` | hash | item -> last interaction time (ms) (also the recent items, newest first) |
+| ``{p}:p:{T}:items`` | hash | item -> ``"<summed interaction weight> <last interaction time (ms)>"`` (recommender
+input; the newest are the recent items) |
 | ``{p}:p:{T}:bought`` | hash | item -> last purchase time (ms) |
 | ``{p}:p:{T}:sess`` | HyperLogLog | session ids |
 | ``{p}:p:{T}:seen`` | zset | single node: de-duplication set, ``marker_digest(S, E)`` -> when applied, for the
@@ -82,8 +82,8 @@ TRENDING_ERA_HALF_LIVES = 64  # one era spans this many half-lives: stored score
 PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
 ProfileKind = Literal["c", "a"]
-PROFILE_SUFFIXES: tuple[str, ...] = ("cart", "aff", "items", "items_ts", "bought", "sess")
-LEGACY_PROFILE_SUFFIXES: tuple[str, ...] = ("recent",)  # written by older engines; ``ecrm migrate-keys`` folds them
+PROFILE_SUFFIXES: tuple[str, ...] = ("cart", "aff", "items", "bought", "sess")
+LEGACY_PROFILE_SUFFIXES: tuple[str, ...] = ("recent", "items_ts")  # older engines'; ``ecrm migrate-keys`` folds them
 
 
 @lru_cache(maxsize=65_536)
@@ -173,19 +173,19 @@ def legacy_marker(prefix: str, key: str) -> tuple[str, str] | None:
     return f"{head}p:{tag}:seen", marker_digest(unquote(source), unquote(event_id))
 
 
-_PROFILE_KEY = re.compile(r"^p:(\{[ca]:[^{}:]*\}):(recent|seen)$")
+_PROFILE_KEY = re.compile(r"^p:(\{[ca]:[^{}:]*\}):(recent|items_ts|seen)$")
 
 
 def legacy_profile_key(prefix: str, key: str) -> tuple[str, str] | None:
-    """A profile key ``ecrm migrate-keys`` upgrades: an older engine's recent items (``("recent", items_ts key)``:
-    folded into ``items_ts``) or a de-duplication set (``("seen", key)``: cut to the window), None for any other key
-    (pure)."""
+    """A profile key ``ecrm migrate-keys`` upgrades: an older engine's item times (``("recent", items key)``, a
+    sorted set, or ``("items_ts", items key)``, a hash: folded into ``items``) or a de-duplication set (``("seen",
+    key)``: cut to the window), None for any other key (pure)."""
     head = f"{prefix}:"
     found = _PROFILE_KEY.match(key[len(head) :]) if key.startswith(head) else None
     if found is None:
         return None
     tag, kind = found.groups()
-    return (kind, f"{head}p:{tag}:items_ts") if kind == "recent" else (kind, key)
+    return (kind, key) if kind == "seen" else (kind, f"{head}p:{tag}:items")
 
 
 def trending_era(ts_ms: int, half_life_ms: float) -> int:
@@ -217,8 +217,8 @@ class Keys:
         return self._p(pid)
 
     def recent(self, pid: str | ProfileId) -> str:
-        """Older engines' recent items (a zset, item -> time, the same entries as ``items_ts``): ``ecrm migrate-keys``
-        folds it into ``items_ts`` and deletes it; erasure deletes it too."""
+        """Older engines' recent items (a zset, item -> time): ``ecrm migrate-keys`` folds it into ``items`` and
+        deletes it; erasure deletes it too."""
         return f"{self._p(pid)}:recent"
 
     def cart(self, pid: str | ProfileId) -> str:
@@ -231,6 +231,8 @@ class Keys:
         return f"{self._p(pid)}:items"
 
     def items_ts(self, pid: str | ProfileId) -> str:
+        """Older engines' item times (a hash, item -> time): ``ecrm migrate-keys`` folds it into ``items`` and
+        deletes it; erasure deletes it too."""
         return f"{self._p(pid)}:items_ts"
 
     def bought(self, pid: str | ProfileId) -> str:
@@ -243,6 +245,11 @@ class Keys:
         """The hash and every suffixed key of a profile, in the order :data:`PROFILE_SUFFIXES` (the Lua contract)."""
         base = self._p(pid)
         return [base, *(f"{base}:{suffix}" for suffix in PROFILE_SUFFIXES)]
+
+    def legacy_profile_keys(self, pid: str | ProfileId) -> list[str]:
+        """A profile's keys only older engines wrote (:data:`LEGACY_PROFILE_SUFFIXES`): erasure deletes them too."""
+        base = self._p(pid)
+        return [f"{base}:{suffix}" for suffix in LEGACY_PROFILE_SUFFIXES]
 
     def seen(self, pid: str | ProfileId, source: str, event_id: str) -> str:
         """De-duplication marker of an event of a profile, in its sender's namespace (``source``): a key of its own,

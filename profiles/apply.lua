@@ -44,9 +44,9 @@ local function num(x) return string.format('%.17g', x) end
 local function int(x) return string.format('%d', x) end
 local function finite(x) return type(x) == 'number' and x == x and x ~= math.huge and x ~= -math.huge end
 
--- A profile's keys start at index b: hash, cart, aff, items, items_ts, bought, sess (the recent items are the
--- newest of items_ts).
-local HASH, CART, AFF, ITEMS, ITEMS_TS, BOUGHT, SESS = 0, 1, 2, 3, 4, 5, 6
+-- A profile's keys start at index b: hash, cart, aff, items, bought, sess. `items` holds per item its summed weight
+-- and last time, '<weight> <time ms>' (the recent items are the newest of them).
+local HASH, CART, AFF, ITEMS, BOUGHT, SESS = 0, 1, 2, 3, 4, 5
 local function pk(b, which) return KEYS[b + which] end
 
 local function hmin(key, field, v)
@@ -56,6 +56,25 @@ end
 local function hmax(key, field, v)
   local cur = tonumber(redis.call('HGET', key, field))
   if (not cur) or v > cur then redis.call('HSET', key, field, int(v)) end
+end
+
+-- An item's entry in `items`: weight, time (an older engine's plain weight has time 0 until ecrm migrate-keys).
+local function parse_item(v)
+  local w, t = string.match(v, '^(%S+) (%S+)$')
+  if w then return tonumber(w), tonumber(t) end
+  return tonumber(v), 0
+end
+local function item_get(b, item)
+  local v = redis.call('HGET', pk(b, ITEMS), item)
+  if not v then return nil, nil end
+  return parse_item(v)
+end
+local function item_put(b, item, w, ts) redis.call('HSET', pk(b, ITEMS), item, num(w) .. ' ' .. int(ts)) end
+-- Add weight w at time ts to an item (the later time kept).
+local function item_add(b, item, w, ts)
+  local w0, t0 = item_get(b, item)
+  if t0 and t0 > ts then ts = t0 end
+  item_put(b, item, (w0 or 0) + w, ts)
 end
 
 -- The global effects of the plan being applied, in order (numbers as exact strings):
@@ -90,6 +109,8 @@ local function refusal(u)
     for _, it in ipairs(u.items) do
       local w, era = it[3], it[5]
       if not finite(w) then return 'interaction weight of ' .. it[1] .. ' is not finite' end
+      local cur = item_get(u.P, it[1])
+      if cur and not finite(cur + w) then return 'interaction weight of ' .. it[1] .. ' would overflow' end
       if not finite(w * math.pow(2, (u.ts - L) / aff_h)) then return 'timestamp too far from the profile history' end
       if not finite(w * math.pow(2, (u.ts - era * era_ms) / tr_h)) then return 'timestamp outside the trending era' end
     end
@@ -124,17 +145,18 @@ end
 
 -- ----- bounds: per-profile structures keep their newest entries -----
 
--- Past max entries, keep the newest 90% of hash `times` (item -> time), and drop the same items from `also`.
-local function trim_by_time(b, times, also, max)
-  if redis.call('HLEN', pk(b, times)) <= max then return end
-  local h = redis.call('HGETALL', pk(b, times))
+-- Past max entries, keep the newest 90% of a profile's hash `which` (item -> time, or `items`: its entries' times).
+local function trim_by_time(b, which, max)
+  if redis.call('HLEN', pk(b, which)) <= max then return end
+  local h = redis.call('HGETALL', pk(b, which))
   local rows = {}
-  for i = 1, #h, 2 do rows[#rows + 1] = {h[i], tonumber(h[i + 1]) or 0} end
-  table.sort(rows, function(x, y) return x[2] > y[2] end)
-  for i = math.floor(max * 0.9) + 1, #rows do
-    redis.call('HDEL', pk(b, times), rows[i][1])
-    if also then redis.call('HDEL', pk(b, also), rows[i][1]) end
+  for i = 1, #h, 2 do
+    local t = tonumber(h[i + 1])
+    if which == ITEMS then t = select(2, parse_item(h[i + 1])) end
+    rows[#rows + 1] = {h[i], t or 0}
   end
+  table.sort(rows, function(x, y) return x[2] > y[2] end)
+  for i = math.floor(max * 0.9) + 1, #rows do redis.call('HDEL', pk(b, which), rows[i][1]) end
 end
 
 local function trim_categories(b)
@@ -163,7 +185,7 @@ local function take_profile(s, camp)
   local sess = redis.call('GET', pk(s, SESS))
   local v = {
     h = redis.call('HGETALL', pk(s, HASH)), aff = redis.call('HGETALL', pk(s, AFF)),
-    items = redis.call('HGETALL', pk(s, ITEMS)), items_ts = redis.call('HGETALL', pk(s, ITEMS_TS)),
+    items = redis.call('HGETALL', pk(s, ITEMS)),
     bought = redis.call('HGETALL', pk(s, BOUGHT)), cart = redis.call('HGETALL', pk(s, CART)),
     sess = sess and hex(sess) or '', camp = redis.call('HGETALL', KEYS[camp]),
   }
@@ -202,14 +224,17 @@ local function merge_from(v, spid, d, dpid, camp_dst, tmp)
     local factor = math.pow(2, (src_L - dst_L) / aff_h)
     for i = 1, #v.aff, 2 do redis.call('HINCRBYFLOAT', pk(d, AFF), v.aff[i], num(tonumber(v.aff[i + 1]) * factor)) end
   end
-  for i = 1, #v.items, 2 do redis.call('HINCRBYFLOAT', pk(d, ITEMS), v.items[i], v.items[i + 1]) end
-  for i = 1, #v.items_ts, 2 do hmax(pk(d, ITEMS_TS), v.items_ts[i], tonumber(v.items_ts[i + 1])) end
+  for i = 1, #v.items, 2 do
+    local w, t = parse_item(v.items[i + 1])
+    item_add(d, v.items[i], w, t)
+  end
+  -- a hand-off written by an older engine (Redis Cluster): item times apart
+  for _, older in ipairs({v.items_ts or {}, v.recent or {}}) do
+    for i = 1, #older, 2 do item_add(d, older[i], 0, tonumber(older[i + 1])) end
+  end
   for i = 1, #v.bought, 2 do hmax(pk(d, BOUGHT), v.bought[i], tonumber(v.bought[i + 1])) end
   for i = 1, #v.cart, 2 do redis.call('HINCRBY', pk(d, CART), v.cart[i], v.cart[i + 1]) end
-  if v.recent then  -- a hand-off written by an older engine (Redis Cluster): the same entries as items_ts
-    for i = 1, #v.recent, 2 do hmax(pk(d, ITEMS_TS), v.recent[i], tonumber(v.recent[i + 1])) end
-  end
-  trim_by_time(d, ITEMS_TS, ITEMS, items_max)
+  trim_by_time(d, ITEMS, items_max)
   if v.sess ~= '' then
     redis.call('SET', KEYS[tmp], unhex(v.sess))
     redis.call('PFMERGE', pk(d, SESS), pk(d, SESS), KEYS[tmp])
@@ -293,9 +318,8 @@ local function apply(u)
   if u.items then
     for _, it in ipairs(u.items) do
       local item, cat, w, ik, era, tr1, tr2 = it[1], it[2], it[3], it[4], it[5], it[6], it[7]
-      hmax(pk(b, ITEMS_TS), item, ts)
+      item_add(b, item, w, ts)
       if w ~= 0 then
-        redis.call('HINCRBYFLOAT', pk(b, ITEMS), item, num(w))
         emit({'x', pid, item, num(w), int(ts)})
       end
       if w > 0 then
@@ -305,8 +329,8 @@ local function apply(u)
       end
       if u.order then hmax(pk(b, BOUGHT), item, ts) end
     end
-    trim_by_time(b, ITEMS_TS, ITEMS, items_max)
-    trim_by_time(b, BOUGHT, nil, items_max)
+    trim_by_time(b, ITEMS, items_max)
+    trim_by_time(b, BOUGHT, items_max)
     trim_categories(b)
   end
   if u.cart then

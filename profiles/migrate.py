@@ -1,8 +1,9 @@
 """Upgrading the profile keys an older engine wrote (``ecrm migrate-keys``), one key at a time, each step atomic in
 its profile's slot and idempotent, so it runs on a live single node or Redis Cluster beside the workers:
 
-* an older engine's recent items (``{p}:p:{T}:recent``, a sorted set item -> last time) hold the same entries as
-  ``items_ts``, which now also gives the recent items: folded into ``items_ts`` (the later time wins), then deleted;
+* an older engine's item times (``{p}:p:{T}:items_ts``, a hash item -> last time, and ``{p}:p:{T}:recent``, a
+  sorted set of the same entries) are now in ``items`` beside each weight (``"<weight> <time>"``, which also gives
+  the recent items): folded into ``items`` (the later time wins), then deleted;
 * a single node's de-duplication set is cut to the window ``ECRM_DEDUPE_WINDOW_S`` (entries older go, and the set
   expires a window after now at the latest): a redelivery is recognised by its partition offset now.
 """
@@ -17,14 +18,30 @@ from core.keyspace import Keys, legacy_profile_key
 from core.redis import connect_sync, redis_errors
 from core.settings import Settings
 
-FOLD_RECENT = """
-local rows = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-local existed = redis.call('EXISTS', KEYS[2])
-for i = 1, #rows, 2 do
-  local cur = tonumber(redis.call('HGET', KEYS[2], rows[i]))
-  local v = tonumber(rows[i + 1])
-  if (not cur) or v > cur then redis.call('HSET', KEYS[2], rows[i], string.format('%d', v)) end
+FOLD_TIMES = """
+local rows
+if redis.call('TYPE', KEYS[1])['ok'] == 'zset' then
+  rows = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+else
+  rows = redis.call('HGETALL', KEYS[1])
 end
+local existed = redis.call('EXISTS', KEYS[2])
+local function parse(v)
+  local w, t = string.match(v, '^(%S+) (%S+)$')
+  if w then return tonumber(w), tonumber(t) end
+  return tonumber(v), 0
+end
+local times = {}
+for i = 1, #rows, 2 do times[rows[i]] = tonumber(rows[i + 1]) end
+local items = redis.call('HGETALL', KEYS[2])
+for i = 1, #items, 2 do  -- every entry in the current form, the later time kept
+  local w, t = parse(items[i + 1])
+  local older = times[items[i]]
+  if older and older > t then t = older end
+  times[items[i]] = nil
+  redis.call('HSET', KEYS[2], items[i], string.format('%.17g', w) .. ' ' .. string.format('%d', t))
+end
+for item, t in pairs(times) do redis.call('HSET', KEYS[2], item, '0 ' .. string.format('%d', t)) end
 local ttl = redis.call('PTTL', KEYS[1])
 if existed == 0 and #rows > 0 and ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
 redis.call('DEL', KEYS[1])
@@ -42,7 +59,7 @@ if ttl < 0 or ttl > window then redis.call('PEXPIRE', KEYS[1], window) end
 return gone
 """
 
-Step = Literal["recent", "seen"]
+Step = Literal["recent", "items_ts", "seen"]
 
 
 def upgrade_profile_key(client: redis.Redis, prefix: str, key: str, window_ms: int) -> Step | None:
@@ -52,9 +69,9 @@ def upgrade_profile_key(client: redis.Redis, prefix: str, key: str, window_ms: i
     if found is None:
         return None
     kind, target = found
-    if kind == "recent":
-        client.eval(FOLD_RECENT, 2, key, target)
-        return "recent"
+    if kind in ("recent", "items_ts"):
+        client.eval(FOLD_TIMES, 2, key, target)
+        return "recent" if kind == "recent" else "items_ts"
     client.eval(CUT_SEEN, 1, key, window_ms)
     return "seen"
 

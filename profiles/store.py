@@ -30,6 +30,7 @@ from core.keyspace import (
 )
 from core.redis import redis_errors
 from core.settings import Settings
+from profiles.layout import history, recent_items
 from profiles.script import (
     SOURCE,
     LoginAnswer,
@@ -78,13 +79,6 @@ def _run_starts(plans: Sequence[Plan]) -> list[int]:
         if plan.catalogue is not None:
             described.add(plan.catalogue.item_id)
     return starts
-
-
-def _history(weights: dict[str, str], times: dict[str, str]) -> list[tuple[str, float, int]]:
-    """(item, summed weight, last time), positive weights only, newest first (pure)."""
-    out = [(item, float(w), int(times.get(item, 0))) for item, w in weights.items() if float(w) > 0]
-    out.sort(key=lambda entry: -entry[2])
-    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,7 +334,7 @@ class ProfileStore:
             pids = [ProfileId("c", customer_id), *(ProfileId("a", v) for v in visitors)]
             keys = [self.keys.visitors(customer_id), self.keys.erasures, self.keys.profiles]
             for pid in pids:  # forget.lua: 8 keys to delete (the profile's and an older engine's), the tombstone
-                keys += [*self.keys.profile_keys(pid), self.keys.recent(pid), self.keys.erased(pid)]
+                keys += [*self.keys.profile_keys(pid), *self.keys.legacy_profile_keys(pid), self.keys.erased(pid)]
             keys += [self.keys.alias(v) for v in visitors]
             args = [now, tombstone_ms, orjson.dumps([str(p) for p in pids]).decode(), orjson.dumps(visitors).decode()]
             with redis_errors(f"erasing customer {customer_id!r}"):
@@ -367,7 +361,7 @@ class ProfileStore:
                 async with self.client.pipeline(transaction=False) as pipe:
                     for pid in todo:
                         pipe.set(self.keys.erased(pid), now, px=tombstone_ms)
-                        for key in [*self.keys.profile_keys(pid), self.keys.recent(pid)]:
+                        for key in [*self.keys.profile_keys(pid), *self.keys.legacy_profile_keys(pid)]:
                             pipe.delete(key)
                         if pid.kind == "a":
                             pipe.delete(self.keys.alias(pid.ident))
@@ -409,14 +403,14 @@ class ProfileStore:
         with redis_errors(f"reading profile {pid!r}"):
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.hgetall(k.profile(pid))
-                pipe.hgetall(k.items_ts(pid))
+                pipe.hgetall(k.items(pid))
                 pipe.hgetall(k.cart(pid))
                 pipe.hgetall(k.affinity(pid))
                 pipe.execute_command("PFCOUNT", k.sessions(pid))  # (redis-py's cluster pipeline refuses .pfcount)
-                h, times, cart, aff, sessions = await pipe.execute()
+                h, items, cart, aff, sessions = await pipe.execute()
         if not h:
             return None
-        recent = recent_items(times, self.settings.recent_items_max)
+        recent = recent_items(items, self.settings.recent_items_max)
         return build_profile(pid, h, recent, cart, aff, sessions, now or now_ms(), self._aff_half_life_ms)
 
     async def bought(self, pid: str) -> dict[str, int]:
@@ -453,16 +447,15 @@ class ProfileStore:
         with redis_errors(f"reading profile {pid!r}"):
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.hgetall(self.keys.items(pid))
-                pipe.hgetall(self.keys.items_ts(pid))
                 pipe.hgetall(self.keys.bought(pid))
                 pipe.hgetall(self.keys.affinity(pid))
                 if whole_stock:
                     pipe.smembers(self.keys.out_of_stock)
                 else:
                     pipe.scard(self.keys.out_of_stock)
-                weights, times, bought, aff, stock = await pipe.execute()
+                items, bought, aff, stock = await pipe.execute()
         context = RequestContext(
-            history=_history(weights, times),
+            history=history(items),
             bought={item: int(ts) for item, ts in bought.items()},
             categories=[cat for cat, _ in sorted(aff.items(), key=lambda kv: -float(kv[1]))[:3]],
         )
@@ -542,13 +535,6 @@ class ProfileStore:
     async def category_items(self, category: str) -> set[str]:
         with redis_errors(f"reading category {category!r}"):
             return set(await self.client.smembers(self.keys.category(category)))
-
-
-def recent_items(times: dict[str, str], n: int) -> list[tuple[str, float]]:
-    """The ``n`` newest items of a profile's item -> last time hash, newest first (ties: the greater id first, as
-    a sorted set's reverse range), as ``(item, time)`` (pure)."""
-    rows = sorted(((item, float(ts)) for item, ts in times.items()), key=lambda row: (row[1], row[0]), reverse=True)
-    return rows[:n]
 
 
 def _served(row: str) -> tuple[int, frozenset[str]]:

@@ -85,7 +85,7 @@ async def test_the_api_reads_a_profile_through_the_cluster_client(client: redis.
     pid = ProfileId("c", "reader")
     client.hset(keys.profile(pid), mapping={"n:product_view": 2, "first_seen": 1_790_000_000_000,
                                             "last_seen": 1_790_000_060_000})  # fmt: skip
-    client.hset(keys.items_ts(pid), mapping={"sku-2": 1_790_000_060_000, "sku-1": 1_790_000_000_000})
+    client.hset(keys.items(pid), mapping={"sku-2": "1 1790000060000", "sku-1": "1 1790000000000"})
     client.pfadd(keys.sessions(pid), "s1", "s2")
     store = ProfileStore(connect(on_cluster), on_cluster)
     try:
@@ -237,37 +237,49 @@ def test_migrate_keys_moves_an_older_layout_under_the_global_tag(settings: Setti
 
 
 @pytest.mark.parametrize("where", ["single", "cluster"])
-async def test_migrate_keys_folds_an_older_engines_recent_items_into_items_ts(
+async def test_migrate_keys_folds_an_older_engines_item_times_into_items(
     settings: Settings, where: str, request: pytest.FixtureRequest
 ) -> None:
-    """An older engine kept the recent items in a sorted set beside ``items_ts``: migrate-keys folds it in (the
-    later time wins, an entry only there is kept), deletes it, and the profile reads the same recent items."""
+    """An older engine kept the item times in a hash (``items_ts``) and the recent items in a sorted set beside the
+    weights: migrate-keys folds both into ``items`` (the later time wins, an entry only there is kept), deletes
+    them, and the profile and the request context read the same items."""
     target = settings if where == "single" else request.getfixturevalue("on_cluster")
     r = connect_sync(target, decode_responses=True)
     keys = Keys(target.key_prefix)
     pids = [ProfileId("c", f"old-{n}") for n in range(20)]  # spread over the cluster's nodes
     for pid in pids:
         r.hset(keys.profile(pid), mapping={"n:product_view": 3, "first_seen": T0, "last_seen": T0 + 2})
-        r.hset(keys.items(pid), mapping={"sku-1": 1.0, "sku-2": 1.0})
+        r.hset(keys.items(pid), mapping={"sku-1": 1.0, "sku-2": 2.5})
         r.hset(keys.items_ts(pid), mapping={"sku-1": T0, "sku-2": T0 + 1})
         r.zadd(keys.recent(pid), {"sku-1": T0 + 2, "sku-2": T0 + 1, "sku-3": T0 - 5})  # sku-1 later, sku-3 only here
         r.pexpire(keys.recent(pid), 60_000)
     out = subprocess.run(
         [sys.executable, "-m", "ecrm", "migrate-keys"], env=settings_env(target), capture_output=True, text=True
     )
-    assert out.returncode == 0 and "folded 20 recent-items keys" in out.stdout, out.stdout + out.stderr
+    assert out.returncode == 0 and "folded 40 item-times keys" in out.stdout, out.stdout + out.stderr
     store = ProfileStore(connect(target), target)
     try:
         for pid in pids:
-            assert not r.exists(keys.recent(pid))
-            assert r.hgetall(keys.items_ts(pid)) == {"sku-1": str(T0 + 2), "sku-2": str(T0 + 1), "sku-3": str(T0 - 5)}
+            assert not r.exists(keys.recent(pid)) and not r.exists(keys.items_ts(pid))
+            assert r.hgetall(keys.items(pid)) == {
+                "sku-1": f"1 {T0 + 2}",
+                "sku-2": f"2.5 {T0 + 1}",
+                "sku-3": f"0 {T0 - 5}",
+            }
             profile = await store.profile(str(pid))
             assert profile is not None
             assert [x["item_id"] for x in profile["recent_items"]] == ["sku-1", "sku-2", "sku-3"]
+            context, _ = await store.request_context(str(pid), whole_stock=False)
+            assert context.history == [("sku-1", 1.0, T0 + 2), ("sku-2", 2.5, T0 + 1)]
         again = subprocess.run(
             [sys.executable, "-m", "ecrm", "migrate-keys"], env=settings_env(target), capture_output=True, text=True
         )
-        assert again.returncode == 0 and "folded 0 recent-items keys" in again.stdout  # idempotent
+        assert again.returncode == 0 and "folded 0 item-times keys" in again.stdout  # idempotent
+        assert r.hgetall(keys.items(pids[0])) == {
+            "sku-1": f"1 {T0 + 2}",
+            "sku-2": f"2.5 {T0 + 1}",
+            "sku-3": f"0 {T0 - 5}",
+        }
     finally:
         await store.client.aclose()
         r.close()

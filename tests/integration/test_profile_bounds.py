@@ -92,7 +92,7 @@ async def test_items_categories_and_popular_are_bounded(store: ProfileStore) -> 
     keys = store.keys
     items = await store.client.hgetall(keys.items("c:c"))
     assert 9 <= len(items) <= 10 and "i29" in items and "i0" not in items  # the newest kept
-    assert set(await store.client.hkeys(keys.items_ts("c:c"))) >= set(items)
+    assert [int(items[f"i{i}"].split()[1]) for i in (28, 29)] == [T0 + 28_000, T0 + 29_000]  # weight and time
     assert await store.client.hlen(keys.affinity("c:c")) <= 3
     await apply(store, [ev("product_view", f"p{i}", T0, customer_id=f"u{i}", item_id=f"x{i}") for i in range(120)])
     assert await store.client.zcard(keys.popular) <= 110
@@ -102,7 +102,7 @@ async def test_profiles_expire_without_events(store: ProfileStore) -> None:
     await apply(store, [ev("product_view", 1, T0, customer_id="c", item_id="a", session_id="s")])
     ttl_ms = store.settings.profile_ttl_days * 86_400_000
     existing = [key for key in store.keys.profile_keys("c:c") if await store.client.exists(key)]
-    assert len(existing) == 4  # hash, items, items_ts (also the recent items), sessions (no cart, category, purchase)
+    assert len(existing) == 3  # hash, items (also the recent items), sessions (no cart, category or purchase)
     for key in existing:
         assert 0 < await store.client.pttl(key) <= ttl_ms, key
 
