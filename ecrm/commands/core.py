@@ -10,7 +10,7 @@ import typer
 
 from core.errors import BrokerUnavailable, StoreRefused, StoreUnavailable
 from core.kafka import ensure_topics
-from core.keyspace import legacy_global, legacy_marker
+from core.keyspace import Keys, legacy_global, legacy_marker
 from core.redis import connect_sync, redis_errors
 from core.settings import get_settings
 from ecrm.commands.errors import error_line
@@ -37,6 +37,11 @@ def topics() -> None:
             forget_topic_offsets(settings)
         except (StoreUnavailable, StoreRefused) as exc:
             typer.echo(error_line(exc), err=True)
+            typer.echo(
+                f"error: {settings.events_topic} was created, but Redis may remember offsets of an older topic of that "
+                f"name: delete its fields of {Keys(settings.key_prefix).applied_offsets} before starting workers",
+                err=True,
+            )
             raise typer.Exit(2) from exc
     typer.echo(f"created: {', '.join(created)}" if created else "topics already exist")
 
