@@ -20,9 +20,8 @@ promotion and an analytics publication. On a single node the tags change nothing
 | ``{p}:p:{T}`` | hash | counts ``n:<type>``, ``first_seen``, ``last_seen``, ``orders``, ``revenue``, ... |
 | ``{p}:p:{T}:cart`` | hash | item -> quantity |
 | ``{p}:p:{T}:aff`` | hash | category -> forward-decayed affinity (landmark ``aff_L`` in the profile hash) |
-| ``{p}:p:{T}:items`` | hash | item -> ``"<summed interaction weight> <last interaction time (ms)>"`` (recommender
-input; the newest are the recent items) |
-| ``{p}:p:{T}:bought`` | hash | item -> last purchase time (ms) |
+| ``{p}:p:{T}:items`` | hash | item -> ``"<summed interaction weight> <last interaction time (ms)>[ <last purchase
+time (ms)>]"`` (recommender input; the newest are the recent items; purchases for re-buy windows) |
 | ``{p}:p:{T}:sess`` | HyperLogLog | session ids |
 | ``{p}:p:{T}:seen`` | zset | single node: de-duplication set, ``marker_digest(S, E)`` -> when applied, for the
 window ``ECRM_DEDUPE_WINDOW_S``, bounded |
@@ -82,8 +81,8 @@ TRENDING_ERA_HALF_LIVES = 64  # one era spans this many half-lives: stored score
 PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
 ProfileKind = Literal["c", "a"]
-PROFILE_SUFFIXES: tuple[str, ...] = ("cart", "aff", "items", "bought", "sess")
-LEGACY_PROFILE_SUFFIXES: tuple[str, ...] = ("recent", "items_ts")  # older engines'; ``ecrm migrate-keys`` folds them
+PROFILE_SUFFIXES: tuple[str, ...] = ("cart", "aff", "items", "sess")
+LEGACY_PROFILE_SUFFIXES: tuple[str, ...] = ("recent", "items_ts", "bought")  # older engines'; migrate-keys folds them
 
 
 @lru_cache(maxsize=65_536)
@@ -173,13 +172,13 @@ def legacy_marker(prefix: str, key: str) -> tuple[str, str] | None:
     return f"{head}p:{tag}:seen", marker_digest(unquote(source), unquote(event_id))
 
 
-_PROFILE_KEY = re.compile(r"^p:(\{[ca]:[^{}:]*\}):(recent|items_ts|seen)$")
+_PROFILE_KEY = re.compile(r"^p:(\{[ca]:[^{}:]*\}):(recent|items_ts|bought|seen)$")
 
 
 def legacy_profile_key(prefix: str, key: str) -> tuple[str, str] | None:
     """A profile key ``ecrm migrate-keys`` upgrades: an older engine's item times (``("recent", items key)``, a
-    sorted set, or ``("items_ts", items key)``, a hash: folded into ``items``) or a de-duplication set (``("seen",
-    key)``: cut to the window), None for any other key (pure)."""
+    sorted set, or ``("items_ts", items key)``, a hash) or purchase times (``("bought", items key)``), folded into
+    ``items``, or a de-duplication set (``("seen", key)``: cut to the window), None for any other key (pure)."""
     head = f"{prefix}:"
     found = _PROFILE_KEY.match(key[len(head) :]) if key.startswith(head) else None
     if found is None:
@@ -236,6 +235,8 @@ class Keys:
         return f"{self._p(pid)}:items_ts"
 
     def bought(self, pid: str | ProfileId) -> str:
+        """Older engines' purchases (a hash, item -> last purchase time): ``ecrm migrate-keys`` folds it into
+        ``items`` and deletes it; erasure deletes it too."""
         return f"{self._p(pid)}:bought"
 
     def sessions(self, pid: str | ProfileId) -> str:

@@ -44,9 +44,9 @@ local function num(x) return string.format('%.17g', x) end
 local function int(x) return string.format('%d', x) end
 local function finite(x) return type(x) == 'number' and x == x and x ~= math.huge and x ~= -math.huge end
 
--- A profile's keys start at index b: hash, cart, aff, items, bought, sess. `items` holds per item its summed weight
--- and last time, '<weight> <time ms>' (the recent items are the newest of them).
-local HASH, CART, AFF, ITEMS, BOUGHT, SESS = 0, 1, 2, 3, 4, 5
+-- A profile's keys start at index b: hash, cart, aff, items, sess. `items` holds per item its summed weight, last
+-- time and, once bought, last purchase time: '<weight> <time ms>[ <purchase ms>]' (the recent items are the newest).
+local HASH, CART, AFF, ITEMS, SESS = 0, 1, 2, 3, 4
 local function pk(b, which) return KEYS[b + which] end
 
 local function hmin(key, field, v)
@@ -58,23 +58,32 @@ local function hmax(key, field, v)
   if (not cur) or v > cur then redis.call('HSET', key, field, int(v)) end
 end
 
--- An item's entry in `items`: weight, time (an older engine's plain weight has time 0 until ecrm migrate-keys).
+-- An item's entry in `items`: weight, time, purchase time or nil (an older engine's plain weight has time 0 until
+-- ecrm migrate-keys).
 local function parse_item(v)
-  local w, t = string.match(v, '^(%S+) (%S+)$')
-  if w then return tonumber(w), tonumber(t) end
-  return tonumber(v), 0
+  local w, t, p = string.match(v, '^(%S+) (%S+) (%S+)$')
+  if w then return tonumber(w), tonumber(t), tonumber(p) end
+  w, t = string.match(v, '^(%S+) (%S+)$')
+  if w then return tonumber(w), tonumber(t), nil end
+  return tonumber(v), 0, nil
 end
 local function item_get(b, item)
   local v = redis.call('HGET', pk(b, ITEMS), item)
-  if not v then return nil, nil end
+  if not v then return nil, nil, nil end
   return parse_item(v)
 end
-local function item_put(b, item, w, ts) redis.call('HSET', pk(b, ITEMS), item, num(w) .. ' ' .. int(ts)) end
--- Add weight w at time ts to an item (the later time kept).
-local function item_add(b, item, w, ts)
-  local w0, t0 = item_get(b, item)
-  if t0 and t0 > ts then ts = t0 end
-  item_put(b, item, (w0 or 0) + w, ts)
+local function later(x, y)
+  if x and ((not y) or x > y) then return x end
+  return y
+end
+-- Add weight w at time ts (and a purchase at time bt, or nil) to an item: the later times kept.
+local function item_add(b, item, w, ts, bt)
+  local w0, t0, b0 = item_get(b, item)
+  ts, bt = later(ts, t0), later(bt, b0)
+  if ts == 0 and bt then ts = bt end  -- a purchase is an interaction (an older layout kept it apart)
+  local v = num((w0 or 0) + w) .. ' ' .. int(ts)
+  if bt then v = v .. ' ' .. int(bt) end
+  redis.call('HSET', pk(b, ITEMS), item, v)
 end
 
 -- A category's forward-decayed affinity, kept to 10 significant digits (a ranking signal: the 17 of HINCRBYFLOAT
@@ -193,7 +202,7 @@ local function take_profile(s, camp)
   local v = {
     h = redis.call('HGETALL', pk(s, HASH)), aff = redis.call('HGETALL', pk(s, AFF)),
     items = redis.call('HGETALL', pk(s, ITEMS)),
-    bought = redis.call('HGETALL', pk(s, BOUGHT)), cart = redis.call('HGETALL', pk(s, CART)),
+    cart = redis.call('HGETALL', pk(s, CART)),
     sess = sess and hex(sess) or '', camp = redis.call('HGETALL', KEYS[camp]),
   }
   redis.call('DEL', KEYS[camp])
@@ -232,14 +241,15 @@ local function merge_from(v, spid, d, dpid, camp_dst, tmp)
     for i = 1, #v.aff, 2 do add_decayed(d, v.aff[i], tonumber(v.aff[i + 1]) * factor) end
   end
   for i = 1, #v.items, 2 do
-    local w, t = parse_item(v.items[i + 1])
-    item_add(d, v.items[i], w, t)
+    local w, t, bt = parse_item(v.items[i + 1])
+    item_add(d, v.items[i], w, t, bt)
   end
-  -- a hand-off written by an older engine (Redis Cluster): item times apart
+  -- a hand-off written by an older engine (Redis Cluster): item times and purchases apart
   for _, older in ipairs({v.items_ts or {}, v.recent or {}}) do
-    for i = 1, #older, 2 do item_add(d, older[i], 0, tonumber(older[i + 1])) end
+    for i = 1, #older, 2 do item_add(d, older[i], 0, tonumber(older[i + 1]), nil) end
   end
-  for i = 1, #v.bought, 2 do hmax(pk(d, BOUGHT), v.bought[i], tonumber(v.bought[i + 1])) end
+  local bought = v.bought or {}
+  for i = 1, #bought, 2 do item_add(d, bought[i], 0, 0, tonumber(bought[i + 1])) end
   for i = 1, #v.cart, 2 do redis.call('HINCRBY', pk(d, CART), v.cart[i], v.cart[i + 1]) end
   trim_by_time(d, ITEMS, items_max)
   if v.sess ~= '' then
@@ -325,7 +335,7 @@ local function apply(u)
   if u.items then
     for _, it in ipairs(u.items) do
       local item, cat, w, ik, era, tr1, tr2 = it[1], it[2], it[3], it[4], it[5], it[6], it[7]
-      item_add(b, item, w, ts)
+      item_add(b, item, w, ts, u.order and ts or nil)
       if w ~= 0 then
         emit({'x', pid, item, num(w), int(ts)})
       end
@@ -334,10 +344,8 @@ local function apply(u)
         if cat ~= '' then add_affinity(b, cat, w, ts) end
         add_trending(item, w, ts, era, tr1, tr2)
       end
-      if u.order then hmax(pk(b, BOUGHT), item, ts) end
     end
     trim_by_time(b, ITEMS, items_max)
-    trim_by_time(b, BOUGHT, items_max)
     trim_categories(b)
   end
   if u.cart then

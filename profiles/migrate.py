@@ -2,8 +2,9 @@
 its profile's slot and idempotent, so it runs on a live single node or Redis Cluster beside the workers:
 
 * an older engine's item times (``{p}:p:{T}:items_ts``, a hash item -> last time, and ``{p}:p:{T}:recent``, a
-  sorted set of the same entries) are now in ``items`` beside each weight (``"<weight> <time>"``, which also gives
-  the recent items): folded into ``items`` (the later time wins), then deleted;
+  sorted set of the same entries) and purchases (``{p}:p:{T}:bought``, item -> last purchase time) are now in
+  ``items`` beside each weight (``"<weight> <time>[ <purchase>]"``, which also gives the recent items): folded into
+  ``items`` (the later times win), then deleted;
 * a single node's de-duplication set is cut to the window ``ECRM_DEDUPE_WINDOW_S`` (entries older go, and the set
   expires a window after now at the latest): a redelivery is recognised by its partition offset now.
 """
@@ -26,22 +27,37 @@ else
   rows = redis.call('HGETALL', KEYS[1])
 end
 local existed = redis.call('EXISTS', KEYS[2])
+local purchases = ARGV[1] == 'bought'  -- else item times
 local function parse(v)
-  local w, t = string.match(v, '^(%S+) (%S+)$')
-  if w then return tonumber(w), tonumber(t) end
-  return tonumber(v), 0
+  local w, t, p = string.match(v, '^(%S+) (%S+) (%S+)$')
+  if w then return tonumber(w), tonumber(t), tonumber(p) end
+  w, t = string.match(v, '^(%S+) (%S+)$')
+  if w then return tonumber(w), tonumber(t), nil end
+  return tonumber(v), 0, nil
 end
-local times = {}
-for i = 1, #rows, 2 do times[rows[i]] = tonumber(rows[i + 1]) end
+local function put(item, w, t, p)
+  if t == 0 and p then t = p end  -- a purchase is an interaction
+  local v = string.format('%.17g', w) .. ' ' .. string.format('%d', t)
+  if p then v = v .. ' ' .. string.format('%d', p) end
+  redis.call('HSET', KEYS[2], item, v)
+end
+local older = {}
+for i = 1, #rows, 2 do older[rows[i]] = tonumber(rows[i + 1]) end
 local items = redis.call('HGETALL', KEYS[2])
-for i = 1, #items, 2 do  -- every entry in the current form, the later time kept
-  local w, t = parse(items[i + 1])
-  local older = times[items[i]]
-  if older and older > t then t = older end
-  times[items[i]] = nil
-  redis.call('HSET', KEYS[2], items[i], string.format('%.17g', w) .. ' ' .. string.format('%d', t))
+for i = 1, #items, 2 do  -- every entry in the current form, the later times kept
+  local w, t, p = parse(items[i + 1])
+  local o = older[items[i]]
+  older[items[i]] = nil
+  if o and purchases then
+    if (not p) or o > p then p = o end
+  elseif o and o > t then
+    t = o
+  end
+  put(items[i], w, t, p)
 end
-for item, t in pairs(times) do redis.call('HSET', KEYS[2], item, '0 ' .. string.format('%d', t)) end
+for item, o in pairs(older) do
+  if purchases then put(item, 0, 0, o) else put(item, 0, o, nil) end
+end
 local ttl = redis.call('PTTL', KEYS[1])
 if existed == 0 and #rows > 0 and ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
 redis.call('DEL', KEYS[1])
@@ -59,7 +75,7 @@ if ttl < 0 or ttl > window then redis.call('PEXPIRE', KEYS[1], window) end
 return gone
 """
 
-Step = Literal["recent", "items_ts", "seen"]
+Step = Literal["recent", "items_ts", "bought", "seen"]
 
 
 def upgrade_profile_key(client: redis.Redis, prefix: str, key: str, window_ms: int) -> Step | None:
@@ -69,9 +85,9 @@ def upgrade_profile_key(client: redis.Redis, prefix: str, key: str, window_ms: i
     if found is None:
         return None
     kind, target = found
-    if kind in ("recent", "items_ts"):
-        client.eval(FOLD_TIMES, 2, key, target)
-        return "recent" if kind == "recent" else "items_ts"
+    if kind in ("recent", "items_ts", "bought"):
+        client.eval(FOLD_TIMES, 2, key, target, kind)
+        return "recent" if kind == "recent" else "items_ts" if kind == "items_ts" else "bought"
     client.eval(CUT_SEEN, 1, key, window_ms)
     return "seen"
 

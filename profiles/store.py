@@ -30,6 +30,7 @@ from core.keyspace import (
 )
 from core.redis import redis_errors
 from core.settings import Settings
+from profiles.layout import bought as bought_items
 from profiles.layout import history, recent_items
 from profiles.script import (
     SOURCE,
@@ -414,9 +415,10 @@ class ProfileStore:
         return build_profile(pid, h, recent, cart, aff, sessions, now or now_ms(), self._aff_half_life_ms)
 
     async def bought(self, pid: str) -> dict[str, int]:
+        """Item -> last purchase time (ms) of the items a profile bought."""
         with redis_errors(f"reading purchases of {pid!r}"):
-            raw = await self.client.hgetall(self.keys.bought(pid))
-        return {item: int(ts) for item, ts in raw.items()}
+            raw = await self.client.hgetall(self.keys.items(pid))
+        return bought_items(raw)
 
     async def trending(self, n: int, now: int | None = None) -> list[ScoredItem]:
         """Top items by time-decayed popularity (score: decayed weight now)."""
@@ -447,16 +449,15 @@ class ProfileStore:
         with redis_errors(f"reading profile {pid!r}"):
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.hgetall(self.keys.items(pid))
-                pipe.hgetall(self.keys.bought(pid))
                 pipe.hgetall(self.keys.affinity(pid))
                 if whole_stock:
                     pipe.smembers(self.keys.out_of_stock)
                 else:
                     pipe.scard(self.keys.out_of_stock)
-                items, bought, aff, stock = await pipe.execute()
+                items, aff, stock = await pipe.execute()
         context = RequestContext(
             history=history(items),
-            bought={item: int(ts) for item, ts in bought.items()},
+            bought=bought_items(items),
             categories=[cat for cat, _ in sorted(aff.items(), key=lambda kv: -float(kv[1]))[:3]],
         )
         return context, stock if isinstance(stock, int) else frozenset(stock)

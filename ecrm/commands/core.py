@@ -48,7 +48,8 @@ def topics() -> None:
 
 def migrate_keys() -> None:
     """Upgrade the keys an older engine wrote, on a single node or a Redis Cluster (every node is scanned): the
-    item times folded into ``items`` (recent, items_ts), the de-duplication sets cut to ECRM_DEDUPE_WINDOW_S; on
+    item times and purchases folded into ``items`` (recent, items_ts, bought), the de-duplication sets cut to
+    ECRM_DEDUPE_WINDOW_S; on
     a single node also the global keys of engines before the Redis Cluster support (popular, trending, the training
     log, catalogue sets, models, campaign counters, analytics ...) moved under the hash tag {g}, and the
     de-duplication markers of older engines (a key per event) into their profile's set. Each step is atomic and
@@ -85,6 +86,6 @@ def migrate_keys() -> None:
         client.close()
     typer.echo(
         f"moved {moved} global keys under {{g}}, {markers} de-duplication markers into their profiles' sets; "
-        f"folded {done['items_ts'] + done['recent']} item-times keys into items, cut {done['seen']} de-duplication "
-        f"sets to the window"
+        f"folded {done['items_ts'] + done['recent'] + done['bought']} item-times and purchases keys into items, cut "
+        f"{done['seen']} de-duplication sets to the window"
     )

@@ -240,9 +240,9 @@ def test_migrate_keys_moves_an_older_layout_under_the_global_tag(settings: Setti
 async def test_migrate_keys_folds_an_older_engines_item_times_into_items(
     settings: Settings, where: str, request: pytest.FixtureRequest
 ) -> None:
-    """An older engine kept the item times in a hash (``items_ts``) and the recent items in a sorted set beside the
-    weights: migrate-keys folds both into ``items`` (the later time wins, an entry only there is kept), deletes
-    them, and the profile and the request context read the same items."""
+    """An older engine kept the item times in a hash (``items_ts``), the recent items in a sorted set and the
+    purchases in a hash (``bought``) beside the weights: migrate-keys folds them into ``items`` (the later times win,
+    an entry only there is kept), deletes them, and the profile and the request context read the same items."""
     target = settings if where == "single" else request.getfixturevalue("on_cluster")
     r = connect_sync(target, decode_responses=True)
     keys = Keys(target.key_prefix)
@@ -253,33 +253,33 @@ async def test_migrate_keys_folds_an_older_engines_item_times_into_items(
         r.hset(keys.items_ts(pid), mapping={"sku-1": T0, "sku-2": T0 + 1})
         r.zadd(keys.recent(pid), {"sku-1": T0 + 2, "sku-2": T0 + 1, "sku-3": T0 - 5})  # sku-1 later, sku-3 only here
         r.pexpire(keys.recent(pid), 60_000)
+        r.hset(keys.bought(pid), mapping={"sku-2": T0 + 1, "sku-4": T0 - 9})  # sku-4 bought, its times trimmed
     out = subprocess.run(
         [sys.executable, "-m", "ecrm", "migrate-keys"], env=settings_env(target), capture_output=True, text=True
     )
-    assert out.returncode == 0 and "folded 40 item-times keys" in out.stdout, out.stdout + out.stderr
+    assert out.returncode == 0 and "folded 60 item-times and purchases keys" in out.stdout, out.stdout + out.stderr
     store = ProfileStore(connect(target), target)
     try:
         for pid in pids:
-            assert not r.exists(keys.recent(pid)) and not r.exists(keys.items_ts(pid))
+            assert not any(r.exists(k) for k in (keys.recent(pid), keys.items_ts(pid), keys.bought(pid)))
             assert r.hgetall(keys.items(pid)) == {
                 "sku-1": f"1 {T0 + 2}",
-                "sku-2": f"2.5 {T0 + 1}",
+                "sku-2": f"2.5 {T0 + 1} {T0 + 1}",
                 "sku-3": f"0 {T0 - 5}",
+                "sku-4": f"0 {T0 - 9} {T0 - 9}",
             }
+            assert await store.bought(str(pid)) == {"sku-2": T0 + 1, "sku-4": T0 - 9}
             profile = await store.profile(str(pid))
             assert profile is not None
-            assert [x["item_id"] for x in profile["recent_items"]] == ["sku-1", "sku-2", "sku-3"]
+            assert [x["item_id"] for x in profile["recent_items"]] == ["sku-1", "sku-2", "sku-3", "sku-4"]
             context, _ = await store.request_context(str(pid), whole_stock=False)
             assert context.history == [("sku-1", 1.0, T0 + 2), ("sku-2", 2.5, T0 + 1)]
+            assert context.bought == {"sku-2": T0 + 1, "sku-4": T0 - 9}
         again = subprocess.run(
             [sys.executable, "-m", "ecrm", "migrate-keys"], env=settings_env(target), capture_output=True, text=True
         )
-        assert again.returncode == 0 and "folded 0 item-times keys" in again.stdout  # idempotent
-        assert r.hgetall(keys.items(pids[0])) == {
-            "sku-1": f"1 {T0 + 2}",
-            "sku-2": f"2.5 {T0 + 1}",
-            "sku-3": f"0 {T0 - 5}",
-        }
+        assert again.returncode == 0 and "folded 0 item-times and purchases keys" in again.stdout  # idempotent
+        assert r.hget(keys.items(pids[0]), "sku-2") == f"2.5 {T0 + 1} {T0 + 1}"
     finally:
         await store.client.aclose()
         r.close()

@@ -140,6 +140,7 @@ def test_marker_digests_are_short_and_depend_on_the_sender_and_the_id() -> None:
 def test_the_profile_keys_migrate_keys_upgrades_are_known_and_no_other(pid: ProfileId) -> None:
     assert legacy_profile_key("ecrm", K.recent(pid)) == ("recent", K.items(pid))
     assert legacy_profile_key("ecrm", K.items_ts(pid)) == ("items_ts", K.items(pid))
+    assert legacy_profile_key("ecrm", K.bought(pid)) == ("bought", K.items(pid))
     assert legacy_profile_key("ecrm", K.seen_set(pid)) == ("seen", K.seen_set(pid))
     for other in [*K.profile_keys(pid), K.seen(pid, "open", "e1"), K.erased(pid), K.campaigns(pid), K.popular]:
         assert legacy_profile_key("ecrm", other) is None, other
