@@ -457,21 +457,32 @@ local function remember(u)
   redis.call('PEXPIRE', k, ttl)
 end
 
--- Single node: a plan read from Kafka (u.f '<topic>:<partition>', u.o offset) at or below the highest offset applied
--- of its partition ({g}:offsets) is a redelivery, so a duplicate whatever its age: the worker applies each partition
--- in offset order and acks only what was written. A refused plan changes nothing, so its offset is remembered apart
--- ({g}:refused, the newest 100,000) and a redelivery of it is judged again.
+-- Single node: a plan read from Kafka (u.f '<topic>:<partition>', u.o offset, u.pt when it was produced) at or below
+-- the highest offset applied of its partition ({g}:offsets) is a redelivery: the worker applies each partition in
+-- offset order and acks only what was written. That decides for messages produced longer than the de-duplication
+-- window ago (their ids may be gone from the set); a younger one is judged by the set, which remembers every event
+-- applied within the window, so a topic started again from offset 0 (an embedded broker restarted, a topic created
+-- again) loses nothing. A refused plan changes nothing, so its offset is remembered apart ({g}:refused, the newest
+-- 100,000) and a redelivery of it is judged again.
 local high = {}  -- partition -> highest offset applied, as read and raised by this call
 local high_changed = {}
 local REFUSED_MAX = 100000
-local function offset_seen(u)
-  if not u.f then return false end
-  local cur = high[u.f]
+local function high_of(f)
+  local cur = high[f]
   if cur == nil then
-    cur = tonumber(redis.call('HGET', KEYS[GK.offsets], u.f)) or -1
-    high[u.f] = cur
+    cur = tonumber(redis.call('HGET', KEYS[GK.offsets], f)) or -1
+    high[f] = cur
   end
-  if u.o > cur then return false end
+  return cur
+end
+local function offset_seen(u)
+  if not u.f or not u.pt then return false end
+  if not now_ms then
+    local t = redis.call('TIME')
+    now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  if u.pt > now_ms - tonumber(ttl) then return false end  -- within the window: the set decides
+  if u.o > high_of(u.f) then return false end
   return not redis.call('ZSCORE', KEYS[GK.refused], u.f .. ':' .. int(u.o))
 end
 local function offset_done(u, refused)
@@ -482,7 +493,7 @@ local function offset_done(u, refused)
     if redis.call('ZCARD', KEYS[GK.refused]) > REFUSED_MAX then
       redis.call('ZREMRANGEBYRANK', KEYS[GK.refused], 0, -(REFUSED_MAX + 1))
     end
-  elseif u.o > high[u.f] then
+  elseif u.o > high_of(u.f) then
     high[u.f] = u.o
     high_changed[u.f] = true
   end

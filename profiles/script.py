@@ -29,7 +29,8 @@ SOURCE = "\n".join(
     for name in ("apply.lua", "apply_global.lua", "apply_main.lua")
 )
 
-Origin = tuple[str, int]  # the Kafka message of a plan: ("<topic>:<partition>", offset)
+# The Kafka message of a plan: ("<topic>:<partition>", offset[, when it was produced (ms since the epoch)]).
+Origin = tuple[str, int] | tuple[str, int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,7 +233,9 @@ class _Context:
     def wire(self, plan: Plan, origin: Origin | None) -> dict[str, Any]:
         out = self._catalogue(plan) if plan.catalogue is not None else self._behaviour(plan)
         if origin is not None:
-            out["f"], out["o"] = origin
+            out["f"], out["o"] = origin[0], origin[1]
+            if len(origin) > 2:
+                out["pt"] = origin[2]
         return out
 
     def _behaviour(self, plan: Plan) -> dict[str, Any]:

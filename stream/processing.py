@@ -145,7 +145,9 @@ def origin_of(msg: RawMessage) -> Origin | None:
     """Where a message was read (``("<topic>:<partition>", offset)``), None for one not read from Kafka (pure)."""
     if not msg.topic or msg.partition < 0 or msg.offset < 0:
         return None
-    return f"{msg.topic}:{msg.partition}", msg.offset
+    if msg.timestamp_ms is None or msg.timestamp_ms <= 0:
+        return f"{msg.topic}:{msg.partition}", msg.offset
+    return f"{msg.topic}:{msg.partition}", msg.offset, int(msg.timestamp_ms)
 
 
 def _event_type(raw: bytes | None) -> str:
