@@ -88,8 +88,8 @@ class Settings(BaseSettings):
         86_400.0,
         gt=0,
         description="Single node: how long the ids of applied events are remembered (per profile, per catalogue "
-        "item), to drop a re-send (a producer's or a browser's retry, an import run again within it); a redelivery "
-        "from Kafka is recognised by its partition offset whatever its age",
+        "item), to drop a re-send (a producer's or a browser's retry, an import run again within it) or a "
+        "redelivery; a message produced before the window and delivered again is recognised by its partition offset",
     )
     dedupe_max_per_profile: int = Field(
         10_000,

@@ -6,7 +6,8 @@ its profile's slot and idempotent, so it runs on a live single node or Redis Clu
   ``items`` beside each weight (``"<weight> <time>[ <purchase>]"``, which also gives the recent items): folded into
   ``items`` (the later times win), then deleted;
 * a single node's de-duplication set is cut to the window ``ECRM_DEDUPE_WINDOW_S`` (entries older go, and the set
-  expires a window after now at the latest): a redelivery is recognised by its partition offset now.
+  expires a window after now at the latest): a redelivery of an older message is recognised by its partition
+  offset now.
 """
 
 from __future__ import annotations

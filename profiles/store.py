@@ -147,11 +147,11 @@ class ProfileStore:
         reason it was refused (a string: nothing written). Raises :class:`StoreUnavailable` (retry) or
         :class:`StoreRefused` (Redis refused the command).
 
-        ``origins`` (the Kafka message of each plan, in offset order per partition) make a redelivery exact
-        whatever its age: on one node a plan at or below the highest offset applied of its partition is a duplicate
-        (the de-duplication set then only has to catch re-sends, for ``ECRM_DEDUPE_WINDOW_S``); on a Redis Cluster
-        they make the global effects exact across a crash between the profile calls and the global call: see
-        :meth:`_apply_on_cluster`."""
+        ``origins`` (the Kafka message of each plan, in offset order per partition, with when it was produced) make
+        a redelivery exact whatever its age: on one node a message produced before ``ECRM_DEDUPE_WINDOW_S`` at or
+        below the highest offset applied of its partition is a duplicate (the de-duplication set remembers the
+        events of the window); on a Redis Cluster they make the global effects exact across a crash between the
+        profile calls and the global call: see :meth:`_apply_on_cluster`."""
         if self.cluster:
             return await self._apply_on_cluster(plans, origins)
         statuses: list[Status] = []
