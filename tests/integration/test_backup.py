@@ -163,7 +163,7 @@ def test_a_newer_layout_is_refused_and_an_older_one_upgraded(settings: Settings,
     older = tmp_path / "older.tar.gz"
     archive(older, {**base, "key_layout": 1}, [(f"{prefix}:popular".encode(), -1, legacy)])
     upgraded = bk.restore(settings, older)
-    assert upgraded.migrated == (1, 0)
+    assert upgraded.migrated is not None and (upgraded.migrated.moved, upgraded.migrated.markers) == (1, 0)
     assert client.zscore(keys.popular, "sku-1") == 5.0 and not client.exists(f"{prefix}:popular")
     assert client.get(keys.applied_count) is None  # the backup's keys replaced the ones there
     client.close()
