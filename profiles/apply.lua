@@ -88,7 +88,7 @@ end
 local function item_add(b, item, w, ts, bt)
   local w0, t0, b0 = item_get(b, item)
   ts, bt = later(ts, t0), later(bt, b0)
-  if ts == 0 and bt then ts = bt end  -- a purchase is an interaction (an older layout kept it apart)
+  ts = later(bt, ts)  -- a purchase is an interaction (an older layout kept it apart)
   local v = num((w0 or 0) + w) .. ' ' .. int(ts)
   if bt then v = v .. ' ' .. int(bt) end
   redis.call('HSET', pk(b, ITEMS), item, v)

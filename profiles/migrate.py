@@ -37,7 +37,7 @@ local function parse(v)
   return tonumber(v), 0, nil
 end
 local function put(item, w, t, p)
-  if t == 0 and p then t = p end  -- a purchase is an interaction
+  if p and p > t then t = p end  -- a purchase is an interaction (so the result does not depend on the scan order)
   local v = string.format('%.17g', w) .. ' ' .. string.format('%d', t)
   if p then v = v .. ' ' .. string.format('%d', p) end
   redis.call('HSET', KEYS[2], item, v)
