@@ -34,6 +34,7 @@ from core.keyspace import Keys
 from core.redis import connect_sync
 from core.registry import Registry
 from core.settings import Settings, isolated
+from profiles.layout import item_value
 from runtime.local import spawn_role, stop_process, wait_ready
 from trainer.training import TrainingResult, train_once
 
@@ -206,8 +207,7 @@ def _bench_api(
     for c in range(customers):
         hist = rng.integers(0, items, 20)
         for j, i in enumerate(hist.tolist()):
-            pipe.hset(keys.items(f"c:bench{c}"), f"i{i}", 1.0)
-            pipe.hset(keys.items_ts(f"c:bench{c}"), f"i{i}", 1_790_000_000_000 + j)
+            pipe.hset(keys.items(f"c:bench{c}"), f"i{i}", item_value(1.0, 1_790_000_000_000 + j))
     pipe.execute()
     proc = spawn_role(["api", "--port", str(port), "--workers", str(workers)], settings)
     try:

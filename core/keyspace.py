@@ -18,14 +18,13 @@ promotion and an analytics publication. On a single node the tags change nothing
 | key | type | holds |
 |---|---|---|
 | ``{p}:p:{T}`` | hash | counts ``n:<type>``, ``first_seen``, ``last_seen``, ``orders``, ``revenue``, ... |
-| ``{p}:p:{T}:recent`` | zset | item -> last interaction time (ms), bounded, newest first |
 | ``{p}:p:{T}:cart`` | hash | item -> quantity |
 | ``{p}:p:{T}:aff`` | hash | category -> forward-decayed affinity (landmark ``aff_L`` in the profile hash) |
-| ``{p}:p:{T}:items`` | hash | item -> summed interaction weight (recommender input) |
-| ``{p}:p:{T}:items_ts`` | hash | item -> last interaction time (ms) |
-| ``{p}:p:{T}:bought`` | hash | item -> last purchase time (ms) |
+| ``{p}:p:{T}:items`` | hash | item -> ``"<summed interaction weight> <last interaction time (ms)>[ <last purchase
+time (ms)>]"`` (recommender input; the newest are the recent items; purchases for re-buy windows) |
 | ``{p}:p:{T}:sess`` | HyperLogLog | session ids |
-| ``{p}:p:{T}:seen`` | zset | single node: de-duplication set, ``marker_digest(S, E)`` -> when applied, bounded |
+| ``{p}:p:{T}:seen`` | zset | single node: de-duplication set, ``marker_digest(S, E)`` -> when applied, for the
+window ``ECRM_DEDUPE_WINDOW_S``, bounded |
 | ``{p}:p:{T}:seen:{S}:{E}`` | string | cluster: de-duplication marker of an event from sender ``S`` (TTL; see (*)) |
 | ``{p}:p:{a:V}:alias`` | hash | ``c``: the customer visitor ``V`` last logged in as, ``t``: when (ms) |
 | ``{p}:p:{a:V}:handoff`` | hash | cluster: login -> the visitor's profile on its way to the customer (TTL) |
@@ -48,7 +47,9 @@ promotion and an analytics publication. On a single node the tags change nothing
 | ``{p}:{g}:interactions`` | stream | training log: ``p`` profile id, ``i`` item, ``w`` weight, ``t`` time (ms) |
 | ``{p}:{g}:stats:applied`` | string | count of events applied (all workers) |
 | ``{p}:{g}:stats:interactions`` | string | count of interactions logged (the retraining trigger) |
-| ``{p}:{g}:offsets`` | hash | cluster: ``<topic>:<partition>`` -> highest offset whose global effects applied |
+| ``{p}:{g}:offsets`` | hash | ``<topic>:<partition>`` -> highest offset applied (on a cluster: whose global
+effects applied) |
+| ``{p}:{g}:refused`` | zset | single node: ``<topic>:<partition>:<offset>`` of events the script refused -> when |
 | ``{p}:{g}:worker:consuming`` | string | a worker holds partitions of the events topic (expires 5 s after its beat) |
 | ``{p}:{g}:model:current`` | string | the served model version |
 | ``{p}:{g}:model:versions`` | list | promoted versions, newest first (rollback history) |
@@ -79,14 +80,18 @@ from functools import lru_cache
 from typing import Literal
 from urllib.parse import quote, unquote
 
-KEY_LAYOUT_VERSION = 2
-"""The version of this key layout, written in backups and data folders: 1 before the global hash tag ``{g}`` and the
-per-profile de-duplication set (what ``ecrm migrate-keys`` upgrades), 2 since."""
+KEY_LAYOUT_VERSION = 3
+"""The version of this key layout, written in backups and data folders (``ecrm migrate-keys`` upgrades the older):
+1 before the global hash tag ``{g}`` and the per-profile de-duplication set, 2 with the item times and purchases in
+keys apart (``recent``, ``items_ts``, ``bought``), 3 since they are in ``items``."""
+CLUSTER_LAYOUT_VERSION = 2
+"""The first key layout a Redis Cluster can hold (and upgrade)."""
 TRENDING_ERA_HALF_LIVES = 64  # one era spans this many half-lives: stored scores stay within 2**±64
 PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
 ProfileKind = Literal["c", "a"]
-PROFILE_SUFFIXES: tuple[str, ...] = ("recent", "cart", "aff", "items", "items_ts", "bought", "sess")
+PROFILE_SUFFIXES: tuple[str, ...] = ("cart", "aff", "items", "sess")
+LEGACY_PROFILE_SUFFIXES: tuple[str, ...] = ("recent", "items_ts", "bought")  # older engines'; migrate-keys folds them
 
 
 @lru_cache(maxsize=65_536)
@@ -176,6 +181,21 @@ def legacy_marker(prefix: str, key: str) -> tuple[str, str] | None:
     return f"{head}p:{tag}:seen", marker_digest(unquote(source), unquote(event_id))
 
 
+_PROFILE_KEY = re.compile(r"^p:(\{[ca]:[^{}:]*\}):(recent|items_ts|bought|seen)$")
+
+
+def legacy_profile_key(prefix: str, key: str) -> tuple[str, str] | None:
+    """A profile key ``ecrm migrate-keys`` upgrades: an older engine's item times (``("recent", items key)``, a
+    sorted set, or ``("items_ts", items key)``, a hash) or purchase times (``("bought", items key)``), folded into
+    ``items``, or a de-duplication set (``("seen", key)``: cut to the window), None for any other key (pure)."""
+    head = f"{prefix}:"
+    found = _PROFILE_KEY.match(key[len(head) :]) if key.startswith(head) else None
+    if found is None:
+        return None
+    tag, kind = found.groups()
+    return (kind, key) if kind == "seen" else (kind, f"{head}p:{tag}:items")
+
+
 def trending_era(ts_ms: int, half_life_ms: float) -> int:
     """The era of a time: forward-decay landmarks move once per era so that stored scores never overflow."""
     return int(ts_ms // (half_life_ms * TRENDING_ERA_HALF_LIVES))
@@ -205,6 +225,8 @@ class Keys:
         return self._p(pid)
 
     def recent(self, pid: str | ProfileId) -> str:
+        """Older engines' recent items (a zset, item -> time): ``ecrm migrate-keys`` folds it into ``items`` and
+        deletes it; erasure deletes it too."""
         return f"{self._p(pid)}:recent"
 
     def cart(self, pid: str | ProfileId) -> str:
@@ -217,9 +239,13 @@ class Keys:
         return f"{self._p(pid)}:items"
 
     def items_ts(self, pid: str | ProfileId) -> str:
+        """Older engines' item times (a hash, item -> time): ``ecrm migrate-keys`` folds it into ``items`` and
+        deletes it; erasure deletes it too."""
         return f"{self._p(pid)}:items_ts"
 
     def bought(self, pid: str | ProfileId) -> str:
+        """Older engines' purchases (a hash, item -> last purchase time): ``ecrm migrate-keys`` folds it into
+        ``items`` and deletes it; erasure deletes it too."""
         return f"{self._p(pid)}:bought"
 
     def sessions(self, pid: str | ProfileId) -> str:
@@ -229,6 +255,11 @@ class Keys:
         """The hash and every suffixed key of a profile, in the order :data:`PROFILE_SUFFIXES` (the Lua contract)."""
         base = self._p(pid)
         return [base, *(f"{base}:{suffix}" for suffix in PROFILE_SUFFIXES)]
+
+    def legacy_profile_keys(self, pid: str | ProfileId) -> list[str]:
+        """A profile's keys only older engines wrote (:data:`LEGACY_PROFILE_SUFFIXES`): erasure deletes them too."""
+        base = self._p(pid)
+        return [f"{base}:{suffix}" for suffix in LEGACY_PROFILE_SUFFIXES]
 
     def seen(self, pid: str | ProfileId, source: str, event_id: str) -> str:
         """De-duplication marker of an event of a profile, in its sender's namespace (``source``): a key of its own,
@@ -331,8 +362,15 @@ class Keys:
 
     @property
     def applied_offsets(self) -> str:
-        """Redis Cluster only: per ``<topic>:<partition>``, the highest offset whose global effects were applied."""
+        """Per ``<topic>:<partition>``, the highest offset applied (single node; on a Redis Cluster: the highest
+        offset whose global effects were applied): a redelivered message at or below it is a duplicate."""
         return f"{self._g}:offsets"
+
+    @property
+    def refused_offsets(self) -> str:
+        """Single node: the messages (``<topic>:<partition>:<offset>``) whose plan the script refused, at or below the
+        applied offset of their partition: a redelivery of one is judged again (bounded, pruned by age)."""
+        return f"{self._g}:refused"
 
     def handoff(self, anonymous_id: str) -> str:
         """Redis Cluster only: a visitor's profile on its way into a customer's at a login (in the visitor's slot)."""

@@ -86,13 +86,25 @@ class Settings(BaseSettings):
     recent_items_max: int = Field(50, ge=1)
     affinity_half_life_days: float = Field(30.0, gt=0)
     trending_half_life_hours: float = Field(24.0, gt=0)
-    dedupe_ttl_days: float = Field(14.0, gt=0, description="How long an event id is remembered for de-duplication")
+    dedupe_ttl_days: float = Field(
+        14.0,
+        gt=0,
+        description="Redis Cluster: how long an event's marker (with its global record: a redelivery must find it) "
+        "and a login's hand-off are kept",
+    )
+    dedupe_window_s: float = Field(
+        86_400.0,
+        gt=0,
+        description="Single node: how long the ids of applied events are remembered (per profile, per catalogue "
+        "item), to drop a re-send (a producer's or a browser's retry, an import run again within it) or a "
+        "redelivery; a message produced before the window and delivered again is recognised by its partition offset",
+    )
     dedupe_max_per_profile: int = Field(
         10_000,
         ge=100,
         le=1_000_000,
-        description="Event ids remembered per profile for de-duplication (the newest; single node): redelivery and "
-        "re-sends come within minutes, so only a profile with more events than this within the TTL forgets early",
+        description="Event ids remembered per profile for de-duplication (the newest; single node): re-sends come "
+        "within minutes, so only a profile with more events than this within ECRM_DEDUPE_WINDOW_S forgets early",
     )
     interactions_log_maxlen: int = Field(5_000_000, ge=1000, description="Bounded log of interactions for training")
 

@@ -12,7 +12,8 @@
 -- never builds a key name. Plans refer to keys by their index in KEYS, global keys by name through the map in
 -- ARGV[14] (name -> index in KEYS).
 -- ARGV: 1 plans (JSON array; on 'global': the global records; on 'handoff': the logins), 2 de-duplication TTL
---       (ms), 3 recent items kept, 4 affinity half-life (ms), 5 trending half-life (ms), 6 half-lives per trending
+--       (ms; single node: the window ECRM_DEDUPE_WINDOW_S), 3 recent items kept (read side only), 4 affinity
+--       half-life (ms), 5 trending half-life (ms), 6 half-lives per trending
 --       era, 7 training log max length, 8 profile TTL (ms, 0: none), 9 items kept per profile, 10 categories kept
 --       per profile, 11 cart lines per profile, 12 popular items kept, 13 mode, 14 global keys (JSON object),
 --       15 event ids kept per profile's de-duplication set (single node), 16 anonymous profile TTL (ms, 0: none),
@@ -29,7 +30,6 @@
 local mode = ARGV[13]
 local GK = cjson.decode(ARGV[14])
 local ttl = ARGV[2]
-local recent_max = tonumber(ARGV[3])
 local aff_h = tonumber(ARGV[4])
 local tr_h = tonumber(ARGV[5])
 local era_ms = tr_h * tonumber(ARGV[6])
@@ -52,8 +52,9 @@ local function num(x) return string.format('%.17g', x) end
 local function int(x) return string.format('%d', x) end
 local function finite(x) return type(x) == 'number' and x == x and x ~= math.huge and x ~= -math.huge end
 
--- A profile's keys start at index b: hash, recent, cart, aff, items, items_ts, bought, sess.
-local HASH, RECENT, CART, AFF, ITEMS, ITEMS_TS, BOUGHT, SESS = 0, 1, 2, 3, 4, 5, 6, 7
+-- A profile's keys start at index b: hash, cart, aff, items, sess. `items` holds per item its summed weight, last
+-- time and, once bought, last purchase time: '<weight> <time ms>[ <purchase ms>]' (the recent items are the newest).
+local HASH, CART, AFF, ITEMS, SESS = 0, 1, 2, 3, 4
 local function pk(b, which) return KEYS[b + which] end
 
 local function hmin(key, field, v)
@@ -63,6 +64,41 @@ end
 local function hmax(key, field, v)
   local cur = tonumber(redis.call('HGET', key, field))
   if (not cur) or v > cur then redis.call('HSET', key, field, int(v)) end
+end
+
+-- An item's entry in `items`: weight, time, purchase time or nil (an older engine's plain weight has time 0 until
+-- ecrm migrate-keys).
+local function parse_item(v)
+  local w, t, p = string.match(v, '^(%S+) (%S+) (%S+)$')
+  if w then return tonumber(w), tonumber(t), tonumber(p) end
+  w, t = string.match(v, '^(%S+) (%S+)$')
+  if w then return tonumber(w), tonumber(t), nil end
+  return tonumber(v), 0, nil
+end
+local function item_get(b, item)
+  local v = redis.call('HGET', pk(b, ITEMS), item)
+  if not v then return nil, nil, nil end
+  return parse_item(v)
+end
+local function later(x, y)
+  if x and ((not y) or x > y) then return x end
+  return y
+end
+-- Add weight w at time ts (and a purchase at time bt, or nil) to an item: the later times kept.
+local function item_add(b, item, w, ts, bt)
+  local w0, t0, b0 = item_get(b, item)
+  ts, bt = later(ts, t0), later(bt, b0)
+  ts = later(bt, ts)  -- a purchase is an interaction (an older layout kept it apart)
+  local v = num((w0 or 0) + w) .. ' ' .. int(ts)
+  if bt then v = v .. ' ' .. int(bt) end
+  redis.call('HSET', pk(b, ITEMS), item, v)
+end
+
+-- A category's forward-decayed affinity, kept to 10 significant digits (a ranking signal: the 17 of HINCRBYFLOAT
+-- cost a profile ~8 bytes per category for nothing).
+local function add_decayed(b, cat, inc)
+  local cur = tonumber(redis.call('HGET', pk(b, AFF), cat)) or 0
+  redis.call('HSET', pk(b, AFF), cat, string.format('%.10g', cur + inc))
 end
 
 -- The global effects of the plan being applied, in order (numbers as exact strings):
@@ -99,6 +135,8 @@ local function refusal(u)
     for _, it in ipairs(u.items) do
       local w, era = it[3], it[5]
       if not finite(w) then return 'interaction weight of ' .. it[1] .. ' is not finite' end
+      local cur = item_get(u.P, it[1])
+      if cur and not finite(cur + w) then return 'interaction weight of ' .. it[1] .. ' would overflow' end
       if not finite(w * math.pow(2, (u.ts - L) / aff_h)) then return 'timestamp too far from the profile history' end
       if not finite(w * math.pow(2, (u.ts - era * era_ms) / tr_h)) then return 'timestamp outside the trending era' end
     end
@@ -133,17 +171,18 @@ end
 
 -- ----- bounds: per-profile structures keep their newest entries -----
 
--- Past max entries, keep the newest 90% of hash `times` (item -> time), and drop the same items from `also`.
-local function trim_by_time(b, times, also, max)
-  if redis.call('HLEN', pk(b, times)) <= max then return end
-  local h = redis.call('HGETALL', pk(b, times))
+-- Past max entries, keep the newest 90% of a profile's hash `which` (item -> time, or `items`: its entries' times).
+local function trim_by_time(b, which, max)
+  if redis.call('HLEN', pk(b, which)) <= max then return end
+  local h = redis.call('HGETALL', pk(b, which))
   local rows = {}
-  for i = 1, #h, 2 do rows[#rows + 1] = {h[i], tonumber(h[i + 1]) or 0} end
-  table.sort(rows, function(x, y) return x[2] > y[2] end)
-  for i = math.floor(max * 0.9) + 1, #rows do
-    redis.call('HDEL', pk(b, times), rows[i][1])
-    if also then redis.call('HDEL', pk(b, also), rows[i][1]) end
+  for i = 1, #h, 2 do
+    local t = tonumber(h[i + 1])
+    if which == ITEMS then t = select(2, parse_item(h[i + 1])) end
+    rows[#rows + 1] = {h[i], t or 0}
   end
+  table.sort(rows, function(x, y) return x[2] > y[2] end)
+  for i = math.floor(max * 0.9) + 1, #rows do redis.call('HDEL', pk(b, which), rows[i][1]) end
 end
 
 local function trim_categories(b)
@@ -174,9 +213,8 @@ local function take_profile(s, camp)
   local sess = redis.call('GET', pk(s, SESS))
   local v = {
     h = redis.call('HGETALL', pk(s, HASH)), aff = redis.call('HGETALL', pk(s, AFF)),
-    items = redis.call('HGETALL', pk(s, ITEMS)), items_ts = redis.call('HGETALL', pk(s, ITEMS_TS)),
-    bought = redis.call('HGETALL', pk(s, BOUGHT)), cart = redis.call('HGETALL', pk(s, CART)),
-    recent = redis.call('ZRANGE', pk(s, RECENT), 0, -1, 'WITHSCORES'),
+    items = redis.call('HGETALL', pk(s, ITEMS)),
+    cart = redis.call('HGETALL', pk(s, CART)),
     sess = sess and hex(sess) or '', camp = redis.call('HGETALL', KEYS[camp]),
   }
   redis.call('DEL', KEYS[camp])
@@ -212,14 +250,20 @@ local function merge_from(v, spid, d, dpid, camp_dst, tmp)
   end
   if src_L then
     local factor = math.pow(2, (src_L - dst_L) / aff_h)
-    for i = 1, #v.aff, 2 do redis.call('HINCRBYFLOAT', pk(d, AFF), v.aff[i], num(tonumber(v.aff[i + 1]) * factor)) end
+    for i = 1, #v.aff, 2 do add_decayed(d, v.aff[i], tonumber(v.aff[i + 1]) * factor) end
   end
-  for i = 1, #v.items, 2 do redis.call('HINCRBYFLOAT', pk(d, ITEMS), v.items[i], v.items[i + 1]) end
-  for i = 1, #v.items_ts, 2 do hmax(pk(d, ITEMS_TS), v.items_ts[i], tonumber(v.items_ts[i + 1])) end
-  for i = 1, #v.bought, 2 do hmax(pk(d, BOUGHT), v.bought[i], tonumber(v.bought[i + 1])) end
+  for i = 1, #v.items, 2 do
+    local w, t, bt = parse_item(v.items[i + 1])
+    item_add(d, v.items[i], w, t, bt)
+  end
+  -- a hand-off written by an older engine (Redis Cluster): item times and purchases apart
+  for _, older in ipairs({v.items_ts or {}, v.recent or {}}) do
+    for i = 1, #older, 2 do item_add(d, older[i], 0, tonumber(older[i + 1]), nil) end
+  end
+  local bought = v.bought or {}
+  for i = 1, #bought, 2 do item_add(d, bought[i], 0, 0, tonumber(bought[i + 1])) end
   for i = 1, #v.cart, 2 do redis.call('HINCRBY', pk(d, CART), v.cart[i], v.cart[i + 1]) end
-  for i = 1, #v.recent, 2 do redis.call('ZADD', pk(d, RECENT), 'GT', v.recent[i + 1], v.recent[i]) end
-  redis.call('ZREMRANGEBYRANK', pk(d, RECENT), 0, -(recent_max + 1))
+  trim_by_time(d, ITEMS, items_max)
   if v.sess ~= '' then
     redis.call('SET', KEYS[tmp], unhex(v.sess))
     redis.call('PFMERGE', pk(d, SESS), pk(d, SESS), KEYS[tmp])
@@ -287,7 +331,7 @@ local function add_affinity(b, cat, w, ts)
     L = ts
     redis.call('HSET', h, 'aff_L', int(ts))
   end
-  redis.call('HINCRBYFLOAT', pk(b, AFF), cat, num(w * math.pow(2, (ts - L) / aff_h)))
+  add_decayed(b, cat, w * math.pow(2, (ts - L) / aff_h))
 end
 
 local function apply(u)
@@ -303,10 +347,8 @@ local function apply(u)
   if u.items then
     for _, it in ipairs(u.items) do
       local item, cat, w, ik, era, tr1, tr2 = it[1], it[2], it[3], it[4], it[5], it[6], it[7]
-      redis.call('ZADD', pk(b, RECENT), 'GT', int(ts), item)
-      hmax(pk(b, ITEMS_TS), item, ts)
+      item_add(b, item, w, ts, u.bo and ts or nil)
       if w ~= 0 then
-        redis.call('HINCRBYFLOAT', pk(b, ITEMS), item, num(w))
         if not u.bd then emit({'x', pid, item, num(w), int(ts)}) end
       end
       if w > 0 then
@@ -319,11 +361,8 @@ local function apply(u)
           add_trending(item, w, ts, era, tr1, tr2)
         end
       end
-      if u.bo then hmax(pk(b, BOUGHT), item, ts) end
     end
-    redis.call('ZREMRANGEBYRANK', pk(b, RECENT), 0, -(recent_max + 1))
-    trim_by_time(b, ITEMS_TS, ITEMS, items_max)
-    trim_by_time(b, BOUGHT, nil, items_max)
+    trim_by_time(b, ITEMS, items_max)
     trim_categories(b)
   end
   if u.cart then
@@ -442,6 +481,51 @@ local function remember(u)
   redis.call('PEXPIRE', k, ttl)
 end
 
+-- Single node: a plan read from Kafka (u.f '<topic>:<partition>', u.o offset, u.pt when it was produced) at or below
+-- the highest offset applied of its partition ({g}:offsets) is a redelivery: the worker applies each partition in
+-- offset order and acks only what was written. That decides for messages produced longer than the de-duplication
+-- window ago (their ids may be gone from the set); a younger one is judged by the set, which remembers every event
+-- applied within the window, so a topic started again from offset 0 (an embedded broker restarted, a topic created
+-- again) loses nothing. A refused plan changes nothing, so its offset is remembered apart ({g}:refused, the newest
+-- 100,000) and a redelivery of it is judged again.
+local high = {}  -- partition -> highest offset applied, as read and raised by this call
+local high_changed = {}
+local REFUSED_MAX = 100000
+local function high_of(f)
+  local cur = high[f]
+  if cur == nil then
+    cur = tonumber(redis.call('HGET', KEYS[GK.offsets], f)) or -1
+    high[f] = cur
+  end
+  return cur
+end
+local function offset_seen(u)
+  if not u.f or not u.pt then return false end
+  if not now_ms then
+    local t = redis.call('TIME')
+    now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  if u.pt > now_ms - tonumber(ttl) then return false end  -- within the window: the set decides
+  if u.o > high_of(u.f) then return false end
+  return not redis.call('ZSCORE', KEYS[GK.refused], u.f .. ':' .. int(u.o))
+end
+local function offset_done(u, refused)
+  if not u.f then return end
+  if refused then
+    local t = redis.call('TIME')
+    redis.call('ZADD', KEYS[GK.refused], t[1], u.f .. ':' .. int(u.o))
+    if redis.call('ZCARD', KEYS[GK.refused]) > REFUSED_MAX then
+      redis.call('ZREMRANGEBYRANK', KEYS[GK.refused], 0, -(REFUSED_MAX + 1))
+    end
+  elseif u.o > high_of(u.f) then
+    high[u.f] = u.o
+    high_changed[u.f] = true
+  end
+end
+local function offsets_finish()
+  for f, _ in pairs(high_changed) do redis.call('HSET', KEYS[GK.offsets], f, int(high[f])) end
+end
+
 -- Apply plans in this slot. Returns the statuses and, per plan, its global record {f, o, g}: the plan's global
 -- operations g and the delivery (f: '<topic>:<partition>', o: offset) that applied it. With `keep` (Redis Cluster)
 -- the records are JSON, kept in the markers, and given back for a duplicate of the same delivery (a redelivery
@@ -450,10 +534,12 @@ local function run_profiles(plans, keep)
   local status, recs = {}, {}
   for i, u in ipairs(plans) do
     if not still_holds(u) then break end
-    local m = marker(u)
+    local m
+    if keep then m = marker(u) else m = (offset_seen(u) and '1') or marker(u) end
     recs[i] = false
     if m then
       status[i] = 0
+      if not keep then offset_done(u, false) end
       if keep and u.f and m ~= '1' then
         local r = cjson.decode(m)
         if r.f == u.f and r.o == u.o then recs[i] = m end
@@ -462,8 +548,10 @@ local function run_profiles(plans, keep)
       local why = refusal(u)
       if why then
         status[i] = why
+        if not keep then offset_done(u, true) end
       elseif erased(u) then
         status[i] = 2
+        if not keep then offset_done(u, false) end
       else
         G = {}
         if u.item then
@@ -484,8 +572,10 @@ local function run_profiles(plans, keep)
         end
         status[i] = 1
         recs[i] = rec
+        if not keep then offset_done(u, false) end
       end
     end
   end
+  if not keep then offsets_finish() end
   return status, recs
 end

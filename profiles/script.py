@@ -31,7 +31,8 @@ SOURCE = "\n".join(
     for name in ("apply.lua", "apply_global.lua", "apply_main.lua")
 )
 
-Origin = tuple[str, int]  # the Kafka message of a plan: ("<topic>:<partition>", offset)
+# The Kafka message of a plan: ("<topic>:<partition>", offset[, when it was produced (ms since the epoch)]).
+Origin = tuple[str, int] | tuple[str, int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,7 @@ class ScriptParams:
     shared_per_visitor: int = 50  # ... for at most this many items per visitor
     shared_per_client: int = 200  # ... and per client
     catalogue_only: bool = True  # once the catalogue has items, only they enter popular and trending
+    dedupe_window_ms: int = 0  # single node: how long event ids are remembered (0: dedupe_ttl_ms)
 
 
 clock: Callable[[], float] = time.time  # the period's clock (a test replaying history day by day sets its own)
@@ -167,6 +169,7 @@ class _KeyTable:
                 ("catalogue", keys.catalogue),
                 ("out_of_stock", keys.out_of_stock),
                 ("offsets", keys.applied_offsets),
+                ("refused", keys.refused_offsets),
             ):
                 self.gk[name] = self.index(key)
 
@@ -212,7 +215,7 @@ class _KeyTable:
 def _args(wire: str, params: ScriptParams, mode: str, gk: Mapping[str, int]) -> list[Any]:
     return [
         wire,
-        params.dedupe_ttl_ms,
+        (params.dedupe_window_ms or params.dedupe_ttl_ms) if mode == "one" else params.dedupe_ttl_ms,
         params.recent_max,
         params.affinity_half_life_ms,
         params.trending_half_life_ms,
@@ -303,7 +306,9 @@ class _Context:
     def wire(self, plan: Plan, origin: Origin | None) -> dict[str, Any]:
         out = self._catalogue(plan) if plan.catalogue is not None else self._behaviour(plan)
         if origin is not None:
-            out["f"], out["o"] = origin
+            out["f"], out["o"] = origin[0], origin[1]
+            if len(origin) > 2:
+                out["pt"] = origin[2]
         return out
 
     def _behaviour(self, plan: Plan) -> dict[str, Any]:

@@ -30,6 +30,8 @@ from core.keyspace import (
 )
 from core.redis import redis_errors
 from core.settings import Settings
+from profiles.layout import bought as bought_items
+from profiles.layout import history, recent_items
 from profiles.script import (
     SOURCE,
     LoginAnswer,
@@ -78,13 +80,6 @@ def _run_starts(plans: Sequence[Plan]) -> list[int]:
         if plan.catalogue is not None:
             described.add(plan.catalogue.item_id)
     return starts
-
-
-def _history(weights: dict[str, str], times: dict[str, str]) -> list[tuple[str, float, int]]:
-    """(item, summed weight, last time), positive weights only, newest first (pure)."""
-    out = [(item, float(w), int(times.get(item, 0))) for item, w in weights.items() if float(w) > 0]
-    out.sort(key=lambda entry: -entry[2])
-    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +147,7 @@ class ProfileStore:
             shared_per_visitor=settings.shared_items_per_visitor,
             shared_per_client=settings.shared_items_per_client,
             catalogue_only=not settings.serve_uncatalogued,
+            dedupe_window_ms=int(settings.dedupe_window_s * 1000),
         )
         self.cluster = settings.redis_cluster
         self._apply = client.register_script(SOURCE)
@@ -168,21 +164,26 @@ class ProfileStore:
         reason it was refused (a string: nothing written). Raises :class:`StoreUnavailable` (retry) or
         :class:`StoreRefused` (Redis refused the command).
 
-        On a Redis Cluster ``origins`` (the Kafka message of each plan) make the global effects exact across a
-        crash between the profile calls and the global call: see :meth:`_apply_on_cluster`."""
+        ``origins`` (the Kafka message of each plan, in offset order per partition, with when it was produced) make
+        a redelivery exact whatever its age: on one node a message produced before ``ECRM_DEDUPE_WINDOW_S`` at or
+        below the highest offset applied of its partition is a duplicate (the de-duplication set remembers the
+        events of the window); on a Redis Cluster they make the global effects exact across a crash between the
+        profile calls and the global call: see :meth:`_apply_on_cluster`."""
         if self.cluster:
             return await self._apply_on_cluster(plans, origins)
         statuses: list[Status] = []
         rest = list(plans)
+        rest_origins = list(origins) if origins is not None else None
         for _ in range(MAX_STALE_ROUNDS):
             if not rest:
                 return statuses
             found = await self._lookups(rest)
-            keys, args = build_call(rest, found, self.keys, self._params)
+            keys, args = build_call(rest, found, self.keys, self._params, origins=rest_origins)
             with redis_errors(f"applying {len(rest)} updates"):
                 done = [_status(x) for x in await self._apply(keys=keys, args=args)]
             statuses += done
             rest = rest[len(done) :]
+            rest_origins = rest_origins[len(done) :] if rest_origins is not None else None
         if rest:
             raise StoreUnavailable(f"{len(rest)} updates kept meeting concurrent logins; retrying", "contention")
         return statuses
@@ -373,8 +374,8 @@ class ProfileStore:
                 visitors = sorted(await self.client.smembers(self.keys.visitors(customer_id)))
             pids = [ProfileId("c", customer_id), *(ProfileId("a", v) for v in visitors)]
             keys = [self.keys.visitors(customer_id), self.keys.erasures, self.keys.profiles]
-            for pid in pids:
-                keys += [*self.keys.profile_keys(pid), self.keys.erased(pid)]
+            for pid in pids:  # forget.lua: 8 keys to delete (the profile's and an older engine's), the tombstone
+                keys += [*self.keys.profile_keys(pid), *self.keys.legacy_profile_keys(pid), self.keys.erased(pid)]
             keys += [self.keys.alias(v) for v in visitors]
             args = [now, tombstone_ms, orjson.dumps([str(p) for p in pids]).decode(), orjson.dumps(visitors).decode()]
             with redis_errors(f"erasing customer {customer_id!r}"):
@@ -401,7 +402,7 @@ class ProfileStore:
                 async with self.client.pipeline(transaction=False) as pipe:
                     for pid in todo:
                         pipe.set(self.keys.erased(pid), now, px=tombstone_ms)
-                        for key in self.keys.profile_keys(pid):
+                        for key in [*self.keys.profile_keys(pid), *self.keys.legacy_profile_keys(pid)]:
                             pipe.delete(key)
                         if pid.kind == "a":
                             pipe.delete(self.keys.alias(pid.ident))
@@ -443,19 +444,21 @@ class ProfileStore:
         with redis_errors(f"reading profile {pid!r}"):
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.hgetall(k.profile(pid))
-                pipe.zrevrange(k.recent(pid), 0, -1, withscores=True)
+                pipe.hgetall(k.items(pid))
                 pipe.hgetall(k.cart(pid))
                 pipe.hgetall(k.affinity(pid))
                 pipe.execute_command("PFCOUNT", k.sessions(pid))  # (redis-py's cluster pipeline refuses .pfcount)
-                h, recent, cart, aff, sessions = await pipe.execute()
+                h, items, cart, aff, sessions = await pipe.execute()
         if not h:
             return None
+        recent = recent_items(items, self.settings.recent_items_max)
         return build_profile(pid, h, recent, cart, aff, sessions, now or now_ms(), self._aff_half_life_ms)
 
     async def bought(self, pid: str) -> dict[str, int]:
+        """Item -> last purchase time (ms) of the items a profile bought."""
         with redis_errors(f"reading purchases of {pid!r}"):
-            raw = await self.client.hgetall(self.keys.bought(pid))
-        return {item: int(ts) for item, ts in raw.items()}
+            raw = await self.client.hgetall(self.keys.items(pid))
+        return bought_items(raw)
 
     async def trending(self, n: int, now: int | None = None) -> list[ScoredItem]:
         """Top items by time-decayed popularity (score: decayed weight now)."""
@@ -499,17 +502,15 @@ class ProfileStore:
         with redis_errors(f"reading profile {pid!r}"):
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.hgetall(self.keys.items(pid))
-                pipe.hgetall(self.keys.items_ts(pid))
-                pipe.hgetall(self.keys.bought(pid))
                 pipe.hgetall(self.keys.affinity(pid))
                 if whole_stock:
                     pipe.smembers(self.keys.out_of_stock)
                 else:
                     pipe.scard(self.keys.out_of_stock)
-                weights, times, bought, aff, stock = await pipe.execute()
+                items, aff, stock = await pipe.execute()
         context = RequestContext(
-            history=_history(weights, times),
-            bought={item: int(ts) for item, ts in bought.items()},
+            history=history(items),
+            bought=bought_items(items),
             categories=[cat for cat, _ in sorted(aff.items(), key=lambda kv: -float(kv[1]))[:3]],
         )
         return context, stock if isinstance(stock, int) else frozenset(stock)

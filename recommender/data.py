@@ -128,7 +128,7 @@ class HistoryBatch:
 
 
 def aggregate(rows: IntArray, items: Int32Array, weights: FloatArray, ts: IntArray, n_rows: int) -> HistoryBatch:
-    """Per (row, item): summed weight and latest time, as the live profile keeps them (``items``, ``items_ts``)."""
+    """Per (row, item): summed weight and latest time, as the live profile keeps them (``items``)."""
     if not len(rows) == len(items) == len(weights) == len(ts):
         raise ValueError("rows, items, weights and ts must have the same length")
     order = np.lexsort((ts, items, rows))

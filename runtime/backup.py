@@ -61,14 +61,14 @@ from analytics.settings import AnalyticsSettings
 from analytics.store import AnalyticsStore
 from core import erasure_log
 from core.errors import ConfigError, StoreRefused, StoreUnavailable
-from core.keyspace import KEY_LAYOUT_VERSION, Keys, encode_id
+from core.keyspace import CLUSTER_LAYOUT_VERSION, KEY_LAYOUT_VERSION, Keys, encode_id
 from core.redis import connect, connect_sync, redis_errors
 from core.settings import Settings
 from merchandising.campaign_source import campaigns_path
 from merchandising.source import DEFAULT_RULES_PATH
 from profiles.store import ProfileStore
 from runtime.datadir import engine_version
-from runtime.migrate import migrate_layout
+from runtime.migrate import Migrated, migrate_layout
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -342,7 +342,7 @@ def check_restorable(manifest: Manifest, settings: Settings) -> bool:
             "engine or a later one"
         )
     older = manifest.key_layout < KEY_LAYOUT_VERSION
-    if older and settings.redis_cluster:
+    if manifest.key_layout < CLUSTER_LAYOUT_VERSION and settings.redis_cluster:
         raise BackupError(
             f"the backup holds key layout {manifest.key_layout} (before Redis Cluster support): restore it on a "
             "single node, where it is upgraded by `ecrm migrate-keys`"
@@ -359,7 +359,7 @@ class Restored:
     deleted: int
     written: int
     expired: int
-    migrated: tuple[int, int] | None
+    migrated: Migrated | None
     erased_again: list[str]
     config_written: list[str]
 
@@ -391,7 +391,9 @@ def restore(
         if upgrade:
             text = connect_sync(settings, decode_responses=True)
             try:
-                migrated = migrate_layout(text, settings.key_prefix, settings.dedupe_ttl_days)
+                migrated = migrate_layout(
+                    text, settings.key_prefix, int(settings.dedupe_window_s * 1000), cluster=settings.redis_cluster
+                )
             finally:
                 text.close()
         try:

@@ -10,8 +10,9 @@ Layout::
     DIR/erasures.jsonl   every erasure asked for (ECRM_ERASURE_LOG_FILE), read by ``ecrm restore``
 
 A folder held by another running engine is refused (the lock names its pid), and so is one written by a newer
-engine (a format or key layout above this one's). The broker stays memory-only: see docs/deployment.md for what a
-crash can lose.
+engine (a format or key layout above this one's); one of an older key layout is upgraded when its Redis has started
+(``ecrm migrate-keys``' code, :func:`runtime.local.start_stack`), then its manifest names this layout. The broker
+stays memory-only: see docs/deployment.md for what a crash can lose.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class DataDir:
     root: Path
     fresh: bool  # True when the folder held no engine data before (the demo may seed it)
     _lock: IO[str] | None = None
+    layout: int = KEY_LAYOUT_VERSION  # the key layout of the data it holds (older: to upgrade)
 
     @property
     def redis_dir(self) -> Path:
@@ -80,13 +82,13 @@ def open_data_dir(root: Path) -> DataDir:
     except OSError as exc:
         raise DataDirError(f"data folder {root}: {exc.strerror or exc}") from exc
     try:
-        fresh = _check_manifest(root)
+        fresh, layout = _check_manifest(root)
         for sub in ("redis", "models"):
             (root / sub).mkdir(mode=0o700, exist_ok=True)
     except BaseException:
         lock.close()
         raise
-    return DataDir(root, fresh, lock)
+    return DataDir(root, fresh, lock, layout)
 
 
 def _take_lock(path: Path) -> IO[str]:
@@ -108,14 +110,15 @@ def _take_lock(path: Path) -> IO[str]:
     return handle
 
 
-def _check_manifest(root: Path) -> bool:
-    """True when the folder is new (a manifest is written); DataDirError when a newer engine wrote it."""
+def _check_manifest(root: Path) -> tuple[bool, int]:
+    """Whether the folder is new (a manifest is written) and the key layout of its data; DataDirError when a newer
+    engine wrote it."""
     path = root / MANIFEST
     if not path.exists():
         if (root / "redis").exists() and any((root / "redis").iterdir()):
             raise DataDirError(f"data folder {root} holds Redis files but no {MANIFEST}: not an ecrm data folder?")
         write_manifest(path)
-        return True
+        return True, KEY_LAYOUT_VERSION
     try:
         found = orjson.loads(path.read_bytes())
         data_format, layout = int(found["format"]), int(found["key_layout"])
@@ -127,7 +130,7 @@ def _check_manifest(root: Path) -> bool:
             f"{data_format}, key layout {layout}); this engine ({engine_version()}) reads format {DATA_FORMAT}, "
             f"key layout {KEY_LAYOUT_VERSION} at most"
         )
-    return False
+    return False, layout
 
 
 def write_manifest(path: Path) -> None:

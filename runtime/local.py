@@ -21,6 +21,7 @@ from types import FrameType
 import httpx
 
 from core import runstate
+from core.keyspace import KEY_LAYOUT_VERSION
 from core.settings import Settings
 from runtime.datadir import DataDir
 from runtime.embedded import EmbeddedPorts, EmbeddedServer, die_with_parent, free_port, start_missing
@@ -141,6 +142,7 @@ def start_stack(
     stack releases it when it stops) the embedded Redis keeps its data there, and so do the model files and the
     erasure log."""
     from core.kafka import ensure_topics
+    from profiles.migrate import forget_topic_offsets
 
     env = dict(os.environ) if env is None else env
     stack = LocalStack(settings, data_dir=data_dir)
@@ -149,6 +151,8 @@ def start_stack(
             settings = with_data_dir(settings, data_dir, env)
         redis_dir = data_dir.redis_dir if data_dir is not None else None
         settings = start_missing(settings, env, stack.servers, echo, ports, redis_dir)
+        if data_dir is not None and data_dir.layout < KEY_LAYOUT_VERSION:
+            upgrade_data_dir(settings, data_dir, echo)
         if "ECRM_WORKER_METRICS_PORT" not in env:
             settings = settings.model_copy(update={"worker_metrics_port": free_port()})
         if "ECRM_WORKER_WEB_PORT" not in env:
@@ -158,6 +162,8 @@ def start_stack(
             settings = settings.model_copy(update={"cors_origins": allow_shop_origin(settings.cors_origins, shop_port)})
         stack.settings = settings
         created = ensure_topics(settings)
+        if settings.events_topic in created:  # a new topic: offsets Redis may remember are of an older one
+            forget_topic_offsets(settings)
         echo(f"topics ready ({', '.join(created) if created else 'already there'})")
         stack.procs.append(spawn_role(["worker"], settings))
         echo(f"worker started (metrics on http://127.0.0.1:{settings.worker_metrics_port}/metrics)")
@@ -182,6 +188,28 @@ def api_base(settings: Settings) -> str:
     elif ":" in host:
         host = f"[{host}]"
     return f"http://{host}:{settings.api_port}"
+
+
+def upgrade_data_dir(settings: Settings, data_dir: DataDir, echo: Echo) -> None:
+    """Upgrade the keys of a data folder an older engine wrote (``ecrm migrate-keys``' code), then note the layout
+    in its manifest."""
+    from core.redis import connect_sync
+    from runtime.datadir import MANIFEST, write_manifest
+    from runtime.migrate import migrate_layout
+
+    client = connect_sync(settings, decode_responses=True)
+    try:
+        done = migrate_layout(
+            client, settings.key_prefix, int(settings.dedupe_window_s * 1000), cluster=settings.redis_cluster
+        )
+    finally:
+        client.close()
+    write_manifest(data_dir.root / MANIFEST)
+    older, data_dir.layout = data_dir.layout, KEY_LAYOUT_VERSION
+    echo(
+        f"data folder upgraded from key layout {older} to {KEY_LAYOUT_VERSION}: {done.folded} item-times and "
+        f"purchases keys folded into items, {done.moved} global keys and {done.markers} markers moved"
+    )
 
 
 def with_data_dir(settings: Settings, data_dir: DataDir, env: dict[str, str]) -> Settings:

@@ -1,33 +1,69 @@
-"""The key layout's migration (``ecrm migrate-keys``, and ``ecrm restore`` of a backup of an older layout): the
-global keys of an engine older than the Redis Cluster support move under the hash tag ``{g}``, and the
-de-duplication markers of older engines (a key per event) into their profile's set. Single node only; keys
-already moved stay as they are."""
+"""The key layout's migration (``ecrm migrate-keys``, and ``ecrm restore`` of a backup of an older layout), one key
+at a time, each step atomic and idempotent (it may run beside the workers and the API of this engine):
+
+* on a single node or a Redis Cluster: an older engine's item times and purchases (``recent``, ``items_ts``,
+  ``bought``) folded into ``items`` and the de-duplication sets cut to ``ECRM_DEDUPE_WINDOW_S``
+  (:func:`profiles.migrate.upgrade_profile_key`);
+* on a single node only (a cluster never held those layouts): the global keys of an engine older than the Redis
+  Cluster support moved under the hash tag ``{g}``, and the de-duplication markers of older engines (a key per event)
+  into their profile's set (kept for the window)."""
 
 from __future__ import annotations
 
 import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import redis
 
 from core.keyspace import legacy_global, legacy_marker
 from core.redis import redis_errors
+from profiles.migrate import upgrade_profile_key
 
 
-def migrate_layout(client: redis.Redis, prefix: str, dedupe_ttl_days: float) -> tuple[int, int]:
-    """Migrate every key under ``prefix`` on one node (a client that decodes); returns (global keys moved,
-    de-duplication markers moved)."""
-    moved = markers = 0
-    ttl_ms = int(dedupe_ttl_days * 86_400_000)
+@dataclass
+class Migrated:
+    """What a migration did: global keys moved under ``{g}``, markers moved into their profile's set, and per step of
+    :func:`profiles.migrate.upgrade_profile_key` (``recent``, ``items_ts``, ``bought``, ``seen``) the keys upgraded."""
+
+    moved: int = 0
+    markers: int = 0
+    upgraded: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def folded(self) -> int:
+        """Older item-times and purchases keys folded into ``items``."""
+        return self.upgraded["recent"] + self.upgraded["items_ts"] + self.upgraded["bought"]
+
+
+def migrate_layout(
+    client: redis.Redis,
+    prefix: str,
+    window_ms: int,
+    cluster: bool = False,
+    progress: Callable[[int], None] = lambda _: None,
+) -> Migrated:
+    """Migrate every key under ``prefix`` (a client that decodes; on a cluster every primary is scanned);
+    ``window_ms``: the de-duplication window (ECRM_DEDUPE_WINDOW_S). ``progress`` is called with the number of keys
+    looked at every 100,000 keys."""
+    done = Migrated()
     now = int(time.time() * 1000) * 1024  # the set's score: when, in 1/1024 ms (profiles/apply.lua)
-    with redis_errors("moving the global keys under {g}"):
-        for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-            new = legacy_global(prefix, key)
-            if new is not None and client.renamenx(key, new):
-                moved += 1
-            marker = legacy_marker(prefix, key)
-            if marker is not None:
-                pipe = client.pipeline(transaction=True)
-                pipe.zadd(marker[0], {marker[1]: now}, nx=True).pexpire(marker[0], ttl_ms).delete(key)
-                pipe.execute()
-                markers += 1
-    return moved, markers
+    with redis_errors("upgrading the key layout"):
+        for n, key in enumerate(client.scan_iter(match=f"{prefix}:*", count=1000), start=1):
+            step = upgrade_profile_key(client, prefix, key, window_ms)
+            if step is not None:
+                done.upgraded[step] += 1
+            elif not cluster:  # a cluster never held the layouts before the tag {g}
+                new = legacy_global(prefix, key)
+                if new is not None and client.renamenx(key, new):
+                    done.moved += 1
+                marker = legacy_marker(prefix, key)
+                if marker is not None:
+                    pipe = client.pipeline(transaction=True)
+                    pipe.zadd(marker[0], {marker[1]: now}, nx=True).pexpire(marker[0], window_ms).delete(key)
+                    pipe.execute()
+                    done.markers += 1
+            if n % 100_000 == 0:
+                progress(n)
+    return done

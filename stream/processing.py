@@ -153,7 +153,9 @@ def origin_of(msg: RawMessage) -> Origin | None:
     """Where a message was read (``("<topic>:<partition>", offset)``), None for one not read from Kafka (pure)."""
     if not msg.topic or msg.partition < 0 or msg.offset < 0:
         return None
-    return f"{msg.topic}:{msg.partition}", msg.offset
+    if msg.timestamp_ms is None or msg.timestamp_ms <= 0:
+        return f"{msg.topic}:{msg.partition}", msg.offset
+    return f"{msg.topic}:{msg.partition}", msg.offset, int(msg.timestamp_ms)
 
 
 def _event_type(raw: bytes | None) -> str:
@@ -275,7 +277,7 @@ class BatchProcessor:
         dead-letter topic; a state of the server (:class:`StoreUnavailable`: Redis down, out of memory, read-only
         after a failover, busy ...) is retried until it passes, so nothing is acked unapplied or dead-lettered
         for it."""
-        origins = [origin_of(m) for m in msgs] if self.store.cluster else None  # a Redis Cluster keeps them
+        origins = [origin_of(m) for m in msgs]  # a redelivery is known by its offset
         try:
             statuses = await self._retry(plans, origins)
         except StoreRefused:

@@ -79,7 +79,10 @@ def restore(
         f"{done.expired} not written (expired, or of a customer erased since)"
     )
     if done.migrated is not None:
-        typer.echo(f"upgraded the key layout: {done.migrated[0]} global keys, {done.migrated[1]} markers moved")
+        typer.echo(
+            f"upgraded the key layout: {done.migrated.moved} global keys, {done.migrated.markers} markers moved, "
+            f"{done.migrated.folded} item-times and purchases keys folded into items"
+        )
     typer.echo(f"erased again {len(done.erased_again)} customer(s) erased since the backup")
     if done.config_written:
         typer.echo(f"configuration files written: {', '.join(done.config_written)}")

@@ -293,8 +293,8 @@ def memory(
     items: Annotated[int, typer.Option(help="Distinct items per profile")] = 10,
     as_json: JsonOption = False,
 ) -> None:
-    """Redis bytes per profile for a typical history, through the worker's write path (target <= 0.5 GiB per
-    1M profiles), and what dominates."""
+    """Redis bytes per profile for a typical history, through the worker's write path (target <= 0.75 GiB per
+    1M profiles at rest, the de-duplication window passed; also within the window), and what dominates."""
     from benchmarks.memory import bench_memory
 
     def run(settings: Settings) -> None:

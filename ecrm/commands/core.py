@@ -7,9 +7,11 @@ import typer
 
 from core.errors import BrokerUnavailable, StoreRefused, StoreUnavailable
 from core.kafka import ensure_topics
+from core.keyspace import Keys
 from core.redis import connect_sync
 from core.settings import get_settings
 from ecrm.commands.errors import error_line
+from profiles.migrate import forget_topic_offsets
 from runtime.migrate import migrate_layout
 from schemas import event_json_schema
 
@@ -20,31 +22,53 @@ def schema() -> None:
 
 
 def topics() -> None:
-    """Create the events and dead-letter topics on ECRM_KAFKA_BOOTSTRAP if they are missing."""
+    """Create the events and dead-letter topics on ECRM_KAFKA_BOOTSTRAP if they are missing (an events topic created
+    again: the offsets Redis remembers of the old one are forgotten)."""
     settings = get_settings()
     try:
         created = ensure_topics(settings)
     except BrokerUnavailable as exc:
         typer.echo(error_line(exc), err=True)
         raise typer.Exit(2) from exc
+    if settings.events_topic in created:
+        try:
+            forget_topic_offsets(settings)
+        except (StoreUnavailable, StoreRefused) as exc:
+            typer.echo(error_line(exc), err=True)
+            typer.echo(
+                f"error: {settings.events_topic} was created, but Redis may remember offsets of an older topic of that "
+                f"name: delete its fields of {Keys(settings.key_prefix).applied_offsets} before starting workers",
+                err=True,
+            )
+            raise typer.Exit(2) from exc
     typer.echo(f"created: {', '.join(created)}" if created else "topics already exist")
 
 
 def migrate_keys() -> None:
-    """Move the global keys written by an engine older than the Redis Cluster support (popular, trending, the
-    training log, catalogue sets, models, campaign counters, analytics ...) under the hash tag {g}, and the
-    de-duplication markers of older engines (a key per event) into their profile's set. Run it once on the single
-    Redis node, with the workers and the API stopped; keys already moved stay as they are."""
+    """Upgrade the keys an older engine wrote, on a single node or a Redis Cluster (every node is scanned): the
+    item times and purchases folded into ``items`` (recent, items_ts, bought), the de-duplication sets cut to
+    ECRM_DEDUPE_WINDOW_S; on a single node also the global keys of engines before the Redis Cluster support
+    (popular, trending, the training log, catalogue sets, models, campaign counters, analytics ...) moved under the
+    hash tag {g}, and the de-duplication markers of older engines (a key per event) into their profile's set. Each
+    step is atomic and idempotent: it may run beside the workers and the API of the new engine, and again after a
+    stop (:mod:`runtime.migrate`)."""
     settings = get_settings()
-    if settings.redis_cluster:
-        typer.echo("error: run migrate-keys on the single node the older engine wrote (not a cluster)", err=True)
-        raise typer.Exit(2)
     client = connect_sync(settings, decode_responses=True)
     try:
-        moved, markers = migrate_layout(client, settings.key_prefix, settings.dedupe_ttl_days)
+        done = migrate_layout(
+            client,
+            settings.key_prefix,
+            int(settings.dedupe_window_s * 1000),
+            cluster=settings.redis_cluster,
+            progress=lambda n: typer.echo(f"  {n} keys looked at", err=True),
+        )
     except (StoreUnavailable, StoreRefused) as exc:
         typer.echo(error_line(exc), err=True)
         raise typer.Exit(2) from exc
     finally:
         client.close()
-    typer.echo(f"moved {moved} global keys under {{g}}, {markers} de-duplication markers into their profiles' sets")
+    typer.echo(
+        f"moved {done.moved} global keys under {{g}}, {done.markers} de-duplication markers into their profiles' "
+        f"sets; folded {done.folded} item-times and purchases keys into items, cut {done.upgraded['seen']} "
+        "de-duplication sets to the window"
+    )

@@ -160,10 +160,16 @@ def test_a_newer_layout_is_refused_and_an_older_one_upgraded(settings: Settings,
     assert f"key layout {KEY_LAYOUT_VERSION + 1}" in refused.stderr and "newer engine (9.9.9" in refused.stderr
     assert client.get(keys.applied_count) == b"7"  # nothing touched
 
+    client.hset(keys.items_ts("c:older"), mapping={"sku-1": "1790000000000"})  # item times apart (layout 1 and 2)
+    times = client.dump(keys.items_ts("c:older"))
+    client.delete(keys.items_ts("c:older"))
     older = tmp_path / "older.tar.gz"
-    archive(older, {**base, "key_layout": 1}, [(f"{prefix}:popular".encode(), -1, legacy)])
+    records = [(f"{prefix}:popular".encode(), -1, legacy), (keys.items_ts("c:older").encode(), -1, times)]
+    archive(older, {**base, "key_layout": 1}, records)
     upgraded = bk.restore(settings, older)
-    assert upgraded.migrated == (1, 0)
+    assert upgraded.migrated is not None and (upgraded.migrated.moved, upgraded.migrated.markers) == (1, 0)
+    assert upgraded.migrated.folded == 1 and not client.exists(keys.items_ts("c:older"))
+    assert client.hget(keys.items("c:older"), "sku-1") == b"0 1790000000000"  # folded into items
     assert client.zscore(keys.popular, "sku-1") == 5.0 and not client.exists(f"{prefix}:popular")
     assert client.get(keys.applied_count) is None  # the backup's keys replaced the ones there
     client.close()
@@ -192,3 +198,37 @@ def test_keys_keep_their_expiry_and_a_changing_engine_is_noted(settings: Setting
     assert 590_000 < client.pttl(f"{prefix}:p:{{c:x}}:served") <= 600_000
     assert client.get(f"{prefix}:item:{{sku}}") == b"c"
     client.close()
+
+
+def test_an_older_data_folder_is_upgraded_as_it_starts(settings: Settings, tmp_path: Path) -> None:
+    """A data folder written by the engine before the items were folded (key layout 2): ``ecrm up`` upgrades its
+    keys once Redis is up (``upgrade_data_dir``) and notes the new layout in the folder's manifest."""
+    from runtime.datadir import MANIFEST, open_data_dir
+    from runtime.local import upgrade_data_dir
+
+    folder = open_data_dir(tmp_path / "d")
+    folder.release()
+    found = orjson.loads((tmp_path / "d" / MANIFEST).read_bytes())
+    (tmp_path / "d" / MANIFEST).write_bytes(orjson.dumps({**found, "key_layout": 2}))
+    folder = open_data_dir(tmp_path / "d")
+    assert folder.layout == 2 and not folder.fresh
+    keys = Keys(settings.key_prefix)
+    client = connect_sync(settings, decode_responses=True)
+    pid = "c:old-folder"
+    client.hset(keys.items(pid), mapping={"sku-1": "2.5"})  # the older engine's plain weight
+    client.hset(keys.items_ts(pid), mapping={"sku-1": "1790000000000"})
+    client.hset(keys.bought(pid), mapping={"sku-1": "1790000000001"})
+    said: list[str] = []
+    try:
+        upgrade_data_dir(settings, folder, said.append)
+        # a purchase is an interaction: the later time, whichever key the scan met first
+        assert client.hget(keys.items(pid), "sku-1") == "2.5 1790000000001 1790000000001"
+        assert not client.exists(keys.items_ts(pid)) and not client.exists(keys.bought(pid))
+    finally:
+        client.close()
+        folder.release()
+    assert said and "from key layout 2" in said[0] and "2 item-times and purchases keys folded" in said[0]
+    assert orjson.loads((tmp_path / "d" / MANIFEST).read_bytes())["key_layout"] == KEY_LAYOUT_VERSION
+    again = open_data_dir(tmp_path / "d")
+    assert again.layout == KEY_LAYOUT_VERSION
+    again.release()

@@ -221,7 +221,7 @@ def test_a_visitors_clicks_reach_their_profile(stack: Stack, visit: Callable[[],
     keys = Keys(stack.settings.key_prefix)
 
     def arrived() -> bool:
-        recent = set(stack.redis.zrange(keys.recent(anonymous_pid(visitor)), 0, -1))
+        recent = set(stack.redis.hkeys(keys.items(anonymous_pid(visitor))))
         counts = stack.counts(visitor)
         return set(clicked) <= recent and counts.get("product_view", 0) >= 4 and counts.get("add_to_cart") == 1
 
@@ -373,7 +373,7 @@ def test_the_page_survives_the_api_being_down_and_the_tracker_delivers_once_it_i
     finally:
         api.start()
     keys = Keys(stack.settings.key_prefix)
-    recent = lambda: set(stack.redis.zrange(keys.recent(anonymous_pid(visitor)), 0, -1))  # noqa: E731
+    recent = lambda: set(stack.redis.hkeys(keys.items(anonymous_pid(visitor))))  # noqa: E731
     until(v, lambda: {"sku-00040", "sku-00041"} <= recent(), lambda: f"both product views: {recent()}", 60)
     v.page.wait_for_timeout(1000)
     assert stack.counts(visitor)["product_view"] == 2  # each once, though the first page's was sent again

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -84,7 +85,7 @@ async def test_the_api_reads_a_profile_through_the_cluster_client(client: redis.
     pid = ProfileId("c", "reader")
     client.hset(keys.profile(pid), mapping={"n:product_view": 2, "first_seen": 1_790_000_000_000,
                                             "last_seen": 1_790_000_060_000})  # fmt: skip
-    client.zadd(keys.recent(pid), {"sku-2": 1_790_000_060_000, "sku-1": 1_790_000_000_000})
+    client.hset(keys.items(pid), mapping={"sku-2": "1 1790000060000", "sku-1": "1 1790000000000"})
     client.pfadd(keys.sessions(pid), "s1", "s2")
     store = ProfileStore(connect(on_cluster), on_cluster)
     try:
@@ -216,14 +217,69 @@ def test_migrate_keys_moves_an_older_layout_under_the_global_tag(settings: Setti
     r.hset(f"{p}:p:{{c:x}}", "n:page_view", 1)  # a profile's key stays
     r.set(f"{p}:{{g}}:model:current", "v2")  # already written by the current engine: kept
     r.set(f"{p}:p:{{c:x}}:seen:open:ev%3A1", "1", px=60_000)  # a marker key per event (of "ev:1" from "open")
+    keys = Keys(p)
+    old_seen = keys.seen_set("c:y")  # an older engine's set: entries of 14 days, some older than the window
+    now = int(time.time() * 1000)
+    r.zadd(old_seen, {"old": (now - 2 * 86_400_000) * 1024, "new": (now - 1000) * 1024})
+    r.pexpire(old_seen, 14 * 86_400_000)
     env = settings_env(settings)
     out = subprocess.run([sys.executable, "-m", "ecrm", "migrate-keys"], env=env, capture_output=True, text=True)
     assert out.returncode == 0 and "moved 2 global keys" in out.stdout, out.stdout + out.stderr
-    assert "1 de-duplication markers" in out.stdout
-    keys = Keys(p)
+    assert "1 de-duplication markers" in out.stdout and "de-duplication sets to the window" in out.stdout
+    assert r.zrange(old_seen, 0, -1) == ["new"]
+    assert 0 < r.pttl(old_seen) <= settings.dedupe_window_s * 1000
     assert r.zrange(keys.popular, 0, -1, withscores=True) == [("sku-1", 3.0)]
     assert r.hgetall(keys.campaign_stats("exp")) == {"a:assigned": "2"}
     assert r.get(keys.model_current) == "v2" and r.get(f"{p}:model:current") == "v1"
     assert r.hgetall(keys.profile("c:x")) == {"n:page_view": "1"}
     assert r.zscore(keys.seen_set("c:x"), marker_digest("open", "ev:1")) is not None
     assert not r.exists(f"{p}:p:{{c:x}}:seen:open:ev%3A1")
+
+
+@pytest.mark.parametrize("where", ["single", "cluster"])
+async def test_migrate_keys_folds_an_older_engines_item_times_into_items(
+    settings: Settings, where: str, request: pytest.FixtureRequest
+) -> None:
+    """An older engine kept the item times in a hash (``items_ts``), the recent items in a sorted set and the
+    purchases in a hash (``bought``) beside the weights: migrate-keys folds them into ``items`` (the later times win,
+    an entry only there is kept), deletes them, and the profile and the request context read the same items."""
+    target = settings if where == "single" else request.getfixturevalue("on_cluster")
+    r = connect_sync(target, decode_responses=True)
+    keys = Keys(target.key_prefix)
+    pids = [ProfileId("c", f"old-{n}") for n in range(20)]  # spread over the cluster's nodes
+    for pid in pids:
+        r.hset(keys.profile(pid), mapping={"n:product_view": 3, "first_seen": T0, "last_seen": T0 + 2})
+        r.hset(keys.items(pid), mapping={"sku-1": 1.0, "sku-2": 2.5})
+        r.hset(keys.items_ts(pid), mapping={"sku-1": T0, "sku-2": T0 + 1})
+        r.zadd(keys.recent(pid), {"sku-1": T0 + 2, "sku-2": T0 + 1, "sku-3": T0 - 5})  # sku-1 later, sku-3 only here
+        r.pexpire(keys.recent(pid), 60_000)
+        r.hset(keys.bought(pid), mapping={"sku-2": T0 + 1, "sku-4": T0 - 9})  # sku-4 bought, its times trimmed
+    out = subprocess.run(
+        [sys.executable, "-m", "ecrm", "migrate-keys"], env=settings_env(target), capture_output=True, text=True
+    )
+    assert out.returncode == 0 and "folded 60 item-times and purchases keys" in out.stdout, out.stdout + out.stderr
+    store = ProfileStore(connect(target), target)
+    try:
+        for pid in pids:
+            assert not any(r.exists(k) for k in (keys.recent(pid), keys.items_ts(pid), keys.bought(pid)))
+            assert r.hgetall(keys.items(pid)) == {
+                "sku-1": f"1 {T0 + 2}",
+                "sku-2": f"2.5 {T0 + 1} {T0 + 1}",
+                "sku-3": f"0 {T0 - 5}",
+                "sku-4": f"0 {T0 - 9} {T0 - 9}",
+            }
+            assert await store.bought(str(pid)) == {"sku-2": T0 + 1, "sku-4": T0 - 9}
+            profile = await store.profile(str(pid))
+            assert profile is not None
+            assert [x["item_id"] for x in profile["recent_items"]] == ["sku-1", "sku-2", "sku-3", "sku-4"]
+            context, _ = await store.request_context(str(pid), whole_stock=False)
+            assert context.history == [("sku-1", 1.0, T0 + 2), ("sku-2", 2.5, T0 + 1)]
+            assert context.bought == {"sku-2": T0 + 1, "sku-4": T0 - 9}
+        again = subprocess.run(
+            [sys.executable, "-m", "ecrm", "migrate-keys"], env=settings_env(target), capture_output=True, text=True
+        )
+        assert again.returncode == 0 and "folded 0 item-times and purchases keys" in again.stdout  # idempotent
+        assert r.hget(keys.items(pids[0]), "sku-2") == f"2.5 {T0 + 1} {T0 + 1}"
+    finally:
+        await store.client.aclose()
+        r.close()

@@ -380,8 +380,9 @@ def check_keyspace(r: redis.Redis, settings: Settings, model: Model) -> None:
     tags = {ProfileId(p[0], p[2:]).tag for p in [*model.parent, f"c:{BYSTANDER}"]}  # type: ignore[arg-type]
     item_tags = {encode_id(i) for i in model.items}
     categories = {f"{prefix}:{{g}}:category:{encode_id(c)}" for c in model.categories}
+    # offsets, refused: a single node's applied offsets per partition and refused deliveries (de-duplication)
     single = {"profiles", "popular", "interactions", "stats:applied", "stats:interactions", "catalogue",
-              "out_of_stock", "worker:consuming"}  # fmt: skip
+              "out_of_stock", "worker:consuming", "offsets", "refused"}  # fmt: skip
     for key in r.scan_iter(f"{prefix}:*", count=1000):
         rest = key[len(prefix) + 1 :]
         if rest.startswith("p:{"):

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from core.erasure_log import Erasure, append_file, merged, read_file
-from core.keyspace import KEY_LAYOUT_VERSION
+from core.keyspace import CLUSTER_LAYOUT_VERSION, KEY_LAYOUT_VERSION
 from core.settings import Settings
 from runtime import backup as bk
 from runtime.datadir import MANIFEST, DataDirError, open_data_dir
@@ -59,7 +59,7 @@ def manifest(layout: int, fmt: int = 1) -> bk.Manifest:
     return bk.Manifest(fmt, "9.9.9", layout, "ecrm", False, 1, 2, 0, 0)
 
 
-def test_newer_backups_are_refused_older_layouts_upgraded_on_one_node_only() -> None:
+def test_newer_backups_are_refused_older_layouts_upgraded_the_first_on_one_node_only() -> None:
     one, cluster = Settings(), Settings(redis_cluster=True)
     assert bk.check_restorable(manifest(KEY_LAYOUT_VERSION), one) is False
     assert bk.check_restorable(manifest(KEY_LAYOUT_VERSION - 1), one) is True
@@ -67,8 +67,11 @@ def test_newer_backups_are_refused_older_layouts_upgraded_on_one_node_only() -> 
         bk.check_restorable(manifest(KEY_LAYOUT_VERSION + 1), one)
     with pytest.raises(bk.BackupError, match="newer file format"):
         bk.check_restorable(manifest(KEY_LAYOUT_VERSION, fmt=bk.FORMAT + 1), one)
+    assert bk.check_restorable(manifest(CLUSTER_LAYOUT_VERSION), cluster) is (
+        CLUSTER_LAYOUT_VERSION < KEY_LAYOUT_VERSION
+    )
     with pytest.raises(bk.BackupError, match="single node"):
-        bk.check_restorable(manifest(KEY_LAYOUT_VERSION - 1), cluster)
+        bk.check_restorable(manifest(CLUSTER_LAYOUT_VERSION - 1), cluster)
 
 
 def test_a_data_folder_is_held_by_one_engine_and_refused_when_newer(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from core.keyspace import (
     encode_id,
     legacy_global,
     legacy_marker,
+    legacy_profile_key,
     marker_digest,
     parse_pid,
 )
@@ -133,3 +134,14 @@ def test_marker_digests_are_short_and_depend_on_the_sender_and_the_id() -> None:
     one = marker_digest("open", "e1")
     assert len(one) == 12 and one == marker_digest("open", "e1")
     assert len({one, marker_digest("server", "e1"), marker_digest("open", "e2"), marker_digest("open\0e", "1")}) == 4
+
+
+@given(profiles)
+def test_the_profile_keys_migrate_keys_upgrades_are_known_and_no_other(pid: ProfileId) -> None:
+    assert legacy_profile_key("ecrm", K.recent(pid)) == ("recent", K.items(pid))
+    assert legacy_profile_key("ecrm", K.items_ts(pid)) == ("items_ts", K.items(pid))
+    assert legacy_profile_key("ecrm", K.bought(pid)) == ("bought", K.items(pid))
+    assert legacy_profile_key("ecrm", K.seen_set(pid)) == ("seen", K.seen_set(pid))
+    for other in [*K.profile_keys(pid), K.seen(pid, "open", "e1"), K.erased(pid), K.campaigns(pid), K.popular]:
+        assert legacy_profile_key("ecrm", other) is None, other
+    assert legacy_profile_key("other", K.recent(pid)) is None

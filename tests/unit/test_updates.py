@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core.keyspace import ProfileId
+from profiles.layout import ItemEntry, bought, history, item_value, parse_item, recent_items
 from profiles.updates import (
     CampaignOutcome,
     CartChange,
@@ -123,3 +124,22 @@ def test_a_browsers_purchase_is_a_claim_without_money() -> None:
         "recommendation_id": "r-x",
     })  # fmt: skip
     assert plan_update(click, DEFAULT_EVENT_WEIGHTS, "collect", (clicked,)).campaigns == (clicked,)
+
+
+def test_the_recent_items_are_the_newest_of_the_item_times() -> None:
+    items = {"a": "1 1000", "b": "2 3000", "c": "0 2000", "d": "1.5 3000 2900", "e": "4 500"}
+    assert recent_items(items, 3) == [("d", 3000.0), ("b", 3000.0), ("c", 2000.0)]  # ties: as ZREVRANGE orders them
+    assert recent_items(items, 10)[-1] == ("e", 500.0) and recent_items({}, 5) == []
+    assert history(items) == [("b", 2.0, 3000), ("d", 1.5, 3000), ("a", 1.0, 1000), ("e", 4.0, 500)]  # weight > 0
+    assert bought(items) == {"d": 2900}
+
+
+def test_an_item_entry_holds_its_weight_and_time() -> None:
+    assert item_value(3.0, 1_790_000_000_000) == "3 1790000000000"
+    assert item_value(5.0, 9, bought_ms=8) == "5 9 8"
+    assert parse_item(item_value(0.1 + 0.2, 5)) == ItemEntry(0.1 + 0.2, 5, None)
+    assert parse_item("0.30000000000000004 7 6") == (0.30000000000000004, 7, 6)  # as the script writes it (%.17g)
+    assert parse_item("2.5") == (2.5, 0, None)  # an older engine's plain weight: time unknown until migrate-keys
+    for bad in ("x 1", "1 2 3 4", "1 x"):
+        with pytest.raises(ValueError):
+            parse_item(bad)
