@@ -68,7 +68,7 @@ from merchandising.campaign_source import campaigns_path
 from merchandising.source import DEFAULT_RULES_PATH
 from profiles.store import ProfileStore
 from runtime.datadir import engine_version
-from runtime.migrate import Migrated, migrate_layout
+from runtime.migrate import Migrated, migrate_deployment
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -389,13 +389,7 @@ def restore(
             erasures = erasure_log.merged(erasures, logged_erasures(client, settings, manifest.started_ms))
         migrated = None
         if upgrade:
-            text = connect_sync(settings, decode_responses=True)
-            try:
-                migrated = migrate_layout(
-                    text, settings.key_prefix, int(settings.dedupe_window_s * 1000), cluster=settings.redis_cluster
-                )
-            finally:
-                text.close()
+            migrated = migrate_deployment(settings)
         try:
             erased = asyncio.run(erase_again(settings, erasures))
         except (StoreUnavailable, StoreRefused) as exc:

@@ -193,17 +193,10 @@ def api_base(settings: Settings) -> str:
 def upgrade_data_dir(settings: Settings, data_dir: DataDir, echo: Echo) -> None:
     """Upgrade the keys of a data folder an older engine wrote (``ecrm migrate-keys``' code), then note the layout
     in its manifest."""
-    from core.redis import connect_sync
     from runtime.datadir import MANIFEST, write_manifest
-    from runtime.migrate import migrate_layout
+    from runtime.migrate import migrate_deployment
 
-    client = connect_sync(settings, decode_responses=True)
-    try:
-        done = migrate_layout(
-            client, settings.key_prefix, int(settings.dedupe_window_s * 1000), cluster=settings.redis_cluster
-        )
-    finally:
-        client.close()
+    done = migrate_deployment(settings)
     write_manifest(data_dir.root / MANIFEST)
     older, data_dir.layout = data_dir.layout, KEY_LAYOUT_VERSION
     echo(

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 import redis
 
 from core.keyspace import legacy_global, legacy_marker
-from core.redis import redis_errors
+from core.redis import connect_sync, redis_errors
+from core.settings import Settings
 from profiles.migrate import upgrade_profile_key
 
 
@@ -67,3 +68,13 @@ def migrate_layout(
             if n % 100_000 == 0:
                 progress(n)
     return done
+
+
+def migrate_deployment(settings: Settings, progress: Callable[[int], None] = lambda _: None) -> Migrated:
+    """:func:`migrate_layout` on the deployment ``settings`` name (its Redis, prefix, window and cluster flag)."""
+    client = connect_sync(settings, decode_responses=True)
+    try:
+        window_ms = int(settings.dedupe_window_s * 1000)
+        return migrate_layout(client, settings.key_prefix, window_ms, cluster=settings.redis_cluster, progress=progress)
+    finally:
+        client.close()

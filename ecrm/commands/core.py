@@ -8,11 +8,10 @@ import typer
 from core.errors import BrokerUnavailable, StoreRefused, StoreUnavailable
 from core.kafka import ensure_topics
 from core.keyspace import Keys
-from core.redis import connect_sync
 from core.settings import get_settings
 from ecrm.commands.errors import error_line
 from profiles.migrate import forget_topic_offsets
-from runtime.migrate import migrate_layout
+from runtime.migrate import migrate_deployment
 from schemas import event_json_schema
 
 
@@ -52,21 +51,11 @@ def migrate_keys() -> None:
     hash tag {g}, and the de-duplication markers of older engines (a key per event) into their profile's set. Each
     step is atomic and idempotent: it may run beside the workers and the API of the new engine, and again after a
     stop (:mod:`runtime.migrate`)."""
-    settings = get_settings()
-    client = connect_sync(settings, decode_responses=True)
     try:
-        done = migrate_layout(
-            client,
-            settings.key_prefix,
-            int(settings.dedupe_window_s * 1000),
-            cluster=settings.redis_cluster,
-            progress=lambda n: typer.echo(f"  {n} keys looked at", err=True),
-        )
+        done = migrate_deployment(get_settings(), progress=lambda n: typer.echo(f"  {n} keys looked at", err=True))
     except (StoreUnavailable, StoreRefused) as exc:
         typer.echo(error_line(exc), err=True)
         raise typer.Exit(2) from exc
-    finally:
-        client.close()
     typer.echo(
         f"moved {done.moved} global keys under {{g}}, {done.markers} de-duplication markers into their profiles' "
         f"sets; folded {done.folded} item-times and purchases keys into items, cut {done.upgraded['seen']} "
