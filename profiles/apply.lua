@@ -66,19 +66,11 @@ local function hmax(key, field, v)
   if (not cur) or v > cur then redis.call('HSET', key, field, int(v)) end
 end
 
--- An item's entry in `items`: weight, time, purchase time or nil (an older engine's plain weight has time 0 until
--- ecrm migrate-keys).
-local function parse_item(v)
-  local w, t, p = string.match(v, '^(%S+) (%S+) (%S+)$')
-  if w then return tonumber(w), tonumber(t), tonumber(p) end
-  w, t = string.match(v, '^(%S+) (%S+)$')
-  if w then return tonumber(w), tonumber(t), nil end
-  return tonumber(v), 0, nil
-end
+-- An item's entry in `items`: item_parse / item_value (items.lua, joined before this file).
 local function item_get(b, item)
   local v = redis.call('HGET', pk(b, ITEMS), item)
   if not v then return nil, nil, nil end
-  return parse_item(v)
+  return item_parse(v)
 end
 local function later(x, y)
   if x and ((not y) or x > y) then return x end
@@ -88,10 +80,7 @@ end
 local function item_add(b, item, w, ts, bt)
   local w0, t0, b0 = item_get(b, item)
   ts, bt = later(ts, t0), later(bt, b0)
-  ts = later(bt, ts)  -- a purchase is an interaction (an older layout kept it apart)
-  local v = num((w0 or 0) + w) .. ' ' .. int(ts)
-  if bt then v = v .. ' ' .. int(bt) end
-  redis.call('HSET', pk(b, ITEMS), item, v)
+  redis.call('HSET', pk(b, ITEMS), item, item_value((w0 or 0) + w, ts, bt))  -- (a purchase is an interaction)
 end
 
 -- A category's forward-decayed affinity, kept to 10 significant digits (a ranking signal: the 17 of HINCRBYFLOAT
@@ -178,7 +167,7 @@ local function trim_by_time(b, which, max)
   local rows = {}
   for i = 1, #h, 2 do
     local t = tonumber(h[i + 1])
-    if which == ITEMS then t = select(2, parse_item(h[i + 1])) end
+    if which == ITEMS then t = select(2, item_parse(h[i + 1])) end
     rows[#rows + 1] = {h[i], t or 0}
   end
   table.sort(rows, function(x, y) return x[2] > y[2] end)
@@ -253,7 +242,7 @@ local function merge_from(v, spid, d, dpid, camp_dst, tmp)
     for i = 1, #v.aff, 2 do add_decayed(d, v.aff[i], tonumber(v.aff[i + 1]) * factor) end
   end
   for i = 1, #v.items, 2 do
-    local w, t, bt = parse_item(v.items[i + 1])
+    local w, t, bt = item_parse(v.items[i + 1])
     item_add(d, v.items[i], w, t, bt)
   end
   -- a hand-off written by an older engine (Redis Cluster): item times and purchases apart

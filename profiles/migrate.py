@@ -12,6 +12,7 @@ its profile's slot and idempotent, so it runs on a live single node or Redis Clu
 
 from __future__ import annotations
 
+from importlib import resources
 from typing import Literal
 
 import redis
@@ -20,7 +21,11 @@ from core.keyspace import Keys, legacy_profile_key
 from core.redis import connect_sync, redis_errors
 from core.settings import Settings
 
-FOLD_TIMES = """
+ITEMS_FORMAT = resources.files("profiles").joinpath("items.lua").read_text()  # the entries' format, as apply.lua
+
+FOLD_TIMES = (
+    ITEMS_FORMAT
+    + """
 local rows
 if redis.call('TYPE', KEYS[1])['ok'] == 'zset' then
   rows = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
@@ -29,24 +34,14 @@ else
 end
 local existed = redis.call('EXISTS', KEYS[2])
 local purchases = ARGV[1] == 'bought'  -- else item times
-local function parse(v)
-  local w, t, p = string.match(v, '^(%S+) (%S+) (%S+)$')
-  if w then return tonumber(w), tonumber(t), tonumber(p) end
-  w, t = string.match(v, '^(%S+) (%S+)$')
-  if w then return tonumber(w), tonumber(t), nil end
-  return tonumber(v), 0, nil
-end
-local function put(item, w, t, p)
-  if p and p > t then t = p end  -- a purchase is an interaction (so the result does not depend on the scan order)
-  local v = string.format('%.17g', w) .. ' ' .. string.format('%d', t)
-  if p then v = v .. ' ' .. string.format('%d', p) end
-  redis.call('HSET', KEYS[2], item, v)
+local function put(item, w, t, p)  -- (the later of t and p: the result does not depend on the scan order)
+  redis.call('HSET', KEYS[2], item, item_value(w, t, p))
 end
 local older = {}
 for i = 1, #rows, 2 do older[rows[i]] = tonumber(rows[i + 1]) end
 local items = redis.call('HGETALL', KEYS[2])
 for i = 1, #items, 2 do  -- every entry in the current form, the later times kept
-  local w, t, p = parse(items[i + 1])
+  local w, t, p = item_parse(items[i + 1])
   local o = older[items[i]]
   older[items[i]] = nil
   if o and purchases then
@@ -64,6 +59,7 @@ if existed == 0 and #rows > 0 and ttl > 0 then redis.call('PEXPIRE', KEYS[2], tt
 redis.call('DEL', KEYS[1])
 return #rows / 2
 """
+)
 
 CUT_SEEN = """
 if redis.call('TYPE', KEYS[1])['ok'] ~= 'zset' then return 0 end

@@ -28,7 +28,7 @@ from profiles.updates import Plan
 
 SOURCE = "\n".join(
     resources.files("profiles").joinpath(name).read_text()
-    for name in ("apply.lua", "apply_global.lua", "apply_main.lua")
+    for name in ("items.lua", "apply.lua", "apply_global.lua", "apply_main.lua")
 )
 
 # The Kafka message of a plan: ("<topic>:<partition>", offset[, when it was produced (ms since the epoch)]).
