@@ -262,6 +262,11 @@ class Settings(BaseSettings):
         description="API keys, comma-separated scope:secret (scopes collect, server, admin); unset: the API is open "
         "and binds loopback only",
     )
+    tenants: str = Field(
+        "",
+        description="Shops this engine hosts besides those ECRM_API_KEYS names (tenant:scope:secret), comma-separated "
+        "tenant names (docs/tenants.md); the tenant 'default' is always hosted",
+    )
     cors_origins: str = Field(
         "", description="Origins allowed to call the API from a browser (CORS), comma-separated; none when empty"
     )

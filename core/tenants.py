@@ -30,3 +30,19 @@ def validate_tenant(name: str) -> str:
             "starting with a letter or a digit)"
         )
     return name
+
+
+def key_tenant(entry: str) -> str:
+    """The tenant of one ``ECRM_API_KEYS`` entry: ``tenant:scope:secret`` names it, ``scope:secret`` is
+    :data:`DEFAULT_TENANT` (a secret holds no ``:``). Only the name is checked here; api/auth.py checks the rest."""
+    parts = entry.strip().split(":")
+    return validate_tenant(parts[0].strip()) if len(parts) == 3 else DEFAULT_TENANT
+
+
+def configured_tenants(api_keys: str, tenants: str) -> tuple[str, ...]:
+    """Every tenant the engine hosts (pure): :data:`DEFAULT_TENANT`, those ``ECRM_TENANTS`` lists and those the
+    ``ECRM_API_KEYS`` entries name, in that order, each once. :class:`TenantError` for a bad name."""
+    names = [DEFAULT_TENANT]
+    names += [validate_tenant(t.strip()) for t in tenants.split(",") if t.strip()]
+    names += [key_tenant(e) for e in api_keys.split(",") if e.strip()]
+    return tuple(dict.fromkeys(names))
