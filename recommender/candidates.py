@@ -129,10 +129,10 @@ def sparse_rows(batch: HistoryBatch, weights: FloatArray, m: sp.csr_matrix) -> S
     :func:`recommender.weighting.sparse_scores`)."""
     used = weights > 0
     if batch.n_rows == 1:  # a request: the row's columns are the keys (no row * items + column arithmetic)
-        owner, found, vals = gather_rows(m, batch.items[used])
-        cols, inverse = np.unique(found.astype(np.int64), return_inverse=True)
-        sums = np.bincount(inverse, weights=vals * weights[used].astype(np.float64)[owner], minlength=cols.size)
-        return SparseRows(np.asarray([0, cols.size], dtype=np.int64), cols, sums.astype(np.float32))
+        at, found, entries = gather_rows(m, batch.items[used])
+        keys, where = np.unique(found.astype(np.int64), return_inverse=True)
+        summed = np.bincount(where, weights=entries * weights[used].astype(np.float64)[at], minlength=keys.size)
+        return SparseRows(np.asarray([0, keys.size], dtype=np.int64), keys, summed.astype(np.float32))
     rows, items, w = batch.rows[used], batch.items[used], weights[used].astype(np.float64)
     owner, cols, vals = gather_rows(m, items)
     n_items = np.int64(m.shape[1])

@@ -10,7 +10,6 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 import pytest
-
 import scipy.sparse as sp
 
 from recommender.candidates import pad_rows, sparse_rows
