@@ -28,6 +28,7 @@ from recommender.features import Candidates, features, reference_now
 from recommender.model import Engine, EngineScores
 from recommender.ranker import select_candidates
 from recommender.ranking import top_n
+from recommender.threads import pin_blas_threads
 from recommender.weighting import confidence, half_life_ms, sequence_weights
 
 Echo = Callable[[str], None]
@@ -107,6 +108,7 @@ def histories(items: int, count: int) -> list[list[HistoryEntry]]:
 
 def bench_stages(items: int, requests: int, echo: Echo, n: int = 20) -> StageFigures:
     model = stage_model(items, echo)
+    pin_blas_threads(1)  # as an API process serves (api/main.py): one BLAS and OpenMP thread (faiss's search)
     hist = histories(items, 3 * requests + 50)  # each timed call its own history: no call warms another's rows
     figures = StageFigures(items, requests, model.uses_ranker)
     blend = model.with_scoring(ranker=False)

@@ -128,6 +128,11 @@ def sparse_rows(batch: HistoryBatch, weights: FloatArray, m: sp.csr_matrix) -> S
     """Per row, the sum of ``m``'s rows of its history items times their ``weights`` (the sparse twin of
     :func:`recommender.weighting.sparse_scores`)."""
     used = weights > 0
+    if batch.n_rows == 1:  # a request: the row's columns are the keys (no row * items + column arithmetic)
+        at, found, entries = gather_rows(m, batch.items[used])
+        keys, where = np.unique(found.astype(np.int64), return_inverse=True)
+        summed = np.bincount(where, weights=entries * weights[used].astype(np.float64)[at], minlength=keys.size)
+        return SparseRows(np.asarray([0, keys.size], dtype=np.int64), keys, summed.astype(np.float32))
     rows, items, w = batch.rows[used], batch.items[used], weights[used].astype(np.float64)
     owner, cols, vals = gather_rows(m, items)
     n_items = np.int64(m.shape[1])
@@ -161,6 +166,8 @@ def row_cap(values: FloatArray, absolute: bool = False) -> float:
 
 def pad_rows(codes: Sequence[IntArray], values: Sequence[FloatArray]) -> tuple[IntArray, FloatMatrix]:
     """Rows of different lengths as rows x width matrices, padded with code -1 and score -inf."""
+    if len(codes) == 1:  # a request: its row as it is
+        return np.asarray(codes[0], dtype=np.int64)[None, :], np.asarray(values[0], dtype=np.float32)[None, :]
     width = max((len(c) for c in codes), default=0)
     out_codes = np.full((len(codes), width), -1, dtype=np.int64)
     out_values = np.full((len(codes), width), -np.inf, dtype=np.float32)

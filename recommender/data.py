@@ -148,6 +148,8 @@ def aggregate(rows: IntArray, items: Int32Array, weights: FloatArray, ts: IntArr
 
 def encode(histories: Sequence[Iterable[HistoryEntry]], index: Mapping[str, int]) -> HistoryBatch:
     """Histories of item ids as a batch in model codes. Items the model does not know are left out."""
+    if len(histories) == 1:  # a request: the same aggregation in plain Python (a few dozen entries)
+        return encode_one(histories[0], index)
     rows: list[int] = []
     items: list[int] = []
     weights: list[float] = []
@@ -171,6 +173,44 @@ def encode(histories: Sequence[Iterable[HistoryEntry]], index: Mapping[str, int]
         np.asarray(ts, dtype=np.int64),
         len(histories),
     )
+
+
+def encode_one(history: Iterable[HistoryEntry], index: Mapping[str, int]) -> HistoryBatch:
+    """:func:`encode` of one history, equal to the batch path to the bit: per item the weights (as float32) summed
+    in float64 in time order (ties: order given), the latest time; then newest first, ties by item code."""
+    codes: list[int] = []
+    weights_in: list[float] = []
+    times: list[int] = []
+    get = index.get
+    for item_id, weight, t in history:
+        code = get(item_id)
+        if code is not None:
+            codes.append(code)
+            weights_in.append(float(weight))
+            times.append(int(t))
+    weights = np.asarray(weights_in, dtype=np.float32)
+    if not np.all(np.isfinite(weights)):
+        raise ValueError("history weights must be finite")
+    if len(set(codes)) < len(codes):  # an item twice (a live profile has each once): summed as ``aggregate`` does
+        codes, weights, times = _summed(codes, weights, times)
+    items = np.asarray(codes, dtype=np.int32)
+    ts = np.asarray(times, dtype=np.int64)
+    order = np.lexsort((items, -ts))  # newest first, ties by item code
+    return HistoryBatch(np.asarray([0, items.size], dtype=np.int64), items[order], weights[order], ts[order])
+
+
+def _summed(codes: list[int], weights: FloatArray, times: list[int]) -> tuple[list[int], FloatArray, list[int]]:
+    """Per item the weights summed in float64 in (time, given) order, as ``aggregate``'s stable lexsort adds them,
+    and the latest time."""
+    sums: dict[int, float] = {}
+    latest: dict[int, int] = {}
+    values = weights.tolist()
+    for k in sorted(range(len(codes)), key=lambda k: (codes[k], times[k])):
+        code = codes[k]
+        sums[code] = sums.get(code, 0.0) + values[k]
+        latest[code] = times[k]  # the group's last entry: its latest time
+    kept = list(sums)
+    return kept, np.asarray([sums[c] for c in kept], dtype=np.float64).astype(np.float32), [latest[c] for c in kept]
 
 
 def interactions_batch(interactions: Interactions) -> HistoryBatch:

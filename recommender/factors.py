@@ -110,12 +110,13 @@ class FactorPart:
     ) -> tuple[FloatMatrix, HistorySolve | None]:
         """:meth:`fold_in_one`, and the history's solved system that :meth:`explain_solved` reuses for the reason
         items (None for the mean fold-in or negative confidences)."""
-        keep = conf != 0
-        kept_items, kept = items[keep], conf[keep].astype(np.float32)
-        if self.fold_in_mode == "mean":
-            sums = sp.csr_matrix((kept, kept_items, [0, kept_items.size]), shape=(1, self.n_items))
-            return self.fold_in(sums), None
-        if kept.size and float(kept.min()) < 0:
+        negative = conf.size > 0 and float(conf.min()) < 0  # zeros add nothing either way
+        if self.fold_in_mode == "mean" or negative:
+            keep = conf != 0
+            kept_items, kept = items[keep], conf[keep].astype(np.float32)
+            if self.fold_in_mode == "mean":
+                sums = sp.csr_matrix((kept, kept_items, [0, kept_items.size]), shape=(1, self.n_items))
+                return self.fold_in(sums), None
             return self._least_squares(kept_items, kept).reshape(1, -1), None
         solved = self.solve_history(items, conf)
         return solved.user().reshape(1, -1), solved

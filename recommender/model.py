@@ -596,7 +596,7 @@ class Engine(RecommenderBase):
             )
             state = _Fitted(
                 item_ids=item_ids,
-                popularity=arrays["popularity"].astype(np.float32),
+                popularity=np.array(arrays["popularity"], dtype=np.float32),  # a plain array: no memmap per call
                 transitions=unpack_csr("transitions", arrays),
                 factors=factors,
                 similarity=similarity,

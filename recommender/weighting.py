@@ -32,7 +32,8 @@ def confidence(batch: HistoryBatch, half_life: float | None) -> FloatArray:
     """Summed weight (negative sums count as 0) halved per ``half_life`` ms of age before the row's latest time."""
     w = np.clip(batch.weights, 0.0, None).astype(np.float64)
     if half_life is not None and batch.ts.size:
-        age = (np.repeat(row_latest(batch), np.diff(batch.indptr)) - batch.ts).astype(np.float64)
+        latest = batch.ts.max() if batch.n_rows == 1 else np.repeat(row_latest(batch), np.diff(batch.indptr))
+        age = (latest - batch.ts).astype(np.float64)
         w = w * np.exp2(-age / half_life)
     return w.astype(np.float32)
 
@@ -42,6 +43,10 @@ def recency_rank(batch: HistoryBatch) -> IntArray:
     n = batch.ts.size
     if n == 0:
         return np.zeros(0, dtype=np.int64)
+    if batch.n_rows == 1:  # a request: the count of time changes before each entry
+        one = np.zeros(n, dtype=np.int64)
+        np.cumsum(batch.ts[1:] != batch.ts[:-1], out=one[1:])
+        return one
     starts = np.zeros(n, dtype=bool)
     starts[batch.indptr[:-1][np.diff(batch.indptr) > 0]] = True
     changed = np.ones(n, dtype=bool)
@@ -56,13 +61,18 @@ def recency_rank(batch: HistoryBatch) -> IntArray:
 
 def position_in_row(batch: HistoryBatch) -> IntArray:
     """0 for the first (newest) entry of a row, 1 for the next, ..."""
+    if batch.n_rows == 1:
+        return np.arange(batch.ts.size, dtype=np.int64)
     return np.arange(batch.ts.size, dtype=np.int64) - np.repeat(batch.indptr[:-1], np.diff(batch.indptr))
 
 
 def sequence_weights(batch: HistoryBatch, conf: FloatArray, recency_decay: float, max_history: int) -> FloatArray:
     """Confidence times ``recency_decay ** rank``, zero beyond the ``max_history`` newest entries of a row."""
     w = conf * np.power(recency_decay, recency_rank(batch)).astype(np.float32)
-    w[position_in_row(batch) >= max_history] = 0.0
+    if batch.n_rows == 1:  # a request: entries are in row order
+        w[max(max_history, 0) :] = 0.0
+    else:
+        w[position_in_row(batch) >= max_history] = 0.0
     return w.astype(np.float32)
 
 

@@ -10,11 +10,15 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
+from recommender.candidates import pad_rows, sparse_rows
+from recommender.data import HistoryBatch, encode
 from recommender.factors import FactorPart
 from recommender.features import NAMES, Candidates, _rank_in_row, features, reference_now
 from recommender.model import EngineScores
 from recommender.ranker import Ranker, RankerParams, Trees, train
+from recommender.weighting import confidence, position_in_row, recency_rank, sequence_weights
 from tests.unit.test_recommender_ranker import FAST, fitted, staples_log
 
 
@@ -178,6 +182,69 @@ def test_rank_in_row_one_row_equals_the_general_order() -> None:
         two = np.concatenate([np.zeros(n, dtype=np.int64), np.ones(3, dtype=np.int64)])
         general = _rank_in_row(two, np.concatenate([values, np.zeros(3, dtype=np.float32)]))[:n]
         assert np.array_equal(_rank_in_row(np.zeros(n, dtype=np.int64), values), general)
+
+
+def _random_history(rng: np.random.Generator, known: int) -> list[tuple[str, float, int]]:
+    """Repeated items, unknown items, ties in time, zero and negative weights, weights float32 rounds."""
+    weights = [1.0, 0.1, 0.3, 2.5, -1.0, 0.0, 1e-8, 7.7, 1 / 3]
+    return [(f"i{int(rng.integers(0, known + 10))}", float(rng.choice(weights)), int(rng.integers(0, 6)) * 1000)
+            for _ in range(int(rng.integers(0, 30)))]  # fmt: skip
+
+
+def _first_row(batch: HistoryBatch) -> HistoryBatch:
+    return batch.take([0])
+
+
+def test_encoding_one_history_is_the_batch_path_to_the_bit() -> None:
+    """A request's history (a batch of one, plain Python) is encoded as the same history in a batch of two."""
+    rng = np.random.default_rng(11)
+    index = {f"i{k}": k for k in range(40)}
+    for _ in range(2000):
+        history = _random_history(rng, 40)
+        one = encode([history], index)
+        two = _first_row(encode([history, [("i1", 1.0, 5)]], index))
+        for mine, theirs in zip((one.indptr, one.items, one.weights, one.ts), (two.indptr, two.items, two.weights,
+                                                                                two.ts), strict=True):  # fmt: skip
+            assert mine.dtype == theirs.dtype
+            assert mine.tobytes() == theirs.tobytes()
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        with pytest.raises(ValueError, match="finite"):
+            encode([[("i1", 1.0, 0), ("i2", bad, 1)]], index)
+        with pytest.raises(ValueError, match="finite"):
+            encode([[("i1", 1.0, 0), ("i2", bad, 1)], []], index)
+
+
+def test_a_requests_weights_and_transition_rows_are_the_batch_paths() -> None:
+    """The one-row paths of the recency weights and of the summed transition rows give a batch row's values."""
+    rng = np.random.default_rng(12)
+    index = {f"i{k}": k for k in range(60)}
+    m = sp.random(60, 60, density=0.2, random_state=1, format="csr", dtype=np.float32)
+    for _ in range(500):
+        history = _random_history(rng, 60)
+        one = encode([history], index)
+        two = encode([history, [("i1", 1.0, 5), ("i2", 2.0, 4)]], index)
+        size = one.items.size
+        conf_one, conf_two = confidence(one, 7 * 86_400_000.0), confidence(two, 7 * 86_400_000.0)
+        assert conf_one.tobytes() == conf_two[:size].tobytes()
+        assert np.array_equal(recency_rank(one), recency_rank(two)[:size])
+        assert np.array_equal(position_in_row(one), position_in_row(two)[:size])
+        for keep in (1, 3, 50):
+            w_one = sequence_weights(one, conf_one, 0.8, keep)
+            w_two = sequence_weights(two, conf_two, 0.8, keep)
+            assert w_one.tobytes() == w_two[:size].tobytes()
+        rows_one, rows_two = sparse_rows(one, w_one, m), sparse_rows(two, w_two, m)
+        end = int(rows_two.indptr[1])
+        assert np.array_equal(rows_one.indptr, [0, end])
+        assert rows_one.indices.tobytes() == rows_two.indices[:end].tobytes()
+        assert rows_one.data.tobytes() == rows_two.data[:end].tobytes()
+
+
+def test_one_row_is_padded_as_in_a_batch() -> None:
+    codes, values = np.asarray([3, 5, 9], dtype=np.int64), np.asarray([0.5, -1.0, 2.0], dtype=np.float32)
+    one_codes, one_values = pad_rows([codes], [values])
+    two_codes, two_values = pad_rows([codes, codes[:1]], [values, values[:1]])
+    assert np.array_equal(one_codes, two_codes[:1]) and one_codes.dtype == two_codes.dtype
+    assert np.array_equal(one_values, two_values[:1]) and one_values.dtype == two_values.dtype
 
 
 _: Any = FAST
