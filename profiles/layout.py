@@ -35,6 +35,9 @@ from typing import NamedTuple
 ITEM, AFFINITY, CART = "i:", "a:", "k:"
 ITEMS_COUNT, AFFINITIES_COUNT, CART_COUNT = "#i", "#a", "#k"
 SESSIONS, LAST_SESSION = "ss", "sl"
+COUNTS = "n:"  # n:<type>
+SCALARS = ("first_seen", "last_seen", "first_purchase", "last_purchase", "orders", "revenue", "merged_visitors",
+           "aff_L", SESSIONS, LAST_SESSION)  # fmt: skip
 
 
 class ItemEntry(NamedTuple):

@@ -15,7 +15,7 @@ from core.keyspace import Keys, ProfileId
 from core.redis import connect, connect_sync
 from core.settings import Settings
 from ecrm.commands.privacy import erase
-from profiles.layout import ProfileHash, parse_item, recent_items, split
+from profiles.layout import COUNTS, SCALARS, ProfileHash, parse_item, recent_items, split
 from profiles.store import APPLIED, DUPLICATE, ERASED, ProfileStore, Status
 from profiles.updates import plan_update
 from schemas import parse_event_obj
@@ -268,6 +268,7 @@ async def test_a_login_merges_the_visitor_field_by_field(store: ProfileStore) ->
     assert parse_item(merged.items["a"]).ts == T0 + 12 and parse_item(merged.items["b"]).ts == T0 + 13
     assert set(merged.affinity) == {"k1", "k2"}
     assert merged.sessions == 3 and merged.scalars["sl"] == w.scalars["sl"]
+    assert {f for f in merged.scalars if not f.startswith(COUNTS)} <= set(SCALARS)  # no other field
     assert merged.scalars["n:product_view"] == "3" and merged.scalars["n:add_to_cart"] == "3"
     assert merged.scalars["first_seen"] == str(T0) and merged.scalars["last_seen"] == str(T0 + 20)
     counts = await store.client.hmget(store.keys.profile("c:m"), "#i", "#a", "#k")
