@@ -234,7 +234,7 @@ local function merge_from(v, spid, d, dpid, camp_dst, tmp)
     elseif kind == 'n:' or k == 'orders' or k == F_SESSIONS then
       redis.call('HINCRBY', dh, k, x)
     elseif k == 'revenue' then
-      redis.call('HINCRBYFLOAT', dh, k, x)
+      money_add(dh, k, tonumber(x))
     elseif k == 'first_seen' or k == 'first_purchase' then
       hmin(dh, k, tonumber(x))
     elseif k == 'last_seen' or k == 'last_purchase' then
@@ -366,7 +366,7 @@ local function apply(u)
   end
   if u.order then
     redis.call('HINCRBY', h, 'orders', 1)
-    redis.call('HINCRBYFLOAT', h, 'revenue', num(u.order))
+    money_add(h, 'revenue', u.order)
     hmin(h, 'first_purchase', ts)
     hmax(h, 'last_purchase', ts)
   end

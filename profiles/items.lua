@@ -7,6 +7,16 @@ local F_ITEM, F_AFF, F_CART = 'i:', 'a:', 'k:'
 local N_ITEM, N_AFF, N_CART = '#i', '#a', '#k'
 local F_SESSIONS, F_LAST_SESSION = 'ss', 'sl'
 
+-- A number as the shortest text that reads back as the same double (15 to 17 significant digits: 19.99, not
+-- 19.989999999999998 as HINCRBYFLOAT writes it).
+local function shortest(x)
+  for p = 15, 16 do
+    local s = string.format('%.' .. p .. 'g', x)
+    if tonumber(s) == x then return s end
+  end
+  return string.format('%.17g', x)
+end
+
 -- An entry: weight, time, purchase time or nil (an older engine's plain weight has time 0 until ecrm migrate-keys).
 local function item_parse(v)
   local w, t, p = string.match(v, '^(%S+) (%S+) (%S+)$')
@@ -19,7 +29,7 @@ end
 -- The entry of weight w, last time t and purchase time p (or nil).
 local function item_value(w, t, p)
   if p and p > t then t = p end
-  local v = string.format('%.17g', w) .. ' ' .. string.format('%d', t)
+  local v = shortest(w) .. ' ' .. string.format('%d', t)
   if p then v = v .. ' ' .. string.format('%d', p) end
   return v
 end
@@ -61,9 +71,16 @@ local function cart_add(h, item, d)
   return q
 end
 
--- Add inc to a category's affinity in hash h, kept to 10 significant digits (a ranking signal: 17 digits would
--- cost a profile ~8 bytes per category for nothing).
+-- Add inc to a category's affinity in hash h, kept to 6 significant digits (a ranking signal of a few categories:
+-- each digit more costs a profile a byte per category; an increment a millionth of the sum is lost).
 local function affinity_add(h, cat, inc)
   local cur = tonumber(redis.call('HGET', h, F_AFF .. cat)) or 0
-  field_set(h, F_AFF, N_AFF, cat, string.format('%.10g', cur + inc))
+  field_set(h, F_AFF, N_AFF, cat, string.format('%.6g', cur + inc))
+end
+
+-- Add x to the money field k of hash h (a double, written as its shortest exact text). Returns the new sum.
+local function money_add(h, k, x)
+  local v = (tonumber(redis.call('HGET', h, k)) or 0) + x
+  redis.call('HSET', h, k, shortest(v))
+  return v
 end

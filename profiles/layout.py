@@ -13,7 +13,7 @@ are told apart by their start. This module and ``profiles/items.lua`` (the same 
 | ``sl`` | digest of the last session id (8 hex digits of its SHA-1) |
 | ``i:<item>`` | ``"<summed weight> <last interaction (ms)>[ <last purchase (ms)>]"`` (recommender input; the newest
 are the recent items) |
-| ``a:<category>`` | forward-decayed affinity (``%.10g``) at landmark ``aff_L`` |
+| ``a:<category>`` | forward-decayed affinity (``%.6g``) at landmark ``aff_L`` |
 | ``k:<item>`` | cart quantity |
 | ``#i``, ``#a``, ``#k`` | how many ``i:``, ``a:``, ``k:`` fields there are (bounds checked without reading them) |
 
@@ -85,8 +85,7 @@ def item_fields(entries: Mapping[str, str]) -> dict[str, str]:
 
 
 def item_value(weight: float, ts_ms: int, bought_ms: int | None = None) -> str:
-    """An item's entry (the script writes the weight as ``%.17g``, Python's ``repr`` may be shorter: both parse to
-    the same float)."""
+    """An item's entry (the weight as the shortest text that reads back the same, as the script writes it)."""
     w = int(weight) if float(weight).is_integer() and abs(weight) < 2**53 else weight
     return f"{w!r} {int(ts_ms)}" + (f" {int(bought_ms)}" if bought_ms is not None else "")
 

@@ -170,10 +170,10 @@ PERSISTENT = ["--appendonly", "yes", "--appendfsync", "everysec", "--save", "360
 one change, five minutes with 100, a minute with 10,000."""
 
 
-PROFILE_HASHES = ["--hash-max-listpack-entries", "512", "--hash-max-listpack-value", "128"]
-"""A profile is one hash (profiles/layout.py): it stays a compact listpack up to 512 fields (about 480 items with
-their affinities, cart and counters) whose names and values hold at most 128 bytes (item ids up to 126 bytes);
-beyond, Valkey turns it into a hashtable (docs/deployment.md gives both costs)."""
+PROFILE_HASHES = ["--hash-max-listpack-entries", "1024", "--hash-max-listpack-value", "128"]
+"""A profile is one hash (profiles/layout.py): it stays a compact listpack up to 1,024 fields (a profile at every
+bound: 500 items, 100 categories, 100 cart lines and its counters, ~715) whose names and values hold at most 128
+bytes (item ids up to 126 bytes); beyond, Valkey turns it into a hashtable (docs/deployment.md gives both costs)."""
 
 
 def start_redis(
