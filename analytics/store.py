@@ -24,6 +24,7 @@ from core.errors import StoreUnavailable
 from core.keyspace import Keys
 from core.redis import redis_errors
 
+SESSIONS = "ss"  # a profile's session count: profiles/layout.py SESSIONS (a sibling library: not imported)
 PROFILE_FIELDS = (
     "orders",
     "revenue",
@@ -33,6 +34,7 @@ PROFILE_FIELDS = (
     "last_seen",
     "n:product_view",
     "n:page_view",
+    SESSIONS,
 )
 LIVE_FIELDS = ("orders", "revenue", "first_purchase", "last_purchase")
 _WRITE_CHUNK = 1000
@@ -69,9 +71,9 @@ def _money(value: str | None) -> float:
     return round(float(value), 6) if value else 0.0
 
 
-def profile_row(pid: str, values: list[str | None], sessions: int) -> ProfileRow:
+def profile_row(pid: str, values: list[str | None]) -> ProfileRow:
     """A :class:`ProfileRow` from the HMGET of :data:`PROFILE_FIELDS` (pure)."""
-    orders, revenue, first_p, last_p, first_s, last_s, n_pv, n_page = values
+    orders, revenue, first_p, last_p, first_s, last_s, n_pv, n_page, sessions = values
     return ProfileRow(
         pid=pid,
         orders=_int(orders) or 0,
@@ -81,7 +83,7 @@ def profile_row(pid: str, values: list[str | None], sessions: int) -> ProfileRow
         first_seen_ms=_int(first_s),
         last_seen_ms=_int(last_s),
         views=(_int(n_pv) or 0) + (_int(n_page) or 0),
-        sessions=int(sessions),
+        sessions=_int(sessions) or 0,
     )
 
 
@@ -126,14 +128,12 @@ class AnalyticsStore:
             async with self.client.pipeline(transaction=False) as pipe:
                 for pid in pids:
                     pipe.hmget(self.keys.profile(pid), PROFILE_FIELDS)
-                    pipe.execute_command("PFCOUNT", self.keys.sessions(pid))  # (a cluster pipeline refuses .pfcount)
                 replies = await pipe.execute()
         rows = []
         gone: list[str] = []
-        for i, pid in enumerate(pids):
-            values, sessions = replies[2 * i], replies[2 * i + 1]
+        for pid, values in zip(pids, replies, strict=True):
             if any(v is not None for v in values):
-                rows.append(profile_row(pid, values, sessions))
+                rows.append(profile_row(pid, values))
             else:  # merged away or expired (ECRM_PROFILE_TTL_DAYS) since it was indexed
                 gone.append(pid)
         if gone:

@@ -32,7 +32,7 @@ class Stock:
 
 
 class RequestReads:
-    """One pipeline per request: the profile's four hashes and the out-of-stock set (or its size)."""
+    """One pipeline per request: the profile's hash (the whole profile) and the out-of-stock set (or its size)."""
 
     def __init__(self, store: ProfileStore) -> None:
         self.store = store

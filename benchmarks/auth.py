@@ -30,7 +30,7 @@ from benchmarks.recommender import synthetic_log, write_log
 from core.kafka import ensure_topics
 from core.keyspace import Keys
 from core.settings import Settings, isolated
-from profiles.layout import item_value
+from profiles.layout import item_fields, item_value
 from runtime.local import spawn_role, stop_process, wait_ready
 from trainer.training import train_once
 
@@ -64,8 +64,10 @@ def _prepare(settings: Settings, items: int, echo: Echo) -> None:
     pipe = r.pipeline(transaction=False)
     rng = np.random.default_rng(2)
     for c in range(CUSTOMERS):
-        for j, i in enumerate(rng.integers(0, items, 20).tolist()):
-            pipe.hset(keys.items(f"c:bench{c}"), f"i{i}", item_value(1.0, 1_790_000_000_000 + j))
+        entries = {
+            f"i{i}": item_value(1.0, 1_790_000_000_000 + j) for j, i in enumerate(rng.integers(0, items, 20).tolist())
+        }
+        pipe.hset(keys.profile(f"c:bench{c}"), mapping=item_fields(entries))
     pipe.execute()
 
 

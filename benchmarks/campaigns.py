@@ -25,7 +25,7 @@ from benchmarks.recommender import synthetic_log, write_log
 from core.keyspace import Keys
 from core.redis import connect_sync
 from core.settings import Settings, isolated
-from profiles.layout import item_value
+from profiles.layout import item_fields, item_value
 from runtime.local import spawn_role, stop_process, wait_ready
 from trainer.training import train_once
 
@@ -87,8 +87,10 @@ def _prepare(settings: Settings, items: int, echo: Echo) -> None:
     rng = np.random.default_rng(2)
     pipe = r.pipeline(transaction=False)
     for c in range(CUSTOMERS):
-        for j, i in enumerate(rng.integers(0, items, 20).tolist()):
-            pipe.hset(keys.items(f"c:bench{c}"), f"i{i}", item_value(1.0, 1_790_000_000_000 + j))
+        entries = {
+            f"i{i}": item_value(1.0, 1_790_000_000_000 + j) for j, i in enumerate(rng.integers(0, items, 20).tolist())
+        }
+        pipe.hset(keys.profile(f"c:bench{c}"), mapping=item_fields(entries))
     pipe.execute()
 
 

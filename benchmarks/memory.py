@@ -13,7 +13,10 @@ also outside its own keys (its entries in the training log and in the profiles i
 * **within the window** (``bytes_per_profile_in_window``): right after the events, de-duplication sets included (a
   single node's set; on a Redis Cluster each event has a marker key of its own, kept ``ECRM_DEDUPE_TTL_DAYS``).
 
-A sample of profiles is weighed key by key (``MEMORY USAGE``, within the window) to say what dominates.
+A sample of profiles is weighed key by key (``MEMORY USAGE``, within the window) to say what dominates, and the
+profile's hash field by field (``hash_fields``: what each kind of field takes of the hash's listpack, from the
+listpack's encoding of each name and value; the rest of ``MEMORY USAGE`` is the key itself and the listpack's
+header). ``hash_encoding`` says how many sampled hashes are listpacks (the compact form).
 """
 
 from __future__ import annotations
@@ -27,9 +30,10 @@ from dataclasses import dataclass, field
 
 import redis
 
-from core.keyspace import PROFILE_SUFFIXES, ProfileId
+from core.keyspace import ProfileId
 from core.redis import connect, connect_sync
 from core.settings import Settings, isolated
+from profiles.layout import AFFINITY, CART, ITEM, LAST_SESSION, SESSIONS
 from profiles.store import ProfileStore
 from profiles.updates import DIRECT, CartChange, CatalogueUpdate, Interaction, Plan
 
@@ -37,7 +41,6 @@ Echo = Callable[[str], None]
 GIB = 1024**3
 CATALOGUE = 10_000
 BASE_TS = 1_790_000_000_000
-PARTS = ("hash", *PROFILE_SUFFIXES)
 TARGET_GIB_PER_MILLION = 0.75  # issue 20
 
 
@@ -49,6 +52,8 @@ class MemoryFigures:
     bytes_per_profile: float  # at rest: the de-duplication window passed
     bytes_per_profile_in_window: float = 0.0  # right after the events: de-duplication sets included
     parts: dict[str, float] = field(default_factory=dict)  # bytes per profile by kind of key (sampled)
+    hash_fields: dict[str, float] = field(default_factory=dict)  # listpack bytes per profile by kind of field
+    hash_encoding: dict[str, int] = field(default_factory=dict)  # sampled hashes per encoding
     used_memory_bytes: int = 0
     load_avg: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
@@ -71,6 +76,9 @@ class MemoryFigures:
             "by kind of key (sampled within the window, MEMORY USAGE, bytes per profile):",
         ]
         out += [f"  {name:<24}{size:10.0f}" for name, size in sorted(self.parts.items(), key=lambda kv: -kv[1])]
+        encodings = ", ".join(f"{n} {enc}" for enc, n in sorted(self.hash_encoding.items()))
+        out.append(f"the profile hash by kind of field (listpack bytes per profile; sampled hashes: {encodings}):")
+        out += [f"  {name:<24}{size:10.0f}" for name, size in sorted(self.hash_fields.items(), key=lambda kv: -kv[1])]
         return out
 
     def as_json(self) -> dict[str, object]:
@@ -85,6 +93,8 @@ class MemoryFigures:
             "bytes_per_profile_in_window": round(self.bytes_per_profile_in_window, 1),
             "gib_per_million_in_window": round(self.bytes_per_profile_in_window * 1_000_000 / GIB, 4),
             "parts": {name: round(size, 1) for name, size in self.parts.items()},
+            "hash_fields": {name: round(size, 1) for name, size in self.hash_fields.items()},
+            "hash_encoding": dict(self.hash_encoding),
             "used_memory_bytes": self.used_memory_bytes,
             "load_avg": list(self.load_avg),
         }
@@ -146,18 +156,68 @@ def used_memory(r: redis.Redis) -> int:
     return int(r.info("memory")["used_memory"])
 
 
+def _int64(text: str) -> int | None:
+    """The integer a listpack stores ``text`` as, or None when it stays a string (not an exact canonical int64)."""
+    if not text or len(text) > 20 or text != text.strip() or (text[0] == "0" and len(text) > 1) or text == "-0":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        return None
+    return value if -(2**63) <= value < 2**63 and str(value) == text else None
+
+
+def listpack_entry_bytes(text: str) -> int:
+    """The bytes of one listpack entry holding ``text`` (its encoding, data and back-length; pure)."""
+    value = _int64(text)
+    if value is not None:
+        for bits, size in ((7, 1), (13, 2), (16, 3), (24, 4), (32, 5), (64, 9)):
+            low, high = (0, 127) if bits == 7 else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+            if low <= value <= high:
+                return size + 1
+    n = len(text.encode())
+    size = (1 if n < 64 else 2 if n < 4096 else 5) + n
+    return size + (1 if size < 128 else 2 if size < 16_384 else 3 if size < 2_097_152 else 4)
+
+
+def field_kind(name: str) -> str:
+    """A profile hash field's kind, for the breakdown (profiles/layout.py)."""
+    kinds = {ITEM: "items (i:)", AFFINITY: "affinities (a:)", CART: "cart (k:)"}
+    if name[:2] in kinds:
+        return kinds[name[:2]]
+    if name in (SESSIONS, LAST_SESSION):
+        return "sessions (ss, sl)"
+    if name.startswith("#"):
+        return "counts (#i, #a, #k)"
+    return "counters and times"
+
+
 def weigh_sample(r: redis.Redis, store: ProfileStore, sample: list[int], events: int) -> dict[str, float]:
     """Bytes per profile by kind of key, from ``MEMORY USAGE`` of every key of the sampled profiles."""
     totals: dict[str, float] = defaultdict(float)
     for profile in sample:
         pid = ProfileId("c", f"cust-{profile:07d}")
-        for part, key in zip(PARTS, store.keys.profile_keys(pid), strict=True):
-            totals[part] += r.memory_usage(key, samples=0) or 0
+        totals["profile hash"] += r.memory_usage(store.keys.profile(pid), samples=0) or 0
         markers = [store.keys.seen(pid, DIRECT, event_id(profile, k)) for k in range(events)]  # on a cluster
         markers.append(store.keys.seen_set(pid))  # on a single node
         totals["dedupe markers"] += sum(r.memory_usage(k, samples=0) or 0 for k in markers)
         totals["visitors set"] += r.memory_usage(store.keys.visitors(pid.ident), samples=0) or 0
     return {part: size / len(sample) for part, size in totals.items()}
+
+
+def weigh_fields(r: redis.Redis, store: ProfileStore, sample: list[int]) -> tuple[dict[str, float], dict[str, int]]:
+    """Listpack bytes per profile by kind of field of the sampled hashes, and how many hashes per encoding."""
+    totals: dict[str, float] = defaultdict(float)
+    encodings: dict[str, int] = defaultdict(int)
+    for profile in sample:
+        key = store.keys.profile(ProfileId("c", f"cust-{profile:07d}"))
+        encoding = r.object("encoding", key)
+        encodings[encoding.decode() if isinstance(encoding, bytes) else str(encoding)] += 1
+        for name, value in r.hgetall(key).items():
+            name_s = name.decode() if isinstance(name, bytes) else str(name)
+            value_s = value.decode() if isinstance(value, bytes) else str(value)
+            totals[field_kind(name_s)] += listpack_entry_bytes(name_s) + listpack_entry_bytes(value_s)
+    return {kind: size / len(sample) for kind, size in totals.items()}, dict(encodings)
 
 
 def bench_memory(base: Settings, profiles: int, events: int, items: int, echo: Echo) -> MemoryFigures:
@@ -180,6 +240,7 @@ def bench_memory(base: Settings, profiles: int, events: int, items: int, echo: E
         sample = list(range(0, profiles, max(profiles // 200, 1)))
         echo(f"  used_memory grew by {after - before} bytes; weighing a sample of {len(sample)} profiles ...")
         parts = weigh_sample(r, store, sample, events)
+        fields, encodings = weigh_fields(r, store, sample)
         log_bytes = r.memory_usage(store.keys.interactions, samples=0) or 0
         parts["training log share"] = log_bytes / profiles
         parts["profiles index share"] = (r.memory_usage(store.keys.profiles, samples=0) or 0) / profiles
@@ -194,7 +255,15 @@ def bench_memory(base: Settings, profiles: int, events: int, items: int, echo: E
         at_rest = used_memory(r)
         await store.client.aclose()
         return MemoryFigures(
-            profiles, events, items, (at_rest - before) / profiles, (after - before) / profiles, parts, at_rest
+            profiles,
+            events,
+            items,
+            (at_rest - before) / profiles,
+            (after - before) / profiles,
+            parts,
+            fields,
+            encodings,
+            at_rest,
         )
 
     figures = asyncio.run(run())

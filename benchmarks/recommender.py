@@ -34,7 +34,7 @@ from core.keyspace import Keys
 from core.redis import connect_sync
 from core.registry import Registry
 from core.settings import Settings, isolated
-from profiles.layout import item_value
+from profiles.layout import item_fields, item_value
 from runtime.local import spawn_role, stop_process, wait_ready
 from trainer.training import TrainingResult, train_once
 
@@ -206,8 +206,8 @@ def _bench_api(
     rng = np.random.default_rng(2)
     for c in range(customers):
         hist = rng.integers(0, items, 20)
-        for j, i in enumerate(hist.tolist()):
-            pipe.hset(keys.items(f"c:bench{c}"), f"i{i}", item_value(1.0, 1_790_000_000_000 + j))
+        entries = {f"i{i}": item_value(1.0, 1_790_000_000_000 + j) for j, i in enumerate(hist.tolist())}
+        pipe.hset(keys.profile(f"c:bench{c}"), mapping=item_fields(entries))
     pipe.execute()
     proc = spawn_role(["api", "--port", str(port), "--workers", str(workers)], settings)
     try:

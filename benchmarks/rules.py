@@ -26,7 +26,7 @@ from core.redis import connect_sync
 from core.settings import Settings, isolated
 from merchandising.engine import Candidate, Context, apply_rules
 from merchandising.rules import ItemInfo, RuleSet, parse_rules
-from profiles.layout import item_value
+from profiles.layout import item_fields, item_value
 from runtime.local import spawn_role, stop_process, wait_ready
 from trainer.training import train_once
 
@@ -138,8 +138,10 @@ def bench_rules(base: Settings, port: int, items: int, rps: float, seconds: floa
     rng = np.random.default_rng(2)
     customers = 2000
     for c in range(customers):
-        for j, i in enumerate(rng.integers(0, items, 20).tolist()):
-            pipe.hset(keys.items(f"c:bench{c}"), f"i{i}", item_value(1.0, 1_790_000_000_000 + j))
+        entries = {
+            f"i{i}": item_value(1.0, 1_790_000_000_000 + j) for j, i in enumerate(rng.integers(0, items, 20).tolist())
+        }
+        pipe.hset(keys.profile(f"c:bench{c}"), mapping=item_fields(entries))
     pipe.execute()
     figures: dict[bool, tuple[float, float]] = {}
     base_url = f"http://127.0.0.1:{port}"

@@ -7,7 +7,7 @@ the Lua scripts touch (they get them as ``KEYS``, never build one).
 
 **Ids in key names are encoded** (:func:`encode_id`: percent-encoding of everything but letters, digits and
 ``-._~``), so no id, whatever it holds (``:``, ``{``, ``}``, ``%``, a tab, a newline, any unicode), can name
-another profile's key or a global key: ``victim:cart`` is ``c:victim%3Acart``, not ``victim``'s cart.
+another profile's key or a global key: ``victim:erased`` is ``c:victim%3Aerased``, not ``victim``'s tombstone.
 
 **Hash tags.** All keys of one profile share the hash tag ``{<kind>:<encoded id>}``, so one profile's updates touch
 one Redis Cluster slot; an item's keys share ``{<encoded id>}``; every key across profiles (indexes, rankings, the
@@ -17,12 +17,11 @@ promotion and an analytics publication. On a single node the tags change nothing
 
 | key | type | holds |
 |---|---|---|
-| ``{p}:p:{T}`` | hash | counts ``n:<type>``, ``first_seen``, ``last_seen``, ``orders``, ``revenue``, ... |
-| ``{p}:p:{T}:cart`` | hash | item -> quantity |
-| ``{p}:p:{T}:aff`` | hash | category -> forward-decayed affinity (landmark ``aff_L`` in the profile hash) |
-| ``{p}:p:{T}:items`` | hash | item -> ``"<summed interaction weight> <last interaction time (ms)>[ <last purchase
-time (ms)>]"`` (recommender input; the newest are the recent items; purchases for re-buy windows) |
-| ``{p}:p:{T}:sess`` | HyperLogLog | session ids |
+| ``{p}:p:{T}`` | hash | the whole profile, one key (fields: profiles/layout.py): counts ``n:<type>``, ``first_seen``,
+``last_seen``, ``orders``, ``revenue``, ..., sessions ``ss`` (count) and ``sl`` (the last one's digest), items
+``i:<item>`` -> ``"<summed weight> <last time (ms)>[ <last purchase time (ms)>]"``, affinities ``a:<category>`` ->
+forward-decayed affinity (landmark ``aff_L``), cart lines ``k:<item>`` -> quantity, and their counts ``#i``, ``#a``,
+``#k`` |
 | ``{p}:p:{T}:seen`` | zset | single node: de-duplication set, ``marker_digest(S, E)`` -> when applied, for the
 window ``ECRM_DEDUPE_WINDOW_S``, bounded |
 | ``{p}:p:{T}:seen:{S}:{E}`` | string | cluster: de-duplication marker of an event from sender ``S`` (TTL; see (*)) |
@@ -80,18 +79,20 @@ from functools import lru_cache
 from typing import Literal
 from urllib.parse import quote, unquote
 
-KEY_LAYOUT_VERSION = 3
+KEY_LAYOUT_VERSION = 4
 """The version of this key layout, written in backups and data folders (``ecrm migrate-keys`` upgrades the older):
 1 before the global hash tag ``{g}`` and the per-profile de-duplication set, 2 with the item times and purchases in
-keys apart (``recent``, ``items_ts``, ``bought``), 3 since they are in ``items``."""
+keys apart (``recent``, ``items_ts``, ``bought``), 3 with them in ``items`` beside ``cart``, ``aff`` and ``sess``
+(a HyperLogLog), 4 since a profile is one hash (its items, cart, affinities and sessions are fields of it)."""
 CLUSTER_LAYOUT_VERSION = 2
 """The first key layout a Redis Cluster can hold (and upgrade)."""
 TRENDING_ERA_HALF_LIVES = 64  # one era spans this many half-lives: stored scores stay within 2**±64
 PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
 ProfileKind = Literal["c", "a"]
-PROFILE_SUFFIXES: tuple[str, ...] = ("cart", "aff", "items", "sess")
-LEGACY_PROFILE_SUFFIXES: tuple[str, ...] = ("recent", "items_ts", "bought")  # older engines'; migrate-keys folds them
+LEGACY_PROFILE_SUFFIXES: tuple[str, ...] = ("cart", "aff", "items", "sess", "recent", "items_ts", "bought")
+"""A profile's keys older engines wrote beside its hash (layout 3: ``cart``, ``aff``, ``items``, ``sess``; before:
+``recent``, ``items_ts``, ``bought``): ``ecrm migrate-keys`` folds them into the hash, erasure deletes them too."""
 
 
 @lru_cache(maxsize=65_536)
@@ -181,19 +182,25 @@ def legacy_marker(prefix: str, key: str) -> tuple[str, str] | None:
     return f"{head}p:{tag}:seen", marker_digest(unquote(source), unquote(event_id))
 
 
-_PROFILE_KEY = re.compile(r"^p:(\{[ca]:[^{}:]*\}):(recent|items_ts|bought|seen)$")
+_PROFILE_KEY = re.compile(r"^p:(\{[ca]:[^{}:]*\}):(" + "|".join(LEGACY_PROFILE_SUFFIXES) + r"|seen)$")
 
 
 def legacy_profile_key(prefix: str, key: str) -> tuple[str, str] | None:
-    """A profile key ``ecrm migrate-keys`` upgrades: an older engine's item times (``("recent", items key)``, a
-    sorted set, or ``("items_ts", items key)``, a hash) or purchase times (``("bought", items key)``), folded into
-    ``items``, or a de-duplication set (``("seen", key)``: cut to the window), None for any other key (pure)."""
+    """A profile key ``ecrm migrate-keys`` upgrades: an older engine's key beside the profile hash
+    (:data:`LEGACY_PROFILE_SUFFIXES`: ``(suffix, the profile hash)``, folded into the hash), or a de-duplication set
+    (``("seen", key)``: cut to the window), None for any other key (pure)."""
     head = f"{prefix}:"
     found = _PROFILE_KEY.match(key[len(head) :]) if key.startswith(head) else None
     if found is None:
         return None
     tag, kind = found.groups()
-    return (kind, key) if kind == "seen" else (kind, f"{head}p:{tag}:items")
+    return (kind, key) if kind == "seen" else (kind, f"{head}p:{tag}")
+
+
+def legacy_siblings(profile_key: str) -> list[str]:
+    """The keys older engines kept beside the profile hash ``profile_key`` (:data:`LEGACY_PROFILE_SUFFIXES`, in
+    that order; pure)."""
+    return [f"{profile_key}:{suffix}" for suffix in LEGACY_PROFILE_SUFFIXES]
 
 
 def trending_era(ts_ms: int, half_life_ms: float) -> int:
@@ -224,42 +231,16 @@ class Keys:
     def profile(self, pid: str | ProfileId) -> str:
         return self._p(pid)
 
-    def recent(self, pid: str | ProfileId) -> str:
-        """Older engines' recent items (a zset, item -> time): ``ecrm migrate-keys`` folds it into ``items`` and
-        deletes it; erasure deletes it too."""
-        return f"{self._p(pid)}:recent"
-
-    def cart(self, pid: str | ProfileId) -> str:
-        return f"{self._p(pid)}:cart"
-
-    def affinity(self, pid: str | ProfileId) -> str:
-        return f"{self._p(pid)}:aff"
-
-    def items(self, pid: str | ProfileId) -> str:
-        return f"{self._p(pid)}:items"
-
-    def items_ts(self, pid: str | ProfileId) -> str:
-        """Older engines' item times (a hash, item -> time): ``ecrm migrate-keys`` folds it into ``items`` and
-        deletes it; erasure deletes it too."""
-        return f"{self._p(pid)}:items_ts"
-
-    def bought(self, pid: str | ProfileId) -> str:
-        """Older engines' purchases (a hash, item -> last purchase time): ``ecrm migrate-keys`` folds it into
-        ``items`` and deletes it; erasure deletes it too."""
-        return f"{self._p(pid)}:bought"
-
-    def sessions(self, pid: str | ProfileId) -> str:
-        return f"{self._p(pid)}:sess"
-
-    def profile_keys(self, pid: str | ProfileId) -> list[str]:
-        """The hash and every suffixed key of a profile, in the order :data:`PROFILE_SUFFIXES` (the Lua contract)."""
-        base = self._p(pid)
-        return [base, *(f"{base}:{suffix}" for suffix in PROFILE_SUFFIXES)]
+    def legacy(self, pid: str | ProfileId, suffix: str) -> str:
+        """A key an older engine wrote beside the profile hash (``suffix`` one of :data:`LEGACY_PROFILE_SUFFIXES`):
+        only ``ecrm migrate-keys`` (which folds it into the hash and deletes it) and erasure name it."""
+        if suffix not in LEGACY_PROFILE_SUFFIXES:
+            raise ValueError(f"not an older profile key: {suffix!r}")
+        return f"{self._p(pid)}:{suffix}"
 
     def legacy_profile_keys(self, pid: str | ProfileId) -> list[str]:
         """A profile's keys only older engines wrote (:data:`LEGACY_PROFILE_SUFFIXES`): erasure deletes them too."""
-        base = self._p(pid)
-        return [f"{base}:{suffix}" for suffix in LEGACY_PROFILE_SUFFIXES]
+        return legacy_siblings(self._p(pid))
 
     def seen(self, pid: str | ProfileId, source: str, event_id: str) -> str:
         """De-duplication marker of an event of a profile, in its sender's namespace (``source``): a key of its own,

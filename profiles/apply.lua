@@ -52,10 +52,8 @@ local function num(x) return string.format('%.17g', x) end
 local function int(x) return string.format('%d', x) end
 local function finite(x) return type(x) == 'number' and x == x and x ~= math.huge and x ~= -math.huge end
 
--- A profile's keys start at index b: hash, cart, aff, items, sess. `items` holds per item its summed weight, last
--- time and, once bought, last purchase time: '<weight> <time ms>[ <purchase ms>]' (the recent items are the newest).
-local HASH, CART, AFF, ITEMS, SESS = 0, 1, 2, 3, 4
-local function pk(b, which) return KEYS[b + which] end
+-- A profile is one hash, KEYS[b]: its fields (items 'i:', affinities 'a:', cart lines 'k:', their counts, sessions)
+-- are written by the functions of items.lua (joined before this file; profiles/layout.py documents them).
 
 local function hmin(key, field, v)
   local cur = tonumber(redis.call('HGET', key, field))
@@ -66,28 +64,11 @@ local function hmax(key, field, v)
   if (not cur) or v > cur then redis.call('HSET', key, field, int(v)) end
 end
 
--- An item's entry in `items`: item_parse / item_value (items.lua, joined before this file).
-local function item_get(b, item)
-  local v = redis.call('HGET', pk(b, ITEMS), item)
-  if not v then return nil, nil, nil end
-  return item_parse(v)
-end
-local function later(x, y)
-  if x and ((not y) or x > y) then return x end
-  return y
-end
--- Add weight w at time ts (and a purchase at time bt, or nil) to an item: the later times kept.
-local function item_add(b, item, w, ts, bt)
-  local w0, t0, b0 = item_get(b, item)
-  ts, bt = later(ts, t0), later(bt, b0)
-  redis.call('HSET', pk(b, ITEMS), item, item_value((w0 or 0) + w, ts, bt))  -- (a purchase is an interaction)
-end
-
--- A category's forward-decayed affinity, kept to 10 significant digits (a ranking signal: the 17 of HINCRBYFLOAT
--- cost a profile ~8 bytes per category for nothing).
-local function add_decayed(b, cat, inc)
-  local cur = tonumber(redis.call('HGET', pk(b, AFF), cat)) or 0
-  redis.call('HSET', pk(b, AFF), cat, string.format('%.10g', cur + inc))
+-- An item's weight in a profile (nil: no entry).
+local function item_weight(b, item)
+  local v = redis.call('HGET', KEYS[b], F_ITEM .. item)
+  if not v then return nil end
+  return (item_parse(v))
 end
 
 -- The global effects of the plan being applied, in order (numbers as exact strings):
@@ -103,7 +84,7 @@ local function emit(op) G[#G + 1] = op end
 -- ----- checks: every value a plan would write, before its first write -----
 
 local function affinity_landmark(b, ts)
-  return tonumber(redis.call('HGET', pk(b, HASH), 'aff_L')) or ts
+  return tonumber(redis.call('HGET', KEYS[b], 'aff_L')) or ts
 end
 
 local function refusal(u)
@@ -115,7 +96,7 @@ local function refusal(u)
   end
   if u.order then
     if not finite(u.order) or u.order < 0 then return 'revenue must be a finite number >= 0' end
-    local cur = tonumber(redis.call('HGET', pk(u.P, HASH), 'revenue')) or 0
+    local cur = tonumber(redis.call('HGET', KEYS[u.P], 'revenue')) or 0
     if not finite(cur + u.order) then return 'revenue would overflow the profile total' end
     if u.cp and not finite((cur + u.order) * (cur + u.order)) then return 'revenue too large for the campaign counters' end
   end
@@ -124,18 +105,18 @@ local function refusal(u)
     for _, it in ipairs(u.items) do
       local w, era = it[3], it[5]
       if not finite(w) then return 'interaction weight of ' .. it[1] .. ' is not finite' end
-      local cur = item_get(u.P, it[1])
+      local cur = item_weight(u.P, it[1])
       if cur and not finite(cur + w) then return 'interaction weight of ' .. it[1] .. ' would overflow' end
       if not finite(w * math.pow(2, (u.ts - L) / aff_h)) then return 'timestamp too far from the profile history' end
       if not finite(w * math.pow(2, (u.ts - era * era_ms) / tr_h)) then return 'timestamp outside the trending era' end
     end
   end
   if u.cart then
-    local lines = redis.call('HLEN', pk(u.P, CART))
+    local lines = tonumber(redis.call('HGET', KEYS[u.P], N_CART)) or 0
     for _, c in ipairs(u.cart) do
       local item, d = c[1], c[2]
       if not finite(d) or d ~= math.floor(d) then return 'cart quantity of ' .. item .. ' is not an integer' end
-      local cur = tonumber(redis.call('HGET', pk(u.P, CART), item))
+      local cur = tonumber(redis.call('HGET', KEYS[u.P], F_CART .. item))
       if cur and math.abs(cur + d) > MAX_INT then return 'cart quantity of ' .. item .. ' would overflow' end
       if (not cur) and d > 0 then
         lines = lines + 1
@@ -160,104 +141,127 @@ end
 
 -- ----- bounds: per-profile structures keep their newest entries -----
 
--- Past max entries, keep the newest 90% of a profile's hash `which` (item -> time, or `items`: its entries' times).
-local function trim_by_time(b, which, max)
-  if redis.call('HLEN', pk(b, which)) <= max then return end
-  local h = redis.call('HGETALL', pk(b, which))
+-- The fields of hash h starting with prefix: {name without the prefix, value} rows.
+local function fields_of(h, prefix)
+  local all = redis.call('HGETALL', h)
   local rows = {}
-  for i = 1, #h, 2 do
-    local t = tonumber(h[i + 1])
-    if which == ITEMS then t = select(2, item_parse(h[i + 1])) end
-    rows[#rows + 1] = {h[i], t or 0}
+  for i = 1, #all, 2 do
+    if string.sub(all[i], 1, 2) == prefix then rows[#rows + 1] = {string.sub(all[i], 3), all[i + 1]} end
   end
-  table.sort(rows, function(x, y) return x[2] > y[2] end)
-  for i = math.floor(max * 0.9) + 1, #rows do redis.call('HDEL', pk(b, which), rows[i][1]) end
+  return rows
 end
 
-local function trim_categories(b)
-  if redis.call('HLEN', pk(b, AFF)) <= cats_max then return end
-  local h = redis.call('HGETALL', pk(b, AFF))
-  local rows = {}
-  for i = 1, #h, 2 do rows[#rows + 1] = {h[i], tonumber(h[i + 1]) or 0} end
-  table.sort(rows, function(x, y) return x[2] > y[2] end)
-  for i = math.floor(cats_max * 0.9) + 1, #rows do redis.call('HDEL', pk(b, AFF), rows[i][1]) end
+-- Past max fields of a kind (prefix, its count field n), keep the 90% of greatest key(value): the newest items, the
+-- strongest categories. The count is set again from what is there (nothing read otherwise: the count decides).
+local function trim(b, prefix, n, max, key)
+  local h = KEYS[b]
+  if (tonumber(redis.call('HGET', h, n)) or 0) <= max then return end
+  local rows = fields_of(h, prefix)
+  for _, r in ipairs(rows) do r[3] = key(r[2]) or 0 end
+  table.sort(rows, function(x, y) return x[3] > y[3] end)
+  local keep = math.min(#rows, math.floor(max * 0.9))
+  for i = keep + 1, #rows do redis.call('HDEL', h, prefix .. rows[i][1]) end
+  redis.call('HSET', h, n, keep)
 end
+local function item_time(v) return select(2, item_parse(v)) end
+local function trim_items(b) trim(b, F_ITEM, N_ITEM, items_max, item_time) end
+local function trim_categories(b) trim(b, F_AFF, N_AFF, cats_max, tonumber) end
 
 local function keep_alive(b, extra, anonymous)
   local t = profile_ttl
   if anonymous then t = anon_ttl end
   if t <= 0 then return end
-  for which = HASH, SESS do redis.call('PEXPIRE', pk(b, which), t) end
+  redis.call('PEXPIRE', KEYS[b], t)
   for _, k in ipairs(extra or {}) do redis.call('PEXPIRE', KEYS[k], t) end
 end
 
 -- ----- effects -----
 
-local function hex(s) return (string.gsub(s, '.', function(c) return string.format('%02x', string.byte(c)) end)) end
 local function unhex(h) return (string.gsub(h, '..', function(x) return string.char(tonumber(x, 16)) end)) end
 
--- A visitor's profile (keys from s, campaign hash camp) as data, deleted from its slot: what a login merges into
--- the customer's. The session HyperLogLog travels as hex.
+-- A visitor's profile (hash KEYS[s], campaign hash camp) as data, deleted from its slot: what a login merges into
+-- the customer's.
 local function take_profile(s, camp)
-  local sess = redis.call('GET', pk(s, SESS))
-  local v = {
-    h = redis.call('HGETALL', pk(s, HASH)), aff = redis.call('HGETALL', pk(s, AFF)),
-    items = redis.call('HGETALL', pk(s, ITEMS)),
-    cart = redis.call('HGETALL', pk(s, CART)),
-    sess = sess and hex(sess) or '', camp = redis.call('HGETALL', KEYS[camp]),
-  }
-  redis.call('DEL', KEYS[camp])
-  for which = HASH, SESS do redis.call('DEL', pk(s, which)) end
+  local v = {h = redis.call('HGETALL', KEYS[s]), camp = redis.call('HGETALL', KEYS[camp])}
+  redis.call('DEL', KEYS[camp], KEYS[s])
   return v
 end
 
--- Merge a visitor's profile v (from take_profile; id spid) into a customer's (keys from d, id dpid).
--- camp_dst: the customer's campaign hash; tmp: a scratch key of the customer's slot (for the sessions).
+-- Count a session: one more when its digest differs from the last one's (a return to an older session counts
+-- again: profiles/layout.py).
+local function session_seen(h, s)
+  local d = string.sub(redis.sha1hex(s), 1, 8)
+  if redis.call('HGET', h, F_LAST_SESSION) ~= d then
+    redis.call('HSET', h, F_LAST_SESSION, d)
+    redis.call('HINCRBY', h, F_SESSIONS, 1)
+  end
+end
+
+-- Merge a visitor's profile v (from take_profile; id spid) into a customer's (hash KEYS[d], id dpid), field by
+-- field: counts add, first times the earlier, last times the later, items as item_fold, affinities brought to the
+-- customer's landmark, cart quantities add, session counts add (the last session: the one of whoever was seen
+-- last). camp_dst: the customer's campaign hash; tmp: a scratch key of the customer's slot (an older engine's
+-- hand-off of a HyperLogLog).
 local function merge_from(v, spid, d, dpid, camp_dst, tmp)
   for i = 1, #v.camp, 2 do redis.call('HSETNX', KEYS[camp_dst], v.camp[i], v.camp[i + 1]) end
   local f = v.h
   if #f == 0 then return end
-  local dh = pk(d, HASH)
-  local src_L
-  for i = 1, #f, 2 do if f[i] == 'aff_L' then src_L = tonumber(f[i + 1]) end end
-  local dst_L = tonumber(redis.call('HGET', dh, 'aff_L'))
+  local dh = KEYS[d]
+  local src = {}
+  for i = 1, #f, 2 do src[f[i]] = f[i + 1] end
+  local src_L = tonumber(src['aff_L'])
+  local dst = redis.call('HMGET', dh, 'aff_L', 'last_seen')
+  local dst_L = tonumber(dst[1])
   if src_L and not dst_L then
     redis.call('HSET', dh, 'aff_L', int(src_L))
     dst_L = src_L
   end
+  local factor = 1
+  if src_L then factor = math.pow(2, (src_L - dst_L) / aff_h) end
+  if src[F_LAST_SESSION] and (tonumber(src['last_seen']) or 0) >= (tonumber(dst[2]) or 0) then
+    redis.call('HSET', dh, F_LAST_SESSION, src[F_LAST_SESSION])
+  end
   for i = 1, #f, 2 do
     local k, x = f[i], f[i + 1]
-    if string.sub(k, 1, 2) == 'n:' or k == 'orders' then
+    local kind = string.sub(k, 1, 2)
+    if kind == F_ITEM then
+      local w, t, bt = item_parse(x)
+      item_fold(dh, string.sub(k, 3), w, t, bt)
+    elseif kind == F_AFF then
+      if src_L then affinity_add(dh, string.sub(k, 3), tonumber(x) * factor) end
+    elseif kind == F_CART then
+      cart_add(dh, string.sub(k, 3), tonumber(x))
+    elseif kind == 'n:' or k == 'orders' or k == F_SESSIONS then
       redis.call('HINCRBY', dh, k, x)
     elseif k == 'revenue' then
-      redis.call('HINCRBYFLOAT', dh, k, x)
+      money_add(dh, k, tonumber(x))
     elseif k == 'first_seen' or k == 'first_purchase' then
       hmin(dh, k, tonumber(x))
     elseif k == 'last_seen' or k == 'last_purchase' then
       hmax(dh, k, tonumber(x))
     end
   end
+  -- a hand-off written by an older engine (Redis Cluster, key layout 3 or before): the keys beside the hash
   if src_L then
-    local factor = math.pow(2, (src_L - dst_L) / aff_h)
-    for i = 1, #v.aff, 2 do add_decayed(d, v.aff[i], tonumber(v.aff[i + 1]) * factor) end
+    for i = 1, #(v.aff or {}), 2 do affinity_add(dh, v.aff[i], tonumber(v.aff[i + 1]) * factor) end
   end
-  for i = 1, #v.items, 2 do
+  for i = 1, #(v.items or {}), 2 do
     local w, t, bt = item_parse(v.items[i + 1])
-    item_add(d, v.items[i], w, t, bt)
+    item_fold(dh, v.items[i], w, t, bt)
   end
-  -- a hand-off written by an older engine (Redis Cluster): item times and purchases apart
   for _, older in ipairs({v.items_ts or {}, v.recent or {}}) do
-    for i = 1, #older, 2 do item_add(d, older[i], 0, tonumber(older[i + 1]), nil) end
+    for i = 1, #older, 2 do item_fold(dh, older[i], 0, tonumber(older[i + 1]), nil) end
   end
   local bought = v.bought or {}
-  for i = 1, #bought, 2 do item_add(d, bought[i], 0, 0, tonumber(bought[i + 1])) end
-  for i = 1, #v.cart, 2 do redis.call('HINCRBY', pk(d, CART), v.cart[i], v.cart[i + 1]) end
-  trim_by_time(d, ITEMS, items_max)
-  if v.sess ~= '' then
+  for i = 1, #bought, 2 do item_fold(dh, bought[i], 0, 0, tonumber(bought[i + 1])) end
+  for i = 1, #(v.cart or {}), 2 do cart_add(dh, v.cart[i], tonumber(v.cart[i + 1])) end
+  if v.sess and v.sess ~= '' then
     redis.call('SET', KEYS[tmp], unhex(v.sess))
-    redis.call('PFMERGE', pk(d, SESS), pk(d, SESS), KEYS[tmp])
+    redis.call('HINCRBY', dh, F_SESSIONS, redis.call('PFCOUNT', KEYS[tmp]))
     redis.call('DEL', KEYS[tmp])
   end
+  trim_items(d)
+  trim_categories(d)
   redis.call('HINCRBY', dh, 'merged_visitors', 1)
   emit({'r', spid})
   local last = redis.call('HGET', dh, 'last_seen')
@@ -314,29 +318,29 @@ local function add_trending(item, w, ts, era, tr1, tr2)
 end
 
 local function add_affinity(b, cat, w, ts)
-  local h = pk(b, HASH)
+  local h = KEYS[b]
   local L = tonumber(redis.call('HGET', h, 'aff_L'))
   if not L then
     L = ts
     redis.call('HSET', h, 'aff_L', int(ts))
   end
-  add_decayed(b, cat, w * math.pow(2, (ts - L) / aff_h))
+  affinity_add(h, cat, w * math.pow(2, (ts - L) / aff_h))
 end
 
 local function apply(u)
   local b, pid, ts = u.P, u.pid, u.ts
-  local h = pk(b, HASH)
+  local h = KEYS[b]
   redis.call('HINCRBY', h, 'n:' .. u.t, 1)
   local seen = redis.call('HMGET', h, 'first_seen', 'last_seen')
   local first, last = tonumber(seen[1]), tonumber(seen[2])
   if (not first) or ts < first then redis.call('HSET', h, 'first_seen', int(ts)) end
   if (not last) or ts > last then redis.call('HSET', h, 'last_seen', int(ts)) end
   emit({'z', pid, int(ts)})
-  if u.s then redis.call('PFADD', pk(b, SESS), u.s) end
+  if u.s then session_seen(h, u.s) end
   if u.items then
     for _, it in ipairs(u.items) do
       local item, cat, w, ik, era, tr1, tr2 = it[1], it[2], it[3], it[4], it[5], it[6], it[7]
-      item_add(b, item, w, ts, u.bo and ts or nil)
+      item_fold(h, item, w, ts, u.bo and ts or nil)
       if w ~= 0 then
         if not u.bd then emit({'x', pid, item, num(w), int(ts)}) end
       end
@@ -351,22 +355,18 @@ local function apply(u)
         end
       end
     end
-    trim_by_time(b, ITEMS, items_max)
+    trim_items(b)
     trim_categories(b)
   end
   if u.cart then
     for _, c in ipairs(u.cart) do
       local item, d = c[1], c[2]
-      if d == 0 then
-        redis.call('HDEL', pk(b, CART), item)
-      elseif redis.call('HINCRBY', pk(b, CART), item, d) <= 0 then
-        redis.call('HDEL', pk(b, CART), item)
-      end
+      if d == 0 then field_del(h, F_CART, N_CART, item) else cart_add(h, item, d) end
     end
   end
   if u.order then
     redis.call('HINCRBY', h, 'orders', 1)
-    redis.call('HINCRBYFLOAT', h, 'revenue', num(u.order))
+    money_add(h, 'revenue', u.order)
     hmin(h, 'first_purchase', ts)
     hmax(h, 'last_purchase', ts)
   end

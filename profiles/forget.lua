@@ -1,8 +1,8 @@
 -- Erase a customer and the visitors who logged in as them (the right to erasure), atomically.
 -- Every key comes in KEYS (built by core/keyspace.py, laid out by profiles/store.py `forget`):
 --   KEYS[1] the customer's visitors set, [2] erasures index, [3] profiles index,
---   then per erased profile 9 keys: hash, cart, aff, items, sess, an older engine's recent items, item times and
---   purchases (core/keyspace.py LEGACY_PROFILE_SUFFIXES), erasure tombstone,
+--   then per erased profile 9 keys: its hash (the whole profile), the 7 keys older engines kept beside it (cart,
+--   aff, items, sess, recent, items_ts, bought: core/keyspace.py LEGACY_PROFILE_SUFFIXES), erasure tombstone,
 --   then the visitors' alias keys.
 -- ARGV: 1 now (ms), 2 tombstone TTL (ms), 3 JSON list of the erased profile ids (in KEYS order),
 --       4 JSON sorted list of the visitor ids read before (the script refuses with -1 when it changed)

@@ -1,6 +1,21 @@
--- The format of an entry of a profile's `items` hash, shared by the apply script (apply.lua) and ecrm migrate-keys
--- (profiles/migrate.py): "<weight> <last time (ms)>[ <last purchase time (ms)>]". A purchase is an interaction, so
--- the last time is never before the purchase time.
+-- The fields of a profile's hash (profiles/layout.py documents them), shared by the apply script (apply.lua) and
+-- ecrm migrate-keys (profiles/migrate.py): items 'i:<item>' -> '<weight> <last time (ms)>[ <last purchase time
+-- (ms)>]' (a purchase is an interaction, so the last time is never before the purchase time), affinities
+-- 'a:<category>' -> forward-decayed affinity, cart lines 'k:<item>' -> quantity, and the count of each kind ('#i',
+-- '#a', '#k'), kept as fields are added and removed; sessions: 'ss' the count, 'sl' the last one's digest.
+local F_ITEM, F_AFF, F_CART = 'i:', 'a:', 'k:'
+local N_ITEM, N_AFF, N_CART = '#i', '#a', '#k'
+local F_SESSIONS, F_LAST_SESSION = 'ss', 'sl'
+
+-- A number as the shortest text that reads back as the same double (15 to 17 significant digits: 19.99, not
+-- 19.989999999999998 as HINCRBYFLOAT writes it).
+local function shortest(x)
+  for p = 15, 16 do
+    local s = string.format('%.' .. p .. 'g', x)
+    if tonumber(s) == x then return s end
+  end
+  return string.format('%.17g', x)
+end
 
 -- An entry: weight, time, purchase time or nil (an older engine's plain weight has time 0 until ecrm migrate-keys).
 local function item_parse(v)
@@ -14,7 +29,58 @@ end
 -- The entry of weight w, last time t and purchase time p (or nil).
 local function item_value(w, t, p)
   if p and p > t then t = p end
-  local v = string.format('%.17g', w) .. ' ' .. string.format('%d', t)
+  local v = shortest(w) .. ' ' .. string.format('%d', t)
   if p then v = v .. ' ' .. string.format('%d', p) end
+  return v
+end
+
+-- Set the field prefix .. name of hash h to v; a new field counts one more in the count field n.
+local function field_set(h, prefix, n, name, v)
+  if redis.call('HSET', h, prefix .. name, v) == 1 then redis.call('HINCRBY', h, n, 1) end
+end
+
+-- Delete the field prefix .. name of hash h (the count field n follows; at 0 it goes).
+local function field_del(h, prefix, n, name)
+  if redis.call('HDEL', h, prefix .. name) == 1 and redis.call('HINCRBY', h, n, -1) <= 0 then
+    redis.call('HDEL', h, n)
+  end
+end
+
+-- Add weight w at time t (and a purchase at time p, or nil) to an item's entry in hash h: the later times kept.
+local function item_fold(h, item, w, t, p)
+  local v = redis.call('HGET', h, F_ITEM .. item)
+  if v then
+    local w0, t0, p0 = item_parse(v)
+    w = (w0 or 0) + w
+    if t0 and t0 > t then t = t0 end
+    if p0 and ((not p) or p0 > p) then p = p0 end
+  end
+  field_set(h, F_ITEM, N_ITEM, item, item_value(w, t, p))
+end
+
+-- Add quantity d to a cart line of hash h (a line at 0 or below goes). Returns the new quantity.
+local function cart_add(h, item, d)
+  local f = F_CART .. item
+  local existed = redis.call('HEXISTS', h, f) == 1
+  local q = redis.call('HINCRBY', h, f, d)
+  if q <= 0 then
+    if existed then field_del(h, F_CART, N_CART, item) else redis.call('HDEL', h, f) end
+  elseif not existed then
+    redis.call('HINCRBY', h, N_CART, 1)
+  end
+  return q
+end
+
+-- Add inc to a category's affinity in hash h, kept to 6 significant digits (a ranking signal of a few categories:
+-- each digit more costs a profile a byte per category; an increment a millionth of the sum is lost).
+local function affinity_add(h, cat, inc)
+  local cur = tonumber(redis.call('HGET', h, F_AFF .. cat)) or 0
+  field_set(h, F_AFF, N_AFF, cat, string.format('%.6g', cur + inc))
+end
+
+-- Add x to the money field k of hash h (a double, written as its shortest exact text). Returns the new sum.
+local function money_add(h, k, x)
+  local v = (tonumber(redis.call('HGET', h, k)) or 0) + x
+  redis.call('HSET', h, k, shortest(v))
   return v
 end

@@ -1,11 +1,43 @@
-"""How a profile's item entries are written in Redis (pure): the ``items`` hash holds per item its summed interaction
-weight, its last interaction time and, once bought, its last purchase time, as ``"<weight> <time ms>[ <purchase
-ms>]"`` (``profiles/apply.lua`` writes them); the recent items are the newest of them."""
+"""How a profile is written in Redis (pure): one hash per profile (``{p}:p:{T}``, core/keyspace.py), whose fields
+are told apart by their start. This module and ``profiles/items.lua`` (the same format on the Lua side, shared by
+``apply.lua`` and ``ecrm migrate-keys``) are the one place that format is defined.
+
+| field | value |
+|---|---|
+| ``n:<type>`` | events of that type |
+| ``first_seen``, ``last_seen``, ``first_purchase``, ``last_purchase`` | times (ms) |
+| ``orders``, ``revenue`` | trusted purchases: count and sum |
+| ``merged_visitors`` | visitors merged in at a login |
+| ``aff_L`` | the landmark (ms) of the forward-decayed affinities |
+| ``ss`` | sessions counted (see below) |
+| ``sl`` | digest of the last session id (8 hex digits of its SHA-1) |
+| ``i:<item>`` | ``"<summed weight> <last interaction (ms)>[ <last purchase (ms)>]"`` (recommender input; the newest
+are the recent items) |
+| ``a:<category>`` | forward-decayed affinity (``%.6g``) at landmark ``aff_L`` |
+| ``k:<item>`` | cart quantity |
+| ``#i``, ``#a``, ``#k`` | how many ``i:``, ``a:``, ``k:`` fields there are (bounds checked without reading them) |
+
+No other field starts with ``i:``, ``a:``, ``k:`` or ``#``, so an id after a prefix (the id as the shop sent it)
+cannot be taken for another field.
+
+**Sessions** are counted, not remembered: an event whose session id differs from the profile's last one (``sl``)
+counts one more session. A visitor who comes back to an older session id after another one counts it again (an
+overcount, against the exact HyperLogLog of layout 3 that cost ~135 bytes a profile); at a login the visitor's count
+adds to the customer's. A profile migrated from layout 3 has its HyperLogLog's count and no ``sl`` yet.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import NamedTuple
+
+ITEM, AFFINITY, CART = "i:", "a:", "k:"
+ITEMS_COUNT, AFFINITIES_COUNT, CART_COUNT = "#i", "#a", "#k"
+SESSIONS, LAST_SESSION = "ss", "sl"
+COUNTS = "n:"  # n:<type>
+SCALARS = ("first_seen", "last_seen", "first_purchase", "last_purchase", "orders", "revenue", "merged_visitors",
+           "aff_L", SESSIONS, LAST_SESSION)  # fmt: skip
 
 
 class ItemEntry(NamedTuple):
@@ -14,15 +46,52 @@ class ItemEntry(NamedTuple):
     bought: int | None  # last purchase (ms)
 
 
+@dataclass(frozen=True, slots=True)
+class ProfileHash:
+    """A profile's hash split by kind of field (ids without their prefix)."""
+
+    scalars: dict[str, str] = field(default_factory=dict)
+    items: dict[str, str] = field(default_factory=dict)
+    affinity: dict[str, str] = field(default_factory=dict)
+    cart: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def sessions(self) -> int:
+        return int(self.scalars.get(SESSIONS, 0))
+
+
+def split(h: Mapping[str, str]) -> ProfileHash:
+    """The fields of a profile's hash (an HGETALL) by kind: items, affinities, cart lines and the rest."""
+    out = ProfileHash()
+    by_prefix = {ITEM: out.items, AFFINITY: out.affinity, CART: out.cart}
+    for name, value in h.items():
+        into = by_prefix.get(name[:2])
+        if into is not None:
+            into[name[2:]] = value
+        elif name[:1] != "#":
+            out.scalars[name] = value
+    return out
+
+
+def item_field(item: str) -> str:
+    """The field of an item's entry."""
+    return ITEM + item
+
+
+def item_fields(entries: Mapping[str, str]) -> dict[str, str]:
+    """Item entries (item -> :func:`item_value`) as the hash fields that hold them, with their count (to write a
+    profile's items with one HSET where there were none)."""
+    return {**{ITEM + item: v for item, v in entries.items()}, ITEMS_COUNT: str(len(entries))}
+
+
 def item_value(weight: float, ts_ms: int, bought_ms: int | None = None) -> str:
-    """An entry of ``items`` (the script writes the weight as ``%.17g``, Python's ``repr`` may be shorter: both
-    parse to the same float)."""
+    """An item's entry (the weight as the shortest text that reads back the same, as the script writes it)."""
     w = int(weight) if float(weight).is_integer() and abs(weight) < 2**53 else weight
     return f"{w!r} {int(ts_ms)}" + (f" {int(bought_ms)}" if bought_ms is not None else "")
 
 
 def parse_item(value: str) -> ItemEntry:
-    """An entry of ``items``; an older engine's plain weight has time 0. ValueError for anything else."""
+    """An item's entry; an older engine's plain weight has time 0. ValueError for anything else."""
     parts = value.split(" ")
     if len(parts) > 3:
         raise ValueError(f"not an item entry: {value!r}")
@@ -30,7 +99,7 @@ def parse_item(value: str) -> ItemEntry:
 
 
 def history(items: Mapping[str, str]) -> list[tuple[str, float, int]]:
-    """(item, summed weight, last time), positive weights only, newest first."""
+    """(item, summed weight, last time), positive weights only, newest first (``items``: item -> entry)."""
     out = [(item, e.weight, e.ts) for item, e in ((item, parse_item(v)) for item, v in items.items()) if e.weight > 0]
     out.sort(key=lambda entry: -entry[2])
     return out

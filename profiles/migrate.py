@@ -1,10 +1,12 @@
-"""Upgrading the profile keys an older engine wrote (``ecrm migrate-keys``), one key at a time, each step atomic in
-its profile's slot and idempotent, so it runs on a live single node or Redis Cluster beside the workers:
+"""Upgrading the profile keys an older engine wrote (``ecrm migrate-keys``), one profile at a time, each step atomic
+in its profile's slot and idempotent, so it runs on a live single node or Redis Cluster beside the workers:
 
-* an older engine's item times (``{p}:p:{T}:items_ts``, a hash item -> last time, and ``{p}:p:{T}:recent``, a
-  sorted set of the same entries) and purchases (``{p}:p:{T}:bought``, item -> last purchase time) are now in
-  ``items`` beside each weight (``"<weight> <time>[ <purchase>]"``, which also gives the recent items): folded into
-  ``items`` (the later times win), then deleted;
+* the keys an older engine kept beside a profile's hash (core/keyspace.py ``LEGACY_PROFILE_SUFFIXES``: layout 3's
+  ``cart``, ``aff``, ``items`` and ``sess``, a HyperLogLog, and before it ``recent``, ``items_ts`` and ``bought``)
+  are folded into the hash (profiles/layout.py): items as ``i:`` fields (weights added, the later times kept: the
+  result does not depend on the order), affinities as ``a:`` fields (the same landmark ``aff_L``), cart lines as
+  ``k:`` fields, the HyperLogLog's count (PFCOUNT) added to the session count ``ss``; then deleted. All of a
+  profile's keys share its hash tag, so one script folds them all: a reader never sees a half-folded profile;
 * a single node's de-duplication set is cut to the window ``ECRM_DEDUPE_WINDOW_S`` (entries older go, and the set
   expires a window after now at the latest): a redelivery of an older message is recognised by its partition
   offset now.
@@ -13,51 +15,63 @@ its profile's slot and idempotent, so it runs on a live single node or Redis Clu
 from __future__ import annotations
 
 from importlib import resources
-from typing import Literal
 
 import redis
 
-from core.keyspace import Keys, legacy_profile_key
+from core.keyspace import LEGACY_PROFILE_SUFFIXES, Keys, legacy_profile_key, legacy_siblings
 from core.redis import connect_sync, redis_errors
 from core.settings import Settings
 
-ITEMS_FORMAT = resources.files("profiles").joinpath("items.lua").read_text()  # the entries' format, as apply.lua
+FIELDS_FORMAT = resources.files("profiles").joinpath("items.lua").read_text()  # the hash's fields, as apply.lua
 
-FOLD_TIMES = (
-    ITEMS_FORMAT
+# KEYS[1] the profile's hash, then the older keys beside it in the order of ARGV (their suffixes). Returns the
+# suffixes of the keys that were there (folded and deleted).
+FOLD_PROFILE = (
+    FIELDS_FORMAT
     + """
-local rows
-if redis.call('TYPE', KEYS[1])['ok'] == 'zset' then
-  rows = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-else
-  rows = redis.call('HGETALL', KEYS[1])
-end
-local existed = redis.call('EXISTS', KEYS[2])
-local purchases = ARGV[1] == 'bought'  -- else item times
-local function put(item, w, t, p)  -- (the later of t and p: the result does not depend on the scan order)
-  redis.call('HSET', KEYS[2], item, item_value(w, t, p))
-end
-local older = {}
-for i = 1, #rows, 2 do older[rows[i]] = tonumber(rows[i + 1]) end
-local items = redis.call('HGETALL', KEYS[2])
-for i = 1, #items, 2 do  -- every entry in the current form, the later times kept
-  local w, t, p = item_parse(items[i + 1])
-  local o = older[items[i]]
-  older[items[i]] = nil
-  if o and purchases then
-    if (not p) or o > p then p = o end
-  elseif o and o > t then
-    t = o
+local h = KEYS[1]
+local existed = redis.call('EXISTS', h)
+local ttl = -1
+local folded = {}
+for k = 2, #KEYS do
+  local key, kind = KEYS[k], ARGV[k - 1]
+  local t = redis.call('TYPE', key)['ok']
+  if t ~= 'none' then
+    if kind == 'sess' then
+      local n = 0
+      if t == 'string' then n = redis.call('PFCOUNT', key) end
+      if n > 0 then redis.call('HINCRBY', h, F_SESSIONS, n) end
+    else
+      local rows
+      if t == 'zset' then
+        rows = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+      else
+        rows = redis.call('HGETALL', key)
+      end
+      for i = 1, #rows, 2 do
+        local name, v = rows[i], rows[i + 1]
+        if kind == 'items' then
+          local w, ti, p = item_parse(v)
+          item_fold(h, name, w or 0, ti or 0, p)
+        elseif kind == 'recent' or kind == 'items_ts' then
+          item_fold(h, name, 0, tonumber(v) or 0, nil)
+        elseif kind == 'bought' then
+          item_fold(h, name, 0, 0, tonumber(v))
+        elseif kind == 'cart' then
+          cart_add(h, name, tonumber(v) or 0)
+        elseif kind == 'aff' then
+          affinity_add(h, name, tonumber(v) or 0)
+        end
+      end
+    end
+    local left = redis.call('PTTL', key)
+    if left > ttl then ttl = left end
+    redis.call('DEL', key)
+    folded[#folded + 1] = kind
   end
-  put(items[i], w, t, p)
 end
-for item, o in pairs(older) do
-  if purchases then put(item, 0, 0, o) else put(item, 0, o, nil) end
-end
-local ttl = redis.call('PTTL', KEYS[1])
-if existed == 0 and #rows > 0 and ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
-redis.call('DEL', KEYS[1])
-return #rows / 2
+if existed == 0 and ttl > 0 and redis.call('EXISTS', h) == 1 then redis.call('PEXPIRE', h, ttl) end
+return folded
 """
 )
 
@@ -72,21 +86,22 @@ if ttl < 0 or ttl > window then redis.call('PEXPIRE', KEYS[1], window) end
 return gone
 """
 
-Step = Literal["recent", "items_ts", "bought", "seen"]
 
-
-def upgrade_profile_key(client: redis.Redis, prefix: str, key: str, window_ms: int) -> Step | None:
-    """Upgrade one key if it is an older profile key (:func:`core.keyspace.legacy_profile_key`): what was done, or
-    None (any other key; a cluster's marker keys are left as they are: they hold the events' global records)."""
+def upgrade_profile_key(client: redis.Redis, prefix: str, key: str, window_ms: int) -> list[str]:
+    """Upgrade the profile ``key`` belongs to if it is an older profile key (:func:`core.keyspace.
+    legacy_profile_key`): the older keys folded into its hash (their suffixes, all of the profile's at once), or
+    ``["seen"]`` (a de-duplication set cut to the window); [] for any other key (a cluster's marker keys are left as
+    they are: they hold the events' global records) or a profile folded already."""
     found = legacy_profile_key(prefix, key)
     if found is None:
-        return None
+        return []
     kind, target = found
-    if kind in ("recent", "items_ts", "bought"):
-        client.eval(FOLD_TIMES, 2, key, target, kind)
-        return "recent" if kind == "recent" else "items_ts" if kind == "items_ts" else "bought"
-    client.eval(CUT_SEEN, 1, key, window_ms)
-    return "seen"
+    if kind == "seen":
+        client.eval(CUT_SEEN, 1, key, window_ms)
+        return ["seen"]
+    folded = client.eval(FOLD_PROFILE, 1 + len(LEGACY_PROFILE_SUFFIXES), target, *legacy_siblings(target),
+                         *LEGACY_PROFILE_SUFFIXES)  # fmt: skip
+    return [f.decode() if isinstance(f, bytes) else str(f) for f in folded or []]
 
 
 def forget_offsets(client: redis.Redis, applied_offsets: str, topic: str) -> int:

@@ -127,7 +127,7 @@ def login_name(plan: Plan) -> str:
 class _Names(NamedTuple):
     """The key names of one profile a plan needs (every one from :class:`core.keyspace.Keys`)."""
 
-    block: tuple[str, ...]  # Keys.profile_keys: consecutive in KEYS
+    profile: str  # the profile's hash: the whole profile (profiles/layout.py)
     seen_set: str
     erased: str
     visitors: str  # a customer's (a visitor's: unused)
@@ -141,7 +141,7 @@ def _names(keys: Keys, pid: ProfileId) -> _Names:
     """A profile's key names, memoised (bounded): a visitor's events come in bursts (a session), and building the
     names costs the worker several microseconds per event."""
     return _Names(
-        tuple(keys.profile_keys(pid)),
+        keys.profile(pid),
         keys.seen_set(pid),
         keys.erased(pid),
         keys.visitors(pid.ident),
@@ -157,7 +157,6 @@ class _KeyTable:
     def __init__(self, keys: Keys, with_globals: bool) -> None:
         self.names: list[str] = []
         self._at: dict[str, int] = {}
-        self._blocks: dict[str, tuple[Sequence[str], int]] = {}  # first name -> the block, its first index
         self.gk: dict[str, int] = {}
         if with_globals:
             for name, key in (
@@ -184,32 +183,6 @@ class _KeyTable:
         """A global key the records name (``tr:<era>``, ``cat:<category>``, ``camp:<campaign>``)."""
         if name not in self.gk:
             self.gk[name] = self.index(key)
-
-    def block(self, names: Sequence[str]) -> int:
-        """Indexes of a profile's keys (consecutive, so the script adds offsets): the first one."""
-        known = self._blocks.get(names[0])
-        if known is not None and (known[0] is names or known[0] == names):
-            return known[1]
-        at = self._block(names)
-        self._blocks[names[0]] = (names, at)
-        return at
-
-    def _block(self, names: Sequence[str]) -> int:
-        at = self._at.get(names[0])
-        if at is None:  # new to this call: appended in order
-            at = len(self.names) + 1
-            for offset, name in enumerate(names):
-                if name in self._at:  # seen before without the block's first key: never
-                    raise AssertionError("profile keys must be consecutive in KEYS")
-                self._at[name] = at + offset
-            self.names.extend(names)
-            return at
-        if all(self._at.get(name) == at + offset for offset, name in enumerate(names)):
-            return at  # the block is in the table already
-        first = [self.index(n) for n in names]
-        if first != list(range(first[0], first[0] + len(first))):  # seen before in another order: never
-            raise AssertionError("profile keys must be consecutive in KEYS")
-        return first[0]
 
 
 def _args(wire: str, params: ScriptParams, mode: str, gk: Mapping[str, int]) -> list[Any]:
@@ -290,7 +263,7 @@ def build_handoffs(logins: Sequence[Plan], keys: Keys, params: ScriptParams) -> 
             "customer": plan.profile.ident,
             "ts": plan.ts,
             "by": login_name(plan),
-            "src": table.block(keys.profile_keys(visitor)),
+            "src": table.index(keys.profile(visitor)),
             "camp": table.index(keys.campaigns(visitor)),
         })  # fmt: skip
     return table.names, _args(orjson.dumps(wire).decode(), params, "handoff", {})
@@ -349,7 +322,7 @@ class _Context:
             alive.append(out["alias"])
         if plan.login is not None and own.kind == "c":
             out["login"] = self._login(plan, own.ident)
-        out["P"] = table.block(names.block)
+        out["P"] = table.index(names.profile)
         out["pid"] = names.pid
         out["er"] = sorted({table.index(own_names.erased) if here else 0, table.index(names.erased)} - {0})
         if target.kind == "c":
@@ -393,7 +366,7 @@ class _Context:
             "expect": previous,
             "customer": customer,
             "previous": table.index(keys.visitors(previous)) if previous and previous != customer else 0,
-            "src": table.block(keys.profile_keys(visitor)),
+            "src": table.index(keys.profile(visitor)),
             "camp": table.index(keys.campaigns(visitor)),
         }
 

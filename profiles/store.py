@@ -30,8 +30,8 @@ from core.keyspace import (
 )
 from core.redis import redis_errors
 from core.settings import Settings
+from profiles.layout import ProfileHash, history, recent_items, split
 from profiles.layout import bought as bought_items
-from profiles.layout import history, recent_items
 from profiles.script import (
     SOURCE,
     LoginAnswer,
@@ -374,8 +374,8 @@ class ProfileStore:
                 visitors = sorted(await self.client.smembers(self.keys.visitors(customer_id)))
             pids = [ProfileId("c", customer_id), *(ProfileId("a", v) for v in visitors)]
             keys = [self.keys.visitors(customer_id), self.keys.erasures, self.keys.profiles]
-            for pid in pids:  # forget.lua: 8 keys to delete (the profile's and an older engine's), the tombstone
-                keys += [*self.keys.profile_keys(pid), *self.keys.legacy_profile_keys(pid), self.keys.erased(pid)]
+            for pid in pids:  # forget.lua: 8 keys to delete (the profile's hash, an older engine's), the tombstone
+                keys += [self.keys.profile(pid), *self.keys.legacy_profile_keys(pid), self.keys.erased(pid)]
             keys += [self.keys.alias(v) for v in visitors]
             args = [now, tombstone_ms, orjson.dumps([str(p) for p in pids]).decode(), orjson.dumps(visitors).decode()]
             with redis_errors(f"erasing customer {customer_id!r}"):
@@ -402,7 +402,7 @@ class ProfileStore:
                 async with self.client.pipeline(transaction=False) as pipe:
                     for pid in todo:
                         pipe.set(self.keys.erased(pid), now, px=tombstone_ms)
-                        for key in [*self.keys.profile_keys(pid), *self.keys.legacy_profile_keys(pid)]:
+                        for key in [self.keys.profile(pid), *self.keys.legacy_profile_keys(pid)]:
                             pipe.delete(key)
                         if pid.kind == "a":
                             pipe.delete(self.keys.alias(pid.ident))
@@ -439,26 +439,18 @@ class ProfileStore:
             return await self.client.zscore(self.keys.seen_set(pid), marker_digest(source, event_id)) is not None
 
     async def profile(self, pid: str, now: int | None = None) -> dict[str, Any] | None:
-        """The whole live profile of ``pid``, or None when it has never been seen."""
-        k = self.keys
+        """The whole live profile of ``pid``, or None when it has never been seen (one HGETALL)."""
         with redis_errors(f"reading profile {pid!r}"):
-            async with self.client.pipeline(transaction=False) as pipe:
-                pipe.hgetall(k.profile(pid))
-                pipe.hgetall(k.items(pid))
-                pipe.hgetall(k.cart(pid))
-                pipe.hgetall(k.affinity(pid))
-                pipe.execute_command("PFCOUNT", k.sessions(pid))  # (redis-py's cluster pipeline refuses .pfcount)
-                h, items, cart, aff, sessions = await pipe.execute()
+            h = await self.client.hgetall(self.keys.profile(pid))
         if not h:
             return None
-        recent = recent_items(items, self.settings.recent_items_max)
-        return build_profile(pid, h, recent, cart, aff, sessions, now or now_ms(), self._aff_half_life_ms)
+        return build_profile(pid, split(h), self.settings.recent_items_max, now or now_ms(), self._aff_half_life_ms)
 
     async def bought(self, pid: str) -> dict[str, int]:
         """Item -> last purchase time (ms) of the items a profile bought."""
         with redis_errors(f"reading purchases of {pid!r}"):
-            raw = await self.client.hgetall(self.keys.items(pid))
-        return bought_items(raw)
+            raw = await self.client.hgetall(self.keys.profile(pid))
+        return bought_items(split(raw).items)
 
     async def trending(self, n: int, now: int | None = None) -> list[ScoredItem]:
         """Top items by time-decayed popularity (score: decayed weight now)."""
@@ -501,17 +493,17 @@ class ProfileStore:
         the set's items (``whole_stock``) or only their count."""
         with redis_errors(f"reading profile {pid!r}"):
             async with self.client.pipeline(transaction=False) as pipe:
-                pipe.hgetall(self.keys.items(pid))
-                pipe.hgetall(self.keys.affinity(pid))
+                pipe.hgetall(self.keys.profile(pid))
                 if whole_stock:
                     pipe.smembers(self.keys.out_of_stock)
                 else:
                     pipe.scard(self.keys.out_of_stock)
-                items, aff, stock = await pipe.execute()
+                h, stock = await pipe.execute()
+        found = split(h)
         context = RequestContext(
-            history=history(items),
-            bought=bought_items(items),
-            categories=[cat for cat, _ in sorted(aff.items(), key=lambda kv: -float(kv[1]))[:3]],
+            history=history(found.items),
+            bought=bought_items(found.items),
+            categories=[cat for cat, _ in sorted(found.affinity.items(), key=lambda kv: -float(kv[1]))[:3]],
         )
         return context, stock if isinstance(stock, int) else frozenset(stock)
 
@@ -602,17 +594,10 @@ def _iso(ms: str | int | None) -> str | None:
     return datetime.fromtimestamp(int(ms) / 1000.0, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
-def build_profile(
-    pid: str,
-    h: dict[str, str],
-    recent: list[tuple[str, float]],
-    cart: dict[str, str],
-    aff: dict[str, str],
-    sessions: int,
-    now: int,
-    aff_half_life_ms: float,
-) -> dict[str, Any]:
-    """Shape the raw Redis values of one profile into its JSON form (pure)."""
+def build_profile(pid: str, found: ProfileHash, recent_max: int, now: int, aff_half_life_ms: float) -> dict[str, Any]:
+    """Shape the hash of one profile (split by kind of field) into its JSON form (pure)."""
+    h, cart, aff = found.scalars, found.cart, found.affinity
+    recent = recent_items(found.items, recent_max)
     counts = {k[2:]: int(v) for k, v in h.items() if k.startswith("n:")}
     landmark = float(h.get("aff_L", now))
     affinity = {
@@ -631,7 +616,7 @@ def build_profile(
         "last_seen": _iso(h.get("last_seen")),
         "event_counts": counts,
         "events_total": sum(counts.values()),
-        "sessions": int(sessions),
+        "sessions": found.sessions,
         "rfm": {
             "recency_days": round((now - int(last_purchase)) / _DAY_MS, 3) if last_purchase else None,
             "frequency": orders,

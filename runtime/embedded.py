@@ -170,6 +170,12 @@ PERSISTENT = ["--appendonly", "yes", "--appendfsync", "everysec", "--save", "360
 one change, five minutes with 100, a minute with 10,000."""
 
 
+PROFILE_HASHES = ["--hash-max-listpack-entries", "1024", "--hash-max-listpack-value", "128"]
+"""A profile is one hash (profiles/layout.py): it stays a compact listpack up to 1,024 fields (a profile at every
+bound: 500 items, 100 categories, 100 cart lines and its counters, ~715) whose names and values hold at most 128
+bytes (item ids up to 126 bytes); beyond, Valkey turns it into a hashtable (docs/deployment.md gives both costs)."""
+
+
 def start_redis(
     port: int | None = None, timeout: float = 20.0, extra: list[str] | None = None, data_dir: Path | None = None
 ) -> EmbeddedServer:
@@ -190,6 +196,7 @@ def start_redis(
         str(workdir),
         "--protected-mode",
         "yes",
+        *PROFILE_HASHES,
         *(extra or []),
     ]
     server = _spawn("redis", argv, port, workdir, timeout, keep=data_dir is not None)

@@ -200,8 +200,8 @@ def upgrade_data_dir(settings: Settings, data_dir: DataDir, echo: Echo) -> None:
     write_manifest(data_dir.root / MANIFEST)
     older, data_dir.layout = data_dir.layout, KEY_LAYOUT_VERSION
     echo(
-        f"data folder upgraded from key layout {older} to {KEY_LAYOUT_VERSION}: {done.folded} item-times and "
-        f"purchases keys folded into items, {done.moved} global keys and {done.markers} markers moved"
+        f"data folder upgraded from key layout {older} to {KEY_LAYOUT_VERSION}: {done.folded} older profile keys "
+        f"folded into {done.profiles} profile hashes, {done.moved} global keys and {done.markers} markers moved"
     )
 
 

@@ -1,8 +1,9 @@
 """The key layout's migration (``ecrm migrate-keys``, and ``ecrm restore`` of a backup of an older layout), one key
 at a time, each step atomic and idempotent (it may run beside the workers and the API of this engine):
 
-* on a single node or a Redis Cluster: an older engine's item times and purchases (``recent``, ``items_ts``,
-  ``bought``) folded into ``items`` and the de-duplication sets cut to ``ECRM_DEDUPE_WINDOW_S``
+* on a single node or a Redis Cluster: the keys an older engine kept beside a profile's hash (``cart``, ``aff``,
+  ``items``, ``sess``, and the item times and purchases ``recent``, ``items_ts``, ``bought``) folded into the hash,
+  one script per profile, and the de-duplication sets cut to ``ECRM_DEDUPE_WINDOW_S``
   (:func:`profiles.migrate.upgrade_profile_key`);
 * on a single node only (a cluster never held those layouts): the global keys of an engine older than the Redis
   Cluster support moved under the hash tag ``{g}``, and the de-duplication markers of older engines (a key per event)
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-from core.keyspace import legacy_global, legacy_marker
+from core.keyspace import legacy_global, legacy_marker, legacy_profile_key
 from core.redis import connect_sync, redis_errors
 from core.settings import Settings
 from profiles.migrate import upgrade_profile_key
@@ -25,17 +26,19 @@ from profiles.migrate import upgrade_profile_key
 
 @dataclass
 class Migrated:
-    """What a migration did: global keys moved under ``{g}``, markers moved into their profile's set, and per step of
-    :func:`profiles.migrate.upgrade_profile_key` (``recent``, ``items_ts``, ``bought``, ``seen``) the keys upgraded."""
+    """What a migration did: global keys moved under ``{g}``, markers moved into their profile's set, profiles whose
+    older keys were folded into their hash, and per step of :func:`profiles.migrate.upgrade_profile_key` (an older
+    key's suffix, or ``seen``) the keys upgraded."""
 
     moved: int = 0
     markers: int = 0
+    profiles: int = 0
     upgraded: Counter[str] = field(default_factory=Counter)
 
     @property
     def folded(self) -> int:
-        """Older item-times and purchases keys folded into ``items``."""
-        return self.upgraded["recent"] + self.upgraded["items_ts"] + self.upgraded["bought"]
+        """Older keys (cart, aff, items, sess, recent, items_ts, bought) folded into their profile's hash."""
+        return sum(n for step, n in self.upgraded.items() if step != "seen")
 
 
 def migrate_layout(
@@ -52,10 +55,12 @@ def migrate_layout(
     now = int(time.time() * 1000) * 1024  # the set's score: when, in 1/1024 ms (profiles/apply.lua)
     with redis_errors("upgrading the key layout"):
         for n, key in enumerate(client.scan_iter(match=f"{prefix}:*", count=1000), start=1):
-            step = upgrade_profile_key(client, prefix, key, window_ms)
-            if step is not None:
-                done.upgraded[step] += 1
-            elif not cluster:  # a cluster never held the layouts before the tag {g}
+            steps = upgrade_profile_key(client, prefix, key, window_ms)
+            done.upgraded.update(steps)
+            done.profiles += 1 if steps and steps != ["seen"] else 0
+            if (
+                legacy_profile_key(prefix, key) is None and not cluster
+            ):  # a cluster never held the layouts before the tag {g}
                 new = legacy_global(prefix, key)
                 if new is not None and client.renamenx(key, new):
                     done.moved += 1

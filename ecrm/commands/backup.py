@@ -81,7 +81,7 @@ def restore(
     if done.migrated is not None:
         typer.echo(
             f"upgraded the key layout: {done.migrated.moved} global keys, {done.migrated.markers} markers moved, "
-            f"{done.migrated.folded} item-times and purchases keys folded into items"
+            f"{done.migrated.folded} older profile keys folded into {done.migrated.profiles} profile hashes"
         )
     typer.echo(f"erased again {len(done.erased_again)} customer(s) erased since the backup")
     if done.config_written:

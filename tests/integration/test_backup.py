@@ -160,16 +160,17 @@ def test_a_newer_layout_is_refused_and_an_older_one_upgraded(settings: Settings,
     assert f"key layout {KEY_LAYOUT_VERSION + 1}" in refused.stderr and "newer engine (9.9.9" in refused.stderr
     assert client.get(keys.applied_count) == b"7"  # nothing touched
 
-    client.hset(keys.items_ts("c:older"), mapping={"sku-1": "1790000000000"})  # item times apart (layout 1 and 2)
-    times = client.dump(keys.items_ts("c:older"))
-    client.delete(keys.items_ts("c:older"))
+    item_times = keys.legacy("c:older", "items_ts")
+    client.hset(item_times, mapping={"sku-1": "1790000000000"})  # item times apart (layout 1 and 2)
+    times = client.dump(item_times)
+    client.delete(item_times)
     older = tmp_path / "older.tar.gz"
-    records = [(f"{prefix}:popular".encode(), -1, legacy), (keys.items_ts("c:older").encode(), -1, times)]
+    records = [(f"{prefix}:popular".encode(), -1, legacy), (item_times.encode(), -1, times)]
     archive(older, {**base, "key_layout": 1}, records)
     upgraded = bk.restore(settings, older)
     assert upgraded.migrated is not None and (upgraded.migrated.moved, upgraded.migrated.markers) == (1, 0)
-    assert upgraded.migrated.folded == 1 and not client.exists(keys.items_ts("c:older"))
-    assert client.hget(keys.items("c:older"), "sku-1") == b"0 1790000000000"  # folded into items
+    assert upgraded.migrated.folded == 1 and not client.exists(item_times)
+    assert client.hget(keys.profile("c:older"), "i:sku-1") == b"0 1790000000000"  # folded into the profile hash
     assert client.zscore(keys.popular, "sku-1") == 5.0 and not client.exists(f"{prefix}:popular")
     assert client.get(keys.applied_count) is None  # the backup's keys replaced the ones there
     client.close()
@@ -201,33 +202,39 @@ def test_keys_keep_their_expiry_and_a_changing_engine_is_noted(settings: Setting
 
 
 def test_an_older_data_folder_is_upgraded_as_it_starts(settings: Settings, tmp_path: Path) -> None:
-    """A data folder written by the engine before the items were folded (key layout 2): ``ecrm up`` upgrades its
-    keys once Redis is up (``upgrade_data_dir``) and notes the new layout in the folder's manifest."""
+    """A data folder written by an engine before a profile was one hash (key layout 3, with keys of layout 2 left):
+    ``ecrm up`` upgrades its keys once Redis is up (``upgrade_data_dir``) and notes the new layout in the folder's
+    manifest."""
     from runtime.datadir import MANIFEST, open_data_dir
     from runtime.local import upgrade_data_dir
 
     folder = open_data_dir(tmp_path / "d")
     folder.release()
     found = orjson.loads((tmp_path / "d" / MANIFEST).read_bytes())
-    (tmp_path / "d" / MANIFEST).write_bytes(orjson.dumps({**found, "key_layout": 2}))
+    (tmp_path / "d" / MANIFEST).write_bytes(orjson.dumps({**found, "key_layout": 3}))
     folder = open_data_dir(tmp_path / "d")
-    assert folder.layout == 2 and not folder.fresh
+    assert folder.layout == 3 and not folder.fresh
     keys = Keys(settings.key_prefix)
     client = connect_sync(settings, decode_responses=True)
     pid = "c:old-folder"
-    client.hset(keys.items(pid), mapping={"sku-1": "2.5"})  # the older engine's plain weight
-    client.hset(keys.items_ts(pid), mapping={"sku-1": "1790000000000"})
-    client.hset(keys.bought(pid), mapping={"sku-1": "1790000000001"})
+    client.hset(keys.profile(pid), mapping={"n:purchase": 1, "last_seen": "1790000000001"})
+    client.hset(keys.legacy(pid, "items"), mapping={"sku-1": "2.5"})  # the older engine's plain weight
+    client.hset(keys.legacy(pid, "items_ts"), mapping={"sku-1": "1790000000000"})
+    client.hset(keys.legacy(pid, "bought"), mapping={"sku-1": "1790000000001"})
+    client.hset(keys.legacy(pid, "cart"), mapping={"sku-2": "1"})
+    client.pfadd(keys.legacy(pid, "sess"), "s1")
     said: list[str] = []
     try:
         upgrade_data_dir(settings, folder, said.append)
         # a purchase is an interaction: the later time, whichever key the scan met first
-        assert client.hget(keys.items(pid), "sku-1") == "2.5 1790000000001 1790000000001"
-        assert not client.exists(keys.items_ts(pid)) and not client.exists(keys.bought(pid))
+        assert client.hmget(keys.profile(pid), "i:sku-1", "k:sku-2", "ss", "#i", "#k") == [
+            "2.5 1790000000001 1790000000001", "1", "1", "1", "1"
+        ]  # fmt: skip
+        assert not client.exists(*keys.legacy_profile_keys(pid))
     finally:
         client.close()
         folder.release()
-    assert said and "from key layout 2" in said[0] and "2 item-times and purchases keys folded" in said[0]
+    assert said and "from key layout 3" in said[0] and "5 older profile keys folded into 1 profile" in said[0]
     assert orjson.loads((tmp_path / "d" / MANIFEST).read_bytes())["key_layout"] == KEY_LAYOUT_VERSION
     again = open_data_dir(tmp_path / "d")
     assert again.layout == KEY_LAYOUT_VERSION

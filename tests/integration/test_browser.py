@@ -18,6 +18,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, Request, sync_pla
 from core.kafka import ensure_topics, make_producer, produce_events
 from core.keyspace import Keys, anonymous_pid
 from core.settings import Settings, isolated
+from profiles.layout import CART, SESSIONS, split
 from runtime.embedded import EmbeddedServer, free_port
 from runtime.shop import ShopServer, build_shop, demo_catalogue
 from runtime.simulate import SimulationConfig, simulate
@@ -221,12 +222,12 @@ def test_a_visitors_clicks_reach_their_profile(stack: Stack, visit: Callable[[],
     keys = Keys(stack.settings.key_prefix)
 
     def arrived() -> bool:
-        recent = set(stack.redis.hkeys(keys.items(anonymous_pid(visitor))))
+        recent = set(split(stack.redis.hgetall(keys.profile(anonymous_pid(visitor)))).items)
         counts = stack.counts(visitor)
         return set(clicked) <= recent and counts.get("product_view", 0) >= 4 and counts.get("add_to_cart") == 1
 
     until(v, arrived, lambda: f"the views and the cart addition in the profile: {stack.counts(visitor)}, {v.sent}")
-    assert stack.redis.hget(keys.cart(anonymous_pid(visitor)), clicked[0]) == "1"
+    assert stack.redis.hget(keys.profile(anonymous_pid(visitor)), CART + clicked[0]) == "1"
     v.page.goto(stack.shop.url + "/cart")  # the cart page lists the line, and the cart widget what goes with it
     v.page.wait_for_selector(f'#lines [data-id="{clicked[0]}"]')
     complements = wait_cards(v.page, "cart-recs")
@@ -237,7 +238,7 @@ def test_a_visitors_clicks_reach_their_profile(stack: Stack, visit: Callable[[],
         " d.dataset.n = '3'; document.body.appendChild(d); ecrm.refresh(); }"
     )
     assert len(wait_cards(v.page, "visit")) == 3 and not set(cards(v.page, "visit")) & set(clicked)
-    assert stack.redis.pfcount(keys.sessions(anonymous_pid(visitor))) == 1  # one session cookie across the pages
+    assert stack.redis.hget(keys.profile(anonymous_pid(visitor)), SESSIONS) == "1"  # one session cookie, all pages
     views = v.events("product_view")  # what this page sent (earlier pages' requests left with them)
     assert views and all(e["item_id"] in clicked and e["category"] == "makeup" for e in views)
     assert v.errors == []
@@ -373,7 +374,7 @@ def test_the_page_survives_the_api_being_down_and_the_tracker_delivers_once_it_i
     finally:
         api.start()
     keys = Keys(stack.settings.key_prefix)
-    recent = lambda: set(stack.redis.hkeys(keys.items(anonymous_pid(visitor))))  # noqa: E731
+    recent = lambda: set(split(stack.redis.hgetall(keys.profile(anonymous_pid(visitor)))).items)  # noqa: E731
     until(v, lambda: {"sku-00040", "sku-00041"} <= recent(), lambda: f"both product views: {recent()}", 60)
     v.page.wait_for_timeout(1000)
     assert stack.counts(visitor)["product_view"] == 2  # each once, though the first page's was sent again

@@ -48,7 +48,8 @@ def client(on_cluster: Settings) -> redis.Redis:
 
 def profile_keys(keys: Keys, pid: ProfileId) -> list[str]:
     """Every key of one profile the engine writes."""
-    out = [*keys.profile_keys(pid), keys.seen(pid, "direct", "e1"), keys.seen_set(pid), keys.erased(pid)]
+    out = [keys.profile(pid), *keys.legacy_profile_keys(pid), keys.seen(pid, "direct", "e1"), keys.seen_set(pid)]
+    out.append(keys.erased(pid))
     out.append(keys.served(pid))
     out.append(keys.alias(pid.ident) if pid.kind == "a" else keys.visitors(pid.ident))
     return out
@@ -84,9 +85,8 @@ async def test_the_api_reads_a_profile_through_the_cluster_client(client: redis.
     keys = Keys(on_cluster.key_prefix)
     pid = ProfileId("c", "reader")
     client.hset(keys.profile(pid), mapping={"n:product_view": 2, "first_seen": 1_790_000_000_000,
-                                            "last_seen": 1_790_000_060_000})  # fmt: skip
-    client.hset(keys.items(pid), mapping={"sku-2": "1 1790000060000", "sku-1": "1 1790000000000"})
-    client.pfadd(keys.sessions(pid), "s1", "s2")
+                                            "last_seen": 1_790_000_060_000, "ss": 2, "#i": 2,
+                                            "i:sku-2": "1 1790000060000", "i:sku-1": "1 1790000000000"})  # fmt: skip
     store = ProfileStore(connect(on_cluster), on_cluster)
     try:
         profile = await store.profile(str(pid))
@@ -237,49 +237,72 @@ def test_migrate_keys_moves_an_older_layout_under_the_global_tag(settings: Setti
 
 
 @pytest.mark.parametrize("where", ["single", "cluster"])
-async def test_migrate_keys_folds_an_older_engines_item_times_into_items(
+async def test_migrate_keys_folds_an_older_engines_keys_into_the_profile_hash(
     settings: Settings, where: str, request: pytest.FixtureRequest
 ) -> None:
-    """An older engine kept the item times in a hash (``items_ts``), the recent items in a sorted set and the
-    purchases in a hash (``bought``) beside the weights: migrate-keys folds them into ``items`` (the later times win,
-    an entry only there is kept), deletes them, and the profile and the request context read the same items."""
+    """Key layout 3 kept a profile's cart, affinities, items and sessions (a HyperLogLog) in keys beside its hash,
+    and older engines the item times (``items_ts``, ``recent``) and purchases (``bought``) apart: migrate-keys folds
+    them all into the hash, one script per profile (the later times win, weights add to what the new engine wrote
+    meanwhile, the HyperLogLog becomes a count), deletes them, and the profile and the request context read the same
+    figures; on one node and on the cluster."""
     target = settings if where == "single" else request.getfixturevalue("on_cluster")
     r = connect_sync(target, decode_responses=True)
     keys = Keys(target.key_prefix)
     pids = [ProfileId("c", f"old-{n}") for n in range(20)]  # spread over the cluster's nodes
     for pid in pids:
-        r.hset(keys.profile(pid), mapping={"n:product_view": 3, "first_seen": T0, "last_seen": T0 + 2})
-        r.hset(keys.items(pid), mapping={"sku-1": 1.0, "sku-2": 2.5})
-        r.hset(keys.items_ts(pid), mapping={"sku-1": T0, "sku-2": T0 + 1})
-        r.zadd(keys.recent(pid), {"sku-1": T0 + 2, "sku-2": T0 + 1, "sku-3": T0 - 5})  # sku-1 later, sku-3 only here
-        r.pexpire(keys.recent(pid), 60_000)
-        r.hset(keys.bought(pid), mapping={"sku-2": T0 + 1, "sku-4": T0 - 9})  # sku-4 bought, its times trimmed
+        # the new engine wrote one view of sku-1 already
+        r.hset(keys.profile(pid), mapping={"n:product_view": 3, "first_seen": T0, "last_seen": T0 + 3, "aff_L": T0,
+                                           "i:sku-1": f"1 {T0 + 3}", "#i": 1})  # fmt: skip
+        r.hset(keys.legacy(pid, "items"), mapping={"sku-1": "1", "sku-2": f"2.5 {T0}"})  # a plain weight: oldest
+        r.hset(keys.legacy(pid, "items_ts"), mapping={"sku-1": T0, "sku-2": T0 + 1})
+        r.zadd(keys.legacy(pid, "recent"), {"sku-1": T0 + 2, "sku-2": T0 + 1, "sku-3": T0 - 5})  # sku-3 only here
+        r.hset(keys.legacy(pid, "bought"), mapping={"sku-2": T0 + 1, "sku-4": T0 - 9})  # sku-4: its times trimmed
+        r.hset(keys.legacy(pid, "cart"), mapping={"sku-1": 2})
+        r.hset(keys.legacy(pid, "aff"), mapping={"k1": "1.5", "k2": "0.25"})
+        r.pfadd(keys.legacy(pid, "sess"), "s1", "s2", "s3")
     out = subprocess.run(
         [sys.executable, "-m", "ecrm", "migrate-keys"], env=settings_env(target), capture_output=True, text=True
     )
-    assert out.returncode == 0 and "folded 60 item-times and purchases keys" in out.stdout, out.stdout + out.stderr
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "folded 140 older profile keys into 20 profile hashes" in out.stdout, out.stdout
     store = ProfileStore(connect(target), target)
     try:
         for pid in pids:
-            assert not any(r.exists(k) for k in (keys.recent(pid), keys.items_ts(pid), keys.bought(pid)))
-            assert r.hgetall(keys.items(pid)) == {
-                "sku-1": f"1 {T0 + 2}",
-                "sku-2": f"2.5 {T0 + 1} {T0 + 1}",
-                "sku-3": f"0 {T0 - 5}",
-                "sku-4": f"0 {T0 - 9} {T0 - 9}",
-            }
+            assert not r.exists(*keys.legacy_profile_keys(pid))
+            assert r.hgetall(keys.profile(pid)) == {
+                "n:product_view": "3", "first_seen": str(T0), "last_seen": str(T0 + 3), "aff_L": str(T0),
+                "i:sku-1": f"2 {T0 + 3}",
+                "i:sku-2": f"2.5 {T0 + 1} {T0 + 1}",
+                "i:sku-3": f"0 {T0 - 5}",
+                "i:sku-4": f"0 {T0 - 9} {T0 - 9}",
+                "#i": "4", "k:sku-1": "2", "#k": "1", "a:k1": "1.5", "a:k2": "0.25", "#a": "2", "ss": "3",
+            }  # fmt: skip
+            assert r.object("encoding", keys.profile(pid)) == "listpack"
             assert await store.bought(str(pid)) == {"sku-2": T0 + 1, "sku-4": T0 - 9}
-            profile = await store.profile(str(pid))
+            profile = await store.profile(str(pid), now=T0)
             assert profile is not None
             assert [x["item_id"] for x in profile["recent_items"]] == ["sku-1", "sku-2", "sku-3", "sku-4"]
+            assert profile["sessions"] == 3 and profile["cart"] == [{"item_id": "sku-1", "quantity": 2}]
+            assert profile["category_affinity"] == {"k1": 1.5, "k2": 0.25}
             context, _ = await store.request_context(str(pid), whole_stock=False)
-            assert context.history == [("sku-1", 1.0, T0 + 2), ("sku-2", 2.5, T0 + 1)]
-            assert context.bought == {"sku-2": T0 + 1, "sku-4": T0 - 9}
+            assert context.history == [("sku-1", 2.0, T0 + 3), ("sku-2", 2.5, T0 + 1)]
+            assert context.bought == {"sku-2": T0 + 1, "sku-4": T0 - 9} and context.categories == ["k1", "k2"]
+        # a session after the fold counts one more (no last session known yet), a cart add adds to the line
+        plans = [
+            plan_update(parse_event_obj(e), target.event_weights)
+            for e in (
+                {"type": "add_to_cart", "event_id": "new-1", "timestamp": T0 + 9, "customer_id": "old-0",
+                 "item_id": "sku-1", "quantity": 1, "session_id": "s4"},
+            )
+        ]  # fmt: skip
+        assert await store.apply_plans(plans) == [1]
+        after = r.hmget(keys.profile(pids[0]), "k:sku-1", "#k", "ss")
+        assert after == ["3", "1", "4"]
         again = subprocess.run(
             [sys.executable, "-m", "ecrm", "migrate-keys"], env=settings_env(target), capture_output=True, text=True
         )
-        assert again.returncode == 0 and "folded 0 item-times and purchases keys" in again.stdout  # idempotent
-        assert r.hget(keys.items(pids[0]), "sku-2") == f"2.5 {T0 + 1} {T0 + 1}"
+        assert again.returncode == 0 and "folded 0 older profile keys into 0" in again.stdout  # idempotent
+        assert r.hget(keys.profile(pids[1]), "i:sku-2") == f"2.5 {T0 + 1} {T0 + 1}"
     finally:
         await store.client.aclose()
         r.close()

@@ -338,16 +338,9 @@ def counted(metrics_port: int) -> tuple[int, int, int]:
 
 
 def bystander_dump(r: redis.Redis, keys: Keys) -> dict[str, Any]:
-    """Every key of the bystander's profile, serialized (DUMP); of its sessions HyperLogLog all but the cached count
-    (header bytes 8-15 after "HYLL") and the dump's trailer (version and checksum, 10 bytes): a PFCOUNT, a read (the
-    worker's analytics refresh every 30 s scans every profile), stores the count there."""
-    names = [*keys.profile_keys(f"c:{BYSTANDER}"), keys.visitors(BYSTANDER)]
-    found: dict[str, Any] = {key: r.dump(key) for key in names}
-    sessions = keys.sessions(f"c:{BYSTANDER}")
-    raw = found[sessions]
-    at = raw.index(b"HYLL")
-    found[sessions] = (raw[: at + 8], raw[at + 16 : -10])
-    return found
+    """Every key of the bystander's profile (the whole profile is its hash), serialized (DUMP)."""
+    names = [keys.profile(f"c:{BYSTANDER}"), *keys.legacy_profile_keys(f"c:{BYSTANDER}"), keys.visitors(BYSTANDER)]
+    return {key: r.dump(key) for key in names}
 
 
 def check_profiles(r: redis.Redis, keys: Keys, model: Model) -> None:

@@ -15,7 +15,7 @@ from core.keyspace import Keys, ProfileId
 from core.redis import connect, connect_sync
 from core.settings import Settings
 from ecrm.commands.privacy import erase
-from profiles.layout import parse_item, recent_items
+from profiles.layout import COUNTS, SCALARS, ProfileHash, parse_item, recent_items, split
 from profiles.store import APPLIED, DUPLICATE, ERASED, ProfileStore, Status
 from profiles.updates import plan_update
 from schemas import parse_event_obj
@@ -33,6 +33,11 @@ def ev(kind: str, n: int | str, ts: int, **fields: Any) -> dict[str, Any]:
 async def apply(store: ProfileStore, events: list[dict[str, Any]], source: str = "direct") -> list[Status]:
     plans = [plan_update(parse_event_obj(e), store.settings.event_weights, source) for e in events]
     return await store.apply_plans(plans)
+
+
+async def fields(store: ProfileStore, pid: str) -> ProfileHash:
+    """A profile's hash, split by kind of field (items, affinities, cart, the rest)."""
+    return split(await store.client.hgetall(store.keys.profile(pid)))
 
 
 @pytest.fixture(params=["single", "cluster"])
@@ -62,11 +67,11 @@ async def test_a_refused_plan_changes_nothing(store: ProfileStore) -> None:
             lines=[{"item_id": "a", "quantity": 1, "unit_price": 10.0}])  # fmt: skip
     big = replace(plan_update(parse_event_obj(ok), store.settings.event_weights), revenue=1e308)
     page = plan_update(parse_event_obj(ev("page_view", 3, T0 + 2, customer_id="c")), store.settings.event_weights)
-    before = {k: await store.client.dump(k) for k in keys.profile_keys("c:c")}
+    before = {k: await store.client.dump(k) for k in [keys.profile("c:c"), *keys.legacy_profile_keys("c:c")]}
     statuses = await store.apply_plans([big, page])
     assert isinstance(statuses[0], str) and "overflow" in statuses[0]
     assert statuses[1] == APPLIED  # the next event of the chunk goes on
-    after = {k: await store.client.dump(k) for k in keys.profile_keys("c:c")}
+    after = {k: await store.client.dump(k) for k in before}
     changed = [k for k in after if before[k] != after[k]]
     assert changed == [keys.profile("c:c")]  # only the page view's count and last_seen
     assert not await store.remembers("c:c", "direct", "purchase-2")  # no marker: not "applied"
@@ -91,10 +96,13 @@ async def test_items_categories_and_popular_are_bounded(store: ProfileStore) -> 
              for i in range(30)]  # fmt: skip
     assert await apply(store, views) == [APPLIED] * 30
     keys = store.keys
-    items = await store.client.hgetall(keys.items("c:c"))
+    found = await fields(store, "c:c")
+    items = found.items
     assert 9 <= len(items) <= 10 and "i29" in items and "i0" not in items  # the newest kept
     assert [int(items[f"i{i}"].split()[1]) for i in (28, 29)] == [T0 + 28_000, T0 + 29_000]  # weight and time
-    assert await store.client.hlen(keys.affinity("c:c")) <= 3
+    assert len(found.affinity) <= 3 and "k4" in found.affinity  # the strongest (the latest: decayed forward)
+    counts = await store.client.hmget(keys.profile("c:c"), "#i", "#a")  # the counts the bounds are checked by
+    assert [int(n) for n in counts] == [len(items), len(found.affinity)]
     await apply(store, [ev("product_view", f"p{i}", T0, customer_id=f"u{i}", item_id=f"x{i}") for i in range(120)])
     assert await store.client.zcard(keys.popular) <= 110
 
@@ -102,10 +110,10 @@ async def test_items_categories_and_popular_are_bounded(store: ProfileStore) -> 
 async def test_profiles_expire_without_events(store: ProfileStore) -> None:
     await apply(store, [ev("product_view", 1, T0, customer_id="c", item_id="a", session_id="s")])
     ttl_ms = store.settings.profile_ttl_days * 86_400_000
-    existing = [key for key in store.keys.profile_keys("c:c") if await store.client.exists(key)]
-    assert len(existing) == 3  # hash, items (also the recent items), sessions (no cart, category or purchase)
-    for key in existing:
-        assert 0 < await store.client.pttl(key) <= ttl_ms, key
+    keys = [store.keys.profile("c:c"), *store.keys.legacy_profile_keys("c:c")]
+    existing = [key for key in keys if await store.client.exists(key)]
+    assert existing == [store.keys.profile("c:c")]  # one key: the item and the session are fields of the hash
+    assert 0 < await store.client.pttl(existing[0]) <= ttl_ms
 
 
 async def test_a_later_login_moves_the_link_not_the_history(store: ProfileStore) -> None:
@@ -141,6 +149,7 @@ async def test_erasure_removes_everything_and_replays_stay_out(store: ProfileSto
         ev("product_view", 4, T0, customer_id="stays", item_id="a"),
     ]  # fmt: skip
     await apply(store, old)
+    await store.client.hset(store.keys.legacy("c:gone", "cart"), "a", 1)  # an older layout's key, not migrated yet
     settings = store.settings
     logged_before = await store.client.xlen(store.keys.interactions)
     pids, _, logged = await erase(settings, "gone")
@@ -151,7 +160,7 @@ async def test_erasure_removes_everything_and_replays_stay_out(store: ProfileSto
     assert {fields["p"] for _, fields in stream} == {"c:stays"}
     keys = store.keys
     for pid in pids:
-        assert not any([await store.client.exists(k) for k in keys.profile_keys(pid)]), pid
+        assert not await store.client.exists(keys.profile(pid), *keys.legacy_profile_keys(pid)), pid
         assert await store.client.zscore(keys.profiles, pid) is None
     assert not await store.client.exists(keys.alias("v1"), keys.visitors("gone"))
     assert [k async for k in store.client.scan_iter(match=f"{keys.profile('c:gone')}:seen:*")] == []
@@ -236,6 +245,67 @@ async def test_a_refresh_running_during_an_erasure_brings_no_row_back(settings: 
     await store.client.aclose()
 
 
+async def test_a_login_merges_the_visitor_field_by_field(store: ProfileStore) -> None:
+    """Key layout 4: the visitor's items, cart lines, affinities, counts and sessions (fields of one hash) merge into
+    the customer's at the first login, field by field, and the visitor's hash is gone."""
+    await apply(store, [
+        ev("product_view", 1, T0, customer_id="m", item_id="a", category="k1", session_id="s1"),
+        ev("add_to_cart", 2, T0 + 1, customer_id="m", item_id="a", quantity=1, session_id="s1"),
+        ev("product_view", 3, T0 + 10, anonymous_id="w", item_id="a", category="k1", session_id="s2"),
+        ev("product_view", 4, T0 + 11, anonymous_id="w", item_id="b", category="k2", session_id="s3"),
+        ev("add_to_cart", 5, T0 + 12, anonymous_id="w", item_id="a", quantity=2, session_id="s3"),
+        ev("add_to_cart", 6, T0 + 13, anonymous_id="w", item_id="b", quantity=1, session_id="s3"),
+    ])  # fmt: skip
+    m, w = await fields(store, "c:m"), await fields(store, "a:w")
+    assert (m.sessions, w.sessions) == (1, 2) and w.cart == {"a": "2", "b": "1"}
+    # the login's own session is the visitor's last one: it counts no new session
+    login = ev("page_view", 7, T0 + 20, customer_id="m", anonymous_id="w", session_id="s3")
+    assert await apply(store, [login]) == [APPLIED]
+    assert not await store.client.exists(store.keys.profile("a:w"))
+    merged = await fields(store, "c:m")
+    assert merged.cart == {"a": "3", "b": "1"}
+    assert parse_item(merged.items["a"]).weight == parse_item(m.items["a"]).weight + parse_item(w.items["a"]).weight
+    assert parse_item(merged.items["a"]).ts == T0 + 12 and parse_item(merged.items["b"]).ts == T0 + 13
+    assert set(merged.affinity) == {"k1", "k2"}
+    assert merged.sessions == 3 and merged.scalars["sl"] == w.scalars["sl"]
+    assert {f for f in merged.scalars if not f.startswith(COUNTS)} <= set(SCALARS)  # no other field
+    assert merged.scalars["n:product_view"] == "3" and merged.scalars["n:add_to_cart"] == "3"
+    assert merged.scalars["first_seen"] == str(T0) and merged.scalars["last_seen"] == str(T0 + 20)
+    counts = await store.client.hmget(store.keys.profile("c:m"), "#i", "#a", "#k")
+    assert counts == ["2", "2", "2"]
+    profile = await store.profile("c:m")
+    assert profile is not None and profile["sessions"] == 3 and profile["merged_visitors"] == 1
+    assert profile["cart"] == [{"item_id": "a", "quantity": 3}, {"item_id": "b", "quantity": 1}]
+
+
+async def test_sessions_count_changes_of_session_id(store: ProfileStore) -> None:
+    """The session count is the number of changes of session id (profiles/layout.py): the same id again counts
+    nothing, a return to an older id after another one counts again (the approximation the docs state)."""
+    visits = ["s1", "s1", "s2", "s2", "s1"]
+    await apply(store, [ev("page_view", n, T0 + n, customer_id="q", session_id=s) for n, s in enumerate(visits)])
+    profile = await store.profile("c:q")
+    assert profile is not None and profile["sessions"] == 3
+    assert await apply(store, [ev("page_view", 9, T0 + 9, customer_id="q")]) == [APPLIED]  # no session: no change
+    assert (await fields(store, "c:q")).sessions == 3
+
+
+async def test_a_typical_profile_is_one_compact_hash(store: ProfileStore) -> None:
+    """The bench's profile (20 events over 10 items, 3 sessions, 2 cart lines, a purchase) is one listpack hash,
+    on a single node and on the cluster (the embedded Valkey's hash-max-listpack settings)."""
+    from benchmarks.memory import history
+
+    plans = history(7, 20, 10)
+    assert await store.apply_plans(plans) == [APPLIED] * 20
+    pid = plans[0].profile
+    assert pid is not None
+    key = store.keys.profile(pid)
+    assert await store.client.object("encoding", key) == "listpack"
+    assert not await store.client.exists(*store.keys.legacy_profile_keys(pid))
+    found = await fields(store, str(pid))
+    assert len(found.items) == 10 and len(found.cart) == 2 and found.sessions == 3
+    assert await store.client.memory_usage(key, samples=0) <= 700  # the lead's measure: 592 bytes
+
+
 def test_keys_of_a_profile_share_the_tombstone_slot() -> None:
     k = Keys("t")
     assert k.erased(ProfileId("c", "x")).startswith(k.profile("c:x"))
@@ -289,7 +359,7 @@ async def test_a_browser_weighs_like_one_visitor_in_shared_state(store: ProfileS
     assert "revenue" not in visitor and "orders" not in visitor and "last_purchase" not in visitor
     assert visitor["n:claimed_purchase"] == "1" and visitor["n:product_view"] == "50"
     assert "sku-0" in await store.bought("a:v")  # the visitor's own lists know it
-    entry = parse_item(await store.client.hget(keys.items("a:v"), "sku-0") or "0")
+    entry = parse_item((await fields(store, "a:v")).items.get("sku-0") or "0")
     assert entry.weight == 50 * 1.0 + 3.0 + 5.0 and entry.bought == now  # unbounded there
     # a thousand new ids from the same address, and junk ids: the address has counted sku-0 already
     sybils = [ev("add_to_cart", f"s{n}", now, anonymous_id=f"new-{n}", item_id="sku-0", quantity=1) for n in range(30)]
@@ -331,5 +401,6 @@ async def test_a_logged_in_browser_adds_no_money_to_the_customer(store: ProfileS
         assert after[figure] == before[figure], figure
     assert after["n:claimed_purchase"] == "1" and after["n:product_view"] == "1"  # the signals follow the person
     assert "b" not in await store.bought("c:k") and "a" in await store.bought("c:k")  # not a customer's bought item
-    assert parse_item(await store.client.hget(keys.items("c:k"), "b") or "0").bought is None
-    assert "c" in dict(recent_items(await store.client.hgetall(keys.items("c:k")), 50))
+    items = (await fields(store, "c:k")).items
+    assert parse_item(items.get("b") or "0").bought is None
+    assert "c" in dict(recent_items(items, 50))

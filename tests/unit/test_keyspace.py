@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from redis.crc import key_slot
 
 from core.keyspace import (
+    LEGACY_PROFILE_SUFFIXES,
     Keys,
     ProfileId,
     customer_pid,
@@ -27,7 +28,7 @@ profiles = st.builds(ProfileId, kinds, ids)
 
 
 def all_keys(pid: ProfileId) -> set[str]:
-    keys = set(K.profile_keys(pid)) | {K.seen(pid, "direct", "e1"), K.seen_set(pid), K.erased(pid)}
+    keys = {K.profile(pid), *K.legacy_profile_keys(pid), K.seen(pid, "direct", "e1"), K.seen_set(pid), K.erased(pid)}
     if pid.kind == "a":
         keys.add(K.alias(pid.ident))
     else:
@@ -103,9 +104,10 @@ def test_profile_id_round_trip(pid: ProfileId) -> None:
 
 
 def test_the_victim_example() -> None:
-    assert K.cart(customer_pid("victim:cart")) == "ecrm:p:{c:victim%3Acart}:cart"
-    assert K.cart(customer_pid("victim")) == "ecrm:p:{c:victim}:cart"
-    assert K.profile(customer_pid("victim:cart")) != K.cart(customer_pid("victim"))
+    assert K.erased(customer_pid("victim:erased")) == "ecrm:p:{c:victim%3Aerased}:erased"
+    assert K.erased(customer_pid("victim")) == "ecrm:p:{c:victim}:erased"
+    assert K.profile(customer_pid("victim:erased")) != K.erased(customer_pid("victim"))
+    assert K.profile(customer_pid("victim:cart")) != K.legacy(customer_pid("victim"), "cart")
 
 
 @pytest.mark.parametrize("bad", ["", "x", "b:y", ":y", "c:"])
@@ -138,10 +140,12 @@ def test_marker_digests_are_short_and_depend_on_the_sender_and_the_id() -> None:
 
 @given(profiles)
 def test_the_profile_keys_migrate_keys_upgrades_are_known_and_no_other(pid: ProfileId) -> None:
-    assert legacy_profile_key("ecrm", K.recent(pid)) == ("recent", K.items(pid))
-    assert legacy_profile_key("ecrm", K.items_ts(pid)) == ("items_ts", K.items(pid))
-    assert legacy_profile_key("ecrm", K.bought(pid)) == ("bought", K.items(pid))
+    for suffix, key in zip(LEGACY_PROFILE_SUFFIXES, K.legacy_profile_keys(pid), strict=True):
+        assert key == K.legacy(pid, suffix) == f"{K.profile(pid)}:{suffix}"
+        assert legacy_profile_key("ecrm", key) == (suffix, K.profile(pid))  # folded into the profile's hash
     assert legacy_profile_key("ecrm", K.seen_set(pid)) == ("seen", K.seen_set(pid))
-    for other in [*K.profile_keys(pid), K.seen(pid, "open", "e1"), K.erased(pid), K.campaigns(pid), K.popular]:
+    for other in [K.profile(pid), K.seen(pid, "open", "e1"), K.erased(pid), K.campaigns(pid), K.popular]:
         assert legacy_profile_key("ecrm", other) is None, other
-    assert legacy_profile_key("other", K.recent(pid)) is None
+    assert legacy_profile_key("other", K.legacy(pid, "items")) is None
+    with pytest.raises(ValueError, match="not an older profile key"):
+        K.legacy(pid, "seen")

@@ -1,0 +1,58 @@
+"""The profile hash's field format (key layout 4, profiles/layout.py): the kinds of field, read back apart; the
+listpack cost estimate of the memory bench."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from analytics.store import PROFILE_FIELDS, SESSIONS
+from benchmarks.memory import field_kind, listpack_entry_bytes
+from profiles import layout
+from profiles.layout import ProfileHash, item_fields, split
+
+SCALARS = ["n:product_view", *layout.SCALARS]
+ids = st.text(min_size=1, max_size=30)
+
+
+@given(
+    st.dictionaries(ids, ids, max_size=5), st.dictionaries(ids, ids, max_size=5), st.dictionaries(ids, ids, max_size=5)
+)
+def test_a_profile_hash_splits_into_its_kinds_whatever_the_ids(
+    items: dict[str, str], aff: dict[str, str], cart: dict[str, str]
+) -> None:
+    """An id after its prefix, whatever it holds (``n:x``, ``#i``, ``a:b``, ``ss``), is read back as that kind's."""
+    h = dict.fromkeys(SCALARS, "1")
+    h |= {f"i:{k}": v for k, v in items.items()} | {f"a:{k}": v for k, v in aff.items()}
+    h |= {f"k:{k}": v for k, v in cart.items()} | {"#i": str(len(items)), "#a": str(len(aff)), "#k": str(len(cart))}
+    found = split(h)
+    assert found == ProfileHash(dict.fromkeys(SCALARS, "1"), items, aff, cart)
+    assert found.sessions == 1
+
+
+def test_no_scalar_field_starts_with_a_prefix() -> None:
+    """Every field name outside the prefixed kinds is told apart from them (the scripts write no other:
+    tests/integration/test_profile_bounds.py checks a merged profile's fields)."""
+    for name in SCALARS:
+        assert name[:2] not in (layout.ITEM, layout.AFFINITY, layout.CART) and not name.startswith("#")
+
+
+def test_item_fields_write_entries_with_their_count() -> None:
+    assert item_fields({"a": "1 5", "b": "2 6 6"}) == {"i:a": "1 5", "i:b": "2 6 6", "#i": "2"}
+    assert split(item_fields({"a": "1 5"})).items == {"a": "1 5"}
+
+
+def test_the_analytics_read_the_session_count_field() -> None:
+    """analytics may not import profiles (sibling libraries): its copy of the field name is the layout's."""
+    assert SESSIONS == layout.SESSIONS and SESSIONS in PROFILE_FIELDS
+
+
+def test_listpack_entry_sizes_follow_the_encoding() -> None:
+    assert listpack_entry_bytes("7") == 2  # 7-bit unsigned
+    assert listpack_entry_bytes("-5") == 3 and listpack_entry_bytes("4095") == 3  # 13-bit
+    assert listpack_entry_bytes("1790000000000") == 10  # int64
+    assert listpack_entry_bytes("07") == 1 + 2 + 1  # not canonical: a string
+    assert listpack_entry_bytes("i:sku-00001") == 1 + 11 + 1
+    assert listpack_entry_bytes("x" * 100) == 2 + 100 + 1
+    assert field_kind("i:a") == "items (i:)" and field_kind("#k") == "counts (#i, #a, #k)"
+    assert field_kind("ss") == field_kind("sl") == "sessions (ss, sl)" and field_kind("orders") == "counters and times"
