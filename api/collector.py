@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaProducer
 from api.auth import Caller, event_refusal
 from api.background import cancel_and_wait
 from api.ratelimit import EntryLimits
+from api.tenancy import tenant_of
 from core import metrics
 from core.errors import BadRequest, BrokerUnavailable, PayloadTooLarge
 from core.kafka import broker_errors
@@ -247,11 +248,12 @@ class Collector:
         batch = decode_batch(body, self.settings.api_max_batch)
         screened = await self._screened(batch, sender, entry, user_agent)
         records, errors, types = screened.records, screened.errors, screened.types
-        metrics.EVENTS_REJECTED.inc(len(batch) - len(records))
+        label = metrics.tenant_label(tenant_of(sender))
+        metrics.EVENTS_REJECTED.labels(label).inc(len(batch) - len(records))
         if records:
             await self._produce(records, sender.source, client_of(sender))  # a failure is counted by api/errors.py
             for event_type in types:  # counted once the broker acknowledged them
-                metrics.EVENTS_COLLECTED.labels(event_type).inc()
+                metrics.EVENTS_COLLECTED.labels(event_type, label).inc()
         return CollectResult(accepted=len(records), errors=errors, retry_after_s=screened.retry_after_s)
 
     async def _screened(
@@ -266,7 +268,7 @@ class Collector:
         bot = entry.bot(sender, user_agent)
         if bot is not None:
             refusals = [refusal(i, obj, "user_agent", bot, 403) for i, obj in enumerate(batch)]
-            metrics.COLLECTOR_REFUSED.labels("bot").inc(len(batch))
+            metrics.COLLECTOR_REFUSED.labels("bot", metrics.tenant_label(tenant_of(sender))).inc(len(batch))
             await self._dead_letter([entry_dead_letter(obj, r, sender, None, self._dlq_bytes) for obj, r in
                                      zip(batch, refusals, strict=True)], sender.source)  # fmt: skip
             return Screened([], refusals, [])
@@ -286,7 +288,9 @@ class Collector:
             dead.append(entry_dead_letter(batch[index], refused, sender, record[0], self._dlq_bytes))
             kept.retry_after_s = max(kept.retry_after_s or 0, over.retry_after_s)
         if dead:
-            metrics.COLLECTOR_REFUSED.labels("visitor_rate_limit").inc(len(dead))
+            metrics.COLLECTOR_REFUSED.labels("visitor_rate_limit", metrics.tenant_label(tenant_of(sender))).inc(
+                len(dead)
+            )
             await self._dead_letter(dead, sender.source)
         return kept
 

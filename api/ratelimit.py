@@ -32,12 +32,13 @@ from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
 from api.auth import Caller, CollectCaller
+from api.tenancy import note_tenant, tenant_of
 from core import metrics
 from core.errors import ConfigError, RateLimited
 from core.scopes import Scope
 from core.settings import Settings
 
-REASONS = ("rate_limit", "visitor_rate_limit", "bot")
+REASONS = metrics.COLLECTOR_REASONS
 
 
 def parse_limits(text: str, variable: str = "ECRM_RATE_LIMIT") -> list[RateLimitItem]:
@@ -115,7 +116,7 @@ class EntryLimits:
         try:
             await self.senders.check(sender.rate_key)
         except RateLimited:
-            metrics.COLLECTOR_REFUSED.labels("rate_limit").inc()
+            metrics.COLLECTOR_REFUSED.labels("rate_limit", metrics.tenant_label(tenant_of(sender))).inc()
             raise
 
     async def admit(self, sender: Caller, events: int) -> None:
@@ -123,7 +124,7 @@ class EntryLimits:
         try:
             await self.senders.hit(sender.rate_key, events)
         except RateLimited:
-            metrics.COLLECTOR_REFUSED.labels("rate_limit").inc(events)
+            metrics.COLLECTOR_REFUSED.labels("rate_limit", metrics.tenant_label(tenant_of(sender))).inc(events)
             raise
 
     @staticmethod
@@ -146,6 +147,7 @@ class EntryLimits:
 
 async def rate_checked(request: Request, who: CollectCaller) -> Caller:
     """The caller, refused at once (429) when already over the collector's rate limit."""
+    note_tenant(request, who)
     limits: EntryLimits = request.app.state.entry_limits
     await limits.before_body(who)
     return who
