@@ -236,11 +236,11 @@ async def test_hot_reload_and_refusal(settings: Settings, tmp_path: Path) -> Non
         assert "rule 'broken-pin'" in status["error"] and "pin.0.position" in status["error"]
         assert "greater than or equal to 1" in status["error"]
         assert (await client.get("/health/ready")).json()["rules"] == "refused"
-        assert "ecrm_rules_file_valid 0.0" in (await client.get("/metrics")).text
+        assert 'ecrm_rules_file_valid{tenant="default"} 0.0' in (await client.get("/metrics")).text
         path.write_text("version: 1\nrules: []\n")
         assert ids(await personal(client))[:2] == [sku(1), sku(2)]
         assert (await client.get("/v1/rules")).json()["valid"] is True
-        assert "ecrm_rules_file_valid 1.0" in (await client.get("/metrics")).text
+        assert 'ecrm_rules_file_valid{tenant="default"} 1.0' in (await client.get("/metrics")).text
 
 
 async def test_rebuy_window_end_to_end(settings: Settings, tmp_path: Path) -> None:
