@@ -28,6 +28,7 @@ from api.collector import Collector
 from api.degraded import PopularCopy
 from api.errors import install_error_handlers
 from api.guard import OpenModeGuard
+from api.quotas import QuotaGate
 from api.ratelimit import EntryLimits
 from api.recommend import RecommendationService
 from api.routes import campaigns, customers, events, health, recommendations, rules, segments, tracker
@@ -36,6 +37,7 @@ from api.tenancy import TENANT_STATE, request_tenant
 from core import __version__, metrics
 from core.errors import ConfigError, ServiceUnavailable
 from core.private_dir import private_dir
+from core.quotas import tenant_quotas
 from core.redis import connect
 from core.settings import Settings, get_settings
 from core.tenant_files import tenants_dir
@@ -131,6 +133,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.redis_retry_s, probe=app.state.store.ping, probe_timeout_s=PROBE_DEADLINES * deadline_s
         )
         app.state.collector = Collector(settings)
+        # each tenant's quotas (api/quotas.py): the settings' defaults, overridden by <tenants dir>/<tenant>/tenant.yaml
+        entry_limits.quotas = QuotaGate(
+            tenant_quotas(settings, tenants_dir(settings.tenants_dir)),
+            client,
+            settings.key_prefix,
+            settings.tenant_quota_check_s,
+        )
         app.state.models = ModelHolder(settings)
         app.state.popular = PopularCopy(app.state.store, settings)
         # each tenant's configuration files (docs/tenants.md): its own under ECRM_TENANTS_DIR, else the top-level

@@ -32,6 +32,7 @@ from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
 from api.auth import Caller, CollectCaller
+from api.quotas import QuotaGate
 from api.tenancy import note_tenant, tenant_of
 from core import metrics
 from core.errors import ConfigError, RateLimited
@@ -107,9 +108,10 @@ def bot_reason(user_agent: str | None) -> str:
 class EntryLimits:
     """The collector's limits of one API process: events per sender, events per visitor, bots."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, quotas: QuotaGate | None = None) -> None:
         self.senders = RateLimiter(settings.rate_limit)
         self.visitors = RateLimiter(settings.visitor_rate_limit, "ECRM_VISITOR_RATE_LIMIT", " per visitor")
+        self.quotas = quotas  # each tenant's quotas (api/quotas.py), set once Redis is connected
 
     async def before_body(self, sender: Caller) -> None:
         """429 before the body is read when the sender has no event left."""

@@ -276,8 +276,8 @@ class Settings(BaseSettings):
         "tenant.yaml (quotas), each used when present instead of the top-level file; unset: config/tenants of the "
         "installation",
     )
-    tenant_events_per_s: float = Field(
-        0.0,
+    tenant_events_per_s: int = Field(
+        0,
         ge=0,
         description="Events per second one tenant may send to the collector (0: unlimited; tenant.yaml "
         "overrides it per tenant)",

@@ -2,24 +2,18 @@
 under ECRM_TENANTS_DIR, a third on the top-level files; a refused edit of one shop's file leaves it on its last good
 rules and every other shop serving, with the refusal reported for that shop only.
 
-The caller's tenant comes from its key (api/auth.py's ``Caller.tenant``, noted by :func:`api.tenancy.note_tenant`).
-Until keys name their tenant on this branch, the test stands in for the key check with a dependency override that
-does what the key check does: the tenant a header names, noted for the request."""
+The caller's tenant: see tests/integration/tenant_callers.py."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import Request
 
-from api.auth import Caller, caller
-from api.tenancy import note_tenant
-from core.scopes import Scope
 from core.settings import Settings
 from tests.integration.helpers import app_client
+from tests.integration.tenant_callers import tenant_keys_for
 from tests.integration.test_rules import ids, shop, sku
 
 pytestmark = pytest.mark.integration
@@ -33,18 +27,6 @@ campaigns:
     placements: [personal]
     variants: [{{name: x, weight: 50}}, {{name: y, weight: 50}}]
 """
-
-
-@dataclass(frozen=True, slots=True)
-class TenantCaller(Caller):
-    tenant: str = "default"
-
-
-async def as_tenant(request: Request) -> Caller:
-    """The key check of a tenant's admin key (what api/auth.py does once keys name their tenant)."""
-    found = TenantCaller(Scope.ADMIN, Scope.ADMIN.label, "key:test", request.headers.get("x-tenant", "default"))
-    note_tenant(request, found)
-    return found
 
 
 def write(path: Path, text: str) -> None:
@@ -87,7 +69,7 @@ def items(body: dict[str, object]) -> list[str]:
 async def test_each_tenant_is_served_by_its_own_rules_and_campaigns(settings: Settings, tmp_path: Path) -> None:
     await shop(settings)
     async with app_client(tenants_settings(settings, tmp_path)) as (app, client):
-        app.dependency_overrides[caller] = as_tenant
+        tenant_keys_for(app)
         a, b, default = [await personal(client, t) for t in ("shop-a", "shop-b", "default")]
         assert items(a) == [sku(i) for i in (5, 6, 7, 8, 9, 10, 11, 12)]  # shop-a: no category a
         assert items(b) == [sku(i) for i in (1, 2, 3, 4, 9, 10, 11, 12)]  # shop-b: no category b
@@ -104,7 +86,7 @@ async def test_a_refused_file_of_one_tenant_leaves_the_others_serving(settings: 
     await shop(settings)
     configured = tenants_settings(settings, tmp_path)
     async with app_client(configured) as (app, client):
-        app.dependency_overrides[caller] = as_tenant
+        tenant_keys_for(app)
         before_a, before_b = items(await personal(client, "shop-a")), items(await personal(client, "shop-b"))
         bad = "version: 1\nrules:\n  - name: broken-pin\n    pin: [{item_id: sku-01, position: 0}]\n"
         (Path(str(configured.tenants_dir)) / "shop-a" / "rules.yaml").write_text(bad)
