@@ -168,6 +168,11 @@ class Settings(BaseSettings):
     retrain_min_interactions: int = Field(1000, ge=1, description="Retrain after this many new interactions ...")
     retrain_interval_s: float = Field(3600.0, gt=0, description="... or after this many seconds with any new one")
     retrain_check_s: float = Field(5.0, gt=0, description="How often the worker checks whether to retrain")
+    training_min_interactions: int = Field(
+        100,
+        ge=1,
+        description="A tenant with fewer interactions logged is not trained by the worker: the popular items serve it",
+    )
     training_concurrency: int = Field(
         1, ge=1, description="Trainings the worker runs at once, one per tenant, the longest-due tenant first"
     )
