@@ -116,3 +116,18 @@ def test_each_kind_of_file_resolves_per_tenant(tmp_path: Path) -> None:
     # shop-a's segment file never was valid: the top-level rules serve it meanwhile, and the error is kept
     mine = segments.get("shop-a")
     assert mine.current().names == segments.get("shop-b").current().names and mine.error is not None
+
+
+def test_the_analytics_refresh_of_a_tenant_uses_its_own_segment_rules(tmp_path: Path) -> None:
+    from analytics.refresh import make_refresher
+    from analytics.settings import AnalyticsSettings
+    from core.settings import Settings
+
+    own = tenant_path(tmp_path, "shop-a", "segments.yaml")
+    own.parent.mkdir(parents=True)
+    own.write_text(DEFAULT_RULES_PATH.read_text())
+    settings = Settings(tenants_dir=str(tmp_path))
+    cfg = AnalyticsSettings(segments_check_interval_s=0.0)
+    assert make_refresher(settings, cfg, "shop-a").rules.path == own
+    assert make_refresher(settings, cfg, "shop-b").rules.path == cfg.segments_file
+    assert make_refresher(settings, cfg).rules.path == cfg.segments_file
