@@ -173,8 +173,8 @@ def produce_events(
     deliveries = _Deliveries(producer, topic)
     for event in events:
         try:
-            sent = producer.send(topic, value=orjson.dumps(event), key=event_key(event), headers=list(headers) or None)
-            deliveries.pending.append(sent)
+            extra = {"headers": list(headers)} if headers else {}
+            deliveries.pending.append(producer.send(topic, value=orjson.dumps(event), key=event_key(event), **extra))
         except MessageSizeTooLargeError as exc:  # this message only: the others go on
             deliveries.fail(exc)
         except KafkaError as exc:  # the broker cannot take messages (metadata or buffer wait timed out)
