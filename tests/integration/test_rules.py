@@ -141,7 +141,7 @@ async def test_reasons_explain_attributes_and_the_counter(settings: Settings, tm
         assert set(plain[0]) == {"item_id", "score", "reason"}
         metrics = (await client.get("/metrics")).text
         assert 'ecrm_rules_applied_total{rule="winter-sale"}' in metrics
-        assert "ecrm_rules_in_force 3.0" in metrics
+        assert 'ecrm_rules_in_force{tenant="default"} 3.0' in metrics
 
 
 async def test_combinations_and_order(settings: Settings, tmp_path: Path) -> None:
