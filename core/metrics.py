@@ -221,10 +221,13 @@ TENANT_USAGE = Gauge(
     multiprocess_mode="livemax",
 )
 RECOMMENDATIONS = Counter("ecrm_recommendations_total", "Recommendation lists served", ["endpoint", "strategy"])
-MODEL_VERSION = Gauge("ecrm_model_info", "Model version served (value 1)", ["version"], multiprocess_mode="livemax")
+MODEL_VERSION = Gauge(
+    "ecrm_model_info", "Model version served to a tenant (value 1)", ["version", "tenant"], multiprocess_mode="livemax"
+)
 MODEL_AGE_SECONDS = Gauge(
     "ecrm_model_age_seconds",
-    "Age of the served model version (0 while none is served; several API processes: the oldest)",
+    "Age of the model version served to a tenant (0 while none is served; several API processes: the oldest)",
+    ["tenant"],
     multiprocess_mode="livemax",
 )
 MODEL_HOLDOUT_NDCG = Gauge(

@@ -21,6 +21,8 @@ TENANT_LABELLED = (
     "ecrm_training_runs_total",
     "ecrm_tenant_usage",
     "ecrm_training_overdue_seconds",
+    "ecrm_model_info",
+    "ecrm_model_age_seconds",
 )
 
 
