@@ -21,13 +21,14 @@ from analytics.settings import AnalyticsSettings
 from analytics.store import AnalyticsStore
 from api.recommend import RecommendationService
 from api.serving import ModelHolder
-from api.tenancy import request_tenant
+from api.tenancy import acting_for, request_tenant
 from core import metrics
 from core.errors import BadRequest, NotFound
 from core.keyspace import customer_pid
 from core.redis import connect
 from core.settings import Settings
 from core.tenant_files import TenantFiles, tenants_dir
+from core.tenants import DEFAULT_TENANT
 from merchandising.campaign_source import CampaignsSource, campaigns_path, tenant_campaigns
 from merchandising.campaigns import Campaign, CampaignSet, unknown_rules
 from merchandising.source import RulesSource, rules_path, tenant_rules
@@ -230,8 +231,16 @@ class CampaignService:
 
 
 @asynccontextmanager
-async def standalone(settings: Settings) -> AsyncIterator[CampaignService]:
-    """The service outside the API process (``ecrm campaign``): its own Redis clients and model, closed after."""
+async def standalone(settings: Settings, tenant: str = DEFAULT_TENANT) -> AsyncIterator[CampaignService]:
+    """The service outside the API process (``ecrm campaign``): its own Redis clients and model, closed after; the
+    files of ``tenant`` (its campaigns, rules and segment rules: docs/tenants.md)."""
+    with acting_for(tenant):
+        async with _standalone(settings) as service:
+            yield service
+
+
+@asynccontextmanager
+async def _standalone(settings: Settings) -> AsyncIterator[CampaignService]:
     client = connect(settings)
     holder = ModelHolder(settings)
     try:

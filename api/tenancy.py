@@ -5,12 +5,14 @@ without one (a ``scope:secret`` key, the open mode) acts for :data:`~core.tenant
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 
 from starlette.requests import Request
 
 from api.auth import Caller
-from core.tenants import DEFAULT_TENANT
+from core.tenants import DEFAULT_TENANT, validate_tenant
 
 _REQUEST_TENANT: ContextVar[str] = ContextVar("ecrm_request_tenant", default=DEFAULT_TENANT)
 TENANT_STATE = "tenant"
@@ -36,3 +38,13 @@ def note_tenant(request: Request, caller: Caller) -> str:
 def request_tenant() -> str:
     """The tenant of the request being served (:func:`note_tenant`); ``default`` outside a request (a command)."""
     return _REQUEST_TENANT.get()
+
+
+@contextmanager
+def acting_for(tenant: str) -> Iterator[str]:
+    """Outside a request (a command with ``--tenant``): :func:`request_tenant` is ``tenant`` within the block."""
+    token = _REQUEST_TENANT.set(validate_tenant(tenant))
+    try:
+        yield tenant
+    finally:
+        _REQUEST_TENANT.reset(token)
