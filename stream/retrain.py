@@ -21,14 +21,14 @@ import redis.asyncio as aioredis
 
 from core import metrics
 from core.clock import now_ms
-from core.errors import StoreUnavailable
+from core.errors import ConfigError, StoreUnavailable
 from core.keyspace import Keys
 from core.process import die_with_parent
 from core.redis import connect
 from core.registry import AsyncRegistry, TrainingStatus
 from core.settings import Settings
 from core.tenant_keys import tenant_keys
-from core.tenants import DEFAULT_TENANT, configured_tenants
+from core.tenants import DEFAULT_TENANT, TenantError, configured_tenants
 from stream.training_queue import TrainingQueue
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,10 @@ Spawn = Callable[[str], Awaitable[asyncio.subprocess.Process]]
 
 
 def register_retraining(app: faust.App, settings: Settings) -> None:
-    tenants = configured_tenants(settings.api_keys, settings.tenants)
+    try:
+        tenants = configured_tenants(settings.api_keys, settings.tenants)
+    except TenantError as exc:
+        raise ConfigError(f"ECRM_TENANTS or ECRM_API_KEYS: {exc}") from exc
     metrics.host_tenants(tenants)
     trainings = Trainings(settings, tenants, connect(settings))
 
