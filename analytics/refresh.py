@@ -17,7 +17,7 @@ from enum import StrEnum
 
 from analytics.fit import ModelFitError, check_enough, fit_purchases, fit_spend
 from analytics.rules import SegmentRules
-from analytics.rules_file import RulesSource
+from analytics.rules_file import RulesSource, tenant_segments
 from analytics.settings import AnalyticsSettings
 from analytics.snapshot import Models, ProfileRow, Snapshot, build_snapshot, customers_only, fit_input
 from analytics.state import AnalyticsState
@@ -26,6 +26,8 @@ from core import metrics
 from core.clock import now_ms
 from core.redis import connect
 from core.settings import Settings
+from core.tenant_files import tenants_dir
+from core.tenants import DEFAULT_TENANT
 
 log = logging.getLogger(__name__)
 
@@ -87,13 +89,18 @@ class Refresher:
         self,
         store: AnalyticsStore,
         cfg: AnalyticsSettings,
-        rules: RulesSource,
+        rules: RulesSource | Callable[[], RulesSource],
         clock: Callable[[], int] = now_ms,
     ) -> None:
+        """``rules``: the segment rules, or what returns those in force (a tenant's own file, once it has one)."""
         self.store = store
         self.cfg = cfg
-        self.rules = rules
+        self._rules = rules
         self.clock = clock
+
+    @property
+    def rules(self) -> RulesSource:
+        return self._rules if isinstance(self._rules, RulesSource) else self._rules()
 
     async def republish(self) -> AnalyticsState | None:
         """Set the gauges from the state stored in Redis (a worker's start, or a refresh another worker made)."""
@@ -154,7 +161,10 @@ def observe(state: AnalyticsState) -> None:
     metrics.ANALYTICS_MODEL_FITTED.set(1 if state.purchase is not None and state.spend is not None else 0)
 
 
-def make_refresher(settings: Settings, cfg: AnalyticsSettings) -> Refresher:
-    """A refresher on its own Redis client (close it with ``refresher.store.client.aclose()``)."""
-    rules = RulesSource(cfg.segments_file, cfg.segments_check_interval_s)
-    return Refresher(AnalyticsStore(connect(settings), settings.key_prefix), cfg, rules)
+def make_refresher(settings: Settings, cfg: AnalyticsSettings, tenant: str = DEFAULT_TENANT) -> Refresher:
+    """A refresher on its own Redis client (close it with ``refresher.store.client.aclose()``), with the segment
+    rules of ``tenant`` (its ``<ECRM_TENANTS_DIR>/<tenant>/segments.yaml`` when present, else ECRM_SEGMENTS_FILE).
+
+    MERGE (issue 22): the store is the tenant's once the analytics keys take the tenant."""
+    files = tenant_segments(cfg.segments_file, tenants_dir(settings.tenants_dir), cfg.segments_check_interval_s)
+    return Refresher(AnalyticsStore(connect(settings), settings.key_prefix), cfg, lambda: files.get(tenant))

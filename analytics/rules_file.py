@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from analytics.rules import RulesError, SegmentRules, parse_rules
+from core.tenant_files import TenantFiles
 from core.watched import Poll, WatchedFile
 
 log = logging.getLogger(__name__)
@@ -101,3 +102,18 @@ def load_rules(path: Path) -> SegmentRules:
     except (OSError, UnicodeDecodeError) as exc:
         raise RulesError(str(path), [f"cannot read: {exc}"]) from exc
     return parse_rules(text, str(path))
+
+
+SEGMENTS_NAME = "segments.yaml"
+
+
+def tenant_segments(
+    top_level: Path, tenants_dir: Path | None, check_interval_s: float = 2.0
+) -> TenantFiles[RulesSource]:
+    """Each tenant's segment rules: ``<tenants_dir>/<tenant>/segments.yaml`` when present, else the top-level file
+    (whose shipped default stays the fallback of a tenant's file that never was valid)."""
+
+    def make(path: Path, _tenant: str) -> RulesSource:
+        return RulesSource(path, check_interval_s, fallback=top_level)
+
+    return TenantFiles(RulesSource(top_level, check_interval_s), tenants_dir, SEGMENTS_NAME, make, check_interval_s)

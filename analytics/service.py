@@ -7,6 +7,7 @@ mapped to HTTP by the routes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,9 +43,12 @@ class Page:
 
 
 class AnalyticsService:
-    def __init__(self, store: AnalyticsStore, rules: RulesSource, cfg: AnalyticsSettings) -> None:
+    def __init__(
+        self, store: AnalyticsStore, rules: RulesSource | Callable[[], RulesSource], cfg: AnalyticsSettings
+    ) -> None:
+        """``rules``: the segment rules, or what returns those serving the request (one file per tenant)."""
         self.store = store
-        self.rules = rules
+        self._rules = rules
         self.cfg = cfg
         self._raw: str | None = None
         self._state: AnalyticsState | None = None
@@ -58,6 +62,10 @@ class AnalyticsService:
             self._state = AnalyticsState.from_json(raw) if raw else None
             self._raw = raw
         return self._state
+
+    @property
+    def rules(self) -> RulesSource:
+        return self._rules if isinstance(self._rules, RulesSource) else self._rules()
 
     def current_rules(self) -> SegmentRules:
         return self.rules.current()

@@ -12,24 +12,26 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from analytics.experiments import Arm, effect_report
-from analytics.rules_file import RulesSource as SegmentRulesSource
+from analytics.rules_file import tenant_segments
 from analytics.service import AnalyticsService, NoRefreshYet, UnknownSegment
 from analytics.settings import AnalyticsSettings
 from analytics.store import AnalyticsStore
 from api.recommend import RecommendationService
 from api.serving import ModelHolder
+from api.tenancy import acting_for, request_tenant
 from core import metrics
 from core.errors import BadRequest, NotFound
 from core.keyspace import customer_pid
 from core.redis import connect
 from core.settings import Settings
-from merchandising.campaign_source import CampaignsSource, campaigns_path
+from core.tenant_files import TenantFiles, tenants_dir
+from core.tenants import DEFAULT_TENANT
+from merchandising.campaign_source import CampaignsSource, campaigns_path, tenant_campaigns
 from merchandising.campaigns import Campaign, CampaignSet, unknown_rules
-from merchandising.source import DEFAULT_RULES_PATH, RulesSource
+from merchandising.source import RulesSource, rules_path, tenant_rules
 from profiles.campaigns import CampaignStore
 from profiles.store import ProfileStore
 
@@ -99,17 +101,26 @@ CLICK_RULE = (
 class CampaignService:
     def __init__(
         self,
-        source: CampaignsSource,
+        source: CampaignsSource | TenantFiles[CampaignsSource],
         store: CampaignStore,
-        rules: RulesSource | None = None,
+        rules: RulesSource | TenantFiles[RulesSource] | None = None,
         recs: RecommendationService | None = None,
         analytics: AnalyticsService | None = None,
     ) -> None:
-        self.source = source
+        self.sources = TenantFiles.of(source)
         self.store = store
-        self.rules = rules
+        self.rule_sources = TenantFiles.of(rules) if rules is not None else None
         self.recs = recs
         self.analytics = analytics
+
+    @property
+    def source(self) -> CampaignsSource:
+        """The campaigns file serving the request's tenant (its own, else the top-level file)."""
+        return self.sources.get(request_tenant())
+
+    @property
+    def rules(self) -> RulesSource | None:
+        return self.rule_sources.get(request_tenant()) if self.rule_sources is not None else None
 
     def current(self) -> CampaignSet:
         return self.source.current()
@@ -220,18 +231,28 @@ class CampaignService:
 
 
 @asynccontextmanager
-async def standalone(settings: Settings) -> AsyncIterator[CampaignService]:
-    """The service outside the API process (``ecrm campaign``): its own Redis clients and model, closed after."""
+async def standalone(settings: Settings, tenant: str = DEFAULT_TENANT) -> AsyncIterator[CampaignService]:
+    """The service outside the API process (``ecrm campaign``): its own Redis clients and model, closed after; the
+    files of ``tenant`` (its campaigns, rules and segment rules: docs/tenants.md)."""
+    with acting_for(tenant):
+        async with _standalone(settings) as service:
+            yield service
+
+
+@asynccontextmanager
+async def _standalone(settings: Settings) -> AsyncIterator[CampaignService]:
     client = connect(settings)
     holder = ModelHolder(settings)
     try:
         await holder.refresh()
         store = ProfileStore(client, settings)
-        rules = RulesSource(Path(settings.rules_file) if settings.rules_file else DEFAULT_RULES_PATH, 0.0)
-        source = CampaignsSource(campaigns_path(settings.campaigns_file), 0.0)
+        folder = tenants_dir(settings.tenants_dir)  # a command acts for one tenant: its files (docs/tenants.md)
+        rules = tenant_rules(rules_path(settings.rules_file), folder, 0.0)
+        source = tenant_campaigns(campaigns_path(settings.campaigns_file), folder, 0.0)
         cfg = AnalyticsSettings()
+        segments = tenant_segments(cfg.segments_file, folder, 0.0)
         analytics = AnalyticsService(
-            AnalyticsStore(client, settings.key_prefix), SegmentRulesSource(cfg.segments_file, 0.0), cfg
+            AnalyticsStore(client, settings.key_prefix), lambda: segments.get(request_tenant()), cfg
         )
 
         async def segment_of(pid: str, now: int) -> str | None:

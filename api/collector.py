@@ -24,7 +24,9 @@ from aiokafka import AIOKafkaProducer
 
 from api.auth import Caller, event_refusal
 from api.background import cancel_and_wait
+from api.quotas import QuotaGate
 from api.ratelimit import EntryLimits
+from api.tenancy import tenant_of
 from core import metrics
 from core.errors import BadRequest, BrokerUnavailable, PayloadTooLarge
 from core.kafka import broker_errors
@@ -247,11 +249,12 @@ class Collector:
         batch = decode_batch(body, self.settings.api_max_batch)
         screened = await self._screened(batch, sender, entry, user_agent)
         records, errors, types = screened.records, screened.errors, screened.types
-        metrics.EVENTS_REJECTED.inc(len(batch) - len(records))
+        label = metrics.tenant_label(tenant_of(sender))
+        metrics.EVENTS_REJECTED.labels(label).inc(len(batch) - len(records))
         if records:
             await self._produce(records, sender.source, client_of(sender))  # a failure is counted by api/errors.py
             for event_type in types:  # counted once the broker acknowledged them
-                metrics.EVENTS_COLLECTED.labels(event_type).inc()
+                metrics.EVENTS_COLLECTED.labels(event_type, label).inc()
         return CollectResult(accepted=len(records), errors=errors, retry_after_s=screened.retry_after_s)
 
     async def _screened(
@@ -263,10 +266,13 @@ class Collector:
         if entry is None:
             return Screened(*validate_typed(batch, sender, self.limits))
         await entry.admit(sender, len(batch))
+        tenant = tenant_of(sender)
+        if entry.quotas is not None:  # the tenant's events per second (api/quotas.py): 429, the whole request
+            await entry.quotas.admit(tenant, len(batch))
         bot = entry.bot(sender, user_agent)
         if bot is not None:
             refusals = [refusal(i, obj, "user_agent", bot, 403) for i, obj in enumerate(batch)]
-            metrics.COLLECTOR_REFUSED.labels("bot").inc(len(batch))
+            metrics.COLLECTOR_REFUSED.labels("bot", metrics.tenant_label(tenant)).inc(len(batch))
             await self._dead_letter([entry_dead_letter(obj, r, sender, None, self._dlq_bytes) for obj, r in
                                      zip(batch, refusals, strict=True)], sender.source)  # fmt: skip
             return Screened([], refusals, [])
@@ -274,21 +280,52 @@ class Collector:
         invalid = {e["index"] for e in errors}
         indices = [i for i in range(len(batch)) if i not in invalid]  # the records', in order
         kept: Screened = Screened([], errors, [])
+        kept_indices: list[int] = []
         dead: list[dict[str, Any]] = []
         for index, record, kind in zip(indices, records, types, strict=True):
             over = await entry.visitor(sender, record[0])  # a collect key's events are keyed by anonymous_id
             if over is None:
                 kept.records.append(record)
                 kept.types.append(kind)
+                kept_indices.append(index)
                 continue
             refused = refusal(index, batch[index], "anonymous_id", f"refused: {over}", 429)
             kept.errors.append(refused)
             dead.append(entry_dead_letter(batch[index], refused, sender, record[0], self._dlq_bytes))
             kept.retry_after_s = max(kept.retry_after_s or 0, over.retry_after_s)
         if dead:
-            metrics.COLLECTOR_REFUSED.labels("visitor_rate_limit").inc(len(dead))
+            metrics.COLLECTOR_REFUSED.labels("visitor_rate_limit", metrics.tenant_label(tenant)).inc(len(dead))
             await self._dead_letter(dead, sender.source)
+        if entry.quotas is not None and kept.records:
+            return await self._within_quotas(kept, kept_indices, batch, sender, entry.quotas)
         return kept
+
+    async def _within_quotas(
+        self, kept: Screened, indices: list[int], batch: list[Any], sender: Caller, quotas: QuotaGate
+    ) -> Screened:
+        """The events that would create a profile or an item past the tenant's quota refused by index (429) and
+        dead-lettered (api/quotas.py)."""
+        tenant = tenant_of(sender)
+        refused = await quotas.refusals(tenant, kept.records, kept.types)
+        if not refused:
+            return kept
+        out = Screened([], kept.errors, [], kept.retry_after_s)
+        gone = {r.index: r for r in refused}
+        dead: list[dict[str, Any]] = []
+        for position, (record, kind) in enumerate(zip(kept.records, kept.types, strict=True)):
+            refusal_of = gone.get(position)
+            if refusal_of is None:
+                out.records.append(record)
+                out.types.append(kind)
+                continue
+            index = indices[position]
+            refused_one = refusal(index, batch[index], refusal_of.field, refusal_of.reason, 429)
+            out.errors.append(refused_one)
+            dead.append(entry_dead_letter(batch[index], refused_one, sender, record[0], self._dlq_bytes))
+        out.retry_after_s = max(out.retry_after_s or 0, quotas.retry_after_s)
+        metrics.COLLECTOR_REFUSED.labels("quota", metrics.tenant_label(tenant)).inc(len(dead))
+        await self._dead_letter(dead, sender.source)
+        return out
 
     @property
     def _dlq_bytes(self) -> int:

@@ -7,7 +7,6 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -16,6 +15,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from analytics.rules_file import RulesSource as SegmentRulesSource
+from analytics.rules_file import tenant_segments
 from analytics.service import AnalyticsService
 from analytics.settings import AnalyticsSettings
 from analytics.store import AnalyticsStore
@@ -28,17 +28,22 @@ from api.collector import Collector
 from api.degraded import PopularCopy
 from api.errors import install_error_handlers
 from api.guard import OpenModeGuard
+from api.quotas import QuotaGate
 from api.ratelimit import EntryLimits
 from api.recommend import RecommendationService
 from api.routes import campaigns, customers, events, health, recommendations, rules, segments, tracker
 from api.serving import ModelHolder, model_root
+from api.tenancy import TENANT_STATE, request_tenant
 from core import __version__, metrics
 from core.errors import ConfigError, ServiceUnavailable
 from core.private_dir import private_dir
+from core.quotas import tenant_quotas
 from core.redis import connect
 from core.settings import Settings, get_settings
-from merchandising.campaign_source import CampaignsSource, campaigns_path
-from merchandising.source import DEFAULT_RULES_PATH, RulesSource
+from core.tenant_files import tenants_dir
+from core.tenants import TenantError, configured_tenants
+from merchandising.campaign_source import campaigns_path, tenant_campaigns
+from merchandising.source import rules_path, tenant_rules
 from profiles.store import ProfileStore
 from recommender.threads import pin_blas_threads
 
@@ -72,7 +77,11 @@ class LatencyMiddleware:
         finally:
             route: Any = scope.get("route")
             path = getattr(route, "path", "unmatched")
-            metrics.API_LATENCY.labels(path, scope["method"], str(status[0])).observe(time.perf_counter() - started)
+            noted = scope.get("state", {}).get(TENANT_STATE)  # api/tenancy.py: set once the caller's key is known
+            tenant = metrics.tenant_label(noted) if isinstance(noted, str) else metrics.NO_TENANT
+            metrics.API_LATENCY.labels(path, scope["method"], str(status[0]), tenant).observe(
+                time.perf_counter() - started
+            )
 
 
 def cors_origins(text: str) -> list[str]:
@@ -101,6 +110,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """The app. Raises :class:`ConfigError` for bad access-control settings (keys, CORS origins, rate limit)."""
     settings = settings or get_settings()
     keys = parse_keys(settings.api_keys)
+    try:  # the tenants labelling the metrics (any other name: "other")
+        metrics.host_tenants(configured_tenants(settings.api_keys, settings.tenants))
+    except TenantError as exc:
+        raise ConfigError(f"ECRM_TENANTS or ECRM_API_KEYS: {exc}") from exc
     entry_limits = EntryLimits(settings)  # ConfigError for a bad ECRM_RATE_LIMIT / ECRM_VISITOR_RATE_LIMIT
     origins = cors_origins(settings.cors_origins)
     # the model files' folder: this user's own, 0700 (UnsafeDirectory, a ConfigError, when another user owns it)
@@ -120,19 +133,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.redis_retry_s, probe=app.state.store.ping, probe_timeout_s=PROBE_DEADLINES * deadline_s
         )
         app.state.collector = Collector(settings)
+        # each tenant's quotas (api/quotas.py): the settings' defaults, overridden by <tenants dir>/<tenant>/tenant.yaml
+        entry_limits.quotas = QuotaGate(
+            tenant_quotas(settings, tenants_dir(settings.tenants_dir)),
+            client,
+            settings.key_prefix,
+            settings.tenant_quota_check_s,
+        )
         app.state.models = ModelHolder(settings)
         app.state.popular = PopularCopy(app.state.store, settings)
-        # business rules (merchandising/): the file is checked at most every ECRM_RULES_CHECK_INTERVAL_S
-        rules_path = Path(settings.rules_file) if settings.rules_file else DEFAULT_RULES_PATH
-        app.state.rules = RulesSource(rules_path, settings.rules_check_interval_s)
-        app.state.rules.current(force=True)
-        # campaigns (merchandising/campaigns.py): ECRM_CAMPAIGNS_FILE, checked like the rules
-        app.state.campaigns = CampaignsSource(
-            campaigns_path(settings.campaigns_file), settings.campaigns_check_interval_s
+        # each tenant's configuration files (docs/tenants.md): its own under ECRM_TENANTS_DIR, else the top-level
+        # business rules (merchandising/; checked at most every ECRM_RULES_CHECK_INTERVAL_S), campaigns
+        # (ECRM_CAMPAIGNS_FILE, checked like the rules) and segment rules
+        folder = tenants_dir(settings.tenants_dir)
+        app.state.rules = tenant_rules(rules_path(settings.rules_file), folder, settings.rules_check_interval_s)
+        app.state.campaigns = tenant_campaigns(
+            campaigns_path(settings.campaigns_file), folder, settings.campaigns_check_interval_s
         )
-        app.state.campaigns.current(force=True)
         cfg = AnalyticsSettings()
-        segment_rules = SegmentRulesSource(cfg.segments_file, cfg.segments_check_interval_s)
+        app.state.segment_rules = tenant_segments(cfg.segments_file, folder, cfg.segments_check_interval_s)
+
+        def segment_rules() -> SegmentRulesSource:
+            return app.state.segment_rules.get(request_tenant())  # type: ignore[no-any-return]
+
         app.state.analytics = AnalyticsService(AnalyticsStore(client, settings.key_prefix), segment_rules, cfg)
 
         async def segment_of(pid: str, now: int) -> str | None:

@@ -32,12 +32,14 @@ from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
 from api.auth import Caller, CollectCaller
+from api.quotas import QuotaGate
+from api.tenancy import note_tenant, tenant_of
 from core import metrics
 from core.errors import ConfigError, RateLimited
 from core.scopes import Scope
 from core.settings import Settings
 
-REASONS = ("rate_limit", "visitor_rate_limit", "bot")
+REASONS = metrics.COLLECTOR_REASONS
 
 
 def parse_limits(text: str, variable: str = "ECRM_RATE_LIMIT") -> list[RateLimitItem]:
@@ -106,16 +108,17 @@ def bot_reason(user_agent: str | None) -> str:
 class EntryLimits:
     """The collector's limits of one API process: events per sender, events per visitor, bots."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, quotas: QuotaGate | None = None) -> None:
         self.senders = RateLimiter(settings.rate_limit)
         self.visitors = RateLimiter(settings.visitor_rate_limit, "ECRM_VISITOR_RATE_LIMIT", " per visitor")
+        self.quotas = quotas  # each tenant's quotas (api/quotas.py), set once Redis is connected
 
     async def before_body(self, sender: Caller) -> None:
         """429 before the body is read when the sender has no event left."""
         try:
             await self.senders.check(sender.rate_key)
         except RateLimited:
-            metrics.COLLECTOR_REFUSED.labels("rate_limit").inc()
+            metrics.COLLECTOR_REFUSED.labels("rate_limit", metrics.tenant_label(tenant_of(sender))).inc()
             raise
 
     async def admit(self, sender: Caller, events: int) -> None:
@@ -123,7 +126,7 @@ class EntryLimits:
         try:
             await self.senders.hit(sender.rate_key, events)
         except RateLimited:
-            metrics.COLLECTOR_REFUSED.labels("rate_limit").inc(events)
+            metrics.COLLECTOR_REFUSED.labels("rate_limit", metrics.tenant_label(tenant_of(sender))).inc(events)
             raise
 
     @staticmethod
@@ -146,6 +149,7 @@ class EntryLimits:
 
 async def rate_checked(request: Request, who: CollectCaller) -> Caller:
     """The caller, refused at once (429) when already over the collector's rate limit."""
+    note_tenant(request, who)
     limits: EntryLimits = request.app.state.entry_limits
     await limits.before_body(who)
     return who

@@ -37,10 +37,12 @@ from api.degraded import PopularCopy, pick
 from api.exposures import ExposureWriter
 from api.reads import RequestReads, Stock
 from api.serving import ModelHolder, Served
+from api.tenancy import request_tenant
 from core import metrics
 from core.errors import ServiceUnavailable, StoreUnavailable
 from core.keyspace import anonymous_pid, customer_pid
 from core.settings import Settings
+from core.tenant_files import TenantFiles
 from merchandising.campaign_source import CampaignsSource
 from merchandising.campaigns import Campaign, Variant, tagged_id
 from merchandising.engine import Candidate, Context, apply_rules
@@ -211,18 +213,19 @@ class RecommendationService:
         holder: ModelHolder,
         settings: Settings,
         popular: PopularCopy | None = None,
-        rules: RulesSource | None = None,
+        rules: RulesSource | TenantFiles[RulesSource] | None = None,
         segment_of: SegmentOf | None = None,
-        campaigns: CampaignsSource | None = None,
+        campaigns: CampaignsSource | TenantFiles[CampaignsSource] | None = None,
         breaker: RedisBreaker | None = None,
     ) -> None:
         self.store = store
         self.holder = holder
         self.settings = settings
         self.popular = popular or PopularCopy(store, settings)
-        self.rules = rules or RulesSource(None)
+        # each tenant's rules and campaigns (core/tenant_files.py): those of the request's tenant serve it
+        self.rules = TenantFiles.of(rules or RulesSource(None))
         self.segment_of = segment_of
-        self.campaigns = campaigns or CampaignsSource(None)
+        self.campaigns = TenantFiles.of(campaigns or CampaignsSource(None))
         self.reads = RequestReads(store)
         self.campaign_store = CampaignStore(store.client, store.keys, int(settings.profile_ttl_days * _DAY_MS))
         self.exposures = ExposureWriter(self.campaign_store)
@@ -252,8 +255,9 @@ class RecommendationService:
     ) -> Ask:
         """The rules in force for one request, and the campaign and variant of the profile (the files' mtimes are
         checked at most every few seconds)."""
-        rules = self.rules.current()
-        campaigns = self.campaigns.current()
+        tenant = request_tenant()
+        rules = self.rules.get(tenant).current()
+        campaigns = self.campaigns.get(tenant).current()
         now = int(time.time() * 1000)
         running = campaigns.for_placement(placement, now) if pid is not None else ()
         if campaign is not None:  # an export for one campaign

@@ -37,6 +37,7 @@ from core.keyspace import Keys
 from core.redis import connect_bytes
 from core.registry import AsyncRegistry
 from core.settings import GATE_BASELINES, Settings
+from core.tenants import DEFAULT_TENANT
 from recommender.base import ItemMask
 from recommender.model import Engine
 
@@ -74,8 +75,11 @@ def model_root(settings: Settings) -> Path:
 
 
 class ModelHolder:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, tenant: str = DEFAULT_TENANT) -> None:
         self.settings = settings
+        self.tenant = tenant  # whose model: the tenant label of the model gauges
+        self._label = metrics.tenant_label(tenant)
+        metrics.MODEL_AGE_SECONDS.labels(self._label).set(0)  # 0 while none is served
         self.client = connect_bytes(settings)
         self.registry = AsyncRegistry(self.client, Keys(settings.key_prefix))
         self.files = ModelFiles(model_root(settings), settings.key_prefix)
@@ -103,10 +107,10 @@ class ModelHolder:
         old = self.served
         self.served = served
         if old is not None:
-            metrics.MODEL_VERSION.labels(old.version).set(0)  # 0 first: other processes' files keep the label
-            metrics.MODEL_VERSION.remove(old.version)
+            metrics.MODEL_VERSION.labels(old.version, self._label).set(0)  # 0 first: other processes' files
+            metrics.MODEL_VERSION.remove(old.version, self._label)
         await asyncio.to_thread(self.files.prune, version)
-        metrics.MODEL_VERSION.labels(version).set(1)
+        metrics.MODEL_VERSION.labels(version, self._label).set(1)
         meta = served.meta
         holdout = meta.get("holdout", {}) if isinstance(meta, dict) else {}
         if isinstance(holdout, dict) and "ndcg@10" in holdout:
@@ -117,7 +121,7 @@ class ModelHolder:
         log.info("now serving model %s", version)
         age = self.age_s()
         if age is not None:  # at once, not at the next poll: a gauge at 0 would say "brand new"
-            metrics.MODEL_AGE_SECONDS.set(age)
+            metrics.MODEL_AGE_SECONDS.labels(self._label).set(age)
         return True
 
     async def refresh_baseline(self) -> None:
@@ -202,7 +206,7 @@ class ModelHolder:
                 log.warning("model refresh failed (still serving %s): %s", self.served and self.served.version, exc)
             age = self.age_s()
             if age is not None:
-                metrics.MODEL_AGE_SECONDS.set(age)
+                metrics.MODEL_AGE_SECONDS.labels(self._label).set(age)
 
 
 def warm(model: Engine) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -160,16 +160,21 @@ class _Deliveries:
 
 
 def produce_events(
-    producer: KafkaProducer, topic: str, events: Iterable[dict[str, Any]], flush_every: int = 10_000
+    producer: KafkaProducer,
+    topic: str,
+    events: Iterable[dict[str, Any]],
+    flush_every: int = 10_000,
+    headers: Sequence[tuple[str, bytes]] = (),
 ) -> int:
     """Send JSON events keyed by visitor, checking the delivery of every one: after each ``flush_every`` events
     and at the end, flush and look at each send's result. Returns the count acknowledged; raises
     :class:`DeliveryFailed` (naming how many failed and how many were acknowledged) at the first batch with a
-    failure, and sends nothing more."""
+    failure, and sends nothing more. ``headers`` go on every record (e.g. the tenant, core/tenants.py)."""
     deliveries = _Deliveries(producer, topic)
     for event in events:
         try:
-            deliveries.pending.append(producer.send(topic, value=orjson.dumps(event), key=event_key(event)))
+            extra = {"headers": list(headers)} if headers else {}
+            deliveries.pending.append(producer.send(topic, value=orjson.dumps(event), key=event_key(event), **extra))
         except MessageSizeTooLargeError as exc:  # this message only: the others go on
             deliveries.fail(exc)
         except KafkaError as exc:  # the broker cannot take messages (metadata or buffer wait timed out)

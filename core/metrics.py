@@ -39,6 +39,7 @@ from prometheus_client import (
 from prometheus_client.metrics_core import Metric
 
 from core.settings import GATE_BASELINES
+from core.tenants import DEFAULT_TENANT
 from schemas.events import EVENT_TYPES
 
 API_REGISTRY = REGISTRY  # the default registry: the process and platform collectors are already in it
@@ -62,6 +63,32 @@ STORE_REASONS: tuple[str, ...] = (
 LAG_KINDS: tuple[str, ...] = ("live", "backfill")
 TRAINING_OUTCOMES: tuple[str, ...] = ("promoted", "refused", "failed")
 DEPENDENCIES: tuple[str, ...] = ("redis", "kafka")
+
+
+OTHER_TENANT = "other"
+"""The ``tenant`` label of every tenant the engine was not configured with (``ECRM_TENANTS``, ``ECRM_API_KEYS``):
+the label's values stay bounded by the configuration, whatever names reach a metric."""
+NO_TENANT = "none"
+"""The ``tenant`` label of a request no key was checked for (``/metrics``, ``/health``, a 401)."""
+_tenants: frozenset[str] = frozenset({DEFAULT_TENANT})
+
+
+def tenant_label(tenant: str) -> str:
+    """The ``tenant`` label of a metric: the tenant when it is configured (:func:`host_tenants`), else ``other``."""
+    return tenant if tenant in _tenants else OTHER_TENANT
+
+
+def host_tenants(tenants: Iterable[str]) -> tuple[str, ...]:
+    """Label metrics with these tenants (and ``default``); every tenant-labelled counter is created at 0 for each
+    (and ``other``), so that ``rate()`` sees its first increment. Returns the labels."""
+    global _tenants
+    _tenants = frozenset((DEFAULT_TENANT, *tenants))
+    labels = (*sorted(_tenants), OTHER_TENANT)
+    zero(EVENTS_COLLECTED, EVENT_TYPES, labels)
+    zero(EVENTS_REJECTED, labels)
+    zero(COLLECTOR_REFUSED, COLLECTOR_REASONS, labels)
+    zero(TRAINING_RUNS, TRAINING_OUTCOMES, labels)
+    return labels
 
 
 def zero(metric: Counter, *values: Iterable[str]) -> None:
@@ -122,11 +149,22 @@ CONSUMER_LAG_CHECKED = Gauge(
 )
 TRAINING_RUNS = Counter(
     "ecrm_training_runs_total",
-    "Trainings started by the worker, by outcome: promoted, refused (by the holdout gate) or failed",
-    ["outcome"],
+    "Trainings started by the worker, by tenant and outcome: promoted, refused (by the holdout gate) or failed",
+    ["outcome", "tenant"],
     registry=W,
 )
-zero(TRAINING_RUNS, TRAINING_OUTCOMES)
+zero(TRAINING_RUNS, TRAINING_OUTCOMES, (DEFAULT_TENANT,))
+TRAINING_WAITING = Gauge(
+    "ecrm_training_waiting_tenants",
+    "Tenants due for a training that wait for a slot (ECRM_TRAINING_CONCURRENCY trainings at once)",
+    registry=W,
+)
+TRAINING_OVERDUE = Gauge(
+    "ecrm_training_overdue_seconds",
+    "How long a tenant has been due for a training without one starting (0: not due, or training)",
+    ["tenant"],
+    registry=W,
+)
 
 # --- analytics (RFM, segments, lifetime value): set by the worker's refresh job, and from Redis at its start ---
 ANALYTICS_SEGMENT_CUSTOMERS = Gauge(
@@ -155,27 +193,41 @@ ANALYTICS_REFRESH_FAILURES = Counter(
 # --- API ---
 API_LATENCY = Histogram(
     "ecrm_api_request_seconds",
-    "API request latency",
-    ["route", "method", "status"],
+    "API request latency, by the caller's tenant (none: no key was checked)",
+    ["route", "method", "status", "tenant"],
     buckets=(0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
 EVENTS_COLLECTED = Counter(
-    "ecrm_events_collected_total", "Events accepted by the HTTP collector and acknowledged by the broker", ["type"]
+    "ecrm_events_collected_total",
+    "Events accepted by the HTTP collector and acknowledged by the broker",
+    ["type", "tenant"],
 )
-zero(EVENTS_COLLECTED, EVENT_TYPES)
-EVENTS_REJECTED = Counter("ecrm_events_rejected_total", "Events refused by the HTTP collector")
+zero(EVENTS_COLLECTED, EVENT_TYPES, (DEFAULT_TENANT,))
+EVENTS_REJECTED = Counter("ecrm_events_rejected_total", "Events refused by the HTTP collector", ["tenant"])
+zero(EVENTS_REJECTED, (DEFAULT_TENANT,))
+COLLECTOR_REASONS: tuple[str, ...] = ("rate_limit", "visitor_rate_limit", "bot", "quota")
 COLLECTOR_REFUSED = Counter(
     "ecrm_collector_refused_total",
     "Events refused by the collector's abuse limits: rate_limit (a sender over ECRM_RATE_LIMIT, 429), "
-    "visitor_rate_limit (an anonymous_id over ECRM_VISITOR_RATE_LIMIT), bot (a collect key's request from a bot)",
-    ["reason"],
+    "visitor_rate_limit (an anonymous_id over ECRM_VISITOR_RATE_LIMIT), bot (a collect key's request from a bot), "
+    "quota (over its tenant's quota of events per second, profiles or items; docs/tenants.md)",
+    ["reason", "tenant"],
 )
-zero(COLLECTOR_REFUSED, ("rate_limit", "visitor_rate_limit", "bot"))
+zero(COLLECTOR_REFUSED, COLLECTOR_REASONS, (DEFAULT_TENANT,))
+TENANT_USAGE = Gauge(
+    "ecrm_tenant_usage",
+    "A tenant's profiles and catalogue items as the collector's quota check last read them from Redis",
+    ["tenant", "kind"],
+    multiprocess_mode="livemax",
+)
 RECOMMENDATIONS = Counter("ecrm_recommendations_total", "Recommendation lists served", ["endpoint", "strategy"])
-MODEL_VERSION = Gauge("ecrm_model_info", "Model version served (value 1)", ["version"], multiprocess_mode="livemax")
+MODEL_VERSION = Gauge(
+    "ecrm_model_info", "Model version served to a tenant (value 1)", ["version", "tenant"], multiprocess_mode="livemax"
+)
 MODEL_AGE_SECONDS = Gauge(
     "ecrm_model_age_seconds",
-    "Age of the served model version (0 while none is served; several API processes: the oldest)",
+    "Age of the model version served to a tenant (0 while none is served; several API processes: the oldest)",
+    ["tenant"],
     multiprocess_mode="livemax",
 )
 MODEL_HOLDOUT_NDCG = Gauge(
@@ -219,15 +271,21 @@ RULES_APPLIED = Counter(
 )
 RULES_FILE_VALID = Gauge(
     "ecrm_rules_file_valid",
-    "1 when the rules file in force is the file on disk, 0 when its last edit was refused",
+    "1 when the rules file in force is the file on disk, 0 when its last edit was refused; tenant: whose file "
+    "(default: the top-level file, which every tenant without its own uses)",
+    ["tenant"],
     multiprocess_mode="livemin",
 )
-RULES_IN_FORCE = Gauge("ecrm_rules_in_force", "Business rules loaded from the rules file", multiprocess_mode="livemax")
+RULES_IN_FORCE = Gauge(
+    "ecrm_rules_in_force", "Business rules loaded from the rules file", ["tenant"], multiprocess_mode="livemax"
+)
 
 # --- campaigns and experiments (merchandising/campaigns.py, config/campaigns.yaml; docs/campaigns.md) ---
 CAMPAIGNS_FILE_VALID = Gauge(
     "ecrm_campaigns_file_valid",
-    "1 when the campaigns in force are the file on disk, 0 when its last edit was refused",
+    "1 when the campaigns in force are the file on disk, 0 when its last edit was refused; tenant: whose file "
+    "(default: the top-level file)",
+    ["tenant"],
     multiprocess_mode="livemin",
 )
 CAMPAIGN_LISTS = Counter(

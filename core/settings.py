@@ -168,6 +168,14 @@ class Settings(BaseSettings):
     retrain_min_interactions: int = Field(1000, ge=1, description="Retrain after this many new interactions ...")
     retrain_interval_s: float = Field(3600.0, gt=0, description="... or after this many seconds with any new one")
     retrain_check_s: float = Field(5.0, gt=0, description="How often the worker checks whether to retrain")
+    training_min_interactions: int = Field(
+        100,
+        ge=1,
+        description="A tenant with fewer interactions logged is not trained by the worker: the popular items serve it",
+    )
+    training_concurrency: int = Field(
+        1, ge=1, description="Trainings the worker runs at once, one per tenant, the longest-due tenant first"
+    )
     model_keep_versions: int = Field(5, ge=1, description="Promoted model versions kept for rollback")
     promotion_margin: float = Field(
         0.05, ge=0, le=1, description="A new version is refused if its holdout NDCG@10 is more than this fraction below"
@@ -266,6 +274,27 @@ class Settings(BaseSettings):
         "",
         description="Shops this engine hosts besides those ECRM_API_KEYS names (tenant:scope:secret), comma-separated "
         "tenant names (docs/tenants.md); the tenant 'default' is always hosted",
+    )
+    tenants_dir: str | None = Field(
+        None,
+        description="Per-tenant configuration: <dir>/<tenant>/rules.yaml, campaigns.yaml, segments.yaml and "
+        "tenant.yaml (quotas), each used when present instead of the top-level file; unset: config/tenants of the "
+        "installation",
+    )
+    tenant_events_per_s: int = Field(
+        0,
+        ge=0,
+        description="Events per second one tenant may send to the collector (0: unlimited; tenant.yaml "
+        "overrides it per tenant)",
+    )
+    tenant_profiles_max: int = Field(
+        0, ge=0, description="Profiles one tenant may hold: past it, events of new profiles are refused (0: unlimited)"
+    )
+    tenant_items_max: int = Field(
+        0, ge=0, description="Catalogue items one tenant may hold: past it, new items are refused (0: unlimited)"
+    )
+    tenant_quota_check_s: float = Field(
+        5.0, gt=0, description="How long an API replica trusts a tenant's profile and item counts read from Redis"
     )
     cors_origins: str = Field(
         "", description="Origins allowed to call the API from a browser (CORS), comma-separated; none when empty"

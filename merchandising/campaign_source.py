@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from core import metrics
+from core.tenant_files import TenantFiles
+from core.tenants import DEFAULT_TENANT
 from core.watched import Poll, WatchedFile
 from merchandising.campaigns import NO_CAMPAIGNS, CampaignsError, CampaignSet, parse_campaigns
 
@@ -27,14 +29,20 @@ class CampaignsSource:
     """The campaigns in force of one file (or none: ``path`` None), reloaded on change."""
 
     def __init__(
-        self, path: Path | None, check_interval_s: float = 2.0, clock: Callable[[], float] = time.monotonic
+        self,
+        path: Path | None,
+        check_interval_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+        tenant: str = DEFAULT_TENANT,
     ) -> None:
         self.path = path
+        self.tenant = tenant  # whose file: the gauge's tenant label
         self._file = WatchedFile(path, check_interval_s, clock) if path is not None else None
         self._campaigns: CampaignSet = NO_CAMPAIGNS
         self.loaded_at: float | None = None
         self.error: str | None = None
-        metrics.CAMPAIGNS_FILE_VALID.set(1)
+        self._valid = metrics.CAMPAIGNS_FILE_VALID.labels(metrics.tenant_label(tenant))
+        self._valid.set(1)
 
     def current(self, force: bool = False) -> CampaignSet:
         found = self._file.poll(force) if self._file is not None else None
@@ -62,14 +70,14 @@ class CampaignsSource:
     def _set(self, campaigns: CampaignSet) -> None:
         self._campaigns, self.error = campaigns, None
         self.loaded_at = time.time()
-        metrics.CAMPAIGNS_FILE_VALID.set(1)
+        self._valid.set(1)
 
     def _refuse(self, message: str) -> None:
         if message != self.error:
             kept = len(self._campaigns.campaigns)
             log.error("campaigns refused: %s; the previous campaigns stay in force (%d campaigns)", message, kept)
         self.error = message
-        metrics.CAMPAIGNS_FILE_VALID.set(0)
+        self._valid.set(0)
 
 
 def load_campaigns(path: Path) -> CampaignSet:
@@ -84,3 +92,21 @@ def load_campaigns(path: Path) -> CampaignSet:
 def campaigns_path(configured: str | None) -> Path:
     """ECRM_CAMPAIGNS_FILE, else config/campaigns.yaml of the installation."""
     return Path(configured) if configured else DEFAULT_CAMPAIGNS_PATH
+
+
+CAMPAIGNS_NAME = "campaigns.yaml"
+
+
+def tenant_campaigns(
+    top_level: Path | None, tenants_dir: Path | None, check_interval_s: float = 2.0
+) -> TenantFiles[CampaignsSource]:
+    """Each tenant's campaigns: ``<tenants_dir>/<tenant>/campaigns.yaml`` when present, else the top-level file."""
+
+    def make(path: Path, tenant: str) -> CampaignsSource:
+        source = CampaignsSource(path, check_interval_s, tenant=tenant)
+        source.current(force=True)
+        return source
+
+    shared = CampaignsSource(top_level, check_interval_s)
+    shared.current(force=True)
+    return TenantFiles(shared, tenants_dir, CAMPAIGNS_NAME, make, check_interval_s)

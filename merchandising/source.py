@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core import metrics
+from core.tenant_files import TenantFiles
+from core.tenants import DEFAULT_TENANT
 from core.watched import Poll, WatchedFile
 from merchandising.rules import EMPTY, RulesError, RuleSet, parse_rules
 
@@ -37,15 +39,22 @@ class RulesSource:
     """The rules in force of one file (or none: ``path`` None), reloaded on change."""
 
     def __init__(
-        self, path: Path | None, check_interval_s: float = 2.0, clock: Callable[[], float] = time.monotonic
+        self,
+        path: Path | None,
+        check_interval_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+        tenant: str = DEFAULT_TENANT,
     ) -> None:
         self.path = path
+        self.tenant = tenant  # whose file: the gauges' tenant label
         self._file = WatchedFile(path, check_interval_s, clock) if path is not None else None
         self._rules: RuleSet = EMPTY
         self.loaded_at: float | None = None
         self.error: str | None = None
-        metrics.RULES_FILE_VALID.set(1)
-        metrics.RULES_IN_FORCE.set(0)
+        self._valid = metrics.RULES_FILE_VALID.labels(metrics.tenant_label(tenant))
+        self._in_force = metrics.RULES_IN_FORCE.labels(metrics.tenant_label(tenant))
+        self._valid.set(1)
+        self._in_force.set(0)
 
     def current(self, force: bool = False) -> RuleSet:
         found = self._file.poll(force) if self._file is not None else None
@@ -81,15 +90,38 @@ class RulesSource:
             metrics.RULES_APPLIED.labels(name)  # each rule's counter exists from the start, at 0
         self._rules, self.error = rules, None
         self.loaded_at = time.time()
-        metrics.RULES_FILE_VALID.set(1)
-        metrics.RULES_IN_FORCE.set(len(rules.rules))
+        self._valid.set(1)
+        self._in_force.set(len(rules.rules))
 
     def _refuse(self, message: str) -> None:
         if message != self.error:
             kept = len(self._rules.rules)
             log.error("business rules refused: %s; the previous rules stay in force (%d rules)", message, kept)
         self.error = message
-        metrics.RULES_FILE_VALID.set(0)
+        self._valid.set(0)
+
+
+RULES_NAME = "rules.yaml"
+
+
+def rules_path(configured: str | None) -> Path:
+    """ECRM_RULES_FILE, else config/rules.yaml of the installation."""
+    return Path(configured) if configured else DEFAULT_RULES_PATH
+
+
+def tenant_rules(
+    top_level: Path | None, tenants_dir: Path | None, check_interval_s: float = 2.0
+) -> TenantFiles[RulesSource]:
+    """Each tenant's business rules: ``<tenants_dir>/<tenant>/rules.yaml`` when present, else the top-level file."""
+
+    def make(path: Path, tenant: str) -> RulesSource:
+        source = RulesSource(path, check_interval_s, tenant=tenant)
+        source.current(force=True)
+        return source
+
+    shared = RulesSource(top_level, check_interval_s)
+    shared.current(force=True)
+    return TenantFiles(shared, tenants_dir, RULES_NAME, make, check_interval_s)
 
 
 def load_rules(path: Path) -> RuleSet:

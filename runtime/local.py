@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -24,8 +24,9 @@ from core import runstate
 from core.keyspace import KEY_LAYOUT_VERSION
 from core.settings import Settings
 from runtime.datadir import DataDir
+from runtime.demo_shops import DemoShop
 from runtime.embedded import EmbeddedPorts, EmbeddedServer, die_with_parent, free_port, start_missing
-from runtime.shop import ShopServer, allow_shop_origin, start_demo_shop
+from runtime.shop import ShopPage, ShopServer, allow_shop_origin, start_demo_shop, start_demo_shops
 
 Echo = Callable[[str], None]
 
@@ -95,6 +96,7 @@ class LocalStack:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     state_file: Path | None = None
     shop: ShopServer | None = None  # the demo shop (runtime/shop.py), served in a thread of this process
+    other_shops: list[ShopServer] = field(default_factory=list)  # the demo's other shops (runtime/demo_shops.py)
     data_dir: DataDir | None = None  # held (locked) until the stack stops
 
     def publish(self, echo: Echo) -> None:
@@ -115,6 +117,8 @@ class LocalStack:
             echo(f"note: another ecrm up is running; other shells keep finding that one ({runstate.state_path()})")
 
     def stop(self) -> None:
+        for other in self.other_shops:
+            other.stop()
         if self.shop is not None:
             self.shop.stop()
         if self.state_file is not None:
@@ -135,12 +139,14 @@ def start_stack(
     ports: EmbeddedPorts | None = None,
     shop: bool = False,
     data_dir: DataDir | None = None,
+    shops: Sequence[DemoShop] = (),
 ) -> LocalStack:
     """Start the embedded servers (unless the environment names real ones; on ``ports`` if given), the topics, a
     worker and the API; with ``shop`` the demo shop on a free port (its origin added to the API's
     ``ECRM_CORS_ORIGINS``); then publish the state file. With ``data_dir`` (opened and locked by the caller; the
     stack releases it when it stops) the embedded Redis keeps its data there, and so do the model files and the
-    erasure log."""
+    erasure log. With ``shop`` and several demo ``shops`` (runtime/demo_shops.py), a shop page for each on its own
+    port, each with its own collect key, linking to the others."""
     from core.kafka import ensure_topics
     from profiles.migrate import forget_topic_offsets
 
@@ -158,8 +164,9 @@ def start_stack(
         if "ECRM_WORKER_WEB_PORT" not in env:
             settings = settings.model_copy(update={"worker_web_port": 0})
         shop_port = free_port() if shop else 0
-        if shop_port:
-            settings = settings.model_copy(update={"cors_origins": allow_shop_origin(settings.cors_origins, shop_port)})
+        other_ports = [free_port() for _ in shops[1:]] if shop else []
+        for port in [shop_port, *other_ports] if shop_port else []:
+            settings = settings.model_copy(update={"cors_origins": allow_shop_origin(settings.cors_origins, port)})
         stack.settings = settings
         created = ensure_topics(settings)
         if settings.events_topic in created:  # a new topic: offsets Redis may remember are of an older one
@@ -170,7 +177,14 @@ def start_stack(
         stack.procs.append(spawn_role(["api", "--port", str(settings.api_port)], settings))
         wait_ready(f"{api_base(settings)}/health/ready", 60.0, stack.procs, worker=True)
         echo(f"API ready on {api_base(settings)}/docs (the worker is consuming)")
-        if shop_port:
+        if shop_port and len(shops) > 1:
+            pages = [shop_page(s, p) for s, p in zip(shops, [shop_port, *other_ports], strict=True)]
+            first, *others = start_demo_shops(api_base(settings), pages)
+            stack.shop, stack.other_shops = first, others
+            echo(f"demo shop on {first.url}/ (tracker and widgets: docs/tracker.md)")
+            for server, demo_shop in zip(others, shops[1:], strict=True):
+                echo(f"second demo shop on {server.url}/ (tenant {demo_shop.tenant}: its own keys, data and model)")
+        elif shop_port:
             stack.shop = start_demo_shop(api_base(settings), settings.api_keys, shop_port)
             echo(f"demo shop on {stack.shop.url}/ (tracker and widgets: docs/tracker.md)")
         stack.publish(echo)
@@ -178,6 +192,11 @@ def start_stack(
         stack.stop()
         raise
     return stack
+
+
+def shop_page(shop: DemoShop, port: int) -> ShopPage:
+    """The page of one demo shop: its name, its collect key, its catalogue (the simulator with its seed)."""
+    return ShopPage(shop.name, shop.key("collect"), shop.simulation(200, ""), port)
 
 
 def api_base(settings: Settings) -> str:

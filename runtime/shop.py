@@ -64,6 +64,8 @@ class Shop:
     items: dict[str, CatalogueItem]
     categories: dict[str, list[CatalogueItem]]
     consent: bool = False  # the tag asks for the visitor's consent first (data-consent="required"), with a banner
+    name: str = "ecrm demo shop"
+    others: tuple[tuple[str, str], ...] = ()  # the demo's other shops (name, URL): the header switches to them
 
     def tag(self) -> str:
         key = f' data-key="{escape(self.collect_key)}"' if self.collect_key else ""
@@ -77,21 +79,36 @@ def demo_catalogue(cfg: SimulationConfig) -> list[CatalogueItem]:
 
 
 def build_shop(
-    engine_url: str, collect_key: str = "", cfg: SimulationConfig | None = None, consent: bool = False
+    engine_url: str,
+    collect_key: str = "",
+    cfg: SimulationConfig | None = None,
+    consent: bool = False,
+    name: str = "ecrm demo shop",
+    others: tuple[tuple[str, str], ...] = (),
 ) -> Shop:
     items = demo_catalogue(cfg or SimulationConfig())
     categories: dict[str, list[CatalogueItem]] = {}
     for item in items:
         categories.setdefault(item.category, []).append(item)
-    return Shop(engine_url.rstrip("/"), collect_key, {i.item_id: i for i in items}, categories, consent)
+    by_id = {i.item_id: i for i in items}
+    return Shop(engine_url.rstrip("/"), collect_key, by_id, categories, consent, name, others)
+
+
+def _switcher(shop: Shop) -> str:
+    """Links to the demo's other shops (each a tenant of the engine, on its own origin)."""
+    if not shop.others:
+        return ""
+    links = " ".join(f'<a class="shop-switch" href="{escape(url)}/">{escape(name)}</a>' for name, url in shop.others)
+    return f'<span id="shops">Other shop: {links}</span>'
 
 
 def _page(shop: Shop, title: str, body: str, status: int = 200) -> HTMLResponse:
     nav = " ".join(f'<a href="/?category={quote(c)}">{escape(c)}</a>' for c in sorted(shop.categories))
     html = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1"><title>{escape(title)} · ecrm demo shop</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>{escape(title)} · {escape(shop.name)}</title>
 <link rel="icon" href="data:,"><style>{_STYLE}</style>{shop.tag()}<script src="/shop.js" defer></script></head>
-<body><header><a href="/"><strong>ecrm demo shop</strong></a><nav>{nav}</nav><a href="/cart" id="cart-link">Cart</a>
+<body><header><a href="/"><strong>{escape(shop.name)}</strong></a><nav>{nav}</nav>{_switcher(shop)}
+<a href="/cart" id="cart-link">Cart</a>
 <form action="/search"><input name="q" placeholder="Search" maxlength="{MAX_QUERY}"></form></header>
 {_BANNER if shop.consent else ""}<main>{body}</main></body></html>"""
     return HTMLResponse(html, status_code=status)
@@ -266,3 +283,30 @@ def allow_shop_origin(cors_origins: str, port: int) -> str:
 def start_demo_shop(engine_url: str, api_keys: str, port: int) -> ShopServer:
     """The demo shop on ``port``, pointing at the engine (with its first collect key when keys are configured)."""
     return ShopServer(build_shop(engine_url, collect_key(api_keys)), port).start()
+
+
+@dataclass(frozen=True)
+class ShopPage:
+    """What one demo shop's page needs: its name, its collect key, its simulator (catalogue), its port."""
+
+    name: str
+    collect_key: str
+    cfg: SimulationConfig
+    port: int
+
+
+def start_demo_shops(engine_url: str, pages: list[ShopPage]) -> list[ShopServer]:
+    """One demo shop per page on its own origin (its own visitors' ids and consent), each header linking to the
+    others; all stopped when one fails to start."""
+    urls = [(page.name, f"http://127.0.0.1:{page.port}") for page in pages]
+    started: list[ShopServer] = []
+    try:
+        for page in pages:
+            others = tuple(u for u in urls if u[1] != f"http://127.0.0.1:{page.port}")
+            shop = build_shop(engine_url, page.collect_key, page.cfg, name=page.name, others=others)
+            started.append(ShopServer(shop, page.port).start())
+    except BaseException:
+        for server in started:
+            server.stop()
+        raise
+    return started

@@ -1,5 +1,10 @@
-"""The worker decides when to retrain: a Faust timer checks the interaction count and the time since the last
-training, and starts ``ecrm train`` as a separate process, so ingestion keeps flowing while it trains."""
+"""The worker decides when to retrain: a Faust timer checks, for each tenant the engine hosts, the interaction count
+and the time since its last training, and starts ``ecrm train --tenant T`` as a separate process, so ingestion keeps
+flowing while it trains.
+
+At most ``ECRM_TRAINING_CONCURRENCY`` trainings run at once, the longest-due tenant first
+(:mod:`stream.training_queue`): one large shop never starves the others. A tenant with fewer than
+``ECRM_TRAINING_MIN_INTERACTIONS`` interactions is not trained and serves the popular items."""
 
 from __future__ import annotations
 
@@ -8,60 +13,126 @@ import contextlib
 import logging
 import os
 import sys
-import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 
 import faust
+import redis.asyncio as aioredis
 
 from core import metrics
 from core.clock import now_ms
-from core.errors import StoreUnavailable
+from core.errors import ConfigError, StoreUnavailable
 from core.keyspace import Keys
 from core.process import die_with_parent
 from core.redis import connect
-from core.registry import AsyncRegistry
+from core.registry import AsyncRegistry, TrainingStatus
 from core.settings import Settings
+from core.tenant_keys import tenant_keys
+from core.tenants import DEFAULT_TENANT, TenantError, configured_tenants
+from stream.training_queue import TrainingQueue
 
 log = logging.getLogger(__name__)
 FAILED_BACKOFF_S = 60.0
 
+Spawn = Callable[[str], Awaitable[asyncio.subprocess.Process]]
+
 
 def register_retraining(app: faust.App, settings: Settings) -> None:
-    running: dict[str, asyncio.subprocess.Process] = {}
-    started = [0.0]
-    counted = [True]  # whether the last training's outcome is counted
-    registry = AsyncRegistry(connect(settings), Keys(settings.key_prefix))
+    try:
+        tenants = configured_tenants(settings.api_keys, settings.tenants)
+    except TenantError as exc:
+        raise ConfigError(f"ECRM_TENANTS or ECRM_API_KEYS: {exc}") from exc
+    metrics.host_tenants(tenants)
+    trainings = Trainings(settings, tenants, connect(settings))
 
     @app.timer(interval=settings.retrain_check_s)
     async def maybe_retrain() -> None:
-        proc = running.get("proc")
-        if proc is not None:
-            if proc.returncode is None:
-                return
-            if not counted[0]:
-                counted[0] = True
-                metrics.TRAINING_RUNS.labels(training_outcome(proc.returncode)).inc()
-            if proc.returncode not in (0, 1) and time.monotonic() - started[0] < FAILED_BACKOFF_S:
-                return  # the last training failed (its error is in the worker's log): do not retry at once
-        try:
-            status = await registry.training_status()
-        except StoreUnavailable as exc:
-            log.warning("retraining check failed: %s", exc)
-            return
-        if status.busy or not should_retrain(
+        await trainings.check()
+
+
+async def training_status(client: aioredis.Redis, keys: Keys) -> TrainingStatus:
+    """One tenant's training status (its interactions logged, its last training, its lock), in its keyspace."""
+    return await AsyncRegistry(client, keys).training_status()
+
+
+def train_command(tenant: str) -> list[str]:
+    """``ecrm train`` for one tenant (``--tenant`` for any but the default one, which needs none)."""
+    command = [sys.executable, "-m", "ecrm", "train"]
+    return command if tenant == DEFAULT_TENANT else [*command, "--tenant", tenant]
+
+
+async def spawn_training(tenant: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        *train_command(tenant), stdin=asyncio.subprocess.DEVNULL, preexec_fn=background_child
+    )
+
+
+@dataclass
+class Trainings:
+    """The worker's trainings: each tenant's triggers checked, the queue fed, finished trainings counted."""
+
+    settings: Settings
+    tenants: Sequence[str]
+    client: aioredis.Redis
+    spawn: Spawn = spawn_training
+    queue: TrainingQueue = field(init=False)
+    procs: dict[str, asyncio.subprocess.Process] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.queue = TrainingQueue(self.settings.training_concurrency, int(FAILED_BACKOFF_S * 1000))
+
+    async def check(self) -> list[str]:
+        """One round: count the finished trainings, read every tenant's status, start the next. The tenants started."""
+        now = now_ms()
+        self._reap(now)
+        busy: list[str] = []
+        for tenant in self.tenants:
+            if tenant in self.queue.running:
+                continue
+            try:
+                status = await training_status(self.client, tenant_keys(self.settings.key_prefix, tenant))
+            except StoreUnavailable as exc:
+                log.warning("retraining check failed: %s", exc)
+                return []
+            if status.busy:
+                busy.append(tenant)
+            self.queue.observe(tenant, self.due(status, now), now)
+        started = self.queue.next(now, blocked=busy)
+        for tenant in started:
+            log.info("starting a training of tenant %s (%d waiting)", tenant, self.queue.waiting() - 1)
+            self.queue.started(tenant)
+            self.procs[tenant] = await self.spawn(tenant)
+        self._observe(now)
+        return started
+
+    def due(self, status: TrainingStatus, now: int) -> bool:
+        s = self.settings
+        if status.interactions < s.training_min_interactions:
+            return False  # too small to train: the popular items serve it
+        return should_retrain(
             status.interactions,
             status.trained_count,
             status.trained_at_ms,
-            now_ms(),
-            settings.retrain_min_interactions,
-            settings.retrain_interval_s,
-        ):
-            return
-        log.info("starting a training (%d interactions logged)", status.interactions)
-        started[0] = time.monotonic()
-        counted[0] = False
-        running["proc"] = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "ecrm", "train", stdin=asyncio.subprocess.DEVNULL, preexec_fn=background_child
+            now,
+            s.retrain_min_interactions,
+            s.retrain_interval_s,
         )
+
+    def _reap(self, now: int) -> None:
+        for tenant, proc in list(self.procs.items()):
+            if proc.returncode is None:
+                continue
+            del self.procs[tenant]
+            outcome = training_outcome(proc.returncode)
+            metrics.TRAINING_RUNS.labels(outcome, metrics.tenant_label(tenant)).inc()
+            self.queue.finished(tenant, outcome != "failed", now)
+
+    def _observe(self, now: int) -> None:
+        metrics.TRAINING_WAITING.set(self.queue.waiting())
+        for tenant in self.tenants:
+            since = self.queue.due_since.get(tenant)
+            waited = (now - since) / 1000 if since is not None and tenant not in self.queue.running else 0.0
+            metrics.TRAINING_OVERDUE.labels(metrics.tenant_label(tenant)).set(waited)
 
 
 def training_outcome(returncode: int) -> str:

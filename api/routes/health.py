@@ -61,7 +61,8 @@ async def ready(request: Request, store: StoreDep, collector: CollectorDep) -> J
             "kafka": writes,
             "worker": worker,
             "auth": request.app.state.keys.mode,  # access control (api/auth.py)
-            "rules": "refused" if request.app.state.rules.error else "ok",  # business rules (GET /v1/rules)
+            # business rules (GET /v1/rules): "refused" when any tenant's file in force is (its own, or the top-level)
+            "rules": "refused" if any(s.error for s in request.app.state.rules.sources()) else "ok",
         },
         status_code=200 if reads else 503,
     )

@@ -9,6 +9,8 @@ from fastapi import APIRouter, Request
 
 from api.auth import RequireAdmin
 from api.models import RulesOverview
+from api.tenancy import request_tenant
+from core.tenant_files import TenantFiles
 from merchandising.rules import ACTIONS
 from merchandising.source import RulesSource
 
@@ -42,6 +44,7 @@ def rules_overview(source: RulesSource) -> dict[str, Any]:
 @router.get("", response_model=RulesOverview)
 async def rules_in_force(request: Request) -> dict[str, Any]:
     """The rules in force. ``valid`` is false and ``error`` names the rule, the field and the reason when the last
-    edit of the file was refused: the previous rules (listed) then stay in force."""
-    source: RulesSource = request.app.state.rules
-    return rules_overview(source)
+    edit of the file was refused: the previous rules (listed) then stay in force. A tenant's key sees its tenant's
+    file (``<ECRM_TENANTS_DIR>/<tenant>/rules.yaml`` when present, else the top-level file)."""
+    files: TenantFiles[RulesSource] = request.app.state.rules
+    return rules_overview(files.get(request_tenant()))

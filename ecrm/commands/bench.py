@@ -243,6 +243,25 @@ def auth(
     _with_servers(run, as_json)
 
 
+def tenants(
+    batch: Annotated[int, typer.Option(help="Events per request")] = 100,
+    batches: Annotated[int, typer.Option(help="Requests per set-up and round")] = 60,
+    rounds: Annotated[int, typer.Option(help="Rounds of the three set-ups (compared by median)")] = 3,
+    as_json: JsonOption = False,
+) -> None:
+    """The collector's rate without quotas, with an events-per-second quota, and with a profile quota reached (its
+    Redis look-up on every batch), in one run; and the per-tenant configuration lookup per request (docs/tenants.md)."""
+    from dataclasses import asdict
+
+    from benchmarks.tenants import bench_tenants, lines
+
+    def run(settings: Settings) -> None:
+        figures = bench_tenants(settings, batch, batches, max(1, min(rounds, 9)), _progress(as_json))
+        _report(asdict(figures), lines(figures), as_json)
+
+    _with_servers(run, as_json)
+
+
 def campaigns(
     items: Annotated[int, typer.Option(help="Catalogue size of the model")] = 10_000,
     rps: Annotated[float, typer.Option(help="Steady request rate in all (half to each API)")] = 100.0,

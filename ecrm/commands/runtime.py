@@ -5,9 +5,10 @@ from __future__ import annotations
 import signal
 import sys
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
@@ -18,9 +19,13 @@ from core.kafka import ensure_topics, make_producer, probe_broker, produce_event
 from core.redis import probe as probe_redis
 from core.runstate import addresses_set, read_state
 from core.settings import Settings, get_settings
+from core.tenants import DEFAULT_TENANT, TENANT_HEADER
 from ecrm.commands.errors import error_line
 from runtime.simulate import SimulationConfig
 from runtime.simulate import simulate as simulate_events
+
+if TYPE_CHECKING:
+    from runtime.demo_shops import DemoShop
 
 
 def worker(
@@ -138,12 +143,14 @@ def write_lines(cfg: SimulationConfig, out: Path) -> None:
             stream.close()
 
 
-def produce_demo(settings: Settings, cfg: SimulationConfig) -> int:
+def produce_demo(settings: Settings, cfg: SimulationConfig, tenant: str = DEFAULT_TENANT) -> int:
+    """The simulator's events produced to Kafka; for a tenant other than the default, with its ``tenant`` header."""
     ensure_topics(settings, timeout_s=settings.producer_timeout_s)
     producer = make_producer(settings)
+    headers = [] if tenant == DEFAULT_TENANT else [(TENANT_HEADER, tenant.encode())]
     try:
         events = tqdm(simulate_events(cfg), desc="demo events", unit="ev", file=sys.stderr, leave=False)
-        return produce_events(producer, settings.events_topic, events)
+        return produce_events(producer, settings.events_topic, events, headers=headers)
     finally:
         producer.close()
 
@@ -181,6 +188,7 @@ def up(
     from api.auth import check_bind, parse_keys
     from runtime.datadir import DataDirError, open_data_dir
     from runtime.demo import demo_settings
+    from runtime.demo_shops import demo_shops
     from runtime.embedded import EmbeddedError, EmbeddedPorts
     from runtime.local import StartupError, start_stack, wait_until_stopped
 
@@ -193,8 +201,11 @@ def up(
     except (ConfigError, DataDirError) as exc:
         typer.echo(error_line(exc), err=True)
         raise typer.Exit(2) from exc
+    shops: tuple[DemoShop, ...] = ()
     if not no_demo:  # the demo's own campaign (runtime/demo_campaigns.yaml) unless ECRM_CAMPAIGNS_FILE is set; also
         settings = demo_settings(settings, os.environ)  # on a demo folder restarted (its campaign goes on)
+        # two shops side by side, each a tenant with its keys (runtime/demo_shops.py), unless ECRM_API_KEYS is set
+        settings, shops = demo_shops(settings, os.environ)
     if folder is not None and not folder.fresh and not no_demo:
         typer.echo(f"data folder {folder.root} holds data: the demo is not replayed")
         no_demo = True
@@ -203,7 +214,7 @@ def up(
     previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops it like Ctrl-C, during start-up too
     try:
         ports = EmbeddedPorts(kafka_port, redis_port)
-        stack = start_stack(settings, typer.echo, ports=ports, shop=not no_demo, data_dir=folder)
+        stack = start_stack(settings, typer.echo, ports=ports, shop=not no_demo, data_dir=folder, shops=shops)
     except (StartupError, EmbeddedError, BrokerUnavailable) as exc:
         typer.echo(error_line(exc), err=True)
         raise typer.Exit(2) from exc
@@ -214,7 +225,9 @@ def up(
     try:
         if not no_demo:
             shop_url = stack.shop.url if stack.shop else None
-            run_demo(stack.settings, SimulationConfig(customers=customers, run_id=uuid.uuid4().hex[:12]), shop_url)
+            run_id = uuid.uuid4().hex[:12]
+            run_demo(stack.settings, SimulationConfig(customers=customers, run_id=run_id), shop_url)
+            run_other_shops(stack.settings, shops, [s.url for s in stack.other_shops], customers, run_id)
         typer.echo("running; press Ctrl-C to stop")
         code = wait_until_stopped(stack, typer.echo)
     except KeyboardInterrupt:
@@ -251,6 +264,25 @@ def run_demo(settings: Settings, cfg: SimulationConfig, shop_url: str | None = N
     if shop_url:
         typer.echo(f"  {shop_url}/  (the demo shop: click a few products, see 'Because you viewed ...' change)")
     play_demo_campaign(settings, base, demo.demo_headers(settings.api_keys))
+
+
+def run_other_shops(
+    settings: Settings, shops: Sequence[DemoShop], urls: Sequence[str], customers: int, run_id: str
+) -> None:
+    """The demo's shops after the first: each one's simulated history (its own seed) produced for its tenant; the
+    worker applies it to that tenant and trains its model in turn (fair training, docs/tenants.md). Then every
+    shop's keys."""
+    if len(shops) < 2:
+        return
+    from runtime.demo_shops import key_lines
+
+    for shop, url in zip(shops[1:], urls, strict=True):
+        count = produce_demo(settings, shop.simulation(customers, run_id), shop.tenant)
+        typer.echo(f"demo: {count} simulated events produced for the second shop, {shop.name} (tenant {shop.tenant})")
+        typer.echo(f"  {url}/  ({shop.name}: the same item and customer ids, another shop's data and model)")
+    typer.echo("demo keys (this run's own; the API listens on loopback only):")
+    for line in key_lines(shops):
+        typer.echo(line)
 
 
 def play_demo_campaign(settings: Settings, base: str, headers: dict[str, str], customers: int = 1500) -> None:

@@ -116,8 +116,8 @@ def test_two_processes_share_the_model_swap_and_count_together(settings: Setting
             assert time.monotonic() < deadline, "not every process swapped to the second version"
             time.sleep(0.2)
         text = httpx.get(f"{base}/metrics").text
-        assert f'ecrm_model_info{{version="{second.version}"}} 1.0' in text
-        assert f'ecrm_model_info{{version="{first.version}"}} 0.0' in text
+        assert f'ecrm_model_info{{tenant="default",version="{second.version}"}} 1.0' in text
+        assert f'ecrm_model_info{{tenant="default",version="{first.version}"}} 0.0' in text
         assert "ecrm_events_consumed_total" not in text  # the worker's metrics stay the worker's
         assert children(proc.pid) == pids  # no process was lost on the way
     finally:

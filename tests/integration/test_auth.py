@@ -255,7 +255,7 @@ async def test_the_rate_limit_counts_events_not_requests(keyed: Settings) -> Non
 def refused_count(reason: str) -> float:
     from core import metrics
 
-    return float(metrics.COLLECTOR_REFUSED.labels(reason)._value.get())
+    return float(metrics.COLLECTOR_REFUSED.labels(reason, "default")._value.get())
 
 
 async def test_a_visitor_and_a_bot_are_limited_at_the_entry_and_dead_lettered(keyed: Settings) -> None:

@@ -287,7 +287,7 @@ async def test_unknown_campaign_and_a_refused_file(settings: Settings, tmp_path:
         resp = await client.get("/v1/campaigns/nope/report")
         assert resp.status_code == 404 and "no campaign named 'nope'" in resp.json()["detail"]
         Path(str(s.campaigns_file)).write_text(campaign_yaml("[{name: a, weight: 1}]"))
-        app.state.campaigns.current(force=True)
+        app.state.campaigns.get("default").current(force=True)
         listing = (await client.get("/v1/campaigns")).json()
     assert not listing["valid"] and "variants: List should have at least 2 items" in listing["error"]
     assert [c["name"] for c in listing["campaigns"]] == ["exp"]  # the last good file stays in force
@@ -383,7 +383,7 @@ async def test_a_trending_variant_and_a_segment_audience(settings: Settings, tmp
         Path(str(s.campaigns_file)).write_text(
             text.replace("placements:", f"audience: {{segment: {segment}}}\n    placements:")
         )
-        app.state.campaigns.current(force=True)  # (checked every 2 s; a forced check reads it now)
+        app.state.campaigns.get("default").current(force=True)  # (checked every 2 s; a forced check reads it now)
         inside, outside = await recs(client, member), await recs(client, "stranger-2")
     assert inside["campaign"] == "exp" and inside["variant"] in ("hot", "hot2")
     assert outside["campaign"] is None and outside["variant"] is None

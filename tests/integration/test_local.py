@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -150,11 +151,14 @@ def test_the_demo_is_complete_when_its_urls_are_printed(tmp_path: Path) -> None:
         out = "".join(lines)
         assert "demo: every event applied" in out and "analytics: refreshed" in out, out
         base = f"http://127.0.0.1:{port}/v1/customers/cust-00000"
-        profile = httpx.get(f"{base}/profile", timeout=5).json()
+        # the demo's own keys, when it hosts its two shops (runtime/demo_shops.py): the first shop's server key
+        printed = re.search(r"\(tenant default\): collect \S+, server (\S+),", out)
+        headers = {"Authorization": f"Bearer {printed.group(1)}"} if printed else {}
+        profile = httpx.get(f"{base}/profile", headers=headers, timeout=5).json()
         assert profile["segment"] is not None and profile["rfm"]["rfm_score"] is not None
         analytics = profile["analytics"]
         assert profile["lifetime_value"] is not None or analytics["reason"], analytics
-        recs = httpx.get(f"{base}/recommendations", params={"n": 5}, timeout=5).json()
+        recs = httpx.get(f"{base}/recommendations", params={"n": 5}, headers=headers, timeout=5).json()
         assert recs["strategy"] == "personal" and recs["model_version"] != "popularity", (recs, out)
         assert recs["campaign"] == "engine-vs-popular", recs  # the demo's own campaign (runtime/demo_campaigns.yaml)
         # another shell's command finds the demo's campaigns file through the running ecrm up

@@ -141,7 +141,7 @@ async def test_reasons_explain_attributes_and_the_counter(settings: Settings, tm
         assert set(plain[0]) == {"item_id", "score", "reason"}
         metrics = (await client.get("/metrics")).text
         assert 'ecrm_rules_applied_total{rule="winter-sale"}' in metrics
-        assert "ecrm_rules_in_force 3.0" in metrics
+        assert 'ecrm_rules_in_force{tenant="default"} 3.0' in metrics
 
 
 async def test_combinations_and_order(settings: Settings, tmp_path: Path) -> None:
@@ -236,11 +236,11 @@ async def test_hot_reload_and_refusal(settings: Settings, tmp_path: Path) -> Non
         assert "rule 'broken-pin'" in status["error"] and "pin.0.position" in status["error"]
         assert "greater than or equal to 1" in status["error"]
         assert (await client.get("/health/ready")).json()["rules"] == "refused"
-        assert "ecrm_rules_file_valid 0.0" in (await client.get("/metrics")).text
+        assert 'ecrm_rules_file_valid{tenant="default"} 0.0' in (await client.get("/metrics")).text
         path.write_text("version: 1\nrules: []\n")
         assert ids(await personal(client))[:2] == [sku(1), sku(2)]
         assert (await client.get("/v1/rules")).json()["valid"] is True
-        assert "ecrm_rules_file_valid 1.0" in (await client.get("/metrics")).text
+        assert 'ecrm_rules_file_valid{tenant="default"} 1.0' in (await client.get("/metrics")).text
 
 
 async def test_rebuy_window_end_to_end(settings: Settings, tmp_path: Path) -> None:

@@ -41,10 +41,10 @@ def test_labelled_counters_exist_at_zero_before_their_first_increment() -> None:
         assert f'ecrm_events_dead_lettered_total{{type="{event_type}"}}' in worker
         assert f'ecrm_events_duplicate_total{{type="{event_type}"}}' in worker
     for outcome in ("promoted", "refused", "failed"):
-        assert f'ecrm_training_runs_total{{outcome="{outcome}"}}' in worker
+        assert f'ecrm_training_runs_total{{outcome="{outcome}",tenant="default"}}' in worker
     assert 'ecrm_event_to_profile_lag_seconds_count{kind="live"}' in worker
     assert 'ecrm_api_dependency_errors_total{dependency="redis"}' in api
-    assert 'ecrm_events_collected_total{type="purchase"}' in api
+    assert 'ecrm_events_collected_total{tenant="default",type="purchase"}' in api
 
 
 def test_every_redis_retry_reason_is_known_to_the_metrics() -> None:
@@ -82,7 +82,7 @@ class FakeProducer:
 
 
 def collected(event_type: str) -> float:
-    return metrics.EVENTS_COLLECTED.labels(event_type)._value.get()  # type: ignore[no-any-return]
+    return metrics.EVENTS_COLLECTED.labels(event_type, "default")._value.get()  # type: ignore[no-any-return]
 
 
 async def test_events_count_as_collected_only_once_the_broker_acknowledged_them() -> None:
