@@ -1,5 +1,7 @@
 """The worker decides when to retrain: a Faust timer checks the interaction count and the time since the last
-training, and starts ``ecrm train`` as a separate process, so ingestion keeps flowing while it trains."""
+training, and starts ``ecrm train`` as a separate process, so ingestion keeps flowing while it trains. Another timer
+(``ECRM_TRAINING_LOG_DRAIN_S``) starts ``ecrm train-log drain`` likewise: the training log's entries move from Redis
+to the training-log store on disk (trainer/logstore.py)."""
 
 from __future__ import annotations
 
@@ -30,6 +32,27 @@ def register_retraining(app: faust.App, settings: Settings) -> None:
     started = [0.0]
     counted = [True]  # whether the last training's outcome is counted
     registry = AsyncRegistry(connect(settings), Keys(settings.key_prefix))
+
+    if settings.training_log_drain_s > 0:
+        draining: dict[str, asyncio.subprocess.Process] = {}
+
+        @app.timer(interval=settings.training_log_drain_s)
+        async def drain_training_log() -> None:
+            """Copy the training log out of Redis into the store on disk (``ecrm train-log drain``, a process of
+            its own at the training's low priority), unless a training (which drains first) or the last drain
+            still runs."""
+            if busy(running.get("proc")) or busy(draining.get("proc")):
+                return
+            draining["proc"] = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "ecrm",
+                "train-log",
+                "drain",
+                "--no-wait",
+                stdin=asyncio.subprocess.DEVNULL,
+                preexec_fn=background_child,
+            )
 
     @app.timer(interval=settings.retrain_check_s)
     async def maybe_retrain() -> None:
@@ -62,6 +85,10 @@ def register_retraining(app: faust.App, settings: Settings) -> None:
         running["proc"] = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "ecrm", "train", stdin=asyncio.subprocess.DEVNULL, preexec_fn=background_child
         )
+
+
+def busy(proc: asyncio.subprocess.Process | None) -> bool:
+    return proc is not None and proc.returncode is None
 
 
 def training_outcome(returncode: int) -> str:

@@ -5,7 +5,9 @@ newest entries; a second store is refused."""
 
 from __future__ import annotations
 
+import subprocess
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,7 @@ from core.redis import connect, connect_sync
 from core.settings import Settings, isolated
 from profiles.store import ProfileStore
 from recommender.data import Interactions
+from tests.conftest import wait_for
 from tests.integration.helpers import sync_redis
 from trainer import logstore
 from trainer.log import read_interactions
@@ -211,3 +214,18 @@ def test_a_new_redis_sets_the_old_history_aside(settings: Settings) -> None:
     done = store.drain()
     assert done is not None and done.retired is not None and Path(done.retired).is_dir()
     assert len(store.read()) == len(records)
+
+
+def test_the_worker_drains_on_its_timer(
+    settings: Settings, worker_factory: Callable[[Settings], subprocess.Popen[bytes]]
+) -> None:
+    quick = settings.model_copy(update={"training_log_drain_s": 1.0})
+    r = sync_redis(quick)
+    keys = Keys(quick.key_prefix)
+    records = _write(r, keys, 0, 120)
+    worker_factory(quick)
+    store = _store(quick)
+    wait_for(lambda: r.xlen(keys.interactions) == 0, timeout=90, what="the worker's timer to drain the log")
+    manifest = store.manifest()
+    assert manifest is not None and manifest.rows == len(records)
+    _same(store.read(), Interactions.from_records(records))
