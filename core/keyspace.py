@@ -45,7 +45,7 @@ window ``ECRM_DEDUPE_WINDOW_S``, bounded |
 | ``{p}:{g}:out_of_stock`` | set | item ids the catalogue marks as not in stock |
 | ``{p}:{g}:category:{C}`` | set | item ids of a category |
 | ``{p}:{g}:interactions`` | stream | training log: ``p`` profile id, ``i`` item, ``w`` weight, ``t`` time (ms) |
-| ``{p}:{g}:training_log:store`` | string | the id of the on-disk training-log store that drains the stream (trainer/logstore.py) |
+| ``{p}:{g}:training_log:store`` | string | id of the training-log store on disk that drains the stream |
 | ``{p}:{g}:stats:applied`` | string | count of events applied (all workers) |
 | ``{p}:{g}:stats:interactions`` | string | count of interactions logged (the retraining trigger) |
 | ``{p}:{g}:offsets`` | hash | ``<topic>:<partition>`` -> highest offset applied (on a cluster: whose global

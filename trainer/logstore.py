@@ -511,3 +511,10 @@ class TrainingLogStore:
 
 def _writer(data: bytes) -> Callable[[Any], None]:
     return lambda handle: handle.write(data)
+
+
+def read_training_log(settings: Settings, client: redis.Redis | None = None) -> Interactions:
+    """The training data as a training reads it: the store's segments and the Redis tail."""
+    from core.redis import connect_sync
+
+    return TrainingLogStore.of(settings, client if client is not None else connect_sync(settings)).read()

@@ -37,14 +37,14 @@ from recommender.evaluation.protocols import Split, time_split
 from recommender.model import Engine
 from recommender.threads import blas_threads
 from trainer.log import read_interactions
-from trainer.logstore import TrainingLogStore
+from trainer.logstore import TrainingLogStore, read_training_log
 
 Echo = Callable[[str], None]
 ENGINE = "engine"
 SCORE_CELLS_PER_BATCH = 16_000_000  # users x items scored at once by the holdout check (64 MB of float32)
 _DAY_MS = 86_400_000
 
-__all__ = ["NothingToTrain", "TrainingBusy", "TrainingResult", "read_interactions", "train_once"]
+__all__ = ["NothingToTrain", "TrainingBusy", "TrainingResult", "read_interactions", "read_training_log", "train_once"]
 
 
 @dataclass
