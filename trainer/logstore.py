@@ -497,16 +497,20 @@ class TrainingLogStore:
 
     # ----- backup -----
 
-    def restore_files(self, files: dict[str, bytes]) -> None:
-        """Replace the store's content by a backup's (its manifest and segments)."""
-        with self.locked(exclusive=True):
-            for path in self.root.iterdir():
-                if path.name.startswith("seg-") or path.name == MANIFEST:
-                    path.unlink()
-            for name, data in sorted(files.items(), key=lambda kv: kv[0] == MANIFEST):  # the manifest last
-                if "/" in name or not (name == MANIFEST or (name.startswith("seg-") and name.endswith(".npz"))):
-                    raise TrainingLogError(f"not a training-log store file: {name!r}")
-                _write_atomic(self.root / name, _writer(data))
+    def replace_files(self, files: dict[str, bytes]) -> None:
+        """Replace the store's content by a backup's (its manifest and segments); the caller holds the lock
+        (exclusive)."""
+        if MANIFEST not in files:
+            raise TrainingLogError(f"the training-log store's files lack {MANIFEST}")
+        for name in files:
+            if "/" in name or not (name == MANIFEST or (name.startswith("seg-") and name.endswith(".npz"))):
+                raise TrainingLogError(f"not a training-log store file: {name!r}")
+        self._open()
+        (self.root / MANIFEST).unlink(missing_ok=True)
+        for path in self.root.glob("seg-*.npz"):
+            path.unlink()
+        for name, data in sorted(files.items(), key=lambda kv: kv[0] == MANIFEST):  # the manifest last
+            _write_atomic(self.root / name, _writer(data))
 
 
 def _writer(data: bytes) -> Callable[[Any], None]:

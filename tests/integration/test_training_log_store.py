@@ -5,6 +5,7 @@ newest entries; a second store is refused."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import zipfile
 from collections.abc import Callable
@@ -229,3 +230,34 @@ def test_the_worker_drains_on_its_timer(
     manifest = store.manifest()
     assert manifest is not None and manifest.rows == len(records)
     _same(store.read(), Interactions.from_records(records))
+
+
+async def test_backup_and_restore_bring_the_training_history_back(
+    settings: Settings, tmp_path: Path, small_segments: None
+) -> None:
+    from runtime import backup as bk
+
+    r = sync_redis(settings)
+    keys = Keys(settings.key_prefix)
+    records = _write(r, keys, 0, 400)
+    _extras(r, keys)
+    store = _store(settings)
+    store.drain()
+    records += _write(r, keys, 400, 50)  # the tail
+    before = store.read()
+    _same(before, _expected(records))
+    file = tmp_path / "backup.tar.gz"
+    manifest = await asyncio.to_thread(bk.backup, settings, file)
+    on_disk = store.manifest()
+    assert on_disk is not None and on_disk.rows > 300
+    assert manifest.training_log is not None and manifest.training_log["entries"] == on_disk.rows
+    for path in store.root.glob("seg-*"):  # the disk and Redis lost
+        path.unlink()
+    (store.root / logstore.MANIFEST).unlink()
+    r.delete(keys.interactions, keys.training_log_store)
+    done = await asyncio.to_thread(bk.restore, settings, file)
+    assert done.written > 0
+    _same(store.read(), before)
+    again = store.drain()  # the restored store is the one Redis knows
+    assert again is not None and again.retired is None and again.drained == 50
+    _same(store.read(), before)
