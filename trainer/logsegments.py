@@ -2,9 +2,11 @@
 keep the store small (merging, the total bound, erasures).
 
 A segment is a :class:`~trainer.log.CodedLog` (profiles and items coded against the segment's own dictionaries, in
-order of first appearance; weights as float64, exactly as parsed from the stream; times as int64 ms) and the range of
-stream ids it was copied from. On disk it is one ``.npz`` file (:func:`to_arrays`, :func:`from_arrays`): the codes,
-the dictionaries as UTF-8 bytes joined with their offsets (no pickled objects), the numbers and the id range.
+order of first appearance; weights; times as int64 ms) and the range of stream ids it was copied from. On disk it is
+one ``.npz`` file (:func:`to_arrays`, :func:`from_arrays`): the codes, the dictionaries as UTF-8 bytes joined with
+their offsets (no pickled objects), the weights as float32 (what training takes: :class:`~recommender.data.
+Interactions` holds float32, so a float64 parsed from the stream and cast gives the same), the times as differences
+from the entry before (exact, and they compress well) and the id range.
 """
 
 from __future__ import annotations
@@ -188,8 +190,8 @@ def to_arrays(segment: Segment) -> dict[str, np.ndarray]:
         "items": log.items.astype(np.int32, copy=False),
         "item_blob": item_blob,
         "item_ends": item_ends,
-        "weights": log.weights.astype(np.float64, copy=False),
-        "ts": log.ts.astype(np.int64, copy=False),
+        "weights": log.weights.astype(np.float32),
+        "ts_delta": np.diff(log.ts.astype(np.int64, copy=False), prepend=np.int64(0)),
         "ids": np.array([*segment.first_id, *segment.last_id], dtype=np.uint64),
     }
 
@@ -203,7 +205,7 @@ def from_arrays(arrays: Mapping[str, np.ndarray]) -> Segment:
             items=np.asarray(arrays["items"], dtype=np.int32),
             item_ids=decode_ids(arrays["item_blob"], arrays["item_ends"]),
             weights=np.asarray(arrays["weights"], dtype=np.float64),
-            ts=np.asarray(arrays["ts"], dtype=np.int64),
+            ts=np.cumsum(np.asarray(arrays["ts_delta"], dtype=np.int64), dtype=np.int64),
         )
         first_ms, first_seq, last_ms, last_seq = (int(x) for x in arrays["ids"].tolist())
     except (KeyError, ValueError, UnicodeDecodeError) as exc:

@@ -35,6 +35,7 @@ import os
 import tempfile
 import time
 import uuid
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -191,6 +192,15 @@ def _write_atomic(path: Path, write: Callable[[Any], None]) -> int:
     return path.stat().st_size
 
 
+def write_npz(handle: Any, arrays: dict[str, np.ndarray]) -> None:
+    """An ``.npz`` (what ``np.load`` reads) deflated at level 1: several times faster to write than
+    ``np.savez_compressed``'s default level, and the coded columns still shrink several-fold."""
+    with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+
+
 class TrainingLogStore:
     """One key prefix's store in ``root`` (see the module's docstring)."""
 
@@ -245,8 +255,8 @@ class TrainingLogStore:
 
     def _write_segment(self, segment: seg.Segment) -> SegmentInfo:
         name = f"seg-{segment.first_id[0]}-{segment.first_id[1]}-{uuid.uuid4().hex[:8]}.npz"
-        arrays: dict[str, Any] = dict(seg.to_arrays(segment))
-        size = _write_atomic(self.root / name, lambda handle: np.savez_compressed(handle, **arrays))
+        arrays = seg.to_arrays(segment)
+        size = _write_atomic(self.root / name, lambda handle: write_npz(handle, arrays))
         return SegmentInfo(name, len(segment), segment.first_id, segment.last_id, size)
 
     def load_segment(self, info: SegmentInfo) -> seg.Segment:
