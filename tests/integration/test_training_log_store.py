@@ -20,6 +20,8 @@ from core.redis import connect, connect_sync
 from core.settings import Settings, isolated
 from profiles.store import ProfileStore
 from recommender.data import Interactions
+from runtime.embedded import EmbeddedServer
+from tests.conftest import on_cluster as cluster_settings
 from tests.conftest import wait_for
 from tests.integration.helpers import sync_redis
 from trainer import logstore
@@ -261,3 +263,17 @@ async def test_backup_and_restore_bring_the_training_history_back(
     again = store.drain()  # the restored store is the one Redis knows
     assert again is not None and again.retired is None and again.drained == 50
     _same(store.read(), before)
+
+
+def test_the_store_drains_a_cluster_log(
+    redis_cluster: list[EmbeddedServer], settings: Settings, small_segments: None
+) -> None:
+    on_cluster = cluster_settings(settings, redis_cluster)
+    r = connect_sync(on_cluster, decode_responses=True)
+    keys = Keys(on_cluster.key_prefix)
+    records = _write(r, keys, 0, 300)
+    store = _store(on_cluster)
+    done = store.drain()
+    assert done is not None and done.drained == 300 and r.xlen(keys.interactions) == 0
+    records += _write(r, keys, 300, 40)
+    _same(store.read(chunk=25), Interactions.from_records(records))
