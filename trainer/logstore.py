@@ -126,6 +126,7 @@ class Manifest:
     last_id: seg.StreamId = seg.ZERO_ID  # every stream entry up to this id is in the segments (or was dropped)
     segments: list[SegmentInfo] = field(default_factory=list)
     erasures_ms: float = 0.0  # the newest erasure applied to the segments
+    erasures_count: int = 0  # how many erased profiles Redis listed then
 
     @property
     def rows(self) -> int:
@@ -142,6 +143,7 @@ class Manifest:
             "last_id": seg.format_id(self.last_id),
             "segments": [s.as_json() for s in self.segments],
             "erasures_ms": self.erasures_ms,
+            "erasures_count": self.erasures_count,
         }
 
     @classmethod
@@ -154,6 +156,7 @@ class Manifest:
             seg.parse_id(data["last_id"]),
             [SegmentInfo.parse(s) for s in data["segments"]],
             float(data.get("erasures_ms", 0.0)),
+            int(data.get("erasures_count", 0)),
         )
 
 
@@ -392,7 +395,9 @@ class TrainingLogStore:
             if len(kept.ts):
                 added.append(self._write_segment(seg.Segment(kept, first_id, last_id)))
             step("segment")
-            manifest = Manifest(manifest.store_id, last_id, [*manifest.segments, *added], manifest.erasures_ms)
+            manifest = Manifest(
+                manifest.store_id, last_id, [*manifest.segments, *added], manifest.erasures_ms, manifest.erasures_count
+            )
             self._write_manifest(manifest)
             step("manifest")
             result.drained += len(rows)
@@ -417,20 +422,24 @@ class TrainingLogStore:
             changes.get("last_id", manifest.last_id),
             segments,
             changes.get("erasures_ms", manifest.erasures_ms),
+            changes.get("erasures_count", manifest.erasures_count),
         )
         self._write_manifest(new)
         self._sweep(new)
         return new
 
     def _apply_erasures(self, manifest: Manifest, erased: dict[str, float], result: DrainResult) -> Manifest:
-        """Rewrite the segments holding entries of profiles erased since the last drain (those entries dropped)."""
+        """Rewrite the segments holding entries of profiles erased since the last drain (those entries dropped).
+        Nothing to do when Redis lists as many erasures as then, the newest the same; else the erasures from a
+        little before the newest applied on (an erasure logged late with an older time, from another host's clock)
+        are looked for in the segments' dictionaries."""
         newest = max(erased.values(), default=0.0)
-        recent = {p: at for p, at in erased.items() if at >= manifest.erasures_ms - ERASURE_MARGIN_MS}
-        if not recent:
+        if (newest, len(erased)) == (manifest.erasures_ms, manifest.erasures_count):
             return manifest
+        recent = {p: at for p, at in erased.items() if at >= manifest.erasures_ms - ERASURE_MARGIN_MS}
         segments: list[SegmentInfo] = []
         for info in manifest.segments:
-            if not seg.holds_any(self._profile_ids(info), recent):
+            if not recent or not seg.holds_any(self._profile_ids(info), recent):
                 segments.append(info)
                 continue
             loaded = self.load_segment(info)
@@ -441,9 +450,7 @@ class TrainingLogStore:
             result.rewritten += 1
             if len(kept.ts):
                 segments.append(self._write_segment(seg.Segment(kept, loaded.first_id, loaded.last_id)))
-        if not result.rewritten and newest <= manifest.erasures_ms:
-            return manifest
-        return self._replace(manifest, segments, erasures_ms=max(newest, manifest.erasures_ms))
+        return self._replace(manifest, segments, erasures_ms=newest, erasures_count=len(erased))
 
     def _compact(self, manifest: Manifest, result: DrainResult) -> Manifest:
         """Merge the newest segments (binary-counter policy) and drop the oldest entries beyond the bound."""
