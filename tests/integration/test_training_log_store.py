@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import sys
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 import redis
 
@@ -21,6 +23,7 @@ from core.settings import Settings, isolated
 from profiles.store import ProfileStore
 from recommender.data import Interactions
 from runtime.embedded import EmbeddedServer
+from runtime.local import settings_env
 from tests.conftest import on_cluster as cluster_settings
 from tests.conftest import wait_for
 from tests.integration.helpers import sync_redis
@@ -277,3 +280,40 @@ def test_the_store_drains_a_cluster_log(
     assert done is not None and done.drained == 300 and r.xlen(keys.interactions) == 0
     records += _write(r, keys, 300, 40)
     _same(store.read(chunk=25), Interactions.from_records(records))
+
+
+def test_the_commands_drain_and_show_the_store(settings: Settings) -> None:
+    r = sync_redis(settings)
+    keys = Keys(settings.key_prefix)
+    _write(r, keys, 0, 70)
+
+    def ecrm(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "ecrm", "train-log", *args],
+            env=settings_env(settings),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    drained = ecrm("drain")
+    assert drained.returncode == 0, drained.stderr
+    assert "drained 70 entries (70 removed from Redis)" in drained.stdout
+    shown = ecrm("status", "--json")
+    assert shown.returncode == 0, shown.stderr
+    status = orjson.loads(shown.stdout)
+    assert status["entries"] == 70 and status["redis_tail"] == 0 and status["store_id"] == status["redis_store_id"]
+    # a second folder is refused with a clear error
+    refused = subprocess.run(
+        [sys.executable, "-m", "ecrm", "train-log", "drain"],
+        env={
+            **settings_env(settings),
+            "ECRM_TRAINING_LOG_DIR": str(Path(settings.training_log_dir).parent / "elsewhere"),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert refused.returncode == 2 and "another training-log store" in refused.stderr
