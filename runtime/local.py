@@ -109,6 +109,7 @@ class LocalStack:
             key_prefix=self.settings.key_prefix,
             campaigns_file=self.settings.campaigns_file,
             erasure_log_file=self.settings.erasure_log_file,
+            training_log_dir=self.settings.training_log_dir,
         )
         self.state_file = runstate.write_state(state)
         if self.state_file is None:
