@@ -46,7 +46,10 @@ ENV PATH=/opt/venv/bin:$PATH \
 # the Faust worker keeps its data directory (<ECRM_WORKER_APP_ID>-data) there, so it must be writable.
 RUN groupadd --system --gid 10001 ecrm \
     && useradd --system --uid 10001 --gid ecrm --home-dir /var/lib/ecrm --create-home \
-       --shell /usr/sbin/nologin ecrm
+       --shell /usr/sbin/nologin ecrm \
+    && install -d -o 10001 -g 10001 -m 0700 /var/lib/ecrm/training-log
+# /var/lib/ecrm/training-log: the training-log store (ECRM_TRAINING_LOG_DIR), a named volume in docker-compose.yml
+# (made here so the volume starts owned by the engine's user)
 
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /etc/ecrm /etc/ecrm

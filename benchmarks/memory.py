@@ -13,6 +13,10 @@ also outside its own keys (its entries in the training log and in the profiles i
 * **within the window** (``bytes_per_profile_in_window``): right after the events, de-duplication sets included (a
   single node's set; on a Redis Cluster each event has a marker key of its own, kept ``ECRM_DEDUPE_TTL_DAYS``).
 
+Before the figure at rest the training log is drained into the trainer's store on disk (trainer/logstore.py), as the
+worker's timer and every training do: Redis then holds only the tail not yet copied. The store's files are weighed
+too (``training_log_disk_bytes_per_profile``, on disk, not in Redis).
+
 A sample of profiles is weighed key by key (``MEMORY USAGE``, within the window) to say what dominates, and the
 profile's hash field by field (``hash_fields``: what each kind of field takes of the hash's listpack, from the
 listpack's encoding of each name and value; the rest of ``MEMORY USAGE`` is the key itself and the listpack's
@@ -23,6 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
@@ -36,6 +42,7 @@ from core.settings import Settings, isolated
 from profiles.layout import AFFINITY, CART, ITEM, LAST_SESSION, SESSIONS
 from profiles.store import ProfileStore
 from profiles.updates import DIRECT, CartChange, CatalogueUpdate, Interaction, Plan
+from trainer.logstore import TrainingLogStore
 
 Echo = Callable[[str], None]
 GIB = 1024**3
@@ -56,6 +63,8 @@ class MemoryFigures:
     hash_encoding: dict[str, int] = field(default_factory=dict)  # sampled hashes per encoding
     used_memory_bytes: int = 0
     load_avg: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    store_bytes_per_profile: float = 0.0  # the training-log store's files on disk, after the drain
+    drain_s: float = 0.0  # the drain that moved the training log out of Redis
 
     @property
     def gib_per_million(self) -> float:
@@ -73,6 +82,8 @@ class MemoryFigures:
             f"GiB per 1M profiles         {self.gib_per_million:10.3f}   (target <= {TARGET_GIB_PER_MILLION}: "
             f"{'met' if self.met else 'not met'})",
             f"bytes per profile in window {self.bytes_per_profile_in_window:10.0f}   (right after its events)",
+            f"training log on disk        {self.store_bytes_per_profile:10.0f}   bytes per profile (the store's "
+            f"files; drained from Redis in {self.drain_s:.1f}s)",
             "by kind of key (sampled within the window, MEMORY USAGE, bytes per profile):",
         ]
         out += [f"  {name:<24}{size:10.0f}" for name, size in sorted(self.parts.items(), key=lambda kv: -kv[1])]
@@ -87,6 +98,9 @@ class MemoryFigures:
             "events_per_profile": self.events_per_profile,
             "items_per_profile": self.items_per_profile,
             "bytes_per_profile": round(self.bytes_per_profile, 1),
+            "redis_bytes_per_profile": round(self.bytes_per_profile, 1),
+            "training_log_disk_bytes_per_profile": round(self.store_bytes_per_profile, 1),
+            "training_log_drain_s": round(self.drain_s, 2),
             "gib_per_million": round(self.gib_per_million, 4),
             "target_gib_per_million": TARGET_GIB_PER_MILLION,
             "met": self.met,
@@ -220,6 +234,18 @@ def weigh_fields(r: redis.Redis, store: ProfileStore, sample: list[int]) -> tupl
     return {kind: size / len(sample) for kind, size in totals.items()}, dict(encodings)
 
 
+def drain_log(settings: Settings, r: redis.Redis, echo: Echo) -> tuple[float, int]:
+    """Drain the training log into a store in a temporary folder (removed after); returns the drain's seconds and
+    the store's bytes on disk."""
+    with tempfile.TemporaryDirectory(prefix="ecrm-bench-log-") as folder:
+        store = TrainingLogStore.of(settings.model_copy(update={"training_log_dir": folder}), r)
+        started = time.perf_counter()
+        store.drain(echo)
+        seconds = time.perf_counter() - started
+        manifest = store.manifest()
+        return seconds, manifest.size if manifest is not None else 0
+
+
 def bench_memory(base: Settings, profiles: int, events: int, items: int, echo: Echo) -> MemoryFigures:
     settings = isolated(base)
     r = connect_sync(settings)
@@ -252,9 +278,11 @@ def bench_memory(base: Settings, profiles: int, events: int, items: int, echo: E
                     for i in range(start, min(start + 1000, profiles))
                 )
             )
+        echo("  the trainer drains the training log into its store on disk, as before every training ...")
+        drain_s, store_bytes = await asyncio.to_thread(drain_log, settings, r, echo)
         at_rest = used_memory(r)
         await store.client.aclose()
-        return MemoryFigures(
+        figures = MemoryFigures(
             profiles,
             events,
             items,
@@ -265,6 +293,8 @@ def bench_memory(base: Settings, profiles: int, events: int, items: int, echo: E
             encodings,
             at_rest,
         )
+        figures.store_bytes_per_profile, figures.drain_s = store_bytes / profiles, drain_s
+        return figures
 
     figures = asyncio.run(run())
     figures.load_avg = os.getloadavg()

@@ -44,6 +44,7 @@ window ``ECRM_DEDUPE_WINDOW_S``, bounded |
 | ``{p}:{g}:out_of_stock`` | set | item ids the catalogue marks as not in stock |
 | ``{p}:{g}:category:{C}`` | set | item ids of a category |
 | ``{p}:{g}:interactions`` | stream | training log: ``p`` profile id, ``i`` item, ``w`` weight, ``t`` time (ms) |
+| ``{p}:{g}:training_log:store`` | string | id of the training-log store on disk that drains the stream |
 | ``{p}:{g}:stats:applied`` | string | count of events applied (all workers) |
 | ``{p}:{g}:stats:interactions`` | string | count of interactions logged (the retraining trigger) |
 | ``{p}:{g}:offsets`` | hash | ``<topic>:<partition>`` -> highest offset applied (on a cluster: whose global
@@ -332,6 +333,11 @@ class Keys:
     @property
     def interactions(self) -> str:
         return f"{self._g}:interactions"
+
+    @property
+    def training_log_store(self) -> str:
+        """The id of the on-disk store that copies the training log out of Redis (only one may drain it)."""
+        return f"{self._g}:training_log:store"
 
     @property
     def applied_count(self) -> str:

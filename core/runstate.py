@@ -40,6 +40,7 @@ class RunState(BaseModel):
     key_prefix: str
     campaigns_file: str | None = None  # the demo's own campaigns file, when ``ecrm up`` plays it
     erasure_log_file: str = ""  # ecrm up --data-dir: the erasure log file of its data folder (read by ecrm restore)
+    training_log_dir: str = ""  # ecrm up --data-dir: the training-log store of its data folder (trainings, backups)
 
     def addresses(self) -> dict[str, str]:
         """The settings fields that locate the engine (for ``Settings.model_copy(update=...)``), the campaigns
@@ -56,6 +57,8 @@ class RunState(BaseModel):
             found["campaigns_file"] = self.campaigns_file
         if self.erasure_log_file:
             found["erasure_log_file"] = self.erasure_log_file
+        if self.training_log_dir:
+            found["training_log_dir"] = self.training_log_dir
         return found
 
 

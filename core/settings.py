@@ -106,7 +106,25 @@ class Settings(BaseSettings):
         description="Event ids remembered per profile for de-duplication (the newest; single node): re-sends come "
         "within minutes, so only a profile with more events than this within ECRM_DEDUPE_WINDOW_S forgets early",
     )
-    interactions_log_maxlen: int = Field(5_000_000, ge=1000, description="Bounded log of interactions for training")
+    interactions_log_maxlen: int = Field(
+        5_000_000,
+        ge=1000,
+        description="Bounded log of interactions for training: the Redis stream's length and the training-log "
+        "store's total (its oldest entries go first)",
+    )
+    training_log_dir: str = Field(
+        "",
+        description="Folder of the training-log store, the trainer's columnar copy of the interactions on disk "
+        "(one sub-folder per key prefix; 0700). Every process that trains or drains must see the same folder "
+        "(one shared volume). Default: training-log in ECRM_DATA_DIR when set, else ecrm-training-log-<uid> in "
+        "the temp dir",
+    )
+    training_log_drain_s: float = Field(
+        60.0,
+        ge=0,
+        description="How often the worker drains the training log from Redis into the store (the entries copied "
+        "leave Redis; every training drains first too); 0: only trainings drain",
+    )
 
     # Profiles: bounds, sources, erasure (issue 8)
     profile_ttl_days: float = Field(

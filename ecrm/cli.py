@@ -52,6 +52,9 @@ app.add_typer(analytics.app, name="analytics")
 from ecrm.commands import model as model_cmd  # noqa: E402
 
 app.command("train")(model_cmd.train)
+from ecrm.commands import training_log as training_log_cmd  # noqa: E402
+
+app.add_typer(training_log_cmd.app, name="train-log")
 model_app.command("list")(model_cmd.list_versions)
 model_app.command("rollback")(model_cmd.rollback)
 from ecrm.commands import evaluate as evaluate_cmd  # noqa: E402

@@ -40,6 +40,7 @@ page of keys (and the largest key).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import os
@@ -69,9 +70,11 @@ from merchandising.source import DEFAULT_RULES_PATH
 from profiles.store import ProfileStore
 from runtime.datadir import engine_version
 from runtime.migrate import Migrated, migrate_deployment
+from trainer.logstore import TrainingLogStore
 
 FORMAT = 1
 MANIFEST = "manifest.json"
+STORE_MEMBERS = "training-log/"
 KEYS = "keys.bin"
 PAGE = 500  # keys per SCAN page and per pipeline
 FLUSH_BYTES = 8 << 20  # a restore pipeline is sent once it holds this many payload bytes
@@ -99,6 +102,7 @@ class Manifest:
     counts: dict[str, Any] = field(default_factory=dict)
     models: list[str] = field(default_factory=list)
     config: list[dict[str, str]] = field(default_factory=list)
+    training_log: dict[str, Any] | None = None  # the training-log store's files held (None: not local, or none)
 
     @property
     def quiet(self) -> bool:
@@ -196,32 +200,59 @@ def backup(settings: Settings, out: Path, progress: Progress = lambda _: None) -
     out.parent.mkdir(parents=True, exist_ok=True)
     counts: Counter[str] = Counter()
     per_node: list[int] = []
+    store = TrainingLogStore.of(settings, client)
     try:
-        with redis_errors("backing up the engine's keys"):
-            started, before = server_ms(client), applied(client, keys)
-            models = [v.decode() for v in client.lrange(keys.model_versions, 0, -1)]
-            with tempfile.TemporaryFile(dir=out.parent) as raw:
-                for node in primaries(client, settings):
-                    atomic = not settings.redis_cluster  # a cluster refuses a transaction over several slots
-                    per_node.append(copy_node(node, settings.key_prefix, skip, raw, counts, progress, atomic))
-                finished, after = server_ms(client), applied(client, keys)
-                counts["nodes"] = len(per_node)
-                manifest = Manifest(
-                    format=FORMAT,
-                    engine_version=engine_version(),
-                    key_layout=KEY_LAYOUT_VERSION,
-                    key_prefix=settings.key_prefix,
-                    cluster=settings.redis_cluster,
-                    started_ms=started,
-                    finished_ms=finished,
-                    applied_before=before,
-                    applied_after=after,
-                    counts={**counts, "keys_per_node": per_node},
-                    models=models,
-                )
-                write_archive(out, manifest, config_files(settings), raw)
+        with contextlib.ExitStack() as held:
+            store_files = local_store_files(store, held)
+            return _backup(settings, client, out, keys, skip, counts, per_node, progress, store_files)
     finally:
         client.close()
+
+
+def local_store_files(store: TrainingLogStore, held: contextlib.ExitStack) -> list[Path]:
+    """The training-log store's files when it is on this host, its lock held (shared) by ``held`` until the backup
+    is written: no drain moves entries from Redis to the store meanwhile, so the keys and the files agree."""
+    if store.manifest() is None:
+        return []
+    held.enter_context(store.locked(exclusive=False))
+    return store.files()
+
+
+def _backup(
+    settings: Settings,
+    client: redis.Redis,
+    out: Path,
+    keys: Keys,
+    skip: set[bytes],
+    counts: Counter[str],
+    per_node: list[int],
+    progress: Progress,
+    store_files: list[Path],
+) -> Manifest:
+    with redis_errors("backing up the engine's keys"):
+        started, before = server_ms(client), applied(client, keys)
+        models = [v.decode() for v in client.lrange(keys.model_versions, 0, -1)]
+        with tempfile.TemporaryFile(dir=out.parent) as raw:
+            for node in primaries(client, settings):
+                atomic = not settings.redis_cluster  # a cluster refuses a transaction over several slots
+                per_node.append(copy_node(node, settings.key_prefix, skip, raw, counts, progress, atomic))
+            finished, after = server_ms(client), applied(client, keys)
+            counts["nodes"] = len(per_node)
+            manifest = Manifest(
+                format=FORMAT,
+                engine_version=engine_version(),
+                key_layout=KEY_LAYOUT_VERSION,
+                key_prefix=settings.key_prefix,
+                cluster=settings.redis_cluster,
+                started_ms=started,
+                finished_ms=finished,
+                applied_before=before,
+                applied_after=after,
+                counts={**counts, "keys_per_node": per_node},
+                models=models,
+                training_log=store_summary(store_files),
+            )
+            write_archive(out, manifest, config_files(settings), raw, store_files)
     return manifest
 
 
@@ -263,7 +294,22 @@ def copy_node(
     return done
 
 
-def write_archive(out: Path, manifest: Manifest, config: dict[str, Path], raw: IO[bytes]) -> None:
+def store_summary(files: list[Path]) -> dict[str, Any] | None:
+    if not files:
+        return None
+    manifest = orjson.loads(files[-1].read_bytes())
+    return {
+        "store_id": manifest["store_id"],
+        "last_id": manifest["last_id"],
+        "entries": sum(int(s["rows"]) for s in manifest["segments"]),
+        "files": [f"{STORE_MEMBERS}{p.name}" for p in files],
+        "bytes": sum(p.stat().st_size for p in files),
+    }
+
+
+def write_archive(
+    out: Path, manifest: Manifest, config: dict[str, Path], raw: IO[bytes], store_files: list[Path] | None = None
+) -> None:
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         with tarfile.open(tmp, "w:gz", compresslevel=1) as tar:
@@ -277,6 +323,11 @@ def write_archive(out: Path, manifest: Manifest, config: dict[str, Path], raw: I
             _add_bytes(tar, MANIFEST, orjson.dumps(manifest.as_json(), option=orjson.OPT_INDENT_2))
             for name, data in members:
                 _add_bytes(tar, name, data)
+            for path in store_files or []:
+                info = tar.gettarinfo(str(path), arcname=f"{STORE_MEMBERS}{path.name}")
+                info.mode, info.uid, info.gid, info.uname, info.gname = 0o600, 0, 0, "", ""
+                with open(path, "rb") as handle:
+                    tar.addfile(info, handle)
             size = raw.seek(0, os.SEEK_END)
             raw.seek(0)
             info = tarfile.TarInfo(KEYS)
@@ -376,6 +427,10 @@ def restore(
     upgrade = check_restorable(manifest, settings)
     keys = Keys(settings.key_prefix)
     client = connect_sync(settings)
+    store = TrainingLogStore.of(settings, client)
+    held = contextlib.ExitStack()
+    if manifest.training_log:  # no drain between the keys and the files
+        held.enter_context(store.locked(exclusive=True))
     try:
         with redis_errors("restoring the engine's keys"):
             erasures = logged_erasures(client, settings, manifest.started_ms)
@@ -387,6 +442,10 @@ def restore(
             written, expired = write_keys(client, path, manifest.key_prefix, settings.key_prefix, progress, erased_tags)
             # and those erased while the restore ran (the log in Redis was kept)
             erasures = erasure_log.merged(erasures, logged_erasures(client, settings, manifest.started_ms))
+        if manifest.training_log:
+            store.replace_files(read_store_members(path))
+            phase(f"training-log store restored in {store.root}: {manifest.training_log['entries']} entries")
+        held.close()
         migrated = None
         if upgrade:
             migrated = migrate_deployment(settings)
@@ -399,8 +458,21 @@ def restore(
             ) from exc
         written_config = write_config(path, manifest, settings) if with_config else []
     finally:
+        held.close()
         client.close()
     return Restored(manifest, deleted, written, expired, migrated, erased, written_config)
+
+
+def read_store_members(path: Path) -> dict[str, bytes]:
+    """The training-log store's files a backup holds, by name."""
+    files: dict[str, bytes] = {}
+    with tarfile.open(path, "r:gz") as tar:
+        for member in tar:
+            if member.name.startswith(STORE_MEMBERS) and member.isfile():
+                handle = tar.extractfile(member)
+                if handle is not None:
+                    files[member.name[len(STORE_MEMBERS) :]] = handle.read()
+    return files
 
 
 def logged_erasures(client: redis.Redis, settings: Settings, since_ms: int) -> list[erasure_log.Erasure]:

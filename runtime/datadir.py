@@ -8,6 +8,7 @@ Layout::
     DIR/redis/           Valkey's append-only files (appendfsync everysec) and snapshots (dump.rdb)
     DIR/models/          the model versions unpacked as memory-mapped files (ECRM_API_MODEL_DIR)
     DIR/erasures.jsonl   every erasure asked for (ECRM_ERASURE_LOG_FILE), read by ``ecrm restore``
+    DIR/training-log/    the training-log store: the trainer's copy of the interactions (ECRM_TRAINING_LOG_DIR)
 
 A folder held by another running engine is refused (the lock names its pid), and so is one written by a newer
 engine (a format or key layout above this one's); one of an older key layout is upgraded when its Redis has started
@@ -62,6 +63,10 @@ class DataDir:
     @property
     def models_dir(self) -> Path:
         return self.root / "models"
+
+    @property
+    def training_log_dir(self) -> Path:
+        return self.root / "training-log"
 
     @property
     def erasure_log(self) -> Path:

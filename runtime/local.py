@@ -111,6 +111,7 @@ class LocalStack:
             key_prefix=self.settings.key_prefix,
             campaigns_file=self.settings.campaigns_file,
             erasure_log_file=self.settings.erasure_log_file,
+            training_log_dir=self.settings.training_log_dir,
         )
         self.state_file = runstate.write_state(state)
         if self.state_file is None:
@@ -225,13 +226,15 @@ def upgrade_data_dir(settings: Settings, data_dir: DataDir, echo: Echo) -> None:
 
 
 def with_data_dir(settings: Settings, data_dir: DataDir, env: dict[str, str]) -> Settings:
-    """``settings`` keeping the model files and the erasure log in the data folder (unless the environment names
-    other places)."""
+    """``settings`` keeping the model files, the erasure log and the training-log store in the data folder (unless
+    the environment names other places)."""
     update: dict[str, str] = {}
     if "ECRM_API_MODEL_DIR" not in env:
         update["api_model_dir"] = str(data_dir.models_dir)
     if "ECRM_ERASURE_LOG_FILE" not in env:
         update["erasure_log_file"] = str(data_dir.erasure_log)
+    if "ECRM_TRAINING_LOG_DIR" not in env:
+        update["training_log_dir"] = str(data_dir.training_log_dir)
     return settings.model_copy(update=update)
 
 

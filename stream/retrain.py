@@ -4,7 +4,10 @@ flowing while it trains.
 
 At most ``ECRM_TRAINING_CONCURRENCY`` trainings run at once, the longest-due tenant first
 (:mod:`stream.training_queue`): one large shop never starves the others. A tenant with fewer than
-``ECRM_TRAINING_MIN_INTERACTIONS`` interactions is not trained and serves the popular items."""
+``ECRM_TRAINING_MIN_INTERACTIONS`` interactions is not trained and serves the popular items.
+
+Another timer (``ECRM_TRAINING_LOG_DRAIN_S``) starts ``ecrm train-log drain`` likewise: the training log's entries move
+from Redis to the training-log store on disk (trainer/logstore.py)."""
 
 from __future__ import annotations
 
@@ -44,6 +47,27 @@ def register_retraining(app: faust.App, settings: Settings) -> None:
         raise ConfigError(f"ECRM_TENANTS or ECRM_API_KEYS: {exc}") from exc
     metrics.host_tenants(tenants)
     trainings = Trainings(settings, tenants, connect(settings))
+
+    if settings.training_log_drain_s > 0:
+        draining: dict[str, asyncio.subprocess.Process] = {}
+
+        @app.timer(interval=settings.training_log_drain_s)
+        async def drain_training_log() -> None:
+            """Copy the training log out of Redis into the store on disk (``ecrm train-log drain``, a process of
+            its own at the training's low priority), unless a training (which drains first) or the last drain
+            still runs."""
+            if any(map(busy, trainings.procs.values())) or busy(draining.get("proc")):
+                return
+            draining["proc"] = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "ecrm",
+                "train-log",
+                "drain",
+                "--no-wait",
+                stdin=asyncio.subprocess.DEVNULL,
+                preexec_fn=background_child,
+            )
 
     @app.timer(interval=settings.retrain_check_s)
     async def maybe_retrain() -> None:
@@ -133,6 +157,10 @@ class Trainings:
             since = self.queue.due_since.get(tenant)
             waited = (now - since) / 1000 if since is not None and tenant not in self.queue.running else 0.0
             metrics.TRAINING_OVERDUE.labels(metrics.tenant_label(tenant)).set(waited)
+
+
+def busy(proc: asyncio.subprocess.Process | None) -> bool:
+    return proc is not None and proc.returncode is None
 
 
 def training_outcome(returncode: int) -> str:

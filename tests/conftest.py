@@ -165,6 +165,8 @@ def settings(broker: EmbeddedServer, redis_server: EmbeddedServer, tmp_path: Pat
         model_poll_s=0.1,
         campaigns_file=str(NO_CAMPAIGNS),  # no campaign in tests that do not ask for one
         api_model_dir=str(tmp_path / "models"),  # the API's memory-mapped model files, removed with the test
+        training_log_dir=str(tmp_path / "training-log"),  # the trainer's copy of the training log, likewise
+        training_log_drain_s=0.0,  # tests that want the worker to drain the training log ask for it
         # the request deadline counts the request's wall time: on this shared, often overloaded machine a request
         # of a test about something else must not answer "degraded" because the host was busy. The deadline's own
         # tests set it (tests/integration/test_degradation.py, ecrm bench hung-redis)

@@ -179,7 +179,7 @@ def id_ranges(first_ms: int, last_ms: int, parts: int) -> list[tuple[str, str]]:
     return [(f"{lo}-0", f"{hi - 1}-{MAX_SEQ}") for lo, hi in zip(cuts[:-1], cuts[1:], strict=True)]
 
 
-def _raw_client(client: redis.Redis, key: str) -> redis.Redis:
+def raw_client(client: redis.Redis, key: str) -> redis.Redis:
     """A client sharing ``client``'s connections (those of the node holding ``key`` on a cluster) whose XRANGE
     replies come back as raw lists."""
     if isinstance(client, redis.RedisCluster):
@@ -210,16 +210,19 @@ def _entry_ms(entry_id: bytes) -> int:
     return int(entry_id.split(b"-", 1)[0])
 
 
-def read_columns(client: redis.Redis, key: str, chunk: int = 10_000, readers: int = 2) -> LogColumns:
-    """Every entry of the stream ``key`` up to the newest one when the read starts, read in ``readers`` * 4 id
-    ranges by ``readers`` connections at once."""
-    raw = _raw_client(client, key)
+def read_columns(
+    client: redis.Redis, key: str, chunk: int = 10_000, readers: int = 2, after: str | None = None
+) -> LogColumns:
+    """Every entry of the stream ``key`` (after the id ``after`` when given) up to the newest one when the read
+    starts, read in ``readers`` * 4 id ranges by ``readers`` connections at once."""
+    raw = raw_client(client, key)
     with redis_errors("reading the training log"):
-        first = raw.execute_command("XRANGE", key, "-", "+", "COUNT", 1)
+        first = raw.execute_command("XRANGE", key, f"({after}" if after else "-", "+", "COUNT", 1)
         last = raw.execute_command("XREVRANGE", key, "+", "-", "COUNT", 1)
     if not first or not last:
         return LogColumns([], [], [], [])
     ranges = id_ranges(_entry_ms(first[0][0]), _entry_ms(last[0][0]), max(readers, 1) * 4)
+    ranges[0] = (first[0][0].decode(), ranges[0][1])  # the first entry (after ``after``) on
     ranges[-1] = (ranges[-1][0], last[0][0].decode())  # a snapshot: entries added while reading wait for the next
     if readers <= 1:
         return LogColumns.concat([_read_range(raw, key, lo, hi, chunk) for lo, hi in ranges])
@@ -245,14 +248,19 @@ def gc_paused() -> Iterator[None]:
 def read_interactions(client: redis.Redis, keys: Keys, chunk: int = 10_000, readers: int = 2) -> Interactions:
     """The training log with visitors who logged in mapped to their customer, and the entries of erased profiles
     (up to their erasure) left out."""
-    erased = _erasures(client, keys)
+    erased = erasures(client, keys)
     with gc_paused():
         log = code_columns(read_columns(client, keys.interactions, chunk, readers))
+    return training_data(client, keys, log, erased)
+
+
+def training_data(client: redis.Redis, keys: Keys, log: CodedLog, erased: dict[str, float]) -> Interactions:
+    """The coded log as training data: erased entries left out, visitors who logged in mapped to their customer."""
     anonymous = sorted(who.ident for who in map(parse_pid, kept_profiles(log, erased)) if who.kind == "a")
     return to_interactions(log, erased, _aliases(client, keys, anonymous))
 
 
-def _erasures(client: redis.Redis, keys: Keys) -> dict[str, float]:
+def erasures(client: redis.Redis, keys: Keys) -> dict[str, float]:
     """Erased profile id -> erasure time (ms)."""
     with redis_errors("reading the erasures"):
         rows = client.zrange(keys.erasures, 0, -1, withscores=True)

@@ -1,4 +1,5 @@
-"""One training run (``ecrm train``, or started by the worker): read the interaction log from Redis, fit, check the
+"""One training run (``ecrm train``, or started by the worker): drain the interaction log from Redis into the
+training-log store (trainer/logstore.py), read the store and the Redis tail, fit, check the
 new version on the newest window of interactions against the served one and against every simple baseline, promote
 or refuse, and decide what serves the personal lists: the engine, or the best baseline when it beats the engine.
 
@@ -36,13 +37,14 @@ from recommender.evaluation.protocols import Split, time_split
 from recommender.model import Engine
 from recommender.threads import blas_threads
 from trainer.log import read_interactions
+from trainer.logstore import TrainingLogStore, read_training_log
 
 Echo = Callable[[str], None]
 ENGINE = "engine"
 SCORE_CELLS_PER_BATCH = 16_000_000  # users x items scored at once by the holdout check (64 MB of float32)
 _DAY_MS = 86_400_000
 
-__all__ = ["NothingToTrain", "TrainingBusy", "TrainingResult", "read_interactions", "train_once"]
+__all__ = ["NothingToTrain", "TrainingBusy", "TrainingResult", "read_interactions", "read_training_log", "train_once"]
 
 
 @dataclass
@@ -299,8 +301,11 @@ def _train(settings: Settings, client: redis.Redis, registry: Registry, version:
     started = time.perf_counter()
     count_at_start = registry.interactions_logged()
     config = load_config(settings)
-    log = read_interactions(client, registry.keys)
-    timings["load_s"] = time.perf_counter() - started
+    store = TrainingLogStore.of(settings, client)
+    store.drain(echo)  # the Redis tail into the store: what Redis holds stays small
+    timings["drain_s"] = time.perf_counter() - started
+    log = store.read()
+    timings["load_s"] = time.perf_counter() - started - timings["drain_s"]
     if len(log) == 0:
         raise NothingToTrain("no interactions logged yet: nothing to train on")
     echo(f"training on {len(log)} interactions, {log.n_users} users, {log.n_items} items ({config.algorithm})")

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from tqdm import tqdm
 
-from core.errors import ConfigError, StoreRefused, StoreUnavailable
+from core.errors import ConfigError, StoreRefused, StoreUnavailable, TrainingError
 from core.redis import connect_sync
 from core.settings import Settings, get_settings
 from ecrm.commands.errors import error_line
@@ -31,7 +31,7 @@ def backup(
         total = _dbsize(settings)
         with tqdm(total=total, desc="backup", unit="key", file=sys.stderr, mininterval=1.0) as bar:
             manifest = run_backup(settings, file, bar.update)
-    except (StoreUnavailable, StoreRefused, OSError) as exc:
+    except (StoreUnavailable, StoreRefused, TrainingError, OSError) as exc:
         typer.echo(error_line(exc), err=True)
         raise typer.Exit(2) from exc
     counts = manifest.counts
@@ -42,6 +42,18 @@ def backup(
         f"versions, {len(manifest.config)} configuration files) to {file}: {size / 1e6:.1f} MB in "
         f"{time.perf_counter() - started:.1f}s"
     )
+    if manifest.training_log:
+        typer.echo(
+            f"training-log store: {manifest.training_log['entries']} entries in "
+            f"{len(manifest.training_log['files'])} files included"
+        )
+    else:
+        from trainer.logstore import store_dir
+
+        typer.echo(
+            f"note: no training-log store at {store_dir(settings)} on this host: the backup holds the Redis tail of "
+            "the training log only (run it where ECRM_TRAINING_LOG_DIR is mounted to include the history)"
+        )
     if not manifest.quiet:
         typer.echo(
             f"note: {manifest.applied_after - manifest.applied_before} events were applied while the backup ran: "
@@ -69,7 +81,7 @@ def restore(
         total = int(manifest.counts.get("keys", 0))
         with tqdm(total=total, desc="restore", unit="key", file=sys.stderr, mininterval=1.0) as bar:
             done = run_restore(settings, file, bar.update, with_config, phase=lambda text: bar.write(text))
-    except (BackupError, ConfigError, StoreUnavailable, StoreRefused, OSError) as exc:
+    except (BackupError, ConfigError, StoreUnavailable, StoreRefused, TrainingError, OSError) as exc:
         typer.echo(error_line(exc), err=True)
         raise typer.Exit(2) from exc
     typer.echo(

@@ -51,7 +51,7 @@ from recommender.model import Engine
 from schemas import parse_event_obj
 from tests.conftest import wait_for
 from tests.integration.helpers import BROWSER_UA, app_client, now_ms
-from trainer.log import read_interactions
+from trainer.logstore import read_training_log
 from trainer.training import holdout_metrics
 
 pytestmark = pytest.mark.integration
@@ -306,7 +306,7 @@ async def test_a_collect_key_moves_nothing_that_everyone_sees(
         money_before = money(sync, keys, customers)
         clock = now_ms()
         rfm_before = await rfm_rows(s, clock)
-        log_before = read_interactions(connect_sync(s), keys)
+        log_before = read_training_log(s)
         rare = min(popular_scores, key=lambda i: (popular_scores[i], i))
         memory_before = used_memory(sync)
         applied_before = int(sync.get(keys.applied_count) or 0)
@@ -337,7 +337,7 @@ async def test_a_collect_key_moves_nothing_that_everyone_sees(
     top_trending_after = [t.item_id for t in await store.trending(10)]
     money_after = money(sync, keys, customers)
     rfm_after = await rfm_rows(s, clock)
-    log_after = read_interactions(connect_sync(s), keys)
+    log_after = read_training_log(s)
     judged = time.perf_counter()
     ndcg_seeds_before, ndcg_seeds_after = holdout_ndcg(log_before, truth), holdout_ndcg(log_after, truth)
     judge_s = time.perf_counter() - judged

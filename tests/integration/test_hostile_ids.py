@@ -11,18 +11,20 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 from kafka import KafkaConsumer
 
 from core.kafka import make_producer, produce_events
 from core.keyspace import Keys, ProfileId, customer_pid
-from core.redis import connect, connect_sync
+from core.redis import connect
 from core.settings import Settings
 from profiles.store import ProfileStore
 from tests.conftest import wait_for
 from tests.integration.helpers import now_ms, sync_redis
-from trainer.training import read_interactions, train_once
+from trainer.logstore import read_training_log
+from trainer.training import train_once
 
 pytestmark = pytest.mark.integration
 StartWorker = Callable[[], subprocess.Popen[bytes]]
@@ -134,10 +136,12 @@ async def test_hostile_ids_stay_in_their_own_profile(settings: Settings, worker:
         assert key.count("{") == key.count("}") <= 1, key
 
     # the training log gives every id back exactly, and a training runs on it
-    log = await asyncio.to_thread(read_interactions, connect_sync(settings), keys)
+    log = await asyncio.to_thread(read_training_log, settings)
     users = set(log.user_ids)
     assert {str(ProfileId("c", who)) for who in HOSTILE} <= users
     assert not any(u.startswith("a:") for u in users)  # visitors who logged in count as their customer
     assert ODD_ITEM in log.item_ids and "evil" in log.item_ids
     result = await asyncio.to_thread(train_once, settings.model_copy(update={"holdout_min_users": 1000}))
     assert result.promoted and result.interactions == len(log)
+    again = await asyncio.to_thread(read_training_log, settings)  # the training drained the log to disk
+    assert again.user_ids == log.user_ids and again.item_ids == log.item_ids and np.array_equal(again.ts, log.ts)

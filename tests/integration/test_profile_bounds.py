@@ -12,7 +12,7 @@ import pytest
 from analytics.store import AnalyticsStore
 from core.clock import now_ms
 from core.keyspace import Keys, ProfileId
-from core.redis import connect, connect_sync
+from core.redis import connect
 from core.settings import Settings
 from ecrm.commands.privacy import erase
 from profiles.layout import COUNTS, SCALARS, ProfileHash, parse_item, recent_items, split
@@ -20,7 +20,7 @@ from profiles.store import APPLIED, DUPLICATE, ERASED, ProfileStore, Status
 from profiles.updates import plan_update
 from schemas import parse_event_obj
 from tests.conftest import on_cluster
-from trainer.training import read_interactions
+from trainer.logstore import read_training_log
 
 pytestmark = pytest.mark.integration
 T0 = 1_795_424_400_000
@@ -169,7 +169,7 @@ async def test_erasure_removes_everything_and_replays_stay_out(store: ProfileSto
     assert await apply(store, [ev("page_view", 5, now_ms() + 1000, customer_id="gone")]) == [APPLIED]
     assert (await store.profile("c:gone"))["event_counts"] == {"page_view": 1}  # type: ignore[index]
     assert await store.profile("c:stays") is not None
-    log = read_interactions(connect_sync(settings), keys)
+    log = read_training_log(settings)
     assert set(log.user_ids) == {"c:stays"}  # training skips the erased entries
 
 
