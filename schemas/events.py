@@ -509,8 +509,9 @@ def fast_event(obj: dict[str, Any], limits: EventLimits) -> Behaviour | None:
     if shape is None:
         return None
     model, kinds, required, defaults = shape
-    if not required <= obj.keys():
-        return None
+    for name in required:
+        if name not in obj:
+            return None
     money: list[str] = []
     for name, value in obj.items():
         kind = kinds.get(name)
@@ -554,12 +555,12 @@ def fast_event(obj: dict[str, Any], limits: EventLimits) -> Behaviour | None:
         return None  # the identity rule
     fields = defaults.copy()  # the model's order; the keys of ``obj`` are all in it, so update keeps that order
     fields.update(obj)
-    fields["timestamp"] = datetime.fromtimestamp(obj["timestamp"] / 1000.0, tz=UTC)
+    fields["timestamp"] = datetime.fromtimestamp(obj["timestamp"] / 1000.0, UTC)  # as _coerce_timestamp builds it
     for name in money:
         fields[name] = float(obj[name])
     if "results" in fields:  # a search's: a list of its own, as pydantic builds
         fields["results"] = list(obj.get("results") or ())
-    event = model.__new__(model)
+    event = object.__new__(model)
     # What ``BaseModel.model_construct`` sets, without its per-field loop: the fields in the model's order, the
     # names given (``model_fields_set``), no extra and no private attributes (these models declare none).
     object.__setattr__(event, "__dict__", fields)
