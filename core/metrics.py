@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from functools import cache
 from pathlib import Path
@@ -89,6 +90,29 @@ def host_tenants(tenants: Iterable[str]) -> tuple[str, ...]:
     zero(COLLECTOR_REFUSED, COLLECTOR_REASONS, labels)
     zero(TRAINING_RUNS, TRAINING_OUTCOMES, labels)
     return labels
+
+
+def observe_many(histogram: Histogram, amounts: Iterable[float]) -> None:
+    """``histogram.observe(a)`` for every ``a`` of ``amounts`` (a labelled child), in one update per bucket: the
+    worker observes every event's lag, and one ``observe`` per event cost it about a microsecond of a batch's
+    work. The same counts as the single observations (the sum too, up to float rounding); where the histogram
+    does not keep the fields of prometheus-client's own (another version), one ``observe`` each."""
+    bounds: list[float] | None = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(buckets) != len(bounds):
+        for amount in amounts:
+            histogram.observe(amount)
+        return
+    counts = [0] * len(bounds)
+    summed = 0.0
+    for amount in amounts:
+        counts[bisect_left(bounds, amount)] += 1  # the first bucket whose bound is >= amount, as observe picks
+        summed += amount
+    total.inc(summed)
+    for index, count in enumerate(counts):
+        if count:
+            buckets[index].inc(count)
 
 
 def zero(metric: Counter, *values: Iterable[str]) -> None:

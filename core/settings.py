@@ -57,9 +57,9 @@ class Settings(BaseSettings):
     )
     worker_batch_window_s: float = Field(0.01, gt=0, description="Longest wait to fill a batch")
     worker_write_behind: bool = Field(
-        False,
-        description="Read and validate the next batch while Redis writes the previous one (more events per second "
-        "when a core is free; measured here with a longer event-to-profile lag tail while a training runs)",
+        True,
+        description="Read and validate the next batch while Redis writes the previous one (one write at a time, in "
+        "order, each batch acked once written); false: the worker waits for each write before it reads on",
     )
     worker_web_port: int = Field(6066, description="Faust web port (bound to 127.0.0.1; 0 turns it off)")
     worker_metrics_port: int = Field(9101, description="Prometheus port of the worker (0 turns it off)")

@@ -457,11 +457,127 @@ def check_size(size: int, limits: EventLimits | None = None, event_id: str | Non
         raise EventTooLarge([FieldError("(event)", reason)], event_id=event_id)
 
 
+# --- The fast path -------------------------------------------------------------------------------------------
+# The worker validates every event; pydantic's Python validators (ids, timestamps, the identity rule) cost it about
+# as much as the rest of its own work per event. The common shapes of the common types are checked here in plain
+# Python and built as the model pydantic would return (equal, the same fields set); anything else, and every event
+# the fast path is not sure of, goes to pydantic, which alone refuses: every error message stays pydantic's.
+# tests/unit/test_schemas_fast.py proves the two equal on generated and adversarial events.
+
+_ID, _OPT_ID, _TEXT, _OPT_TITLE, _TITLE, _MONEY, _QTY, _OPT_QTY, _IDS, _TYPE, _TIME = range(11)
+_NULLABLE = frozenset({_OPT_ID, _TEXT, _OPT_TITLE, _MONEY, _OPT_QTY})
+_COMMON_FIELDS = {
+    "type": _TYPE,
+    "event_id": _ID,
+    "timestamp": _TIME,
+    "session_id": _OPT_ID,
+    "url": _TEXT,
+    "referrer": _TEXT,
+    "user_agent": _TEXT,
+    "customer_id": _OPT_ID,
+    "anonymous_id": _OPT_ID,
+}
+_FAST_SHAPES: dict[str, tuple[type[BaseModel], dict[str, int]]] = {
+    "page_view": (PageView, {"title": _OPT_TITLE}),
+    "product_view": (ProductView, {"item_id": _ID, "category": _OPT_ID, "price": _MONEY}),
+    "add_to_cart": (AddToCart, {"item_id": _ID, "quantity": _QTY, "category": _OPT_ID, "price": _MONEY}),
+    "remove_from_cart": (RemoveFromCart, {"item_id": _ID, "quantity": _OPT_QTY}),
+    "recommendation_click": (RecommendationClick, {"recommendation_id": _ID, "item_id": _ID}),
+    "search": (Search, {"query": _TITLE, "results": _IDS}),
+}
+# type -> (model, field -> kind, the required fields, every field in the model's order with its default)
+_FAST: dict[str, tuple[type[BaseModel], dict[str, int], frozenset[str], dict[str, Any]]] = {
+    _type: (
+        _model,
+        {**_COMMON_FIELDS, **_own},
+        frozenset(n for n, f in _model.model_fields.items() if f.is_required()),
+        {n: f.get_default(call_default_factory=True) for n, f in _model.model_fields.items()},
+    )
+    for _type, (_model, _own) in _FAST_SHAPES.items()
+}
+
+
+def fast_event(obj: dict[str, Any], limits: EventLimits) -> Behaviour | None:
+    """The event pydantic would return for ``obj`` when it is of a common shape and plainly valid; None otherwise
+    (then pydantic decides, and words any refusal). Never refuses anything itself.
+
+    "Plainly valid": every field known to the type; ids printable (no control or format character), with nothing
+    to strip, 1-256 characters; texts with nothing to strip within their bounds; numbers of the field's JSON type
+    within their bounds; the timestamp in epoch milliseconds, more than a second inside the accepted range; a
+    customer or a visitor named."""
+    shape = _FAST.get(obj.get("type"))  # type: ignore[arg-type]
+    if shape is None:
+        return None
+    model, kinds, required, defaults = shape
+    for name in required:
+        if name not in obj:
+            return None
+    money: list[str] = []
+    for name, value in obj.items():
+        kind = kinds.get(name)
+        if kind is None:  # an unknown field
+            return None
+        if value is None:
+            if kind in _NULLABLE:
+                continue
+            return None
+        if kind <= _OPT_ID:  # an id (``str.strip`` returns the string itself when there is nothing to strip)
+            if type(value) is not str or not 0 < len(value) <= MAX_ID_LENGTH or value.strip() is not value:
+                return None
+            if not value.isprintable():
+                return None
+        elif kind <= _TITLE:
+            if type(value) is not str or value.strip() is not value:
+                return None
+            if len(value) > (MAX_TEXT_LENGTH if kind == _TEXT else MAX_TITLE_LENGTH) or (kind == _TITLE and not value):
+                return None
+        elif kind == _MONEY:
+            if not (type(value) is float or type(value) is int) or not 0 <= value <= MAX_PRICE:
+                return None
+            money.append(name)
+        elif kind <= _OPT_QTY:
+            if type(value) is not int or not 0 < value <= MAX_CART_QUANTITY:
+                return None
+        elif kind == _IDS:
+            if type(value) is not list or len(value) > MAX_SEARCH_RESULTS:
+                return None
+            for one in value:
+                if type(one) is not str or not 0 < len(one) <= MAX_ID_LENGTH or one.strip() is not one:
+                    return None
+                if not one.isprintable():
+                    return None
+        elif kind == _TIME:
+            if type(value) is not int or not limits.floor_ms + 1000 <= value <= MAX_EPOCH_MS:
+                return None
+            if limits.now is not None or value / 1000.0 + 1.0 >= time.time() + limits.max_future_s:
+                return None
+    if obj.get("customer_id") is None and obj.get("anonymous_id") is None:
+        return None  # the identity rule
+    fields = defaults.copy()  # the model's order; the keys of ``obj`` are all in it, so update keeps that order
+    fields.update(obj)
+    fields["timestamp"] = datetime.fromtimestamp(obj["timestamp"] / 1000.0, UTC)  # as _coerce_timestamp builds it
+    for name in money:
+        fields[name] = float(obj[name])
+    if "results" in fields:  # a search's: a list of its own, as pydantic builds
+        fields["results"] = list(obj.get("results") or ())
+    event = object.__new__(model)
+    # What ``BaseModel.model_construct`` sets, without its per-field loop: the fields in the model's order, the
+    # names given (``model_fields_set``), no extra and no private attributes (these models declare none).
+    object.__setattr__(event, "__dict__", fields)
+    object.__setattr__(event, "__pydantic_fields_set__", set(obj))
+    object.__setattr__(event, "__pydantic_extra__", None)
+    object.__setattr__(event, "__pydantic_private__", None)
+    return event  # type: ignore[return-value]
+
+
 def parse_event_obj(obj: Any, limits: EventLimits | None = None) -> Behaviour | Item:
     """Validate an already-decoded JSON value against the schema and ``limits`` (default: :data:`DEFAULT_LIMITS`,
     the clock's now). Raises :class:`InvalidEvent`. The size is not checked here: see :func:`encode_event`."""
     if not isinstance(obj, dict):
         raise InvalidEvent([FieldError("(event)", f"must be a JSON object, got {type(obj).__name__}")])
+    fast = fast_event(obj, limits or DEFAULT_LIMITS)
+    if fast is not None:
+        return fast
     try:
         event: Behaviour | Item = _VALIDATOR.validate_python(obj, context=(limits or DEFAULT_LIMITS).context())
         return event

@@ -254,21 +254,25 @@ class BatchProcessor:
         backfill_ms = self.settings.backfill_after_s * 1000
         processed: Counter[str] = Counter()
         duplicates: Counter[str] = Counter()
-        lag_of = {kind: metrics.EVENT_LAG_SECONDS.labels(kind) for kind in metrics.LAG_KINDS}
+        lags: dict[str, list[float]] = {kind: [] for kind in metrics.LAG_KINDS}  # observed once per chunk
+        lags_s = result.lags_s
         for plan, msg, status in zip(plans, msgs, statuses, strict=True):
             if status == APPLIED:
-                result.applied += 1
                 processed[plan.type] += 1
                 lag = max(0.0, (written - plan.ts) / 1000.0)
-                result.lags_s.append(lag)
-                lag_of[lag_kind(plan.ts, msg.timestamp_ms, backfill_ms)].observe(lag)
+                lags_s.append(lag)
+                lags[lag_kind(plan.ts, msg.timestamp_ms, backfill_ms)].append(lag)
             elif status == DUPLICATE:
                 result.duplicates += 1
                 duplicates[plan.type] += 1
             elif status == ERASED:
                 result.erased += 1
         for event_type, count in processed.items():
+            result.applied += count
             metrics.EVENTS_PROCESSED.labels(event_type).inc(count)
+        for kind, observed in lags.items():
+            if observed:
+                metrics.observe_many(metrics.EVENT_LAG_SECONDS.labels(kind), observed)
         for event_type, count in duplicates.items():
             metrics.EVENTS_DUPLICATE.labels(event_type).inc(count)
 

@@ -135,13 +135,14 @@ def test_sigkill_mid_stream_neither_loses_nor_double_counts(settings: Settings, 
     sigkill_mid_stream(settings, worker)
 
 
-def test_sigkill_mid_stream_with_write_behind(
+def test_sigkill_mid_stream_with_writes_in_turn(
     settings: Settings, worker_factory: Callable[[Settings], subprocess.Popen[bytes]]
 ) -> None:
-    """The same with ``ECRM_WORKER_WRITE_BEHIND``: a batch read while the one before it is written is acked only
-    once written itself, so the kill loses nothing and the redelivery counts nothing twice."""
-    behind = settings.model_copy(update={"worker_write_behind": True})
-    sigkill_mid_stream(behind, lambda: worker_factory(behind))
+    """The same with ``ECRM_WORKER_WRITE_BEHIND=false`` (the default writes behind: a batch read while the one
+    before it is written is acked only once written itself): the worker waits for each write before it reads on,
+    and the kill loses nothing and the redelivery counts nothing twice either way."""
+    in_turn = settings.model_copy(update={"worker_write_behind": False})
+    sigkill_mid_stream(in_turn, lambda: worker_factory(in_turn))
 
 
 def sigkill_mid_stream(settings: Settings, worker: StartWorker) -> None:

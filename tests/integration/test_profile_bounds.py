@@ -4,7 +4,6 @@ three-node Redis Cluster the suite starts."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -65,7 +64,7 @@ async def test_a_refused_plan_changes_nothing(store: ProfileStore) -> None:
     # the schema caps money far below this: the store checks again, as events may reach it another way
     ok = ev("purchase", 2, T0 + 1, customer_id="c", order_id="o", currency="EUR",
             lines=[{"item_id": "a", "quantity": 1, "unit_price": 10.0}])  # fmt: skip
-    big = replace(plan_update(parse_event_obj(ok), store.settings.event_weights), revenue=1e308)
+    big = plan_update(parse_event_obj(ok), store.settings.event_weights)._replace(revenue=1e308)
     page = plan_update(parse_event_obj(ev("page_view", 3, T0 + 2, customer_id="c")), store.settings.event_weights)
     before = {k: await store.client.dump(k) for k in [keys.profile("c:c"), *keys.legacy_profile_keys("c:c")]}
     statuses = await store.apply_plans([big, page])

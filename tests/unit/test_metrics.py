@@ -104,3 +104,36 @@ def test_the_api_says_which_baseline_the_gate_serves_from_the_start() -> None:
     for baseline in ("popularity", "trending", "buy-again", "recently-viewed"):
         assert f'ecrm_model_baseline_served{{baseline="{baseline}"}} ' in api  # 0 until a gate serves it
     assert "ecrm_model_baseline_served" not in worker
+
+
+def test_observe_many_counts_as_one_observe_each() -> None:
+    """The worker's lag histogram is filled once per chunk (core.metrics.observe_many): the same buckets, count and
+    sum as one ``observe`` per event, on a bound exactly, under the first bound, past the last one."""
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from core.metrics import observe_many
+
+    registry = CollectorRegistry()
+    buckets = (0.005, 0.01, 0.1, 1.0, 60.0)
+    one = Histogram("one_each", "per value", ["kind"], buckets=buckets, registry=registry)
+    many = Histogram("all_at_once", "per chunk", ["kind"], buckets=buckets, registry=registry)
+    values = [0.0, 0.005, 0.0050001, 0.01, 0.05, 0.1, 0.99, 1.0, 59.9, 60.0, 61.0, 1e9, 0.003, 0.003]
+    for value in values:
+        one.labels("live").observe(value)
+    observe_many(many.labels("live"), values)
+    observe_many(many.labels("backfill"), [])
+
+    def samples(name: str) -> dict[str, float]:
+        return {
+            f"{s.name.removeprefix(name)}{s.labels.get('le', '')}": s.value
+            for metric in registry.collect()
+            if metric.name == name
+            for s in metric.samples
+            if s.labels.get("kind") == "live" and not s.name.endswith("_created")
+        }
+
+    got, want = samples("all_at_once"), samples("one_each")
+    assert got.keys() == want.keys() and len(want) == len(buckets) + 3  # the buckets, +Inf, count, sum
+    assert {k: v for k, v in got.items() if k != "_sum"} == {k: v for k, v in want.items() if k != "_sum"}
+    assert got["_bucket0.005"] == 4 and got["_bucket+Inf"] == len(values)
+    assert abs(got["_sum"] - want["_sum"]) <= 1e-6 * want["_sum"]
