@@ -246,7 +246,7 @@ local function merge_from(v, spid, d, dpid, camp_dst, tmp)
     for i = 1, #(v.aff or {}), 2 do affinity_add(dh, v.aff[i], tonumber(v.aff[i + 1]) * factor) end
   end
   for i = 1, #(v.items or {}), 2 do
-    local w, t, bt = item_parse(v.items[i + 1])
+    local w, t, bt = item_parse_decimal(v.items[i + 1])
     item_fold(dh, v.items[i], w, t, bt)
   end
   for _, older in ipairs({v.items_ts or {}, v.recent or {}}) do

@@ -1,6 +1,7 @@
 -- The fields of a profile's hash (profiles/layout.py documents them), shared by the apply script (apply.lua) and
--- ecrm migrate-keys (profiles/migrate.py): items 'i:<item>' -> '<weight> <last time (ms)>[ <last purchase time
--- (ms)>]' (a purchase is an interaction, so the last time is never before the purchase time), affinities
+-- ecrm migrate-keys (profiles/migrate.py): items 'i:<item>' -> '<weight> <last time>[ <last purchase time>]', times
+-- in ms written in base 36 (8 digits, against 13 in decimal; a purchase is an interaction, so the last time is never
+-- before the purchase time), affinities
 -- 'a:<category>' -> forward-decayed affinity, cart lines 'k:<item>' -> quantity, and the count of each kind ('#i',
 -- '#a', '#k'), kept as fields are added and removed; sessions: 'ss' the count, 'sl' the last one's digest.
 local F_ITEM, F_AFF, F_CART = 'i:', 'a:', 'k:'
@@ -17,8 +18,32 @@ local function shortest(x)
   return string.format('%.17g', x)
 end
 
+-- A time (ms, an integer >= 0) in base 36, and back.
+local B36 = '0123456789abcdefghijklmnopqrstuvwxyz'
+local function b36(n)
+  n = math.floor(n)
+  if n <= 0 then return '0' end
+  local s = ''
+  while n > 0 do
+    local d = n % 36
+    s = string.sub(B36, d + 1, d + 1) .. s
+    n = (n - d) / 36
+  end
+  return s
+end
+local function unb36(s) if s then return tonumber(s, 36) end end
+
 -- An entry: weight, time, purchase time or nil (an older engine's plain weight has time 0 until ecrm migrate-keys).
 local function item_parse(v)
+  local w, t, p = string.match(v, '^(%S+) (%S+) (%S+)$')
+  if w then return tonumber(w), unb36(t), unb36(p) end
+  w, t = string.match(v, '^(%S+) (%S+)$')
+  if w then return tonumber(w), unb36(t), nil end
+  return tonumber(v), 0, nil
+end
+
+-- An entry of an older engine's items key (key layout 3: its times in decimal).
+local function item_parse_decimal(v)
   local w, t, p = string.match(v, '^(%S+) (%S+) (%S+)$')
   if w then return tonumber(w), tonumber(t), tonumber(p) end
   w, t = string.match(v, '^(%S+) (%S+)$')
@@ -29,8 +54,8 @@ end
 -- The entry of weight w, last time t and purchase time p (or nil).
 local function item_value(w, t, p)
   if p and p > t then t = p end
-  local v = shortest(w) .. ' ' .. string.format('%d', t)
-  if p then v = v .. ' ' .. string.format('%d', p) end
+  local v = shortest(w) .. ' ' .. b36(t)
+  if p then v = v .. ' ' .. b36(p) end
   return v
 end
 

@@ -11,8 +11,8 @@ are told apart by their start. This module and ``profiles/items.lua`` (the same 
 | ``aff_L`` | the landmark (ms) of the forward-decayed affinities |
 | ``ss`` | sessions counted (see below) |
 | ``sl`` | digest of the last session id (8 hex digits of its SHA-1) |
-| ``i:<item>`` | ``"<summed weight> <last interaction (ms)>[ <last purchase (ms)>]"`` (recommender input; the newest
-are the recent items) |
+| ``i:<item>`` | ``"<summed weight> <last interaction>[ <last purchase>]"``, times in ms written in base 36 (8 digits
+against 13 in decimal: :func:`item_value`; recommender input; the newest are the recent items) |
 | ``a:<category>`` | forward-decayed affinity (``%.6g``) at landmark ``aff_L`` |
 | ``k:<item>`` | cart quantity |
 | ``#i``, ``#a``, ``#k`` | how many ``i:``, ``a:``, ``k:`` fields there are (bounds checked without reading them) |
@@ -84,10 +84,30 @@ def item_fields(entries: Mapping[str, str]) -> dict[str, str]:
     return {**{ITEM + item: v for item, v in entries.items()}, ITEMS_COUNT: str(len(entries))}
 
 
+_B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def b36(ms: int) -> str:
+    """A time (ms, >= 0) in base 36, as the script writes it in an item's entry."""
+    n, out = max(int(ms), 0), ""
+    while True:
+        n, d = divmod(n, 36)
+        out = _B36[d] + out
+        if n == 0:
+            return out
+
+
+def _time(text: str) -> int:
+    if not text or text[0] in "+-_ " or not text.isascii():
+        raise ValueError(f"not a base-36 time: {text!r}")
+    return int(text, 36)
+
+
 def item_value(weight: float, ts_ms: int, bought_ms: int | None = None) -> str:
-    """An item's entry (the weight as the shortest text that reads back the same, as the script writes it)."""
+    """An item's entry (the weight as the shortest text that reads back the same, as the script writes it; times
+    in base 36)."""
     w = int(weight) if float(weight).is_integer() and abs(weight) < 2**53 else weight
-    return f"{w!r} {int(ts_ms)}" + (f" {int(bought_ms)}" if bought_ms is not None else "")
+    return f"{w!r} {b36(ts_ms)}" + (f" {b36(bought_ms)}" if bought_ms is not None else "")
 
 
 def parse_item(value: str) -> ItemEntry:
@@ -95,7 +115,8 @@ def parse_item(value: str) -> ItemEntry:
     parts = value.split(" ")
     if len(parts) > 3:
         raise ValueError(f"not an item entry: {value!r}")
-    return ItemEntry(float(parts[0]), int(parts[1]) if len(parts) > 1 else 0, int(parts[2]) if len(parts) > 2 else None)
+    return ItemEntry(float(parts[0]), _time(parts[1]) if len(parts) > 1 else 0,
+                     _time(parts[2]) if len(parts) > 2 else None)  # fmt: skip
 
 
 def history(items: Mapping[str, str]) -> list[tuple[str, float, int]]:

@@ -51,7 +51,7 @@ for k = 2, #KEYS do
       for i = 1, #rows, 2 do
         local name, v = rows[i], rows[i + 1]
         if kind == 'items' then
-          local w, ti, p = item_parse(v)
+          local w, ti, p = item_parse_decimal(v)
           item_fold(h, name, w or 0, ti or 0, p)
         elseif kind == 'recent' or kind == 'items_ts' then
           item_fold(h, name, 0, tonumber(v) or 0, nil)
