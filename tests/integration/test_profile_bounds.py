@@ -99,7 +99,7 @@ async def test_items_categories_and_popular_are_bounded(store: ProfileStore) -> 
     found = await fields(store, "c:c")
     items = found.items
     assert 9 <= len(items) <= 10 and "i29" in items and "i0" not in items  # the newest kept
-    assert [int(items[f"i{i}"].split()[1]) for i in (28, 29)] == [T0 + 28_000, T0 + 29_000]  # weight and time
+    assert [parse_item(items[f"i{i}"]).ts for i in (28, 29)] == [T0 + 28_000, T0 + 29_000]  # weight and time
     assert len(found.affinity) <= 3 and "k4" in found.affinity  # the strongest (the latest: decayed forward)
     counts = await store.client.hmget(keys.profile("c:c"), "#i", "#a")  # the counts the bounds are checked by
     assert [int(n) for n in counts] == [len(items), len(found.affinity)]
