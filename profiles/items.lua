@@ -1,9 +1,9 @@
 -- The fields of a profile's hash (profiles/layout.py documents them), shared by the apply script (apply.lua) and
 -- ecrm migrate-keys (profiles/migrate.py): items 'i:<item>' -> '<weight> <last time>[ <last purchase time>]', times
 -- in ms written in base 36 (8 digits, against 13 in decimal; a purchase is an interaction, so the last time is never
--- before the purchase time), affinities
--- 'a:<category>' -> forward-decayed affinity, cart lines 'k:<item>' -> quantity, and the count of each kind ('#i',
--- '#a', '#k'), kept as fields are added and removed; sessions: 'ss' the count, 'sl' the last one's digest.
+-- before the purchase time), affinities 'a:<category>' -> forward-decayed affinity, cart lines 'k:<item>' ->
+-- quantity, and the count of each kind ('#i', '#a', '#k'), kept as fields are added and removed; sessions: 'ss' the
+-- count, 'sl' the last one's digest (28 bits of its SHA-1, in decimal).
 local F_ITEM, F_AFF, F_CART = 'i:', 'a:', 'k:'
 local N_ITEM, N_AFF, N_CART = '#i', '#a', '#k'
 local F_SESSIONS, F_LAST_SESSION = 'ss', 'sl'

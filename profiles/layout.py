@@ -10,7 +10,7 @@ are told apart by their start. This module and ``profiles/items.lua`` (the same 
 | ``merged_visitors`` | visitors merged in at a login |
 | ``aff_L`` | the landmark (ms) of the forward-decayed affinities |
 | ``ss`` | sessions counted (see below) |
-| ``sl`` | digest of the last session id (8 hex digits of its SHA-1) |
+| ``sl`` | digest of the last session id (its SHA-1's first 28 bits, in decimal: a 4-byte integer in the listpack) |
 | ``i:<item>`` | ``"<summed weight> <last interaction>[ <last purchase>]"``, times in ms written in base 36 (8 digits
 against 13 in decimal: :func:`item_value`; recommender input; the newest are the recent items) |
 | ``a:<category>`` | forward-decayed affinity (``%.6g``) at landmark ``aff_L`` |

@@ -268,6 +268,7 @@ async def test_a_login_merges_the_visitor_field_by_field(store: ProfileStore) ->
     assert parse_item(merged.items["a"]).ts == T0 + 12 and parse_item(merged.items["b"]).ts == T0 + 13
     assert set(merged.affinity) == {"k1", "k2"}
     assert merged.sessions == 3 and merged.scalars["sl"] == w.scalars["sl"]
+    assert 0 <= int(merged.scalars["sl"]) < 2**28  # a digest the listpack keeps as an integer
     assert {f for f in merged.scalars if not f.startswith(COUNTS)} <= set(SCALARS)  # no other field
     assert merged.scalars["n:product_view"] == "3" and merged.scalars["n:add_to_cart"] == "3"
     assert merged.scalars["first_seen"] == str(T0) and merged.scalars["last_seen"] == str(T0 + 20)
