@@ -182,6 +182,7 @@ def legacy_marker(prefix: str, key: str) -> tuple[str, str] | None:
     return f"{head}p:{tag}:seen", marker_digest(unquote(source), unquote(event_id))
 
 
+_PROFILE_HASH = re.compile(r"^p:\{[ca]:[^{}:]*\}$")
 _PROFILE_KEY = re.compile(r"^p:(\{[ca]:[^{}:]*\}):(" + "|".join(LEGACY_PROFILE_SUFFIXES) + r"|seen)$")
 
 
@@ -195,6 +196,12 @@ def legacy_profile_key(prefix: str, key: str) -> tuple[str, str] | None:
         return None
     tag, kind = found.groups()
     return (kind, key) if kind == "seen" else (kind, f"{head}p:{tag}")
+
+
+def is_profile_hash(prefix: str, key: str) -> bool:
+    """Whether ``key`` is a profile's hash (``{p}:p:{T}``; pure)."""
+    head = f"{prefix}:"
+    return key.startswith(head) and _PROFILE_HASH.match(key[len(head) :]) is not None
 
 
 def legacy_siblings(profile_key: str) -> list[str]:

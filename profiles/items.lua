@@ -7,6 +7,43 @@
 local F_ITEM, F_AFF, F_CART = 'i:', 'a:', 'k:'
 local N_ITEM, N_AFF, N_CART = '#i', '#a', '#k'
 local F_SESSIONS, F_LAST_SESSION = 'ss', 'sl'
+local F_COUNT = 'n:'  -- n:<type>
+local F_FIRST_SEEN, F_LAST_SEEN, F_FIRST_PURCHASE, F_LAST_PURCHASE = 'fs', 'ls', 'fp', 'lp'
+local F_ORDERS, F_REVENUE, F_MERGED, F_AFF_L = 'or', 'rv', 'mv', 'aL'
+-- Key layout 3's long names and the field's name now (profiles/layout.py LEGACY_NAMES: the same pairs).
+local LEGACY_NAMES = {
+  {'first_seen', F_FIRST_SEEN}, {'last_seen', F_LAST_SEEN}, {'first_purchase', F_FIRST_PURCHASE},
+  {'last_purchase', F_LAST_PURCHASE}, {'orders', F_ORDERS}, {'revenue', F_REVENUE}, {'merged_visitors', F_MERGED},
+  {'aff_L', F_AFF_L},
+}
+local LEGACY_NAME, OLD_NAME = {}, {}
+for _, pair in ipairs(LEGACY_NAMES) do
+  LEGACY_NAME[pair[1]] = pair[2]
+  OLD_NAME[pair[2]] = pair[1]
+end
+
+-- The value of the field f of hash h, or of its layout-3 name (read before a write renamed them: the checks).
+local function scalar_get(h, f)
+  local v = redis.call('HMGET', h, f, OLD_NAME[f])
+  return v[1] or v[2]
+end
+
+-- A layout-3 profile's long names renamed in hash h (nothing to do for a profile written since: every profile seen
+-- has a first-seen time, under one name or the other). Returns whether there were any.
+local function upgrade_names(h)
+  local old = {}
+  for i, pair in ipairs(LEGACY_NAMES) do old[i] = pair[1] end
+  local v = redis.call('HMGET', h, unpack(old))
+  local any = false
+  for i, pair in ipairs(LEGACY_NAMES) do
+    if v[i] then
+      redis.call('HSET', h, pair[2], v[i])
+      redis.call('HDEL', h, pair[1])
+      any = true
+    end
+  end
+  return any
+end
 
 -- A number as the shortest text that reads back as the same double (15 to 17 significant digits: 19.99, not
 -- 19.989999999999998 as HINCRBYFLOAT writes it).

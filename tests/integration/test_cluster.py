@@ -85,9 +85,9 @@ def test_profiles_spread_over_the_three_nodes(client: redis.Redis, settings: Set
 async def test_the_api_reads_a_profile_through_the_cluster_client(client: redis.Redis, on_cluster: Settings) -> None:
     keys = Keys(on_cluster.key_prefix)
     pid = ProfileId("c", "reader")
-    client.hset(keys.profile(pid), mapping={"n:product_view": 2, "first_seen": 1_790_000_000_000,
-                                            "last_seen": 1_790_000_060_000, "ss": 2, "#i": 2,
-                                            "i:sku-2": item_value(1, 1790000060000), "i:sku-1": item_value(1, 1790000000000)})  # fmt: skip
+    client.hset(keys.profile(pid), mapping={"n:product_view": 2, "fs": 1_790_000_000_000, "ls": 1_790_000_060_000,
+                                            "ss": 2, "#i": 2, "i:sku-2": item_value(1, 1790000060000),
+                                            "i:sku-1": item_value(1, 1790000000000)})  # fmt: skip
     store = ProfileStore(connect(on_cluster), on_cluster)
     try:
         profile = await store.profile(str(pid))
@@ -271,7 +271,7 @@ async def test_migrate_keys_folds_an_older_engines_keys_into_the_profile_hash(
         for pid in pids:
             assert not r.exists(*keys.legacy_profile_keys(pid))
             assert r.hgetall(keys.profile(pid)) == {
-                "n:product_view": "3", "first_seen": str(T0), "last_seen": str(T0 + 3), "aff_L": str(T0),
+                "n:product_view": "3", "fs": str(T0), "ls": str(T0 + 3), "aL": str(T0),  # layout 3's names renamed
                 "i:sku-1": item_value(2, T0 + 3),
                 "i:sku-2": item_value(2.5, T0 + 1, T0 + 1),
                 "i:sku-3": item_value(0, T0 - 5),

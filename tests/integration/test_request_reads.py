@@ -86,7 +86,10 @@ async def test_the_reads_work_on_a_redis_cluster(redis_cluster: list[EmbeddedSer
     on_cluster = cluster_settings(settings, redis_cluster)
     keys = Keys(on_cluster.key_prefix)  # written directly: only the reads are under test
     direct = connect_sync(on_cluster, decode_responses=True)
-    direct.hset(keys.profile("c:reader"), mapping=item_fields({"sku-1": item_value(1, 1790000000000), "sku-2": item_value(3, 1790000060000)}))
+    direct.hset(
+        keys.profile("c:reader"),
+        mapping=item_fields({"sku-1": item_value(1, 1790000000000), "sku-2": item_value(3, 1790000060000)}),
+    )
     direct.sadd(keys.out_of_stock, "sku-9")
     direct.close()
     store = ProfileStore(connect(on_cluster), on_cluster)
