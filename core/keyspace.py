@@ -17,11 +17,11 @@ promotion and an analytics publication. On a single node the tags change nothing
 
 | key | type | holds |
 |---|---|---|
-| ``{p}:p:{T}`` | hash | the whole profile, one key (fields: profiles/layout.py): counts ``n:<type>``, ``first_seen``,
-``last_seen``, ``orders``, ``revenue``, ..., sessions ``ss`` (count) and ``sl`` (the last one's digest), items
-``i:<item>`` -> ``"<summed weight> <last time (ms)>[ <last purchase time (ms)>]"``, affinities ``a:<category>`` ->
-forward-decayed affinity (landmark ``aff_L``), cart lines ``k:<item>`` -> quantity, and their counts ``#i``, ``#a``,
-``#k`` |
+| ``{p}:p:{T}`` | hash | the whole profile, one key (fields: profiles/layout.py): counts ``n:<type>``, first and
+last seen ``fs``, ``ls``, orders ``or``, revenue ``rv``, ..., sessions ``ss`` (count) and ``sl`` (the last one's
+digest), items ``i:<item>`` -> ``"<summed weight> <last time>[ <last purchase time>]"`` (ms in base 36), affinities
+``a:<category>`` -> forward-decayed affinity (landmark ``aL``), cart lines ``k:<item>`` -> quantity, and their counts
+``#i``, ``#a``, ``#k`` |
 | ``{p}:p:{T}:seen`` | zset | single node: de-duplication set, ``marker_digest(S, E)`` -> when applied, for the
 window ``ECRM_DEDUPE_WINDOW_S``, bounded |
 | ``{p}:p:{T}:seen:{S}:{E}`` | string | cluster: de-duplication marker of an event from sender ``S`` (TTL; see (*)) |
