@@ -40,7 +40,7 @@ from core.keyspace import Keys
 from core.redis import connect, connect_sync
 from core.settings import Settings
 from merchandising.campaigns import tagged_id
-from profiles import script
+from profiles import layout, script
 from profiles.campaigns import CampaignStore
 from profiles.store import ProfileStore
 from profiles.updates import Plan, plan_update
@@ -254,7 +254,7 @@ async def rfm_rows(settings: Settings, clock_ms: int) -> dict[str, tuple[Any, ..
 def money(client: redis.Redis, keys: Keys, customers: list[str]) -> dict[str, tuple[Any, ...]]:
     with client.pipeline(transaction=False) as pipe:
         for pid in customers:
-            pipe.hmget(keys.profile(pid), "revenue", "orders", "first_purchase", "last_purchase")
+            pipe.hmget(keys.profile(pid), layout.REVENUE, layout.ORDERS, layout.FIRST_PURCHASE, layout.LAST_PURCHASE)
         return {pid: tuple(v) for pid, v in zip(customers, pipe.execute(), strict=True)}
 
 

@@ -13,6 +13,7 @@ from core.keyspace import (
     ProfileId,
     customer_pid,
     encode_id,
+    is_profile_hash,
     legacy_global,
     legacy_marker,
     legacy_profile_key,
@@ -149,3 +150,10 @@ def test_the_profile_keys_migrate_keys_upgrades_are_known_and_no_other(pid: Prof
     assert legacy_profile_key("other", K.legacy(pid, "items")) is None
     with pytest.raises(ValueError, match="not an older profile key"):
         K.legacy(pid, "seen")
+
+
+@given(profiles)
+def test_migrate_keys_renames_the_fields_of_profile_hashes_and_no_other_key(pid: ProfileId) -> None:
+    assert is_profile_hash("ecrm", K.profile(pid)) and not is_profile_hash("other", K.profile(pid))
+    for other in [*K.legacy_profile_keys(pid), K.seen_set(pid), K.campaigns(pid), K.erased(pid), K.popular]:
+        assert not is_profile_hash("ecrm", other), other
