@@ -7,7 +7,8 @@ its profile's slot and idempotent, so it runs on a live single node or Redis Clu
   ``items`` (the later times win), then deleted;
 * a single node's de-duplication set is cut to the window ``ECRM_DEDUPE_WINDOW_S`` (entries older go, and the set
   expires a window after now at the latest): a redelivery of an older message is recognised by its partition
-  offset now.
+  offset now;
+* a key of the layout before tenants is moved into the tenant ``default`` (:func:`move_to_tenant`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Literal
 
 import redis
 
-from core.keyspace import Keys, legacy_profile_key
+from core.keyspace import Keys, legacy_profile_key, untenanted
 from core.redis import connect_sync, redis_errors
 from core.settings import Settings
 
@@ -87,6 +88,41 @@ def upgrade_profile_key(client: redis.Redis, prefix: str, key: str, window_ms: i
         return "recent" if kind == "recent" else "items_ts" if kind == "items_ts" else "bought"
     client.eval(CUT_SEEN, 1, key, window_ms)
     return "seen"
+
+
+Moved = Literal["moved", "done", "conflict"]
+
+
+def move_to_tenant(client: redis.Redis, prefix: str, key: str, cluster: bool) -> tuple[Moved, str] | None:
+    """Move one key of the layout before tenants into the tenant ``default`` (:func:`core.keyspace.untenanted`), with
+    its value and expiry: ``moved``; ``done`` when the new key already holds the same value (a move cut off between
+    its copy and its delete, finished now); ``conflict`` when the new key holds another value (the engine of the new
+    layout wrote it: both are left for the operator). None for any other key, or one gone meanwhile.
+
+    On a single node an atomic RENAMENX; on a Redis Cluster the key changes slot: DUMP, RESTORE with its expiry,
+    then DEL (idempotent: run again after a crash in between, it finds the copy and deletes the original)."""
+    new = untenanted(prefix, key)
+    if new is None:
+        return None
+    if not cluster and client.renamenx(key, new):
+        return "moved", new
+    payload = client.dump(key)
+    if payload is None:
+        return None
+    ttl = int(client.pttl(key))
+    if cluster and not client.exists(new):
+        try:
+            client.restore(new, max(ttl, 0), payload)
+        except redis.ResponseError as exc:  # BUSYKEY: created meanwhile
+            if "BUSYKEY" not in str(exc):
+                raise
+        else:
+            client.delete(key)
+            return "moved", new
+    if client.dump(new) == payload:
+        client.delete(key)
+        return "done", new
+    return "conflict", new
 
 
 def forget_offsets(client: redis.Redis, applied_offsets: str, topic: str) -> int:

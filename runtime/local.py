@@ -201,7 +201,9 @@ def upgrade_data_dir(settings: Settings, data_dir: DataDir, echo: Echo) -> None:
     older, data_dir.layout = data_dir.layout, KEY_LAYOUT_VERSION
     echo(
         f"data folder upgraded from key layout {older} to {KEY_LAYOUT_VERSION}: {done.folded} item-times and "
-        f"purchases keys folded into items, {done.moved} global keys and {done.markers} markers moved"
+        f"purchases keys folded into items, {done.moved} global keys and {done.markers} markers moved, "
+        f"{done.to_tenant} keys moved into the tenant default"
+        + (f" ({done.conflicts} left: their new names exist already)" if done.conflicts else "")
     )
 
 
