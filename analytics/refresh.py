@@ -26,6 +26,7 @@ from core import metrics
 from core.clock import now_ms
 from core.redis import connect
 from core.settings import Settings
+from core.tenants import DEFAULT_TENANT
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,8 @@ class Refresher:
         """Set the gauges from the state stored in Redis (a worker's start, or a refresh another worker made)."""
         state = await self.store.state()
         if state is not None:
-            observe(state)
+            if self.store.tenant == DEFAULT_TENANT:  # (the gauges have no tenant label yet)
+                observe(state)
         return state
 
     async def refresh(self, force: bool = False) -> RefreshResult:
@@ -138,7 +140,8 @@ class Refresher:
             removed = await self.store.forget_rows(erased)
             if removed:
                 log.info("analytics refresh: %d row(s) of profiles erased meanwhile removed", removed)
-        observe(state)
+        if self.store.tenant == DEFAULT_TENANT:  # (the gauges have no tenant label yet)
+            observe(state)
         log.info(RefreshResult(Outcome.REFRESHED, state).message)
         return RefreshResult(Outcome.REFRESHED, state)
 
@@ -154,7 +157,8 @@ def observe(state: AnalyticsState) -> None:
     metrics.ANALYTICS_MODEL_FITTED.set(1 if state.purchase is not None and state.spend is not None else 0)
 
 
-def make_refresher(settings: Settings, cfg: AnalyticsSettings) -> Refresher:
-    """A refresher on its own Redis client (close it with ``refresher.store.client.aclose()``)."""
+def make_refresher(settings: Settings, cfg: AnalyticsSettings, tenant: str = DEFAULT_TENANT) -> Refresher:
+    """A refresher of ``tenant``'s analytics on its own Redis client (close it with
+    ``refresher.store.client.aclose()``)."""
     rules = RulesSource(cfg.segments_file, cfg.segments_check_interval_s)
-    return Refresher(AnalyticsStore(connect(settings), settings.key_prefix), cfg, rules)
+    return Refresher(AnalyticsStore(connect(settings), settings.key_prefix, tenant), cfg, rules)
