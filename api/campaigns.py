@@ -27,6 +27,7 @@ from core.errors import BadRequest, NotFound
 from core.keyspace import customer_pid
 from core.redis import connect
 from core.settings import Settings
+from core.tenants import DEFAULT_TENANT
 from merchandising.campaign_source import CampaignsSource, campaigns_path
 from merchandising.campaigns import Campaign, CampaignSet, unknown_rules
 from merchandising.source import DEFAULT_RULES_PATH, RulesSource
@@ -220,18 +221,19 @@ class CampaignService:
 
 
 @asynccontextmanager
-async def standalone(settings: Settings) -> AsyncIterator[CampaignService]:
-    """The service outside the API process (``ecrm campaign``): its own Redis clients and model, closed after."""
+async def standalone(settings: Settings, tenant: str = DEFAULT_TENANT) -> AsyncIterator[CampaignService]:
+    """The service of ``tenant`` outside the API process (``ecrm campaign``): its own Redis clients and model,
+    closed after."""
     client = connect(settings)
-    holder = ModelHolder(settings)
+    holder = ModelHolder(settings, tenant)
     try:
         await holder.refresh()
-        store = ProfileStore(client, settings)
+        store = ProfileStore(client, settings, tenant)
         rules = RulesSource(Path(settings.rules_file) if settings.rules_file else DEFAULT_RULES_PATH, 0.0)
         source = CampaignsSource(campaigns_path(settings.campaigns_file), 0.0)
         cfg = AnalyticsSettings()
         analytics = AnalyticsService(
-            AnalyticsStore(client, settings.key_prefix), SegmentRulesSource(cfg.segments_file, 0.0), cfg
+            AnalyticsStore(client, settings.key_prefix, tenant), SegmentRulesSource(cfg.segments_file, 0.0), cfg
         )
 
         async def segment_of(pid: str, now: int) -> str | None:

@@ -18,9 +18,10 @@ from typing import Literal
 
 import redis
 
-from core.keyspace import Keys, legacy_profile_key, untenanted
+from core.keyspace import Keys, legacy_profile_key, tenant_of, untenanted
 from core.redis import connect_sync, redis_errors
 from core.settings import Settings
+from core.tenants import configured_tenants
 
 ITEMS_FORMAT = resources.files("profiles").joinpath("items.lua").read_text()  # the entries' format, as apply.lua
 
@@ -137,10 +138,17 @@ def forget_offsets(client: redis.Redis, applied_offsets: str, topic: str) -> int
 
 
 def forget_topic_offsets(settings: Settings) -> int:
-    """:func:`forget_offsets` of the events topic, on the configured Redis."""
+    """:func:`forget_offsets` of the events topic for every tenant (the configured ones and any other whose offsets
+    Redis holds), on the configured Redis."""
     client = connect_sync(settings)
+    prefix = settings.key_prefix
     try:
         with redis_errors("forgetting the applied offsets of the events topic created"):
-            return forget_offsets(client, Keys(settings.key_prefix).applied_offsets, settings.events_topic)
+            tenants = set(configured_tenants(settings.api_keys, settings.tenants))
+            for key in client.scan_iter(match=f"{prefix}:{{t:*}}:offsets", count=1000):
+                found = tenant_of(prefix, key.decode() if isinstance(key, bytes) else str(key))
+                tenants |= {found} if found else set()
+            topic = settings.events_topic
+            return sum(forget_offsets(client, Keys(prefix, t).applied_offsets, topic) for t in sorted(tenants))
     finally:
         client.close()

@@ -19,6 +19,7 @@ from core.redis import probe as probe_redis
 from core.runstate import addresses_set, read_state
 from core.settings import Settings, get_settings
 from ecrm.commands.errors import error_line
+from ecrm.commands.tenant import DEFAULT_TENANT, TenantOption
 from runtime.simulate import SimulationConfig
 from runtime.simulate import simulate as simulate_events
 
@@ -104,8 +105,9 @@ def simulate(
         ),
     ] = "",
     out: Annotated[Path | None, typer.Option(help="Write JSON lines here ('-' for stdout) instead of Kafka")] = None,
+    tenant: TenantOption = DEFAULT_TENANT,
 ) -> None:
-    """Generate a demo clickstream (power-law popularity, sessions, funnels) and produce it to Kafka.
+    """Generate a demo clickstream (power-law popularity, sessions, funnels) of a shop and produce it to Kafka.
 
     Every event's delivery is checked: when any is not acknowledged the command exits 2, naming how many failed."""
     run_id = run_id or uuid.uuid4().hex[:12]
@@ -116,7 +118,7 @@ def simulate(
         write_lines(cfg, out)
         return
     try:
-        count = produce_demo(get_settings(), cfg)
+        count = produce_demo(get_settings(), cfg, tenant)
     except BrokerUnavailable as exc:
         typer.echo(error_line(exc), err=True)
         raise typer.Exit(2) from exc
@@ -138,12 +140,12 @@ def write_lines(cfg: SimulationConfig, out: Path) -> None:
             stream.close()
 
 
-def produce_demo(settings: Settings, cfg: SimulationConfig) -> int:
+def produce_demo(settings: Settings, cfg: SimulationConfig, tenant: str = DEFAULT_TENANT) -> int:
     ensure_topics(settings, timeout_s=settings.producer_timeout_s)
     producer = make_producer(settings)
     try:
         events = tqdm(simulate_events(cfg), desc="demo events", unit="ev", file=sys.stderr, leave=False)
-        return produce_events(producer, settings.events_topic, events)
+        return produce_events(producer, settings.events_topic, events, tenant=tenant)
     finally:
         producer.close()
 

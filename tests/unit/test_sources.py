@@ -42,7 +42,7 @@ def test_source_header() -> None:
     assert source_of([("source", b"x" * 100)]) == "direct"  # not a source name
 
 
-HEADER_NAMES = st.sampled_from(["source", "client", "other", "Source"])
+HEADER_NAMES = st.sampled_from(["source", "client", "other", "Source", "tenant"])
 HEADER_VALUES = st.one_of(st.binary(max_size=40), st.sampled_from([b"collect", b"server", b"", b"x" * 33]), st.none())
 HEADERS = st.one_of(
     st.none(),
@@ -55,11 +55,19 @@ HEADERS = st.one_of(
 @given(HEADERS)
 def test_senders_in_one_pass_as_read_one_by_one(headers: Any) -> None:
     """The worker's one pass over a message's headers gives what the two readers give, in every case."""
-    assert senders_of(headers) == (source_of(headers), client_of(headers))
+    assert senders_of(headers)[:2] == (source_of(headers), client_of(headers))
 
 
 def test_senders_of_a_collect_keys_event() -> None:
     headers = [("source", b"collect"), ("client", b"d1g3st"), ("source", b"server"), ("client", b"other")]
-    assert senders_of(headers) == ("collect", "d1g3st")  # the first of each, as source_of and client_of read
-    assert senders_of([("source", b"x" * 40), ("source", b"server")]) == ("server", None)
-    assert senders_of([]) == ("direct", None)
+    assert senders_of(headers) == ("collect", "d1g3st", "default")  # the first of each, as source_of and client_of
+    assert senders_of([("source", b"x" * 40), ("source", b"server")]) == ("server", None, "default")
+    assert senders_of([]) == ("direct", None, "default")
+
+
+def test_the_tenant_header_is_read_as_sent() -> None:
+    """The first ``tenant`` header, as sent (cut to 64 bytes): the processor refuses what is not a hosted tenant."""
+    assert senders_of([("tenant", b"acme"), ("tenant", b"other")])[2] == "acme"
+    assert senders_of([("tenant", b"")])[2] == ""  # empty: refused, not taken for the default
+    assert senders_of([("tenant", b"x" * 100)])[2] == "x" * 64
+    assert senders_of([("tenant", None)])[2] == ""  # type: ignore[list-item]
