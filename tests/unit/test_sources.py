@@ -71,3 +71,33 @@ def test_the_tenant_header_is_read_as_sent() -> None:
     assert senders_of([("tenant", b"")])[2] == ""  # empty: refused, not taken for the default
     assert senders_of([("tenant", b"x" * 100)])[2] == "x" * 64
     assert senders_of([("tenant", None)])[2] == ""  # type: ignore[list-item]
+
+
+def test_a_batch_is_applied_tenant_by_tenant_in_order() -> None:
+    """Each tenant's plans in their order, the tenants in the order of their first message; one tenant: as is."""
+    from profiles.updates import Plan
+    from stream.processing import RawMessage, by_tenant
+
+    tenants = ["a", "b", "a", "default", "b", "a"]
+    msgs = [RawMessage(b"", offset=i, tenant=t) for i, t in enumerate(tenants)]
+    plans = [Plan(f"e{i}", "page_view", i) for i in range(len(tenants))]
+    groups = by_tenant(plans, msgs)
+    assert [(t, [p.event_id for p in ps], [m.offset for m in ms]) for t, ps, ms in groups] == [
+        ("a", ["e0", "e2", "e5"], [0, 2, 5]), ("b", ["e1", "e4"], [1, 4]), ("default", ["e3"], [3]),
+    ]  # fmt: skip
+    one = by_tenant(plans[:1], msgs[:1])
+    assert one == [("a", plans[:1], msgs[:1])] and by_tenant([], []) == []
+
+
+def test_a_tenant_header_is_refused_saying_why() -> None:
+    from stream.processing import tenant_refusal
+
+    hosted = frozenset({"default", "acme"})
+    assert tenant_refusal("acme", hosted) is None
+    unknown = tenant_refusal("shop-z", hosted)
+    assert unknown is not None and unknown.field == "(header) tenant"
+    assert "the tenant 'shop-z' is not hosted by this engine (hosted: acme, default; add it to ECRM_TENANTS" in (
+        unknown.reason
+    )
+    bad = tenant_refusal("Acme|x" * 20, hosted)
+    assert bad is not None and bad.reason.startswith("not a tenant name: 'Acme|x") and len(bad.reason) < 200
