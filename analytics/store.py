@@ -23,6 +23,7 @@ from analytics.state import AnalyticsState, LiveInput
 from core.errors import StoreUnavailable
 from core.keyspace import Keys
 from core.redis import redis_errors
+from core.tenants import DEFAULT_TENANT
 
 SESSIONS = "ss"  # a profile's session count: profiles/layout.py SESSIONS (a sibling library: not imported)
 PROFILE_FIELDS = (
@@ -97,12 +98,13 @@ return 1
 
 
 class AnalyticsStore:
-    """Analytics reads and writes on one Redis client (decoded strings)."""
+    """Analytics reads and writes of one tenant on one Redis client (decoded strings)."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+    def __init__(self, client: aioredis.Redis, prefix: str, tenant: str = DEFAULT_TENANT) -> None:
         self.client = client
         self.prefix = prefix
-        self.keys = Keys(prefix)
+        self.tenant = tenant
+        self.keys = Keys(prefix, tenant)
         self._release = client.register_script(_RELEASE)
         self._publish = client.register_script(_PUBLISH)
         self._prune = client.register_script(_PRUNE)
