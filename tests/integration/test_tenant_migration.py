@@ -40,17 +40,17 @@ def migrate(settings: Settings) -> subprocess.CompletedProcess[str]:
 
 
 def write_single_shop(r: redis.Redis, keys: Keys, customers: int) -> dict[str, str]:
-    """A single shop's keys of every Redis type, as layout 3 named them; returns old name -> new name."""
+    """A single shop's keys of every Redis type, as layout 4 (one hash per profile, before tenants) named them;
+    returns old name -> new name."""
     names: dict[str, str] = {}
     for n in range(customers):  # spread over the cluster's slots
         pid = ProfileId("c", f"cust-{n}")
         old = before_tenants(keys.profile(pid))
-        r.hset(old, mapping={"n:product_view": 2, "first_seen": T0, "last_seen": T0 + 5})
-        r.hset(before_tenants(keys.items(pid)), mapping={"sku-1": f"2 {T0 + 5}"})
-        r.pfadd(before_tenants(keys.sessions(pid)), "s1", "s2")
+        r.hset(old, mapping={"n:product_view": 2, "first_seen": T0, "last_seen": T0 + 5, "i:sku-1": f"2 {T0 + 5}",
+                             "#i": 1, "ss": 2})  # fmt: skip
         r.set(before_tenants(keys.erased(ProfileId("c", f"gone-{n}"))), T0, px=3_600_000)
         r.hset(before_tenants(keys.item(f"sku-{n}")), mapping={"category": "shoes", "price": "9.5"})
-        names.update({before_tenants(k): k for k in (keys.profile(pid), keys.items(pid), keys.sessions(pid))})
+        names[old] = keys.profile(pid)
         names[before_tenants(keys.item(f"sku-{n}"))] = keys.item(f"sku-{n}")
         names[before_tenants(keys.erased(ProfileId("c", f"gone-{n}")))] = keys.erased(ProfileId("c", f"gone-{n}"))
     r.zadd(before_tenants(keys.popular), {"sku-1": 3.0, "sku-2": 1.0})
@@ -95,6 +95,20 @@ async def test_migrate_keys_moves_a_single_shop_into_the_tenant_default(
 
         again = migrate(target)  # idempotent
         assert again.returncode == 0 and "moved 0 keys into the tenant default" in again.stdout, again.stdout
+
+        # a profile of layout 3 (its cart and sessions in keys beside its hash, before tenants): folded into its
+        # hash first, then the hash moved into the tenant default (the move is the last pass)
+        pid = ProfileId("c", "layout-3")
+        r.hset(before_tenants(keys.profile(pid)), mapping={"n:add_to_cart": 1, "first_seen": T0, "last_seen": T0})
+        r.hset(before_tenants(keys.legacy(pid, "cart")), mapping={"sku-9": 2})
+        r.pfadd(before_tenants(keys.legacy(pid, "sess")), "s1")
+        folded = migrate(target)
+        assert folded.returncode == 0, folded.stdout + folded.stderr
+        assert "folded 2 older profile keys into 1 profile hashes" in folded.stdout, folded.stdout
+        assert "moved 1 keys into the tenant default" in folded.stdout, folded.stdout
+        assert r.hmget(keys.profile(pid), "k:sku-9", "#k", "ss") == ["2", "1", "1"]
+        assert not r.exists(before_tenants(keys.profile(pid)), *keys.legacy_profile_keys(pid))
+        assert not any(r.exists(before_tenants(k)) for k in keys.legacy_profile_keys(pid))
 
         # a move cut off after its copy (the old key still there, the new one holding the same value): finished
         r.restore(before_tenants(keys.popular), 0, r.dump(keys.popular))
