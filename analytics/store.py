@@ -25,19 +25,14 @@ from core.keyspace import Keys
 from core.redis import redis_errors
 from core.tenants import DEFAULT_TENANT
 
-SESSIONS = "ss"  # a profile's session count: profiles/layout.py SESSIONS (a sibling library: not imported)
-PROFILE_FIELDS = (
-    "orders",
-    "revenue",
-    "first_purchase",
-    "last_purchase",
-    "first_seen",
-    "last_seen",
-    "n:product_view",
-    "n:page_view",
-    SESSIONS,
-)
-LIVE_FIELDS = ("orders", "revenue", "first_purchase", "last_purchase")
+# A profile's fields (profiles/layout.py, a sibling library: not imported; tests/unit/test_profile_layout.py checks
+# they match): orders, revenue, first and last purchase, first and last seen, then the same under key layout 3's
+# long names (a profile ecrm migrate-keys or the apply script has not renamed yet: either is read).
+SESSIONS = "ss"
+NAMES = ("or", "rv", "fp", "lp", "fs", "ls")
+LEGACY = ("orders", "revenue", "first_purchase", "last_purchase", "first_seen", "last_seen")
+PROFILE_FIELDS = (*NAMES, *LEGACY, "n:product_view", "n:page_view", SESSIONS)
+LIVE_FIELDS = (*NAMES[:4], *LEGACY[:4])
 _WRITE_CHUNK = 1000
 _PUBLISH_ATTEMPTS = 10
 
@@ -72,9 +67,15 @@ def _money(value: str | None) -> float:
     return round(float(value), 6) if value else 0.0
 
 
+def _either(values: list[str | None], n: int) -> list[str | None]:
+    """The first ``n`` fields of an HMGET of names then legacy names: each under its name, else its legacy name."""
+    return [values[i] if values[i] is not None else values[n + i] for i in range(n)]
+
+
 def profile_row(pid: str, values: list[str | None]) -> ProfileRow:
     """A :class:`ProfileRow` from the HMGET of :data:`PROFILE_FIELDS` (pure)."""
-    orders, revenue, first_p, last_p, first_s, last_s, n_pv, n_page, sessions = values
+    orders, revenue, first_p, last_p, first_s, last_s = _either(values, len(NAMES))
+    n_pv, n_page, sessions = values[2 * len(NAMES) :]
     return ProfileRow(
         pid=pid,
         orders=_int(orders) or 0,
@@ -268,7 +269,8 @@ class AnalyticsStore:
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.hmget(self.keys.profile(pid), LIVE_FIELDS)
                 pipe.get(self.keys.analytics_state)
-                (orders, revenue, first_p, last_p), raw = await pipe.execute()
+                values, raw = await pipe.execute()
+        orders, revenue, first_p, last_p = _either(values, 4)
         live = LiveInput(
             orders=_int(orders) or 0,
             revenue=_money(revenue),

@@ -22,11 +22,11 @@ global slots spread over a cluster's nodes. On a single node the tags change not
 
 | key | type | holds |
 |---|---|---|
-| ``{p}:p:{T}`` | hash | the whole profile, one key (fields: profiles/layout.py): counts ``n:<type>``, ``first_seen``,
-``last_seen``, ``orders``, ``revenue``, ..., sessions ``ss`` (count) and ``sl`` (the last one's digest), items
-``i:<item>`` -> ``"<summed weight> <last time (ms)>[ <last purchase time (ms)>]"``, affinities ``a:<category>`` ->
-forward-decayed affinity (landmark ``aff_L``), cart lines ``k:<item>`` -> quantity, and their counts ``#i``, ``#a``,
-``#k`` |
+| ``{p}:p:{T}`` | hash | the whole profile, one key (fields: profiles/layout.py): counts ``n:<type>``, first and
+last seen ``fs``, ``ls``, orders ``or``, revenue ``rv``, ..., sessions ``ss`` (count) and ``sl`` (the last one's
+digest), items ``i:<item>`` -> ``"<summed weight> <last time>[ <last purchase time>]"`` (ms in base 36), affinities
+``a:<category>`` -> forward-decayed affinity (landmark ``aL``), cart lines ``k:<item>`` -> quantity, and their counts
+``#i``, ``#a``, ``#k`` |
 | ``{p}:p:{T}:seen`` | zset | single node: de-duplication set, ``marker_digest(S, E)`` -> when applied, for the
 window ``ECRM_DEDUPE_WINDOW_S``, bounded |
 | ``{p}:p:{T}:seen:{S}:{E}`` | string | cluster: de-duplication marker of an event from sender ``S`` (TTL; see (*)) |
@@ -202,6 +202,7 @@ def legacy_marker(prefix: str, key: str) -> tuple[str, str] | None:
     return f"{head}p:{tag}:seen", marker_digest(unquote(source), unquote(event_id))
 
 
+_PROFILE_HASH = re.compile(rf"^p:{_TAG}$")
 _PROFILE_KEY = re.compile(rf"^p:({_TAG}):(" + "|".join(LEGACY_PROFILE_SUFFIXES) + r"|seen)$")
 
 
@@ -215,6 +216,12 @@ def legacy_profile_key(prefix: str, key: str) -> tuple[str, str] | None:
         return None
     tag, kind = found.groups()
     return (kind, key) if kind == "seen" else (kind, f"{head}p:{tag}")
+
+
+def is_profile_hash(prefix: str, key: str) -> bool:
+    """Whether ``key`` is a profile's hash (``{p}:p:{T}``; pure)."""
+    head = f"{prefix}:"
+    return key.startswith(head) and _PROFILE_HASH.match(key[len(head) :]) is not None
 
 
 def legacy_siblings(profile_key: str) -> list[str]:

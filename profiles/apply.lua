@@ -84,7 +84,7 @@ local function emit(op) G[#G + 1] = op end
 -- ----- checks: every value a plan would write, before its first write -----
 
 local function affinity_landmark(b, ts)
-  return tonumber(redis.call('HGET', KEYS[b], 'aff_L')) or ts
+  return tonumber(scalar_get(KEYS[b], F_AFF_L)) or ts
 end
 
 local function refusal(u)
@@ -96,7 +96,7 @@ local function refusal(u)
   end
   if u.order then
     if not finite(u.order) or u.order < 0 then return 'revenue must be a finite number >= 0' end
-    local cur = tonumber(redis.call('HGET', KEYS[u.P], 'revenue')) or 0
+    local cur = tonumber(scalar_get(KEYS[u.P], F_REVENUE)) or 0
     if not finite(cur + u.order) then return 'revenue would overflow the profile total' end
     if u.cp and not finite((cur + u.order) * (cur + u.order)) then return 'revenue too large for the campaign counters' end
   end
@@ -188,9 +188,10 @@ local function take_profile(s, camp)
 end
 
 -- Count a session: one more when its digest differs from the last one's (a return to an older session counts
--- again: profiles/layout.py).
+-- again: profiles/layout.py). The digest: 28 bits of the id's SHA-1 written in decimal, which the hash's listpack
+-- keeps as a 4-byte integer (6 bytes an entry, against 10 for 8 hex digits).
 local function session_seen(h, s)
-  local d = string.sub(redis.sha1hex(s), 1, 8)
+  local d = string.format('%d', tonumber(string.sub(redis.sha1hex(s), 1, 7), 16))
   if redis.call('HGET', h, F_LAST_SESSION) ~= d then
     redis.call('HSET', h, F_LAST_SESSION, d)
     redis.call('HINCRBY', h, F_SESSIONS, 1)
@@ -208,21 +209,22 @@ local function merge_from(v, spid, d, dpid, camp_dst, tmp)
   if #f == 0 then return end
   local dh = KEYS[d]
   local src = {}
-  for i = 1, #f, 2 do src[f[i]] = f[i + 1] end
-  local src_L = tonumber(src['aff_L'])
-  local dst = redis.call('HMGET', dh, 'aff_L', 'last_seen')
+  for i = 1, #f, 2 do src[LEGACY_NAME[f[i]] or f[i]] = f[i + 1] end  -- a layout-3 visitor's long names
+  upgrade_names(dh)
+  local src_L = tonumber(src[F_AFF_L])
+  local dst = redis.call('HMGET', dh, F_AFF_L, F_LAST_SEEN)
   local dst_L = tonumber(dst[1])
   if src_L and not dst_L then
-    redis.call('HSET', dh, 'aff_L', int(src_L))
+    redis.call('HSET', dh, F_AFF_L, int(src_L))
     dst_L = src_L
   end
   local factor = 1
   if src_L then factor = math.pow(2, (src_L - dst_L) / aff_h) end
-  if src[F_LAST_SESSION] and (tonumber(src['last_seen']) or 0) >= (tonumber(dst[2]) or 0) then
+  if src[F_LAST_SESSION] and (tonumber(src[F_LAST_SEEN]) or 0) >= (tonumber(dst[2]) or 0) then
     redis.call('HSET', dh, F_LAST_SESSION, src[F_LAST_SESSION])
   end
   for i = 1, #f, 2 do
-    local k, x = f[i], f[i + 1]
+    local k, x = LEGACY_NAME[f[i]] or f[i], f[i + 1]
     local kind = string.sub(k, 1, 2)
     if kind == F_ITEM then
       local w, t, bt = item_parse(x)
@@ -231,13 +233,13 @@ local function merge_from(v, spid, d, dpid, camp_dst, tmp)
       if src_L then affinity_add(dh, string.sub(k, 3), tonumber(x) * factor) end
     elseif kind == F_CART then
       cart_add(dh, string.sub(k, 3), tonumber(x))
-    elseif kind == 'n:' or k == 'orders' or k == F_SESSIONS then
+    elseif kind == F_COUNT or k == F_ORDERS or k == F_SESSIONS then
       redis.call('HINCRBY', dh, k, x)
-    elseif k == 'revenue' then
+    elseif k == F_REVENUE then
       money_add(dh, k, tonumber(x))
-    elseif k == 'first_seen' or k == 'first_purchase' then
+    elseif k == F_FIRST_SEEN or k == F_FIRST_PURCHASE then
       hmin(dh, k, tonumber(x))
-    elseif k == 'last_seen' or k == 'last_purchase' then
+    elseif k == F_LAST_SEEN or k == F_LAST_PURCHASE then
       hmax(dh, k, tonumber(x))
     end
   end
@@ -246,7 +248,7 @@ local function merge_from(v, spid, d, dpid, camp_dst, tmp)
     for i = 1, #(v.aff or {}), 2 do affinity_add(dh, v.aff[i], tonumber(v.aff[i + 1]) * factor) end
   end
   for i = 1, #(v.items or {}), 2 do
-    local w, t, bt = item_parse(v.items[i + 1])
+    local w, t, bt = item_parse_decimal(v.items[i + 1])
     item_fold(dh, v.items[i], w, t, bt)
   end
   for _, older in ipairs({v.items_ts or {}, v.recent or {}}) do
@@ -262,9 +264,9 @@ local function merge_from(v, spid, d, dpid, camp_dst, tmp)
   end
   trim_items(d)
   trim_categories(d)
-  redis.call('HINCRBY', dh, 'merged_visitors', 1)
+  redis.call('HINCRBY', dh, F_MERGED, 1)
   emit({'r', spid})
-  local last = redis.call('HGET', dh, 'last_seen')
+  local last = redis.call('HGET', dh, F_LAST_SEEN)
   if last then emit({'z', dpid, last}) end
 end
 
@@ -319,10 +321,10 @@ end
 
 local function add_affinity(b, cat, w, ts)
   local h = KEYS[b]
-  local L = tonumber(redis.call('HGET', h, 'aff_L'))
+  local L = tonumber(redis.call('HGET', h, F_AFF_L))
   if not L then
     L = ts
-    redis.call('HSET', h, 'aff_L', int(ts))
+    redis.call('HSET', h, F_AFF_L, int(ts))
   end
   affinity_add(h, cat, w * math.pow(2, (ts - L) / aff_h))
 end
@@ -330,11 +332,12 @@ end
 local function apply(u)
   local b, pid, ts = u.P, u.pid, u.ts
   local h = KEYS[b]
-  redis.call('HINCRBY', h, 'n:' .. u.t, 1)
-  local seen = redis.call('HMGET', h, 'first_seen', 'last_seen')
+  local seen = redis.call('HMGET', h, F_FIRST_SEEN, F_LAST_SEEN, 'first_seen')
+  if seen[3] and upgrade_names(h) then seen = redis.call('HMGET', h, F_FIRST_SEEN, F_LAST_SEEN) end  -- layout 3
+  redis.call('HINCRBY', h, F_COUNT .. u.t, 1)
   local first, last = tonumber(seen[1]), tonumber(seen[2])
-  if (not first) or ts < first then redis.call('HSET', h, 'first_seen', int(ts)) end
-  if (not last) or ts > last then redis.call('HSET', h, 'last_seen', int(ts)) end
+  if (not first) or ts < first then redis.call('HSET', h, F_FIRST_SEEN, int(ts)) end
+  if (not last) or ts > last then redis.call('HSET', h, F_LAST_SEEN, int(ts)) end
   emit({'z', pid, int(ts)})
   if u.s then session_seen(h, u.s) end
   if u.items then
@@ -365,10 +368,10 @@ local function apply(u)
     end
   end
   if u.order then
-    redis.call('HINCRBY', h, 'orders', 1)
-    money_add(h, 'revenue', u.order)
-    hmin(h, 'first_purchase', ts)
-    hmax(h, 'last_purchase', ts)
+    redis.call('HINCRBY', h, F_ORDERS, 1)
+    money_add(h, F_REVENUE, u.order)
+    hmin(h, F_FIRST_PURCHASE, ts)
+    hmax(h, F_LAST_PURCHASE, ts)
   end
   keep_alive(b, u.alive, u.an)
 end

@@ -1,11 +1,49 @@
 -- The fields of a profile's hash (profiles/layout.py documents them), shared by the apply script (apply.lua) and
--- ecrm migrate-keys (profiles/migrate.py): items 'i:<item>' -> '<weight> <last time (ms)>[ <last purchase time
--- (ms)>]' (a purchase is an interaction, so the last time is never before the purchase time), affinities
--- 'a:<category>' -> forward-decayed affinity, cart lines 'k:<item>' -> quantity, and the count of each kind ('#i',
--- '#a', '#k'), kept as fields are added and removed; sessions: 'ss' the count, 'sl' the last one's digest.
+-- ecrm migrate-keys (profiles/migrate.py): items 'i:<item>' -> '<weight> <last time>[ <last purchase time>]', times
+-- in ms written in base 36 (8 digits, against 13 in decimal; a purchase is an interaction, so the last time is never
+-- before the purchase time), affinities 'a:<category>' -> forward-decayed affinity, cart lines 'k:<item>' ->
+-- quantity, and the count of each kind ('#i', '#a', '#k'), kept as fields are added and removed; sessions: 'ss' the
+-- count, 'sl' the last one's digest (28 bits of its SHA-1, in decimal).
 local F_ITEM, F_AFF, F_CART = 'i:', 'a:', 'k:'
 local N_ITEM, N_AFF, N_CART = '#i', '#a', '#k'
 local F_SESSIONS, F_LAST_SESSION = 'ss', 'sl'
+local F_COUNT = 'n:'  -- n:<type>
+local F_FIRST_SEEN, F_LAST_SEEN, F_FIRST_PURCHASE, F_LAST_PURCHASE = 'fs', 'ls', 'fp', 'lp'
+local F_ORDERS, F_REVENUE, F_MERGED, F_AFF_L = 'or', 'rv', 'mv', 'aL'
+-- Key layout 3's long names and the field's name now (profiles/layout.py LEGACY_NAMES: the same pairs).
+local LEGACY_NAMES = {
+  {'first_seen', F_FIRST_SEEN}, {'last_seen', F_LAST_SEEN}, {'first_purchase', F_FIRST_PURCHASE},
+  {'last_purchase', F_LAST_PURCHASE}, {'orders', F_ORDERS}, {'revenue', F_REVENUE}, {'merged_visitors', F_MERGED},
+  {'aff_L', F_AFF_L},
+}
+local LEGACY_NAME, OLD_NAME = {}, {}
+for _, pair in ipairs(LEGACY_NAMES) do
+  LEGACY_NAME[pair[1]] = pair[2]
+  OLD_NAME[pair[2]] = pair[1]
+end
+
+-- The value of the field f of hash h, or of its layout-3 name (read before a write renamed them: the checks).
+local function scalar_get(h, f)
+  local v = redis.call('HMGET', h, f, OLD_NAME[f])
+  return v[1] or v[2]
+end
+
+-- A layout-3 profile's long names renamed in hash h (nothing to do for a profile written since: every profile seen
+-- has a first-seen time, under one name or the other). Returns whether there were any.
+local function upgrade_names(h)
+  local old = {}
+  for i, pair in ipairs(LEGACY_NAMES) do old[i] = pair[1] end
+  local v = redis.call('HMGET', h, unpack(old))
+  local any = false
+  for i, pair in ipairs(LEGACY_NAMES) do
+    if v[i] then
+      redis.call('HSET', h, pair[2], v[i])
+      redis.call('HDEL', h, pair[1])
+      any = true
+    end
+  end
+  return any
+end
 
 -- A number as the shortest text that reads back as the same double (15 to 17 significant digits: 19.99, not
 -- 19.989999999999998 as HINCRBYFLOAT writes it).
@@ -17,8 +55,32 @@ local function shortest(x)
   return string.format('%.17g', x)
 end
 
+-- A time (ms, an integer >= 0) in base 36, and back.
+local B36 = '0123456789abcdefghijklmnopqrstuvwxyz'
+local function b36(n)
+  n = math.floor(n)
+  if n <= 0 then return '0' end
+  local s = ''
+  while n > 0 do
+    local d = n % 36
+    s = string.sub(B36, d + 1, d + 1) .. s
+    n = (n - d) / 36
+  end
+  return s
+end
+local function unb36(s) if s then return tonumber(s, 36) end end
+
 -- An entry: weight, time, purchase time or nil (an older engine's plain weight has time 0 until ecrm migrate-keys).
 local function item_parse(v)
+  local w, t, p = string.match(v, '^(%S+) (%S+) (%S+)$')
+  if w then return tonumber(w), unb36(t), unb36(p) end
+  w, t = string.match(v, '^(%S+) (%S+)$')
+  if w then return tonumber(w), unb36(t), nil end
+  return tonumber(v), 0, nil
+end
+
+-- An entry of an older engine's items key (key layout 3: its times in decimal).
+local function item_parse_decimal(v)
   local w, t, p = string.match(v, '^(%S+) (%S+) (%S+)$')
   if w then return tonumber(w), tonumber(t), tonumber(p) end
   w, t = string.match(v, '^(%S+) (%S+)$')
@@ -29,8 +91,8 @@ end
 -- The entry of weight w, last time t and purchase time p (or nil).
 local function item_value(w, t, p)
   if p and p > t then t = p end
-  local v = shortest(w) .. ' ' .. string.format('%d', t)
-  if p then v = v .. ' ' .. string.format('%d', p) end
+  local v = shortest(w) .. ' ' .. b36(t)
+  if p then v = v .. ' ' .. b36(p) end
   return v
 end
 

@@ -5,20 +5,23 @@ are told apart by their start. This module and ``profiles/items.lua`` (the same 
 | field | value |
 |---|---|
 | ``n:<type>`` | events of that type |
-| ``first_seen``, ``last_seen``, ``first_purchase``, ``last_purchase`` | times (ms) |
-| ``orders``, ``revenue`` | trusted purchases: count and sum |
-| ``merged_visitors`` | visitors merged in at a login |
-| ``aff_L`` | the landmark (ms) of the forward-decayed affinities |
+| ``fs``, ``ls``, ``fp``, ``lp`` | times (ms): first and last seen, first and last purchase |
+| ``or``, ``rv`` | trusted purchases: count (orders) and sum (revenue) |
+| ``mv`` | visitors merged in at a login |
+| ``aL`` | the landmark (ms) of the forward-decayed affinities |
 | ``ss`` | sessions counted (see below) |
-| ``sl`` | digest of the last session id (8 hex digits of its SHA-1) |
-| ``i:<item>`` | ``"<summed weight> <last interaction (ms)>[ <last purchase (ms)>]"`` (recommender input; the newest
-are the recent items) |
-| ``a:<category>`` | forward-decayed affinity (``%.6g``) at landmark ``aff_L`` |
+| ``sl`` | digest of the last session id (its SHA-1's first 28 bits, in decimal: a 4-byte integer in the listpack) |
+| ``i:<item>`` | ``"<summed weight> <last interaction>[ <last purchase>]"``, times in ms written in base 36 (8 digits
+against 13 in decimal: :func:`item_value`; recommender input; the newest are the recent items) |
+| ``a:<category>`` | forward-decayed affinity (``%.6g``) at landmark ``aL`` |
 | ``k:<item>`` | cart quantity |
 | ``#i``, ``#a``, ``#k`` | how many ``i:``, ``a:``, ``k:`` fields there are (bounds checked without reading them) |
 
 No other field starts with ``i:``, ``a:``, ``k:`` or ``#``, so an id after a prefix (the id as the shop sent it)
-cannot be taken for another field.
+cannot be taken for another field. The names are short because every profile holds them (two letters against
+``first_purchase``'s fourteen: ~55 bytes a profile); the API's JSON keeps the long names. Key layout 3 wrote the
+long names (:data:`LEGACY_NAMES`): the apply script renames them the first time it writes such a profile, ``ecrm
+migrate-keys`` renames them all, and the readers (:func:`split`, the analytics) take either until then.
 
 **Sessions** are counted, not remembered: an event whose session id differs from the profile's last one (``sl``)
 counts one more session. A visitor who comes back to an older session id after another one counts it again (an
@@ -36,8 +39,20 @@ ITEM, AFFINITY, CART = "i:", "a:", "k:"
 ITEMS_COUNT, AFFINITIES_COUNT, CART_COUNT = "#i", "#a", "#k"
 SESSIONS, LAST_SESSION = "ss", "sl"
 COUNTS = "n:"  # n:<type>
-SCALARS = ("first_seen", "last_seen", "first_purchase", "last_purchase", "orders", "revenue", "merged_visitors",
-           "aff_L", SESSIONS, LAST_SESSION)  # fmt: skip
+FIRST_SEEN, LAST_SEEN, FIRST_PURCHASE, LAST_PURCHASE = "fs", "ls", "fp", "lp"
+ORDERS, REVENUE, MERGED_VISITORS, AFF_LANDMARK = "or", "rv", "mv", "aL"
+SCALARS = (FIRST_SEEN, LAST_SEEN, FIRST_PURCHASE, LAST_PURCHASE, ORDERS, REVENUE, MERGED_VISITORS, AFF_LANDMARK,
+           SESSIONS, LAST_SESSION)  # fmt: skip
+LEGACY_NAMES = {  # key layout 3's name -> the field's name now (items.lua LEGACY_NAMES: the same pairs)
+    "first_seen": FIRST_SEEN,
+    "last_seen": LAST_SEEN,
+    "first_purchase": FIRST_PURCHASE,
+    "last_purchase": LAST_PURCHASE,
+    "orders": ORDERS,
+    "revenue": REVENUE,
+    "merged_visitors": MERGED_VISITORS,
+    "aff_L": AFF_LANDMARK,
+}
 
 
 class ItemEntry(NamedTuple):
@@ -61,7 +76,8 @@ class ProfileHash:
 
 
 def split(h: Mapping[str, str]) -> ProfileHash:
-    """The fields of a profile's hash (an HGETALL) by kind: items, affinities, cart lines and the rest."""
+    """The fields of a profile's hash (an HGETALL) by kind: items, affinities, cart lines and the rest (a layout-3
+    profile's long names as their names now: :data:`LEGACY_NAMES`)."""
     out = ProfileHash()
     by_prefix = {ITEM: out.items, AFFINITY: out.affinity, CART: out.cart}
     for name, value in h.items():
@@ -69,7 +85,7 @@ def split(h: Mapping[str, str]) -> ProfileHash:
         if into is not None:
             into[name[2:]] = value
         elif name[:1] != "#":
-            out.scalars[name] = value
+            out.scalars[LEGACY_NAMES.get(name, name)] = value
     return out
 
 
@@ -84,10 +100,30 @@ def item_fields(entries: Mapping[str, str]) -> dict[str, str]:
     return {**{ITEM + item: v for item, v in entries.items()}, ITEMS_COUNT: str(len(entries))}
 
 
+_B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def b36(ms: int) -> str:
+    """A time (ms, >= 0) in base 36, as the script writes it in an item's entry."""
+    n, out = max(int(ms), 0), ""
+    while True:
+        n, d = divmod(n, 36)
+        out = _B36[d] + out
+        if n == 0:
+            return out
+
+
+def _time(text: str) -> int:
+    if not text or text[0] in "+-_ " or not text.isascii():
+        raise ValueError(f"not a base-36 time: {text!r}")
+    return int(text, 36)
+
+
 def item_value(weight: float, ts_ms: int, bought_ms: int | None = None) -> str:
-    """An item's entry (the weight as the shortest text that reads back the same, as the script writes it)."""
+    """An item's entry (the weight as the shortest text that reads back the same, as the script writes it; times
+    in base 36)."""
     w = int(weight) if float(weight).is_integer() and abs(weight) < 2**53 else weight
-    return f"{w!r} {int(ts_ms)}" + (f" {int(bought_ms)}" if bought_ms is not None else "")
+    return f"{w!r} {b36(ts_ms)}" + (f" {b36(bought_ms)}" if bought_ms is not None else "")
 
 
 def parse_item(value: str) -> ItemEntry:
@@ -95,7 +131,8 @@ def parse_item(value: str) -> ItemEntry:
     parts = value.split(" ")
     if len(parts) > 3:
         raise ValueError(f"not an item entry: {value!r}")
-    return ItemEntry(float(parts[0]), int(parts[1]) if len(parts) > 1 else 0, int(parts[2]) if len(parts) > 2 else None)
+    return ItemEntry(float(parts[0]), _time(parts[1]) if len(parts) > 1 else 0,
+                     _time(parts[2]) if len(parts) > 2 else None)  # fmt: skip
 
 
 def history(items: Mapping[str, str]) -> list[tuple[str, float, int]]:

@@ -5,7 +5,9 @@ in its profile's slot and idempotent, so it runs on a live single node or Redis 
   ``cart``, ``aff``, ``items`` and ``sess``, a HyperLogLog, and before it ``recent``, ``items_ts`` and ``bought``)
   are folded into the hash (profiles/layout.py): items as ``i:`` fields (weights added, the later times kept: the
   result does not depend on the order), affinities as ``a:`` fields (the same landmark ``aff_L``), cart lines as
-  ``k:`` fields, the HyperLogLog's count (PFCOUNT) added to the session count ``ss``; then deleted. All of a
+  ``k:`` fields, the HyperLogLog's count (PFCOUNT) added to the session count ``ss``; then deleted. Layout 3's
+  long field names (``first_seen``, ``orders``, ...) are renamed to the short ones in every profile hash
+  (:func:`upgrade_profile_names`; the apply script does it too the first time it writes such a profile). All of a
   profile's keys share its hash tag, so one script folds them all: a reader never sees a half-folded profile;
 * a single node's de-duplication set is cut to the window ``ECRM_DEDUPE_WINDOW_S`` (entries older go, and the set
   expires a window after now at the latest): a redelivery of an older message is recognised by its partition
@@ -34,6 +36,7 @@ FOLD_PROFILE = (
     + """
 local h = KEYS[1]
 local existed = redis.call('EXISTS', h)
+upgrade_names(h)
 local ttl = -1
 local folded = {}
 for k = 2, #KEYS do
@@ -54,7 +57,7 @@ for k = 2, #KEYS do
       for i = 1, #rows, 2 do
         local name, v = rows[i], rows[i + 1]
         if kind == 'items' then
-          local w, ti, p = item_parse(v)
+          local w, ti, p = item_parse_decimal(v)
           item_fold(h, name, w or 0, ti or 0, p)
         elseif kind == 'recent' or kind == 'items_ts' then
           item_fold(h, name, 0, tonumber(v) or 0, nil)
@@ -75,6 +78,16 @@ for k = 2, #KEYS do
 end
 if existed == 0 and ttl > 0 and redis.call('EXISTS', h) == 1 then redis.call('PEXPIRE', h, ttl) end
 return folded
+"""
+)
+
+# KEYS[1] a profile's hash: key layout 3's long field names renamed (profiles/layout.py LEGACY_NAMES). Returns 1 if
+# there were any.
+RENAME_FIELDS = (
+    FIELDS_FORMAT
+    + """
+if upgrade_names(KEYS[1]) then return 1 end
+return 0
 """
 )
 
@@ -105,6 +118,11 @@ def upgrade_profile_key(client: redis.Redis, prefix: str, key: str, window_ms: i
     folded = client.eval(FOLD_PROFILE, 1 + len(LEGACY_PROFILE_SUFFIXES), target, *legacy_siblings(target),
                          *LEGACY_PROFILE_SUFFIXES)  # fmt: skip
     return [f.decode() if isinstance(f, bytes) else str(f) for f in folded or []]
+
+
+def upgrade_profile_names(client: redis.Redis, key: str) -> bool:
+    """Rename key layout 3's long field names in the profile hash ``key`` (atomic, idempotent): whether it had any."""
+    return bool(client.eval(RENAME_FIELDS, 1, key))
 
 
 Moved = Literal["moved", "done", "conflict"]

@@ -32,7 +32,20 @@ from core.keyspace import (
 from core.redis import redis_errors
 from core.settings import Settings
 from core.tenants import DEFAULT_TENANT
-from profiles.layout import ProfileHash, history, recent_items, split
+from profiles.layout import (
+    AFF_LANDMARK,
+    FIRST_PURCHASE,
+    FIRST_SEEN,
+    LAST_PURCHASE,
+    LAST_SEEN,
+    MERGED_VISITORS,
+    ORDERS,
+    REVENUE,
+    ProfileHash,
+    history,
+    recent_items,
+    split,
+)
 from profiles.layout import bought as bought_items
 from profiles.script import (
     SOURCE,
@@ -621,21 +634,21 @@ def build_profile(pid: str, found: ProfileHash, recent_max: int, now: int, aff_h
     h, cart, aff = found.scalars, found.cart, found.affinity
     recent = recent_items(found.items, recent_max)
     counts = {k[2:]: int(v) for k, v in h.items() if k.startswith("n:")}
-    landmark = float(h.get("aff_L", now))
+    landmark = float(h.get(AFF_LANDMARK, now))
     affinity = {
         cat: round(decayed_now(float(v), landmark, now, aff_half_life_ms), 6)
         for cat, v in sorted(aff.items(), key=lambda kv: -float(kv[1]))
     }
-    orders = int(h.get("orders", 0))
-    revenue = round(float(h.get("revenue", 0.0)), 2)
-    last_purchase = h.get("last_purchase")
+    orders = int(h.get(ORDERS, 0))
+    revenue = round(float(h.get(REVENUE, 0.0)), 2)
+    last_purchase = h.get(LAST_PURCHASE)
     who = parse_pid(pid)
     return {
         "profile_id": pid,
         "customer_id": who.customer_id,
         "anonymous_id": who.anonymous_id,
-        "first_seen": _iso(h.get("first_seen")),
-        "last_seen": _iso(h.get("last_seen")),
+        "first_seen": _iso(h.get(FIRST_SEEN)),
+        "last_seen": _iso(h.get(LAST_SEEN)),
         "event_counts": counts,
         "events_total": sum(counts.values()),
         "sessions": found.sessions,
@@ -646,12 +659,12 @@ def build_profile(pid: str, found: ProfileHash, recent_max: int, now: int, aff_h
         },
         "orders": orders,
         "revenue": revenue,
-        "first_purchase": _iso(h.get("first_purchase")),
+        "first_purchase": _iso(h.get(FIRST_PURCHASE)),
         "last_purchase": _iso(last_purchase),
         "recent_items": [{"item_id": item, "at": _iso(int(ts))} for item, ts in recent],
         "cart": [{"item_id": item, "quantity": int(q)} for item, q in sorted(cart.items())],
         "category_affinity": affinity,
-        "merged_visitors": int(h.get("merged_visitors", 0)),
+        "merged_visitors": int(h.get(MERGED_VISITORS, 0)),
     }
 
 

@@ -3,7 +3,8 @@ at a time, each step atomic and idempotent (it may run beside the workers and th
 
 * on a single node or a Redis Cluster: the keys an older engine kept beside a profile's hash (``cart``, ``aff``,
   ``items``, ``sess``, and the item times and purchases ``recent``, ``items_ts``, ``bought``) folded into the hash,
-  one script per profile, and the de-duplication sets cut to ``ECRM_DEDUPE_WINDOW_S``
+  one script per profile, key layout 3's long field names renamed in every profile hash
+  (:func:`profiles.migrate.upgrade_profile_names`), and the de-duplication sets cut to ``ECRM_DEDUPE_WINDOW_S``
   (:func:`profiles.migrate.upgrade_profile_key`);
 * on a single node only (a cluster never held those layouts): the global keys of an engine older than the Redis
   Cluster support moved under the hash tag ``{g}``, and the de-duplication markers of older engines (a key per event)
@@ -20,10 +21,10 @@ from dataclasses import dataclass, field
 
 import redis
 
-from core.keyspace import legacy_global, legacy_marker, legacy_profile_key
+from core.keyspace import is_profile_hash, legacy_global, legacy_marker, legacy_profile_key
 from core.redis import connect_sync, redis_errors
 from core.settings import Settings
-from profiles.migrate import move_to_tenant, upgrade_profile_key
+from profiles.migrate import move_to_tenant, upgrade_profile_key, upgrade_profile_names
 
 MAX_CONFLICTS_NAMED = 20
 
@@ -45,7 +46,12 @@ class Migrated:
     @property
     def folded(self) -> int:
         """Older keys (cart, aff, items, sess, recent, items_ts, bought) folded into their profile's hash."""
-        return sum(n for step, n in self.upgraded.items() if step != "seen")
+        return sum(n for step, n in self.upgraded.items() if step not in ("seen", "names"))
+
+    @property
+    def renamed(self) -> int:
+        """Profile hashes whose key layout 3 field names were renamed (a hash folded first was renamed then)."""
+        return self.upgraded["names"]
 
 
 def migrate_layout(
@@ -64,6 +70,8 @@ def migrate_layout(
         for n, key in enumerate(client.scan_iter(match=f"{prefix}:*", count=1000), start=1):
             steps = upgrade_profile_key(client, prefix, key, window_ms)
             done.upgraded.update(steps)
+            if is_profile_hash(prefix, key) and upgrade_profile_names(client, key):
+                done.upgraded["names"] += 1
             done.profiles += 1 if steps and steps != ["seen"] else 0
             if (
                 legacy_profile_key(prefix, key) is None and not cluster

@@ -46,7 +46,7 @@ def topics() -> None:
 def migrate_keys() -> None:
     """Upgrade the keys an older engine wrote, on a single node or a Redis Cluster (every node is scanned): the
     keys kept beside a profile's hash (cart, aff, items, sess, recent, items_ts, bought) folded into it, one
-    script per profile, the de-duplication sets cut to
+    script per profile, key layout 3's long field names renamed in every profile hash, the de-duplication sets cut to
     ECRM_DEDUPE_WINDOW_S; on a single node also the global keys of engines before the Redis Cluster support
     (popular, trending, the training log, catalogue sets, models, campaign counters, analytics ...) moved under the
     hash tag {g}, and the de-duplication markers of older engines (a key per event) into their profile's set; then
@@ -60,9 +60,9 @@ def migrate_keys() -> None:
         raise typer.Exit(2) from exc
     typer.echo(
         f"moved {done.moved} global keys under {{g}}, {done.markers} de-duplication markers into their profiles' "
-        f"sets; folded {done.folded} older profile keys into {done.profiles} profile hashes, cut "
-        f"{done.upgraded['seen']} de-duplication sets to the window; moved {done.to_tenant} keys into the tenant "
-        "default"
+        f"sets; folded {done.folded} older profile keys into {done.profiles} profile hashes, renamed the fields of "
+        f"{done.renamed} profile hashes, cut {done.upgraded['seen']} de-duplication sets to the window; moved "
+        f"{done.to_tenant} keys into the tenant default"
     )
     if done.conflicts:
         named = ", ".join(done.conflicting)

@@ -25,6 +25,7 @@ from core.redis import connect
 from core.settings import Settings
 from ecrm.cli import app
 from ecrm.commands import import_orders
+from profiles import layout
 from tests.conftest import wait_for
 from tests.integration.helpers import api_client, sync_redis
 from tests.integration.test_analytics_api import expected_segment
@@ -100,7 +101,7 @@ def imported(settings: Settings, worker: Callable[[], Any], datasets: Path, tmp_
     def applied() -> int:
         with r.pipeline(transaction=False) as pipe:
             for customer in customers:
-                pipe.hget(Keys(settings.key_prefix).profile(customer_pid(customer)), "orders")
+                pipe.hget(Keys(settings.key_prefix).profile(customer_pid(customer)), layout.ORDERS)
             return sum(int(v or 0) for v in pipe.execute())
 
     wait_for(lambda: applied() >= total, timeout=240, interval=1.0, what=f"the worker to apply {total} orders")

@@ -20,6 +20,7 @@ from analytics.settings import AnalyticsSettings
 from core.keyspace import KEY_LAYOUT_VERSION, Keys
 from core.redis import connect, connect_sync
 from core.settings import Settings
+from profiles.layout import item_value
 from profiles.store import ProfileStore
 from runtime import backup as bk
 from runtime.embedded import EmbeddedServer
@@ -170,7 +171,8 @@ def test_a_newer_layout_is_refused_and_an_older_one_upgraded(settings: Settings,
     upgraded = bk.restore(settings, older)
     assert upgraded.migrated is not None and (upgraded.migrated.moved, upgraded.migrated.markers) == (1, 0)
     assert upgraded.migrated.folded == 1 and not client.exists(item_times)
-    assert client.hget(keys.profile("c:older"), "i:sku-1") == b"0 1790000000000"  # folded into the profile hash
+    folded = item_value(0, 1790000000000).encode()
+    assert client.hget(keys.profile("c:older"), "i:sku-1") == folded  # folded into the profile hash
     assert client.zscore(keys.popular, "sku-1") == 5.0 and not client.exists(f"{prefix}:popular")
     assert client.get(keys.applied_count) is None  # the backup's keys replaced the ones there
     client.close()
@@ -228,9 +230,10 @@ def test_an_older_data_folder_is_upgraded_as_it_starts(settings: Settings, tmp_p
         upgrade_data_dir(settings, folder, said.append)
         # a purchase is an interaction: the later time, whichever key the scan met first
         assert client.hmget(keys.profile(pid), "i:sku-1", "k:sku-2", "ss", "#i", "#k") == [
-            "2.5 1790000000001 1790000000001", "1", "1", "1", "1"
+            item_value(2.5, 1790000000001, 1790000000001), "1", "1", "1", "1"
         ]  # fmt: skip
         assert not client.exists(*keys.legacy_profile_keys(pid))
+        assert client.hmget(keys.profile(pid), "ls", "last_seen") == ["1790000000001", None]  # layout 3's name renamed
     finally:
         client.close()
         folder.release()

@@ -22,6 +22,7 @@ from core.errors import StoreUnavailable
 from core.keyspace import Keys, ProfileId, marker_digest
 from core.redis import connect, connect_sync
 from core.settings import Settings
+from profiles.layout import item_value
 from profiles.store import APPLIED, DUPLICATE, ProfileStore
 from profiles.updates import Plan, plan_update
 from runtime.embedded import EmbeddedServer
@@ -84,9 +85,9 @@ def test_profiles_spread_over_the_three_nodes(client: redis.Redis, settings: Set
 async def test_the_api_reads_a_profile_through_the_cluster_client(client: redis.Redis, on_cluster: Settings) -> None:
     keys = Keys(on_cluster.key_prefix)
     pid = ProfileId("c", "reader")
-    client.hset(keys.profile(pid), mapping={"n:product_view": 2, "first_seen": 1_790_000_000_000,
-                                            "last_seen": 1_790_000_060_000, "ss": 2, "#i": 2,
-                                            "i:sku-2": "1 1790000060000", "i:sku-1": "1 1790000000000"})  # fmt: skip
+    client.hset(keys.profile(pid), mapping={"n:product_view": 2, "fs": 1_790_000_000_000, "ls": 1_790_000_060_000,
+                                            "ss": 2, "#i": 2, "i:sku-2": item_value(1, 1790000060000),
+                                            "i:sku-1": item_value(1, 1790000000000)})  # fmt: skip
     store = ProfileStore(connect(on_cluster), on_cluster)
     try:
         profile = await store.profile(str(pid))
@@ -260,7 +261,7 @@ async def test_migrate_keys_folds_an_older_engines_keys_into_the_profile_hash(
     for pid in pids:
         # its hash held one view of sku-1 already (a layout-4 engine wrote it: still before tenants)
         r.hset(old(keys.profile(pid)), mapping={"n:product_view": 3, "first_seen": T0, "last_seen": T0 + 3, "aff_L": T0,
-                                           "i:sku-1": f"1 {T0 + 3}", "#i": 1})  # fmt: skip
+                                           "i:sku-1": item_value(1, T0 + 3), "#i": 1})  # fmt: skip
         r.hset(old(keys.legacy(pid, "items")), mapping={"sku-1": "1", "sku-2": f"2.5 {T0}"})  # a plain weight: oldest
         r.hset(old(keys.legacy(pid, "items_ts")), mapping={"sku-1": T0, "sku-2": T0 + 1})
         r.zadd(old(keys.legacy(pid, "recent")), {"sku-1": T0 + 2, "sku-2": T0 + 1, "sku-3": T0 - 5})  # sku-3 only here
@@ -278,11 +279,11 @@ async def test_migrate_keys_folds_an_older_engines_keys_into_the_profile_hash(
         for pid in pids:
             assert not r.exists(*keys.legacy_profile_keys(pid))
             assert r.hgetall(keys.profile(pid)) == {
-                "n:product_view": "3", "first_seen": str(T0), "last_seen": str(T0 + 3), "aff_L": str(T0),
-                "i:sku-1": f"2 {T0 + 3}",
-                "i:sku-2": f"2.5 {T0 + 1} {T0 + 1}",
-                "i:sku-3": f"0 {T0 - 5}",
-                "i:sku-4": f"0 {T0 - 9} {T0 - 9}",
+                "n:product_view": "3", "fs": str(T0), "ls": str(T0 + 3), "aL": str(T0),  # layout 3's names renamed
+                "i:sku-1": item_value(2, T0 + 3),
+                "i:sku-2": item_value(2.5, T0 + 1, T0 + 1),
+                "i:sku-3": item_value(0, T0 - 5),
+                "i:sku-4": item_value(0, T0 - 9, T0 - 9),
                 "#i": "4", "k:sku-1": "2", "#k": "1", "a:k1": "1.5", "a:k2": "0.25", "#a": "2", "ss": "3",
             }  # fmt: skip
             assert r.object("encoding", keys.profile(pid)) == "listpack"
@@ -311,7 +312,7 @@ async def test_migrate_keys_folds_an_older_engines_keys_into_the_profile_hash(
             [sys.executable, "-m", "ecrm", "migrate-keys"], env=settings_env(target), capture_output=True, text=True
         )
         assert again.returncode == 0 and "folded 0 older profile keys into 0" in again.stdout  # idempotent
-        assert r.hget(keys.profile(pids[1]), "i:sku-2") == f"2.5 {T0 + 1} {T0 + 1}"
+        assert r.hget(keys.profile(pids[1]), "i:sku-2") == item_value(2.5, T0 + 1, T0 + 1)
     finally:
         await store.client.aclose()
         r.close()

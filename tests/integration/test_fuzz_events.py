@@ -49,6 +49,7 @@ from hypothesis import strategies as st
 from core.kafka import make_producer
 from core.keyspace import Keys, ProfileId, encode_id, tenant_of
 from core.settings import Settings
+from profiles import layout
 from profiles.updates import profile_of
 from runtime.embedded import free_port
 from schemas.events import Item, Purchase, parse_event_obj
@@ -362,8 +363,8 @@ def check_profiles(r: redis.Redis, keys: Keys, model: Model) -> None:
         for pid in members:
             h = hashes[pid]
             stored.update({k[2:]: int(v) for k, v in h.items() if k.startswith("n:")})
-            stored["orders"] += int(h.get("orders", 0))
-            revenue += float(h.get("revenue", 0.0))
+            stored["orders"] += int(h.get(layout.ORDERS, 0))
+            revenue += float(h.get(layout.REVENUE, 0.0))
             expected.update(model.counts.get(pid, Counter()))
             expected_revenue += model.revenue[pid]
         assert +stored == +expected, (sorted(members), stored, expected)

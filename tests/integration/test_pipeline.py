@@ -18,6 +18,7 @@ from kafka import KafkaConsumer
 from core.kafka import make_producer, produce_events
 from core.keyspace import Keys, customer_pid
 from core.settings import Settings
+from profiles import layout
 from tests.conftest import on_cluster, wait_for
 from tests.integration.helpers import api_client, now_ms, profile_hash, purchase, sync_redis, view, wait_committed
 
@@ -173,7 +174,7 @@ def sigkill_mid_stream(settings: Settings, worker: StartWorker) -> None:
     for c in customers:
         h = r.hgetall(keys.profile(customer_pid(c)))
         assert int(h["n:product_view"]) == expected[c], c
-        assert int(h["n:purchase"]) == 1 and int(h["orders"]) == 1 and float(h["revenue"]) == 2.5, c
+        assert int(h["n:purchase"]) == 1 and int(h[layout.ORDERS]) == 1 and float(h[layout.REVENUE]) == 2.5, c
     # the effects across profiles too (on a cluster, in a second call the kill may have come before)
     assert int(r.get(keys.applied_count) or 0) == 30_000 + len(customers)
     assert int(r.get(keys.interactions_count) or 0) == 30_000 + len(customers)

@@ -14,6 +14,7 @@ from core.keyspace import Keys, ProfileId
 from core.redis import connect
 from core.settings import Settings
 from ecrm.commands.privacy import erase
+from profiles import layout
 from profiles.layout import COUNTS, SCALARS, ProfileHash, parse_item, recent_items, split
 from profiles.store import APPLIED, DUPLICATE, ERASED, ProfileStore, Status
 from profiles.updates import plan_update
@@ -98,7 +99,7 @@ async def test_items_categories_and_popular_are_bounded(store: ProfileStore) -> 
     found = await fields(store, "c:c")
     items = found.items
     assert 9 <= len(items) <= 10 and "i29" in items and "i0" not in items  # the newest kept
-    assert [int(items[f"i{i}"].split()[1]) for i in (28, 29)] == [T0 + 28_000, T0 + 29_000]  # weight and time
+    assert [parse_item(items[f"i{i}"]).ts for i in (28, 29)] == [T0 + 28_000, T0 + 29_000]  # weight and time
     assert len(found.affinity) <= 3 and "k4" in found.affinity  # the strongest (the latest: decayed forward)
     counts = await store.client.hmget(keys.profile("c:c"), "#i", "#a")  # the counts the bounds are checked by
     assert [int(n) for n in counts] == [len(items), len(found.affinity)]
@@ -244,6 +245,31 @@ async def test_a_refresh_running_during_an_erasure_brings_no_row_back(settings: 
     await store.client.aclose()
 
 
+async def test_the_script_renames_a_layout_3_profiles_long_names_at_its_first_write(store: ProfileStore) -> None:
+    """A profile key layout 3 wrote (long names), met by an event before ``ecrm migrate-keys``: the script renames
+    its fields before writing, and the figures go on from what it held; a visitor's long names merge at a login."""
+    client = store.client
+    await client.hset(store.keys.profile("c:old"), mapping={"n:purchase": 1, "first_seen": T0 - 50, "last_seen": T0 - 5,
+                      "orders": 1, "revenue": "2.5", "first_purchase": T0 - 5, "last_purchase": T0 - 5})  # fmt: skip
+    await client.hset(store.keys.profile("a:oldv"), mapping={"n:page_view": 2, "first_seen": T0 - 90,
+                      "last_seen": T0 - 60, "aff_L": T0 - 90, "a:k1": "1.5", "#a": 1})  # fmt: skip
+    assert (await store.profile("c:old") or {})["first_seen"] is not None  # read before the rename too
+    paid = ev("purchase", "p", T0, customer_id="old", order_id="o", currency="EUR",
+              lines=[{"item_id": "a", "quantity": 1, "unit_price": 10.0}])  # fmt: skip
+    login = ev("page_view", "l", T0 + 1, customer_id="old", anonymous_id="oldv")
+    assert await apply(store, [paid, login], source="server") == [APPLIED] * 2
+    h = await client.hgetall(store.keys.profile("c:old"))
+    assert not set(h) & set(layout.LEGACY_NAMES)
+    assert (h[layout.ORDERS], float(h[layout.REVENUE]), h["n:purchase"], h["n:page_view"]) == ("2", 12.5, "2", "3")
+    assert (h[layout.FIRST_SEEN], h[layout.LAST_SEEN]) == (str(T0 - 90), str(T0 + 1))
+    assert (h[layout.FIRST_PURCHASE], h[layout.LAST_PURCHASE], h[layout.AFF_LANDMARK]) == (
+        str(T0 - 5),
+        str(T0),
+        str(T0 - 90),
+    )
+    assert h["a:k1"] == "1.5" and h[layout.MERGED_VISITORS] == "1"
+
+
 async def test_a_login_merges_the_visitor_field_by_field(store: ProfileStore) -> None:
     """Key layout 4: the visitor's items, cart lines, affinities, counts and sessions (fields of one hash) merge into
     the customer's at the first login, field by field, and the visitor's hash is gone."""
@@ -267,9 +293,11 @@ async def test_a_login_merges_the_visitor_field_by_field(store: ProfileStore) ->
     assert parse_item(merged.items["a"]).ts == T0 + 12 and parse_item(merged.items["b"]).ts == T0 + 13
     assert set(merged.affinity) == {"k1", "k2"}
     assert merged.sessions == 3 and merged.scalars["sl"] == w.scalars["sl"]
+    assert 0 <= int(merged.scalars["sl"]) < 2**28  # a digest the listpack keeps as an integer
     assert {f for f in merged.scalars if not f.startswith(COUNTS)} <= set(SCALARS)  # no other field
     assert merged.scalars["n:product_view"] == "3" and merged.scalars["n:add_to_cart"] == "3"
-    assert merged.scalars["first_seen"] == str(T0) and merged.scalars["last_seen"] == str(T0 + 20)
+    assert merged.scalars[layout.FIRST_SEEN] == str(T0) and merged.scalars[layout.LAST_SEEN] == str(T0 + 20)
+    assert not set(await store.client.hkeys(store.keys.profile("c:m"))) & set(layout.LEGACY_NAMES)  # short names
     counts = await store.client.hmget(store.keys.profile("c:m"), "#i", "#a", "#k")
     assert counts == ["2", "2", "2"]
     profile = await store.profile("c:m")
@@ -355,7 +383,7 @@ async def test_a_browser_weighs_like_one_visitor_in_shared_state(store: ProfileS
     stream = await store.client.xrange(keys.interactions)
     assert [(f["p"], f["i"], float(f["w"])) for _, f in stream] == [("a:v", "sku-0", w) for w in (1.0, 2.0, 2.0)]
     visitor = await store.client.hgetall(keys.profile("a:v"))
-    assert "revenue" not in visitor and "orders" not in visitor and "last_purchase" not in visitor
+    assert layout.REVENUE not in visitor and layout.ORDERS not in visitor and layout.LAST_PURCHASE not in visitor
     assert visitor["n:claimed_purchase"] == "1" and visitor["n:product_view"] == "50"
     assert "sku-0" in await store.bought("a:v")  # the visitor's own lists know it
     entry = parse_item((await fields(store, "a:v")).items.get("sku-0") or "0")
@@ -378,7 +406,7 @@ async def test_a_browser_weighs_like_one_visitor_in_shared_state(store: ProfileS
     assert await apply(store, [*served, paid], source="server") == [APPLIED] * 4
     assert await store.client.zscore(keys.popular, "sku-79") == 3.0 + 5.0
     customer = await store.client.hgetall(keys.profile("c:c"))
-    assert customer["orders"] == "1" and float(customer["revenue"]) == 10.0
+    assert customer[layout.ORDERS] == "1" and float(customer[layout.REVENUE]) == 10.0
     trending = {t.item_id for t in await store.trending(1000)}
     assert "sku-0" in trending and not any(i.startswith("junk") for i in trending)
 
@@ -396,7 +424,7 @@ async def test_a_logged_in_browser_adds_no_money_to_the_customer(store: ProfileS
     view = ev("product_view", "v1", now, anonymous_id="dev", item_id="c")
     assert await claims(store, [forged, view], "addr-9") == [APPLIED] * 2
     after = await store.client.hgetall(keys.profile("c:k"))
-    for figure in ("orders", "revenue", "first_purchase", "last_purchase"):
+    for figure in (layout.ORDERS, layout.REVENUE, layout.FIRST_PURCHASE, layout.LAST_PURCHASE):
         assert after[figure] == before[figure], figure
     assert after["n:claimed_purchase"] == "1" and after["n:product_view"] == "1"  # the signals follow the person
     assert "b" not in await store.bought("c:k") and "a" in await store.bought("c:k")  # not a customer's bought item

@@ -16,7 +16,7 @@ from api.serving import ModelHolder
 from core.keyspace import Keys
 from core.redis import connect, connect_sync
 from core.settings import Settings
-from profiles.layout import item_fields
+from profiles.layout import item_fields, item_value
 from profiles.store import ProfileStore
 from runtime.embedded import EmbeddedServer
 from runtime.simulate import SimulationConfig, simulate
@@ -86,7 +86,10 @@ async def test_the_reads_work_on_a_redis_cluster(redis_cluster: list[EmbeddedSer
     on_cluster = cluster_settings(settings, redis_cluster)
     keys = Keys(on_cluster.key_prefix)  # written directly: only the reads are under test
     direct = connect_sync(on_cluster, decode_responses=True)
-    direct.hset(keys.profile("c:reader"), mapping=item_fields({"sku-1": "1 1790000000000", "sku-2": "3 1790000060000"}))
+    direct.hset(
+        keys.profile("c:reader"),
+        mapping=item_fields({"sku-1": item_value(1, 1790000000000), "sku-2": item_value(3, 1790000060000)}),
+    )
     direct.sadd(keys.out_of_stock, "sku-9")
     direct.close()
     store = ProfileStore(connect(on_cluster), on_cluster)

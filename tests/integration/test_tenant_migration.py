@@ -15,6 +15,7 @@ import redis
 from core.keyspace import Keys, ProfileId, untenanted
 from core.redis import connect, connect_sync
 from core.settings import Settings
+from profiles.layout import item_value
 from profiles.store import ProfileStore
 from runtime.embedded import EmbeddedServer
 from runtime.local import settings_env
@@ -46,7 +47,7 @@ def write_single_shop(r: redis.Redis, keys: Keys, customers: int) -> dict[str, s
     for n in range(customers):  # spread over the cluster's slots
         pid = ProfileId("c", f"cust-{n}")
         old = before_tenants(keys.profile(pid))
-        r.hset(old, mapping={"n:product_view": 2, "first_seen": T0, "last_seen": T0 + 5, "i:sku-1": f"2 {T0 + 5}",
+        r.hset(old, mapping={"n:product_view": 2, "fs": T0, "ls": T0 + 5, "i:sku-1": item_value(2, T0 + 5),
                              "#i": 1, "ss": 2})  # fmt: skip
         r.set(before_tenants(keys.erased(ProfileId("c", f"gone-{n}"))), T0, px=3_600_000)
         r.hset(before_tenants(keys.item(f"sku-{n}")), mapping={"category": "shoes", "price": "9.5"})
@@ -99,7 +100,7 @@ async def test_migrate_keys_moves_a_single_shop_into_the_tenant_default(
         # a profile of layout 3 (its cart and sessions in keys beside its hash, before tenants): folded into its
         # hash first, then the hash moved into the tenant default (the move is the last pass)
         pid = ProfileId("c", "layout-3")
-        r.hset(before_tenants(keys.profile(pid)), mapping={"n:add_to_cart": 1, "first_seen": T0, "last_seen": T0})
+        r.hset(before_tenants(keys.profile(pid)), mapping={"n:add_to_cart": 1, "fs": T0, "ls": T0})
         r.hset(before_tenants(keys.legacy(pid, "cart")), mapping={"sku-9": 2})
         r.pfadd(before_tenants(keys.legacy(pid, "sess")), "s1")
         folded = migrate(target)

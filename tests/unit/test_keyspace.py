@@ -13,6 +13,7 @@ from core.keyspace import (
     ProfileId,
     customer_pid,
     encode_id,
+    is_profile_hash,
     legacy_global,
     legacy_marker,
     legacy_profile_key,
@@ -228,3 +229,11 @@ def test_a_tenants_scan_patterns_match_its_keys_and_no_others() -> None:
     for key in tenant_keys(acme, ProfileId("c", "42"), "sku", 3):
         assert any(fnmatchcase(key, p) for p in acme.patterns), key
         assert not any(fnmatchcase(key, p) for p in other.patterns), key
+
+
+@given(profiles)
+def test_migrate_keys_renames_the_fields_of_profile_hashes_and_no_other_key(pid: ProfileId) -> None:
+    assert is_profile_hash("ecrm", K.profile(pid)) and not is_profile_hash("other", K.profile(pid))
+    assert is_profile_hash("ecrm", f"ecrm:p:{{{pid.tag}}}")  # a hash of the layouts before tenants too
+    for other in [*K.legacy_profile_keys(pid), K.seen_set(pid), K.campaigns(pid), K.erased(pid), K.popular]:
+        assert not is_profile_hash("ecrm", other), other

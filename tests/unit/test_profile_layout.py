@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from analytics.store import PROFILE_FIELDS, SESSIONS
+from analytics.store import LEGACY, NAMES, PROFILE_FIELDS, SESSIONS, profile_row
 from benchmarks.memory import field_kind, listpack_entry_bytes
 from profiles import layout
 from profiles.layout import ProfileHash, item_fields, split
@@ -47,6 +47,23 @@ def test_the_analytics_read_the_session_count_field() -> None:
     assert SESSIONS == layout.SESSIONS and SESSIONS in PROFILE_FIELDS
 
 
+def test_the_analytics_read_the_layouts_names_and_layout_3s() -> None:
+    """analytics' copies of the names are the layout's, each beside its layout-3 name; either is read."""
+    assert NAMES == (layout.ORDERS, layout.REVENUE, layout.FIRST_PURCHASE, layout.LAST_PURCHASE, layout.FIRST_SEEN,
+                     layout.LAST_SEEN)  # fmt: skip
+    assert [layout.LEGACY_NAMES[old] for old in LEGACY] == list(NAMES)
+    now = profile_row("c:x", ["2", "5.5", "10", "20", "1", "30", None, None, None, None, None, None, "3", None, "2"])
+    old = profile_row("c:x", [None] * 6 + ["2", "5.5", "10", "20", "1", "30", "3", None, "2"])
+    assert now == old and (now.orders, now.last_purchase_ms, now.first_seen_ms, now.views) == (2, 20, 1, 3)
+
+
+def test_split_reads_layout_3s_long_names_as_the_short_ones() -> None:
+    found = split({"first_seen": "5", "ls": "9", "orders": "2", "aff_L": "4", "n:page_view": "1"})
+    assert found.scalars == {layout.FIRST_SEEN: "5", layout.LAST_SEEN: "9", layout.ORDERS: "2",
+                             layout.AFF_LANDMARK: "4", "n:page_view": "1"}  # fmt: skip
+    assert all(len(name) == 2 for name in layout.SCALARS)
+
+
 def test_listpack_entry_sizes_follow_the_encoding() -> None:
     assert listpack_entry_bytes("7") == 2  # 7-bit unsigned
     assert listpack_entry_bytes("-5") == 3 and listpack_entry_bytes("4095") == 3  # 13-bit
@@ -55,4 +72,4 @@ def test_listpack_entry_sizes_follow_the_encoding() -> None:
     assert listpack_entry_bytes("i:sku-00001") == 1 + 11 + 1
     assert listpack_entry_bytes("x" * 100) == 2 + 100 + 1
     assert field_kind("i:a") == "items (i:)" and field_kind("#k") == "counts (#i, #a, #k)"
-    assert field_kind("ss") == field_kind("sl") == "sessions (ss, sl)" and field_kind("orders") == "counters and times"
+    assert field_kind("ss") == field_kind("sl") == "sessions (ss, sl)" and field_kind("or") == "counters and times"

@@ -127,7 +127,8 @@ def test_a_browsers_purchase_is_a_claim_without_money() -> None:
 
 
 def test_the_recent_items_are_the_newest_of_the_item_times() -> None:
-    items = {"a": "1 1000", "b": "2 3000", "c": "0 2000", "d": "1.5 3000 2900", "e": "4 500"}
+    items = {"a": item_value(1, 1000), "b": item_value(2, 3000), "c": item_value(0, 2000),
+             "d": item_value(1.5, 3000, 2900), "e": item_value(4, 500)}  # fmt: skip
     assert recent_items(items, 3) == [("d", 3000.0), ("b", 3000.0), ("c", 2000.0)]  # ties: as ZREVRANGE orders them
     assert recent_items(items, 10)[-1] == ("e", 500.0) and recent_items({}, 5) == []
     assert history(items) == [("b", 2.0, 3000), ("d", 1.5, 3000), ("a", 1.0, 1000), ("e", 4.0, 500)]  # weight > 0
@@ -135,11 +136,13 @@ def test_the_recent_items_are_the_newest_of_the_item_times() -> None:
 
 
 def test_an_item_entry_holds_its_weight_and_time() -> None:
-    assert item_value(3.0, 1_790_000_000_000) == "3 1790000000000"
-    assert item_value(5.0, 9, bought_ms=8) == "5 9 8"
+    assert item_value(3.0, 1_790_000_000_000) == "3 mubbs7i8"  # times in base 36: 8 digits, not 13
+    assert parse_item("3 mubbs7i8").ts == 1_790_000_000_000
+    assert item_value(5.0, 9, bought_ms=8) == "5 9 8" and item_value(1, 35) == "1 z" and item_value(1, 36) == "1 10"
     assert parse_item(item_value(0.1 + 0.2, 5)) == ItemEntry(0.1 + 0.2, 5, None)
     assert parse_item("0.30000000000000004 7 6") == (0.30000000000000004, 7, 6)  # as the script writes it (%.17g)
+    assert parse_item("1 z 10") == (1.0, 35, 36)
     assert parse_item("2.5") == (2.5, 0, None)  # an older engine's plain weight: time unknown until migrate-keys
-    for bad in ("x 1", "1 2 3 4", "1 x"):
+    for bad in ("x 1", "1 2 3 4", "1 -5", "1 +5", "1 5!", "1 é"):
         with pytest.raises(ValueError):
             parse_item(bad)
