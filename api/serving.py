@@ -4,7 +4,7 @@ A request takes ``holder.served`` once and uses that object throughout, so a swa
 cannot mix versions or fail it. A background task polls the registry's ``current`` key every
 ``ECRM_MODEL_POLL_S`` seconds and loads a new version off the event loop. A holder serves one tenant's model (its
 registry keys; its files under ``<ECRM_API_MODEL_DIR>/<prefix>@<tenant>``, the tenant ``default``'s under
-``<prefix>``): the API keeps one per tenant it serves (:mod:`api.tenancy`).
+``<prefix>``): the API keeps one per tenant it serves (:mod:`api.tenant_services`).
 
 A version whose blob cannot be loaded (corrupt, truncated, missing) is logged, counted
 (``ecrm_model_load_failures_total``) and skipped: the previous version keeps serving (or, at start, the
