@@ -16,11 +16,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from core.tenants import DEFAULT_TENANT, validate_tenant
 
 S = TypeVar("S")
+
+
+class Watched(Protocol):
+    """A hot-reloaded file's source: ``current(force=True)`` reads it now (and keeps the last good version)."""
+
+    def current(self, force: bool = ...) -> object: ...
+
+
+W = TypeVar("W", bound=Watched)
 
 DEFAULT_TENANTS_DIR = Path(__file__).resolve().parents[1] / "config" / "tenants"
 
@@ -60,6 +69,26 @@ class TenantFiles(Generic[S]):
         self.check_interval_s = check_interval_s
         self._clock = clock
         self._choices: dict[str, _Choice[S]] = {}
+
+    @classmethod
+    def loaded(
+        cls,
+        source: Callable[[Path | None, float, str], W],
+        top_level: Path | None,
+        tenants_dir: Path | None,
+        name: str,
+        check_interval_s: float = 2.0,
+    ) -> TenantFiles[W]:
+        """Each tenant's ``source(path, check_interval_s, tenant)`` of its own file ``name`` when present, else of
+        ``top_level`` (the tenant ``default``'s, every tenant's fallback); every source is read once at its creation
+        (an error is reported at once)."""
+
+        def read(path: Path | None, tenant: str) -> W:
+            made = source(path, check_interval_s, tenant)
+            made.current(force=True)
+            return made
+
+        return TenantFiles(read(top_level, DEFAULT_TENANT), tenants_dir, name, read, check_interval_s)
 
     @classmethod
     def single(cls, source: S) -> TenantFiles[S]:

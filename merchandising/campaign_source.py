@@ -102,11 +102,10 @@ def tenant_campaigns(
 ) -> TenantFiles[CampaignsSource]:
     """Each tenant's campaigns: ``<tenants_dir>/<tenant>/campaigns.yaml`` when present, else the top-level file."""
 
-    def make(path: Path, tenant: str) -> CampaignsSource:
-        source = CampaignsSource(path, check_interval_s, tenant=tenant)
-        source.current(force=True)
-        return source
-
-    shared = CampaignsSource(top_level, check_interval_s)
-    shared.current(force=True)
-    return TenantFiles(shared, tenants_dir, CAMPAIGNS_NAME, make, check_interval_s)
+    return TenantFiles.loaded(
+        lambda path, interval, tenant: CampaignsSource(path, interval, tenant=tenant),
+        top_level,
+        tenants_dir,
+        CAMPAIGNS_NAME,
+        check_interval_s,
+    )

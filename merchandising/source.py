@@ -114,14 +114,13 @@ def tenant_rules(
 ) -> TenantFiles[RulesSource]:
     """Each tenant's business rules: ``<tenants_dir>/<tenant>/rules.yaml`` when present, else the top-level file."""
 
-    def make(path: Path, tenant: str) -> RulesSource:
-        source = RulesSource(path, check_interval_s, tenant=tenant)
-        source.current(force=True)
-        return source
-
-    shared = RulesSource(top_level, check_interval_s)
-    shared.current(force=True)
-    return TenantFiles(shared, tenants_dir, RULES_NAME, make, check_interval_s)
+    return TenantFiles.loaded(
+        lambda path, interval, tenant: RulesSource(path, interval, tenant=tenant),
+        top_level,
+        tenants_dir,
+        RULES_NAME,
+        check_interval_s,
+    )
 
 
 def load_rules(path: Path) -> RuleSet:
