@@ -229,7 +229,7 @@ def test_three_tenants_through_a_sigkill(
         expected = Counter(customers[i % 20] for i in range(count))
         for c in customers:
             assert int(r.hget(k.profile(customer_pid(c)), "n:product_view") or 0) == expected[c], (shop, c)
-        assert float(r.hget(k.profile(customer_pid("k1")), "revenue") or 0) == 2.5 * (n + 1), shop
+        assert float(r.hget(k.profile(customer_pid("k1")), layout.REVENUE) or 0) == 2.5 * (n + 1), shop
         assert int(r.get(k.applied_count) or 0) == count + 1, shop
         assert r.xlen(k.interactions) == count + 1 and r.zcard(k.profiles) == len(customers), shop
         popular = dict(r.zrange(k.popular, 0, -1, withscores=True))
