@@ -267,7 +267,14 @@ def start_stack(args: argparse.Namespace, out: Path, children: list[Child]) -> s
     up = [sys.executable, "-m", "ecrm", "up", "--port", str(port), "--customers", str(args.customers)]
     # every simulated user comes from 127.0.0.1, one client for the collector's rate limit: lift it (unless set)
     # and run with the shipped files: the shipped campaigns file (no campaign), not the demo's own campaign
-    env = {"ECRM_RATE_LIMIT": "100000/second", "ECRM_CAMPAIGNS_FILE": str(SHIPPED_CAMPAIGNS), **os.environ}
+    # the demo is one open shop on loopback when ECRM_API_KEYS is set, even empty (unset: two shops with keys of
+    # its own, which the simulated users do not have); set it and ECRM_LOAD_API_KEY to measure with keys
+    env = {
+        "ECRM_RATE_LIMIT": "100000/second",
+        "ECRM_CAMPAIGNS_FILE": str(SHIPPED_CAMPAIGNS),
+        "ECRM_API_KEYS": "",
+        **os.environ,
+    }
     children.append(Child.start("ecrm up", up, env, log))
     started = time.monotonic()
     try:
