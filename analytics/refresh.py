@@ -106,7 +106,8 @@ class Refresher:
         """Set the gauges from the state stored in Redis (a worker's start, or a refresh another worker made)."""
         state = await self.store.state()
         if state is not None:
-            observe(state)
+            if self.store.tenant == DEFAULT_TENANT:  # (the gauges have no tenant label yet)
+                observe(state)
         return state
 
     async def refresh(self, force: bool = False) -> RefreshResult:
@@ -145,7 +146,8 @@ class Refresher:
             removed = await self.store.forget_rows(erased)
             if removed:
                 log.info("analytics refresh: %d row(s) of profiles erased meanwhile removed", removed)
-        observe(state)
+        if self.store.tenant == DEFAULT_TENANT:  # (the gauges have no tenant label yet)
+            observe(state)
         log.info(RefreshResult(Outcome.REFRESHED, state).message)
         return RefreshResult(Outcome.REFRESHED, state)
 
@@ -162,9 +164,8 @@ def observe(state: AnalyticsState) -> None:
 
 
 def make_refresher(settings: Settings, cfg: AnalyticsSettings, tenant: str = DEFAULT_TENANT) -> Refresher:
-    """A refresher on its own Redis client (close it with ``refresher.store.client.aclose()``), with the segment
-    rules of ``tenant`` (its ``<ECRM_TENANTS_DIR>/<tenant>/segments.yaml`` when present, else ECRM_SEGMENTS_FILE).
-
-    MERGE (issue 22): the store is the tenant's once the analytics keys take the tenant."""
+    """A refresher of ``tenant``'s analytics on its own Redis client (close it with
+    ``refresher.store.client.aclose()``), with the segment rules of ``tenant`` (its
+    ``<ECRM_TENANTS_DIR>/<tenant>/segments.yaml`` when present, else ECRM_SEGMENTS_FILE)."""
     files = tenant_segments(cfg.segments_file, tenants_dir(settings.tenants_dir), cfg.segments_check_interval_s)
-    return Refresher(AnalyticsStore(connect(settings), settings.key_prefix), cfg, lambda: files.get(tenant))
+    return Refresher(AnalyticsStore(connect(settings), settings.key_prefix, tenant), cfg, lambda: files.get(tenant))

@@ -23,6 +23,7 @@ from analytics.state import AnalyticsState, LiveInput
 from core.errors import StoreUnavailable
 from core.keyspace import Keys
 from core.redis import redis_errors
+from core.tenants import DEFAULT_TENANT
 
 # A profile's fields (profiles/layout.py, a sibling library: not imported; tests/unit/test_profile_layout.py checks
 # they match): orders, revenue, first and last purchase, first and last seen, then the same under key layout 3's
@@ -98,12 +99,13 @@ return 1
 
 
 class AnalyticsStore:
-    """Analytics reads and writes on one Redis client (decoded strings)."""
+    """Analytics reads and writes of one tenant on one Redis client (decoded strings)."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+    def __init__(self, client: aioredis.Redis, prefix: str, tenant: str = DEFAULT_TENANT) -> None:
         self.client = client
         self.prefix = prefix
-        self.keys = Keys(prefix)
+        self.tenant = tenant
+        self.keys = Keys(prefix, tenant)
         self._release = client.register_script(_RELEASE)
         self._publish = client.register_script(_PUBLISH)
         self._prune = client.register_script(_PRUNE)

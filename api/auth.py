@@ -1,7 +1,9 @@
 """Access control: API keys with scopes, checked on every route that needs one.
 
-Keys come from ``ECRM_API_KEYS``, a comma-separated list of ``scope:secret``; a request sends
-``Authorization: Bearer <secret>``. Scopes are ordered, each including the ones below it:
+Keys come from ``ECRM_API_KEYS``, a comma-separated list of ``scope:secret`` (a key of the tenant ``default``) or
+``tenant:scope:secret`` (a key of that tenant: every request it sends acts inside that tenant's data, never another's;
+:mod:`core.tenants`); a request sends ``Authorization: Bearer <secret>``. Scopes are ordered, each including the ones
+below it:
 
 * ``collect`` (a key a shop may put in a web page): anonymous visitors' behavioural events, session
   recommendations, similar items, cart complements without a customer;
@@ -12,7 +14,8 @@ Keys come from ``ECRM_API_KEYS``, a comma-separated list of ``scope:secret``; a 
 A presented secret is hashed once and compared with every configured key's hash in constant time
 (``hmac.compare_digest``), without stopping at the first match. No key: 401 with ``WWW-Authenticate: Bearer``; a
 key without the scope: 403. With ``ECRM_API_KEYS`` unset the API is *open* (every request has every scope): it then
-listens on loopback only (:func:`check_bind`), logs a warning and ``/health/ready`` says ``"auth": "open"``.
+listens on loopback only (:func:`check_bind`), logs a warning and ``/health/ready`` says ``"auth": "open"``; an open
+API acts as the tenant ``default``.
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ from typing import Annotated, Any
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
 
+from api.tenancy import note_tenant
 from core.errors import ConfigError, Forbidden, Unauthorized
 from core.scopes import Scope, scope_refusal
+from core.tenants import DEFAULT_TENANT, TenantError, validate_tenant
 from schemas.events import Behaviour, FieldError, Item
 
 log = logging.getLogger(__name__)
@@ -45,6 +50,7 @@ class ApiKey:
     scope: Scope
     digest: bytes  # sha256 of the secret: the secret itself is not kept
     key_id: str  # a short fingerprint, safe to log and to key the rate limit by
+    tenant: str = DEFAULT_TENANT  # the shop the key acts for
 
 
 def _digest(secret: str) -> bytes:
@@ -77,8 +83,9 @@ class KeyRing:
 
 
 def parse_keys(raw: str) -> KeyRing:
-    """``scope:secret,scope:secret`` -> a :class:`KeyRing`. Raises :class:`ConfigError` naming the bad entry (by
-    position and scope, never by its secret)."""
+    """``scope:secret,tenant:scope:secret`` -> a :class:`KeyRing` (``scope:secret``: a key of the tenant
+    ``default``). Raises :class:`ConfigError` naming the bad entry (by position, tenant and scope, never by its
+    secret)."""
     entries = [entry.strip() for entry in raw.split(",")]
     if raw.strip() == "":
         return KeyRing()
@@ -87,7 +94,21 @@ def parse_keys(raw: str) -> KeyRing:
     for number, entry in enumerate(entries, start=1):
         where = f"ECRM_API_KEYS entry {number} of {len(entries)}"
         if not entry:
-            raise ConfigError(f"{where} is empty (expected scope:secret; no trailing comma)")
+            raise ConfigError(f"{where} is empty (expected scope:secret or tenant:scope:secret; no trailing comma)")
+        parts = entry.split(":")
+        if len(parts) > 3:
+            raise ConfigError(
+                f"{where} has {len(parts) - 1} ':' (expected scope:secret or tenant:scope:secret; "
+                "a secret holds no ':')"
+            )
+        tenant = DEFAULT_TENANT
+        if len(parts) == 3:
+            try:
+                tenant = validate_tenant(parts[0].strip())
+            except TenantError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+            entry = f"{parts[1]}:{parts[2]}"
+            where = f"{where} (tenant {tenant})"
         name, sep, secret = entry.partition(":")
         if not sep:
             raise ConfigError(f"{where} has no scope (expected scope:secret, e.g. server:<secret>)")
@@ -113,7 +134,7 @@ def parse_keys(raw: str) -> KeyRing:
         if digest in seen:
             raise ConfigError(f"{where} ({scope.label}): the same secret is configured twice")
         seen.add(digest)
-        keys.append(ApiKey(scope, digest, f"{scope.label}-{digest[:4].hex()}"))
+        keys.append(ApiKey(scope, digest, f"{scope.label}-{digest[:4].hex()}", tenant))
     return KeyRing(tuple(keys))
 
 
@@ -151,11 +172,13 @@ def warn_if_open(keys: KeyRing) -> None:
 @dataclass(frozen=True, slots=True)
 class Caller:
     """Who sent a request: the scope of their key (every scope in open mode), the ``source`` written on the events
-    they send (the key's scope, or ``open``), and what the rate limit counts them by."""
+    they send (the key's scope, or ``open``), what the rate limit counts them by, and the tenant the key acts for
+    (``default`` in open mode)."""
 
     scope: Scope
     source: str
     rate_key: str
+    tenant: str = DEFAULT_TENANT
 
     def allows(self, scope: Scope) -> bool:
         return self.scope >= scope
@@ -184,7 +207,23 @@ async def caller(
     security: SecurityScopes,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Caller:
-    """The request's caller, holding every scope the route asks for (401 / 403 otherwise)."""
+    """The request's caller, holding every scope the route asks for (401 / 403 otherwise). Found once per request
+    (the key's hash is compared once, however many dependencies ask). Its tenant is noted for the request (the
+    metrics' label, the tenant's configuration files: :func:`api.tenancy.note_tenant`)."""
+    found: Caller | None = getattr(request.state, "caller", None)
+    if found is None:
+        found = identify(request, credentials)
+        request.state.caller = found
+        note_tenant(request, found)
+    for name in security.scopes:
+        scope = Scope.named(name)
+        if not found.allows(scope):  # the request's URL is built only for the message
+            found.require(scope, f"{request.method} {request.url.path}")
+    return found
+
+
+def identify(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Caller:
+    """Who the request's key is (401 without a valid one)."""
     keys: KeyRing = request.app.state.keys
     if keys.open:
         found = Caller(Scope.ADMIN, OPEN, f"client:{client_address(request)}")
@@ -196,12 +235,13 @@ async def caller(
             raise Unauthorized("the API key is not valid", invalid_token=True)
         # a collect key is public (it is in the shop's pages): count its senders one by one
         rate_key = f"client:{client_address(request)}" if key.scope == Scope.COLLECT else f"key:{key.key_id}"
-        found = Caller(key.scope, key.scope.label, rate_key)
-    for name in security.scopes:
-        scope = Scope.named(name)
-        if not found.allows(scope):  # the request's URL is built only for the message
-            found.require(scope, f"{request.method} {request.url.path}")
+        if key.tenant != DEFAULT_TENANT:  # a collect key's senders are counted per shop too
+            rate_key = f"{key.tenant}/{rate_key}"
+        found = Caller(key.scope, key.scope.label, rate_key, key.tenant)
     return found
+
+
+AnyCaller = Annotated[Caller, Depends(caller)]  # authenticated, whatever its scope (for dependencies)
 
 
 CollectCaller = Annotated[Caller, Security(caller, scopes=[Scope.COLLECT.label])]

@@ -232,27 +232,27 @@ class CampaignService:
 
 @asynccontextmanager
 async def standalone(settings: Settings, tenant: str = DEFAULT_TENANT) -> AsyncIterator[CampaignService]:
-    """The service outside the API process (``ecrm campaign``): its own Redis clients and model, closed after; the
-    files of ``tenant`` (its campaigns, rules and segment rules: docs/tenants.md)."""
+    """The service of ``tenant`` outside the API process (``ecrm campaign``): its own Redis clients and model, closed
+    after; the files of ``tenant`` (its campaigns, rules and segment rules: docs/tenants.md)."""
     with acting_for(tenant):
-        async with _standalone(settings) as service:
+        async with _standalone(settings, tenant) as service:
             yield service
 
 
 @asynccontextmanager
-async def _standalone(settings: Settings) -> AsyncIterator[CampaignService]:
+async def _standalone(settings: Settings, tenant: str) -> AsyncIterator[CampaignService]:
     client = connect(settings)
-    holder = ModelHolder(settings)
+    holder = ModelHolder(settings, tenant)
     try:
         await holder.refresh()
-        store = ProfileStore(client, settings)
+        store = ProfileStore(client, settings, tenant)
         folder = tenants_dir(settings.tenants_dir)  # a command acts for one tenant: its files (docs/tenants.md)
         rules = tenant_rules(rules_path(settings.rules_file), folder, 0.0)
         source = tenant_campaigns(campaigns_path(settings.campaigns_file), folder, 0.0)
         cfg = AnalyticsSettings()
         segments = tenant_segments(cfg.segments_file, folder, 0.0)
         analytics = AnalyticsService(
-            AnalyticsStore(client, settings.key_prefix), lambda: segments.get(request_tenant()), cfg
+            AnalyticsStore(client, settings.key_prefix, tenant), lambda: segments.get(tenant), cfg
         )
 
         async def segment_of(pid: str, now: int) -> str | None:

@@ -2,7 +2,9 @@
 
 Each event is also checked against the sender's key (:func:`api.auth.event_refusal`): an event the key may not send
 is refused by index like an invalid one. Every record carries a Kafka header ``source`` naming the scope of the key
-that sent it (``open`` when no keys are configured), for the worker to decide what it may trust.
+that sent it (``open`` when no keys are configured), for the worker to decide what it may trust, and a header
+``tenant`` naming the key's tenant (``default`` in open mode), which is also in the record's partition key
+(:func:`core.kafka.tenant_key`): the worker applies the event inside that tenant only.
 
 The abuse limits (:mod:`api.ratelimit`) come first: the sender's events counted (429 over the limit), a collect
 key's request from a bot refused, a visitor's events over its own limit refused; those refusals are dead-lettered
@@ -29,9 +31,10 @@ from api.ratelimit import EntryLimits
 from api.tenancy import tenant_of
 from core import metrics
 from core.errors import BadRequest, BrokerUnavailable, PayloadTooLarge
-from core.kafka import broker_errors
+from core.kafka import broker_errors, tenant_headers, tenant_key
 from core.scopes import claim_refusal
 from core.settings import Settings
+from core.tenants import DEFAULT_TENANT
 from schemas.events import EventLimits, EventTooLarge, InvalidEvent, encode_event
 
 DEFAULT_LIMITS = EventLimits()
@@ -63,6 +66,7 @@ def entry_dead_letter(
         "event_id": event_id if isinstance(event_id, str) else None,
         "type": kind if isinstance(kind, str) else None,
         "source": {"api": sender.source},
+        "tenant": sender.tenant,
         "key": key[:1024] if key else None,
         "original_b64": base64.b64encode(kept).decode(),
         "original": kept.decode("utf-8", "replace"),
@@ -252,7 +256,7 @@ class Collector:
         label = metrics.tenant_label(tenant_of(sender))
         metrics.EVENTS_REJECTED.labels(label).inc(len(batch) - len(records))
         if records:
-            await self._produce(records, sender.source, client_of(sender))  # a failure is counted by api/errors.py
+            await self._produce(records, sender.source, client_of(sender), sender.tenant)  # failures: api/errors.py
             for event_type in types:  # counted once the broker acknowledged them
                 metrics.EVENTS_COLLECTED.labels(event_type, label).inc()
         return CollectResult(accepted=len(records), errors=errors, retry_after_s=screened.retry_after_s)
@@ -274,7 +278,7 @@ class Collector:
             refusals = [refusal(i, obj, "user_agent", bot, 403) for i, obj in enumerate(batch)]
             metrics.COLLECTOR_REFUSED.labels("bot", metrics.tenant_label(tenant)).inc(len(batch))
             await self._dead_letter([entry_dead_letter(obj, r, sender, None, self._dlq_bytes) for obj, r in
-                                     zip(batch, refusals, strict=True)], sender.source)  # fmt: skip
+                                     zip(batch, refusals, strict=True)], sender)  # fmt: skip
             return Screened([], refusals, [])
         records, errors, types = validate_typed(batch, sender, self.limits)
         invalid = {e["index"] for e in errors}
@@ -295,7 +299,7 @@ class Collector:
             kept.retry_after_s = max(kept.retry_after_s or 0, over.retry_after_s)
         if dead:
             metrics.COLLECTOR_REFUSED.labels("visitor_rate_limit", metrics.tenant_label(tenant)).inc(len(dead))
-            await self._dead_letter(dead, sender.source)
+            await self._dead_letter(dead, sender)
         if entry.quotas is not None and kept.records:
             return await self._within_quotas(kept, kept_indices, batch, sender, entry.quotas)
         return kept
@@ -324,46 +328,50 @@ class Collector:
             dead.append(entry_dead_letter(batch[index], refused_one, sender, record[0], self._dlq_bytes))
         out.retry_after_s = max(out.retry_after_s or 0, quotas.retry_after_s)
         metrics.COLLECTOR_REFUSED.labels("quota", metrics.tenant_label(tenant)).inc(len(dead))
-        await self._dead_letter(dead, sender.source)
+        await self._dead_letter(dead, sender)
         return out
 
     @property
     def _dlq_bytes(self) -> int:
         return self.settings.dlq_max_original_bytes
 
-    async def _dead_letter(self, envelopes: list[dict[str, Any]], source: str) -> None:
+    async def _dead_letter(self, envelopes: list[dict[str, Any]], sender: Caller) -> None:
         """Produce the collector's dead letters, within the produce budget: BrokerUnavailable otherwise."""
         producer = self.producer
         topic = self.settings.dlq_topic
         if producer is None:
             raise BrokerUnavailable(f"not connected to Kafka at {self.settings.kafka_bootstrap} yet (retrying)")
-        headers = [("source", source.encode())]
+        headers = [("source", sender.source.encode()), *tenant_headers(sender.tenant)]
         budget = self.settings.api_produce_timeout_s
         with broker_errors(f"could not produce to {topic!r} within {budget}s"):
             async with asyncio.timeout(budget):
                 futures = [
-                    await producer.send(topic, value=orjson.dumps(e), key=(e["key"] or "").encode() or None,
-                                        headers=headers)
+                    await producer.send(topic, value=orjson.dumps(e), headers=headers,
+                                        key=tenant_key(sender.tenant, (e["key"] or "").encode()) or None)
                     for e in envelopes
                 ]  # fmt: skip
                 await asyncio.gather(*futures)
         for envelope in envelopes:
             log.info("dead-lettered at the collector %s: %s", envelope["event_id"], envelope["reason"])
 
-    async def _produce(self, records: list[tuple[str, bytes]], source: str, client: str | None = None) -> None:
-        """Produce with the sender's ``source`` header (and ``client`` for a collect key) and wait for every
-        delivery, within the budget: BrokerUnavailable otherwise."""
+    async def _produce(
+        self, records: list[tuple[str, bytes]], source: str, client: str | None = None, tenant: str = DEFAULT_TENANT
+    ) -> None:
+        """Produce with the sender's ``source`` and ``tenant`` headers (and ``client`` for a collect key), keyed in
+        the tenant (:func:`core.kafka.tenant_key`), and wait for every delivery, within the budget:
+        BrokerUnavailable otherwise."""
         producer = self.producer
         topic = self.settings.events_topic
         if producer is None:
             raise BrokerUnavailable(f"not connected to Kafka at {self.settings.kafka_bootstrap} yet (retrying)")
-        headers = [("source", source.encode())]
+        headers = [("source", source.encode()), *tenant_headers(tenant)]
         if client is not None:
             headers.append(("client", client.encode()))
         budget = self.settings.api_produce_timeout_s
         with broker_errors(f"could not produce to {topic!r} within {budget}s"):
             async with asyncio.timeout(budget):
                 futures = [
-                    await producer.send(topic, value=value, key=key.encode(), headers=headers) for key, value in records
+                    await producer.send(topic, value=value, key=tenant_key(tenant, key.encode()), headers=headers)
+                    for key, value in records
                 ]
                 await asyncio.gather(*futures)

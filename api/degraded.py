@@ -18,6 +18,7 @@ from api.background import cancel_and_wait
 from core import metrics
 from core.errors import StoreUnavailable
 from core.settings import Settings
+from core.tenants import DEFAULT_TENANT
 from profiles.store import ProfileStore, ScoredItem
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,8 @@ class PopularCopy:
         categories = await self.store.item_categories(ids)
         out_of_stock = await self.store.out_of_stock(ids)
         self.items = merge_popular(trending, popular, categories, out_of_stock, self.limit)
-        metrics.DEGRADED_ITEMS.set(len(self.items))
+        if self.store.tenant == DEFAULT_TENANT:  # (the gauge has no tenant label yet)
+            metrics.DEGRADED_ITEMS.set(len(self.items))
 
     async def start(self) -> None:
         """A first copy now if Redis answers (the API starts either way), then one every interval."""

@@ -8,11 +8,18 @@ from fastapi import Depends, Request
 
 from api.collector import Collector
 from api.recommend import RecommendationService
+from api.tenant_services import TenantDep
 from core.settings import Settings
 from profiles.store import ProfileStore
 
 
-async def _store(request: Request) -> ProfileStore:
+async def _store(services: TenantDep) -> ProfileStore:
+    """The caller's tenant's store."""
+    return services.store
+
+
+async def _default_store(request: Request) -> ProfileStore:
+    """The tenant default's store (routes without a key: the health checks)."""
     store: ProfileStore = request.app.state.store
     return store
 
@@ -22,9 +29,9 @@ async def _collector(request: Request) -> Collector:
     return collector
 
 
-async def _recs(request: Request) -> RecommendationService:
-    recs: RecommendationService = request.app.state.recs
-    return recs
+async def _recs(services: TenantDep) -> RecommendationService:
+    """The caller's tenant's recommendations."""
+    return services.recs
 
 
 async def _settings(request: Request) -> Settings:
@@ -33,6 +40,7 @@ async def _settings(request: Request) -> Settings:
 
 
 StoreDep = Annotated[ProfileStore, Depends(_store)]
+DefaultStoreDep = Annotated[ProfileStore, Depends(_default_store)]
 CollectorDep = Annotated[Collector, Depends(_collector)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 RecsDep = Annotated[RecommendationService, Depends(_recs)]

@@ -14,7 +14,6 @@ from fastapi_offline import FastAPIOffline
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from analytics.rules_file import RulesSource as SegmentRulesSource
 from analytics.rules_file import tenant_segments
 from analytics.service import AnalyticsService
 from analytics.settings import AnalyticsSettings
@@ -33,7 +32,8 @@ from api.ratelimit import EntryLimits
 from api.recommend import RecommendationService
 from api.routes import campaigns, customers, events, health, recommendations, rules, segments, tracker
 from api.serving import ModelHolder, model_root
-from api.tenancy import TENANT_STATE, request_tenant
+from api.tenancy import TENANT_STATE
+from api.tenant_services import Tenants, TenantServices
 from core import __version__, metrics
 from core.errors import ConfigError, ServiceUnavailable
 from core.private_dir import private_dir
@@ -127,10 +127,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.keys = keys
         app.state.entry_limits = entry_limits
         warn_if_open(keys)
-        app.state.store = ProfileStore(client, settings)
+        store = ProfileStore(client, settings)
+        app.state.store = store  # the tenant default's (health checks; requests use their tenant's: api/tenancy.py)
         deadline_s = settings.request_deadline_ms / 1000
         app.state.breaker = RedisBreaker(  # when requests try Redis again (api/breaker.py)
-            settings.redis_retry_s, probe=app.state.store.ping, probe_timeout_s=PROBE_DEADLINES * deadline_s
+            settings.redis_retry_s, probe=store.ping, probe_timeout_s=PROBE_DEADLINES * deadline_s
         )
         app.state.collector = Collector(settings)
         # each tenant's quotas (api/quotas.py): the settings' defaults, overridden by <tenants dir>/<tenant>/tenant.yaml
@@ -140,8 +141,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.key_prefix,
             settings.tenant_quota_check_s,
         )
-        app.state.models = ModelHolder(settings)
-        app.state.popular = PopularCopy(app.state.store, settings)
         # each tenant's configuration files (docs/tenants.md): its own under ECRM_TENANTS_DIR, else the top-level
         # business rules (merchandising/; checked at most every ECRM_RULES_CHECK_INTERVAL_S), campaigns
         # (ECRM_CAMPAIGNS_FILE, checked like the rules) and segment rules
@@ -151,48 +150,44 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             campaigns_path(settings.campaigns_file), folder, settings.campaigns_check_interval_s
         )
         cfg = AnalyticsSettings()
-        app.state.segment_rules = tenant_segments(cfg.segments_file, folder, cfg.segments_check_interval_s)
+        segment_files = tenant_segments(cfg.segments_file, folder, cfg.segments_check_interval_s)
+        app.state.segment_rules = segment_files
 
-        def segment_rules() -> SegmentRulesSource:
-            return app.state.segment_rules.get(request_tenant())  # type: ignore[no-any-return]
+        def build(tenant: str) -> TenantServices:
+            """A tenant's services: its keys, its model, its popular items, its analytics and campaigns."""
+            own = store.for_tenant(tenant)
+            analytics = AnalyticsService(
+                AnalyticsStore(client, settings.key_prefix, tenant), lambda: segment_files.get(tenant), cfg
+            )
 
-        app.state.analytics = AnalyticsService(AnalyticsStore(client, settings.key_prefix), segment_rules, cfg)
+            async def segment_of(pid: str, now: int) -> str | None:
+                segment = (await analytics.profile_analytics(pid, now)).get("segment")
+                return str(segment) if segment is not None else None
 
-        async def segment_of(pid: str, now: int) -> str | None:
-            segment = (await app.state.analytics.profile_analytics(pid, now)).get("segment")
-            return str(segment) if segment is not None else None
+            models = ModelHolder(settings, tenant)
+            popular = PopularCopy(own, settings)
+            recs = RecommendationService(
+                own, models, settings, popular, app.state.rules, segment_of, app.state.campaigns, app.state.breaker
+            )
+            service = CampaignService(app.state.campaigns, recs.campaign_store, app.state.rules, recs, analytics)
+            return TenantServices(tenant, own, models, popular, analytics, recs, service)
 
-        app.state.recs = RecommendationService(
-            app.state.store,
-            app.state.models,
-            settings,
-            app.state.popular,
-            app.state.rules,
-            segment_of,
-            app.state.campaigns,
-            app.state.breaker,
-        )
-        app.state.campaign_service = CampaignService(
-            app.state.campaigns,
-            app.state.recs.campaign_store,
-            app.state.rules,
-            app.state.recs,
-            app.state.analytics,
-        )
-        campaign_gauges = asyncio.create_task(_refresh_campaign_metrics(app.state.campaign_service, settings))
+        default = build(store.tenant)
+        app.state.tenants = Tenants(build, default)
+        # the tenant default's, by their former names (tests, benchmarks)
+        app.state.models, app.state.popular, app.state.analytics = default.models, default.popular, default.analytics
+        app.state.recs, app.state.campaign_service = default.recs, default.campaigns
+        campaign_gauges = asyncio.create_task(_refresh_campaign_metrics(default.campaigns, settings))
         # Neither the broker nor Redis is needed to start: the collector connects in the background, the model
         # and the popular items are loaded when Redis answers (see docs/deployment.md, "Degraded modes").
         await app.state.collector.start()
-        await app.state.models.start()
-        await app.state.popular.start()
+        await default.start()
         try:
             yield
         finally:
             await cancel_and_wait(campaign_gauges)
             await app.state.breaker.close()
-            await app.state.recs.drain()
-            await app.state.popular.stop()
-            await app.state.models.stop()
+            await app.state.tenants.stop()
             await app.state.collector.stop()
             await client.aclose()
 

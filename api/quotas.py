@@ -33,11 +33,10 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
 from core import metrics
 from core.errors import RateLimited, StoreUnavailable
-from core.keyspace import anonymous_pid, customer_pid
+from core.keyspace import Keys, anonymous_pid, customer_pid
 from core.quotas import Quotas, QuotaSource
 from core.redis import redis_errors
 from core.tenant_files import TenantFiles
-from core.tenant_keys import tenant_keys
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +100,7 @@ class QuotaGate:
         known = self._usage.get(tenant)
         if known is not None and now - known.read_at < self.check_s:
             return known
-        keys = tenant_keys(self.prefix, tenant)
+        keys = Keys(self.prefix, tenant)
         try:
             with redis_errors(f"reading the profile and item counts of tenant {tenant!r}"):
                 async with self.client.pipeline(transaction=False) as pipe:
@@ -157,7 +156,7 @@ class QuotaGate:
     async def _known(
         self, tenant: str, pids: list[str], items: list[str]
     ) -> tuple[list[bool] | None, list[bool] | None]:
-        keys = tenant_keys(self.prefix, tenant)
+        keys = Keys(self.prefix, tenant)
         try:
             with redis_errors(f"looking up the profiles and items of tenant {tenant!r}"):
                 async with self.client.pipeline(transaction=False) as pipe:

@@ -141,7 +141,7 @@ class EntryLimits:
         if sender.source != Scope.COLLECT.label or not anonymous_id:
             return None
         try:
-            await self.visitors.hit(f"visitor:{anonymous_id}")
+            await self.visitors.hit(f"visitor:{sender.tenant}/{anonymous_id}")  # one shop's visitor is not another's
         except RateLimited as exc:
             return exc
         return None

@@ -2,7 +2,9 @@
 
 A request takes ``holder.served`` once and uses that object throughout, so a swap in the middle of a request
 cannot mix versions or fail it. A background task polls the registry's ``current`` key every
-``ECRM_MODEL_POLL_S`` seconds and loads a new version off the event loop.
+``ECRM_MODEL_POLL_S`` seconds and loads a new version off the event loop. A holder serves one tenant's model (its
+registry keys; its files under ``<ECRM_API_MODEL_DIR>/<prefix>@<tenant>``, the tenant ``default``'s under
+``<prefix>``): the API keeps one per tenant it serves (:mod:`api.tenant_services`).
 
 A version whose blob cannot be loaded (corrupt, truncated, missing) is logged, counted
 (``ecrm_model_load_failures_total``) and skipped: the previous version keeps serving (or, at start, the
@@ -74,6 +76,11 @@ def model_root(settings: Settings) -> Path:
     return Path(settings.api_model_dir) if settings.api_model_dir else default_root()
 
 
+def files_namespace(prefix: str, tenant: str) -> str:
+    """The folder of a tenant's model files under the model root (a prefix holds no ``@``, so none is another's)."""
+    return prefix if tenant == DEFAULT_TENANT else f"{prefix}@{tenant}"
+
+
 class ModelHolder:
     def __init__(self, settings: Settings, tenant: str = DEFAULT_TENANT) -> None:
         self.settings = settings
@@ -81,8 +88,9 @@ class ModelHolder:
         self._label = metrics.tenant_label(tenant)
         metrics.MODEL_AGE_SECONDS.labels(self._label).set(0)  # 0 while none is served
         self.client = connect_bytes(settings)
-        self.registry = AsyncRegistry(self.client, Keys(settings.key_prefix))
-        self.files = ModelFiles(model_root(settings), settings.key_prefix)
+        self.registry = AsyncRegistry(self.client, Keys(settings.key_prefix, tenant))
+        self.files = ModelFiles(model_root(settings), files_namespace(settings.key_prefix, tenant))
+        self.metered = tenant == DEFAULT_TENANT  # the gauges without a tenant label (holdout, training, baseline)
         self.served: Served | None = None
         self.rejected: str | None = None  # the last version that could not be loaded (not tried again)
         self.baseline: str | None = None  # the baseline the gate serves for personal lists (None: the engine)
@@ -106,11 +114,22 @@ class ModelHolder:
             return False
         old = self.served
         self.served = served
+        await asyncio.to_thread(self.files.prune, version)
+        log.info("now serving model %s of the tenant %s", version, self.tenant)
+        self._meter(old, served)
+        return True
+
+    def _meter(self, old: Served | None, served: Served) -> None:
+        version = served.version
         if old is not None:
             metrics.MODEL_VERSION.labels(old.version, self._label).set(0)  # 0 first: other processes' files
             metrics.MODEL_VERSION.remove(old.version, self._label)
-        await asyncio.to_thread(self.files.prune, version)
         metrics.MODEL_VERSION.labels(version, self._label).set(1)
+        age = self.age_s()
+        if age is not None:  # at once, not at the next poll: a gauge at 0 would say "brand new"
+            metrics.MODEL_AGE_SECONDS.labels(self._label).set(age)
+        if not self.metered:  # the gauges below have no tenant label: the tenant default's
+            return
         meta = served.meta
         holdout = meta.get("holdout", {}) if isinstance(meta, dict) else {}
         if isinstance(holdout, dict) and "ndcg@10" in holdout:
@@ -118,11 +137,6 @@ class ModelHolder:
         training = meta.get("training", {}) if isinstance(meta, dict) else {}
         if isinstance(training, dict) and "duration_s" in training:
             metrics.MODEL_TRAINING_SECONDS.labels(version).set(float(training["duration_s"]))
-        log.info("now serving model %s", version)
-        age = self.age_s()
-        if age is not None:  # at once, not at the next poll: a gauge at 0 would say "brand new"
-            metrics.MODEL_AGE_SECONDS.labels(self._label).set(age)
-        return True
 
     async def refresh_baseline(self) -> None:
         """Read which baseline the retraining gate serves for personal lists (None: the engine)."""
@@ -131,7 +145,7 @@ class ModelHolder:
         if baseline != self.baseline:
             log.info("personal lists now served by %s", f"the {baseline} baseline" if baseline else "the engine")
         self.baseline = baseline
-        for name in GATE_BASELINES:
+        for name in GATE_BASELINES if self.metered else ():
             metrics.MODEL_BASELINE_SERVED.labels(name).set(1 if name == baseline else 0)
 
     async def _load(self, version: str) -> Served | None:
@@ -150,9 +164,10 @@ class ModelHolder:
         # on a corrupt blob, and none of them may stop the API or the version it serves.
         except Exception as exc:
             self.rejected = version
-            metrics.MODEL_LOAD_FAILURES.inc()
+            metrics.MODEL_LOAD_FAILURES.inc()  # every tenant's: a failure is a failure
             still = self.served.version if self.served is not None else "the popularity fallback"
-            log.error("model version %s cannot be loaded (%s); still serving %s", version, exc, still)
+            what = f"model version {version} of the tenant {self.tenant}"
+            log.error("%s cannot be loaded (%s); still serving %s", what, exc, still)
             return None
         return Served(model, version, meta, self.settings.api_mask_cache_size)
 

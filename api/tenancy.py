@@ -1,18 +1,23 @@
 """The caller's tenant in the API (issue 22, docs/tenants.md): one function reads it, one records it for the metrics.
 
 The key a request sends names its tenant (``tenant:scope:secret``; api/auth.py's ``Caller.tenant``); a caller
-without one (a ``scope:secret`` key, the open mode) acts for :data:`~core.tenants.DEFAULT_TENANT`."""
+without one (a ``scope:secret`` key, the open mode) acts for :data:`~core.tenants.DEFAULT_TENANT`. The services
+a request acts through (its tenant's store, model, analytics...) are :mod:`api.tenant_services`' (apart: they import
+this module's functions; api/auth.py's ``caller()`` calls :func:`note_tenant`)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
-from api.auth import Caller
 from core.tenants import DEFAULT_TENANT, validate_tenant
+
+if TYPE_CHECKING:  # api/auth.py imports this module
+    from api.auth import Caller
 
 _REQUEST_TENANT: ContextVar[str] = ContextVar("ecrm_request_tenant", default=DEFAULT_TENANT)
 TENANT_STATE = "tenant"

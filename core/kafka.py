@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -22,6 +22,7 @@ from kafka.producer.future import FutureRecordMetadata
 
 from core.errors import BrokerUnavailable, DeliveryFailed
 from core.settings import Settings
+from core.tenants import DEFAULT_TENANT, TENANT_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +116,22 @@ def make_producer(settings: Settings) -> KafkaProducer:
         raise BrokerUnavailable(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from exc
 
 
-def event_key(event: dict[str, Any]) -> bytes:
-    """The partition key of a raw event: customer, else anonymous visitor, else item."""
+def event_key(event: dict[str, Any], tenant: str = DEFAULT_TENANT) -> bytes:
+    """The partition key of a raw event: customer, else anonymous visitor, else item (:func:`tenant_key`)."""
     key = event.get("customer_id") or event.get("anonymous_id") or event.get("item_id") or event.get("event_id")
-    return str(key or "").encode()
+    return tenant_key(tenant, str(key or "").encode())
+
+
+def tenant_key(tenant: str, key: bytes) -> bytes:
+    """An event's partition key in its tenant: ``<tenant>:<key>`` (one profile's events stay in order on one
+    partition, and two shops' same ids spread apart), the key itself for the tenant ``default`` (as a producer of
+    its own keys them: its events, which carry no tenant header, are the tenant default's) (pure)."""
+    return key if tenant == DEFAULT_TENANT else tenant.encode() + b":" + key
+
+
+def tenant_headers(tenant: str) -> list[tuple[str, bytes]]:
+    """The header naming an event's tenant (:data:`core.tenants.TENANT_HEADER`)."""
+    return [(TENANT_HEADER, tenant.encode())]
 
 
 class _Deliveries:
@@ -164,17 +177,19 @@ def produce_events(
     topic: str,
     events: Iterable[dict[str, Any]],
     flush_every: int = 10_000,
-    headers: Sequence[tuple[str, bytes]] = (),
+    tenant: str = DEFAULT_TENANT,
 ) -> int:
-    """Send JSON events keyed by visitor, checking the delivery of every one: after each ``flush_every`` events
+    """Send JSON events of ``tenant`` (its header, its partition keys: :func:`tenant_key`) keyed by visitor,
+    checking the delivery of every one: after each ``flush_every`` events
     and at the end, flush and look at each send's result. Returns the count acknowledged; raises
     :class:`DeliveryFailed` (naming how many failed and how many were acknowledged) at the first batch with a
-    failure, and sends nothing more. ``headers`` go on every record (e.g. the tenant, core/tenants.py)."""
+    failure, and sends nothing more."""
     deliveries = _Deliveries(producer, topic)
+    headers = tenant_headers(tenant)
     for event in events:
         try:
-            extra = {"headers": list(headers)} if headers else {}
-            deliveries.pending.append(producer.send(topic, value=orjson.dumps(event), key=event_key(event), **extra))
+            value, key = orjson.dumps(event), event_key(event, tenant)
+            deliveries.pending.append(producer.send(topic, value=value, key=key, headers=headers))
         except MessageSizeTooLargeError as exc:  # this message only: the others go on
             deliveries.fail(exc)
         except KafkaError as exc:  # the broker cannot take messages (metadata or buffer wait timed out)

@@ -6,14 +6,19 @@ the Lua scripts touch (they get them as ``KEYS``, never build one).
 :func:`parse_pid` is the only parser of that form.
 
 **Ids in key names are encoded** (:func:`encode_id`: percent-encoding of everything but letters, digits and
-``-._~``), so no id, whatever it holds (``:``, ``{``, ``}``, ``%``, a tab, a newline, any unicode), can name
+``-._~``), so no id, whatever it holds (``:``, ``{``, ``}``, ``|``, ``%``, a tab, a newline, any unicode), can name
 another profile's key or a global key: ``victim:erased`` is ``c:victim%3Aerased``, not ``victim``'s tombstone.
 
-**Hash tags.** All keys of one profile share the hash tag ``{<kind>:<encoded id>}``, so one profile's updates touch
-one Redis Cluster slot; an item's keys share ``{<encoded id>}``; every key across profiles (indexes, rankings, the
-training log, counters, catalogue sets, models, campaign counters, analytics) shares the tag ``{g}``: one slot, so
-the global effects of a chunk of events are one script call (profiles/apply_global.lua), as are a model's
-promotion and an analytics publication. On a single node the tags change nothing.
+**Tenants.** Every key belongs to one tenant (a shop, :mod:`core.tenants`): :class:`Keys` is the keyspace of one
+tenant, and the tenant's name is part of every key's hash tag, so no key of one tenant is a key of another (a tenant
+name holds no ``|``, ``{``, ``}`` or ``:``, an encoded id no ``|``) and each tenant has a global slot of its own.
+
+**Hash tags.** All keys of one profile share the hash tag ``{<tenant>|<kind>:<encoded id>}``, so one profile's
+updates touch one Redis Cluster slot; an item's keys share ``{<tenant>|<encoded id>}``; every key across profiles
+(indexes, rankings, the training log, counters, catalogue sets, models, campaign counters, analytics) of a tenant
+shares the tag ``{t:<tenant>}``: one slot per tenant, so the global effects of a chunk of one tenant's events are one
+script call (profiles/apply_global.lua), as are a model's promotion and an analytics publication; the tenants'
+global slots spread over a cluster's nodes. On a single node the tags change nothing.
 
 | key | type | holds |
 |---|---|---|
@@ -47,8 +52,8 @@ window ``ECRM_DEDUPE_WINDOW_S``, bounded |
 | ``{p}:{g}:training_log:store`` | string | id of the training-log store on disk that drains the stream |
 | ``{p}:{g}:stats:applied`` | string | count of events applied (all workers) |
 | ``{p}:{g}:stats:interactions`` | string | count of interactions logged (the retraining trigger) |
-| ``{p}:{g}:offsets`` | hash | ``<topic>:<partition>`` -> highest offset applied (on a cluster: whose global
-effects applied) |
+| ``{p}:{g}:offsets`` | hash | ``<topic>:<partition>`` -> highest offset applied among the tenant's events of that
+partition (on a cluster: whose global effects applied) |
 | ``{p}:{g}:refused`` | zset | single node: ``<topic>:<partition>:<offset>`` of events the script refused -> when |
 | ``{p}:{g}:worker:consuming`` | string | a worker holds partitions of the events topic (expires 5 s after its beat) |
 | ``{p}:{g}:model:current`` | string | the served model version |
@@ -65,9 +70,15 @@ effects applied) |
 (*) on a Redis Cluster a marker holds the event's global record: its origin (``<topic>:<partition>``, offset) and
 the operations it did on global keys, so that a redelivery can complete a global call a crash cut off.
 
-``{p}`` is the key prefix (``ECRM_KEY_PREFIX``), ``T`` a profile's tag, ``E``, ``I``, ``C``, ``V``, ``X``, ``N``
-encoded ids (``N`` a campaign's name; the fields of ``camp``: docs/campaigns.md), ``S`` the source of an event (the
-API key scope that sent it, or ``direct`` for a producer writing to Kafka itself).
+``{p}`` is the key prefix (``ECRM_KEY_PREFIX``), ``{g}`` the tenant's global tag ``{t:<tenant>}``, ``T`` a
+profile's tag ``<tenant>|<kind>:<encoded id>`` (``V`` and ``X`` stand for ``<tenant>|a:V`` and ``<tenant>|c:X``), ``I``
+in ``{p}:item:{I}`` for ``<tenant>|<encoded item id>``; ``E``, ``I``, ``C``, ``V``, ``X``, ``N`` are encoded ids
+(``N`` a campaign's name; the fields of ``camp``: docs/campaigns.md), ``S`` the source of an event (the API key scope
+that sent it, or ``direct`` for a producer writing to Kafka itself). For example, under the prefix ``ecrm``, the shop
+``default``'s customer ``42`` is ``ecrm:p:{default|c:42}``, its item ``sku-1`` ``ecrm:item:{default|sku-1}`` and its
+popular items ``ecrm:{t:default}:popular``; the shop ``acme``'s are ``ecrm:p:{acme|c:42}``, ``ecrm:item:{acme|sku-1}``
+and ``ecrm:{t:acme}:popular``. Key layouts up to 4 (before tenants) had ``{c:42}``, ``{sku-1}`` and ``{g}``: ``ecrm
+migrate-keys`` moves such keys into the tenant ``default`` (:func:`untenanted`), its last pass.
 """
 
 from __future__ import annotations
@@ -80,11 +91,16 @@ from functools import lru_cache
 from typing import Literal
 from urllib.parse import quote, unquote
 
-KEY_LAYOUT_VERSION = 4
+from core.tenants import DEFAULT_TENANT, validate_tenant
+
+KEY_LAYOUT_VERSION = 5
 """The version of this key layout, written in backups and data folders (``ecrm migrate-keys`` upgrades the older):
 1 before the global hash tag ``{g}`` and the per-profile de-duplication set, 2 with the item times and purchases in
 keys apart (``recent``, ``items_ts``, ``bought``), 3 with them in ``items`` beside ``cart``, ``aff`` and ``sess``
-(a HyperLogLog), 4 since a profile is one hash (its items, cart, affinities and sessions are fields of it)."""
+(a HyperLogLog), 4 since a profile is one hash (its items, cart, affinities and sessions are fields of it), 5 since
+every key names its tenant."""
+TENANTS_LAYOUT_VERSION = KEY_LAYOUT_VERSION
+"""The first key layout whose keys name their tenant (older ones are the tenant ``default``'s)."""
 CLUSTER_LAYOUT_VERSION = 2
 """The first key layout a Redis Cluster can hold (and upgrade)."""
 TRENDING_ERA_HALF_LIVES = 64  # one era spans this many half-lives: stored scores stay within 2**±64
@@ -159,8 +175,9 @@ _LEGACY_GLOBAL = re.compile(
 
 
 def legacy_global(prefix: str, key: str) -> str | None:
-    """The current name of a global key written before the global keys moved under the hash tag ``{g}``
-    (``ecrm migrate-keys``), None for any other key (pure)."""
+    """The layout-2-to-4 name of a global key written before the global keys moved under the hash tag ``{g}``
+    (``ecrm migrate-keys``): ``{g}:...`` (:func:`untenanted` moves it into the tenant ``default`` after),
+    None for any other key (pure)."""
     head = f"{prefix}:"
     if not key.startswith(head) or not _LEGACY_GLOBAL.match(rest := key[len(head) :]):
         return None
@@ -169,12 +186,14 @@ def legacy_global(prefix: str, key: str) -> str | None:
     return f"{head}{{g}}:{rest}"
 
 
-_LEGACY_MARKER = re.compile(r"^p:(\{[ca]:[^{}:]*\}):seen:([^:]+):([^:]+)$")
+_TAG = r"\{(?:[a-z0-9][a-z0-9-]*\|)?[ca]:[^{}:|]*\}"  # a profile's tag, with its tenant or (layouts up to 4) without
+_LEGACY_MARKER = re.compile(rf"^p:({_TAG}):seen:([^:]+):([^:]+)$")
 
 
 def legacy_marker(prefix: str, key: str) -> tuple[str, str] | None:
     """A single node's de-duplication marker key written before the per-profile set (``ecrm migrate-keys``): the
-    profile's set and the event's member in it, None for any other key (pure; encoded ids hold no ``:``)."""
+    profile's set (in the marker's tag: :func:`untenanted` moves it into the tenant ``default`` after) and the event's
+    member in it, None for any other key (pure; encoded ids hold no ``:``)."""
     head = f"{prefix}:"
     found = _LEGACY_MARKER.match(key[len(head) :]) if key.startswith(head) else None
     if found is None:
@@ -183,8 +202,8 @@ def legacy_marker(prefix: str, key: str) -> tuple[str, str] | None:
     return f"{head}p:{tag}:seen", marker_digest(unquote(source), unquote(event_id))
 
 
-_PROFILE_HASH = re.compile(r"^p:\{[ca]:[^{}:]*\}$")
-_PROFILE_KEY = re.compile(r"^p:(\{[ca]:[^{}:]*\}):(" + "|".join(LEGACY_PROFILE_SUFFIXES) + r"|seen)$")
+_PROFILE_HASH = re.compile(rf"^p:{_TAG}$")
+_PROFILE_KEY = re.compile(rf"^p:({_TAG}):(" + "|".join(LEGACY_PROFILE_SUFFIXES) + r"|seen)$")
 
 
 def legacy_profile_key(prefix: str, key: str) -> tuple[str, str] | None:
@@ -211,6 +230,42 @@ def legacy_siblings(profile_key: str) -> list[str]:
     return [f"{profile_key}:{suffix}" for suffix in LEGACY_PROFILE_SUFFIXES]
 
 
+_UNTENANTED = (
+    (re.compile(r"^p:\{([ca]:[^{}:|]*)\}((?::.*)?)$"), "p:{{{t}|{0}}}{1}"),
+    (re.compile(r"^item:\{([^{}:|]*)\}((?::.*)?)$"), "item:{{{t}|{0}}}{1}"),
+    (re.compile(r"^\{g\}:(.+)$"), "{{t:{t}}}:{0}"),
+)
+
+
+def untenanted(prefix: str, key: str, tenant: str = DEFAULT_TENANT) -> str | None:
+    """The name in ``tenant``'s keyspace of a key of layout 4 or older (before tenants: a profile's ``p:{c:X}...``,
+    an item's ``item:{I}...``, a global ``{g}:...``), None for any other key, a tenant's included (pure; ``ecrm
+    migrate-keys`` moves a single-shop deployment into the tenant ``default``)."""
+    head = f"{prefix}:"
+    if not key.startswith(head):
+        return None
+    rest = key[len(head) :]
+    for pattern, form in _UNTENANTED:
+        found = pattern.match(rest)
+        if found is not None:
+            return head + form.format(*found.groups(), t=tenant)
+    return None
+
+
+_NAME = r"([a-z0-9][a-z0-9-]*)"
+_TENANT_OF = re.compile(rf"^(?:p:\{{{_NAME}\|[ca]:|item:\{{{_NAME}\||\{{t:{_NAME}\}}:)")
+
+
+def tenant_of(prefix: str, key: str) -> str | None:
+    """The tenant a key under ``prefix`` belongs to, None for a key of no tenant (an older layout's, another
+    prefix's) (pure)."""
+    head = f"{prefix}:"
+    found = _TENANT_OF.match(key[len(head) :]) if key.startswith(head) else None
+    if found is None:
+        return None
+    return next(g for g in found.groups() if g is not None)
+
+
 def trending_era(ts_ms: int, half_life_ms: float) -> int:
     """The era of a time: forward-decay landmarks move once per era so that stored scores never overflow."""
     return int(ts_ms // (half_life_ms * TRENDING_ERA_HALF_LIVES))
@@ -218,23 +273,36 @@ def trending_era(ts_ms: int, half_life_ms: float) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Keys:
-    """Key names under one prefix. Methods taking a profile accept a :class:`ProfileId` or its string form."""
+    """Key names of one tenant under one prefix. Methods taking a profile accept a :class:`ProfileId` or its string
+    form. :class:`core.tenants.TenantError` (a ValueError) for a bad tenant name."""
 
     prefix: str = "ecrm"
+    tenant: str = DEFAULT_TENANT
 
     def __post_init__(self) -> None:
         if not PREFIX_PATTERN.match(self.prefix):
             raise ValueError(f"key prefix must be 1-64 letters, digits, '_', '.' or '-': {self.prefix!r}")
+        validate_tenant(self.tenant)
 
     @property
     def _g(self) -> str:
-        """The start of every key across profiles: they share the hash tag ``{g}`` (one Redis Cluster slot)."""
-        return f"{self.prefix}:{{g}}"
+        """The start of every key across profiles: they share the tenant's hash tag ``{t:<tenant>}`` (one Redis
+        Cluster slot per tenant)."""
+        return f"{self.prefix}:{{t:{self.tenant}}}"
+
+    def owns(self, key: str) -> bool:
+        """Whether ``key`` is one of this tenant's keys (pure)."""
+        return tenant_of(self.prefix, key) == self.tenant
+
+    @property
+    def patterns(self) -> tuple[str, str, str]:
+        """SCAN patterns that together match every key of this tenant (tenant names hold no glob character)."""
+        return (f"{self.prefix}:p:{{{self.tenant}|*", f"{self.prefix}:item:{{{self.tenant}|*", f"{self._g}:*")
 
     # ----- one profile (one hash tag) -----
 
     def _p(self, pid: str | ProfileId) -> str:
-        return f"{self.prefix}:p:{{{parse_pid(pid).tag}}}"
+        return f"{self.prefix}:p:{{{self.tenant}|{parse_pid(pid).tag}}}"
 
     def profile(self, pid: str | ProfileId) -> str:
         return self._p(pid)
@@ -302,7 +370,7 @@ class Keys:
     # ----- catalogue -----
 
     def item(self, item_id: str) -> str:
-        return f"{self.prefix}:item:{{{encode_id(item_id)}}}"
+        return f"{self.prefix}:item:{{{self.tenant}|{encode_id(item_id)}}}"
 
     def item_seen(self, item_id: str, source: str, event_id: str) -> str:
         """De-duplication marker of a catalogue event, in its sender's namespace (``source``)."""

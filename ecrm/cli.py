@@ -43,9 +43,10 @@ bench_app.command("api")(bench.api)
 bench_app.command("freshness")(bench.freshness)
 bench_app.command("auth")(bench.auth)
 bench_app.command("campaigns")(bench.campaigns)
-bench_app.command("tenants")(bench.tenants)
+bench_app.command("tenant-slots")(bench.tenant_slots)
 bench_app.command("hung-redis")(bench.hung_redis)
 bench_app.command("backup")(bench.backup)
+bench_app.command("tenants")(bench.tenants)
 from ecrm.commands import analytics  # noqa: E402
 
 app.add_typer(analytics.app, name="analytics")

@@ -14,6 +14,7 @@ from typing import Any, Protocol, TextIO
 from core.errors import DeliveryFailed
 from core.kafka import ensure_topics, make_producer, produce_events
 from core.settings import Settings
+from core.tenants import DEFAULT_TENANT
 
 
 class EventSink(Protocol):
@@ -49,8 +50,9 @@ class KafkaSink:
     """Produces events to the events topic, ``batch_size`` at a time, each batch flushed and every message's
     delivery checked; stops at the first batch with a failed delivery (:class:`DeliveryFailed`)."""
 
-    def __init__(self, settings: Settings, batch_size: int = 500) -> None:
+    def __init__(self, settings: Settings, batch_size: int = 500, tenant: str = DEFAULT_TENANT) -> None:
         ensure_topics(settings, timeout_s=settings.producer_timeout_s)
+        self._tenant = tenant  # every event's tenant (its header and partition key)
         self._producer = make_producer(settings)
         self._topic = settings.events_topic
         self._batch: list[dict[str, Any]] = []
@@ -67,7 +69,7 @@ class KafkaSink:
         if self._batch:
             batch, self._batch = self._batch, []
             try:
-                self.sent += produce_events(self._producer, self._topic, batch)
+                self.sent += produce_events(self._producer, self._topic, batch, tenant=self._tenant)
             except DeliveryFailed as exc:
                 self.sent += exc.delivered
                 self.failed += exc.failed

@@ -11,18 +11,21 @@ in its profile's slot and idempotent, so it runs on a live single node or Redis 
   profile's keys share its hash tag, so one script folds them all: a reader never sees a half-folded profile;
 * a single node's de-duplication set is cut to the window ``ECRM_DEDUPE_WINDOW_S`` (entries older go, and the set
   expires a window after now at the latest): a redelivery of an older message is recognised by its partition
-  offset now.
+  offset now;
+* a key of the layout before tenants is moved into the tenant ``default`` (:func:`move_to_tenant`).
 """
 
 from __future__ import annotations
 
 from importlib import resources
+from typing import Literal
 
 import redis
 
-from core.keyspace import LEGACY_PROFILE_SUFFIXES, Keys, legacy_profile_key, legacy_siblings
+from core.keyspace import LEGACY_PROFILE_SUFFIXES, Keys, legacy_profile_key, legacy_siblings, tenant_of, untenanted
 from core.redis import connect_sync, redis_errors
 from core.settings import Settings
+from core.tenants import configured_tenants
 
 FIELDS_FORMAT = resources.files("profiles").joinpath("items.lua").read_text()  # the hash's fields, as apply.lua
 
@@ -122,6 +125,41 @@ def upgrade_profile_names(client: redis.Redis, key: str) -> bool:
     return bool(client.eval(RENAME_FIELDS, 1, key))
 
 
+Moved = Literal["moved", "done", "conflict"]
+
+
+def move_to_tenant(client: redis.Redis, prefix: str, key: str, cluster: bool) -> tuple[Moved, str] | None:
+    """Move one key of the layout before tenants into the tenant ``default`` (:func:`core.keyspace.untenanted`), with
+    its value and expiry: ``moved``; ``done`` when the new key already holds the same value (a move cut off between
+    its copy and its delete, finished now); ``conflict`` when the new key holds another value (the engine of the new
+    layout wrote it: both are left for the operator). None for any other key, or one gone meanwhile.
+
+    On a single node an atomic RENAMENX; on a Redis Cluster the key changes slot: DUMP, RESTORE with its expiry,
+    then DEL (idempotent: run again after a crash in between, it finds the copy and deletes the original)."""
+    new = untenanted(prefix, key)
+    if new is None:
+        return None
+    if not cluster and client.renamenx(key, new):
+        return "moved", new
+    payload = client.dump(key)
+    if payload is None:
+        return None
+    ttl = int(client.pttl(key))
+    if cluster and not client.exists(new):
+        try:
+            client.restore(new, max(ttl, 0), payload)
+        except redis.ResponseError as exc:  # BUSYKEY: created meanwhile
+            if "BUSYKEY" not in str(exc):
+                raise
+        else:
+            client.delete(key)
+            return "moved", new
+    if client.dump(new) == payload:
+        client.delete(key)
+        return "done", new
+    return "conflict", new
+
+
 def forget_offsets(client: redis.Redis, applied_offsets: str, topic: str) -> int:
     """Forget the applied offsets of ``topic``'s partitions (``{p}:{g}:offsets``): a topic created again starts at
     offset 0, and its messages must not pass for redeliveries of the old one's. Returns how many were forgotten."""
@@ -134,10 +172,17 @@ def forget_offsets(client: redis.Redis, applied_offsets: str, topic: str) -> int
 
 
 def forget_topic_offsets(settings: Settings) -> int:
-    """:func:`forget_offsets` of the events topic, on the configured Redis."""
+    """:func:`forget_offsets` of the events topic for every tenant (the configured ones and any other whose offsets
+    Redis holds), on the configured Redis."""
     client = connect_sync(settings)
+    prefix = settings.key_prefix
     try:
         with redis_errors("forgetting the applied offsets of the events topic created"):
-            return forget_offsets(client, Keys(settings.key_prefix).applied_offsets, settings.events_topic)
+            tenants = set(configured_tenants(settings.api_keys, settings.tenants))
+            for key in client.scan_iter(match=f"{prefix}:{{t:*}}:offsets", count=1000):
+                found = tenant_of(prefix, key.decode() if isinstance(key, bytes) else str(key))
+                tenants |= {found} if found else set()
+            topic = settings.events_topic
+            return sum(forget_offsets(client, Keys(prefix, t).applied_offsets, topic) for t in sorted(tenants))
     finally:
         client.close()

@@ -112,8 +112,8 @@ def target_of(plan: Plan, found: Lookups) -> ProfileId:
 
 
 def home_tag(plan: Plan, found: Lookups) -> str:
-    """The hash tag of the slot a plan's profile part runs in (its target profile's, or its item's: an encoded id,
-    which holds no ``:``, so never a profile's)."""
+    """The hash tag of the slot a plan's profile part runs in, within its tenant (its target profile's, or its
+    item's: an encoded id, which holds no ``:``, so never a profile's); the key's tag is ``<tenant>|`` and this."""
     if plan.catalogue is not None:
         return encode_id(plan.catalogue.item_id)
     return target_of(plan, found).tag

@@ -6,6 +6,7 @@ Key names come from :mod:`core.keyspace`; redis-py's errors become the engine's 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ from core.keyspace import (
 )
 from core.redis import redis_errors
 from core.settings import Settings
+from core.tenants import DEFAULT_TENANT
 from profiles.layout import (
     AFF_LANDMARK,
     FIRST_PURCHASE,
@@ -66,6 +68,7 @@ APPLIED, DUPLICATE, ERASED = 1, 0, 2
 _DAY_MS = 86_400_000.0
 _HOUR_MS = 3_600_000.0
 MAX_STALE_ROUNDS = 50  # reads that went stale before the script ran (a login meanwhile) before giving up
+MAX_TENANT_VIEWS = 4096  # stores kept per tenant (:meth:`ProfileStore.for_tenant`)
 
 
 def _status(reply: object) -> Status:
@@ -133,12 +136,14 @@ class Erased:
 
 
 class ProfileStore:
-    """Profiles, catalogue and popularity in Redis (key layout: :mod:`core.keyspace`)."""
+    """Profiles, catalogue and popularity of one tenant in Redis (key layout: :mod:`core.keyspace`). A store acts
+    for the tenant ``default``; :meth:`for_tenant` gives the same store (client, scripts, settings) for another."""
 
-    def __init__(self, client: aioredis.Redis, settings: Settings) -> None:
+    def __init__(self, client: aioredis.Redis, settings: Settings, tenant: str = DEFAULT_TENANT) -> None:
         self.client = client
         self.settings = settings
-        self.keys = Keys(settings.key_prefix)
+        self.keys = Keys(settings.key_prefix, tenant)
+        self._tenants: dict[str, ProfileStore] = {tenant: self}
         self._aff_half_life_ms = settings.affinity_half_life_days * _DAY_MS
         self._trend_half_life_ms = settings.trending_half_life_hours * _HOUR_MS
         self._params = ScriptParams(
@@ -166,6 +171,23 @@ class ProfileStore:
         self._apply = client.register_script(SOURCE)
         self._sha: str | None = None  # Redis Cluster: the script, loaded on every primary
         self._forget = client.register_script(resources.files("profiles").joinpath("forget.lua").read_text())
+
+    @property
+    def tenant(self) -> str:
+        return self.keys.tenant
+
+    def for_tenant(self, tenant: str) -> ProfileStore:
+        """This store acting for ``tenant`` (its keys; the client, the loaded scripts and the settings shared). Kept
+        per tenant, at most :data:`MAX_TENANT_VIEWS` (callers name configured tenants only); a bad name:
+        :class:`core.tenants.TenantError`."""
+        found = self._tenants.get(tenant)
+        if found is None:
+            found = copy.copy(self)
+            found.keys = Keys(self.settings.key_prefix, tenant)
+            if len(self._tenants) >= MAX_TENANT_VIEWS:
+                self._tenants.clear()
+            self._tenants[tenant] = found
+        return found
 
     async def ping(self) -> bool:
         with redis_errors(f"Redis unreachable at {self.settings.redis_url}"):

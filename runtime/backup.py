@@ -10,6 +10,8 @@
   (each configuration file in force: its role, path and SHA-256).
 * ``config/<role>.<ext>``: the configuration files in force (business rules, campaigns, segment rules, recommender
   settings), as they were.
+* ``training-log/<tenant>/<file>``: each tenant's training-log store (trainer/logstore.py) when it is on this host
+  (its lock held shared while the keys are copied; the manifest's ``training_log`` sums them up, per tenant).
 * ``keys.bin``: every key under the engine's prefix, one record after the other: ``u32`` length and the key's name,
   ``i64`` absolute expiry in Unix milliseconds (``-1``: none), ``u32`` length and the key's ``DUMP`` payload (so
   every type, and model versions, which are keys too: blob and metadata). Little-endian.
@@ -41,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import io
 import os
@@ -62,9 +65,10 @@ from analytics.settings import AnalyticsSettings
 from analytics.store import AnalyticsStore
 from core import erasure_log
 from core.errors import ConfigError, StoreRefused, StoreUnavailable
-from core.keyspace import CLUSTER_LAYOUT_VERSION, KEY_LAYOUT_VERSION, Keys, encode_id
+from core.keyspace import CLUSTER_LAYOUT_VERSION, KEY_LAYOUT_VERSION, TENANTS_LAYOUT_VERSION, Keys, encode_id, tenant_of
 from core.redis import connect, connect_sync, redis_errors
 from core.settings import Settings
+from core.tenants import DEFAULT_TENANT, configured_tenants
 from merchandising.campaign_source import campaigns_path
 from merchandising.source import DEFAULT_RULES_PATH
 from profiles.store import ProfileStore
@@ -102,7 +106,8 @@ class Manifest:
     counts: dict[str, Any] = field(default_factory=dict)
     models: list[str] = field(default_factory=list)
     config: list[dict[str, str]] = field(default_factory=list)
-    training_log: dict[str, Any] | None = None  # the training-log store's files held (None: not local, or none)
+    training_log: dict[str, Any] | None = None  # the training-log stores' files held (None: not local, or none)
+    tenant: str | None = None  # the one tenant backed up (None: every tenant)
 
     @property
     def quiet(self) -> bool:
@@ -148,8 +153,31 @@ def server_ms(client: redis.Redis) -> int:
     return int(seconds) * 1000 + int(micros) // 1000
 
 
-def applied(client: redis.Redis, keys: Keys) -> int:
-    return int(client.get(keys.applied_count) or 0)
+def applied(client: redis.Redis, prefix: str, tenants: list[str]) -> int:
+    """The applied-events counters of ``tenants``, summed."""
+    return sum(int(client.get(Keys(prefix, t).applied_count) or 0) for t in tenants)
+
+
+def tenant_keys(prefix: str, tenant: str) -> Keys:
+    return _tenant_keys(prefix, tenant)
+
+
+@functools.lru_cache(maxsize=1024)
+def _tenant_keys(prefix: str, tenant: str) -> Keys:
+    return Keys(prefix, tenant)
+
+
+def is_live(prefix: str, key: bytes) -> bool:
+    """Whether ``key`` belongs to the running engine rather than to its data (a tenant's
+    :attr:`core.keyspace.Keys.live_only`) (pure)."""
+    name = key.decode("utf-8", "replace")
+    tenant = tenant_of(prefix, name)
+    return tenant is not None and name in tenant_keys(prefix, tenant).live_only
+
+
+def in_scope(prefix: str, tenant: str | None, key: bytes) -> bool:
+    """Whether ``key`` is one a backup or a restore of ``tenant`` (None: of every tenant) deals with (pure)."""
+    return tenant is None or tenant_of(prefix, key.decode("utf-8", "replace")) == tenant
 
 
 # ----- configuration files in force -----
@@ -175,7 +203,8 @@ def config_files(settings: Settings) -> dict[str, Path]:
 
 # ----- backup -----
 
-_PROFILE = re.compile(rb"^p:\{([ca]):[^{}]*\}$")
+_PROFILE = re.compile(rb"^p:\{(?:[a-z0-9-]+\|)?([ca]):[^{}]*\}$")
+_MODEL_BLOB = re.compile(rb"^\{(?:g|t:[a-z0-9-]+)\}:model:blob:")
 
 
 def classify(rest: bytes) -> str | None:
@@ -185,26 +214,35 @@ def classify(rest: bytes) -> str | None:
         return "customers" if found.group(1) == b"c" else "visitors"
     if rest.startswith(b"item:") and rest.count(b":") == 1:
         return "items"
-    if rest.startswith(b"{g}:model:blob:"):
+    if _MODEL_BLOB.match(rest):
         return "model_versions"
     return None
 
 
-def backup(settings: Settings, out: Path, progress: Progress = lambda _: None) -> Manifest:
-    """Write the engine's keys, its configuration files and a manifest to ``out`` (a tar.gz; written beside it
-    under a temporary name, then renamed, so a failed backup never leaves a half file under the name)."""
-    keys = Keys(settings.key_prefix)
-    skip = {k.encode() for k in keys.live_only}
+def backup(settings: Settings, out: Path, progress: Progress = lambda _: None, tenant: str | None = None) -> Manifest:
+    """Write the engine's keys (``tenant``'s only, when one is named), its configuration files and a manifest to
+    ``out`` (a tar.gz; written beside it under a temporary name, then renamed, so a failed backup never leaves a half
+    file under the name)."""
+    prefix = settings.key_prefix
+    keys = Keys(prefix, tenant or DEFAULT_TENANT)
+    tenants = [tenant] if tenant else list(configured_tenants(settings.api_keys, settings.tenants))
+
+    def skip(key: bytes) -> bool:
+        return is_live(prefix, key) or not in_scope(prefix, tenant, key)
+
     client = connect_sync(settings)
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     counts: Counter[str] = Counter()
     per_node: list[int] = []
-    store = TrainingLogStore.of(settings, client)
     try:
         with contextlib.ExitStack() as held:
-            store_files = local_store_files(store, held)
-            return _backup(settings, client, out, keys, skip, counts, per_node, progress, store_files)
+            store_files: dict[str, list[Path]] = {}
+            for name in tenants if tenant else store_tenants(client, settings):
+                found = local_store_files(TrainingLogStore.of(settings, client, name), held)
+                if found:
+                    store_files[name] = found
+            return _backup(settings, client, out, keys, skip, counts, per_node, progress, store_files, tenants, tenant)
     finally:
         client.close()
 
@@ -223,20 +261,23 @@ def _backup(
     client: redis.Redis,
     out: Path,
     keys: Keys,
-    skip: set[bytes],
+    skip: Callable[[bytes], bool],
     counts: Counter[str],
     per_node: list[int],
     progress: Progress,
-    store_files: list[Path],
+    store_files: dict[str, list[Path]],
+    tenants: list[str],
+    tenant: str | None,
 ) -> Manifest:
+    prefix = settings.key_prefix
     with redis_errors("backing up the engine's keys"):
-        started, before = server_ms(client), applied(client, keys)
+        started, before = server_ms(client), applied(client, prefix, tenants)
         models = [v.decode() for v in client.lrange(keys.model_versions, 0, -1)]
         with tempfile.TemporaryFile(dir=out.parent) as raw:
             for node in primaries(client, settings):
                 atomic = not settings.redis_cluster  # a cluster refuses a transaction over several slots
                 per_node.append(copy_node(node, settings.key_prefix, skip, raw, counts, progress, atomic))
-            finished, after = server_ms(client), applied(client, keys)
+            finished, after = server_ms(client), applied(client, prefix, tenants)
             counts["nodes"] = len(per_node)
             manifest = Manifest(
                 format=FORMAT,
@@ -251,6 +292,7 @@ def _backup(
                 counts={**counts, "keys_per_node": per_node},
                 models=models,
                 training_log=store_summary(store_files),
+                tenant=tenant,
             )
             write_archive(out, manifest, config_files(settings), raw, store_files)
     return manifest
@@ -259,18 +301,18 @@ def _backup(
 def copy_node(
     node: redis.Redis,
     prefix: str,
-    skip: set[bytes],
+    skip: Callable[[bytes], bool],
     out: IO[bytes],
     counts: Counter[str],
     progress: Progress,
     atomic: bool,
 ) -> int:
-    """Append every key of one node under ``prefix`` (but ``skip``) to ``out``, a SCAN page at a time (with
+    """Append every key of one node under ``prefix`` (but those ``skip`` says) to ``out``, a SCAN page at a time (with
     ``atomic``, each page in one MULTI: its keys as they were at one instant); returns how many."""
     head = len(prefix) + 1
     done = 0
     for page in scan_pages(node, prefix):
-        page = [k for k in page if k not in skip]
+        page = [k for k in page if not skip(k)]
         pipe = node.pipeline(transaction=atomic)
         for key in page:
             pipe.pttl(key)
@@ -294,21 +336,33 @@ def copy_node(
     return done
 
 
-def store_summary(files: list[Path]) -> dict[str, Any] | None:
+def store_summary(files: dict[str, list[Path]]) -> dict[str, Any] | None:
+    """The manifest's ``training_log``: per tenant its store's id, last stream id and entries; in all, the entries,
+    the archive's members and their bytes (None: no store held)."""
     if not files:
         return None
-    manifest = orjson.loads(files[-1].read_bytes())
+    tenants: dict[str, dict[str, Any]] = {}
+    for tenant, paths in files.items():
+        manifest = orjson.loads(paths[-1].read_bytes())
+        tenants[tenant] = {
+            "store_id": manifest["store_id"],
+            "last_id": manifest["last_id"],
+            "entries": sum(int(s["rows"]) for s in manifest["segments"]),
+        }
     return {
-        "store_id": manifest["store_id"],
-        "last_id": manifest["last_id"],
-        "entries": sum(int(s["rows"]) for s in manifest["segments"]),
-        "files": [f"{STORE_MEMBERS}{p.name}" for p in files],
-        "bytes": sum(p.stat().st_size for p in files),
+        "entries": sum(t["entries"] for t in tenants.values()),
+        "files": [f"{STORE_MEMBERS}{t}/{p.name}" for t, paths in files.items() for p in paths],
+        "bytes": sum(p.stat().st_size for paths in files.values() for p in paths),
+        "tenants": tenants,
     }
 
 
 def write_archive(
-    out: Path, manifest: Manifest, config: dict[str, Path], raw: IO[bytes], store_files: list[Path] | None = None
+    out: Path,
+    manifest: Manifest,
+    config: dict[str, Path],
+    raw: IO[bytes],
+    store_files: dict[str, list[Path]] | None = None,
 ) -> None:
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
@@ -323,8 +377,8 @@ def write_archive(
             _add_bytes(tar, MANIFEST, orjson.dumps(manifest.as_json(), option=orjson.OPT_INDENT_2))
             for name, data in members:
                 _add_bytes(tar, name, data)
-            for path in store_files or []:
-                info = tar.gettarinfo(str(path), arcname=f"{STORE_MEMBERS}{path.name}")
+            for path, tenant in [(p, t) for t, paths in (store_files or {}).items() for p in paths]:
+                info = tar.gettarinfo(str(path), arcname=f"{STORE_MEMBERS}{tenant}/{path.name}")
                 info.mode, info.uid, info.gid, info.uname, info.gname = 0o600, 0, 0, "", ""
                 with open(path, "rb") as handle:
                     tar.addfile(info, handle)
@@ -415,36 +469,61 @@ class Restored:
     config_written: list[str]
 
 
+def restore_scope(manifest: Manifest, tenant: str | None) -> str | None:
+    """The tenant a restore deals with (None: every tenant): the one asked for, else the backup's (pure)."""
+    if manifest.tenant is not None and tenant is not None and tenant != manifest.tenant:
+        raise BackupError(f"the backup holds the tenant {manifest.tenant!r} only, not {tenant!r}")
+    if tenant is not None and manifest.key_layout < TENANTS_LAYOUT_VERSION:
+        raise BackupError(
+            f"the backup holds key layout {manifest.key_layout}, a single shop before tenants: restore it whole "
+            "(without --tenant); its keys become the tenant 'default''s"
+        )
+    return tenant or manifest.tenant
+
+
 def restore(
     settings: Settings,
     path: Path,
     progress: Progress = lambda _: None,
     with_config: bool = False,
     phase: Callable[[str], None] = lambda _: None,
+    tenant: str | None = None,
 ) -> Restored:
-    """Replace the engine's keys by the backup's (see the module's docstring)."""
+    """Replace the engine's keys by the backup's (see the module's docstring): of one tenant when ``tenant`` is named
+    or the backup holds one tenant only (the other tenants' keys are left as they are), else of every tenant."""
     manifest = read_manifest(path)
     upgrade = check_restorable(manifest, settings)
-    keys = Keys(settings.key_prefix)
+    scope = restore_scope(manifest, tenant)
+    prefix = settings.key_prefix
     client = connect_sync(settings)
-    store = TrainingLogStore.of(settings, client)
+    stores: dict[str, TrainingLogStore] = {}
     held = contextlib.ExitStack()
-    if manifest.training_log:  # no drain between the keys and the files
-        held.enter_context(store.locked(exclusive=True))
+    for name in manifest_store_tenants(manifest):  # no drain between the keys and the files
+        if scope is None or name == scope:
+            stores[name] = TrainingLogStore.of(settings, client, name)
+            held.enter_context(stores[name].locked(exclusive=True))
+
+    def keep(key: bytes) -> bool:
+        return is_live(prefix, key) or not in_scope(prefix, scope, key)
+
     try:
         with redis_errors("restoring the engine's keys"):
-            erasures = logged_erasures(client, settings, manifest.started_ms)
+            tenants = [scope] if scope else erasure_tenants(client, settings)
+            erasures = logged_erasures(client, settings, manifest.started_ms, tenants)
             phase(f"erasures logged since the backup: {len(erasures)}")
-            live = {k.encode() for k in keys.live_only}
-            deleted = sum(wipe(node, settings.key_prefix, live) for node in primaries(client, settings))
-            phase(f"deleted {deleted} keys under {settings.key_prefix}:")
-            erased_tags = {profile_tag(e.customer_id) for e in erasures}  # not written at all
-            written, expired = write_keys(client, path, manifest.key_prefix, settings.key_prefix, progress, erased_tags)
+            deleted = sum(wipe(node, prefix, keep) for node in primaries(client, settings))
+            phase(f"deleted {deleted} keys under {prefix}:" + (f" of the tenant {scope}" if scope else ""))
+            erased_tags = {tag for e in erasures for tag in profile_tags(e.customer_id, e.tenant)}  # not written
+            wanted = functools.partial(in_scope, prefix, scope)
+            written, expired = write_keys(client, path, manifest.key_prefix, prefix, progress, erased_tags, wanted)
             # and those erased while the restore ran (the log in Redis was kept)
-            erasures = erasure_log.merged(erasures, logged_erasures(client, settings, manifest.started_ms))
-        if manifest.training_log:
-            store.replace_files(read_store_members(path))
-            phase(f"training-log store restored in {store.root}: {manifest.training_log['entries']} entries")
+            erasures = erasure_log.merged(erasures, logged_erasures(client, settings, manifest.started_ms, tenants))
+        if stores:
+            members = read_store_members(path)
+            for name, store in stores.items():
+                store.replace_files(members.get(name, {}))
+                entries = manifest_store_entries(manifest, name)
+                phase(f"training-log store of the tenant {name} restored in {store.root}: {entries} entries")
         held.close()
         migrated = None
         if upgrade:
@@ -463,34 +542,79 @@ def restore(
     return Restored(manifest, deleted, written, expired, migrated, erased, written_config)
 
 
-def read_store_members(path: Path) -> dict[str, bytes]:
-    """The training-log store's files a backup holds, by name."""
-    files: dict[str, bytes] = {}
+def read_store_members(path: Path) -> dict[str, dict[str, bytes]]:
+    """The training-log stores' files a backup holds, by tenant and name (``training-log/<tenant>/<name>``; a backup
+    of key layout 4 held one store, ``training-log/<name>``: the tenant ``default``'s)."""
+    files: dict[str, dict[str, bytes]] = {}
     with tarfile.open(path, "r:gz") as tar:
         for member in tar:
             if member.name.startswith(STORE_MEMBERS) and member.isfile():
                 handle = tar.extractfile(member)
                 if handle is not None:
-                    files[member.name[len(STORE_MEMBERS) :]] = handle.read()
+                    tenant, _, name = member.name[len(STORE_MEMBERS) :].rpartition("/")
+                    files.setdefault(tenant or DEFAULT_TENANT, {})[name] = handle.read()
     return files
 
 
-def logged_erasures(client: redis.Redis, settings: Settings, since_ms: int) -> list[erasure_log.Erasure]:
-    """The erasures logged at or after ``since_ms``: in Redis, and in ``ECRM_ERASURE_LOG_FILE`` when set."""
+def manifest_store_tenants(manifest: Manifest) -> list[str]:
+    """The tenants whose training-log stores a backup holds (pure)."""
+    if not manifest.training_log:
+        return []
+    return sorted(manifest.training_log.get("tenants") or {DEFAULT_TENANT: None})
+
+
+def manifest_store_entries(manifest: Manifest, tenant: str) -> int:
+    """The entries of ``tenant``'s training-log store in a backup (pure)."""
+    held = manifest.training_log or {}
+    per = held.get("tenants")
+    return int(per[tenant]["entries"]) if per and tenant in per else int(held.get("entries", 0))
+
+
+def tenants_with(client: redis.Redis, settings: Settings, suffix: str) -> list[str]:
+    """The configured tenants and any other with the global key ``{t:<tenant>}:<suffix>`` in Redis (every node)."""
+    found = set(configured_tenants(settings.api_keys, settings.tenants))
+    prefix = settings.key_prefix
+    for node in primaries(client, settings):
+        for key in node.scan_iter(match=f"{prefix}:{{t:*}}:{suffix}", count=PAGE):
+            tenant = tenant_of(prefix, key.decode() if isinstance(key, bytes) else str(key))
+            if tenant is not None:
+                found.add(tenant)
+    return sorted(found)
+
+
+def store_tenants(client: redis.Redis, settings: Settings) -> list[str]:
+    """The tenants whose training-log stores a backup of every tenant looks for on this host."""
+    return tenants_with(client, settings, "training_log:store")
+
+
+def erasure_tenants(client: redis.Redis, settings: Settings) -> list[str]:
+    """The tenants whose erasure logs a restore of every tenant reads: the configured ones and any other with an
+    erasure log in Redis (on every node)."""
+    return tenants_with(client, settings, "erasure_log")
+
+
+def logged_erasures(
+    client: redis.Redis, settings: Settings, since_ms: int, tenants: list[str]
+) -> list[erasure_log.Erasure]:
+    """The erasures of ``tenants`` logged at or after ``since_ms``: in their Redis streams, and in
+    ``ECRM_ERASURE_LOG_FILE`` when set."""
     from_file = erasure_log.read_file(Path(settings.erasure_log_file), since_ms) if settings.erasure_log_file else []
-    return erasure_log.merged(erasure_log.read_stream(client, Keys(settings.key_prefix), since_ms), from_file)
+    streams = [erasure_log.read_stream(client, Keys(settings.key_prefix, t), since_ms) for t in tenants]
+    return erasure_log.merged(*streams, [e for e in from_file if e.tenant in tenants])
 
 
-def profile_tag(customer_id: str) -> bytes:
-    """The start of the names of a customer's keys after the prefix (``p:{c:<encoded id>}``)."""
-    return f"p:{{c:{encode_id(customer_id)}}}".encode()
+def profile_tags(customer_id: str, tenant: str = DEFAULT_TENANT) -> list[bytes]:
+    """The starts of the names of a customer's keys after the prefix (``p:{<tenant>|c:<encoded id>}``; of the tenant
+    ``default``, also the layout before tenants': ``p:{c:<encoded id>}``)."""
+    tags = [f"p:{{{tenant}|c:{encode_id(customer_id)}}}".encode()]
+    return [*tags, f"p:{{c:{encode_id(customer_id)}}}".encode()] if tenant == DEFAULT_TENANT else tags
 
 
-def wipe(node: redis.Redis, prefix: str, keep: set[bytes]) -> int:
-    """Delete every key of one node under ``prefix`` but ``keep``; returns how many."""
+def wipe(node: redis.Redis, prefix: str, keep: Callable[[bytes], bool]) -> int:
+    """Delete every key of one node under ``prefix`` but those ``keep`` says; returns how many."""
     deleted = 0
     for page in scan_pages(node, prefix):
-        doomed = [k for k in page if k not in keep]
+        doomed = [k for k in page if not keep(k)]
         if doomed:
             pipe = node.pipeline(transaction=False)
             for key in doomed:  # one key per command: a cluster node holds many slots
@@ -500,10 +624,16 @@ def wipe(node: redis.Redis, prefix: str, keep: set[bytes]) -> int:
 
 
 def write_keys(
-    client: redis.Redis, path: Path, old: str, new: str, progress: Progress, skip_tags: set[bytes]
+    client: redis.Redis,
+    path: Path,
+    old: str,
+    new: str,
+    progress: Progress,
+    skip_tags: set[bytes],
+    wanted: Callable[[bytes], bool] = lambda _: True,
 ) -> tuple[int, int]:
-    """Write the backup's keys (renamed from prefix ``old`` to ``new``), but those of the profiles in ``skip_tags``
-    (:func:`profile_tag`); returns (written, already expired or skipped)."""
+    """Write the backup's keys (renamed from prefix ``old`` to ``new``) that are ``wanted`` (their new name), but
+    those of the profiles in ``skip_tags`` (:func:`profile_tags`); returns (written, already expired or skipped)."""
     written = expired = 0
     old_head, new_head = f"{old}:".encode(), f"{new}:".encode()
     with tarfile.open(path, "r:gz") as tar:
@@ -521,10 +651,12 @@ def write_keys(
             if not key.startswith(old_head):
                 raise BackupError(f"the backup holds a key outside its prefix {old!r}: {key[:80]!r}")
             rest = key[len(old_head) :]
-            if skip_tags and rest.startswith(b"p:{c:") and rest[: rest.find(b"}") + 1] in skip_tags:
+            if skip_tags and rest.startswith(b"p:{") and rest[: rest.find(b"}") + 1] in skip_tags:
                 expired += 1  # an erased customer's key: never written back
                 continue
-            pipe.restore(new_head + key[len(old_head) :], max(expiry, 0), payload, replace=True, absttl=expiry != -1)
+            if not wanted(new_head + rest):
+                continue  # another tenant's
+            pipe.restore(new_head + rest, max(expiry, 0), payload, replace=True, absttl=expiry != -1)
             queued += 1
             size += len(payload)
             if queued >= PAGE or size >= FLUSH_BYTES:
@@ -548,10 +680,9 @@ async def erase_again(settings: Settings, erasures: list[erasure_log.Erasure]) -
     client = connect(settings)
     try:
         store = ProfileStore(client, settings)
-        analytics = AnalyticsStore(client, settings.key_prefix)
         for erasure in erasures:
-            pids = await store.forget(erasure.customer_id, now=erasure.at_ms)
-            await analytics.forget_rows(pids)
+            pids = await store.for_tenant(erasure.tenant).forget(erasure.customer_id, now=erasure.at_ms)
+            await AnalyticsStore(client, settings.key_prefix, erasure.tenant).forget_rows(pids)
     finally:
         await client.aclose()
     return [e.customer_id for e in erasures]

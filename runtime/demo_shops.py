@@ -13,8 +13,6 @@ import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from api.auth import parse_keys
-from core.errors import ConfigError
 from core.settings import Settings
 from core.tenants import DEFAULT_TENANT
 from runtime.simulate import SimulationConfig
@@ -67,25 +65,11 @@ def api_keys(shops: Sequence[DemoShop]) -> str:
     return ",".join(entries)
 
 
-def tenant_keys_supported() -> bool:
-    """Whether this engine's keys may name a tenant (``tenant:scope:secret``).
-
-    MERGE (issue 22): always true once api/auth.py parses tenant keys; then remove this check."""
-    try:
-        parse_keys(f"{DEMO_SHOPS[1].tenant}:collect:{'x' * 24}")
-    except ConfigError:
-        return False
-    return True
-
-
-def demo_shops(
-    settings: Settings, env: Mapping[str, str], supported: bool | None = None
-) -> tuple[Settings, tuple[DemoShop, ...]]:
+def demo_shops(settings: Settings, env: Mapping[str, str]) -> tuple[Settings, tuple[DemoShop, ...]]:
     """The demo's shops and the settings that host them. Two shops with keys of their own when ``ECRM_API_KEYS``
-    is not set (and the engine's keys may name a tenant); else the one shop of the keys set (the tenant default,
+    is not set; else the one shop of the keys set (the tenant default,
     its collect key from ``ECRM_API_KEYS``)."""
-    supported = tenant_keys_supported() if supported is None else supported
-    if "ECRM_API_KEYS" in env or not supported:
+    if "ECRM_API_KEYS" in env:
         return settings, (DEMO_SHOPS[0],)
     shops = with_secrets(DEMO_SHOPS)
     hosted = ",".join(shop.tenant for shop in shops if shop.tenant != DEFAULT_TENANT)

@@ -221,7 +221,9 @@ def upgrade_data_dir(settings: Settings, data_dir: DataDir, echo: Echo) -> None:
     older, data_dir.layout = data_dir.layout, KEY_LAYOUT_VERSION
     echo(
         f"data folder upgraded from key layout {older} to {KEY_LAYOUT_VERSION}: {done.folded} older profile keys "
-        f"folded into {done.profiles} profile hashes, {done.moved} global keys and {done.markers} markers moved"
+        f"folded into {done.profiles} profile hashes, {done.moved} global keys and {done.markers} markers moved, "
+        f"{done.to_tenant} keys moved into the tenant default"
+        + (f" ({done.conflicts} left: their new names exist already)" if done.conflicts else "")
     )
 
 

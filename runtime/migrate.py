@@ -8,7 +8,9 @@ at a time, each step atomic and idempotent (it may run beside the workers and th
   (:func:`profiles.migrate.upgrade_profile_key`);
 * on a single node only (a cluster never held those layouts): the global keys of an engine older than the Redis
   Cluster support moved under the hash tag ``{g}``, and the de-duplication markers of older engines (a key per event)
-  into their profile's set (kept for the window)."""
+  into their profile's set (kept for the window);
+* last, every key of the layouts before tenants (4 and older) moved into the tenant ``default``
+  (:func:`profiles.migrate.move_to_tenant`; a profile's older keys are folded first, so the move finds its hash)."""
 
 from __future__ import annotations
 
@@ -22,7 +24,9 @@ import redis
 from core.keyspace import is_profile_hash, legacy_global, legacy_marker, legacy_profile_key
 from core.redis import connect_sync, redis_errors
 from core.settings import Settings
-from profiles.migrate import upgrade_profile_key, upgrade_profile_names
+from profiles.migrate import move_to_tenant, upgrade_profile_key, upgrade_profile_names
+
+MAX_CONFLICTS_NAMED = 20
 
 
 @dataclass
@@ -35,6 +39,9 @@ class Migrated:
     markers: int = 0
     profiles: int = 0
     upgraded: Counter[str] = field(default_factory=Counter)
+    to_tenant: int = 0  # keys moved into the tenant default
+    conflicts: int = 0  # keys whose new name the new engine already wrote (left for the operator)
+    conflicting: list[str] = field(default_factory=list)  # the first MAX_CONFLICTS_NAMED of them
 
     @property
     def folded(self) -> int:
@@ -80,7 +87,25 @@ def migrate_layout(
                     done.markers += 1
             if n % 100_000 == 0:
                 progress(n)
+        _move_to_tenant(client, prefix, cluster, done, progress)
     return done
+
+
+def _move_to_tenant(
+    client: redis.Redis, prefix: str, cluster: bool, done: Migrated, progress: Callable[[int], None]
+) -> None:
+    """The second pass: every key of the layout before tenants into the tenant ``default`` (a key the first pass
+    upgraded is moved in its upgraded form)."""
+    for n, key in enumerate(client.scan_iter(match=f"{prefix}:*", count=1000), start=1):
+        found = move_to_tenant(client, prefix, key, cluster)
+        if found is not None and found[0] == "conflict":
+            done.conflicts += 1
+            if len(done.conflicting) < MAX_CONFLICTS_NAMED:
+                done.conflicting.append(key)
+        elif found is not None:
+            done.to_tenant += 1
+        if n % 100_000 == 0:
+            progress(n)
 
 
 def migrate_deployment(settings: Settings, progress: Callable[[int], None] = lambda _: None) -> Migrated:

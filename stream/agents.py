@@ -29,10 +29,11 @@ from core.errors import BrokerUnavailable
 from core.kafka import broker_errors
 from core.redis import connect
 from core.settings import Settings
+from core.tenants import DEFAULT_TENANT, TENANT_HEADER
 from profiles.store import ProfileStore
 from profiles.updates import DIRECT
 from stream.app import dlq_topic, events_topic
-from stream.processing import BatchProcessor, Envelope, PreparedBatch, RawMessage
+from stream.processing import MAX_TENANT_HEADER, BatchProcessor, Envelope, PreparedBatch, RawMessage
 
 log = logging.getLogger(__name__)
 
@@ -55,20 +56,27 @@ def client_of(headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None)
     return None
 
 
-def senders_of(headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None) -> tuple[str, str | None]:
-    """:func:`source_of` and :func:`client_of` in one pass over the headers (the worker reads both for every
+def senders_of(
+    headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None,
+) -> tuple[str, str | None, str]:
+    """:func:`source_of`, :func:`client_of` and the ``tenant`` header (as sent, cut to 64 bytes; none: the tenant
+    ``default``; the processor refuses a bad one) in one pass over the headers (the worker reads them for every
     event; a message without headers, the common case of a producer's own events, costs nothing)."""
     if not headers:
-        return DIRECT, None
+        return DIRECT, None, DEFAULT_TENANT
     pairs = headers.items() if isinstance(headers, Mapping) else headers
     source: str | None = None
     client: str | None = None
+    tenant: str | None = None
     for name, value in pairs:
         if name == "source" and source is None and isinstance(value, bytes) and 0 < len(value) <= 32:
             source = value.decode("ascii", "replace")
         elif name == "client" and client is None and isinstance(value, bytes) and 0 < len(value) <= 32:
             client = value.decode("ascii", "replace")
-    return source or DIRECT, client
+        elif name == TENANT_HEADER and tenant is None:
+            raw = value if isinstance(value, bytes) else b""
+            tenant = raw[:MAX_TENANT_HEADER].decode("utf-8", "replace")
+    return source or DIRECT, client, DEFAULT_TENANT if tenant is None else tenant
 
 
 def record_time_ms(timestamp: float | None) -> float | None:
@@ -132,7 +140,7 @@ def register_agents(app: faust.App, settings: Settings) -> None:
 
 def raw_message(message: Message) -> RawMessage:
     """The processor's view of a Kafka message."""
-    source, client = senders_of(message.headers)
+    source, client, tenant = senders_of(message.headers)
     return RawMessage(
         message.value,
         message.key,
@@ -142,6 +150,7 @@ def raw_message(message: Message) -> RawMessage:
         source,
         record_time_ms(message.timestamp),
         client,
+        tenant,
     )
 
 

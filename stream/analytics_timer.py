@@ -14,9 +14,11 @@ import faust
 from analytics.refresh import Outcome, Refresher, make_refresher
 from analytics.rules import RulesError
 from analytics.settings import AnalyticsSettings
+from analytics.store import AnalyticsStore
 from core import metrics
 from core.errors import StoreUnavailable
 from core.settings import Settings
+from core.tenants import configured_tenants
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +63,21 @@ def register_analytics(app: faust.App, settings: Settings, cfg: AnalyticsSetting
     _REGISTERED.add(app)
     refreshers: list[Refresher] = []  # created on the first tick, inside the worker's event loop
 
-    def refresher() -> Refresher:
+    def tenants_refreshers() -> list[Refresher]:
+        """One refresher per configured tenant (each its own keys and lock), on one Redis client."""
         if not refreshers:
-            refreshers.append(make_refresher(settings, cfg))
-        return refreshers[0]
+            first = make_refresher(settings, cfg)
+            refreshers.append(first)
+            for tenant in configured_tenants(settings.api_keys, settings.tenants)[1:]:
+                store = AnalyticsStore(first.store.client, settings.key_prefix, tenant)
+                refreshers.append(Refresher(store, cfg, first.rules))
+        return refreshers
 
     @app.task
     async def analytics_republish() -> None:  # at start: the gauges tell the stored state, not 0
-        await republish(refresher())
+        await republish(tenants_refreshers()[0])
 
     @app.timer(interval=min(cfg.analytics_interval_s, MAX_TICK_S), name="analytics_refresh")
     async def analytics_refresh() -> None:
-        await refresh_if_due(refresher())
+        for refresher in tenants_refreshers():  # each tenant when due (its own lock and interval)
+            await refresh_if_due(refresher)

@@ -3,6 +3,13 @@
 Independent of Faust: the agent (stream/agents.py) only feeds batches in, so this is tested directly too. A batch is
 prepared (validated and planned, no I/O: :meth:`BatchProcessor.prepare`) and then applied (Redis, dead letters:
 :meth:`BatchProcessor.apply`); the agent prepares the next batch while the previous one is applied.
+
+**Tenants.** A message's tenant is its ``tenant`` header (none: the tenant ``default``); a message of a tenant that
+is not a valid name or not one this engine hosts (``ECRM_TENANTS`` and the tenants ``ECRM_API_KEYS`` names) goes
+to the dead-letter topic. A batch is applied tenant by tenant, in the order of each tenant's first message, each
+tenant's events in their order and with that tenant's keys (its chunks: one global call each, in its own slot).
+Redeliveries stay exact: a tenant's applied offsets record, per partition, the highest offset among its own events,
+which grows as the partition is read, so any redelivered event of that tenant is at or below it.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from core import metrics
 from core.errors import StoreRefused, StoreUnavailable
 from core.scopes import Scope, claim_refusal, scope_refusal, trusted
 from core.settings import Settings
+from core.tenants import DEFAULT_TENANT, TENANT_HEADER, TENANT_PATTERN, configured_tenants
 from merchandising.campaign_source import CampaignsSource, campaigns_path
 from merchandising.campaigns import CampaignSet, tag_of
 from profiles.campaigns import served_digest
@@ -57,6 +65,7 @@ class RawMessage(NamedTuple):
     source: str = DIRECT  # the ``source`` header: the API key scope that sent it, else a producer of its own
     timestamp_ms: float | None = None  # the record's timestamp (when it was produced), if the broker gave one
     client: str | None = None  # the ``client`` header: a digest of a collect key's sender (its network address)
+    tenant: str = DEFAULT_TENANT  # the ``tenant`` header, as sent (checked by :meth:`BatchProcessor.prepare`)
 
 
 @dataclass
@@ -80,6 +89,26 @@ class PreparedBatch:
 
 
 DLQ_MAX_KEY_CHARS = 1024
+MAX_TENANT_HEADER = 64  # characters of a tenant header kept in a dead letter (a valid name has 32 at most)
+
+
+def tenant_refusal(tenant: str, hosted: frozenset[str]) -> FieldError | None:
+    """Why a message's ``tenant`` header is refused: not a tenant name, or a tenant this engine does not host
+    (pure)."""
+    if tenant in hosted:
+        return None
+    shown = tenant[:MAX_TENANT_HEADER]
+    if not TENANT_PATTERN.match(tenant):
+        reason = (
+            f"not a tenant name: {shown!r} (1-32 characters: lowercase letters, digits and '-', starting with a "
+            "letter or a digit)"
+        )
+        return FieldError(f"(header) {TENANT_HEADER}", reason)
+    reason = (
+        f"the tenant {shown!r} is not hosted by this engine (hosted: {', '.join(sorted(hosted))}; add it to "
+        "ECRM_TENANTS on the workers)"
+    )
+    return FieldError(f"(header) {TENANT_HEADER}", reason)
 
 
 def dead_letter(
@@ -98,6 +127,7 @@ def dead_letter(
         "event_id": event_id,
         "type": _event_type(msg.value),
         "source": {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset},
+        "tenant": msg.tenant[:MAX_TENANT_HEADER],
         "key": key[:DLQ_MAX_KEY_CHARS] if key else None,
         "original_b64": base64.b64encode(kept).decode(),
         "original": kept.decode("utf-8", "replace"),
@@ -149,6 +179,20 @@ def campaign_outcomes(
     )
 
 
+def by_tenant(plans: list[Plan], msgs: list[RawMessage]) -> list[tuple[str, list[Plan], list[RawMessage]]]:
+    """A batch's plans per tenant, in the order of each tenant's first message, each tenant's in their order
+    (pure; one tenant, the common case: the lists themselves)."""
+    first = msgs[0].tenant if msgs else DEFAULT_TENANT
+    if all(m.tenant == first for m in msgs):
+        return [(first, plans, msgs)] if msgs else []
+    groups: dict[str, tuple[list[Plan], list[RawMessage]]] = {}
+    for plan, msg in zip(plans, msgs, strict=True):
+        found = groups.setdefault(msg.tenant, ([], []))
+        found[0].append(plan)
+        found[1].append(msg)
+    return [(tenant, p, m) for tenant, (p, m) in groups.items()]
+
+
 def origin_of(msg: RawMessage) -> Origin | None:
     """Where a message was read (``("<topic>:<partition>", offset)``), None for one not read from Kafka (pure)."""
     if not msg.topic or msg.partition < 0 or msg.offset < 0:
@@ -197,6 +241,7 @@ class BatchProcessor:
         self.send_dead_letter = send_dead_letter
         self.retry_delay_s = retry_delay_s
         self.limits = settings.event_limits()
+        self.tenants = frozenset(configured_tenants(settings.api_keys, settings.tenants))
 
     async def process(self, messages: Sequence[RawMessage]) -> BatchResult:
         """Validate, plan and apply one batch (:meth:`prepare`, then :meth:`apply`)."""
@@ -218,7 +263,9 @@ class BatchProcessor:
                 dead.append(self._dead_letter(msg, exc.errors, exc.event_id, "validation"))
                 continue
             consumed[event.type] += 1
-            refused = source_refusal(event, msg.source) or claim_refusal(event, msg.source, limits.collect_max_lines)
+            refused = None if msg.tenant in self.tenants else tenant_refusal(msg.tenant, self.tenants)
+            refused = refused or source_refusal(event, msg.source)
+            refused = refused or claim_refusal(event, msg.source, limits.collect_max_lines)
             if refused is not None:
                 dead.append(self._dead_letter(msg, [refused], event.event_id, "validation"))
                 continue
@@ -234,10 +281,12 @@ class BatchProcessor:
         """Write a prepared batch to Redis (in chunks, retried while Redis is unavailable), then deliver its dead
         letters. Returns when all of it is written: only then may its messages be acked."""
         started = time.perf_counter()
-        result, plans, msgs = batch.result, batch.plans, batch.plan_msgs
+        result = batch.result
         size = self.settings.store_chunk_size
-        for start in range(0, len(plans), size):
-            await self._apply(plans[start : start + size], msgs[start : start + size], result)
+        for tenant, plans, msgs in by_tenant(batch.plans, batch.plan_msgs):
+            store = self.store.for_tenant(tenant)
+            for start in range(0, len(plans), size):
+                await self._apply(store, plans[start : start + size], msgs[start : start + size], result)
         for envelope in result.dead_lettered:
             await self.send_dead_letter(envelope)
             metrics.EVENTS_DEAD_LETTERED.labels(envelope["type"]).inc()
@@ -248,8 +297,8 @@ class BatchProcessor:
     def _dead_letter(self, msg: RawMessage, errors: list[FieldError], event_id: str | None, stage: str) -> Envelope:
         return dead_letter(msg, errors, event_id, stage, self.settings.dlq_max_original_bytes)
 
-    async def _apply(self, plans: list[Plan], msgs: list[RawMessage], result: BatchResult) -> None:
-        statuses = await self._apply_with_retry(plans, msgs, result)
+    async def _apply(self, store: ProfileStore, plans: list[Plan], msgs: list[RawMessage], result: BatchResult) -> None:
+        statuses = await self._apply_with_retry(store, plans, msgs, result)
         written = time.time() * 1000
         backfill_ms = self.settings.backfill_after_s * 1000
         processed: Counter[str] = Counter()
@@ -276,19 +325,21 @@ class BatchProcessor:
         for event_type, count in duplicates.items():
             metrics.EVENTS_DUPLICATE.labels(event_type).inc(count)
 
-    async def _apply_with_retry(self, plans: list[Plan], msgs: list[RawMessage], result: BatchResult) -> list[Status]:
+    async def _apply_with_retry(
+        self, store: ProfileStore, plans: list[Plan], msgs: list[RawMessage], result: BatchResult
+    ) -> list[Status]:
         """Apply a chunk. A refusal of the data (:class:`StoreRefused`) isolates the offending event into the
         dead-letter topic; a state of the server (:class:`StoreUnavailable`: Redis down, out of memory, read-only
         after a failover, busy ...) is retried until it passes, so nothing is acked unapplied or dead-lettered
         for it."""
         origins = [origin_of(m) for m in msgs]  # a redelivery is known by its offset
         try:
-            statuses = await self._retry(plans, origins)
+            statuses = await self._retry(store, plans, origins)
         except StoreRefused:
             statuses = []
             for i, plan in enumerate(plans):
                 try:
-                    statuses.extend(await self._retry([plan], origins[i : i + 1] if origins else None))
+                    statuses.extend(await self._retry(store, [plan], origins[i : i + 1] if origins else None))
                 except StoreRefused as exc:
                     statuses.append(f"could not be applied to the profile store: {exc}")
         for plan, msg, status in zip(plans, msgs, statuses, strict=True):
@@ -297,10 +348,10 @@ class BatchProcessor:
                 result.dead_lettered.append(self._dead_letter(msg, [error], plan.event_id, "store"))
         return statuses
 
-    async def _retry(self, plans: list[Plan], origins: list[Origin | None] | None) -> list[Status]:
+    async def _retry(self, store: ProfileStore, plans: list[Plan], origins: list[Origin | None] | None) -> list[Status]:
         while True:
             try:
-                return await self.store.apply_plans(plans, origins)
+                return await store.apply_plans(plans, origins)
             except StoreUnavailable as exc:
                 metrics.STORE_RETRIES.labels(exc.reason).inc()
                 log.warning("Redis write failed, retrying in %.1fs: %s", self.retry_delay_s, exc)

@@ -30,7 +30,6 @@ from core.process import die_with_parent
 from core.redis import connect
 from core.registry import AsyncRegistry, TrainingStatus
 from core.settings import Settings
-from core.tenant_keys import tenant_keys
 from core.tenants import DEFAULT_TENANT, TenantError, configured_tenants
 from stream.training_queue import TrainingQueue
 
@@ -114,7 +113,7 @@ class Trainings:
             if tenant in self.queue.running:
                 continue
             try:
-                status = await training_status(self.client, tenant_keys(self.settings.key_prefix, tenant))
+                status = await training_status(self.client, Keys(self.settings.key_prefix, tenant))
             except StoreUnavailable as exc:
                 log.warning("retraining check failed: %s", exc)
                 return []

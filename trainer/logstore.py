@@ -1,7 +1,8 @@
 """The training-log store: the trainer's own columnar copy of the interactions on disk, so that Redis holds only the
 tail of the training log (``{g}:interactions``) not yet copied.
 
-Layout of the store (``ECRM_TRAINING_LOG_DIR``/<key prefix>/, 0700)::
+Layout of the store (``ECRM_TRAINING_LOG_DIR``/<key prefix>/<tenant>/, 0700: one store per tenant, as each tenant
+has its own training log)::
 
     manifest.json       format, the store's id, the last stream id copied, the segments in log order, the erasures
                         applied; written to a temporary file, flushed to disk, then renamed over the old one
@@ -18,7 +19,8 @@ drain are applied to the segments (a segment holding an erased profile's entries
 segments are merged (a binary-counter policy) and the total is bounded by ``ECRM_INTERACTIONS_LOG_MAXLEN`` (the
 oldest entries go).
 
-**One store per log**: the store's id is recorded in Redis (``{g}:training_log:store``) by its first drain; a store
+**One store per log**: the store's id is recorded in Redis (``{g}:training_log:store``, in the tenant's global slot)
+by its first drain; a store
 with another id (another host's folder) refuses to drain or read with :class:`TrainingLogSplit`, since the log would
 be split between two folders. A store whose Redis no longer knows it (a new or flushed Redis) sets its old content
 aside in ``retired-<id>/`` and starts afresh.
@@ -51,6 +53,7 @@ from core.keyspace import Keys
 from core.private_dir import private_dir
 from core.redis import redis_errors
 from core.settings import Settings
+from core.tenants import DEFAULT_TENANT
 from recommender.data import Interactions
 from trainer import logsegments as seg
 from trainer.log import CodedLog, code_columns, erasures, gc_paused, parse_chunk, raw_client, read_columns
@@ -86,10 +89,10 @@ def default_dir(env: dict[str, str] | None = None) -> Path:
     return Path(tempfile.gettempdir()) / f"ecrm-training-log-{os.getuid()}"
 
 
-def store_dir(settings: Settings) -> Path:
-    """The store's folder for these settings' key prefix (not created here)."""
+def store_dir(settings: Settings, tenant: str = DEFAULT_TENANT) -> Path:
+    """The store's folder for these settings' key prefix and ``tenant`` (not created here)."""
     base = Path(settings.training_log_dir).expanduser() if settings.training_log_dir else default_dir()
-    return base / settings.key_prefix
+    return base / settings.key_prefix / tenant
 
 
 @dataclass
@@ -205,7 +208,7 @@ def write_npz(handle: Any, arrays: dict[str, np.ndarray]) -> None:
 
 
 class TrainingLogStore:
-    """One key prefix's store in ``root`` (see the module's docstring)."""
+    """One tenant's store (of one key prefix) in ``root`` (see the module's docstring)."""
 
     def __init__(self, root: Path, client: redis.Redis, keys: Keys, maxlen: int) -> None:
         self.root = root
@@ -214,13 +217,15 @@ class TrainingLogStore:
         self.maxlen = maxlen
 
     @classmethod
-    def of(cls, settings: Settings, client: redis.Redis) -> TrainingLogStore:
-        return cls(store_dir(settings), client, Keys(settings.key_prefix), settings.interactions_log_maxlen)
+    def of(cls, settings: Settings, client: redis.Redis, tenant: str = DEFAULT_TENANT) -> TrainingLogStore:
+        keys = Keys(settings.key_prefix, tenant)
+        return cls(store_dir(settings, tenant), client, keys, settings.interactions_log_maxlen)
 
     # ----- files -----
 
     def _open(self) -> None:
         try:
+            private_dir(self.root.parent.parent, "the training-log folder (ECRM_TRAINING_LOG_DIR)")
             private_dir(self.root.parent, "the training-log folder (ECRM_TRAINING_LOG_DIR)")
             private_dir(self.root, "the training-log folder (ECRM_TRAINING_LOG_DIR)")
         except OSError as exc:
@@ -534,8 +539,10 @@ def _writer(data: bytes) -> Callable[[Any], None]:
     return lambda handle: handle.write(data)
 
 
-def read_training_log(settings: Settings, client: redis.Redis | None = None) -> Interactions:
-    """The training data as a training reads it: the store's segments and the Redis tail."""
+def read_training_log(
+    settings: Settings, client: redis.Redis | None = None, tenant: str = DEFAULT_TENANT
+) -> Interactions:
+    """``tenant``'s training data as a training reads it: its store's segments and the Redis tail."""
     from core.redis import connect_sync
 
-    return TrainingLogStore.of(settings, client if client is not None else connect_sync(settings)).read()
+    return TrainingLogStore.of(settings, client if client is not None else connect_sync(settings), tenant).read()

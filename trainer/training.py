@@ -29,6 +29,7 @@ from core.keyspace import Keys
 from core.redis import connect_sync
 from core.registry import Registry, new_version_id
 from core.settings import Settings
+from core.tenants import DEFAULT_TENANT
 from recommender.base import RecommenderBase
 from recommender.config import RecommenderConfig
 from recommender.data import FloatArray, HistoryEntry, IntArray, Interactions, interactions_batch
@@ -283,10 +284,16 @@ def baseline_figures(
     return figures
 
 
-def train_once(settings: Settings, echo: Echo = lambda _: None, client: redis.Redis | None = None) -> TrainingResult:
-    """Fit, compare on the holdout, promote or refuse. Holds a Redis lock so that one training runs at a time."""
+def train_once(
+    settings: Settings,
+    echo: Echo = lambda _: None,
+    client: redis.Redis | None = None,
+    tenant: str = DEFAULT_TENANT,
+) -> TrainingResult:
+    """Fit ``tenant``'s model on its training log, compare on the holdout, promote or refuse (its model versions).
+    Holds the tenant's Redis lock so that one training of a tenant runs at a time."""
     client = client or connect_sync(settings)
-    registry = Registry(client, Keys(settings.key_prefix), settings.model_keep_versions)
+    registry = Registry(client, Keys(settings.key_prefix, tenant), settings.model_keep_versions)
     token = new_version_id()
     if not registry.acquire_training_lock(token):
         raise TrainingBusy("another training is running")
@@ -301,7 +308,7 @@ def _train(settings: Settings, client: redis.Redis, registry: Registry, version:
     started = time.perf_counter()
     count_at_start = registry.interactions_logged()
     config = load_config(settings)
-    store = TrainingLogStore.of(settings, client)
+    store = TrainingLogStore.of(settings, client, registry.keys.tenant)  # the tenant's own store
     store.drain(echo)  # the Redis tail into the store: what Redis holds stays small
     timings["drain_s"] = time.perf_counter() - started
     log = store.read()

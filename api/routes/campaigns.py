@@ -8,18 +8,19 @@ import io
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, Field
 
 from api.auth import RequireAdmin
 from api.campaigns import CampaignService, ExportResult
+from api.tenant_services import TenantDep
 
 router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"], dependencies=[RequireAdmin])
 
 
-async def _service(request: Request) -> CampaignService:
-    service: CampaignService = request.app.state.campaign_service
-    return service
+async def _service(services: TenantDep) -> CampaignService:
+    """The caller's tenant's campaigns (its counters, exposures, audiences)."""
+    return services.campaigns
 
 
 ServiceDep = Annotated[CampaignService, Depends(_service)]

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from api.breaker import within
-from api.deps import CollectorDep, StoreDep
+from api.deps import CollectorDep, DefaultStoreDep
 from api.models import Liveness, Readiness
 from core import metrics
 from core.errors import StoreUnavailable
@@ -31,7 +31,7 @@ async def live() -> dict[str, str]:
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "Redis is away: nothing can be read"}},
 )
-async def ready(request: Request, store: StoreDep, collector: CollectorDep) -> JSONResponse:
+async def ready(request: Request, store: DefaultStoreDep, collector: CollectorDep) -> JSONResponse:
     """Reads (Redis) and writes (the broker) reported separately. 200 while reads work, even without the broker
     (``status`` is then ``degraded`` and ``POST /v1/events`` answers 503); 503 when Redis is away. ``auth`` says
     whether API keys are required (``keys``) or the API is open (``open``, loopback only). ``rules`` is ``refused``

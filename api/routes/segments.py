@@ -4,35 +4,26 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from analytics.cursor import InvalidCursor
 from analytics.refresh import observe
-from analytics.rules_file import RulesSource
 from analytics.service import AnalyticsService, NoRefreshYet, UnknownSegment
-from analytics.settings import AnalyticsSettings
-from analytics.store import AnalyticsStore
 from api.auth import RequireAdmin
 from api.errors import BadRequest, NotFound
 from api.models import SegmentsOverview
-from profiles.store import ProfileStore
+from api.tenant_services import TenantDep
+from core.tenants import DEFAULT_TENANT
 
 router = APIRouter(prefix="/v1/segments", tags=["segments"], dependencies=[RequireAdmin])
 
 MAX_PAGE = 1000
 
 
-async def _analytics(request: Request) -> AnalyticsService:
-    """The app's analytics service, created on first use on the profile store's Redis client."""
-    service: AnalyticsService | None = getattr(request.app.state, "analytics", None)
-    if service is None:
-        store: ProfileStore = request.app.state.store
-        cfg = AnalyticsSettings()
-        rules = RulesSource(cfg.segments_file, cfg.segments_check_interval_s)
-        service = AnalyticsService(AnalyticsStore(store.client, store.settings.key_prefix), rules, cfg)
-        request.app.state.analytics = service
-    return service
+async def _analytics(services: TenantDep) -> AnalyticsService:
+    """The caller's tenant's analytics."""
+    return services.analytics
 
 
 AnalyticsDep = Annotated[AnalyticsService, Depends(_analytics)]
@@ -70,7 +61,7 @@ async def segments(analytics: AnalyticsDep) -> dict[str, Any]:
     as of the last refresh, with the refresh time, the model and the segment rules in force."""
     overview = await analytics.overview()
     state = await analytics.state()
-    if state is not None:
+    if state is not None and analytics.store.tenant == DEFAULT_TENANT:  # (the gauges have no tenant label yet)
         observe(state)
     return overview
 

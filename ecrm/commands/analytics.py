@@ -13,6 +13,7 @@ from analytics.settings import AnalyticsSettings
 from core.errors import StoreUnavailable
 from core.settings import get_settings
 from ecrm.commands.errors import error_line
+from ecrm.commands.tenant import DEFAULT_TENANT, TenantOption
 
 app = typer.Typer(help="Customer analytics: RFM scores, segments, lifetime value.", no_args_is_help=True)
 
@@ -20,9 +21,10 @@ app = typer.Typer(help="Customer analytics: RFM scores, segments, lifetime value
 @app.command("refresh")
 def refresh(
     force: Annotated[bool, typer.Option(help="Refresh even if the last refresh is recent")] = True,
+    tenant: TenantOption = DEFAULT_TENANT,
 ) -> None:
-    """Score every customer, fit the lifetime-value model and publish a new segment snapshot."""
-    refresher = make_refresher(get_settings(), AnalyticsSettings())
+    """Score every customer of a shop, fit its lifetime-value model and publish a new segment snapshot."""
+    refresher = make_refresher(get_settings(), AnalyticsSettings(), tenant)
     try:
         result = asyncio.run(_run(refresher, force))
     except (StoreUnavailable, RulesError) as exc:

@@ -15,14 +15,16 @@ from core.errors import ConfigError, StoreRefused, StoreUnavailable, TrainingErr
 from core.redis import connect_sync
 from core.settings import Settings, get_settings
 from ecrm.commands.errors import error_line
+from ecrm.commands.tenant import OptionalTenant
 
 
 def backup(
     file: Annotated[Path, typer.Argument(help="The backup file to write (a .tar.gz)", show_default=False)],
+    tenant: OptionalTenant = None,
 ) -> None:
     """Back up the engine: every key under its prefix (profiles, visitors, catalogue, models, analytics, campaign
-    counters), the configuration files in force and a manifest, in one file. Works on one node or a Redis Cluster,
-    while the engine runs."""
+    counters), of every shop or of the one ``--tenant`` names, the configuration files in force and a manifest, in
+    one file. Works on one node or a Redis Cluster, while the engine runs."""
     from runtime.backup import backup as run_backup
 
     settings = get_settings()
@@ -30,7 +32,7 @@ def backup(
     try:
         total = _dbsize(settings)
         with tqdm(total=total, desc="backup", unit="key", file=sys.stderr, mininterval=1.0) as bar:
-            manifest = run_backup(settings, file, bar.update)
+            manifest = run_backup(settings, file, bar.update, tenant)
     except (StoreUnavailable, StoreRefused, TrainingError, OSError) as exc:
         typer.echo(error_line(exc), err=True)
         raise typer.Exit(2) from exc
@@ -39,7 +41,8 @@ def backup(
     typer.echo(
         f"backed up {counts.get('keys', 0)} keys ({counts.get('customers', 0)} customers, "
         f"{counts.get('visitors', 0)} visitors, {counts.get('items', 0)} items, {len(manifest.models)} model "
-        f"versions, {len(manifest.config)} configuration files) to {file}: {size / 1e6:.1f} MB in "
+        f"versions, {len(manifest.config)} configuration files) of "
+        f"{f'the tenant {tenant}' if tenant else 'every tenant'} to {file}: {size / 1e6:.1f} MB in "
         f"{time.perf_counter() - started:.1f}s"
     )
     if manifest.training_log:
@@ -51,8 +54,8 @@ def backup(
         from trainer.logstore import store_dir
 
         typer.echo(
-            f"note: no training-log store at {store_dir(settings)} on this host: the backup holds the Redis tail of "
-            "the training log only (run it where ECRM_TRAINING_LOG_DIR is mounted to include the history)"
+            f"note: no training-log store under {store_dir(settings).parent} on this host: the backup holds the Redis "
+            "tail of the training log only (run it where ECRM_TRAINING_LOG_DIR is mounted to include the history)"
         )
     if not manifest.quiet:
         typer.echo(
@@ -67,10 +70,12 @@ def restore(
     with_config: Annotated[
         bool, typer.Option("--with-config", help="Also write the backup's configuration files over the ones in force")
     ] = False,
+    tenant: OptionalTenant = None,
 ) -> None:
-    """Replace the engine's keys by a backup's: refuses a backup of a newer engine, upgrades an older key layout
-    (as `ecrm migrate-keys`), and erases again every customer erased since the backup was taken. Events applied
-    since the backup are not in the restored state."""
+    """Replace the engine's keys by a backup's: of one shop when ``--tenant`` names it or the backup holds one shop
+    only (the other shops' keys are left as they are), else of every shop. Refuses a backup of a newer engine,
+    upgrades an older key layout (as `ecrm migrate-keys`), and erases again every customer erased since the backup
+    was taken. Events applied since the backup are not in the restored state."""
     from runtime.backup import BackupError, read_manifest
     from runtime.backup import restore as run_restore
 
@@ -80,7 +85,9 @@ def restore(
         manifest = read_manifest(file)
         total = int(manifest.counts.get("keys", 0))
         with tqdm(total=total, desc="restore", unit="key", file=sys.stderr, mininterval=1.0) as bar:
-            done = run_restore(settings, file, bar.update, with_config, phase=lambda text: bar.write(text))
+            done = run_restore(
+                settings, file, bar.update, with_config, phase=lambda text: bar.write(text), tenant=tenant
+            )
     except (BackupError, ConfigError, StoreUnavailable, StoreRefused, TrainingError, OSError) as exc:
         typer.echo(error_line(exc), err=True)
         raise typer.Exit(2) from exc
@@ -93,7 +100,8 @@ def restore(
     if done.migrated is not None:
         typer.echo(
             f"upgraded the key layout: {done.migrated.moved} global keys, {done.migrated.markers} markers moved, "
-            f"{done.migrated.folded} older profile keys folded into {done.migrated.profiles} profile hashes"
+            f"{done.migrated.folded} older profile keys folded into {done.migrated.profiles} profile hashes, "
+            f"{done.migrated.to_tenant} keys moved into the tenant default"
         )
     typer.echo(f"erased again {len(done.erased_again)} customer(s) erased since the backup")
     if done.config_written:

@@ -84,6 +84,25 @@ def backup(
     _with_servers(run, as_json)
 
 
+def tenant_slots(
+    events: Annotated[int, typer.Option(min=1000, help="Events per pass")] = 20_000,
+    passes: Annotated[int, typer.Option(min=1, help="Passes of each kind (alternated)")] = 3,
+    as_json: JsonOption = False,
+) -> None:
+    """The store's event rate on a three-node Redis Cluster it starts: the events of one tenant against the same
+    events spread over three tenants (their global slots on the three nodes), in one run."""
+    from benchmarks.tenant_slots import bench_tenants
+
+    settings = Settings()
+    if "ECRM_CAMPAIGNS_FILE" not in os.environ:  # no campaign in the figures
+        settings = settings.model_copy(update={"campaigns_file": NO_CAMPAIGNS_FILE})
+    figures = bench_tenants(settings, events, passes, _progress(as_json))
+    _report(figures.as_json(), figures.lines(), as_json)
+    for text in _JSON_OUT:
+        typer.echo(text)
+    _JSON_OUT.clear()
+
+
 def _with_servers(run: Callable[[Settings], None], as_json: bool = False) -> None:
     """Run with the embedded broker and Redis unless ECRM_KAFKA_BOOTSTRAP / ECRM_REDIS_URL name real ones (never a
     running `ecrm up`), and without campaigns unless ECRM_CAMPAIGNS_FILE names a file (``bench campaigns`` brings

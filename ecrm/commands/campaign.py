@@ -17,6 +17,7 @@ from api.routes.campaigns import export_csv
 from core.errors import BadRequest, NotFound, ServiceUnavailable
 from core.settings import get_settings
 from ecrm.commands.errors import refuse_file
+from ecrm.commands.tenant import DEFAULT_TENANT, TenantOption
 from merchandising.campaign_source import load_campaigns
 from merchandising.campaigns import CampaignsError
 
@@ -47,8 +48,8 @@ def _run(coro: Any) -> Any:
         raise typer.Exit(2) from exc
 
 
-async def _report(name: str) -> dict[str, Any]:
-    async with standalone(get_settings()) as service:
+async def _report(name: str, tenant: str) -> dict[str, Any]:
+    async with standalone(get_settings(), tenant) as service:
         return await service.report(name)
 
 
@@ -58,10 +59,12 @@ def report(
     as_json: Annotated[
         bool, typer.Option("--json", help="The report as JSON (as GET /v1/campaigns/NAME/report)")
     ] = False,
+    tenant: TenantOption = DEFAULT_TENANT,
 ) -> None:
-    """The effect report of a campaign: per variant the counts and rates, each variant against the holdout (or
-    the first variant) with 95% intervals and p-values, the sample-ratio-mismatch check and a verdict."""
-    result = _run(_report(name))
+    """The effect report of a campaign in a shop: per variant the counts and rates, each variant against the
+    holdout (or the first variant) with 95% intervals and p-values, the sample-ratio-mismatch check and a
+    verdict."""
+    result = _run(_report(name, tenant))
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
@@ -116,8 +119,8 @@ def render(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-async def _export(name: str, segment: str, n: int, limit: int) -> ExportResult:
-    async with standalone(get_settings()) as service:
+async def _export(name: str, segment: str, n: int, limit: int, tenant: str) -> ExportResult:
+    async with standalone(get_settings(), tenant) as service:
         return await service.export(name, segment, n, limit)
 
 
@@ -128,10 +131,11 @@ def export(
     csv_file: Annotated[Path, typer.Option("--csv", help="The CSV file to write", dir_okay=False)],
     n: Annotated[int, typer.Option(min=1, max=100, help="Recommendations per customer")] = 6,
     limit: Annotated[int, typer.Option(min=1, max=1_000_000, help="Most customers")] = 100_000,
+    tenant: TenantOption = DEFAULT_TENANT,
 ) -> None:
     """Per customer of a segment: the top-n recommendations with a recommendation_id of its own (clicks from the
     e-mail are attributed). Customers exported to the campaign within its frequency cap are skipped."""
-    result = _run(_export(name, segment, n, limit))
+    result = _run(_export(name, segment, n, limit, tenant))
     csv_file.write_text(export_csv(result), encoding="utf-8")
     typer.echo(
         f"{csv_file}: {len(result.rows)} customers; skipped {result.skipped_capped} within the frequency cap, "

@@ -49,9 +49,10 @@ def migrate_keys() -> None:
     script per profile, key layout 3's long field names renamed in every profile hash, the de-duplication sets cut to
     ECRM_DEDUPE_WINDOW_S; on a single node also the global keys of engines before the Redis Cluster support
     (popular, trending, the training log, catalogue sets, models, campaign counters, analytics ...) moved under the
-    hash tag {g}, and the de-duplication markers of older engines (a key per event) into their profile's set. Each
-    step is atomic and idempotent: it may run beside the workers and the API of the new engine, and again after a
-    stop (:mod:`runtime.migrate`)."""
+    hash tag {g}, and the de-duplication markers of older engines (a key per event) into their profile's set; then
+    every key of a single-shop deployment (the layout before tenants) into the tenant ``default``. Each step is
+    idempotent and may run again after a stop; the move into the tenant ``default`` wants the workers stopped (a key
+    the new engine already wrote is a conflict: reported, both left as they are) (:mod:`runtime.migrate`)."""
     try:
         done = migrate_deployment(get_settings(), progress=lambda n: typer.echo(f"  {n} keys looked at", err=True))
     except (StoreUnavailable, StoreRefused) as exc:
@@ -60,5 +61,14 @@ def migrate_keys() -> None:
     typer.echo(
         f"moved {done.moved} global keys under {{g}}, {done.markers} de-duplication markers into their profiles' "
         f"sets; folded {done.folded} older profile keys into {done.profiles} profile hashes, renamed the fields of "
-        f"{done.renamed} profile hashes, cut {done.upgraded['seen']} de-duplication sets to the window"
+        f"{done.renamed} profile hashes, cut {done.upgraded['seen']} de-duplication sets to the window; moved "
+        f"{done.to_tenant} keys into the tenant default"
     )
+    if done.conflicts:
+        named = ", ".join(done.conflicting)
+        typer.echo(
+            f"error: {done.conflicts} keys were not moved into the tenant default: the engine already wrote their new "
+            f"names (were workers running?); compare and delete one of each pair, then run again: {named}",
+            err=True,
+        )
+        raise typer.Exit(1)

@@ -14,6 +14,7 @@ from tqdm import tqdm
 from core.errors import BrokerUnavailable
 from core.settings import get_settings
 from ecrm.commands.errors import checked_rejects, error_line
+from ecrm.commands.tenant import DEFAULT_TENANT, TenantOption
 from ingest.orders import (
     DEFAULT_DATE_FORMAT,
     NON_PRODUCT_CODES,
@@ -51,8 +52,10 @@ def import_orders(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Read and count; produce nothing")] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Events per produce batch")] = 500,
     progress: Annotated[bool, typer.Option(help="Show progress bars on stderr")] = True,
+    tenant: TenantOption = DEFAULT_TENANT,
 ) -> None:
-    """Import a transactions CSV as purchase events (event id ``order:<invoice>``: importing again changes nothing).
+    """Import a transactions CSV as purchase events of a shop (``--tenant``: the events' tenant header and
+    partition key) (event id ``order:<invoice>``: importing again changes nothing).
 
     Rows without a customer, cancellations (returns), non-positive quantities and non-product lines (postage,
     fees) are skipped and counted; unreadable rows go to the rejects file. Every event's delivery is checked: when
@@ -68,7 +71,7 @@ def import_orders(
     rejects_path = checked_rejects(rejects, path)
     with RejectsFile(rejects_path) as rejected:
         _read(path, encoding, grouper, rejected, progress)
-        sink: EventSink = DryRunSink() if dry_run else _kafka_sink(batch_size)
+        sink: EventSink = DryRunSink() if dry_run else _kafka_sink(batch_size, tenant)
         try:
             _send(grouper, sink, rejected, progress)
             sink.close()
@@ -106,9 +109,9 @@ def _read(path: Path, encoding: str, grouper: OrderGrouper, rejected: RejectsFil
         raise typer.Exit(2) from exc
 
 
-def _kafka_sink(batch_size: int) -> EventSink:
+def _kafka_sink(batch_size: int, tenant: str) -> EventSink:
     try:
-        return KafkaSink(get_settings(), batch_size=batch_size)
+        return KafkaSink(get_settings(), batch_size=batch_size, tenant=tenant)
     except BrokerUnavailable as exc:
         typer.echo(error_line(exc), err=True)
         raise typer.Exit(2) from exc

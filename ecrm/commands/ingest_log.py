@@ -15,6 +15,7 @@ from tqdm import tqdm
 from core.errors import BrokerUnavailable
 from core.settings import Settings, get_settings
 from ecrm.commands.errors import checked_rejects, error_line
+from ecrm.commands.tenant import DEFAULT_TENANT, TenantOption
 from ingest.access_log import AccessLogMapper, Emit, LogTally, Reject, redact
 from ingest.patterns import PatternError, load_patterns
 from ingest.sink import DryRunSink, EventSink, KafkaSink, RejectsFile, failure_message
@@ -50,6 +51,7 @@ def ingest_log(
     session_gap: Annotated[float, typer.Option(min=1, help="Minutes of inactivity that end a session")] = 30.0,
     batch_size: Annotated[int, typer.Option(min=1, help="Events per produce batch")] = 500,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr")] = True,
+    tenant: TenantOption = DEFAULT_TENANT,
 ) -> None:
     """Parse an Apache/Nginx access log and produce its page and item views as events.
 
@@ -80,7 +82,7 @@ def ingest_log(
     )
     rejects_path = checked_rejects(rejects, path)
     run = _LogRun(path, follow, poll, max_idle, progress)
-    sink = _open_sink(settings, dry_run, batch_size)
+    sink = _open_sink(settings, dry_run, batch_size, tenant)
     with RejectsFile(rejects_path) as rejected:
         try:
             run.ingest(mapper, sink, rejected)
@@ -119,11 +121,11 @@ class _LogRun:
             bar.close()
 
 
-def _open_sink(settings: Settings, dry_run: bool, batch_size: int) -> EventSink:
+def _open_sink(settings: Settings, dry_run: bool, batch_size: int, tenant: str = DEFAULT_TENANT) -> EventSink:
     if dry_run:
         return DryRunSink()
     try:
-        return KafkaSink(settings, batch_size=batch_size)
+        return KafkaSink(settings, batch_size=batch_size, tenant=tenant)
     except BrokerUnavailable as exc:
         typer.echo(error_line(exc), err=True)
         raise typer.Exit(2) from exc

@@ -10,19 +10,21 @@ from core.redis import connect_sync
 from core.registry import Registry
 from core.settings import Settings, get_settings
 from ecrm.commands.errors import error_line
+from ecrm.commands.tenant import DEFAULT_TENANT, TenantOption
 
 
-def _registry(settings: Settings) -> Registry:
-    return Registry(connect_sync(settings), Keys(settings.key_prefix), settings.model_keep_versions)
+def _registry(settings: Settings, tenant: str) -> Registry:
+    return Registry(connect_sync(settings), Keys(settings.key_prefix, tenant), settings.model_keep_versions)
 
 
-def train() -> None:
-    """Run one training now: fit on the interaction log in Redis, check on the holdout, promote or refuse."""
+def train(tenant: TenantOption = DEFAULT_TENANT) -> None:
+    """Run one training of a shop now: fit on its interaction log in Redis, check on the holdout, promote or
+    refuse (its own model versions)."""
     from trainer.training import train_once
 
     settings = get_settings()
     try:
-        result = train_once(settings, echo=typer.echo)
+        result = train_once(settings, echo=typer.echo, tenant=tenant)
     except (TrainingError, RegistryError, StoreUnavailable, ValueError) as exc:
         typer.echo(error_line(exc), err=True)
         raise typer.Exit(2) from exc
@@ -36,10 +38,11 @@ def train() -> None:
         raise typer.Exit(1)
 
 
-def list_versions() -> None:
-    """The promoted versions kept, newest first; the served one is marked with *; the last line says what serves the
-    personal lists: the engine, or the baseline the retraining gate chose instead (since when, and why)."""
-    registry = _registry(get_settings())
+def list_versions(tenant: TenantOption = DEFAULT_TENANT) -> None:
+    """A shop's promoted versions kept, newest first; the served one is marked with *; the last line says what
+    serves the personal lists: the engine, or the baseline the retraining gate chose instead (since when, and
+    why)."""
+    registry = _registry(get_settings(), tenant)
     try:
         current = registry.current()
         versions = registry.promoted()
@@ -75,10 +78,10 @@ def list_versions() -> None:
         raise typer.Exit(2) from exc
 
 
-def rollback() -> None:
-    """Serve the previous promoted version again (every API replica switches within a second)."""
+def rollback(tenant: TenantOption = DEFAULT_TENANT) -> None:
+    """Serve a shop's previous promoted version again (every API replica switches within a second)."""
     try:
-        version = _registry(get_settings()).rollback()
+        version = _registry(get_settings(), tenant).rollback()
     except (RegistryError, StoreUnavailable) as exc:
         typer.echo(error_line(exc), err=True)
         raise typer.Exit(2) from exc

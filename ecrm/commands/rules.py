@@ -16,6 +16,7 @@ from core.keyspace import anonymous_pid, customer_pid
 from core.redis import connect
 from core.settings import get_settings
 from ecrm.commands.errors import error_line, refuse_file
+from ecrm.commands.tenant import DEFAULT_TENANT, TenantOption
 from merchandising.rules import ACTIONS, PLACEMENTS, RulesError
 from merchandising.source import DEFAULT_RULES_PATH, RulesSource, load_rules
 
@@ -43,8 +44,10 @@ def preview(
     file: Annotated[Path | None, typer.Option("--file", help="Rules file (default: ECRM_RULES_FILE)")] = None,
     item: Annotated[list[str] | None, typer.Option("--item", help="Item of a similar or cart placement")] = None,
     n: Annotated[int, typer.Option(min=1, max=100)] = 10,
+    tenant: TenantOption = DEFAULT_TENANT,
 ) -> None:
-    """The list without rules and with them, side by side, with what each rule did. Nothing is remembered."""
+    """The list without rules and with them, side by side, with what each rule did (of a shop: its profiles,
+    catalogue and model). Nothing is remembered."""
     if placement not in PLACEMENTS:
         raise typer.BadParameter(f"placement must be one of {', '.join(PLACEMENTS)}")
     settings = get_settings()
@@ -57,22 +60,24 @@ def preview(
     if placement in ("similar", "cart") and not item:
         raise typer.BadParameter(f"the {placement} placement needs --item")
     try:
-        before, after = asyncio.run(_lists(path, customer, placement, item or [], n))
+        before, after = asyncio.run(_lists(path, customer, placement, item or [], n, tenant))
     except ServiceUnavailable as exc:
         typer.echo(error_line(exc), err=True)
         raise typer.Exit(2) from exc
     typer.echo(render(before, after))
 
 
-async def _lists(path: Path, customer: str, placement: str, items: list[str], n: int) -> tuple[RecList, RecList]:
+async def _lists(
+    path: Path, customer: str, placement: str, items: list[str], n: int, tenant: str = DEFAULT_TENANT
+) -> tuple[RecList, RecList]:
     settings = get_settings()
     client = connect(settings)
-    holder = ModelHolder(settings)
+    holder = ModelHolder(settings, tenant)
     try:
         await holder.refresh()
         from profiles.store import ProfileStore
 
-        store = ProfileStore(client, settings)
+        store = ProfileStore(client, settings, tenant)
         popular = PopularCopy(store, settings)
         out: list[RecList] = []
         for source in (RulesSource(None), RulesSource(path, 0.0)):

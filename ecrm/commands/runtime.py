@@ -19,8 +19,8 @@ from core.kafka import ensure_topics, make_producer, probe_broker, produce_event
 from core.redis import probe as probe_redis
 from core.runstate import addresses_set, read_state
 from core.settings import Settings, get_settings
-from core.tenants import DEFAULT_TENANT, TENANT_HEADER
 from ecrm.commands.errors import error_line
+from ecrm.commands.tenant import DEFAULT_TENANT, TenantOption
 from runtime.simulate import SimulationConfig
 from runtime.simulate import simulate as simulate_events
 
@@ -109,8 +109,9 @@ def simulate(
         ),
     ] = "",
     out: Annotated[Path | None, typer.Option(help="Write JSON lines here ('-' for stdout) instead of Kafka")] = None,
+    tenant: TenantOption = DEFAULT_TENANT,
 ) -> None:
-    """Generate a demo clickstream (power-law popularity, sessions, funnels) and produce it to Kafka.
+    """Generate a demo clickstream (power-law popularity, sessions, funnels) of a shop and produce it to Kafka.
 
     Every event's delivery is checked: when any is not acknowledged the command exits 2, naming how many failed."""
     run_id = run_id or uuid.uuid4().hex[:12]
@@ -121,7 +122,7 @@ def simulate(
         write_lines(cfg, out)
         return
     try:
-        count = produce_demo(get_settings(), cfg)
+        count = produce_demo(get_settings(), cfg, tenant)
     except BrokerUnavailable as exc:
         typer.echo(error_line(exc), err=True)
         raise typer.Exit(2) from exc
@@ -144,13 +145,12 @@ def write_lines(cfg: SimulationConfig, out: Path) -> None:
 
 
 def produce_demo(settings: Settings, cfg: SimulationConfig, tenant: str = DEFAULT_TENANT) -> int:
-    """The simulator's events produced to Kafka; for a tenant other than the default, with its ``tenant`` header."""
+    """The simulator's events produced to Kafka with ``tenant``'s header and partition keys."""
     ensure_topics(settings, timeout_s=settings.producer_timeout_s)
     producer = make_producer(settings)
-    headers = [] if tenant == DEFAULT_TENANT else [(TENANT_HEADER, tenant.encode())]
     try:
         events = tqdm(simulate_events(cfg), desc="demo events", unit="ev", file=sys.stderr, leave=False)
-        return produce_events(producer, settings.events_topic, events, headers=headers)
+        return produce_events(producer, settings.events_topic, events, tenant=tenant)
     finally:
         producer.close()
 

@@ -84,9 +84,9 @@ async def api_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-async def apply(settings: Settings, events: list[dict[str, Any]]) -> None:
-    """Apply ``events`` to their profiles directly (no broker); each must be applied once."""
-    store = ProfileStore(connect(settings), settings)
+async def apply(settings: Settings, events: list[dict[str, Any]], tenant: str = "default") -> None:
+    """Apply ``events`` to their profiles of ``tenant`` directly (no broker); each must be applied once."""
+    store = ProfileStore(connect(settings), settings, tenant)
     try:
         plans = [plan_update(parse_event_obj(e), settings.event_weights) for e in events]
         assert set(await store.apply_plans(plans)) == {1}

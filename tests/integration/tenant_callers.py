@@ -1,9 +1,10 @@
 """A tenant's key, for the tenant-operations tests (issue 22).
 
 The caller's tenant comes from its key (api/auth.py's ``Caller.tenant``, noted for the request by
-:func:`api.tenancy.note_tenant`). Until keys name their tenant on this branch, :func:`as_tenant` stands in for the
-key check through a dependency override: the tenant the ``x-tenant`` header names, with the scope ``x-scope`` names
-(admin by default), noted for the request as the key check notes it."""
+:func:`api.tenancy.note_tenant`). For brevity, these tests let :func:`as_tenant` stand in for the key check (real
+``tenant:scope:secret`` keys: tests/integration/test_tenants.py) through a dependency override: the tenant the
+``x-tenant`` header names, with the scope ``x-scope`` names (admin by default), noted for the request as the key
+check notes it."""
 
 from __future__ import annotations
 

@@ -61,7 +61,7 @@ def wipe(settings: Settings, keep: set[bytes]) -> None:
     client = connect_sync(settings)
     try:
         for node in bk.primaries(client, settings):
-            bk.wipe(node, settings.key_prefix, keep)
+            bk.wipe(node, settings.key_prefix, keep.__contains__)
     finally:
         client.close()
 

@@ -209,6 +209,11 @@ async def test_a_visitors_variant_follows_the_login_on_the_cluster(on_cluster: S
     await test_campaigns.test_a_visitor_keeps_the_variant_after_logging_in(on_cluster, tmp_path)
 
 
+def before_tenants(key: str) -> str:
+    """A key of the tenant ``default`` as the layouts before tenants (4 and older) named it."""
+    return key.replace("{default|", "{").replace("{t:default}", "{g}")
+
+
 def test_migrate_keys_moves_an_older_layout_under_the_global_tag(settings: Settings) -> None:
     r = connect_sync(settings, decode_responses=True)
     p = settings.key_prefix
@@ -219,7 +224,8 @@ def test_migrate_keys_moves_an_older_layout_under_the_global_tag(settings: Setti
     r.set(f"{p}:{{g}}:model:current", "v2")  # already written by the current engine: kept
     r.set(f"{p}:p:{{c:x}}:seen:open:ev%3A1", "1", px=60_000)  # a marker key per event (of "ev:1" from "open")
     keys = Keys(p)
-    old_seen = keys.seen_set("c:y")  # an older engine's set: entries of 14 days, some older than the window
+    old_seen = before_tenants(keys.seen_set("c:y"))  # an older engine's set: entries of 14 days, some older than
+    # the window
     now = int(time.time() * 1000)
     r.zadd(old_seen, {"old": (now - 2 * 86_400_000) * 1024, "new": (now - 1000) * 1024})
     r.pexpire(old_seen, 14 * 86_400_000)
@@ -227,8 +233,8 @@ def test_migrate_keys_moves_an_older_layout_under_the_global_tag(settings: Setti
     out = subprocess.run([sys.executable, "-m", "ecrm", "migrate-keys"], env=env, capture_output=True, text=True)
     assert out.returncode == 0 and "moved 2 global keys" in out.stdout, out.stdout + out.stderr
     assert "1 de-duplication markers" in out.stdout and "de-duplication sets to the window" in out.stdout
-    assert r.zrange(old_seen, 0, -1) == ["new"]
-    assert 0 < r.pttl(old_seen) <= settings.dedupe_window_s * 1000
+    assert r.zrange(keys.seen_set("c:y"), 0, -1) == ["new"] and not r.exists(old_seen)
+    assert 0 < r.pttl(keys.seen_set("c:y")) <= settings.dedupe_window_s * 1000
     assert r.zrange(keys.popular, 0, -1, withscores=True) == [("sku-1", 3.0)]
     assert r.hgetall(keys.campaign_stats("exp")) == {"a:assigned": "2"}
     assert r.get(keys.model_current) == "v2" and r.get(f"{p}:model:current") == "v1"
@@ -241,7 +247,8 @@ def test_migrate_keys_moves_an_older_layout_under_the_global_tag(settings: Setti
 async def test_migrate_keys_folds_an_older_engines_keys_into_the_profile_hash(
     settings: Settings, where: str, request: pytest.FixtureRequest
 ) -> None:
-    """Key layout 3 kept a profile's cart, affinities, items and sessions (a HyperLogLog) in keys beside its hash,
+    """Key layout 3 (before tenants) kept a profile's cart, affinities, items and sessions (a HyperLogLog) in keys
+    beside its hash,
     and older engines the item times (``items_ts``, ``recent``) and purchases (``bought``) apart: migrate-keys folds
     them all into the hash, one script per profile (the later times win, weights add to what the new engine wrote
     meanwhile, the HyperLogLog becomes a count), deletes them, and the profile and the request context read the same
@@ -249,18 +256,19 @@ async def test_migrate_keys_folds_an_older_engines_keys_into_the_profile_hash(
     target = settings if where == "single" else request.getfixturevalue("on_cluster")
     r = connect_sync(target, decode_responses=True)
     keys = Keys(target.key_prefix)
+    old = before_tenants  # the older engine was a single shop: its keys move into the tenant default too
     pids = [ProfileId("c", f"old-{n}") for n in range(20)]  # spread over the cluster's nodes
     for pid in pids:
-        # the new engine wrote one view of sku-1 already
-        r.hset(keys.profile(pid), mapping={"n:product_view": 3, "first_seen": T0, "last_seen": T0 + 3, "aff_L": T0,
+        # its hash held one view of sku-1 already (a layout-4 engine wrote it: still before tenants)
+        r.hset(old(keys.profile(pid)), mapping={"n:product_view": 3, "first_seen": T0, "last_seen": T0 + 3, "aff_L": T0,
                                            "i:sku-1": item_value(1, T0 + 3), "#i": 1})  # fmt: skip
-        r.hset(keys.legacy(pid, "items"), mapping={"sku-1": "1", "sku-2": f"2.5 {T0}"})  # a plain weight: oldest
-        r.hset(keys.legacy(pid, "items_ts"), mapping={"sku-1": T0, "sku-2": T0 + 1})
-        r.zadd(keys.legacy(pid, "recent"), {"sku-1": T0 + 2, "sku-2": T0 + 1, "sku-3": T0 - 5})  # sku-3 only here
-        r.hset(keys.legacy(pid, "bought"), mapping={"sku-2": T0 + 1, "sku-4": T0 - 9})  # sku-4: its times trimmed
-        r.hset(keys.legacy(pid, "cart"), mapping={"sku-1": 2})
-        r.hset(keys.legacy(pid, "aff"), mapping={"k1": "1.5", "k2": "0.25"})
-        r.pfadd(keys.legacy(pid, "sess"), "s1", "s2", "s3")
+        r.hset(old(keys.legacy(pid, "items")), mapping={"sku-1": "1", "sku-2": f"2.5 {T0}"})  # a plain weight: oldest
+        r.hset(old(keys.legacy(pid, "items_ts")), mapping={"sku-1": T0, "sku-2": T0 + 1})
+        r.zadd(old(keys.legacy(pid, "recent")), {"sku-1": T0 + 2, "sku-2": T0 + 1, "sku-3": T0 - 5})  # sku-3 only here
+        r.hset(old(keys.legacy(pid, "bought")), mapping={"sku-2": T0 + 1, "sku-4": T0 - 9})  # sku-4: its times trimmed
+        r.hset(old(keys.legacy(pid, "cart")), mapping={"sku-1": 2})
+        r.hset(old(keys.legacy(pid, "aff")), mapping={"k1": "1.5", "k2": "0.25"})
+        r.pfadd(old(keys.legacy(pid, "sess")), "s1", "s2", "s3")
     out = subprocess.run(
         [sys.executable, "-m", "ecrm", "migrate-keys"], env=settings_env(target), capture_output=True, text=True
     )
@@ -279,6 +287,7 @@ async def test_migrate_keys_folds_an_older_engines_keys_into_the_profile_hash(
                 "#i": "4", "k:sku-1": "2", "#k": "1", "a:k1": "1.5", "a:k2": "0.25", "#a": "2", "ss": "3",
             }  # fmt: skip
             assert r.object("encoding", keys.profile(pid)) == "listpack"
+            assert not r.exists(old(keys.profile(pid)), *(old(k) for k in keys.legacy_profile_keys(pid)))
             assert await store.bought(str(pid)) == {"sku-2": T0 + 1, "sku-4": T0 - 9}
             profile = await store.profile(str(pid), now=T0)
             assert profile is not None

@@ -1,5 +1,7 @@
 """Property-based events (hypothesis) through the real collector and a real worker, on the real broker and
-Redis-compatible server.
+Redis-compatible server, with the keys of two tenants (shops): ``default`` and ``shop-2``, each batch posted with
+a key of a tenant and a scope drawn per batch; the same ids are drawn for both, and each tenant has a model of its
+own.
 
 Each example is a few batches of generated events, valid and invalid (ids with key syntax, unicode, padding,
 control and format characters, over-long or blank; timestamps ahead, before the floor, in epoch seconds, of the
@@ -16,8 +18,9 @@ kept across examples like Redis is, predicts every outcome:
 * each profile's counts, orders and revenue are the model's (a collect key's purchase adds no order or revenue and
   counts as ``claimed_purchase``; for visitors who logged in, summed over the visitor
   and the customers they logged in as: which of them an event lands in depends on the order across partitions);
-* no other profile is touched: the profiles index and every key hold only the generated ids, and a bystander
-  customer whose id the hostile ids imitate is left exactly as it was;
+* no other profile is touched: the profiles index and every key hold only the generated ids of its own tenant (no
+  key outside the two tenants' keyspaces exists, no key of one tenant holds what the other's events did), and a
+  bystander customer of the tenant ``default`` whose id the hostile ids imitate is left exactly as it was;
 * refused events never reach Kafka (the events topic holds exactly the accepted ones), and the same refused
   events produced straight to Kafka are dead-lettered by the worker for the same fields.
 """
@@ -44,7 +47,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from core.kafka import make_producer
-from core.keyspace import Keys, ProfileId, encode_id
+from core.keyspace import Keys, ProfileId, encode_id, tenant_of
 from core.settings import Settings
 from profiles import layout
 from profiles.updates import profile_of
@@ -61,6 +64,10 @@ pytestmark = pytest.mark.integration
 StartWorker = Callable[[Settings], subprocess.Popen[bytes]]
 
 EXAMPLES = 40
+TENANTS = ("default", "shop-2")
+TENANT_SECRETS = {"shop-2": {scope: f"shop2-{scope}-" + scope[0] * 24 for scope in SECRETS}, "default": SECRETS}
+TENANT_KEYS = KEYS + "," + ",".join(f"shop-2:{s}:{secret}" for s, secret in TENANT_SECRETS["shop-2"].items())
+SENDERS = [(tenant, scope) for tenant in TENANTS for scope in sorted(SECRETS)]
 BYSTANDER = "victim"  # a customer no generated event may touch; the hostile ids imitate its keys
 HOSTILE_CUSTOMERS = ["victim:cart", "victim}:x", "{victim}", "vïctim✓", "victim%3Acart", "c:victim", "a b\u00a0c", "7"]
 HOSTILE_VISITORS = ["victim:alias", "{v}", "a:victim", "v✓", "victim"]
@@ -231,16 +238,14 @@ def events(draw: st.DrawFn) -> Generated:
 
 
 @st.composite
-def batches(draw: st.DrawFn) -> list[tuple[str, list[Generated]]]:
-    """1 to 3 posts, each a scope and 2 to 20 events; and in some examples one more post that tries every
-    mutation on a valid event (hypothesis favours some choices: this way each is tried in any run)."""
-    posts = draw(st.lists(st.tuples(st.sampled_from(sorted(SECRETS)), st.lists(events(), min_size=2, max_size=20)),
+def batches(draw: st.DrawFn) -> list[tuple[tuple[str, str], list[Generated]]]:
+    """1 to 3 posts, each a sender (tenant, scope) and 2 to 20 events; and in some examples one more post that tries
+    every mutation on a valid event (hypothesis favours some choices: this way each is tried in any run)."""
+    posts = draw(st.lists(st.tuples(st.sampled_from(SENDERS), st.lists(events(), min_size=2, max_size=20)),
                           min_size=1, max_size=3))  # fmt: skip
     if draw(st.integers(0, 3)) == 0:
         base = draw(valid_event())
-        posts.append(
-            (draw(st.sampled_from(sorted(SECRETS))), [(*f(draw, base), kind) for kind, f in MUTATIONS.items()])
-        )
+        posts.append((draw(st.sampled_from(SENDERS)), [(*f(draw, base), kind) for kind, f in MUTATIONS.items()]))
     return posts
 
 
@@ -368,25 +373,32 @@ def check_profiles(r: redis.Redis, keys: Keys, model: Model) -> None:
     assert indexed <= set(model.parent) | {f"c:{BYSTANDER}"}, indexed - set(model.parent)
 
 
-def check_keyspace(r: redis.Redis, settings: Settings, model: Model) -> None:
-    """Every key is a global one, or belongs to a generated profile, item or category (or the bystander)."""
+def check_keyspace(r: redis.Redis, settings: Settings, models: dict[str, Model]) -> None:
+    """Every key belongs to one of the tenants, and within it is a global one, or belongs to a generated profile,
+    item or category of that tenant's events (or the tenant default's bystander)."""
     prefix = settings.key_prefix
-    tags = {ProfileId(p[0], p[2:]).tag for p in [*model.parent, f"c:{BYSTANDER}"]}  # type: ignore[arg-type]
-    item_tags = {encode_id(i) for i in model.items}
-    categories = {f"{prefix}:{{g}}:category:{encode_id(c)}" for c in model.categories}
     # offsets, refused: a single node's applied offsets per partition and refused deliveries (de-duplication)
     single = {"profiles", "popular", "interactions", "stats:applied", "stats:interactions", "catalogue",
               "out_of_stock", "worker:consuming", "offsets", "refused"}  # fmt: skip
     for key in r.scan_iter(f"{prefix}:*", count=1000):
+        tenant = tenant_of(prefix, key)
+        assert tenant in models, f"a key outside the tenants' keyspaces: {key}"
+        model, head = models[tenant], f"{tenant}|"
+        owners = [*model.parent, *([f"c:{BYSTANDER}"] if tenant == "default" else [])]
+        tags = {head + ProfileId(p[0], p[2:]).tag for p in owners}  # type: ignore[arg-type]
+        item_tags = {head + encode_id(i) for i in model.items}
+        g = f"{{t:{tenant}}}:"
+        categories = {f"{prefix}:{g}category:{encode_id(c)}" for c in model.categories}
         rest = key[len(prefix) + 1 :]
         if rest.startswith("p:{"):
             assert rest[3 : rest.index("}")] in tags, key
         elif rest.startswith("item:{"):
             assert rest[6 : rest.index("}")] in item_tags, key
-        elif rest.startswith("{g}:category:"):
+        elif rest.startswith(f"{g}category:"):
             assert key in categories, key
         else:
-            rest = rest.removeprefix("{g}:")  # every global key is in the global slot
+            assert rest.startswith(g), key
+            rest = rest.removeprefix(g)  # every global key is in the tenant's global slot
             # analytics, models, the browsers' per-period bounds
             assert rest in single or rest.startswith(("trending:", "an:", "model:", "shared:")), key
 
@@ -406,19 +418,28 @@ class Run:
 def test_generated_events_through_the_collector_and_the_worker(settings: Settings, worker_factory: StartWorker) -> None:
     metrics_port = free_port()
     settings = settings.model_copy(
-        update={"api_keys": KEYS, "rate_limit": "", "visitor_rate_limit": "", "worker_metrics_port": metrics_port}
+        update={
+            "api_keys": TENANT_KEYS,
+            "rate_limit": "",
+            "visitor_rate_limit": "",
+            "worker_metrics_port": metrics_port,
+        }
     )
     keys = Keys(settings.key_prefix)
+    tenant_keys = {tenant: Keys(settings.key_prefix, tenant) for tenant in TENANTS}
     r = sync_redis(settings)
     asyncio.run(load(settings, [view(BYSTANDER, "sku-1"), view(BYSTANDER, "victim", session_id="s1")]))
     bystander = bystander_dump(r, keys)
     base_applied = int(r.get(keys.applied_count) or 0)
     worker = worker_factory(settings)
     wait_for(lambda: worker_totals(metrics_port) is not None, timeout=60, what="the worker's metrics")
-    model, run = Model(), Run()
+    models, run = {tenant: Model() for tenant in TENANTS}, Run()
 
     def applied() -> int:
-        return int(r.get(keys.applied_count) or 0) - base_applied
+        return sum(int(r.get(k.applied_count) or 0) for k in tenant_keys.values()) - base_applied
+
+    def total(name: str) -> int:
+        return sum(int(getattr(m, name)) for m in models.values())
 
     with asyncio.Runner() as runner:
         stack = contextlib.AsyncExitStack()
@@ -433,17 +454,18 @@ def test_generated_events_through_the_collector_and_the_worker(settings: Setting
             suppress_health_check=list(HealthCheck),
         )
         @given(posts=batches())
-        def example(posts: list[tuple[str, list[Generated]]]) -> None:
+        def example(posts: list[tuple[tuple[str, str], list[Generated]]]) -> None:
             run.examples += 1
             before = (applied(), *counted(metrics_port)[:2])
-            expected_applied, expected_duplicates = model.applied, model.duplicates
+            expected_applied, expected_duplicates = total("applied"), total("duplicates")
             accepted = 0
-            for scope, generated in posts:
+            for (tenant, scope), generated in posts:
+                model = models[tenant]
                 body = [event for event, _, _ in generated]
                 response = runner.run(
                     client.post("/v1/events", content=orjson.dumps(body), headers={
-                        "Authorization": f"Bearer {SECRETS[scope]}", "content-type": "application/json",
-                        "User-Agent": BROWSER_UA})
+                        "Authorization": f"Bearer {TENANT_SECRETS[tenant][scope]}",
+                        "content-type": "application/json", "User-Agent": BROWSER_UA})
                 )  # fmt: skip
                 assert response.status_code in (202, 403, 413, 422), response.text
                 errors: dict[int, list[dict[str, Any]]] = {}
@@ -469,8 +491,8 @@ def test_generated_events_through_the_collector_and_the_worker(settings: Setting
                     assert allowed(parse_event_obj(event), scope), (scope, event)
                     run.events[model.accept(event, scope)] += 1
                     accepted += 1
-            expected_applied = model.applied - expected_applied
-            expected_duplicates = model.duplicates - expected_duplicates
+            expected_applied = total("applied") - expected_applied
+            expected_duplicates = total("duplicates") - expected_duplicates
             assert worker.poll() is None, "the worker died"
 
             def done() -> tuple[int, int, int]:
@@ -482,25 +504,31 @@ def test_generated_events_through_the_collector_and_the_worker(settings: Setting
                 assert time.monotonic() < deadline, f"lost: {done()} of {accepted} accepted events accounted for"
                 time.sleep(0.05)
             assert done() == (expected_applied, expected_duplicates, 0)
-            check_profiles(r, keys, model)
+            for tenant, tenant_model in models.items():
+                check_profiles(r, tenant_keys[tenant], tenant_model)
 
         try:
             example()
         finally:
             runner.run(stack.aclose())  # (api/background.py: the app's tasks stop for sure)
 
-    wait_committed(settings, sum(model.accepted_ids.values()))  # all acked: anything twice or late would show now
+    accepted_ids = sum((m.accepted_ids for m in models.values()), Counter[str]())
+    wait_committed(settings, sum(accepted_ids.values()))  # all acked: anything twice or late would show now
     duplicates, dead, consumed = counted(metrics_port)
-    assert (applied(), duplicates, dead) == (model.applied, model.duplicates, 0)
-    assert consumed == model.applied + model.duplicates
-    check_profiles(r, keys, model)
-    check_keyspace(r, settings, model)
+    assert (applied(), duplicates, dead) == (total("applied"), total("duplicates"), 0)
+    assert consumed == total("applied") + total("duplicates")
+    for tenant, tenant_model in models.items():
+        check_profiles(r, tenant_keys[tenant], tenant_model)
+        assert tenant_model.applied > 0, f"no event of the tenant {tenant} was applied: the test tells nothing"
+    check_keyspace(r, settings, models)
     assert bystander_dump(r, keys) == bystander
 
     # refused events never reached Kafka: the topic holds exactly the accepted ones
-    on_topic = read_topic(settings, sum(model.accepted_ids.values()))
-    assert Counter(str(e.get("event_id")) for e in on_topic) == model.accepted_ids
-
+    on_topic = read_topic(settings, sum(accepted_ids.values()))
+    assert Counter(str(e.get("event_id")) for e in on_topic) == accepted_ids
+    model = Model(refused=[x for m in models.values() for x in m.refused], accepted_ids=accepted_ids)
+    model.applied, model.sent = total("applied"), total("sent")
+    model.parent = {p: p for m in models.values() for p in m.parent}
     # the same refused events produced straight to Kafka: the worker refuses them too, for the same fields
     producer = make_producer(settings)
     for event, _ in model.refused:

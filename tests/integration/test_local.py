@@ -148,12 +148,15 @@ def test_the_demo_is_complete_when_its_urls_are_printed(tmp_path: Path) -> None:
     proc, lines, _ = start_up(env, "--port", str(port), "--customers", "120", stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: said(proc, lines, "demo ready"), timeout=240, what="the demo to be ready")
+        # the demo's own keys (it hosts two shops: runtime/demo_shops.py), printed once the second shop's history is
+        # produced: the first shop's server key
+        wait_for(lambda: said(proc, lines, "(tenant default): collect"), timeout=120, what="the demo's keys")
         out = "".join(lines)
         assert "demo: every event applied" in out and "analytics: refreshed" in out, out
         base = f"http://127.0.0.1:{port}/v1/customers/cust-00000"
-        # the demo's own keys, when it hosts its two shops (runtime/demo_shops.py): the first shop's server key
         printed = re.search(r"\(tenant default\): collect \S+, server (\S+),", out)
-        headers = {"Authorization": f"Bearer {printed.group(1)}"} if printed else {}
+        assert printed is not None, out
+        headers = {"Authorization": f"Bearer {printed.group(1)}"}
         profile = httpx.get(f"{base}/profile", headers=headers, timeout=5).json()
         assert profile["segment"] is not None and profile["rfm"]["rfm_score"] is not None
         analytics = profile["analytics"]

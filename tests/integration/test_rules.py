@@ -13,6 +13,7 @@ import pytest
 
 from core.redis import connect
 from core.settings import Settings
+from core.tenants import DEFAULT_TENANT
 from profiles.store import ProfileStore
 from profiles.updates import plan_update
 from schemas import parse_event_obj
@@ -42,21 +43,22 @@ def item_event(i: int, **extra: Any) -> dict[str, Any]:
     }
 
 
-async def load(settings: Settings, events: list[dict[str, Any]]) -> None:
-    store = ProfileStore(connect(settings), settings)
+async def load(settings: Settings, events: list[dict[str, Any]], tenant: str = DEFAULT_TENANT) -> None:
+    store = ProfileStore(connect(settings), settings, tenant)
     await store.apply_plans([plan_update(parse_event_obj(e), settings.event_weights) for e in events])
     await store.client.aclose()
 
 
-async def shop(settings: Settings) -> None:
-    """12 items; sku-01 the most popular ... sku-12 the least; sku-07 and sku-08 are of brand acme."""
+async def shop(settings: Settings, tenant: str = DEFAULT_TENANT) -> None:
+    """12 items; sku-01 the most popular ... sku-12 the least; sku-07 and sku-08 are of brand acme (in ``tenant``'s
+    keys)."""
     events = [
         item_event(i, attributes={"brand": "acme" if i in (7, 8) else "other"}, image_url=f"https://img/{i}.png")
         for i in CATS
     ]
     for i in CATS:
         events += [view(f"fan-{k}", sku(i)) for k in range(13 - i)]
-    await load(settings, events)
+    await load(settings, events, tenant)
 
 
 def ruled(tmp_path: Path, settings: Settings, text: str, **extra: Any) -> Settings:

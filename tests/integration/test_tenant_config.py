@@ -67,7 +67,8 @@ def items(body: dict[str, object]) -> list[str]:
 
 
 async def test_each_tenant_is_served_by_its_own_rules_and_campaigns(settings: Settings, tmp_path: Path) -> None:
-    await shop(settings)
+    for tenant in ("default", "shop-a", "shop-b"):  # the same catalogue and history in each shop's own keys
+        await shop(settings, tenant)
     async with app_client(tenants_settings(settings, tmp_path)) as (app, client):
         tenant_keys_for(app)
         a, b, default = [await personal(client, t) for t in ("shop-a", "shop-b", "default")]
@@ -83,7 +84,8 @@ async def test_each_tenant_is_served_by_its_own_rules_and_campaigns(settings: Se
 
 
 async def test_a_refused_file_of_one_tenant_leaves_the_others_serving(settings: Settings, tmp_path: Path) -> None:
-    await shop(settings)
+    for tenant in ("shop-a", "shop-b"):
+        await shop(settings, tenant)
     configured = tenants_settings(settings, tmp_path)
     async with app_client(configured) as (app, client):
         tenant_keys_for(app)

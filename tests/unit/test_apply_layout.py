@@ -46,7 +46,7 @@ def test_a_profile_call_on_a_cluster_stays_in_one_slot(visitor: str, customer: s
     for plan in plans:
         names, args = build_call([plan], found, K, P, cluster=True, origins=[("t:0", 7)])
         assert len(slots(names)) == 1, names
-        assert f"{{{home_tag(plan, found)}}}" in names[0]
+        assert f"{{{K.tenant}|{home_tag(plan, found)}}}" in names[0]
         wire = orjson.loads(args[0])[0]
         assert (wire["f"], wire["o"]) == ("t:0", 7)
         assert args[12] == "profile" and args[13] == "{}"

@@ -41,6 +41,16 @@ def test_keys_are_parsed_with_their_scopes() -> None:
     assert all(SERVER not in repr(k) and COLLECT not in repr(k) for k in ring.keys), "secrets are not kept"
 
 
+def test_keys_name_their_tenant() -> None:
+    """``tenant:scope:secret`` is a key of that tenant, ``scope:secret`` one of the tenant default."""
+    ring = parse_keys(f"collect:{COLLECT}, acme:server:{SERVER} ,shop-2:admin:{ADMIN}")
+    assert [(k.tenant, k.scope) for k in ring.keys] == [
+        ("default", Scope.COLLECT), ("acme", Scope.SERVER), ("shop-2", Scope.ADMIN),
+    ]  # fmt: skip
+    assert ring.match(SERVER) is ring.keys[1] and ring.match(ADMIN) is ring.keys[2]
+    assert all(SERVER not in repr(k) for k in ring.keys)
+
+
 def test_no_keys_is_the_open_mode() -> None:
     for raw in ("", "  "):
         ring = parse_keys(raw)
@@ -57,6 +67,11 @@ def test_no_keys_is_the_open_mode() -> None:
         (f"server:{SERVER},", "entry 2 of 2 is empty"),
         (f"server:{SERVER},admin:{SERVER}", "entry 2 of 2 (admin): the same secret is configured twice"),
         ("server:" + "x" * 16 + " y", "entry 1 of 1 (server): the secret may only contain"),
+        (f"Acme:server:{SERVER}", "entry 1 of 1: not a tenant name: 'Acme' (1-32 characters"),
+        (f"server:{SERVER},a|b:admin:{ADMIN}", "entry 2 of 2: not a tenant name: 'a|b'"),
+        (f"acme:server:{SERVER}:x", "entry 1 of 1 has 3 ':' (expected scope:secret or tenant:scope:secret"),
+        (f"acme:reader:{SERVER}", "entry 1 of 1 (tenant acme): unknown scope 'reader'"),
+        (f"acme:admin:{SERVER},shop-2:admin:{SERVER}", "entry 2 of 2 (tenant shop-2) (admin): the same secret is"),
     ],
 )
 def test_a_bad_key_entry_is_refused_naming_it(raw: str, expected: str) -> None:

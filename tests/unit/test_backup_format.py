@@ -36,6 +36,12 @@ def test_records_read_back_what_was_written() -> None:
         (b"item:{sku-1}:seen:direct:e1", None),
         (b"{g}:model:blob:v1", "model_versions"),
         (b"{g}:model:meta:v1", None),
+        (b"p:{acme|c:alice}", "customers"),
+        (b"p:{default|a:v}", "visitors"),
+        (b"p:{acme|c:alice}:items", None),
+        (b"item:{acme|sku-1}", "items"),
+        (b"{t:acme}:model:blob:v1", "model_versions"),
+        (b"{t:acme}:model:meta:v1", None),
     ],
 )
 def test_what_a_key_counts_as(rest: bytes, kind: str | None) -> None:
@@ -53,6 +59,25 @@ def test_erasure_logs_merge_each_customer_once_at_their_last_erasure(tmp_path: P
     assert merged(read_file(log, 0), [Erasure(20, "a"), Erasure(5, "d")]) == [
         Erasure(5, "d"), Erasure(20, "a"), Erasure(30, "b"),
     ]  # fmt: skip
+
+
+def test_erasure_logs_keep_tenants_apart(tmp_path: Path) -> None:
+    """The same customer id erased in two shops is two erasures; a line of an engine before tenants is the tenant
+    default's, a line naming no valid tenant is skipped."""
+    log = tmp_path / "erasures.jsonl"
+    append_file(log, Erasure(10, "a", "acme"))
+    with open(log, "ab") as out:
+        out.write(b'{"customer_id": "a", "at_ms": 20}\n{"customer_id": "a", "at_ms": 25, "tenant": "Bad|x"}\n')
+    assert read_file(log, 0) == [Erasure(10, "a", "acme"), Erasure(20, "a", "default")]
+    assert merged(read_file(log, 0), [Erasure(30, "a", "acme")]) == [Erasure(20, "a"), Erasure(30, "a", "acme")]
+    assert bk.profile_tags("x:1", "acme") == [b"p:{acme|c:x%3A1}"]
+    assert bk.profile_tags("x") == [b"p:{default|c:x}", b"p:{c:x}"]
+
+
+def test_what_a_tenant_backup_holds() -> None:
+    assert bk.in_scope("e", "acme", b"e:p:{acme|c:1}:items") and not bk.in_scope("e", "acme", b"e:p:{acme-2|c:1}")
+    assert bk.in_scope("e", None, b"e:p:{acme-2|c:1}") and not bk.in_scope("e", "acme", b"e:{t:default}:popular")
+    assert bk.is_live("e", b"e:{t:acme}:erasure_log") and not bk.is_live("e", b"e:{t:acme}:popular")
 
 
 def manifest(layout: int, fmt: int = 1) -> bk.Manifest:

@@ -34,12 +34,14 @@ class FakeProducer:
     def __init__(self, fails: Callable[[int], BaseException | None] = lambda n: None) -> None:
         self.fails = fails
         self.sent: list[tuple[bytes, bytes]] = []
+        self.headers: list[list[tuple[str, bytes]] | None] = []
         self.pending: list[tuple[int, Future]] = []
         self.closed = False
 
-    def send(self, topic: str, value: bytes, key: bytes) -> Future:
+    def send(self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]] | None = None) -> Future:
         n = len(self.sent)
         self.sent.append((key, value))
+        self.headers.append(headers)
         error = self.fails(n)
         if isinstance(error, KafkaTimeoutError | MessageSizeTooLargeError):  # raised by send itself
             raise error
@@ -61,6 +63,19 @@ def events(n: int) -> list[dict[str, Any]]:
     return [
         {"type": "page_view", "event_id": f"e{i}", "timestamp": 1795424400000, "customer_id": f"c{i}"} for i in range(n)
     ]
+
+
+def test_every_event_names_its_tenant() -> None:
+    """The importers' and the simulator's events carry the tenant header, and the tenant in the partition key (not
+    for the tenant default: its key stays the profile's, as a producer of its own keys it)."""
+    producer = FakeProducer()
+    events = [{"type": "page_view", "customer_id": "c1"}, {"type": "page_view", "anonymous_id": "v1"}]
+    assert produce_events(producer, "t", events, tenant="acme") == 2  # type: ignore[arg-type]
+    assert [k for k, _ in producer.sent] == [b"acme:c1", b"acme:v1"]
+    assert producer.headers == [[("tenant", b"acme")]] * 2
+    plain = FakeProducer()
+    produce_events(plain, "t", events)  # type: ignore[arg-type]
+    assert [k for k, _ in plain.sent] == [b"c1", b"v1"] and plain.headers == [[("tenant", b"default")]] * 2
 
 
 def test_all_delivered() -> None:

@@ -31,14 +31,13 @@ def test_each_shop_has_a_key_of_each_scope_and_only_the_second_names_its_tenant(
     assert key_lines(shops)[1].startswith("  ecrm outlet (tenant outlet): collect secret-03")
 
 
-def test_the_demo_hosts_two_shops_unless_the_user_set_keys_or_keys_cannot_name_a_tenant() -> None:
+def test_the_demo_hosts_two_shops_unless_the_user_set_keys() -> None:
     base = Settings()
-    settings, shops = demo_shops(base, {}, supported=True)
+    settings, shops = demo_shops(base, {})
     assert [s.tenant for s in shops] == ["default", "outlet"] and settings.tenants == "outlet"
     assert settings.api_keys == api_keys(shops) and all(s.key("collect") for s in shops)
-    for env, supported in (({"ECRM_API_KEYS": "collect:" + "c" * 20}, True), ({}, False)):
-        kept, one = demo_shops(base, env, supported=supported)
-        assert kept is base and [s.tenant for s in one] == ["default"] and one[0].keys is None
+    kept, one = demo_shops(base, {"ECRM_API_KEYS": "collect:" + "c" * 20})
+    assert kept is base and [s.tenant for s in one] == ["default"] and one[0].keys is None
 
 
 def test_the_two_shops_have_the_same_ids_and_different_histories() -> None:

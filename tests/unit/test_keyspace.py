@@ -19,7 +19,10 @@ from core.keyspace import (
     legacy_profile_key,
     marker_digest,
     parse_pid,
+    tenant_of,
+    untenanted,
 )
+from core.tenants import TenantError
 
 K = Keys("ecrm")
 HOSTILE = ["victim:cart", "victim}:cart", "{victim}", "a\tb", "a\nb", "vïctim✓", "%3A", ":", "{", "}", "c:x", " "]
@@ -69,7 +72,7 @@ def test_one_profile_is_one_cluster_slot(pid: ProfileId) -> None:
 def test_every_global_key_is_in_the_global_slot(name: str, era: int) -> None:
     named = {K.category(name), K.campaign_stats(name), K.model_blob(name), K.model_meta(name), K.snapshot(name)}
     keys = GLOBAL | named | {K.trending(era), K.applied_offsets, K.worker_consuming}
-    assert {key_slot(key.encode()) for key in keys} == {key_slot(b"{g}")}
+    assert {key_slot(key.encode()) for key in keys} == {key_slot(b"{t:default}")}
 
 
 @given(ids, st.integers(min_value=0, max_value=10**6))
@@ -86,7 +89,8 @@ def test_the_older_global_keys_map_to_the_current_ones(name: str, era: int) -> N
         f"ecrm:an:snap:{e}:3": K.snapshot_members(name, 3),
     }
     for before, now in old.items():
-        assert legacy_global("ecrm", before) == now
+        layout3 = legacy_global("ecrm", before)
+        assert layout3 is not None and layout3.startswith("ecrm:{g}:") and untenanted("ecrm", layout3) == now
     pid = ProfileId("c", name)
     for other in [*all_keys(pid), K.item(name), *GLOBAL, "ecrm:bench:noop:x", "other:popular"]:
         assert legacy_global("ecrm", other) is None, other
@@ -105,8 +109,8 @@ def test_profile_id_round_trip(pid: ProfileId) -> None:
 
 
 def test_the_victim_example() -> None:
-    assert K.erased(customer_pid("victim:erased")) == "ecrm:p:{c:victim%3Aerased}:erased"
-    assert K.erased(customer_pid("victim")) == "ecrm:p:{c:victim}:erased"
+    assert K.erased(customer_pid("victim:erased")) == "ecrm:p:{default|c:victim%3Aerased}:erased"
+    assert K.erased(customer_pid("victim")) == "ecrm:p:{default|c:victim}:erased"
     assert K.profile(customer_pid("victim:erased")) != K.erased(customer_pid("victim"))
     assert K.profile(customer_pid("victim:cart")) != K.legacy(customer_pid("victim"), "cart")
 
@@ -152,8 +156,84 @@ def test_the_profile_keys_migrate_keys_upgrades_are_known_and_no_other(pid: Prof
         K.legacy(pid, "seen")
 
 
+THREE_SHOPS = ("shop-a", "shop-b", "shop-d")  # the tenants of the three-tenant cluster tests
+TENANTS = st.sampled_from(["default", "acme", "c", "a", "t", "g", "t-g", "0", "default-2", "x" * 32])
+
+
+def tenant_keys(keys: Keys, pid: ProfileId, name: str, era: int) -> set[str]:
+    """Every kind of key of a tenant: a profile's, an item's, the global ones."""
+    out = {keys.profile(pid), *keys.legacy_profile_keys(pid), keys.seen(pid, "direct", name), keys.seen_set(pid)}
+    out.add(keys.erased(pid))
+    out |= {keys.alias(pid.ident), keys.visitors(pid.ident), keys.item(name), keys.item_seen(name, "open", name)}
+    out |= {keys.category(name), keys.campaign_stats(name), keys.model_blob(name), keys.snapshot(name)}
+    return out | {keys.trending(era), keys.popular, keys.applied_offsets, keys.interactions, keys.erasure_log}
+
+
+@given(TENANTS, TENANTS, profiles, profiles, ids, ids, st.integers(min_value=0, max_value=10**6))
+def test_two_tenants_never_share_a_key_even_with_the_same_ids(
+    t1: str, t2: str, a: ProfileId, b: ProfileId, n1: str, n2: str, era: int
+) -> None:
+    one, two = Keys("ecrm", t1), Keys("ecrm", t2)
+    mine, theirs = tenant_keys(one, a, n1, era), tenant_keys(two, b, n2, era)
+    if t1 != t2:
+        assert not mine & theirs
+    assert all(tenant_of("ecrm", key) == t1 and one.owns(key) for key in mine)
+    assert all(not one.owns(key) for key in theirs) or t1 == t2
+    assert all(untenanted("ecrm", key) is None for key in mine)  # no key of a tenant passes for an older one
+
+
+@given(TENANTS, TENANTS)
+def test_each_tenant_has_its_own_global_slot(t1: str, t2: str) -> None:
+    one, two = Keys("ecrm", t1), Keys("ecrm", t2)
+    assert len({key_slot(k.encode()) for k in (one.popular, one.campaign_stats("x"), one.profiles)}) == 1
+    assert (key_slot(one.popular.encode()) == key_slot(two.popular.encode())) == (
+        key_slot(f"t:{t1}".encode()) == key_slot(f"t:{t2}".encode())
+    )
+
+
+def test_three_tenants_global_slots_spread_over_three_nodes() -> None:
+    """The three tenants the cluster tests use have their global slots on three different nodes (0-5460,
+    5461-10922, 10923-16383), so the global calls of their chunks spread over the cluster."""
+    nodes = {key_slot(Keys("ecrm", t).popular.encode()) * 3 // 16384 for t in THREE_SHOPS}
+    assert len(nodes) == 3, nodes
+
+
+@given(profiles, ids)
+def test_the_layout_before_tenants_moves_into_the_tenant_default(pid: ProfileId, name: str) -> None:
+    k3 = {  # layouts up to 4 -> layout 5
+        f"ecrm:p:{{{pid.tag}}}": K.profile(pid),
+        f"ecrm:p:{{{pid.tag}}}:items": K.legacy(pid, "items"),
+        f"ecrm:p:{{{pid.tag}}}:seen:open:{encode_id(name)}": K.seen(pid, "open", name),
+        f"ecrm:item:{{{encode_id(name)}}}": K.item(name),
+        f"ecrm:item:{{{encode_id(name)}}}:seen:open:e1": K.item_seen(name, "open", "e1"),
+        "ecrm:{g}:popular": K.popular,
+        f"ecrm:{{g}}:camp:{encode_id(name)}": K.campaign_stats(name),
+        "ecrm:{g}:trending:7": K.trending(7),
+    }
+    for before, now in k3.items():
+        assert untenanted("ecrm", before) == now
+        assert tenant_of("ecrm", before) is None
+    assert untenanted("other", "ecrm:{g}:popular") is None and untenanted("ecrm", "ecrm:bench:noop:x") is None
+
+
+@pytest.mark.parametrize("bad", ["", "Acme", "-a", "a|b", "a:b", "{a}", "a" * 33, "a b"])
+def test_a_bad_tenant_name_is_refused(bad: str) -> None:
+    with pytest.raises(TenantError, match="not a tenant name"):
+        Keys("ecrm", bad)
+
+
+def test_a_tenants_scan_patterns_match_its_keys_and_no_others() -> None:
+    from fnmatch import fnmatchcase
+
+    acme, other = Keys("ecrm", "acme"), Keys("ecrm", "acme-2")
+    for key in tenant_keys(acme, ProfileId("c", "42"), "sku", 3):
+        assert any(fnmatchcase(key, p) for p in acme.patterns), key
+        assert not any(fnmatchcase(key, p) for p in other.patterns), key
+
+
 @given(profiles)
 def test_migrate_keys_renames_the_fields_of_profile_hashes_and_no_other_key(pid: ProfileId) -> None:
     assert is_profile_hash("ecrm", K.profile(pid)) and not is_profile_hash("other", K.profile(pid))
+    assert is_profile_hash("ecrm", f"ecrm:p:{{{pid.tag}}}")  # a hash of the layouts before tenants too
     for other in [*K.legacy_profile_keys(pid), K.seen_set(pid), K.campaigns(pid), K.erased(pid), K.popular]:
         assert not is_profile_hash("ecrm", other), other

@@ -1,8 +1,4 @@
-"""MERGE (issue 22): rename to test_fair_training_tenants.py once ``Keys(prefix, tenant)`` (core/keyspace.py) and
-core/tenant_keys.py's ``tenant_keys`` returning it have landed: on a branch without them every tenant reads the
-same keys, and this test fails.
-
-Three tenants in their own keyspaces on real Redis, one slot (ECRM_TRAINING_CONCURRENCY=1): a large shop due at
+"""Three tenants in their own keyspaces on real Redis, one slot (ECRM_TRAINING_CONCURRENCY=1): a large shop due at
 every check never keeps the two small ones from training, each is trained on its own triggers, and a tenant too
 small to train is never started (it serves the popular items)."""
 
@@ -28,20 +24,20 @@ async def test_one_slot_is_shared_fairly_by_three_tenants(settings: Settings) ->
 
     async def spawn(tenant: str) -> asyncio.subprocess.Process:
         started.append(tenant)
-        keys = Keys(settings.key_prefix, tenant)  # type: ignore[call-arg]
+        keys = Keys(settings.key_prefix, tenant)
         count = int(r.get(keys.interactions_count) or 0)
         r.hset(keys.model_trained, mapping={"count": count, "at": 1})  # what `ecrm train --tenant` writes
         return await asyncio.create_subprocess_exec(sys.executable, "-c", "raise SystemExit(0)")
 
     sizes = {"big": 100_000, "small-a": 150, "small-b": 200, "tiny": 5}
     for tenant, count in sizes.items():
-        r.set(Keys(settings.key_prefix, tenant).interactions_count, count)  # type: ignore[call-arg]
+        r.set(Keys(settings.key_prefix, tenant).interactions_count, count)
     one = settings.model_copy(update={"training_concurrency": 1, "retrain_min_interactions": 10})
     client = connect(one)
     trainings = Trainings(one, tuple(sizes), client, spawn)
     try:
         for _ in range(12):
-            r.incrby(Keys(one.key_prefix, "big").interactions_count, 1000)  # type: ignore[call-arg]
+            r.incrby(Keys(one.key_prefix, "big").interactions_count, 1000)
             await trainings.check()
             for proc in list(trainings.procs.values()):
                 await asyncio.wait_for(proc.wait(), 30)
