@@ -367,10 +367,26 @@ def check_profiles(r: redis.Redis, keys: Keys, model: Model) -> None:
             revenue += float(h.get(layout.REVENUE, 0.0))
             expected.update(model.counts.get(pid, Counter()))
             expected_revenue += model.revenue[pid]
-        assert +stored == +expected, (sorted(members), stored, expected)
+        assert +stored == +expected, (sorted(members), stored, expected, where_counts_are(r, keys, model))
         assert revenue == pytest.approx(expected_revenue, rel=1e-9, abs=1e-6), sorted(members)
     indexed = set(r.zrange(keys.profiles, 0, -1))
     assert indexed <= set(model.parent) | {f"c:{BYSTANDER}"}, indexed - set(model.parent)
+
+
+def where_counts_are(r: redis.Redis, keys: Keys, model: Model) -> list[tuple[str, dict[str, int], dict[str, int]]]:
+    """For a failed check: every profile of the tenant's keyspace whose counts differ from the model's (its stored
+    and its expected counts), the profiles outside the model included."""
+    out = []
+    head = f"{keys.prefix}:p:{{{keys.tenant}|"
+    for key in r.scan_iter(f"{keys.prefix}:p:*", count=1000):
+        h = r.hgetall(key) if r.type(key) == "hash" else {}
+        stored = {k[2:]: int(v) for k, v in h.items() if k.startswith("n:")}
+        pid = next((p for p in model.parent if keys.profile(p) == key), None)
+        expected = dict(model.counts.get(pid, Counter())) if pid else {}
+        expected.pop("orders", None)
+        if stored != expected:
+            out.append((key if key.startswith(head) else f"(other tenant) {key}", stored, expected))
+    return out
 
 
 def check_keyspace(r: redis.Redis, settings: Settings, models: dict[str, Model]) -> None:
