@@ -78,6 +78,7 @@ KINDS = ["page_view", "product_view", "search", "add_to_cart", "remove_from_cart
 REFUSED_IN_IDS = ["\t", "\n", "\x00", "\x7f", "\u200b", "\u2028", "\x85"]
 
 VALID, INVALID, EITHER = "valid", "invalid", "either"
+MODELS: dict[str, Model] = {}  # the run's models, for the report of a failed check
 
 
 class Filler(str):
@@ -274,6 +275,7 @@ class Model:
     applied: int = 0
     duplicates: int = 0
     sent: int = 0
+    log: dict[str, list[str]] = field(default_factory=dict)  # the accepted events of each profile, for a failure
 
     def root(self, pid: str) -> str:
         self.parent.setdefault(pid, pid)
@@ -295,6 +297,9 @@ class Model:
         else:
             own = str(profile_of(event))
             key = ("profile", own, scope, event.event_id)
+            self.log.setdefault(own, []).append(f"{scope} {obj}"[:300])
+            if event.customer_id is not None and event.anonymous_id is not None:
+                self.log.setdefault(f"a:{event.anonymous_id}", []).append(f"(login) {scope} {obj}"[:300])
             self.root(own)
             if event.customer_id is not None and event.anonymous_id is not None:
                 self.join(f"a:{event.anonymous_id}", own)
@@ -367,7 +372,15 @@ def check_profiles(r: redis.Redis, keys: Keys, model: Model) -> None:
             revenue += float(h.get(layout.REVENUE, 0.0))
             expected.update(model.counts.get(pid, Counter()))
             expected_revenue += model.revenue[pid]
-        assert +stored == +expected, (sorted(members), stored, expected, where_counts_are(r, keys, model))
+        if +stored != +expected:
+            print(f"\n{keys.tenant}: the group {sorted(members)} holds {dict(stored)}, expected {dict(expected)}")
+            for other, other_model in (MODELS or {keys.tenant: model}).items():
+                for row in where_counts_are(r, Keys(keys.prefix, other), other_model):
+                    print(f"{other}: {row[0]} holds {row[1]}, expected {row[2]}")
+            for pid in sorted(members):
+                for line in model.log.get(pid, []):
+                    print(f"  {pid}: {line}")
+        assert +stored == +expected, (sorted(members), stored, expected)
         assert revenue == pytest.approx(expected_revenue, rel=1e-9, abs=1e-6), sorted(members)
     indexed = set(r.zrange(keys.profiles, 0, -1))
     assert indexed <= set(model.parent) | {f"c:{BYSTANDER}"}, indexed - set(model.parent)
@@ -377,15 +390,14 @@ def where_counts_are(r: redis.Redis, keys: Keys, model: Model) -> list[tuple[str
     """For a failed check: every profile of the tenant's keyspace whose counts differ from the model's (its stored
     and its expected counts), the profiles outside the model included."""
     out = []
-    head = f"{keys.prefix}:p:{{{keys.tenant}|"
-    for key in r.scan_iter(f"{keys.prefix}:p:*", count=1000):
-        h = r.hgetall(key) if r.type(key) == "hash" else {}
-        stored = {k[2:]: int(v) for k, v in h.items() if k.startswith("n:")}
-        pid = next((p for p in model.parent if keys.profile(p) == key), None)
-        expected = dict(model.counts.get(pid, Counter())) if pid else {}
-        expected.pop("orders", None)
+    owners = {keys.profile(p): p for p in model.parent}
+    for key in r.scan_iter(f"{keys.prefix}:p:{{{keys.tenant}|*", count=1000):
+        if r.type(key) != "hash" or key not in owners and not key.endswith("}"):
+            continue
+        stored = {k[2:]: int(v) for k, v in r.hgetall(key).items() if k.startswith("n:")}
+        expected = {k: v for k, v in model.counts.get(owners.get(key, ""), Counter()).items() if k != "orders"}
         if stored != expected:
-            out.append((key if key.startswith(head) else f"(other tenant) {key}", stored, expected))
+            out.append((key, stored, expected))
     return out
 
 
@@ -450,6 +462,8 @@ def test_generated_events_through_the_collector_and_the_worker(settings: Setting
     worker = worker_factory(settings)
     wait_for(lambda: worker_totals(metrics_port) is not None, timeout=60, what="the worker's metrics")
     models, run = {tenant: Model() for tenant in TENANTS}, Run()
+    MODELS.clear()
+    MODELS.update(models)
 
     def applied() -> int:
         return sum(int(r.get(k.applied_count) or 0) for k in tenant_keys.values()) - base_applied
