@@ -318,10 +318,12 @@ class Keys:
         """A profile's keys only older engines wrote (:data:`LEGACY_PROFILE_SUFFIXES`): erasure deletes them too."""
         return legacy_siblings(self._p(pid))
 
-    def seen(self, pid: str | ProfileId, source: str, event_id: str) -> str:
+    def seen(self, pid: str | ProfileId, source: str, event_id: str, own: str | ProfileId | None = None) -> str:
         """De-duplication marker of an event of a profile, in its sender's namespace (``source``): a key of its own,
-        holding the event's global record (Redis Cluster)."""
-        return f"{self._p(pid)}:seen:{encode_id(source)}:{encode_id(event_id)}"
+        holding the event's global record (Redis Cluster). ``own``: the visitor whose event it is, when it lands in
+        the customer ``pid`` they logged in as (the customer's own event with the same sender and id is another)."""
+        tail = "" if own is None else f":{parse_pid(own).tag}"
+        return f"{self._p(pid)}:seen:{encode_id(source)}:{encode_id(event_id)}{tail}"
 
     def seen_set(self, pid: str | ProfileId) -> str:
         """The de-duplication set of a profile on a single node: :func:`marker_digest` of each event applied to it

@@ -441,19 +441,18 @@ local function still_holds(u)
   return true
 end
 
--- Was the plan applied before? Its marker (in this slot; u.seen2: the visitor's own, where it was applied before
--- they logged in; u.dup: that one, read by the caller in its slot on a Redis Cluster). On a single node (u.sd) the
--- marker is the member u.sd of the profile's de-duplication set; on a cluster a key of its own (it holds a record).
+-- Was the plan applied before? Its marker (in this slot; u.dup: the visitor's own, where it was applied before they
+-- logged in, read by the caller in its slot on a Redis Cluster). On a single node (u.sd) the marker is the member
+-- u.sd of the de-duplication set of the event's own profile (a visitor's own set for their events after a login
+-- too); on a cluster a key of its own in the plan's slot (it holds a record), named with the visitor's id when the
+-- event lands in the customer they logged in as.
 local function marker(u)
   if u.dup then return '1' end
   if u.sd then
     if redis.call('ZSCORE', KEYS[u.seen], u.sd) then return '1' end
-    if u.seen2 and redis.call('ZSCORE', KEYS[u.seen2], u.sd) then return '1' end
     return nil
   end
-  local m = redis.call('GET', KEYS[u.seen])
-  if (not m) and u.seen2 and redis.call('EXISTS', KEYS[u.seen2]) == 1 then m = '1' end
-  return m
+  return redis.call('GET', KEYS[u.seen])
 end
 
 -- Remember an applied plan in its profile's de-duplication set, scored by when: server time in 1/1024 ms, plus one

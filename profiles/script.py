@@ -303,16 +303,16 @@ class _Context:
             out["bd"] = plan.client or ""
             if not self.cluster:
                 self.table.named("shared", keys.shared_counts(shared_period(self.params)))
-        if self.cluster:  # a marker key of its own, to hold the event's global record
-            out["seen"] = table.index(keys.seen(target, plan.source, plan.event_id))  # in the plan's slot
-        else:  # a member of the profile's de-duplication set
-            out["seen"] = table.index(names.seen_set)
+        # An event is a duplicate of one with the same sender and id of the same own profile (a visitor's event
+        # after their login too: whichever customer it lands in, and wherever a later login moves the visitor).
+        if self.cluster:  # a marker key of its own, to hold the event's global record, in the plan's slot
+            out["seen"] = table.index(keys.seen(target, plan.source, plan.event_id, None if same else own))
+        else:  # a member of the own profile's de-duplication set (here: a single node)
+            out["seen"] = table.index(own_names.seen_set)
             out["sd"] = marker_digest(plan.source, plan.event_id)
         alive: list[int] = []
         if not same:
-            if here:
-                out["seen2"] = table.index(own_names.seen_set)  # here: a single node
-            else:
+            if not here:
                 out["erx"] = found.erased.get(own.ident) or -1
                 if keys.seen(own, plan.source, plan.event_id) in found.markers:
                     out["dup"] = 1  # applied to the visitor before they logged in

@@ -125,3 +125,37 @@ async def test_a_topic_created_again_starts_with_no_applied_offsets(store: Profi
     fresh = [ev("product_view", 2, item_id="sku-2")]  # offset 0 of the new topic: applied, not a redelivery
     assert await apply(store, fresh, [("t.events:0", 0, old())]) == [APPLIED]
     assert await views(store) == 2
+
+
+@pytest.fixture()
+async def plain_store(settings: Settings) -> Any:
+    s = ProfileStore(connect(settings), settings)
+    yield s
+    await s.client.aclose()
+
+
+def visit(visitor: str, event_id: str, n: int, customer: str | None = None) -> dict[str, Any]:
+    """A page view of a visitor (with ``customer``: a login), sent by the shop's server with ``event_id``."""
+    event = {"type": "page_view", "event_id": event_id, "timestamp": T0 + n, "anonymous_id": visitor}
+    return event | ({"customer_id": customer} if customer else {})
+
+
+async def page_views(store: ProfileStore, pid: str) -> int:
+    profile = await store.profile(pid)
+    return 0 if profile is None else int(profile["event_counts"].get("page_view", 0))
+
+
+async def test_a_visitors_event_is_judged_against_the_visitors_own_events(plain_store: ProfileStore) -> None:
+    """An event is a duplicate of one with the same sender and id of the same own profile: a visitor's event after
+    their login is not one of the customer's own event with that id, and a re-send of the visitor's event is one
+    whichever customer a later login (a shared device) moved the visitor to."""
+    store = plain_store
+    assert await apply(store, [visit("v", "login-1", 1, customer="c1")], [None]) == [APPLIED]
+    customers_own = {"type": "page_view", "event_id": "x", "timestamp": T0 + 2, "customer_id": "c1"}
+    assert await apply(store, [customers_own], [None]) == [APPLIED]
+    assert await apply(store, [visit("v", "x", 3)], [None]) == [APPLIED]  # lands in c1: not the customer's "x"
+    assert await page_views(store, "c:c1") == 3
+    assert await apply(store, [visit("v", "x", 3)], [None]) == [DUPLICATE]  # the visitor's "x" again
+    assert await apply(store, [visit("v", "login-2", 4, customer="c2")], [None]) == [APPLIED]  # moved to c2
+    assert await apply(store, [visit("v", "x", 3)], [None]) == [DUPLICATE]  # still the visitor's "x"
+    assert (await page_views(store, "c:c1"), await page_views(store, "c:c2")) == (3, 1)

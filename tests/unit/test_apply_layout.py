@@ -119,11 +119,11 @@ def test_every_index_of_a_call_names_the_key_keys_gives(
         customer = aliases.get(own.ident) if own.kind == "a" else None
         target = ProfileId("c", customer) if customer else own
         assert names[wire["P"] - 1] == K.profile(target) and wire["pid"] == str(target)  # the whole profile
-        if not cluster:
-            assert names[wire["seen"] - 1] == K.seen_set(target)
+        if not cluster:  # an event's marker: in its own profile's set, whichever customer it lands in
+            assert names[wire["seen"] - 1] == K.seen_set(own)
             assert {names[i - 1] for i in wire["er"]} == {K.erased(own), K.erased(target)}
-            if own != target:
-                assert names[wire["seen2"] - 1] == K.seen_set(own)
+        else:  # in the plan's slot, named with the visitor whose event it is
+            assert names[wire["seen"] - 1] == K.seen(target, plan.source, plan.event_id, None if own == target else own)
         if own.kind == "a" and (own == target or not cluster):  # on a cluster: only in the visitor's own slot
             assert names[wire["alias"] - 1] == K.alias(own.ident)
         alive = {names[i - 1] for i in wire["alive"]}
