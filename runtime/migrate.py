@@ -5,7 +5,9 @@ at a time, each step atomic and idempotent (it may run beside the workers and th
   ``items``, ``sess``, and the item times and purchases ``recent``, ``items_ts``, ``bought``) folded into the hash,
   one script per profile, key layout 3's long field names renamed in every profile hash
   (:func:`profiles.migrate.upgrade_profile_names`), and the de-duplication sets cut to ``ECRM_DEDUPE_WINDOW_S``
-  (:func:`profiles.migrate.upgrade_profile_key`);
+  (:func:`profiles.migrate.upgrade_profile_key`); key layout 4's count fields ``n:<type>`` moved to their code's
+  (``n:<code>``), and its profiles index (a sorted set) dropped for the profile count (its size added first, then
+  the count set to the profile hashes the scan found);
 * on a single node only (a cluster never held those layouts): the global keys of an engine older than the Redis
   Cluster support moved under the hash tag ``{g}``, and the de-duplication markers of older engines (a key per event)
   into their profile's set (kept for the window)."""
@@ -19,10 +21,10 @@ from dataclasses import dataclass, field
 
 import redis
 
-from core.keyspace import is_profile_hash, legacy_global, legacy_marker, legacy_profile_key
+from core.keyspace import Keys, is_profile_hash, legacy_global, legacy_marker, legacy_profile_key
 from core.redis import connect_sync, redis_errors
 from core.settings import Settings
-from profiles.migrate import upgrade_profile_key, upgrade_profile_names
+from profiles.migrate import drop_profiles_index, recount_profiles, upgrade_profile_key, upgrade_profile_names
 
 
 @dataclass
@@ -35,6 +37,8 @@ class Migrated:
     markers: int = 0
     profiles: int = 0
     upgraded: Counter[str] = field(default_factory=Counter)
+    indexed: int = 0  # profiles key layout 4's profiles index held (folded into the profile count, then deleted)
+    counted: int = 0  # profile hashes found: the profile count set to it
 
     @property
     def folded(self) -> int:
@@ -58,13 +62,19 @@ def migrate_layout(
     ``window_ms``: the de-duplication window (ECRM_DEDUPE_WINDOW_S). ``progress`` is called with the number of keys
     looked at every 100,000 keys."""
     done = Migrated()
+    keys = Keys(prefix)
     now = int(time.time() * 1000) * 1024  # the set's score: when, in 1/1024 ms (profiles/apply.lua)
     with redis_errors("upgrading the key layout"):
+        done.indexed = drop_profiles_index(client, keys)
+        counted_before = int(client.get(keys.profile_count) or 0)
+        hashes: set[str] = set()  # a SCAN may give a key twice
         for n, key in enumerate(client.scan_iter(match=f"{prefix}:*", count=1000), start=1):
             steps = upgrade_profile_key(client, prefix, key, window_ms)
             done.upgraded.update(steps)
-            if is_profile_hash(prefix, key) and upgrade_profile_names(client, key):
-                done.upgraded["names"] += 1
+            if is_profile_hash(prefix, key):
+                hashes.add(key)
+                if upgrade_profile_names(client, key):
+                    done.upgraded["names"] += 1
             done.profiles += 1 if steps and steps != ["seen"] else 0
             if (
                 legacy_profile_key(prefix, key) is None and not cluster
@@ -80,6 +90,10 @@ def migrate_layout(
                     done.markers += 1
             if n % 100_000 == 0:
                 progress(n)
+        late = drop_profiles_index(client, keys)  # a layout-1 index the scan moved under {g}
+        done.indexed += late
+        done.counted = len(hashes)
+        recount_profiles(client, keys, counted_before + late, done.counted)
     return done
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -38,7 +40,16 @@ def all_keys(pid: ProfileId) -> set[str]:
 
 
 GLOBAL = {
-    *(K.profiles, K.popular, K.catalogue, K.out_of_stock, K.interactions, K.applied_count, K.interactions_count),
+    *(
+        K.profile_count,
+        K.legacy_profiles_index,
+        K.popular,
+        K.catalogue,
+        K.out_of_stock,
+        K.interactions,
+        K.applied_count,
+        K.interactions_count,
+    ),
     *(
         K.model_current,
         K.model_versions,
@@ -77,7 +88,7 @@ def test_the_older_global_keys_map_to_the_current_ones(name: str, era: int) -> N
     e = encode_id(name)
     old = {
         "ecrm:popular": K.popular,
-        "ecrm:profiles": K.profiles,
+        "ecrm:profiles": K.legacy_profiles_index,
         "ecrm:stats:applied": K.applied_count,
         f"ecrm:trending:{era}": K.trending(era),
         f"ecrm:category:{e}": K.category(name),
@@ -157,3 +168,17 @@ def test_migrate_keys_renames_the_fields_of_profile_hashes_and_no_other_key(pid:
     assert is_profile_hash("ecrm", K.profile(pid)) and not is_profile_hash("other", K.profile(pid))
     for other in [*K.legacy_profile_keys(pid), K.seen_set(pid), K.campaigns(pid), K.erased(pid), K.popular]:
         assert not is_profile_hash("ecrm", other), other
+
+
+@given(profiles, profiles)
+def test_the_profile_pattern_matches_every_profile_hash_and_no_other_key(pid: ProfileId, other: ProfileId) -> None:
+    """The SCAN pattern of the profile hashes (the analytics refresh, the profile count) and the key read back: a
+    profile's other keys, another prefix's and the global keys are never taken for a profile."""
+    pattern = K.profile_pattern()
+    assert fnmatchcase(K.profile(pid), pattern) and K.profile_id(K.profile(pid)) == pid
+    assert K.profile_id(K.profile(str(pid))) == pid
+    siblings = all_keys(pid) | all_keys(other) | {K.campaigns(pid), K.served(pid), K.merging(pid), K.handoff("x")}
+    for key in (siblings - {K.profile(pid), K.profile(other)}) | GLOBAL:
+        assert not fnmatchcase(key, pattern), key
+        assert K.profile_id(key) is None, key
+    assert not fnmatchcase(Keys("ecrm2").profile(pid), pattern) and K.profile_id(Keys("ecrm2").profile(pid)) is None
