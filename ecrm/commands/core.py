@@ -46,12 +46,13 @@ def topics() -> None:
 def migrate_keys() -> None:
     """Upgrade the keys an older engine wrote, on a single node or a Redis Cluster (every node is scanned): the
     keys kept beside a profile's hash (cart, aff, items, sess, recent, items_ts, bought) folded into it, one
-    script per profile, key layout 3's long field names renamed in every profile hash, the de-duplication sets cut to
-    ECRM_DEDUPE_WINDOW_S; on a single node also the global keys of engines before the Redis Cluster support
-    (popular, trending, the training log, catalogue sets, models, campaign counters, analytics ...) moved under the
-    hash tag {g}, and the de-duplication markers of older engines (a key per event) into their profile's set. Each
-    step is atomic and idempotent: it may run beside the workers and the API of the new engine, and again after a
-    stop (:mod:`runtime.migrate`)."""
+    script per profile, key layout 3's long field names and layout 4's count fields (n:<type>, to their one-letter
+    codes) renamed in every profile hash, layout 4's profiles index dropped for the profile count (set to the
+    profile hashes found), the de-duplication sets cut to ECRM_DEDUPE_WINDOW_S; on a single node also the global
+    keys of engines before the Redis Cluster support (popular, trending, the training log, catalogue sets, models,
+    campaign counters, analytics ...) moved under the hash tag {g}, and the de-duplication markers of older engines
+    (a key per event) into their profile's set. Each step is atomic and idempotent: it may run beside the workers
+    and the API of the new engine, and again after a stop (:mod:`runtime.migrate`)."""
     try:
         done = migrate_deployment(get_settings(), progress=lambda n: typer.echo(f"  {n} keys looked at", err=True))
     except (StoreUnavailable, StoreRefused) as exc:
@@ -60,5 +61,11 @@ def migrate_keys() -> None:
     typer.echo(
         f"moved {done.moved} global keys under {{g}}, {done.markers} de-duplication markers into their profiles' "
         f"sets; folded {done.folded} older profile keys into {done.profiles} profile hashes, renamed the fields of "
-        f"{done.renamed} profile hashes, cut {done.upgraded['seen']} de-duplication sets to the window"
+        f"{done.renamed} profile hashes, cut {done.upgraded['seen']} de-duplication sets to the window; "
+        f"{_index_line(done.indexed, done.counted)}"
     )
+
+
+def _index_line(indexed: int, counted: int) -> str:
+    dropped = f"dropped the profiles index ({indexed} profiles), " if indexed else ""
+    return f"{dropped}the profile count set to {counted} profile hashes"

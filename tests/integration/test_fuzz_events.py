@@ -357,15 +357,16 @@ def check_profiles(r: redis.Redis, keys: Keys, model: Model) -> None:
         revenue, expected_revenue = 0.0, 0.0
         for pid in members:
             h = hashes[pid]
-            stored.update({k[2:]: int(v) for k, v in h.items() if k.startswith("n:")})
+            stored.update(layout.event_counts(h))
             stored["orders"] += int(h.get(layout.ORDERS, 0))
             revenue += float(h.get(layout.REVENUE, 0.0))
             expected.update(model.counts.get(pid, Counter()))
             expected_revenue += model.revenue[pid]
         assert +stored == +expected, (sorted(members), stored, expected)
         assert revenue == pytest.approx(expected_revenue, rel=1e-9, abs=1e-6), sorted(members)
-    indexed = set(r.zrange(keys.profiles, 0, -1))
-    assert indexed <= set(model.parent) | {f"c:{BYSTANDER}"}, indexed - set(model.parent)
+    held = {str(keys.profile_id(key)) for key in r.scan_iter(match=keys.profile_pattern(), count=1000)}
+    assert held <= set(model.parent) | {f"c:{BYSTANDER}"}, held - set(model.parent)
+    assert int(r.get(keys.profile_count) or 0) == len(held)  # one more per hash made, one less per hash gone
 
 
 def check_keyspace(r: redis.Redis, settings: Settings, model: Model) -> None:
