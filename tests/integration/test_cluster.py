@@ -232,7 +232,7 @@ def test_migrate_keys_moves_an_older_layout_under_the_global_tag(settings: Setti
     assert r.zrange(keys.popular, 0, -1, withscores=True) == [("sku-1", 3.0)]
     assert r.hgetall(keys.campaign_stats("exp")) == {"a:assigned": "2"}
     assert r.get(keys.model_current) == "v2" and r.get(f"{p}:model:current") == "v1"
-    assert r.hgetall(keys.profile("c:x")) == {"n:page_view": "1"}
+    assert r.hgetall(keys.profile("c:x")) == {"n:g": "1"}  # key layout 4's count name: the type's code now
     assert r.zscore(keys.seen_set("c:x"), marker_digest("open", "ev:1")) is not None
     assert not r.exists(f"{p}:p:{{c:x}}:seen:open:ev%3A1")
 

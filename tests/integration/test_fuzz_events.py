@@ -16,7 +16,8 @@ kept across examples like Redis is, predicts every outcome:
 * each profile's counts, orders and revenue are the model's (a collect key's purchase adds no order or revenue and
   counts as ``claimed_purchase``; for visitors who logged in, summed over the visitor
   and the customers they logged in as: which of them an event lands in depends on the order across partitions);
-* no other profile is touched: the profiles index and every key hold only the generated ids, and a bystander
+* no other profile is touched: the profile hashes and every key hold only the generated ids (the profile count is
+  theirs), and a bystander
   customer whose id the hostile ids imitate is left exactly as it was;
 * refused events never reach Kafka (the events topic holds exactly the accepted ones), and the same refused
   events produced straight to Kafka are dead-lettered by the worker for the same fields.

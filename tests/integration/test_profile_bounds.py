@@ -207,6 +207,36 @@ async def test_erasure_reaches_the_segment_snapshot(settings: Settings) -> None:
     await store.client.aclose()
 
 
+async def test_the_analytics_refresh_scans_the_profile_hashes_and_sets_the_profile_count_right(
+    store: ProfileStore,
+) -> None:
+    """Key layout 5: no profiles index. The refresh reads every profile hash by a SCAN (every primary's on the
+    cluster), one batch per ``analytics_scan_count``, and a profile that expired (deleted here as its TTL would) is
+    taken off the profile count the workers keep."""
+    from analytics.refresh import make_refresher
+    from analytics.settings import AnalyticsSettings
+
+    settings = store.settings
+    events = [ev("product_view", i, T0 + i, customer_id=f"s{i}", item_id="a") for i in range(25)]
+    events.append(ev("page_view", 99, T0 + 99, anonymous_id="s-visitor"))
+    await apply(store, events)
+    keys = store.keys
+    assert await store.client.get(keys.profile_count) == "26"
+    await store.client.delete(keys.profile("c:s7"))  # expired (ECRM_PROFILE_TTL_DAYS)
+    await store.client.hset(keys.campaigns("c:s8"), "x", "1")  # a profile's other key is not a profile
+    analytics = AnalyticsStore(store.client, settings.key_prefix)
+    batches = [batch async for batch in analytics.scan_profiles(count=10)]
+    pids = [row.pid for batch in batches for row in batch]
+    assert sorted(pids) == sorted({*(f"c:s{i}" for i in range(25)), "a:s-visitor"} - {"c:s7"})
+    assert len(batches) >= 3 and all(len(batch) <= 10 for batch in batches)
+    assert await store.client.get(keys.profile_count) == "25"
+    refresher = make_refresher(settings, AnalyticsSettings(analytics_min_customers=1000, analytics_scan_count=10))
+    result = await refresher.refresh(force=True)
+    assert result.state is not None and result.state.profiles == 25
+    assert await store.client.get(keys.profile_count) == "25"  # nothing changed since: the count stays
+    await refresher.store.client.aclose()
+
+
 async def test_a_refresh_running_during_an_erasure_brings_no_row_back(settings: Settings) -> None:
     """Issue 18: the refresh read the customer before the erasure deleted them; its snapshot, published after the
     erasure, does not list them (nor does the snapshot it replaced)."""
@@ -389,7 +419,7 @@ async def test_a_browser_weighs_like_one_visitor_in_shared_state(store: ProfileS
     assert [(f["p"], f["i"], float(f["w"])) for _, f in stream] == [("a:v", "sku-0", w) for w in (1.0, 2.0, 2.0)]
     visitor = await store.client.hgetall(keys.profile("a:v"))
     assert layout.REVENUE not in visitor and layout.ORDERS not in visitor and layout.LAST_PURCHASE not in visitor
-    assert layout.event_counts(visitor) == {"claimed_purchase": 1, "product_view": 50}
+    assert layout.event_counts(visitor) == {"claimed_purchase": 1, "product_view": 50, "add_to_cart": 1}
     assert "sku-0" in await store.bought("a:v")  # the visitor's own lists know it
     entry = parse_item((await fields(store, "a:v")).items.get("sku-0") or "0")
     assert entry.weight == 50 * 1.0 + 3.0 + 5.0 and entry.bought == now  # unbounded there
@@ -431,7 +461,8 @@ async def test_a_logged_in_browser_adds_no_money_to_the_customer(store: ProfileS
     after = await store.client.hgetall(keys.profile("c:k"))
     for figure in (layout.ORDERS, layout.REVENUE, layout.FIRST_PURCHASE, layout.LAST_PURCHASE):
         assert after[figure] == before[figure], figure
-    assert layout.event_counts(after) == {"claimed_purchase": 1, "product_view": 1}  # the signals follow the person
+    counts = layout.event_counts(after)
+    assert (counts["claimed_purchase"], counts["product_view"]) == (1, 1)  # the signals follow the person
     assert "b" not in await store.bought("c:k") and "a" in await store.bought("c:k")  # not a customer's bought item
     items = (await fields(store, "c:k")).items
     assert parse_item(items.get("b") or "0").bought is None
