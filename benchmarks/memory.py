@@ -271,6 +271,8 @@ def bench_memory(base: Settings, profiles: int, events: int, items: int, echo: E
         fields, encodings = weigh_fields(r, store, sample)
         log_bytes = r.memory_usage(store.keys.interactions, samples=0) or 0
         parts["training log share"] = log_bytes / profiles
+        rankings = [store.keys.popular, *r.scan_iter(match=store.keys.trending(0)[:-1] + "*", count=1000)]
+        parts["popular and trending share"] = sum(r.memory_usage(k, samples=0) or 0 for k in rankings) / profiles
         echo("  the de-duplication window passes: the profiles' sets go, as their expiry would take them ...")
         for start in range(0, profiles, 1000):
             r.unlink(
