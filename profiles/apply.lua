@@ -268,7 +268,7 @@ local function merge_from(v, d, camp_dst, tmp)
   trim_items(d)
   trim_categories(d)
   redis.call('HINCRBY', dh, F_MERGED, 1)
-  if not created then emit({'n', -1}) end  -- the visitor's hash went: one profile less, unless it became the customer's
+  if not created then emit({'n', -1}) end  -- the visitor's hash went (unless it became the customer's)
 end
 
 -- A login links the visitor to the customer. The first login merges the visitor's history into the customer's;

@@ -377,7 +377,7 @@ def check_keyspace(r: redis.Redis, settings: Settings, model: Model) -> None:
     item_tags = {encode_id(i) for i in model.items}
     categories = {f"{prefix}:{{g}}:category:{encode_id(c)}" for c in model.categories}
     # offsets, refused: a single node's applied offsets per partition and refused deliveries (de-duplication)
-    single = {"profiles", "popular", "interactions", "stats:applied", "stats:interactions", "catalogue",
+    single = {"stats:profiles", "popular", "interactions", "stats:applied", "stats:interactions", "catalogue",
               "out_of_stock", "worker:consuming", "offsets", "refused"}  # fmt: skip
     for key in r.scan_iter(f"{prefix}:*", count=1000):
         rest = key[len(prefix) + 1 :]
