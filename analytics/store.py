@@ -27,11 +27,13 @@ from core.tenants import DEFAULT_TENANT
 
 # A profile's fields (profiles/layout.py, a sibling library: not imported; tests/unit/test_profile_layout.py checks
 # they match): orders, revenue, first and last purchase, first and last seen, then the same under key layout 3's
-# long names (a profile ecrm migrate-keys or the apply script has not renamed yet: either is read).
+# long names (a profile ecrm migrate-keys or the apply script has not renamed yet: either is read); the views: the
+# counts of product and page views (their codes' fields, and key layout 4's names: added up).
 SESSIONS = "ss"
 NAMES = ("or", "rv", "fp", "lp", "fs", "ls")
 LEGACY = ("orders", "revenue", "first_purchase", "last_purchase", "first_seen", "last_seen")
-PROFILE_FIELDS = (*NAMES, *LEGACY, "n:product_view", "n:page_view", SESSIONS)
+VIEWS = ("n:v", "n:g", "n:product_view", "n:page_view")
+PROFILE_FIELDS = (*NAMES, *LEGACY, *VIEWS, SESSIONS)
 LIVE_FIELDS = (*NAMES[:4], *LEGACY[:4])
 _WRITE_CHUNK = 1000
 _PUBLISH_ATTEMPTS = 10
@@ -75,7 +77,7 @@ def _either(values: list[str | None], n: int) -> list[str | None]:
 def profile_row(pid: str, values: list[str | None]) -> ProfileRow:
     """A :class:`ProfileRow` from the HMGET of :data:`PROFILE_FIELDS` (pure)."""
     orders, revenue, first_p, last_p, first_s, last_s = _either(values, len(NAMES))
-    n_pv, n_page, sessions = values[2 * len(NAMES) :]
+    views, sessions = values[2 * len(NAMES) : -1], values[-1]
     return ProfileRow(
         pid=pid,
         orders=_int(orders) or 0,
@@ -84,18 +86,9 @@ def profile_row(pid: str, values: list[str | None]) -> ProfileRow:
         last_purchase_ms=_int(last_p),
         first_seen_ms=_int(first_s),
         last_seen_ms=_int(last_s),
-        views=(_int(n_pv) or 0) + (_int(n_page) or 0),
+        views=sum(_int(v) or 0 for v in views),
         sessions=_int(sessions) or 0,
     )
-
-
-# KEYS: 1 profiles index, then the profile hashes of ARGV's profile ids: drop from the index those that are gone.
-_PRUNE = """
-for i, pid in ipairs(ARGV) do
-  if redis.call('EXISTS', KEYS[i + 1]) == 0 then redis.call('ZREM', KEYS[1], pid) end
-end
-return 1
-"""
 
 
 class AnalyticsStore:
@@ -108,23 +101,39 @@ class AnalyticsStore:
         self.keys = Keys(prefix, tenant)
         self._release = client.register_script(_RELEASE)
         self._publish = client.register_script(_PUBLISH)
-        self._prune = client.register_script(_PRUNE)
 
     # ----- reading the base -----
 
     async def scan_profiles(self, count: int = 1000) -> AsyncIterator[list[ProfileRow]]:
-        """Every profile once, in batches (ZSCAN over the profiles index, one pipeline per batch)."""
+        """Every profile once, in batches: a SCAN of the profile hashes (:meth:`~core.keyspace.Keys.
+        profile_pattern`; on a Redis Cluster every primary's), one pipeline per batch. A scan run to its end sets
+        the profile count right (:meth:`_recount`)."""
+        with redis_errors("reading the profile count"):
+            counted_before = int(await self.client.get(self.keys.profile_count) or 0)
         seen: set[str] = set()
-        cursor = 0
-        while True:
-            with redis_errors("scanning the profiles"):
-                cursor, batch = await self.client.zscan(self.keys.profiles, cursor, count=count)
-            pids = [pid for pid, _ in batch if pid not in seen]
-            seen.update(pids)
-            if pids:
-                yield await self._rows(pids)
-            if cursor == 0:
-                return
+        batch: list[str] = []
+        with redis_errors("scanning the profiles"):
+            async for key in self.client.scan_iter(match=self.keys.profile_pattern(), count=count, _type="hash"):
+                pid = self.keys.profile_id(key)
+                if pid is None or (text := str(pid)) in seen:
+                    continue
+                seen.add(text)
+                batch.append(text)
+                if len(batch) >= count:
+                    yield await self._rows(batch)
+                    batch = []
+        if batch:
+            yield await self._rows(batch)
+        await self._recount(counted_before, len(seen))
+
+    async def _recount(self, counted_before: int, found: int) -> None:
+        """The profile count (``{g}:stats:profiles``) made ``found`` as of the scan's start: the hashes that expired
+        (``ECRM_PROFILE_TTL_DAYS``) are taken off, what the workers added or took off meanwhile is kept. Exact when
+        no profile was created during the scan; one created meanwhile that the scan saw counts twice until the next
+        refresh."""
+        if found != counted_before:
+            with redis_errors("setting the profile count right"):
+                await self.client.incrby(self.keys.profile_count, found - counted_before)
 
     async def _rows(self, pids: list[str]) -> list[ProfileRow]:
         with redis_errors(f"reading {len(pids)} profiles"):
@@ -132,37 +141,12 @@ class AnalyticsStore:
                 for pid in pids:
                     pipe.hmget(self.keys.profile(pid), PROFILE_FIELDS)
                 replies = await pipe.execute()
-        rows = []
-        gone: list[str] = []
-        for pid, values in zip(pids, replies, strict=True):
-            if any(v is not None for v in values):
-                rows.append(profile_row(pid, values))
-            else:  # merged away or expired (ECRM_PROFILE_TTL_DAYS) since it was indexed
-                gone.append(pid)
-        if gone:
-            await self._prune_index(gone)
-        return rows
-
-    async def _prune_index(self, pids: list[str]) -> None:
-        """Drop profiles that no longer exist from the profiles index (a profile written meanwhile stays)."""
-        if isinstance(self.client, aioredis.RedisCluster):
-            await self._prune_index_per_slot(pids)
-            return
-        keys = [self.keys.profiles, *(self.keys.profile(pid) for pid in pids)]
-        with redis_errors("pruning the profiles index"):
-            await self._prune(keys=keys, args=pids)
-
-    async def _prune_index_per_slot(self, pids: list[str]) -> None:
-        """Redis Cluster (the profiles are in other slots than the index): checked again, then dropped. A profile
-        written between the two comes back into the index with its next event."""
-        with redis_errors("pruning the profiles index"):
-            async with self.client.pipeline(transaction=False) as pipe:
-                for pid in pids:
-                    pipe.exists(self.keys.profile(pid))
-                there = await pipe.execute()
-            gone = [pid for pid, n in zip(pids, there, strict=True) if not n]
-            if gone:
-                await self.client.zrem(self.keys.profiles, *gone)
+        # a hash gone since the scan found it (merged away, expired, erased) has no row
+        return [
+            profile_row(pid, values)
+            for pid, values in zip(pids, replies, strict=True)
+            if any(v is not None for v in values)
+        ]
 
     async def forget_rows(self, pids: list[str]) -> int:
         """Remove erased profiles' rows from every segment snapshot: the current one, the previous one kept for

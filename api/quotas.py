@@ -3,10 +3,11 @@
 * **Events per second** (``events_per_s``): every event a tenant's keys send counts (a batch of 20 counts 20), in a
   sliding window of one second per API replica (like ``ECRM_RATE_LIMIT``, :mod:`api.ratelimit`). Over it the whole
   request is refused, 429 with ``Retry-After``, and not dead-lettered (the sender is told to retry).
-* **Profiles** (``profiles_max``) and **items** (``items_max``): the tenant's profile count (``ZCARD`` of its
-  profiles index) and catalogue size (``SCARD``) are read from Redis at most every ``ECRM_TENANT_QUOTA_CHECK_S``
-  seconds per tenant and replica, and cached. Under the quota every event passes (no read per event). At or over
-  it, the profiles and items a batch names are looked up in one round trip (``ZMSCORE``, ``SMISMEMBER``): events of
+* **Profiles** (``profiles_max``) and **items** (``items_max``): the tenant's profile count (its counter
+  ``{g}:stats:profiles``, kept by the workers and set right by every analytics refresh) and catalogue size
+  (``SCARD``) are read from Redis at most every ``ECRM_TENANT_QUOTA_CHECK_S`` seconds per tenant and replica, and
+  cached. Under the quota every event passes (no read per event). At or over it, the profiles and items a batch
+  names are looked up in one round trip (``EXISTS`` of each profile's hash, ``SMISMEMBER``): events of
   a profile the tenant does not hold, and ``item`` events of an item not in its catalogue, are refused by index
   (429 with ``Retry-After``) and dead-lettered with the reason; events of existing profiles and items still pass.
   The quota is therefore exact to within what reaches Redis during one check interval (the count read may be up to
@@ -104,13 +105,13 @@ class QuotaGate:
         try:
             with redis_errors(f"reading the profile and item counts of tenant {tenant!r}"):
                 async with self.client.pipeline(transaction=False) as pipe:
-                    pipe.zcard(keys.profiles)
+                    pipe.get(keys.profile_count)
                     pipe.scard(keys.catalogue)
                     profiles, items = await pipe.execute()
         except StoreUnavailable as exc:
             log.warning("tenant quotas of profiles and items not checked: %s", exc)
             return None
-        known = Usage(int(profiles), int(items), now)
+        known = Usage(max(int(profiles or 0), 0), int(items), now)
         self._usage[tenant] = known
         label = metrics.tenant_label(tenant)
         metrics.TENANT_USAGE.labels(label, "profiles").set(known.profiles)
@@ -160,17 +161,16 @@ class QuotaGate:
         try:
             with redis_errors(f"looking up the profiles and items of tenant {tenant!r}"):
                 async with self.client.pipeline(transaction=False) as pipe:
-                    if pids:
-                        pipe.zmscore(keys.profiles, pids)
+                    for pid in pids:
+                        pipe.exists(keys.profile(pid))
                     if items:
                         pipe.smismember(keys.catalogue, items)
                     found: list[Any] = await pipe.execute()
         except StoreUnavailable as exc:
             log.warning("tenant quotas of profiles and items not checked: %s", exc)
             return None, None
-        scores = found.pop(0) if pids else []
-        members = found.pop(0) if items else []
-        return [s is not None for s in scores], [bool(m) for m in members]
+        members = found.pop() if items else []
+        return [bool(n) for n in found], [bool(m) for m in members]
 
 
 def new_candidates(

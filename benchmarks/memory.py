@@ -4,8 +4,8 @@ Every profile gets the same kind of history, applied through the worker's own wr
 apply_plans``, the ``apply.lua`` script): by default 20 events over 10 items in 3 sessions (17 product views, 2 add
 to carts, 1 purchase of one line) from a catalogue of 10,000 items written first. The figures are growths of Redis'
 ``used_memory`` from after the catalogue, divided by the number of profiles: they hold everything a profile costs,
-also outside its own keys (its entries in the training log and in the profiles index), and the global keys' growth
-(trending, popular) shared out.
+also outside its own keys (its entries in the training log), and the global keys' growth (trending, popular, the
+profile count) shared out.
 
 * **at rest** (the headline, ``bytes_per_profile``): a profile whose last event is older than the de-duplication
   window (``ECRM_DEDUPE_WINDOW_S``) -- most profiles of a shop at any time. Its de-duplication set has expired then:
@@ -39,7 +39,7 @@ import redis
 from core.keyspace import ProfileId
 from core.redis import connect, connect_sync
 from core.settings import Settings, isolated
-from profiles.layout import AFFINITY, CART, ITEM, LAST_SESSION, SESSIONS
+from profiles.layout import AFFINITY, CART, COUNTS, ITEM, LAST_SESSION, SESSIONS
 from profiles.store import ProfileStore
 from profiles.updates import DIRECT, CartChange, CatalogueUpdate, Interaction, Plan
 from trainer.logstore import TrainingLogStore
@@ -203,6 +203,8 @@ def field_kind(name: str) -> str:
         return "sessions (ss, sl)"
     if name.startswith("#"):
         return "counts (#i, #a, #k)"
+    if name.startswith(COUNTS):
+        return "event counts (n:)"
     return "counters and times"
 
 
@@ -269,7 +271,8 @@ def bench_memory(base: Settings, profiles: int, events: int, items: int, echo: E
         fields, encodings = weigh_fields(r, store, sample)
         log_bytes = r.memory_usage(store.keys.interactions, samples=0) or 0
         parts["training log share"] = log_bytes / profiles
-        parts["profiles index share"] = (r.memory_usage(store.keys.profiles, samples=0) or 0) / profiles
+        rankings = [store.keys.popular, *r.scan_iter(match=store.keys.trending(0)[:-1] + "*", count=1000)]
+        parts["popular and trending share"] = sum(r.memory_usage(k, samples=0) or 0 for k in rankings) / profiles
         echo("  the de-duplication window passes: the profiles' sets go, as their expiry would take them ...")
         for start in range(0, profiles, 1000):
             r.unlink(

@@ -2,7 +2,7 @@
 the Lua scripts touch (they get them as ``KEYS``, never build one).
 
 **Profile ids.** A profile is a known customer or an anonymous visitor: :class:`ProfileId`, written ``c:<id>`` or
-``a:<id>`` where a string is stored (the profiles index, the training log, the API's ``profile_id``).
+``a:<id>`` where a string is stored (the erasures index, the training log, the API's ``profile_id``).
 :func:`parse_pid` is the only parser of that form.
 
 **Ids in key names are encoded** (:func:`encode_id`: percent-encoding of everything but letters, digits and
@@ -41,7 +41,8 @@ window ``ECRM_DEDUPE_WINDOW_S``, bounded |
 | ``{p}:item:{I}:seen:{S}:{E}`` | string | de-duplication marker of a catalogue event from sender ``S`` (TTL; (*)) |
 | ``{p}:{g}:erasures`` | zset | erased profile id -> erasure time (ms): training and analytics skip them |
 | ``{p}:{g}:erasure_log`` | stream | erasures asked for (``c``: the id), append-only; ``ecrm restore`` keeps it |
-| ``{p}:{g}:profiles`` | zset | profile id (``c:``/``a:`` form) -> last seen (ms) |
+| ``{p}:{g}:stats:profiles`` | string | how many profile hashes there are (the tenant quota's count; the analytics
+refresh sets it right again after expiries) |
 | ``{p}:{g}:trending:{era}`` | zset | item -> forward-decayed popularity for that era's landmark |
 | ``{p}:{g}:popular`` | zset | item -> all-time weight |
 | ``{p}:{g}:shared:{n}`` | hash | browsers' bounds, period ``n``: ``v|pid|item``, ``c|client|item`` -> weight |
@@ -93,12 +94,14 @@ from urllib.parse import quote, unquote
 
 from core.tenants import DEFAULT_TENANT, validate_tenant
 
-KEY_LAYOUT_VERSION = 5
+KEY_LAYOUT_VERSION = 6
 """The version of this key layout, written in backups and data folders (``ecrm migrate-keys`` upgrades the older):
 1 before the global hash tag ``{g}`` and the per-profile de-duplication set, 2 with the item times and purchases in
 keys apart (``recent``, ``items_ts``, ``bought``), 3 with them in ``items`` beside ``cart``, ``aff`` and ``sess``
 (a HyperLogLog), 4 since a profile is one hash (its items, cart, affinities and sessions are fields of it), 5 since
-every key names its tenant."""
+the profiles index ``{g}:profiles`` (a sorted set) gave way to a count (``{g}:stats:profiles``) and a SCAN of the
+profile hashes (:meth:`Keys.profile_pattern`), and the per-type counts ``n:<type>`` to one-letter codes
+(profiles/layout.py ``TYPE_CODES``), 6 since every key names its tenant."""
 TENANTS_LAYOUT_VERSION = KEY_LAYOUT_VERSION
 """The first key layout whose keys name their tenant (older ones are the tenant ``default``'s)."""
 CLUSTER_LAYOUT_VERSION = 2
@@ -307,6 +310,22 @@ class Keys:
     def profile(self, pid: str | ProfileId) -> str:
         return self._p(pid)
 
+    def profile_pattern(self) -> str:
+        """The SCAN ``MATCH`` pattern of every profile hash (:meth:`profile`), the only spelling of it: it matches
+        no other key (an encoded id holds no ``}``, so only a profile's hash ends with its tag's ``}``).
+        :meth:`profile_id` reads a matched key back."""
+        return f"{self.prefix}:p:{{{self.tenant}|[ca]:*}}"
+
+    def profile_id(self, key: str) -> ProfileId | None:
+        """The profile whose hash is ``key`` (a key :meth:`profile_pattern` matched), None for any other key."""
+        if not is_profile_hash(self.prefix, key):
+            return None
+        tenant, sep, tag = key[len(self.prefix) + 4 : -1].partition("|")
+        if not sep or tenant != self.tenant:
+            return None  # another tenant's, or an older layout's (before tenants)
+        kind, _, encoded = tag.partition(":")
+        return ProfileId("c" if kind == "c" else "a", unquote(encoded))
+
     def legacy(self, pid: str | ProfileId, suffix: str) -> str:
         """A key an older engine wrote beside the profile hash (``suffix`` one of :data:`LEGACY_PROFILE_SUFFIXES`):
         only ``ecrm migrate-keys`` (which folds it into the hash and deletes it) and erasure name it."""
@@ -392,7 +411,16 @@ class Keys:
     # ----- across profiles -----
 
     @property
-    def profiles(self) -> str:
+    def profile_count(self) -> str:
+        """How many profile hashes there are: the apply script adds one when it creates a hash and takes one off
+        when a login merges a visitor's away, erasure when it deletes one; a hash that expires is taken off by the
+        next analytics refresh (which counts them all) or ``ecrm migrate-keys``."""
+        return f"{self._g}:stats:profiles"
+
+    @property
+    def legacy_profiles_index(self) -> str:
+        """Key layout 4's profiles index (a sorted set, profile id -> last seen): ``ecrm migrate-keys`` adds its
+        size to :attr:`profile_count` and deletes it."""
         return f"{self._g}:profiles"
 
     def trending(self, era: int) -> str:

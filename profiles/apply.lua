@@ -3,7 +3,7 @@
 -- the plan's effects, so a refused plan changes nothing and a chunk redelivered after a crash changes nothing twice.
 --
 -- The script is this file, apply_global.lua (the effects across profiles: trending, popular, the training log,
--- the profiles index, counters, campaign counters, catalogue sets) and apply_main.lua (which runs them), joined by
+-- the profile count, counters, campaign counters, catalogue sets) and apply_main.lua (which runs them), joined by
 -- profiles/script.py. This part writes only the slot of the plans' profile (or item): its effects on global keys
 -- are recorded as operations (`G`, below) that apply_global.lua applies, in the same call on a single node
 -- (ARGV[13] 'one') or in a second call on the global slot on a Redis Cluster ('profile' then 'global').
@@ -72,7 +72,8 @@ local function item_weight(b, item)
 end
 
 -- The global effects of the plan being applied, in order (numbers as exact strings):
---   {'z', pid, ts} profiles index, {'r', pid} out of it, {'x', pid, item, w, ts} training log,
+--   {'n', delta} the profile count (one more for a new hash, one less for a visitor's merged away),
+--   {'x', pid, item, w, ts} training log,
 --   {'t', item, trending of the era, of the next, increment of each, w} trending and popular,
 --   {'b', pid, client, item, w, trending of the era, of the next, era factor of each, ts} a browser's interaction:
 --   the training log, trending and popular, within the per-period bounds of its visitor and client,
@@ -198,12 +199,12 @@ local function session_seen(h, s)
   end
 end
 
--- Merge a visitor's profile v (from take_profile; id spid) into a customer's (hash KEYS[d], id dpid), field by
+-- Merge a visitor's profile v (from take_profile) into a customer's (hash KEYS[d]), field by
 -- field: counts add, first times the earlier, last times the later, items as item_fold, affinities brought to the
 -- customer's landmark, cart quantities add, session counts add (the last session: the one of whoever was seen
 -- last). camp_dst: the customer's campaign hash; tmp: a scratch key of the customer's slot (an older engine's
 -- hand-off of a HyperLogLog).
-local function merge_from(v, spid, d, dpid, camp_dst, tmp)
+local function merge_from(v, d, camp_dst, tmp)
   for i = 1, #v.camp, 2 do redis.call('HSETNX', KEYS[camp_dst], v.camp[i], v.camp[i + 1]) end
   local f = v.h
   if #f == 0 then return end
@@ -211,9 +212,11 @@ local function merge_from(v, spid, d, dpid, camp_dst, tmp)
   local src = {}
   for i = 1, #f, 2 do src[LEGACY_NAME[f[i]] or f[i]] = f[i + 1] end  -- a layout-3 visitor's long names
   upgrade_names(dh)
+  upgrade_counts(dh)
   local src_L = tonumber(src[F_AFF_L])
   local dst = redis.call('HMGET', dh, F_AFF_L, F_LAST_SEEN)
   local dst_L = tonumber(dst[1])
+  local created = not dst[2]  -- the customer's hash is made by this merge (every profile written has a last seen)
   if src_L and not dst_L then
     redis.call('HSET', dh, F_AFF_L, int(src_L))
     dst_L = src_L
@@ -224,7 +227,7 @@ local function merge_from(v, spid, d, dpid, camp_dst, tmp)
     redis.call('HSET', dh, F_LAST_SESSION, src[F_LAST_SESSION])
   end
   for i = 1, #f, 2 do
-    local k, x = LEGACY_NAME[f[i]] or f[i], f[i + 1]
+    local k, x = LEGACY_NAME[f[i]] or LEGACY_COUNT[f[i]] or f[i], f[i + 1]  -- layout 3's and 4's names
     local kind = string.sub(k, 1, 2)
     if kind == F_ITEM then
       local w, t, bt = item_parse(x)
@@ -265,9 +268,7 @@ local function merge_from(v, spid, d, dpid, camp_dst, tmp)
   trim_items(d)
   trim_categories(d)
   redis.call('HINCRBY', dh, F_MERGED, 1)
-  emit({'r', spid})
-  local last = redis.call('HGET', dh, F_LAST_SEEN)
-  if last then emit({'z', dpid, last}) end
+  if not created then emit({'n', -1}) end  -- the visitor's hash went (unless it became the customer's)
 end
 
 -- A login links the visitor to the customer. The first login merges the visitor's history into the customer's;
@@ -278,7 +279,7 @@ local function login(u)
   local l = u.login
   if not l.alias then
     if l.linked == 1 then redis.call('SADD', KEYS[l.visitors], l.anon) end
-    if l.data ~= '' then merge_from(cjson.decode(l.data), l.spid, u.P, u.pid, u.CK, u.tmp) end
+    if l.data ~= '' then merge_from(cjson.decode(l.data), u.P, u.CK, u.tmp) end
     return
   end
   local cur = redis.call('HMGET', KEYS[l.alias], 'c', 't')
@@ -289,7 +290,7 @@ local function login(u)
     if l.previous > 0 then redis.call('SREM', KEYS[l.previous], l.anon) end
   end
   if profile_ttl > 0 then redis.call('PEXPIRE', KEYS[l.alias], profile_ttl) end
-  if first then merge_from(take_profile(l.src, l.camp), l.spid, u.P, u.pid, u.CK, u.tmp) end
+  if first then merge_from(take_profile(l.src, l.camp), u.P, u.CK, u.tmp) end
 end
 
 -- Redis Cluster, a login's first step, in the visitor's slot: link the visitor to the customer and, at the first
@@ -332,13 +333,16 @@ end
 local function apply(u)
   local b, pid, ts = u.P, u.pid, u.ts
   local h = KEYS[b]
-  local seen = redis.call('HMGET', h, F_FIRST_SEEN, F_LAST_SEEN, 'first_seen')
+  local counted = count_field(u.t)
+  local legacy = F_COUNT .. u.t  -- key layout 4's name of the count (the same field for a type without a code)
+  local seen = redis.call('HMGET', h, F_FIRST_SEEN, F_LAST_SEEN, 'first_seen', legacy)
+  if legacy ~= counted and seen[4] then upgrade_counts(h) end  -- layout 4's count names
   if seen[3] and upgrade_names(h) then seen = redis.call('HMGET', h, F_FIRST_SEEN, F_LAST_SEEN) end  -- layout 3
-  redis.call('HINCRBY', h, F_COUNT .. u.t, 1)
+  redis.call('HINCRBY', h, counted, 1)
   local first, last = tonumber(seen[1]), tonumber(seen[2])
+  if (not first) and (not last) then emit({'n', 1}) end  -- a new profile hash (every profile has its times)
   if (not first) or ts < first then redis.call('HSET', h, F_FIRST_SEEN, int(ts)) end
   if (not last) or ts > last then redis.call('HSET', h, F_LAST_SEEN, int(ts)) end
-  emit({'z', pid, int(ts)})
   if u.s then session_seen(h, u.s) end
   if u.items then
     for _, it in ipairs(u.items) do

@@ -1,6 +1,8 @@
 -- The global part of applying update plans (after apply.lua): the operations a plan records for keys across
--- profiles (trending, popular, the training log, the profiles index, counters, campaign counters, catalogue sets),
--- all in the global slot. Keys by name through the map GK (ARGV[14]): profiles, popular, interactions, applied,
+-- profiles (trending, popular, the training log, the profile count, counters, campaign counters, catalogue sets),
+-- all in the global slot. An older engine's record (a Redis Cluster's marker) may hold the operations of key layout
+-- 4's profiles index ('z', 'r'): they do nothing now. Keys by name through the map GK (ARGV[14]): profile_count,
+-- popular, interactions, applied,
 -- logged, catalogue, out_of_stock, offsets, 'tr:<era>', 'cat:<category>', 'camp:<campaign>', 'shared' (this period's
 -- bounds of browsers' events).
 
@@ -73,10 +75,8 @@ end
 
 local function global_op(op)
   local kind = op[1]
-  if kind == 'z' then
-    redis.call('ZADD', KEYS[GK.profiles], 'GT', op[3], op[2])
-  elseif kind == 'r' then
-    redis.call('ZREM', KEYS[GK.profiles], op[2])
+  if kind == 'n' then
+    redis.call('INCRBY', KEYS[GK.profile_count], op[2])
   elseif kind == 'x' then
     log_interaction(op[2], op[3], op[4], op[5])
   elseif kind == 't' then

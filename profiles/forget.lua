@@ -1,6 +1,6 @@
 -- Erase a customer and the visitors who logged in as them (the right to erasure), atomically.
 -- Every key comes in KEYS (built by core/keyspace.py, laid out by profiles/store.py `forget`):
---   KEYS[1] the customer's visitors set, [2] erasures index, [3] profiles index,
+--   KEYS[1] the customer's visitors set, [2] erasures index, [3] the profile count,
 --   then per erased profile 9 keys: its hash (the whole profile), the 7 keys older engines kept beside it (cart,
 --   aff, items, sess, recent, items_ts, bought: core/keyspace.py LEGACY_PROFILE_SUFFIXES), erasure tombstone,
 --   then the visitors' alias keys.
@@ -19,10 +19,10 @@ for i = 1, #members do
 end
 local base = 4
 for _, pid in ipairs(pids) do
-  for k = base, base + 7 do redis.call('DEL', KEYS[k]) end
+  if redis.call('DEL', KEYS[base]) == 1 then redis.call('DECR', KEYS[3]) end
+  for k = base + 1, base + 7 do redis.call('DEL', KEYS[k]) end
   redis.call('SET', KEYS[base + 8], now, 'PX', ARGV[2])
   redis.call('ZADD', KEYS[2], now, pid)
-  redis.call('ZREM', KEYS[3], pid)
   base = base + 9
 end
 for k = base, #KEYS do redis.call('DEL', KEYS[k]) end

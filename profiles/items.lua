@@ -21,6 +21,17 @@ for _, pair in ipairs(LEGACY_NAMES) do
   LEGACY_NAME[pair[1]] = pair[2]
   OLD_NAME[pair[2]] = pair[1]
 end
+-- The event types' one-letter codes in the count fields 'n:<code>' (profiles/layout.py TYPE_CODES: the same pairs);
+-- key layout 4 wrote 'n:<type>' (LEGACY_COUNT: that name -> the field now). A type without a code keeps its name.
+local TYPE_CODES = {
+  {'page_view', 'g'}, {'product_view', 'v'}, {'search', 's'}, {'add_to_cart', 'a'}, {'remove_from_cart', 'r'},
+  {'purchase', 'p'}, {'claimed_purchase', 'q'}, {'recommendation_click', 'c'}, {'recommendation_view', 'w'},
+}
+local TYPE_CODE, LEGACY_COUNT = {}, {}
+for _, pair in ipairs(TYPE_CODES) do
+  TYPE_CODE[pair[1]] = pair[2]
+  LEGACY_COUNT['n:' .. pair[1]] = 'n:' .. pair[2]
+end
 
 -- The value of the field f of hash h, or of its layout-3 name (read before a write renamed them: the checks).
 local function scalar_get(h, f)
@@ -39,6 +50,26 @@ local function upgrade_names(h)
     if v[i] then
       redis.call('HSET', h, pair[2], v[i])
       redis.call('HDEL', h, pair[1])
+      any = true
+    end
+  end
+  return any
+end
+
+-- The field counting the events of type t.
+local function count_field(t) return F_COUNT .. (TYPE_CODE[t] or t) end
+
+-- Key layout 4's count fields 'n:<type>' of hash h added to their code's field and deleted. Returns whether there
+-- were any.
+local function upgrade_counts(h)
+  local old = {}
+  for i, pair in ipairs(TYPE_CODES) do old[i] = F_COUNT .. pair[1] end
+  local v = redis.call('HMGET', h, unpack(old))
+  local any = false
+  for i, pair in ipairs(TYPE_CODES) do
+    if v[i] then
+      redis.call('HINCRBY', h, F_COUNT .. pair[2], v[i])
+      redis.call('HDEL', h, old[i])
       any = true
     end
   end

@@ -4,7 +4,7 @@ are told apart by their start. This module and ``profiles/items.lua`` (the same 
 
 | field | value |
 |---|---|
-| ``n:<type>`` | events of that type |
+| ``n:<code>`` | events of that type (its one-letter code, :data:`TYPE_CODES`; a type without one: ``n:<type>``) |
 | ``fs``, ``ls``, ``fp``, ``lp`` | times (ms): first and last seen, first and last purchase |
 | ``or``, ``rv`` | trusted purchases: count (orders) and sum (revenue) |
 | ``mv`` | visitors merged in at a login |
@@ -21,7 +21,9 @@ No other field starts with ``i:``, ``a:``, ``k:`` or ``#``, so an id after a pre
 cannot be taken for another field. The names are short because every profile holds them (two letters against
 ``first_purchase``'s fourteen: ~55 bytes a profile); the API's JSON keeps the long names. Key layout 3 wrote the
 long names (:data:`LEGACY_NAMES`): the apply script renames them the first time it writes such a profile, ``ecrm
-migrate-keys`` renames them all, and the readers (:func:`split`, the analytics) take either until then.
+migrate-keys`` renames them all, and the readers (:func:`split`, the analytics) take either until then. Key layout 4
+wrote the counts under the type's name (``n:product_view``): they move to the code's field the same ways
+(:func:`event_counts` and the analytics read both meanwhile).
 
 **Sessions** are counted, not remembered: an event whose session id differs from the profile's last one (``sl``)
 counts one more session. A visitor who comes back to an older session id after another one counts it again (an
@@ -53,6 +55,34 @@ LEGACY_NAMES = {  # key layout 3's name -> the field's name now (items.lua LEGAC
     "merged_visitors": MERGED_VISITORS,
     "aff_L": AFF_LANDMARK,
 }
+
+TYPE_CODES = {  # event type -> the one-letter code of its count field n:<code> (items.lua TYPE_CODES: the same pairs)
+    "page_view": "g",
+    "product_view": "v",
+    "search": "s",
+    "add_to_cart": "a",
+    "remove_from_cart": "r",
+    "purchase": "p",
+    "claimed_purchase": "q",
+    "recommendation_click": "c",
+    "recommendation_view": "w",
+}
+_TYPE_OF_CODE = {code: kind for kind, code in TYPE_CODES.items()}
+
+
+def count_field(kind: str) -> str:
+    """The field counting the events of type ``kind`` (``n:<code>``; a type without a code: ``n:<type>``)."""
+    return COUNTS + TYPE_CODES.get(kind, kind)
+
+
+def event_counts(scalars: Mapping[str, str]) -> dict[str, int]:
+    """Event type -> count from a profile's fields (a code's field and key layout 4's ``n:<type>`` added up)."""
+    out: dict[str, int] = {}
+    for name, value in scalars.items():
+        if name.startswith(COUNTS):
+            kind = _TYPE_OF_CODE.get(name[2:], name[2:])
+            out[kind] = out.get(kind, 0) + int(value)
+    return out
 
 
 class ItemEntry(NamedTuple):

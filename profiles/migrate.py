@@ -81,15 +81,26 @@ return folded
 """
 )
 
-# KEYS[1] a profile's hash: key layout 3's long field names renamed (profiles/layout.py LEGACY_NAMES). Returns 1 if
-# there were any.
+# KEYS[1] a profile's hash: key layout 3's long field names renamed (profiles/layout.py LEGACY_NAMES) and key layout
+# 4's count fields n:<type> moved to their code's (TYPE_CODES). Returns 1 if there were any.
 RENAME_FIELDS = (
     FIELDS_FORMAT
     + """
-if upgrade_names(KEYS[1]) then return 1 end
+local names = upgrade_names(KEYS[1])
+if upgrade_counts(KEYS[1]) or names then return 1 end
 return 0
 """
 )
+
+# KEYS[1] key layout 4's profiles index, [2] the profile count: the index's size added to the count, the index
+# deleted (idempotent: it is gone after). Returns the profiles the index held (0: no index).
+DROP_INDEX = """
+if redis.call('TYPE', KEYS[1])['ok'] ~= 'zset' then return 0 end
+local n = redis.call('ZCARD', KEYS[1])
+redis.call('INCRBY', KEYS[2], n)
+redis.call('DEL', KEYS[1])
+return n
+"""
 
 CUT_SEEN = """
 if redis.call('TYPE', KEYS[1])['ok'] ~= 'zset' then return 0 end
@@ -121,7 +132,8 @@ def upgrade_profile_key(client: redis.Redis, prefix: str, key: str, window_ms: i
 
 
 def upgrade_profile_names(client: redis.Redis, key: str) -> bool:
-    """Rename key layout 3's long field names in the profile hash ``key`` (atomic, idempotent): whether it had any."""
+    """Rename key layout 3's long field names and key layout 4's count fields (``n:<type>``: to their code's) in
+    the profile hash ``key`` (atomic, idempotent): whether it had any."""
     return bool(client.eval(RENAME_FIELDS, 1, key))
 
 
@@ -158,6 +170,19 @@ def move_to_tenant(client: redis.Redis, prefix: str, key: str, cluster: bool) ->
         client.delete(key)
         return "done", new
     return "conflict", new
+
+
+def drop_profiles_index(client: redis.Redis, keys: Keys) -> int:
+    """Key layout 4's profiles index folded into the profile count (:attr:`~core.keyspace.Keys.profile_count`:
+    its size added) and deleted (atomic, idempotent). Returns the profiles it held (0: there was none)."""
+    return int(client.eval(DROP_INDEX, 2, keys.legacy_profiles_index, keys.profile_count))
+
+
+def recount_profiles(client: redis.Redis, keys: Keys, counted_before: int, found: int) -> None:
+    """The profile count made ``found`` (the profile hashes a full scan found) as of the scan's start
+    (``counted_before``: the count then), what the workers changed meanwhile kept."""
+    if found != counted_before:
+        client.incrby(keys.profile_count, found - counted_before)
 
 
 def forget_offsets(client: redis.Redis, applied_offsets: str, topic: str) -> int:

@@ -160,7 +160,7 @@ class _KeyTable:
         self.gk: dict[str, int] = {}
         if with_globals:
             for name, key in (
-                ("profiles", keys.profiles),
+                ("profile_count", keys.profile_count),
                 ("popular", keys.popular),
                 ("interactions", keys.interactions),
                 ("applied", keys.applied_count),
@@ -355,7 +355,7 @@ class _Context:
         visitor_id = plan.login
         assert visitor_id is not None
         visitor = ProfileId("a", visitor_id)
-        base = {"anon": visitor_id, "spid": str(visitor), "visitors": table.index(keys.visitors(customer))}
+        base = {"anon": visitor_id, "visitors": table.index(keys.visitors(customer))}
         if self.cluster:
             answer = self.found.logins.get(login_name(plan), LoginAnswer(False, "", ""))
             return {**base, "linked": 1 if answer.linked else 0, "data": answer.data}

@@ -42,6 +42,7 @@ from profiles.layout import (
     ORDERS,
     REVENUE,
     ProfileHash,
+    event_counts,
     history,
     recent_items,
     split,
@@ -408,7 +409,7 @@ class ProfileStore:
             with redis_errors(f"reading the visitors of customer {customer_id!r}"):
                 visitors = sorted(await self.client.smembers(self.keys.visitors(customer_id)))
             pids = [ProfileId("c", customer_id), *(ProfileId("a", v) for v in visitors)]
-            keys = [self.keys.visitors(customer_id), self.keys.erasures, self.keys.profiles]
+            keys = [self.keys.visitors(customer_id), self.keys.erasures, self.keys.profile_count]
             for pid in pids:  # forget.lua: 8 keys to delete (the profile's hash, an older engine's), the tombstone
                 keys += [self.keys.profile(pid), *self.keys.legacy_profile_keys(pid), self.keys.erased(pid)]
             keys += [self.keys.alias(v) for v in visitors]
@@ -434,18 +435,23 @@ class ProfileStore:
                     await self.client.delete(self.keys.visitors(customer_id))
                 return pids
             with redis_errors(f"erasing customer {customer_id!r}"):
+                hash_replies: list[int] = []  # where in the replies each profile hash's DEL answers
                 async with self.client.pipeline(transaction=False) as pipe:
                     for pid in todo:
                         pipe.set(self.keys.erased(pid), now, px=tombstone_ms)
-                        for key in [self.keys.profile(pid), *self.keys.legacy_profile_keys(pid)]:
+                        hash_replies.append(len(pipe))
+                        pipe.delete(self.keys.profile(pid))
+                        for key in self.keys.legacy_profile_keys(pid):
                             pipe.delete(key)
                         if pid.kind == "a":
                             pipe.delete(self.keys.alias(pid.ident))
                             pipe.delete(self.keys.handoff(pid.ident))
-                    await pipe.execute()
+                    replies = await pipe.execute()
+                hashes = sum(int(replies[i]) for i in hash_replies)  # the hashes this round deleted (idempotent)
                 async with self.client.pipeline(transaction=False) as pipe:
                     pipe.zadd(self.keys.erasures, {str(pid): now for pid in todo})
-                    pipe.zrem(self.keys.profiles, *(str(pid) for pid in todo))
+                    if hashes:
+                        pipe.decrby(self.keys.profile_count, hashes)
                     await pipe.execute()
             done += todo
         raise StoreUnavailable(f"erasing customer {customer_id!r}: their visitors kept changing", "contention")
@@ -633,7 +639,7 @@ def build_profile(pid: str, found: ProfileHash, recent_max: int, now: int, aff_h
     """Shape the hash of one profile (split by kind of field) into its JSON form (pure)."""
     h, cart, aff = found.scalars, found.cart, found.affinity
     recent = recent_items(found.items, recent_max)
-    counts = {k[2:]: int(v) for k, v in h.items() if k.startswith("n:")}
+    counts = event_counts(h)
     landmark = float(h.get(AFF_LANDMARK, now))
     affinity = {
         cat: round(decayed_now(float(v), landmark, now, aff_half_life_ms), 6)

@@ -5,7 +5,9 @@ at a time, each step atomic and idempotent (it may run beside the workers and th
   ``items``, ``sess``, and the item times and purchases ``recent``, ``items_ts``, ``bought``) folded into the hash,
   one script per profile, key layout 3's long field names renamed in every profile hash
   (:func:`profiles.migrate.upgrade_profile_names`), and the de-duplication sets cut to ``ECRM_DEDUPE_WINDOW_S``
-  (:func:`profiles.migrate.upgrade_profile_key`);
+  (:func:`profiles.migrate.upgrade_profile_key`); key layout 4's count fields ``n:<type>`` moved to their code's
+  (``n:<code>``), and its profiles index (a sorted set) dropped for the profile count (its size added first, then
+  the count set to the profile hashes the scan found);
 * on a single node only (a cluster never held those layouts): the global keys of an engine older than the Redis
   Cluster support moved under the hash tag ``{g}``, and the de-duplication markers of older engines (a key per event)
   into their profile's set (kept for the window);
@@ -21,10 +23,17 @@ from dataclasses import dataclass, field
 
 import redis
 
-from core.keyspace import is_profile_hash, legacy_global, legacy_marker, legacy_profile_key
+from core.keyspace import Keys, is_profile_hash, legacy_global, legacy_marker, legacy_profile_key, tenant_of
 from core.redis import connect_sync, redis_errors
 from core.settings import Settings
-from profiles.migrate import move_to_tenant, upgrade_profile_key, upgrade_profile_names
+from core.tenants import DEFAULT_TENANT
+from profiles.migrate import (
+    drop_profiles_index,
+    move_to_tenant,
+    recount_profiles,
+    upgrade_profile_key,
+    upgrade_profile_names,
+)
 
 MAX_CONFLICTS_NAMED = 20
 
@@ -42,6 +51,8 @@ class Migrated:
     to_tenant: int = 0  # keys moved into the tenant default
     conflicts: int = 0  # keys whose new name the new engine already wrote (left for the operator)
     conflicting: list[str] = field(default_factory=list)  # the first MAX_CONFLICTS_NAMED of them
+    indexed: int = 0  # profiles key layout 4's profiles indexes held (folded into the profile counts, then deleted)
+    counted: int = 0  # profile hashes found: each tenant's profile count set to its own
 
     @property
     def folded(self) -> int:
@@ -67,11 +78,14 @@ def migrate_layout(
     done = Migrated()
     now = int(time.time() * 1000) * 1024  # the set's score: when, in 1/1024 ms (profiles/apply.lua)
     with redis_errors("upgrading the key layout"):
+        hashes: set[str] = set()  # a SCAN may give a key twice
         for n, key in enumerate(client.scan_iter(match=f"{prefix}:*", count=1000), start=1):
             steps = upgrade_profile_key(client, prefix, key, window_ms)
             done.upgraded.update(steps)
-            if is_profile_hash(prefix, key) and upgrade_profile_names(client, key):
-                done.upgraded["names"] += 1
+            if is_profile_hash(prefix, key):
+                hashes.add(key)
+                if upgrade_profile_names(client, key):
+                    done.upgraded["names"] += 1
             done.profiles += 1 if steps and steps != ["seen"] else 0
             if (
                 legacy_profile_key(prefix, key) is None and not cluster
@@ -88,7 +102,20 @@ def migrate_layout(
             if n % 100_000 == 0:
                 progress(n)
         _move_to_tenant(client, prefix, cluster, done, progress)
+        _count_profiles(client, prefix, hashes, done)
     return done
+
+
+def _count_profiles(client: redis.Redis, prefix: str, hashes: set[str], done: Migrated) -> None:
+    """The last step, once every key is in a tenant: each tenant's profiles index of layout 4 (moved into the tenant
+    ``default``) dropped for its profile count, and each count set to the profile hashes the scan found for it
+    (the workers stopped: the analytics refresh counts again on its own anyway)."""
+    found: Counter[str] = Counter(tenant_of(prefix, key) or DEFAULT_TENANT for key in hashes)
+    for tenant in sorted(set(found) | {DEFAULT_TENANT}):
+        keys = Keys(prefix, tenant)
+        done.indexed += drop_profiles_index(client, keys)
+        recount_profiles(client, keys, int(client.get(keys.profile_count) or 0), found[tenant])
+    done.counted = sum(found.values())
 
 
 def _move_to_tenant(

@@ -46,13 +46,15 @@ def topics() -> None:
 def migrate_keys() -> None:
     """Upgrade the keys an older engine wrote, on a single node or a Redis Cluster (every node is scanned): the
     keys kept beside a profile's hash (cart, aff, items, sess, recent, items_ts, bought) folded into it, one
-    script per profile, key layout 3's long field names renamed in every profile hash, the de-duplication sets cut to
-    ECRM_DEDUPE_WINDOW_S; on a single node also the global keys of engines before the Redis Cluster support
-    (popular, trending, the training log, catalogue sets, models, campaign counters, analytics ...) moved under the
-    hash tag {g}, and the de-duplication markers of older engines (a key per event) into their profile's set; then
-    every key of a single-shop deployment (the layout before tenants) into the tenant ``default``. Each step is
-    idempotent and may run again after a stop; the move into the tenant ``default`` wants the workers stopped (a key
-    the new engine already wrote is a conflict: reported, both left as they are) (:mod:`runtime.migrate`)."""
+    script per profile, key layout 3's long field names and layout 4's count fields (n:<type>, to their one-letter
+    codes) renamed in every profile hash, the de-duplication sets cut to ECRM_DEDUPE_WINDOW_S; on a single node also
+    the global keys of engines before the Redis Cluster support (popular, trending, the training log, catalogue
+    sets, models, campaign counters, analytics ...) moved under the hash tag {g}, and the de-duplication markers of
+    older engines (a key per event) into their profile's set; then every key of a single-shop deployment (the
+    layouts before tenants) into the tenant ``default``; last, layout 4's profiles index dropped for each tenant's
+    profile count (set to the profile hashes found). Each step is idempotent and may run again after a stop; the
+    move into the tenant ``default`` wants the workers stopped (a key the new engine already wrote is a conflict:
+    reported, both left as they are) (:mod:`runtime.migrate`)."""
     try:
         done = migrate_deployment(get_settings(), progress=lambda n: typer.echo(f"  {n} keys looked at", err=True))
     except (StoreUnavailable, StoreRefused) as exc:
@@ -62,7 +64,7 @@ def migrate_keys() -> None:
         f"moved {done.moved} global keys under {{g}}, {done.markers} de-duplication markers into their profiles' "
         f"sets; folded {done.folded} older profile keys into {done.profiles} profile hashes, renamed the fields of "
         f"{done.renamed} profile hashes, cut {done.upgraded['seen']} de-duplication sets to the window; moved "
-        f"{done.to_tenant} keys into the tenant default"
+        f"{done.to_tenant} keys into the tenant default; {_index_line(done.indexed, done.counted)}"
     )
     if done.conflicts:
         named = ", ".join(done.conflicting)
@@ -72,3 +74,8 @@ def migrate_keys() -> None:
             err=True,
         )
         raise typer.Exit(1)
+
+
+def _index_line(indexed: int, counted: int) -> str:
+    dropped = f"dropped the profiles index ({indexed} profiles), " if indexed else ""
+    return f"{dropped}the profile counts set to {counted} profile hashes"

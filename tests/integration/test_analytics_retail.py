@@ -166,7 +166,9 @@ def test_importing_the_same_file_again_changes_nothing(
     """A second ``ecrm import-orders`` of the same CSV reaches the worker and leaves every profile as it was."""
     r = sync_redis(settings)
     k = Keys(settings.key_prefix)
-    keys = [k.profile(pid) for pid, _ in r.zscan_iter(k.profiles) if pid.startswith("c:")]
+    keys = [
+        key for key in r.scan_iter(match=k.profile_pattern(), count=1000) if str(k.profile_id(key)).startswith("c:")
+    ]
     before = {key: r.hgetall(key) for key in keys}
     csv_path = str(datasets / "online_retail_sample.csv")
     result = CliRunner().invoke(app, ["import-orders", csv_path, "--rejects", str(tmp_path / "r2"), "--no-progress"])

@@ -87,7 +87,9 @@ async def roundtrip(settings: Settings, tmp_path: Path, log_file: bool) -> None:
     manifest = bk.read_manifest(file)
     assert manifest.key_layout == KEY_LAYOUT_VERSION and manifest.quiet
     index = connect_sync(settings, decode_responses=True)
-    pids = index.zrange(Keys(settings.key_prefix).profiles, 0, -1)
+    keys = Keys(settings.key_prefix)
+    pids = [str(keys.profile_id(key)) for key in index.scan_iter(match=keys.profile_pattern(), count=1000)]
+    assert int(index.get(keys.profile_count) or 0) == len(pids)
     index.close()
     assert manifest.counts["customers"] == sum(p.startswith("c:") for p in pids) > 100
     assert manifest.counts["visitors"] == sum(p.startswith("a:") for p in pids)

@@ -18,7 +18,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, Request, sync_pla
 from core.kafka import ensure_topics, make_producer, produce_events
 from core.keyspace import Keys, anonymous_pid
 from core.settings import Settings, isolated
-from profiles.layout import CART, SESSIONS, split
+from profiles.layout import CART, SESSIONS, event_counts, split
 from runtime.embedded import EmbeddedServer, free_port
 from runtime.shop import ShopServer, build_shop, demo_catalogue
 from runtime.simulate import SimulationConfig, simulate
@@ -45,9 +45,9 @@ class Stack:
     redis: redis.Redis
 
     def counts(self, visitor: str) -> dict[str, int]:
-        """The event counts of a visitor's live profile (``n:<type>`` fields of its hash)."""
+        """The event counts of a visitor's live profile (``n:<code>`` fields of its hash)."""
         h = self.redis.hgetall(Keys(self.settings.key_prefix).profile(anonymous_pid(visitor)))
-        return {k[2:]: int(v) for k, v in h.items() if k.startswith("n:")}
+        return event_counts(h)
 
 
 def chromium_path() -> str:

@@ -129,7 +129,7 @@ def global_state(r: redis.Redis, keys: Keys) -> tuple[Any, ...]:
         r.get(keys.interactions_count),
         r.xlen(keys.interactions),
         r.zrange(keys.popular, 0, -1, withscores=True),
-        r.zrange(keys.profiles, 0, -1, withscores=True),
+        r.get(keys.profile_count),
     )
 
 
@@ -186,7 +186,7 @@ async def test_a_login_interrupted_after_its_hand_off_is_finished_by_the_redeliv
     assert p["event_counts"] == {"product_view": 1, "add_to_cart": 1, "page_view": 1}
     assert p["cart"] == [{"item_id": "a", "quantity": 2}]
     assert client.smembers(keys.visitors("c")) == {"v"}
-    assert [pid for pid, _ in client.zrange(keys.profiles, 0, -1, withscores=True)] == ["c:c"]
+    assert client.get(keys.profile_count) == "1"  # the visitor's hash became the customer's
     for s in (crashing, store):
         await s.client.aclose()
 
@@ -238,7 +238,7 @@ def test_migrate_keys_moves_an_older_layout_under_the_global_tag(settings: Setti
     assert r.zrange(keys.popular, 0, -1, withscores=True) == [("sku-1", 3.0)]
     assert r.hgetall(keys.campaign_stats("exp")) == {"a:assigned": "2"}
     assert r.get(keys.model_current) == "v2" and r.get(f"{p}:model:current") == "v1"
-    assert r.hgetall(keys.profile("c:x")) == {"n:page_view": "1"}
+    assert r.hgetall(keys.profile("c:x")) == {"n:g": "1"}  # key layout 4's count name: the type's code now
     assert r.zscore(keys.seen_set("c:x"), marker_digest("open", "ev:1")) is not None
     assert not r.exists(f"{p}:p:{{c:x}}:seen:open:ev%3A1")
 
@@ -269,17 +269,27 @@ async def test_migrate_keys_folds_an_older_engines_keys_into_the_profile_hash(
         r.hset(old(keys.legacy(pid, "cart")), mapping={"sku-1": 2})
         r.hset(old(keys.legacy(pid, "aff")), mapping={"k1": "1.5", "k2": "0.25"})
         r.pfadd(old(keys.legacy(pid, "sess")), "s1", "s2", "s3")
+    # key layout 4's profiles index: 19 of the profiles and one that expired since (its hash is gone)
+    r.zadd(old(keys.legacy_profiles_index), {**{str(pid): T0 for pid in pids[1:]}, "c:expired": T0})
     out = subprocess.run(
         [sys.executable, "-m", "ecrm", "migrate-keys"], env=settings_env(target), capture_output=True, text=True
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "folded 140 older profile keys into 20 profile hashes" in out.stdout, out.stdout
+    assert "dropped the profiles index (20 profiles), the profile counts set to 20 profile hashes" in out.stdout
+    assert not r.exists(keys.legacy_profiles_index, old(keys.legacy_profiles_index))
+    assert r.get(keys.profile_count) == "20"
+    again = subprocess.run(
+        [sys.executable, "-m", "ecrm", "migrate-keys"], env=settings_env(target), capture_output=True, text=True
+    )
+    assert "the profile counts set to 20 profile hashes" in again.stdout and "dropped" not in again.stdout
+    assert r.get(keys.profile_count) == "20"  # idempotent
     store = ProfileStore(connect(target), target)
     try:
         for pid in pids:
             assert not r.exists(*keys.legacy_profile_keys(pid))
             assert r.hgetall(keys.profile(pid)) == {
-                "n:product_view": "3", "fs": str(T0), "ls": str(T0 + 3), "aL": str(T0),  # layout 3's names renamed
+                "n:v": "3", "fs": str(T0), "ls": str(T0 + 3), "aL": str(T0),  # layout 3's and 4's names renamed
                 "i:sku-1": item_value(2, T0 + 3),
                 "i:sku-2": item_value(2.5, T0 + 1, T0 + 1),
                 "i:sku-3": item_value(0, T0 - 5),

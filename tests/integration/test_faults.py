@@ -45,6 +45,7 @@ from api.collector import PRODUCER_REQUEST_TIMEOUT_MS
 from core.kafka import ensure_topics, make_producer, produce_events
 from core.keyspace import Keys, customer_pid, marker_digest
 from core.settings import Settings
+from profiles.layout import count_field
 from runtime.embedded import EmbeddedServer, free_port, start_broker, start_redis
 from tests.conftest import wait_for
 from tests.integration.helpers import committed, now_ms, serve_api, view, wait_committed, worker_metrics
@@ -255,7 +256,7 @@ async def test_broker_redis_and_api_restarted_under_load(
     assert len({e["event_id"] for e in tracker.acked}) == len(tracker.acked)
     for customer in CUSTOMERS:
         profile = r.hgetall(keys.profile(customer_pid(customer)))
-        assert int(profile["n:product_view"]) == counts[customer], customer
+        assert int(profile[count_field("product_view")]) == counts[customer], customer
     assert tracker.retries["503"] > 0 and tracker.retries["connection"] > 0
     print(
         f"\nfaults: broker restarted, Redis killed and restarted, API restarted; {len(tracker.acked)} events "
@@ -324,5 +325,5 @@ def test_sigterm_while_a_write_waits_on_a_paused_redis(
     assert applied() == len(before) + len(during)
     expected = Counter(e["customer_id"] for e in before + during)
     for customer in customers:
-        assert int(r.hget(keys.profile(customer_pid(customer)), "n:product_view") or 0) == expected[customer]
+        assert int(r.hget(keys.profile(customer_pid(customer)), count_field("product_view")) or 0) == expected[customer]
     print(f"\nSIGTERM while paused: the worker stopped in {stopped_s:.1f}s without acking; applied once after")

@@ -18,9 +18,10 @@ kept across examples like Redis is, predicts every outcome:
 * each profile's counts, orders and revenue are the model's (a collect key's purchase adds no order or revenue and
   counts as ``claimed_purchase``; for visitors who logged in, summed over the visitor
   and the customers they logged in as: which of them an event lands in depends on the order across partitions);
-* no other profile is touched: the profiles index and every key hold only the generated ids of its own tenant (no
-  key outside the two tenants' keyspaces exists, no key of one tenant holds what the other's events did), and a
-  bystander customer of the tenant ``default`` whose id the hostile ids imitate is left exactly as it was;
+* no other profile is touched: the profile hashes and every key hold only the generated ids of its own tenant
+  (the tenant's profile count is theirs; no key outside the two tenants' keyspaces exists, no key of one tenant holds
+  what the other's events did), and a bystander customer of the tenant ``default`` whose id the hostile ids imitate
+  is left exactly as it was;
 * refused events never reach Kafka (the events topic holds exactly the accepted ones), and the same refused
   events produced straight to Kafka are dead-lettered by the worker for the same fields.
 """
@@ -367,7 +368,7 @@ def check_profiles(r: redis.Redis, keys: Keys, model: Model) -> None:
         revenue, expected_revenue = 0.0, 0.0
         for pid in members:
             h = hashes[pid]
-            stored.update({k[2:]: int(v) for k, v in h.items() if k.startswith("n:")})
+            stored.update(layout.event_counts(h))
             stored["orders"] += int(h.get(layout.ORDERS, 0))
             revenue += float(h.get(layout.REVENUE, 0.0))
             expected.update(model.counts.get(pid, Counter()))
@@ -382,8 +383,9 @@ def check_profiles(r: redis.Redis, keys: Keys, model: Model) -> None:
                     print(f"  {pid}: {line}")
         assert +stored == +expected, (sorted(members), stored, expected)
         assert revenue == pytest.approx(expected_revenue, rel=1e-9, abs=1e-6), sorted(members)
-    indexed = set(r.zrange(keys.profiles, 0, -1))
-    assert indexed <= set(model.parent) | {f"c:{BYSTANDER}"}, indexed - set(model.parent)
+    held = {str(keys.profile_id(key)) for key in r.scan_iter(match=keys.profile_pattern(), count=1000)}
+    assert held <= set(model.parent) | {f"c:{BYSTANDER}"}, held - set(model.parent)
+    assert int(r.get(keys.profile_count) or 0) == len(held)  # one more per hash made, one less per hash gone
 
 
 def where_counts_are(r: redis.Redis, keys: Keys, model: Model) -> list[tuple[str, dict[str, int], dict[str, int]]]:
@@ -394,7 +396,7 @@ def where_counts_are(r: redis.Redis, keys: Keys, model: Model) -> list[tuple[str
     for key in r.scan_iter(f"{keys.prefix}:p:{{{keys.tenant}|*", count=1000):
         if r.type(key) != "hash" or key not in owners and not key.endswith("}"):
             continue
-        stored = {k[2:]: int(v) for k, v in r.hgetall(key).items() if k.startswith("n:")}
+        stored = dict(layout.event_counts(r.hgetall(key)))
         expected = {k: v for k, v in model.counts.get(owners.get(key, ""), Counter()).items() if k != "orders"}
         if stored != expected:
             out.append((key, stored, expected))
@@ -406,7 +408,7 @@ def check_keyspace(r: redis.Redis, settings: Settings, models: dict[str, Model])
     item or category of that tenant's events (or the tenant default's bystander)."""
     prefix = settings.key_prefix
     # offsets, refused: a single node's applied offsets per partition and refused deliveries (de-duplication)
-    single = {"profiles", "popular", "interactions", "stats:applied", "stats:interactions", "catalogue",
+    single = {"stats:profiles", "popular", "interactions", "stats:applied", "stats:interactions", "catalogue",
               "out_of_stock", "worker:consuming", "offsets", "refused"}  # fmt: skip
     for key in r.scan_iter(f"{prefix}:*", count=1000):
         tenant = tenant_of(prefix, key)

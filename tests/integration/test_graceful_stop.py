@@ -20,6 +20,7 @@ import redis
 from core.kafka import make_producer, produce_events
 from core.keyspace import Keys, customer_pid
 from core.settings import Settings
+from profiles.layout import count_field
 from runtime.embedded import die_with_parent, free_port, valkey_binary, wait_for_port
 from tests.conftest import wait_for
 from tests.integration.helpers import now_ms, view, wait_committed
@@ -121,4 +122,4 @@ def test_sigterm_while_redis_is_unreachable_leaves_the_batch_for_the_next_worker
     client = restartable_redis.client()
     for customer in customers:
         profile = client.hgetall(keys.profile(customer_pid(customer)))
-        assert int(profile["n:product_view"]) == expected[customer], customer
+        assert int(profile[count_field("product_view")]) == expected[customer], customer

@@ -149,6 +149,7 @@ async def test_erasure_removes_everything_and_replays_stay_out(store: ProfileSto
         ev("product_view", 4, T0, customer_id="stays", item_id="a"),
     ]  # fmt: skip
     await apply(store, old)
+    assert await store.client.get(store.keys.profile_count) == "2"  # gone (v1's hash became theirs) and stays
     await store.client.hset(store.keys.legacy("c:gone", "cart"), "a", 1)  # an older layout's key, not migrated yet
     settings = store.settings
     logged_before = await store.client.xlen(store.keys.interactions)
@@ -161,13 +162,14 @@ async def test_erasure_removes_everything_and_replays_stay_out(store: ProfileSto
     keys = store.keys
     for pid in pids:
         assert not await store.client.exists(keys.profile(pid), *keys.legacy_profile_keys(pid)), pid
-        assert await store.client.zscore(keys.profiles, pid) is None
     assert not await store.client.exists(keys.alias("v1"), keys.visitors("gone"))
+    assert await store.client.get(keys.profile_count) == "1"  # one hash deleted: one profile less
     assert [k async for k in store.client.scan_iter(match=f"{keys.profile('c:gone')}:seen:*")] == []
     # Kafka replays the old events: they stay out; a new event of the returning customer counts
     assert await apply(store, old[:3]) == [ERASED] * 3
     assert await apply(store, [ev("page_view", 5, now_ms() + 1000, customer_id="gone")]) == [APPLIED]
     assert (await store.profile("c:gone"))["event_counts"] == {"page_view": 1}  # type: ignore[index]
+    assert await store.client.get(keys.profile_count) == "2"
     assert await store.profile("c:stays") is not None
     log = read_training_log(settings)
     assert set(log.user_ids) == {"c:stays"}  # training skips the erased entries
@@ -203,6 +205,36 @@ async def test_erasure_reaches_the_segment_snapshot(settings: Settings) -> None:
     pids, rows, _ = await erase(settings, "k3")
     assert rows == 1 and "c:k3" not in await exported() and "c:k2" in await exported()
     await store.client.aclose()
+
+
+async def test_the_analytics_refresh_scans_the_profile_hashes_and_sets_the_profile_count_right(
+    store: ProfileStore,
+) -> None:
+    """Key layout 5: no profiles index. The refresh reads every profile hash by a SCAN (every primary's on the
+    cluster), one batch per ``analytics_scan_count``, and a profile that expired (deleted here as its TTL would) is
+    taken off the profile count the workers keep."""
+    from analytics.refresh import make_refresher
+    from analytics.settings import AnalyticsSettings
+
+    settings = store.settings
+    events = [ev("product_view", i, T0 + i, customer_id=f"s{i}", item_id="a") for i in range(25)]
+    events.append(ev("page_view", 99, T0 + 99, anonymous_id="s-visitor"))
+    await apply(store, events)
+    keys = store.keys
+    assert await store.client.get(keys.profile_count) == "26"
+    await store.client.delete(keys.profile("c:s7"))  # expired (ECRM_PROFILE_TTL_DAYS)
+    await store.client.hset(keys.campaigns("c:s8"), "x", "1")  # a profile's other key is not a profile
+    analytics = AnalyticsStore(store.client, settings.key_prefix)
+    batches = [batch async for batch in analytics.scan_profiles(count=10)]
+    pids = [row.pid for batch in batches for row in batch]
+    assert sorted(pids) == sorted({*(f"c:s{i}" for i in range(25)), "a:s-visitor"} - {"c:s7"})
+    assert len(batches) >= 3 and all(len(batch) <= 10 for batch in batches)
+    assert await store.client.get(keys.profile_count) == "25"
+    refresher = make_refresher(settings, AnalyticsSettings(analytics_min_customers=1000, analytics_scan_count=10))
+    result = await refresher.refresh(force=True)
+    assert result.state is not None and result.state.profiles == 25
+    assert await store.client.get(keys.profile_count) == "25"  # nothing changed since: the count stays
+    await refresher.store.client.aclose()
 
 
 async def test_a_refresh_running_during_an_erasure_brings_no_row_back(settings: Settings) -> None:
@@ -246,8 +278,9 @@ async def test_a_refresh_running_during_an_erasure_brings_no_row_back(settings: 
 
 
 async def test_the_script_renames_a_layout_3_profiles_long_names_at_its_first_write(store: ProfileStore) -> None:
-    """A profile key layout 3 wrote (long names), met by an event before ``ecrm migrate-keys``: the script renames
-    its fields before writing, and the figures go on from what it held; a visitor's long names merge at a login."""
+    """A profile key layout 3 wrote (long names; key layout 4's count names too), met by an event before ``ecrm
+    migrate-keys``: the script renames its fields before writing, and the figures go on from what it held; a
+    visitor's long names merge at a login."""
     client = store.client
     await client.hset(store.keys.profile("c:old"), mapping={"n:purchase": 1, "first_seen": T0 - 50, "last_seen": T0 - 5,
                       "orders": 1, "revenue": "2.5", "first_purchase": T0 - 5, "last_purchase": T0 - 5})  # fmt: skip
@@ -259,8 +292,9 @@ async def test_the_script_renames_a_layout_3_profiles_long_names_at_its_first_wr
     login = ev("page_view", "l", T0 + 1, customer_id="old", anonymous_id="oldv")
     assert await apply(store, [paid, login], source="server") == [APPLIED] * 2
     h = await client.hgetall(store.keys.profile("c:old"))
-    assert not set(h) & set(layout.LEGACY_NAMES)
-    assert (h[layout.ORDERS], float(h[layout.REVENUE]), h["n:purchase"], h["n:page_view"]) == ("2", 12.5, "2", "3")
+    assert not set(h) & set(layout.LEGACY_NAMES) and "n:purchase" not in h and "n:page_view" not in h
+    assert (h[layout.ORDERS], float(h[layout.REVENUE]), h["n:p"], h["n:g"]) == ("2", 12.5, "2", "3")
+    assert (await store.profile("c:old") or {})["event_counts"] == {"purchase": 2, "page_view": 3}
     assert (h[layout.FIRST_SEEN], h[layout.LAST_SEEN]) == (str(T0 - 90), str(T0 + 1))
     assert (h[layout.FIRST_PURCHASE], h[layout.LAST_PURCHASE], h[layout.AFF_LANDMARK]) == (
         str(T0 - 5),
@@ -295,7 +329,8 @@ async def test_a_login_merges_the_visitor_field_by_field(store: ProfileStore) ->
     assert merged.sessions == 3 and merged.scalars["sl"] == w.scalars["sl"]
     assert 0 <= int(merged.scalars["sl"]) < 2**28  # a digest the listpack keeps as an integer
     assert {f for f in merged.scalars if not f.startswith(COUNTS)} <= set(SCALARS)  # no other field
-    assert merged.scalars["n:product_view"] == "3" and merged.scalars["n:add_to_cart"] == "3"
+    assert merged.scalars["n:v"] == "3" and merged.scalars["n:a"] == "3"  # the types' codes (layout.TYPE_CODES)
+    assert await store.client.get(store.keys.profile_count) == "1"  # the visitor's hash went
     assert merged.scalars[layout.FIRST_SEEN] == str(T0) and merged.scalars[layout.LAST_SEEN] == str(T0 + 20)
     assert not set(await store.client.hkeys(store.keys.profile("c:m"))) & set(layout.LEGACY_NAMES)  # short names
     counts = await store.client.hmget(store.keys.profile("c:m"), "#i", "#a", "#k")
@@ -384,7 +419,7 @@ async def test_a_browser_weighs_like_one_visitor_in_shared_state(store: ProfileS
     assert [(f["p"], f["i"], float(f["w"])) for _, f in stream] == [("a:v", "sku-0", w) for w in (1.0, 2.0, 2.0)]
     visitor = await store.client.hgetall(keys.profile("a:v"))
     assert layout.REVENUE not in visitor and layout.ORDERS not in visitor and layout.LAST_PURCHASE not in visitor
-    assert visitor["n:claimed_purchase"] == "1" and visitor["n:product_view"] == "50"
+    assert layout.event_counts(visitor) == {"claimed_purchase": 1, "product_view": 50, "add_to_cart": 1}
     assert "sku-0" in await store.bought("a:v")  # the visitor's own lists know it
     entry = parse_item((await fields(store, "a:v")).items.get("sku-0") or "0")
     assert entry.weight == 50 * 1.0 + 3.0 + 5.0 and entry.bought == now  # unbounded there
@@ -426,7 +461,8 @@ async def test_a_logged_in_browser_adds_no_money_to_the_customer(store: ProfileS
     after = await store.client.hgetall(keys.profile("c:k"))
     for figure in (layout.ORDERS, layout.REVENUE, layout.FIRST_PURCHASE, layout.LAST_PURCHASE):
         assert after[figure] == before[figure], figure
-    assert after["n:claimed_purchase"] == "1" and after["n:product_view"] == "1"  # the signals follow the person
+    counts = layout.event_counts(after)
+    assert (counts["claimed_purchase"], counts["product_view"]) == (1, 1)  # the signals follow the person
     assert "b" not in await store.bought("c:k") and "a" in await store.bought("c:k")  # not a customer's bought item
     items = (await fields(store, "c:k")).items
     assert parse_item(items.get("b") or "0").bought is None

@@ -16,6 +16,7 @@ import pytest
 
 from core.keyspace import Keys, customer_pid
 from core.settings import Settings
+from profiles.layout import count_field
 from runtime.embedded import free_port
 from runtime.local import spawn_role, stop_process, wait_ready
 from tests.conftest import wait_for
@@ -88,7 +89,7 @@ def test_two_workers_four_partitions_two_apis_sigkill(
     assert applied() == EVENTS
     expected = Counter(e["customer_id"] for e in events)
     for customer in CUSTOMERS:
-        assert int(r.hget(keys.profile(customer_pid(customer)), "n:product_view") or 0) == expected[customer]
+        assert int(r.hget(keys.profile(customer_pid(customer)), count_field("product_view")) or 0) == expected[customer]
     for url in two_apis:  # either process serves what went in through the other
         profile = httpx.get(f"{url}/v1/customers/{CUSTOMERS[0]}/profile", timeout=10).json()
         assert profile["events_total"] == expected[CUSTOMERS[0]]

@@ -15,7 +15,7 @@ import redis
 from core.keyspace import Keys, ProfileId, untenanted
 from core.redis import connect, connect_sync
 from core.settings import Settings
-from profiles.layout import item_value
+from profiles.layout import count_field, item_value
 from profiles.store import ProfileStore
 from runtime.embedded import EmbeddedServer
 from runtime.local import settings_env
@@ -41,13 +41,13 @@ def migrate(settings: Settings) -> subprocess.CompletedProcess[str]:
 
 
 def write_single_shop(r: redis.Redis, keys: Keys, customers: int) -> dict[str, str]:
-    """A single shop's keys of every Redis type, as layout 4 (one hash per profile, before tenants) named them;
+    """A single shop's keys of every Redis type, as layout 5 (one hash per profile, before tenants) named them;
     returns old name -> new name."""
     names: dict[str, str] = {}
     for n in range(customers):  # spread over the cluster's slots
         pid = ProfileId("c", f"cust-{n}")
         old = before_tenants(keys.profile(pid))
-        r.hset(old, mapping={"n:product_view": 2, "fs": T0, "ls": T0 + 5, "i:sku-1": item_value(2, T0 + 5),
+        r.hset(old, mapping={count_field("product_view"): 2, "fs": T0, "ls": T0 + 5, "i:sku-1": item_value(2, T0 + 5),
                              "#i": 1, "ss": 2})  # fmt: skip
         r.set(before_tenants(keys.erased(ProfileId("c", f"gone-{n}"))), T0, px=3_600_000)
         r.hset(before_tenants(keys.item(f"sku-{n}")), mapping={"category": "shoes", "price": "9.5"})

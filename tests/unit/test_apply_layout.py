@@ -58,7 +58,7 @@ def test_one_node_takes_one_call_and_names_every_global_key(customer: str, categ
     names, args = build_call(plans, Lookups(categories={"sku": "old"}), K, P)
     gk = orjson.loads(args[13])
     assert args[12] == "one"
-    assert {names[i - 1] for i in gk.values()} >= {K.popular, K.profiles, K.interactions, K.campaign_stats("exp"),
+    assert {names[i - 1] for i in gk.values()} >= {K.popular, K.profile_count, K.interactions, K.campaign_stats("exp"),
                                                    K.category(category), K.category("old")}  # fmt: skip
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -41,7 +43,16 @@ def all_keys(pid: ProfileId) -> set[str]:
 
 
 GLOBAL = {
-    *(K.profiles, K.popular, K.catalogue, K.out_of_stock, K.interactions, K.applied_count, K.interactions_count),
+    *(
+        K.profile_count,
+        K.legacy_profiles_index,
+        K.popular,
+        K.catalogue,
+        K.out_of_stock,
+        K.interactions,
+        K.applied_count,
+        K.interactions_count,
+    ),
     *(
         K.model_current,
         K.model_versions,
@@ -80,7 +91,7 @@ def test_the_older_global_keys_map_to_the_current_ones(name: str, era: int) -> N
     e = encode_id(name)
     old = {
         "ecrm:popular": K.popular,
-        "ecrm:profiles": K.profiles,
+        "ecrm:profiles": K.legacy_profiles_index,
         "ecrm:stats:applied": K.applied_count,
         f"ecrm:trending:{era}": K.trending(era),
         f"ecrm:category:{e}": K.category(name),
@@ -185,7 +196,7 @@ def test_two_tenants_never_share_a_key_even_with_the_same_ids(
 @given(TENANTS, TENANTS)
 def test_each_tenant_has_its_own_global_slot(t1: str, t2: str) -> None:
     one, two = Keys("ecrm", t1), Keys("ecrm", t2)
-    assert len({key_slot(k.encode()) for k in (one.popular, one.campaign_stats("x"), one.profiles)}) == 1
+    assert len({key_slot(k.encode()) for k in (one.popular, one.campaign_stats("x"), one.profile_count)}) == 1
     assert (key_slot(one.popular.encode()) == key_slot(two.popular.encode())) == (
         key_slot(f"t:{t1}".encode()) == key_slot(f"t:{t2}".encode())
     )
@@ -200,7 +211,7 @@ def test_three_tenants_global_slots_spread_over_three_nodes() -> None:
 
 @given(profiles, ids)
 def test_the_layout_before_tenants_moves_into_the_tenant_default(pid: ProfileId, name: str) -> None:
-    k3 = {  # layouts up to 4 -> layout 5
+    k3 = {  # layouts up to 5 -> layout 6
         f"ecrm:p:{{{pid.tag}}}": K.profile(pid),
         f"ecrm:p:{{{pid.tag}}}:items": K.legacy(pid, "items"),
         f"ecrm:p:{{{pid.tag}}}:seen:open:{encode_id(name)}": K.seen(pid, "open", name),
@@ -237,3 +248,17 @@ def test_migrate_keys_renames_the_fields_of_profile_hashes_and_no_other_key(pid:
     assert is_profile_hash("ecrm", f"ecrm:p:{{{pid.tag}}}")  # a hash of the layouts before tenants too
     for other in [*K.legacy_profile_keys(pid), K.seen_set(pid), K.campaigns(pid), K.erased(pid), K.popular]:
         assert not is_profile_hash("ecrm", other), other
+
+
+@given(profiles, profiles)
+def test_the_profile_pattern_matches_every_profile_hash_and_no_other_key(pid: ProfileId, other: ProfileId) -> None:
+    """The SCAN pattern of the profile hashes (the analytics refresh, the profile count) and the key read back: a
+    profile's other keys, another prefix's and the global keys are never taken for a profile."""
+    pattern = K.profile_pattern()
+    assert fnmatchcase(K.profile(pid), pattern) and K.profile_id(K.profile(pid)) == pid
+    assert K.profile_id(K.profile(str(pid))) == pid
+    siblings = all_keys(pid) | all_keys(other) | {K.campaigns(pid), K.served(pid), K.merging(pid), K.handoff("x")}
+    for key in (siblings - {K.profile(pid), K.profile(other)}) | GLOBAL:
+        assert not fnmatchcase(key, pattern), key
+        assert K.profile_id(key) is None, key
+    assert not fnmatchcase(Keys("ecrm2").profile(pid), pattern) and K.profile_id(Keys("ecrm2").profile(pid)) is None

@@ -3,13 +3,17 @@ listpack cost estimate of the memory bench."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 from hypothesis import given
 from hypothesis import strategies as st
 
-from analytics.store import LEGACY, NAMES, PROFILE_FIELDS, SESSIONS, profile_row
+from analytics.store import LEGACY, NAMES, PROFILE_FIELDS, SESSIONS, VIEWS, profile_row
 from benchmarks.memory import field_kind, listpack_entry_bytes
 from profiles import layout
 from profiles.layout import ProfileHash, item_fields, split
+from schemas.events import EVENT_TYPES
 
 SCALARS = ["n:product_view", *layout.SCALARS]
 ids = st.text(min_size=1, max_size=30)
@@ -52,9 +56,33 @@ def test_the_analytics_read_the_layouts_names_and_layout_3s() -> None:
     assert NAMES == (layout.ORDERS, layout.REVENUE, layout.FIRST_PURCHASE, layout.LAST_PURCHASE, layout.FIRST_SEEN,
                      layout.LAST_SEEN)  # fmt: skip
     assert [layout.LEGACY_NAMES[old] for old in LEGACY] == list(NAMES)
-    now = profile_row("c:x", ["2", "5.5", "10", "20", "1", "30", None, None, None, None, None, None, "3", None, "2"])
-    old = profile_row("c:x", [None] * 6 + ["2", "5.5", "10", "20", "1", "30", "3", None, "2"])
+    now = profile_row("c:x", ["2", "5.5", "10", "20", "1", "30", *[None] * 6, "3", None, None, None, "2"])
+    old = profile_row("c:x", [None] * 6 + ["2", "5.5", "10", "20", "1", "30", None, None, "3", None, "2"])
     assert now == old and (now.orders, now.last_purchase_ms, now.first_seen_ms, now.views) == (2, 20, 1, 3)
+    both = profile_row("c:x", [*[None] * 12, "3", "4", "5", "6", "2"])  # codes and layout 4's names add up
+    assert both.views == 18 and both.sessions == 2
+
+
+def test_the_analytics_read_the_view_counts_under_their_codes_and_layout_4s_names() -> None:
+    assert VIEWS == (layout.count_field("product_view"), layout.count_field("page_view"), "n:product_view",
+                     "n:page_view")  # fmt: skip
+
+
+def test_every_event_type_has_a_one_letter_code_and_the_script_has_the_same_table() -> None:
+    """The count fields' codes: one letter each, no two alike, the same pairs in items.lua (the script's copy)."""
+    assert set(EVENT_TYPES) - {"item"} | {"claimed_purchase"} == set(layout.TYPE_CODES)
+    codes = list(layout.TYPE_CODES.values())
+    assert all(len(c) == 1 for c in codes) and len(set(codes)) == len(codes)
+    lua = (Path(layout.__file__).parent / "items.lua").read_text()
+    table = lua[lua.index("local TYPE_CODES = {") : lua.index("local TYPE_CODE, LEGACY_COUNT")]
+    assert dict(re.findall(r"\{'([a-z_]+)', '([a-z])'\}", table)) == layout.TYPE_CODES
+
+
+def test_event_counts_read_codes_and_layout_4s_names_as_the_types() -> None:
+    h = {"n:v": "3", "n:product_view": "2", "n:p": "1", "n:some_new_type": "4", "fs": "1", "ls": "2"}
+    assert layout.event_counts(h) == {"product_view": 5, "purchase": 1, "some_new_type": 4}
+    assert layout.count_field("add_to_cart") == "n:a" and layout.count_field("some_new_type") == "n:some_new_type"
+    assert split({"n:g": "2", "n:page_view": "1"}).scalars == {"n:g": "2", "n:page_view": "1"}
 
 
 def test_split_reads_layout_3s_long_names_as_the_short_ones() -> None:
@@ -73,3 +101,4 @@ def test_listpack_entry_sizes_follow_the_encoding() -> None:
     assert listpack_entry_bytes("x" * 100) == 2 + 100 + 1
     assert field_kind("i:a") == "items (i:)" and field_kind("#k") == "counts (#i, #a, #k)"
     assert field_kind("ss") == field_kind("sl") == "sessions (ss, sl)" and field_kind("or") == "counters and times"
+    assert field_kind("n:v") == "event counts (n:)"
