@@ -60,6 +60,7 @@ from profiles.script import (
     home_tag,
     login_name,
     needed_lookups,
+    target_of,
 )
 from profiles.updates import Plan, decayed_now
 
@@ -271,14 +272,15 @@ class ProfileStore:
         statuses: list[Status | None] = [None] * len(plans)
         records = [""] * len(plans)
         logins: dict[str, LoginAnswer] = {}
+        elsewhere: set[int] = set()  # visitors' events applied in the customer they logged in as
         starts = _run_starts(plans)
         for start, end in zip(starts, [*starts[1:], len(plans)], strict=True):
             logins.update(await self._handoffs(plans[start:end]))
-            await self._profile_part(plans, list(range(start, end)), origins, logins, statuses, records)
+            await self._profile_part(plans, list(range(start, end)), origins, logins, statuses, records, elsewhere)
         applied = [rec for rec in records if rec]
         if applied:
             await self._script_calls([build_globals(applied, self.keys, self._params)], "applying global effects")
-        await self._finish_logins(plans, statuses, logins)
+        await self._finish_logins(plans, statuses, logins, [i for i in sorted(elsewhere) if statuses[i] == APPLIED])
         return [s for s in statuses if s is not None]
 
     async def _profile_part(
@@ -289,14 +291,20 @@ class ProfileStore:
         logins: dict[str, LoginAnswer],
         statuses: list[Status | None],
         records: list[str],
+        elsewhere: set[int],
     ) -> None:
         """The profile calls of the plans ``pending`` (one per slot, pipelined; again for those after a stale read),
-        their statuses and global records written at their index."""
+        their statuses and global records written at their index; ``elsewhere`` gets the visitors' plans sent to the
+        customer they logged in as."""
         for _ in range(MAX_STALE_ROUNDS):
             if not pending:
                 return
             found = await self._lookups([plans[i] for i in pending])
             found = Lookups(found.aliases, found.categories, found.erased, found.markers, logins)
+            for i in pending:
+                own = plans[i].profile
+                if own is not None and own.kind == "a" and target_of(plans[i], found) != own:
+                    elsewhere.add(i)
             groups: dict[str, list[int]] = {}
             for i in pending:
                 groups.setdefault(home_tag(plans[i], found), []).append(i)
@@ -331,16 +339,32 @@ class ProfileStore:
         return out
 
     async def _finish_logins(
-        self, plans: Sequence[Plan], statuses: Sequence[Status | None], logins: dict[str, LoginAnswer]
+        self,
+        plans: Sequence[Plan],
+        statuses: Sequence[Status | None],
+        logins: dict[str, LoginAnswer],
+        elsewhere: Sequence[int] = (),
     ) -> None:
         """A login's last step: the link out of the previous customer's visitors, the hand-off deleted (kept when
-        the login was refused: nothing took it)."""
+        the login was refused: nothing took it). And, once the global call ran, a marker in the visitor's own slot
+        for each of the visitor's events applied in a customer (``elsewhere``: their indexes): a re-send after a
+        later login moved the visitor to another customer is known there (:meth:`_lookups`), as an event applied
+        to the visitor before they logged in is."""
         done = [(p, logins[login_name(p)]) for p, s in zip(plans, statuses, strict=True)
                 if login_name(p) in logins and s in (APPLIED, DUPLICATE, ERASED)]  # fmt: skip
-        if not done:
+        if not done and not elsewhere:
             return
         with redis_errors("finishing logins"):
             async with self.client.pipeline(transaction=False) as pipe:
+                for i in elsewhere:
+                    own = plans[i].profile
+                    assert own is not None
+                    pipe.set(
+                        self.keys.seen(own, plans[i].source, plans[i].event_id),
+                        "1",
+                        nx=True,
+                        px=self._params.dedupe_ttl_ms,
+                    )
                 for plan, answer in done:
                     assert plan.login is not None and plan.profile is not None
                     if answer.previous and answer.previous != plan.profile.ident:

@@ -1,7 +1,8 @@
 """De-duplication on one Redis node: a redelivery from Kafka of a message produced before the window is known by its
 partition offset, so the per-profile set of event ids only has to remember events for ``ECRM_DEDUPE_WINDOW_S``
 (re-sends, and redeliveries of younger messages); a message younger than the window at an offset already passed
-(a topic started again) is judged by the set; a plan the script refused is judged again when it comes back."""
+(a topic started again) is judged by the set; a plan the script refused is judged again when it comes back. And a
+visitor's event is judged against the visitor's own events, also after their login (on a cluster too)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from profiles.script import Origin
 from profiles.store import APPLIED, DUPLICATE, ProfileStore, Status
 from profiles.updates import plan_update
 from schemas import parse_event_obj
+from tests.conftest import on_cluster
 
 pytestmark = pytest.mark.integration
 T0 = 1_795_424_400_000
@@ -127,8 +129,11 @@ async def test_a_topic_created_again_starts_with_no_applied_offsets(store: Profi
     assert await views(store) == 2
 
 
-@pytest.fixture()
-async def plain_store(settings: Settings) -> Any:
+@pytest.fixture(params=["single", "cluster"])
+async def plain_store(request: pytest.FixtureRequest, settings: Settings) -> Any:
+    """A store with the default windows, on one node and on the suite's three-node Redis Cluster."""
+    if request.param == "cluster":
+        settings = on_cluster(settings, request.getfixturevalue("redis_cluster"))
     s = ProfileStore(connect(settings), settings)
     yield s
     await s.client.aclose()
@@ -148,7 +153,8 @@ async def page_views(store: ProfileStore, pid: str) -> int:
 async def test_a_visitors_event_is_judged_against_the_visitors_own_events(plain_store: ProfileStore) -> None:
     """An event is a duplicate of one with the same sender and id of the same own profile: a visitor's event after
     their login is not one of the customer's own event with that id, and a re-send of the visitor's event is one
-    whichever customer a later login (a shared device) moved the visitor to."""
+    whichever customer a later login (a shared device) moved the visitor to (on a cluster: known by a marker in
+    the visitor's slot, written once the event's global effects are)."""
     store = plain_store
     assert await apply(store, [visit("v", "login-1", 1, customer="c1")], [None]) == [APPLIED]
     customers_own = {"type": "page_view", "event_id": "x", "timestamp": T0 + 2, "customer_id": "c1"}
