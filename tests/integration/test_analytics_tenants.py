@@ -14,7 +14,7 @@ import orjson
 import pytest
 import redis
 
-from analytics.refresh import Outcome, Refresher, make_refresher, make_refreshers
+from analytics.refresh import Outcome, Refresher, Underway, make_refresher, make_refreshers
 from analytics.rules_file import DEFAULT_RULES_PATH
 from analytics.settings import AnalyticsSettings
 from analytics.store import AnalyticsStore
@@ -176,5 +176,35 @@ async def test_one_round_walks_the_keyspace_once_for_every_tenant_due(
     fitted = [t for t in DUE if round_states[t]["purchase"] is not None]
     assert fitted if servers[0] == "single" else not fitted, {t: round_states[t]["model_error"] for t in DUE}
     await idle.store.client.aclose()
+    for store in stores:
+        await store.client.aclose()
+
+
+async def test_a_tenant_locked_elsewhere_waits_and_the_others_refresh_in_the_round(settings: Settings) -> None:
+    """A tenant whose lock another process holds is LOCKED (its state untouched, the other's lock kept); the other
+    due tenants refresh; every lock the round took is released; a lost lock is not renewed (nothing computed)."""
+    shops = settings.model_copy(update={"tenants": ",".join(DUE)})
+    cfg = AnalyticsSettings(segments_file=DEFAULT_RULES_PATH, analytics_min_customers=1000)
+    stores = [await write(shops, t, shop_events(seed, 12)) for seed, t in enumerate(DUE)]
+    refreshers = make_refreshers(shops, cfg, list(DUE))
+    r = stores[0].client
+    held = await refreshers[1].store.acquire_lock(60)
+    assert held is not None
+    outcomes = await refresh_due(refreshers)
+    assert outcomes == [Outcome.REFRESHED, Outcome.LOCKED, Outcome.REFRESHED]
+    assert await refreshers[1].store.state() is None and await r.get(refreshers[1].store.keys.analytics_lock) == held
+    for i in (0, 2):
+        state = await refreshers[i].store.state()
+        assert state is not None and state.profiles == 15
+        assert not await r.exists(refreshers[i].store.keys.analytics_lock)
+    begun = await refreshers[0].begin(force=True)
+    assert isinstance(begun, Underway)
+    await r.delete(refreshers[0].store.keys.analytics_lock)  # expired meanwhile
+    before = await refreshers[0].store.state_raw()
+    assert (await refreshers[0].finish(begun, [])).outcome is Outcome.LOCK_LOST
+    assert await refreshers[0].store.state_raw() == before and not await r.exists(
+        refreshers[0].store.keys.analytics_lock
+    )
+    await refreshers[0].store.client.aclose()
     for store in stores:
         await store.client.aclose()
