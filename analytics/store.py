@@ -12,7 +12,7 @@ disturbed by a refresh. Redis errors become :class:`~core.errors.StoreUnavailabl
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import orjson
@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 from analytics.snapshot import ProfileRow, Snapshot
 from analytics.state import AnalyticsState, LiveInput
 from core.errors import StoreUnavailable
-from core.keyspace import Keys
+from core.keyspace import Keys, profile_of, profiles_pattern
 from core.redis import redis_errors
 from core.tenants import DEFAULT_TENANT
 
@@ -40,6 +40,10 @@ _PUBLISH_ATTEMPTS = 10
 
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
 
@@ -100,6 +104,7 @@ class AnalyticsStore:
         self.tenant = tenant
         self.keys = Keys(prefix, tenant)
         self._release = client.register_script(_RELEASE)
+        self._renew = client.register_script(_RENEW)
         self._publish = client.register_script(_PUBLISH)
 
     # ----- reading the base -----
@@ -107,24 +112,9 @@ class AnalyticsStore:
     async def scan_profiles(self, count: int = 1000) -> AsyncIterator[list[ProfileRow]]:
         """Every profile once, in batches: a SCAN of the profile hashes (:meth:`~core.keyspace.Keys.
         profile_pattern`; on a Redis Cluster every primary's), one pipeline per batch. A scan run to its end sets
-        the profile count right (:meth:`_recount`)."""
-        with redis_errors("reading the profile count"):
-            counted_before = int(await self.client.get(self.keys.profile_count) or 0)
-        seen: set[str] = set()
-        batch: list[str] = []
-        with redis_errors("scanning the profiles"):
-            async for key in self.client.scan_iter(match=self.keys.profile_pattern(), count=count, _type="hash"):
-                pid = self.keys.profile_id(key)
-                if pid is None or (text := str(pid)) in seen:
-                    continue
-                seen.add(text)
-                batch.append(text)
-                if len(batch) >= count:
-                    yield await self._rows(batch)
-                    batch = []
-        if batch:
-            yield await self._rows(batch)
-        await self._recount(counted_before, len(seen))
+        the profile count right (:meth:`_recount`). :func:`scan_tenants` reads several tenants in one SCAN."""
+        async for _, batch in scan_tenants([self], count):
+            yield batch
 
     async def _recount(self, counted_before: int, found: int) -> None:
         """The profile count (``{g}:stats:profiles``) made ``found`` as of the scan's start: the hashes that expired
@@ -199,6 +189,11 @@ class AnalyticsStore:
         with redis_errors("taking the analytics lock"):
             ok = await self.client.set(self.keys.analytics_lock, token, nx=True, px=int(ttl_s * 1000))
         return token if ok else None
+
+    async def renew_lock(self, token: str, ttl_s: float) -> bool:
+        """Give the lock ``token`` holds ``ttl_s`` seconds to live again; False when it is no longer held."""
+        with redis_errors("renewing the analytics lock"):
+            return bool(await self._renew(keys=[self.keys.analytics_lock], args=[token, int(ttl_s * 1000)]))
 
     async def release_lock(self, token: str) -> None:
         with redis_errors("releasing the analytics lock"):
@@ -285,3 +280,46 @@ class AnalyticsStore:
         with redis_errors(f"reading segment snapshot {sid!r}"):
             rows = await self.client.lrange(self.keys.snapshot_members(sid, index), offset, offset + limit - 1)
         return [orjson.loads(r) for r in rows]
+
+
+async def scan_tenants(
+    stores: Sequence[AnalyticsStore], count: int = 1000
+) -> AsyncIterator[tuple[AnalyticsStore, list[ProfileRow]]]:
+    """Every profile of each store's tenant once, in batches of one tenant (``(store, rows)``), read by ONE walk of
+    the keyspace: a SCAN matching every tenant's profile hashes (:func:`~core.keyspace.profiles_pattern`; one
+    tenant's own pattern when there is one store; on a Redis Cluster every primary's), the keys of tenants not
+    among ``stores`` skipped, one pipeline per batch. A scan run to its end sets each tenant's profile count right
+    (:meth:`AnalyticsStore._recount`). The stores share one client and prefix."""
+    if not stores:
+        return
+    client, prefix = stores[0].client, stores[0].prefix
+    by_tenant = {store.tenant: store for store in stores}
+    if len(by_tenant) != len(stores) or any(s.client is not client or s.prefix != prefix for s in stores):
+        raise ValueError("scan_tenants: one store per tenant, all on one client and prefix")
+    pattern = stores[0].keys.profile_pattern() if len(stores) == 1 else profiles_pattern(prefix)
+    with redis_errors("reading the profile counts"):
+        async with client.pipeline(transaction=False) as pipe:
+            for store in stores:
+                pipe.get(store.keys.profile_count)
+            counted_before = {s.tenant: int(n or 0) for s, n in zip(stores, await pipe.execute(), strict=True)}
+    seen: dict[str, set[str]] = {tenant: set() for tenant in by_tenant}
+    batches: dict[str, list[str]] = {tenant: [] for tenant in by_tenant}
+    with redis_errors("scanning the profiles"):
+        async for key in client.scan_iter(match=pattern, count=count, _type="hash"):
+            found = profile_of(prefix, key)
+            if found is None or found[0] not in by_tenant:
+                continue  # a tenant not refreshed now
+            tenant, pid = found
+            if (text := str(pid)) in seen[tenant]:
+                continue
+            seen[tenant].add(text)
+            batch = batches[tenant]
+            batch.append(text)
+            if len(batch) >= count:
+                yield by_tenant[tenant], await by_tenant[tenant]._rows(batch)
+                batches[tenant] = []
+    for tenant, batch in batches.items():
+        if batch:
+            yield by_tenant[tenant], await by_tenant[tenant]._rows(batch)
+    for tenant, store in by_tenant.items():
+        await store._recount(counted_before[tenant], len(seen[tenant]))

@@ -227,6 +227,27 @@ def is_profile_hash(prefix: str, key: str) -> bool:
     return key.startswith(head) and _PROFILE_HASH.match(key[len(head) :]) is not None
 
 
+def profiles_pattern(prefix: str) -> str:
+    """The SCAN ``MATCH`` pattern of every tenant's profile hashes under ``prefix`` (one walk of the keyspace for
+    several tenants: the analytics refresh round); :meth:`Keys.profile_pattern` is one tenant's. Like it, it matches
+    no other key (a profile hash alone ends with its tag's ``}``; a tag without ``|``, of a layout before tenants,
+    does not match). :func:`profile_of` reads a matched key back."""
+    return f"{prefix}:p:{{*|[ca]:*}}"
+
+
+def profile_of(prefix: str, key: str) -> tuple[str, ProfileId] | None:
+    """The tenant and the profile whose hash is ``key`` (a key :func:`profiles_pattern` or
+    :meth:`Keys.profile_pattern` matched), None for any other key, an older layout's (before tenants) among them
+    (pure)."""
+    if not is_profile_hash(prefix, key):
+        return None
+    tenant, sep, tag = key[len(prefix) + 4 : -1].partition("|")
+    if not sep:
+        return None  # an older layout's (before tenants)
+    kind, _, encoded = tag.partition(":")
+    return tenant, ProfileId("c" if kind == "c" else "a", unquote(encoded))
+
+
 def legacy_siblings(profile_key: str) -> list[str]:
     """The keys older engines kept beside the profile hash ``profile_key`` (:data:`LEGACY_PROFILE_SUFFIXES`, in
     that order; pure)."""
@@ -318,13 +339,10 @@ class Keys:
 
     def profile_id(self, key: str) -> ProfileId | None:
         """The profile whose hash is ``key`` (a key :meth:`profile_pattern` matched), None for any other key."""
-        if not is_profile_hash(self.prefix, key):
-            return None
-        tenant, sep, tag = key[len(self.prefix) + 4 : -1].partition("|")
-        if not sep or tenant != self.tenant:
+        found = profile_of(self.prefix, key)
+        if found is None or found[0] != self.tenant:
             return None  # another tenant's, or an older layout's (before tenants)
-        kind, _, encoded = tag.partition(":")
-        return ProfileId("c" if kind == "c" else "a", unquote(encoded))
+        return found[1]
 
     def legacy(self, pid: str | ProfileId, suffix: str) -> str:
         """A key an older engine wrote beside the profile hash (``suffix`` one of :data:`LEGACY_PROFILE_SUFFIXES`):

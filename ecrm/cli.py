@@ -47,6 +47,7 @@ bench_app.command("tenant-slots")(bench.tenant_slots)
 bench_app.command("hung-redis")(bench.hung_redis)
 bench_app.command("backup")(bench.backup)
 bench_app.command("tenants")(bench.tenants)
+bench_app.command("analytics-scan")(bench.analytics_scan)
 from ecrm.commands import analytics  # noqa: E402
 
 app.add_typer(analytics.app, name="analytics")

@@ -340,3 +340,20 @@ def memory(
         _report(figures.as_json(), figures.lines(), as_json)
 
     _with_servers(run, as_json)
+
+
+def analytics_scan(
+    keys: Annotated[int, typer.Option(min=1000, help="Keys in Redis in all")] = 1_000_000,
+    tenants: Annotated[int, typer.Option(min=1, max=1000, help="Tenants refreshed")] = 10,
+    profiles: Annotated[int, typer.Option(min=0, help="Profile hashes among the keys, over the tenants")] = 100_000,
+    as_json: JsonOption = False,
+) -> None:
+    """What the analytics refresh of every tenant costs Redis: each tenant's own SCAN of the keyspace against one
+    SCAN for all in one round (SCAN calls and time, Redis CPU, wall), in one run on a Valkey of its own."""
+    from benchmarks.analytics_scan import bench_analytics_scan
+
+    figures = bench_analytics_scan(Settings(), keys, tenants, profiles, _progress(as_json))
+    if as_json:
+        typer.echo(json.dumps(figures.as_json(), indent=2))
+        return
+    _report(figures.as_json(), figures.lines(), as_json)

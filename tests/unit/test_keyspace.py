@@ -21,6 +21,8 @@ from core.keyspace import (
     legacy_profile_key,
     marker_digest,
     parse_pid,
+    profile_of,
+    profiles_pattern,
     tenant_of,
     untenanted,
 )
@@ -262,3 +264,29 @@ def test_the_profile_pattern_matches_every_profile_hash_and_no_other_key(pid: Pr
         assert not fnmatchcase(key, pattern), key
         assert K.profile_id(key) is None, key
     assert not fnmatchcase(Keys("ecrm2").profile(pid), pattern) and K.profile_id(Keys("ecrm2").profile(pid)) is None
+
+
+tenant_names = st.from_regex(r"\A[a-z0-9][a-z0-9-]{0,31}\Z")
+
+
+@given(profiles, profiles, tenant_names, tenant_names)
+def test_the_all_tenants_profile_pattern_matches_every_tenants_profile_hashes_and_no_other_key(
+    pid: ProfileId, other: ProfileId, one: str, two: str
+) -> None:
+    """The refresh round's one SCAN: every tenant's profile hashes match, each read back to its own tenant and
+    profile; a profile's other keys, the items, the global keys, another prefix's and an older layout's never do."""
+    pattern = profiles_pattern("ecrm")
+    for tenant, p in ((one, pid), (two, other)):
+        keys = Keys("ecrm", tenant)
+        assert fnmatchcase(keys.profile(p), pattern) and profile_of("ecrm", keys.profile(p)) == (tenant, p)
+        assert fnmatchcase(keys.profile(p), keys.profile_pattern())  # the tenant's own pattern agrees
+        others = {*keys.legacy_profile_keys(p), keys.seen(p, "direct", "e1"), keys.seen_set(p), keys.erased(p)}
+        others |= {keys.campaigns(p), keys.served(p), keys.merging(p), keys.handoff("x"), keys.alias("x")}
+        others |= {keys.visitors("x"), keys.item(p.ident), keys.popular, keys.profile_count, keys.catalogue}
+        others |= {keys.category(p.ident), keys.snapshot("s"), keys.campaign_stats(p.ident)}
+        for key in others:
+            assert not fnmatchcase(key, pattern) and profile_of("ecrm", key) is None, key
+        assert not fnmatchcase(Keys("ecrm2", tenant).profile(p), pattern)
+        assert profile_of("ecrm", Keys("ecrm2", tenant).profile(p)) is None
+    legacy = f"ecrm:p:{{{pid.tag}}}"  # a profile hash of the layouts before tenants
+    assert not fnmatchcase(legacy, pattern) and profile_of("ecrm", legacy) is None
