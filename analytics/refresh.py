@@ -67,8 +67,10 @@ class RefreshResult:
 
 
 def fit_models(buyers: Sequence[ProfileRow], cfg: AnalyticsSettings, now: int) -> Models:
-    """Fit the purchase and spend models, or say why not (pure but for the CPU it takes)."""
-    data = fit_input(buyers, now)
+    """Fit the purchase and spend models, or say why not (pure but for the CPU it takes). The rows are taken in the
+    order of their profile ids: the fits depend on the order of their input, and a scan gives the rows in any order
+    (on a Redis Cluster, each node's as it answers), so the same base always gives the same models."""
+    data = fit_input(sorted(buyers, key=lambda row: row.pid), now)
     try:
         check_enough(data, cfg.analytics_min_customers, cfg.analytics_min_repeat_customers)
         purchase = fit_purchases(data, cfg.analytics_model)

@@ -191,3 +191,13 @@ def test_anonymous_buyers_move_no_customer_cut_off() -> None:
     assert attacked.breakpoints == plain.breakpoints and attacked.customers_scored == 50
     assert attacked.members == plain.members and attacked.summary == plain.summary
     assert attacked.profiles == plain.profiles + 400
+
+
+def test_fit_models_gives_the_same_models_whatever_the_order_of_the_rows() -> None:
+    """A scan gives the rows in any order (a Redis Cluster's nodes answer as they come): the models do not move."""
+    rows = simulated(300, seed=3)
+    shuffled = list(rows)
+    random.Random(7).shuffle(shuffled)
+    assert shuffled != rows
+    assert fit_models(shuffled, AnalyticsSettings(), NOW) == fit_models(rows, AnalyticsSettings(), NOW)
+    assert fit_models(list(reversed(rows)), AnalyticsSettings(), NOW) == fit_models(rows, AnalyticsSettings(), NOW)
