@@ -1,3 +1,3 @@
-from ecrm.cli import app
+from ecrm.cli import main
 
-app(prog_name="ecrm")
+main()
