@@ -280,7 +280,7 @@ class ProfileStore:
         applied = [rec for rec in records if rec]
         if applied:
             await self._script_calls([build_globals(applied, self.keys, self._params)], "applying global effects")
-        await self._finish_logins(plans, statuses, logins, [i for i in sorted(elsewhere) if statuses[i] == APPLIED])
+        await self._finish_chunk(plans, statuses, logins, [i for i in sorted(elsewhere) if statuses[i] == APPLIED])
         return [s for s in statuses if s is not None]
 
     async def _profile_part(
@@ -338,15 +338,16 @@ class ProfileStore:
                 out[login_name(plan)] = LoginAnswer(int(linked) == 1, previous or "", data or "")
         return out
 
-    async def _finish_logins(
+    async def _finish_chunk(
         self,
         plans: Sequence[Plan],
         statuses: Sequence[Status | None],
         logins: dict[str, LoginAnswer],
         elsewhere: Sequence[int] = (),
     ) -> None:
-        """A login's last step: the link out of the previous customer's visitors, the hand-off deleted (kept when
-        the login was refused: nothing took it). And, once the global call ran, a marker in the visitor's own slot
+        """A chunk's last step on a Redis Cluster, once its global call ran. A login's last step: the link out of
+        the previous customer's visitors, the hand-off deleted (kept when the login was refused: nothing took it).
+        And a marker in the visitor's own slot
         for each of the visitor's events applied in a customer (``elsewhere``: their indexes): a re-send after a
         later login moved the visitor to another customer is known there (:meth:`_lookups`), as an event applied
         to the visitor before they logged in is."""
